@@ -1,0 +1,344 @@
+"""One typed source of truth for configuration.
+
+A run is described by `Config` (model, adapters, data, training). It is loaded from YAML,
+overridden from the command line with `section.field=value` pairs, validated once with every
+problem listed, and saved inside every checkpoint (`Config.to_dict`).
+
+The `help` text of every field is what `velora train --help` prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is wrong; the message lists every problem found."""
+
+
+def _f(default: Any, help: str, choices: tuple | None = None, **kw: Any) -> Any:
+    metadata = {"help": help, "choices": choices}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=metadata, **kw)
+    return field(default=default, metadata=metadata, **kw)
+
+
+@dataclass
+class LoRAConfig:
+    rank: int = _f(4, "LoRA rank r of every adapter; 0 removes all adapters (frozen-backbone linear probe).")
+    alpha: float = _f(8.0, "LoRA scale numerator: the update is (alpha / rank) * B A x.")
+    dropout: float = _f(0.01, "Dropout on the adapter input (the original code used 0.01).")
+    targets: list = _f(
+        ["fc1", "fc2"],
+        "Names of the Linear layers inside each Transformer block that get adapters: the MLP "
+        "(fc1, fc2; as in the original code) and optionally attention (qkv, proj).",
+    )
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = _f(
+        "vit_base_patch16_clip_quickgelu_224",
+        "timm architecture of the frozen backbone (CLIP ViT-B/16 by default).",
+    )
+    backbone_args: dict = _f(
+        {},
+        "Overrides passed to the timm constructor, e.g. {embed_dim: 128, depth: 4, num_heads: 4} "
+        "for a tiny model with the same block structure.",
+    )
+    weights: str = _f(
+        "none",
+        "Pre-trained backbone weights: 'none' (random init, for tests and a weights-free demo), "
+        "'hub' (timm's pretrained weights; needs network or a filled cache) or a local "
+        ".safetensors/.pth file with timm key names.",
+    )
+    image_size: int = _f(224, "Input height and width in pixels; frames are resized to it.")
+    num_classes: int = _f(114, "Number of classes of the head (114 for PokerEvent, 300 for HARDVS).")
+    high_level_blocks: int = _f(
+        1,
+        "How many of the backbone's last blocks are high-level (fusion) blocks; the others are "
+        "low-level, modality-specific blocks.",
+    )
+    frame_diff: bool = _f(True, "Use the frame-difference stream (RGB diff + event diff of consecutive frames).")
+    fusion_block: str = _f(
+        "backbone_lora",
+        "High-level fusion block: 'backbone_lora' = the backbone's own frozen block with a "
+        "modality-shared LoRA (the paper's figure); 'random_trainable' = a randomly initialised, "
+        "fully trainable block (the original code).",
+        choices=("backbone_lora", "random_trainable"),
+    )
+    recon_weight: float = _f(1.0, "Weight of each cross-modal reconstruction MSE term; 0 disables them.")
+    recon_decoder: str = _f(
+        "linear",
+        "Reconstruction decoder shared by both directions: 'linear' (LayerNorm + Linear D->D) or "
+        "'block' (a random trainable ViT block + LayerNorm, as in the original code).",
+        choices=("linear", "block"),
+    )
+    recon_detach_target: bool = _f(
+        True,
+        "Stop gradients through the reconstruction target (the original code did not), so the "
+        "loss cannot be lowered by collapsing both modalities' features.",
+    )
+    head_pool: str = _f(
+        "mean",
+        "Token pooling before the head: 'cls' (the class token) or 'mean' (all tokens).",
+        choices=("cls", "mean"),
+    )
+    head_dropout: float = _f(0.0, "Dropout before the classification layer.")
+    modality_dropout: float = _f(
+        0.0,
+        "Training only: probability, per batch, of dropping the RGB stream and, independently "
+        "with the same probability, the event stream (never both), so a model degrades "
+        "gracefully when a sensor is missing at inference.",
+    )
+
+
+@dataclass
+class DataConfig:
+    root: str = _f("", "Dataset root in the PokerEvent layout (<class>/<sample>/<sample>_aps|_dvs/*.png).")
+    train_labels: str = _f("train_label.txt", "Training label file, relative to root.")
+    val_labels: str = _f("val_label.txt", "Validation label file (model selection), relative to root.")
+    test_labels: str = _f("test_label.txt", "Test label file (final evaluation only), relative to root.")
+    num_frames: int = _f(8, "Frames T sampled per clip, in uniform segments.")
+    modalities: list = _f(["rgb", "event"], "Modalities to load: any of rgb, event.")
+    crop_scale: list = _f([0.8, 1.0], "Training random-resized-crop area range; [1, 1] disables it.")
+    hflip: bool = _f(False, "Training horizontal flips. Off: a flip turns a left motion into a right one.")
+    frame_count_policy: str = _f(
+        "error",
+        "When a clip's RGB and event frame counts differ: 'error' or 'min' (use the common prefix).",
+        choices=("error", "min"),
+    )
+    num_workers: int = _f(2, "DataLoader worker processes.")
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = _f("runs/velora", "Folder for checkpoints, curves and reports.")
+    epochs: int = _f(30, "Training epochs.")
+    batch_size: int = _f(8, "Clips per batch per device.")
+    lr: float = _f(1e-4, "Peak AdamW learning rate.")
+    weight_decay: float = _f(1e-4, "AdamW weight decay (not applied to biases, norms and embeddings).")
+    warmup_epochs: float = _f(1.0, "Linear warmup length in epochs, then cosine decay to min_lr.")
+    min_lr: float = _f(1e-6, "Learning rate at the end of the cosine schedule.")
+    grad_clip: float = _f(1.0, "Gradient norm clipping; 0 disables it.")
+    seed: int = _f(0, "Seed for data order, augmentation, dropout and initialisation.")
+    precision: str = _f(
+        "32-true",
+        "Lightning precision: '32-true' on CPU, 'bf16-mixed' on recent GPUs.",
+        choices=("32-true", "bf16-mixed", "16-mixed"),
+    )
+    accelerator: str = _f("auto", "Lightning accelerator: auto, cpu, gpu.")
+    devices: Any = _f("auto", "Devices per node (an int, a list of ids, or 'auto').")
+    num_nodes: int = _f(1, "Machines taking part in data-parallel training.")
+    strategy: str = _f("auto", "Lightning strategy: auto, ddp, ...")
+    val_every: int = _f(1, "Validate every N epochs (model selection uses the val split only).")
+    log_every: int = _f(10, "Log training metrics every N steps.")
+    progress: bool = _f(True, "Show progress bars.")
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict, source: str = "config") -> "Config":
+        problems: list[str] = []
+        cfg = _build(cls, raw, source, "", problems)  # fields with a wrong type keep their default
+        problems.extend(validate(cfg))
+        if problems:
+            raise ConfigError(f"{len(problems)} problem(s) in {source}:\n  - " + "\n  - ".join(problems))
+        return cfg
+
+
+def _build(cls: type, raw: Any, source: str, prefix: str, problems: list[str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        problems.append(f"'{prefix.rstrip('.') or 'top level'}' must be a mapping, got {raw!r}")
+        return cls()
+    values = {}
+    for key, value in raw.items():
+        name = f"{prefix}{key}"
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
+            problems.append(f"unknown key '{name}'{hint} (valid keys here: {', '.join(fields)})")
+            continue
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            values[key] = _build(hint, value, source, f"{name}.", problems)
+            continue
+        coerced = _coerce(value, hint)
+        if coerced is _BAD:
+            problems.append(f"'{name}' must be {getattr(hint, '__name__', hint)}, got {value!r}")
+            continue
+        choices = fields[key].metadata.get("choices")
+        if choices and coerced not in choices:
+            problems.append(f"'{name}' must be one of {', '.join(choices)}, got {value!r}")
+            continue
+        values[key] = coerced
+    return cls(**values)
+
+
+_BAD = object()
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    if hint is Any:
+        return value
+    if hint is bool:
+        return value if isinstance(value, bool) else _BAD
+    if hint is int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else _BAD
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return float(value) if ok else _BAD
+    if hint is str:
+        return value if isinstance(value, str) else _BAD
+    if hint is list:
+        return list(value) if isinstance(value, (list, tuple)) else _BAD
+    if hint is dict:
+        return dict(value) if isinstance(value, dict) else _BAD
+    return value
+
+
+def validate(cfg: Config) -> list[str]:
+    """Cross-field and range checks; returns every problem, empty when the config is sound."""
+    p: list[str] = []
+    m, lo, d, t = cfg.model, cfg.lora, cfg.data, cfg.train
+    if lo.rank < 0:
+        p.append(f"'lora.rank' must be >= 0, got {lo.rank}")
+    if lo.rank > 0 and lo.alpha <= 0:
+        p.append(f"'lora.alpha' must be > 0, got {lo.alpha}")
+    if not 0 <= lo.dropout < 1:
+        p.append(f"'lora.dropout' must be in [0, 1), got {lo.dropout}")
+    if not lo.targets and lo.rank > 0:
+        p.append("'lora.targets' is empty; name at least one Linear layer (e.g. fc1, fc2)")
+    if m.image_size < 1:
+        p.append(f"'model.image_size' must be positive, got {m.image_size}")
+    if m.num_classes < 2:
+        p.append(f"'model.num_classes' must be at least 2, got {m.num_classes}")
+    if m.high_level_blocks < 1:
+        p.append(f"'model.high_level_blocks' must be at least 1, got {m.high_level_blocks}")
+    if m.recon_weight < 0:
+        p.append(f"'model.recon_weight' must be >= 0, got {m.recon_weight}")
+    if not 0 <= m.modality_dropout <= 0.5:
+        p.append(f"'model.modality_dropout' must be in [0, 0.5], got {m.modality_dropout}")
+    if not 0 <= m.head_dropout < 1:
+        p.append(f"'model.head_dropout' must be in [0, 1), got {m.head_dropout}")
+    bad = [x for x in d.modalities if x not in ("rgb", "event")]
+    if bad or not d.modalities:
+        p.append(f"'data.modalities' must be a non-empty subset of [rgb, event], got {d.modalities}")
+    if d.num_frames < 1:
+        p.append(f"'data.num_frames' must be at least 1, got {d.num_frames}")
+    if len(d.crop_scale) != 2 or not all(isinstance(s, (int, float)) for s in d.crop_scale) or not (
+        0 < min(d.crop_scale) and d.crop_scale[0] <= d.crop_scale[1] <= 1
+    ):
+        p.append(f"'data.crop_scale' must be [low, high] with 0 < low <= high <= 1, got {d.crop_scale}")
+    if d.num_workers < 0:
+        p.append(f"'data.num_workers' must be >= 0, got {d.num_workers}")
+    for name in ("epochs", "batch_size", "val_every", "log_every", "num_nodes"):
+        if getattr(t, name) < 1:
+            p.append(f"'train.{name}' must be at least 1, got {getattr(t, name)}")
+    if t.lr <= 0:
+        p.append(f"'train.lr' must be > 0, got {t.lr}")
+    if t.min_lr < 0 or t.min_lr > t.lr:
+        p.append(f"'train.min_lr' must be in [0, train.lr], got {t.min_lr}")
+    if t.warmup_epochs < 0 or t.weight_decay < 0 or t.grad_clip < 0:
+        p.append("'train.warmup_epochs', 'train.weight_decay' and 'train.grad_clip' must be >= 0")
+    return p
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """Turn ["train.lr=3e-4", "data.modalities=[rgb]"] into a nested dict (values parsed as YAML)."""
+    nested: dict = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"override '{pair}' must look like section.field=value, e.g. train.lr=3e-4")
+        key, text = pair.split("=", 1)
+        parts = key.strip().split(".")
+        if len(parts) != 2 or not all(parts):
+            raise ConfigError(f"override key '{key}' must be section.field, e.g. train.epochs")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override '{pair}': value is not valid YAML ({exc})") from None
+        nested.setdefault(parts[0], {})[parts[1]] = value
+    return nested
+
+
+def merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "backbone_args":
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def shipped_config_path(name: str) -> Path:
+    """The path of a config shipped with the package, e.g. 'demo' or 'configs/demo.yaml'."""
+    stem = Path(name).name.removesuffix(".yaml")
+    return Path(str(resources.files("velora") / "configs" / f"{stem}.yaml"))
+
+
+def resolve_config_path(name: str) -> Path:
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = shipped_config_path(name)
+    if shipped.is_file():
+        return shipped
+    available = sorted(p.stem for p in shipped.parent.glob("*.yaml"))
+    raise ConfigError(
+        f"config file '{name}' not found; give a path to a YAML file or one of the shipped "
+        f"configs: {', '.join(available)}"
+    )
+
+
+def load_config(path: str | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (a path or a shipped name), apply `section.field=value` overrides, validate."""
+    raw: dict = {}
+    source = "defaults"
+    if path:
+        resolved = resolve_config_path(path)
+        source = str(resolved)
+        try:
+            raw = yaml.safe_load(resolved.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{resolved} is not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{resolved} must hold a mapping of sections (model, lora, data, train)")
+    if overrides:
+        raw = merge(raw, parse_overrides(overrides))
+        source += " + command-line overrides"
+    return Config.from_dict(raw, source)
+
+
+def describe_fields() -> str:
+    """Every config field with its default and help text, for `--help`."""
+    lines = []
+    for section in dataclasses.fields(Config):
+        lines.append(f"{section.name}:")
+        for f in dataclasses.fields(section.default_factory()):
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            lines.append(f"  {section.name}.{f.name} = {default!r}")
+            lines.append(f"      {f.metadata.get('help', '')}")
+    return "\n".join(lines)

@@ -1,0 +1,361 @@
+"""RGB (APS) and event-image clips from the PokerEvent / HARDVS frame layout, as uint8 tensors.
+
+Layout (``<sample>`` is the clip's folder name, the last part of the label-file path)::
+
+    <root>/<class_dir>/<sample>/<sample>_aps/0000.png ...   RGB or grayscale APS frames
+    <root>/<class_dir>/<sample>/<sample>_dvs/0000.png ...   event images: red / blue on white
+
+Frame names are zero-padded frame numbers of any width, sorted numerically.
+
+One item is a dict (``T`` = ``num_frames``, ``S`` = ``image_size``)::
+
+    "rgb":    torch.uint8 (T, 3, S, S)   present when "rgb" is in modalities
+    "events": torch.uint8 (T, 3, S, S)   present when "event" is in modalities
+    "label":  torch.int64 ()
+    "index":  int                        position in the dataset
+
+torch's default collate stacks these into (B, T, 3, S, S), (B,) and (B,). Frames stay uint8: the
+model normalises them on its device, which keeps host-to-device copies 4x smaller than float32.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from velora.data.errors import DataError
+from velora.data.labels import ClipEntry, read_class_names, read_label_file
+from velora.data.sampling import segment_indices
+
+MODALITIES = ("rgb", "event")
+FOLDER_SUFFIX = {"rgb": "_aps", "event": "_dvs"}
+BATCH_KEY = {"rgb": "rgb", "event": "events"}
+FRAME_COUNT_POLICIES = ("error", "min")
+# NEAREST keeps every event pixel pure red, blue or white; BOX (area) keeps every event's mass
+# when downsampling but blends neighbours into pink / purple. Bilinear would do the latter too.
+EVENT_RESAMPLE = {"nearest": Image.Resampling.NEAREST, "box": Image.Resampling.BOX}
+
+
+class FrameFolder(NamedTuple):
+    """The frame files of one folder, in frame-number order."""
+
+    folder: Path
+    names: tuple[str, ...]
+
+
+def list_frames(folder: Path, what: str) -> FrameFolder:
+    """List ``folder``'s ``.png`` frames, sorted by frame number; ``what`` names it in errors.
+
+    Hidden files (``.DS_Store``, ``._0000.png``) and non-PNG files are ignored. A PNG whose name is
+    not a number, two names with one number, and a folder without frames are DataErrors.
+    """
+    if not folder.is_dir():
+        parent = folder.parent
+        siblings = sorted(p.name for p in parent.iterdir())[:6] if parent.is_dir() else []
+        raise DataError(
+            f"{what} folder {folder} does not exist (the clip folder holds {siblings}); "
+            f"each clip needs <sample>{FOLDER_SUFFIX['rgb']} and <sample>{FOLDER_SUFFIX['event']} "
+            "frame folders"
+        )
+    numbered: dict[int, str] = {}
+    with os.scandir(folder) as listing:
+        for dirent in listing:
+            name = dirent.name
+            if name.startswith(".") or not name.lower().endswith(".png"):
+                continue
+            stem = name[: -len(".png")]
+            if not (stem.isascii() and stem.isdigit()):
+                raise DataError(
+                    f"frame {folder / name} is not named by its frame number; "
+                    "rename the frames to zero-padded numbers such as 0000.png"
+                )
+            if int(stem) in numbered:
+                raise DataError(
+                    f"{folder} holds two frames numbered {int(stem)}: "
+                    f"{numbered[int(stem)]} and {name}; keep one"
+                )
+            # Interned: "0000.png" of every clip is then one string, which keeps the cache small.
+            numbered[int(stem)] = sys.intern(name)
+    if not numbered:
+        raise DataError(
+            f"{what} folder {folder} holds no .png frames; re-export the clip or remove it from "
+            "the label file"
+        )
+    return FrameFolder(folder, tuple(numbered[number] for number in sorted(numbered)))
+
+
+def read_frame(path: Path) -> Image.Image:
+    """Decode one PNG as an RGB image (grayscale APS frames get three equal channels)."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise DataError(
+            f"cannot read frame {path} ({type(error).__name__}: {error}); the file is corrupt or "
+            "not a PNG: re-export the clip or remove it from the label file"
+        ) from None
+
+
+def random_crop_box(
+    rng: np.random.Generator, scale: tuple[float, float], ratio: tuple[float, float]
+) -> tuple[float, float, float, float]:
+    """A random-resized-crop box ``(left, top, right, bottom)`` in fractions of the frame.
+
+    The area fraction is uniform in ``scale``; the aspect ratio is log-uniform in ``ratio`` and is
+    relative to the frame's own, so ratio 1 keeps the frame's shape (and the same squash to S x S
+    as evaluation). After 10 failed draws (box outside the frame) the whole frame is used.
+    """
+    log_ratio = np.log(ratio)
+    for _ in range(10):
+        area = rng.uniform(*scale)
+        aspect = np.exp(rng.uniform(*log_ratio))
+        width, height = np.sqrt(area * aspect), np.sqrt(area / aspect)
+        if width <= 1 and height <= 1:
+            left, top = rng.uniform(0, 1 - width), rng.uniform(0, 1 - height)
+            return (left, top, left + width, top + height)
+    return (0.0, 0.0, 1.0, 1.0)
+
+
+class ClipDataset(Dataset):
+    """Clips of T frames per modality, taken at the same frame indices in RGB and events.
+
+    root: dataset root holding the class folders (and optionally classes.txt).
+    labels: a label file (a relative path is looked up under ``root`` first) or clip entries.
+    num_frames: T, frames per clip, chosen by :func:`segment_indices` (random offsets in training,
+        segment centres otherwise; short clips repeat frames).
+    image_size: S; frames are resized to S x S (bilinear for RGB, ``event_resample`` for events).
+    modalities: a subset of ("rgb", "event"); only these folders are read and returned.
+    train: random frame offsets and the spatial augmentation below; off: deterministic.
+    seed: with the epoch (:meth:`set_epoch`) and the item index, seeds each item's randomness, so an
+        item is the same whatever the DataLoader's worker count.
+    crop_scale: area-fraction range of the training random resized crop; (1.0, 1.0) disables it.
+    crop_ratio: aspect-ratio range of the crop, relative to the frame's own aspect ratio.
+    horizontal_flip: flip half the training clips left-right. Off by default: a flip turns a
+        left-moving gesture into a right-moving one, and left vs right motion is a class in the
+        demo data and in many action datasets.
+    event_resample: "nearest" (default) keeps event images pure red / blue / white; "box"
+        (area) keeps every event's contribution when downsampling but blends colours.
+    frame_count_policy: when a clip's RGB and event frame counts differ: "error" raises,
+        "min" uses the first min(n_rgb, n_event) frames of both.
+    num_classes: when given, every label must be in [0, num_classes).
+
+    The crop box and the flip are drawn once per item and applied to all T frames of both
+    modalities (in fractions of each frame, so differing RGB / event resolutions still line up).
+    Each clip's directory listing is cached after its first read.
+
+    With ``persistent_workers=True`` a DataLoader keeps the dataset copies it made when its workers
+    started, so :meth:`set_epoch` does not reach them; leave it off when training with this class.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        labels: str | Path | Sequence[ClipEntry],
+        *,
+        num_frames: int = 8,
+        image_size: int = 224,
+        modalities: Sequence[str] = MODALITIES,
+        train: bool = False,
+        seed: int = 0,
+        crop_scale: tuple[float, float] = (0.8, 1.0),
+        crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        horizontal_flip: bool = False,
+        event_resample: str = "nearest",
+        frame_count_policy: str = "error",
+        num_classes: int | None = None,
+    ) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(
+                f"dataset root {self.root} does not exist or is not a folder; pass the folder that "
+                "holds the class folders and the label files"
+            )
+        self.modalities = tuple(modalities)
+        problems = []
+        if not self.modalities or any(m not in MODALITIES for m in self.modalities):
+            problems.append(
+                f"modalities {self.modalities} must be a non-empty subset of {MODALITIES}"
+            )
+        if len(set(self.modalities)) != len(self.modalities):
+            problems.append(f"modalities {self.modalities} repeats a name")
+        if num_frames < 1 or image_size < 1:
+            problems.append(f"num_frames ({num_frames}) and image_size ({image_size}) must be >= 1")
+        if seed < 0:
+            problems.append(f"seed must be >= 0, got {seed}")
+        if not 0 < crop_scale[0] <= crop_scale[1] <= 1:
+            problems.append(f"crop_scale {crop_scale} must satisfy 0 < low <= high <= 1")
+        if not 0 < crop_ratio[0] <= crop_ratio[1]:
+            problems.append(f"crop_ratio {crop_ratio} must satisfy 0 < low <= high")
+        if event_resample not in EVENT_RESAMPLE:
+            problems.append(
+                f"event_resample {event_resample!r} is not one of {tuple(EVENT_RESAMPLE)}"
+            )
+        if frame_count_policy not in FRAME_COUNT_POLICIES:
+            problems.append(
+                f"frame_count_policy {frame_count_policy!r} is not one of {FRAME_COUNT_POLICIES}"
+            )
+        if problems:
+            raise ValueError("invalid ClipDataset arguments: " + "; ".join(problems))
+
+        if isinstance(labels, (str, Path)):
+            label_file = Path(labels)
+            if not label_file.is_absolute() and (self.root / label_file).is_file():
+                label_file = self.root / label_file
+            self.label_file: Path | None = label_file
+            self.entries = read_label_file(label_file)
+        else:
+            self.label_file = None
+            self.entries = list(labels)
+        source = self.label_file or "the given entries"
+        if num_classes is not None:
+            for entry in self.entries:
+                if not 0 <= entry.label < num_classes:
+                    raise DataError(
+                        f"clip {entry.sample} in {source} has label {entry.label}, outside "
+                        f"[0, {num_classes}); fix the label file or num_classes"
+                    )
+
+        self.num_frames = num_frames
+        self.image_size = image_size
+        self.train = train
+        self.seed = seed
+        self.epoch = 0
+        self.crop_scale = crop_scale
+        self.crop_ratio = crop_ratio
+        self.horizontal_flip = horizontal_flip
+        self.event_resample = event_resample
+        self.frame_count_policy = frame_count_policy
+        self.num_classes = num_classes
+        self._class_names: list[str] | None = None
+        self._frame_folders: dict[int, dict[str, FrameFolder]] = {}
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names in label order, from classes.txt or the class folders (read_class_names)."""
+        if self._class_names is None:
+            self._class_names = read_class_names(self.root, self.entries)
+        return self._class_names
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose random offsets and crops the next items use."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        self.epoch = epoch
+
+    def frame_folders(self, index: int) -> dict[str, FrameFolder]:
+        """The requested modalities' frame lists of clip ``index``, equal in length (cached)."""
+        if index not in self._frame_folders:
+            entry = self.entries[index]
+            clip_dir = self.root / entry.sample
+            if not clip_dir.is_dir():
+                raise DataError(
+                    f"clip folder {clip_dir} (listed in {self.label_file or 'the given entries'}) "
+                    "does not exist; restore it or remove the line from the label file"
+                )
+            what = {"rgb": "RGB frame", "event": "event frame"}
+            self._frame_folders[index] = {
+                m: list_frames(clip_dir / f"{entry.name}{FOLDER_SUFFIX[m]}", what[m])
+                for m in self.modalities
+            }
+        folders = self._frame_folders[index]
+        if len(folders) == 2:
+            n_rgb, n_event = len(folders["rgb"].names), len(folders["event"].names)
+            if n_rgb != n_event:
+                if self.frame_count_policy == "error":
+                    raise DataError(
+                        f"clip {self.root / self.entries[index].sample} has {n_rgb} RGB frames but "
+                        f"{n_event} event frames; fix the export, or pass "
+                        "frame_count_policy='min' to use the first min(n_rgb, n_event) of both"
+                    )
+                n = min(n_rgb, n_event)
+                folders = {m: FrameFolder(f.folder, f.names[:n]) for m, f in folders.items()}
+        return folders
+
+    def verify(self, max_problems: int = 20) -> None:
+        """List every clip's frame folders and raise one DataError naming all problems found.
+
+        Checks folders, frame names and counts, not PNG contents. Useful before a long run.
+        """
+        problems = []
+        for index in range(len(self)):
+            try:
+                self.frame_folders(index)
+            except DataError as problem:
+                problems.append(str(problem))
+        if problems:
+            shown = "\n  ".join(problems[:max_problems])
+            hidden = len(problems) - max_problems
+            more = f"\n  ... and {hidden} more" if hidden > 0 else ""
+            raise DataError(f"{len(problems)} of {len(self)} clips have problems:\n  {shown}{more}")
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
+        index = range(len(self))[index]  # a plain non-negative int, also for -1 or numpy ints
+        entry = self.entries[index]
+        folders = self.frame_folders(index)
+        # RGB leads when both exist; the counts are equal after frame_folders' check.
+        num_clip_frames = len(folders["rgb" if "rgb" in folders else "event"].names)
+
+        box, flip = (0.0, 0.0, 1.0, 1.0), False
+        if self.train:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            frame_indices = segment_indices(
+                num_clip_frames, self.num_frames, random_offset=True, rng=rng
+            )
+            box = random_crop_box(rng, self.crop_scale, self.crop_ratio)
+            flip = self.horizontal_flip and bool(rng.random() < 0.5)
+        else:
+            frame_indices = segment_indices(num_clip_frames, self.num_frames, random_offset=False)
+
+        resample = {"rgb": Image.Resampling.BILINEAR, "event": EVENT_RESAMPLE[self.event_resample]}
+        item: dict[str, torch.Tensor | int] = {}
+        for modality in self.modalities:
+            item[BATCH_KEY[modality]] = self._load_frames(
+                folders[modality], frame_indices, box, flip, resample[modality]
+            )
+        item["label"] = torch.tensor(entry.label, dtype=torch.int64)
+        item["index"] = index
+        return item
+
+    def _load_frames(
+        self,
+        frames: FrameFolder,
+        frame_indices: np.ndarray,
+        box: tuple[float, float, float, float],
+        flip: bool,
+        resample: Image.Resampling,
+    ) -> torch.Tensor:
+        """Decode, crop, resize and flip the chosen frames: uint8 (T, 3, S, S)."""
+        size = self.image_size
+        decoded: dict[int, np.ndarray] = {}  # short clips repeat indices; decode each frame once
+        first_path, first_size = None, None
+        for frame_index in dict.fromkeys(frame_indices.tolist()):
+            path = frames.folder / frames.names[frame_index]
+            image = read_frame(path)
+            if first_size is None:
+                first_path, first_size = path, image.size
+            elif image.size != first_size:
+                raise DataError(
+                    f"frames of one clip differ in size: {first_path} is {first_size[0]}x"
+                    f"{first_size[1]}, {path} is {image.size[0]}x{image.size[1]}; re-export the "
+                    "clip at one resolution"
+                )
+            width, height = image.size
+            pixel_box = (box[0] * width, box[1] * height, box[2] * width, box[3] * height)
+            image = image.resize((size, size), resample, box=pixel_box)
+            if flip:
+                image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            decoded[frame_index] = np.asarray(image)  # (S, S, 3)
+        clip = np.stack([decoded[i] for i in frame_indices.tolist()])  # (T, S, S, 3)
+        return torch.from_numpy(clip).permute(0, 3, 1, 2).contiguous()  # (T, 3, S, S)

@@ -1,0 +1,147 @@
+"""Label files and class names of the PokerEvent / HARDVS frame layout.
+
+A label file (``train_label.txt``, ``val_label.txt``, ``test_label.txt``) has one line per clip::
+
+    <class_dir>/<sample> <num_frames> <label_index>
+    action_Poker001/dvSave-2023_03_02_18_58_21 28 0
+
+Blank lines and lines starting with ``#`` are skipped. ``num_frames`` is informational: the data
+loader counts the frames on disk. An optional ``<root>/classes.txt`` holds one class name per line
+in label-index order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from velora.data.errors import DataError
+
+LABEL_LINE_FORMAT = "<class_dir>/<sample> <num_frames> <label_index>"
+CLASSES_FILE = "classes.txt"
+
+
+@dataclass(frozen=True)
+class ClipEntry:
+    """One line of a label file.
+
+    sample: clip folder relative to the dataset root, with ``/`` separators
+        (``action_Poker001/dvSave-2023_03_02_18_58_21``).
+    num_frames: frame count written in the label file (not trusted; the loader counts files).
+    label: class index, 0-based.
+    """
+
+    sample: str
+    num_frames: int
+    label: int
+
+    @property
+    def class_dir(self) -> str:
+        """The folder part of ``sample`` (``action_Poker001``); empty when the sample has none."""
+        parent = PurePosixPath(self.sample).parent
+        return "" if str(parent) == "." else str(parent)
+
+    @property
+    def name(self) -> str:
+        """The clip's own folder name, the prefix of its ``_aps`` / ``_dvs`` frame folders."""
+        return PurePosixPath(self.sample).name
+
+
+def _parse_label_line(line: str) -> ClipEntry:
+    """Parse one non-comment line; raises ValueError with the reason on a malformed one."""
+    # Split from the right so a sample path containing spaces still parses.
+    fields = line.rsplit(None, 2)
+    if len(fields) != 3:
+        raise ValueError(f"expected 3 fields, found {len(fields)}")
+    sample, num_frames_text, label_text = fields
+    try:
+        num_frames, label = int(num_frames_text), int(label_text)
+    except ValueError:
+        raise ValueError("num_frames and label_index must be integers") from None
+    if num_frames < 0 or label < 0:
+        raise ValueError("num_frames and label_index must be >= 0")
+    sample = sample.replace("\\", "/").rstrip("/")
+    if sample.startswith("/") or ".." in PurePosixPath(sample).parts or not sample:
+        raise ValueError("the sample must be a path relative to the dataset root")
+    return ClipEntry(sample=sample, num_frames=num_frames, label=label)
+
+
+def read_label_file(path: str | Path) -> list[ClipEntry]:
+    """Read a label file into clip entries, in file order.
+
+    Raises DataError when the file is missing or a line is malformed; the message names the file,
+    the line number (1-based), the line and the expected format.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(
+            f"label file {path} does not exist; pass a file with lines '{LABEL_LINE_FORMAT}' "
+            "(e.g. <root>/train_label.txt)"
+        )
+    entries = []
+    with path.open(encoding="utf-8") as lines:
+        for line_number, raw_line in enumerate(lines, start=1):
+            line = raw_line.strip()
+            if not line or line.startswith("#"):
+                continue
+            try:
+                entries.append(_parse_label_line(line))
+            except ValueError as reason:
+                raise DataError(
+                    f"{path}, line {line_number}: cannot parse {line!r} ({reason}); "
+                    f"expected '{LABEL_LINE_FORMAT}', e.g. "
+                    "'action_Poker001/dvSave-2023_03_02_18_58_21 28 0'"
+                ) from None
+    return entries
+
+
+def read_class_names(root: str | Path, entries: Sequence[ClipEntry]) -> list[str]:
+    """Class names in label-index order.
+
+    From ``<root>/classes.txt`` (one name per line, blank lines skipped) when present; every label
+    in ``entries`` must index into it. Otherwise derived from the clips: the name of class ``i`` is
+    the class folder of its clips. Indices no clip uses (a split may lack some classes) are named
+    ``class_<i>``; write classes.txt to get real names and the full class count.
+
+    Raises DataError when classes.txt is too short or holds duplicates, or when clips of one label
+    index live in different class folders.
+    """
+    root = Path(root)
+    classes_file = root / CLASSES_FILE
+    max_label = max((entry.label for entry in entries), default=-1)
+    if classes_file.is_file():
+        names = [
+            line.strip()
+            for line in classes_file.read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        ]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise DataError(f"{classes_file} lists these names more than once: {duplicates}")
+        if max_label >= len(names):
+            raise DataError(
+                f"{classes_file} has {len(names)} class names but the labels go up to {max_label}; "
+                "add the missing names (one per line, in label-index order) or fix the label file"
+            )
+        return names
+
+    dirs_per_label: dict[int, set[str]] = {}
+    for entry in entries:
+        if not entry.class_dir:
+            raise DataError(
+                f"cannot derive class names: sample {entry.sample!r} has no class folder; "
+                f"write {classes_file} with one class name per line"
+            )
+        dirs_per_label.setdefault(entry.label, set()).add(entry.class_dir)
+    conflicts = {label: sorted(dirs) for label, dirs in dirs_per_label.items() if len(dirs) > 1}
+    if conflicts:
+        shown = "; ".join(f"label {label}: {dirs}" for label, dirs in sorted(conflicts.items())[:5])
+        raise DataError(
+            f"cannot derive class names: clips of one label index live in different class folders "
+            f"({shown}); fix the label file or write {classes_file}"
+        )
+    return [
+        next(iter(dirs_per_label[label])) if label in dirs_per_label else f"class_{label}"
+        for label in range(max_label + 1)
+    ]

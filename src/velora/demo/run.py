@@ -1,0 +1,162 @@
+"""`velora demo`: synthetic data -> train VELoRA and baselines -> evaluate -> report folder.
+
+<output>/data       the synthetic dataset (PokerEvent layout; reused when complete)
+<output>/runs/<v>   one training run per variant (checkpoints, curves, eval JSON)
+<output>/report     metrics.json, summary.md, confusion.png, curves.png, prediction_panel.png
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from velora.config import Config, load_config, merge
+from velora.demo.generate import generate_demo_dataset
+from velora.evaluation.evaluate import evaluate, panel_row, predict_scores
+from velora.evaluation.metrics import topk_indices
+from velora.evaluation.plots import plot_prediction_panel
+from velora.model.velora import count_parameters
+from velora.training.checkpoint import load_model
+from velora.training.datamodule import make_dataset
+from velora.training.run import train
+
+# Each baseline is the demo config with these overrides.
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "velora": ("VELoRA (RGB + event)", {}),
+    "rgb_only": ("RGB only", {"data": {"modalities": ["rgb"]}}),
+    "event_only": ("event only", {"data": {"modalities": ["event"]}}),
+    "linear_probe": ("frozen-backbone linear probe", {"lora": {"rank": 0}}),
+}
+FULL_SPLITS = {"train": 60, "val": 15, "test": 25}
+QUICK_SPLITS = {"train": 4, "val": 2, "test": 2}
+
+
+def run_demo(
+    output: str | Path = "velora-demo",
+    *,
+    config: str = "demo",
+    overrides: list[str] | None = None,
+    quick: bool = False,
+    variants: list[str] | None = None,
+    progress: bool = True,
+) -> dict:
+    start = time.perf_counter()
+    output = Path(output)
+    variants = variants or list(VARIANTS)
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown demo variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+    base = load_config(config, overrides)
+    splits = QUICK_SPLITS if quick else FULL_SPLITS
+
+    print(f"[1/3] synthetic RGB-Event dataset -> {output / 'data'}")
+    info = generate_demo_dataset(
+        output / "data", clips_per_class=splits, image_size=base.model.image_size, progress=progress,
+        seed=base.train.seed,
+    )
+    print(f"      {len(info.class_names)} classes, clips {info.counts}{' (reused)' if info.reused else ''}")
+
+    results = {}
+    for i, name in enumerate(variants, 1):
+        title, extra = VARIANTS[name]
+        cfg = variant_config(base, extra, output, name, len(info.class_names), quick)
+        print(f"[2/3] training {i}/{len(variants)}: {title}")
+        t0 = time.perf_counter()
+        result = train(cfg)
+        seconds = time.perf_counter() - t0
+        report = evaluate(result.best_checkpoint, split="test", progress=progress)
+        model, _ = load_model(result.best_checkpoint)
+        total, trainable = count_parameters(model)
+        results[name] = {
+            "title": title,
+            "modalities": cfg.data.modalities,
+            "test_top1": report["top1"],
+            "test_top5": report["top5"],
+            "mean_class_accuracy": report["mean_class_accuracy"],
+            "best_val_top1": result.best_val_top1,
+            "best_epoch": result.best_epoch,
+            "trainable_parameters": trainable,
+            "total_parameters": total,
+            "train_seconds": round(seconds, 1),
+            "checkpoint": str(result.best_checkpoint),
+        }
+
+    print("[3/3] report")
+    report_dir = write_report(output, base, results, info.class_names, time.perf_counter() - start)
+    print(format_table(results))
+    print(f"report: {report_dir}")
+    return results
+
+
+def variant_config(base: Config, extra: dict, output: Path, name: str, num_classes: int, quick: bool) -> Config:
+    raw = merge(base.to_dict(), extra)
+    raw["data"]["root"] = str(output / "data")
+    raw["model"]["num_classes"] = num_classes
+    raw["train"]["output_dir"] = str(output / "runs" / name)
+    if quick:
+        raw["train"]["epochs"] = 1
+        raw["data"]["num_workers"] = 0
+    return Config.from_dict(raw, source=f"demo variant {name}")
+
+
+def write_report(output: Path, base: Config, results: dict, class_names, seconds: float) -> Path:
+    report_dir = output / "report"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    backbone_note = (
+        "The backbone is randomly initialised and frozen (model.weights: none): no small pre-trained "
+        "backbone ships with the package yet (issue #4), so these figures show adaptation of a random "
+        "ViT, not of pre-trained features."
+        if base.model.weights == "none"
+        else f"Backbone weights: {base.model.weights}."
+    )
+    metrics = {"variants": results, "class_names": list(class_names), "seconds": round(seconds, 1), "note": backbone_note}
+    (report_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    (report_dir / "summary.md").write_text(
+        "# velora demo\n\n" + backbone_note + "\n\n```\n" + format_table(results) + "\n```\n"
+        f"\nTotal time {seconds:.0f} s.\n"
+    )
+    if "velora" in results:
+        run = Path(results["velora"]["checkpoint"]).parent
+        for src, dst in (("confusion_test.png", "confusion.png"), ("curves.png", "curves.png")):
+            if (run / src).exists():
+                shutil.copyfile(run / src, report_dir / dst)
+        write_panel(Path(results["velora"]["checkpoint"]), report_dir / "prediction_panel.png")
+    return report_dir
+
+
+def write_panel(checkpoint: Path, path: Path, rows: int = 4) -> None:
+    """Prediction panel of the first test clips of distinct classes."""
+    model, ckpt = load_model(checkpoint)
+    dataset = make_dataset(model.cfg, "test")
+    seen, picked = set(), []
+    for i, entry in enumerate(dataset.entries):
+        if entry.label not in seen:
+            seen.add(entry.label)
+            picked.append(i)
+        if len(picked) == rows:
+            break
+    subset = torch.utils.data.Subset(dataset, picked)
+    scores, labels = predict_scores(model, subset, progress=False)
+    top = topk_indices(scores, 5)
+    panel_rows = []
+    for row, i in enumerate(picked):
+        topk = [(ckpt.class_names[c], float(scores[row, c])) for c in top[row]]
+        panel_rows.append(panel_row(dataset[i], topk, ckpt.class_names[int(labels[row])]))
+    plot_prediction_panel(panel_rows, path)
+
+
+def format_table(results: dict) -> str:
+    lines = [f"{'model':32s} {'modalities':12s} {'test top-1':>10s} {'top-5':>7s} {'trainable params':>17s} {'train s':>8s}"]
+    for r in results.values():
+        lines.append(
+            f"{r['title']:32s} {'+'.join(r['modalities']):12s} {r['test_top1']:10.1%} {r['test_top5']:7.1%} "
+            f"{r['trainable_parameters']:17,d} {r['train_seconds']:8.0f}"
+        )
+    return "\n".join(lines)
+
+
+__all__ = ["run_demo", "VARIANTS"]

@@ -1,0 +1,150 @@
+"""`velora eval` and `velora predict`: run a trained adapter checkpoint on clips.
+
+eval writes, for a split: `eval_<split>.json` (top-1, top-5, per-class accuracy, confusion
+matrix) and `confusion_<split>.png`. predict prints the top-5 classes of one clip and can draw
+a panel in the style of the paper's HARDVS figure.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from velora.config import Config, merge
+from velora.data.clips import ClipDataset
+from velora.data.errors import DataError
+from velora.data.labels import ClipEntry
+from velora.evaluation.metrics import evaluation_report, topk_indices
+from velora.evaluation.plots import PanelRow, plot_confusion_matrix, plot_prediction_panel
+from velora.training.checkpoint import load_model
+from velora.training.datamodule import make_dataset
+
+
+@torch.no_grad()
+def predict_scores(
+    model, dataset: ClipDataset, *, batch_size: int = 16, num_workers: int = 0, progress: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities (N, C) and labels (N,) for every clip of `dataset`, in order."""
+    device = next(model.parameters()).device
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
+    scores, labels = [], []
+    for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
+        out = model(
+            batch["rgb"].to(device, non_blocking=True) if "rgb" in batch else None,
+            batch["events"].to(device, non_blocking=True) if "events" in batch else None,
+        )
+        scores.append(out.logits.float().softmax(-1).cpu())
+        labels.append(batch["label"])
+    return torch.cat(scores).numpy(), torch.cat(labels).numpy()
+
+
+def evaluate(
+    checkpoint: str | Path,
+    *,
+    split: str = "test",
+    data_root: str | None = None,
+    modalities: list[str] | None = None,
+    output_dir: str | Path | None = None,
+    device: str = "cpu",
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Evaluate an adapter checkpoint on a split of its dataset (or of `data_root`)."""
+    model, ckpt = load_model(checkpoint, device)
+    cfg = data_config(model, data_root=data_root, modalities=modalities)
+    dataset = make_dataset(cfg, split)
+    scores, labels = predict_scores(
+        model, dataset, batch_size=batch_size or cfg.train.batch_size, num_workers=cfg.data.num_workers, progress=progress
+    )
+    report = evaluation_report(scores, labels, ckpt.class_names)
+    report.update(split=split, checkpoint=str(checkpoint), modalities=list(cfg.data.modalities))
+    out = Path(output_dir) if output_dir else Path(checkpoint).parent
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"eval_{split}.json").write_text(json.dumps(report, indent=1, allow_nan=False))
+    plot_confusion_matrix(
+        np.asarray(report["confusion_matrix"]), ckpt.class_names, out / f"confusion_{split}.png",
+        title=f"{split}: top-1 {report['top1']:.1%}",
+    )
+    return report
+
+
+def data_config(model, *, data_root: str | None = None, modalities: list[str] | None = None) -> Config:
+    """The checkpoint's config with another dataset root or a subset of the model's modalities.
+
+    Leaving a modality out evaluates the model as if that sensor were missing.
+    """
+    if modalities:
+        extra = sorted(set(modalities) - set(model.modalities))
+        if extra:
+            raise DataError(
+                f"the model was trained on {'+'.join(model.modalities)} and cannot use {', '.join(extra)}; "
+                f"choose modalities from {', '.join(model.modalities)}"
+            )
+    data = {"root": data_root} if data_root else {}
+    if modalities:
+        data["modalities"] = list(modalities)
+    return Config.from_dict(merge(model.cfg.to_dict(), {"data": data}), source="checkpoint config + options")
+
+
+def clip_dataset(clip_dir: Path, cfg: Config) -> ClipDataset:
+    """A one-clip dataset for a folder `<sample>/` holding `<sample>_aps/` and/or `<sample>_dvs/`."""
+    clip_dir = Path(clip_dir).resolve()
+    if not clip_dir.is_dir():
+        raise DataError(f"clip folder '{clip_dir}' does not exist; give a folder holding <name>_aps and <name>_dvs")
+    entry = ClipEntry(sample=f"{clip_dir.parent.name}/{clip_dir.name}", num_frames=0, label=0)
+    return ClipDataset(
+        clip_dir.parent.parent,
+        [entry],
+        num_frames=cfg.data.num_frames,
+        image_size=cfg.model.image_size,
+        modalities=tuple(cfg.data.modalities),
+        frame_count_policy=cfg.data.frame_count_policy,
+    )
+
+
+def predict(
+    checkpoint: str | Path,
+    clip_dir: str | Path,
+    *,
+    modalities: list[str] | None = None,
+    top_k: int = 5,
+    panel: str | Path | None = None,
+    ground_truth: str | None = None,
+    device: str = "cpu",
+) -> list[tuple[str, float]]:
+    """Top-k (class name, probability) for one clip; optionally write the prediction panel PNG."""
+    model, ckpt = load_model(checkpoint, device)
+    dataset = clip_dataset(Path(clip_dir), data_config(model, modalities=modalities))
+    item = dataset[0]
+    with torch.no_grad():
+        out = model(
+            item["rgb"][None].to(device) if "rgb" in item else None,
+            item["events"][None].to(device) if "events" in item else None,
+        )
+    probs = out.logits.float().softmax(-1)[0].cpu().numpy()
+    top = topk_indices(probs[None], top_k)[0]
+    result = [(ckpt.class_names[i], float(probs[i])) for i in top]
+    if panel:
+        plot_prediction_panel([panel_row(item, result, ground_truth)], panel)
+    return result
+
+
+def panel_row(item: dict, topk: list[tuple[str, float]], ground_truth: str | None, frames: int = 3) -> PanelRow:
+    """Three evenly spaced RGB and event frames of a dataset item, as (K, H, W, 3) uint8."""
+
+    def pick(key: str, like: np.ndarray | None) -> np.ndarray:
+        if key not in item:  # a missing modality is drawn as blank frames
+            return np.full_like(like, 255)
+        clip = item[key].permute(0, 2, 3, 1).numpy()  # (T, H, W, 3)
+        return clip[np.linspace(0, len(clip) - 1, frames).round().astype(int)]
+
+    first = "rgb" if "rgb" in item else "events"
+    reference = pick(first, None)
+    rgb = reference if first == "rgb" else pick("rgb", reference)
+    events = pick("events", reference)
+    return PanelRow(rgb_frames=rgb, event_frames=events, ground_truth=ground_truth, topk=topk)

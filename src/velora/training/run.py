@@ -1,0 +1,122 @@
+"""`velora train`: fit adapters, select on the validation split, write checkpoints and curves.
+
+Output folder (train.output_dir):
+    config.yaml          the resolved config of the run
+    best.safetensors     adapters of the epoch with the best val top-1 (never selected on test)
+    last.safetensors     adapters after the last finished epoch
+    checkpoints/last.ckpt  resume state (trainable tensors, optimizer, schedule, counters)
+    history.json, curves.png  training curves
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import yaml
+
+from velora.config import Config
+from velora.evaluation.plots import plot_training_curves
+from velora.training.checkpoint import save_adapters
+from velora.training.datamodule import ClipDataModule
+from velora.training.module import VELoRAModule
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    best_checkpoint: Path
+    best_val_top1: float
+    best_epoch: int
+    history: dict
+
+
+class AdapterCheckpoints(L.Callback):
+    """Writes best/last adapter checkpoints and the curves after each validation, on rank zero."""
+
+    def __init__(self, output_dir: Path):
+        self.output_dir = output_dir
+        self.best_top1 = -1.0
+        self.best_epoch = -1
+
+    def on_validation_end(self, trainer: L.Trainer, module: VELoRAModule) -> None:
+        if trainer.sanity_checking:
+            return
+        top1 = float(trainer.callback_metrics["val/top1"])
+        info = {"epoch": trainer.current_epoch, "global_step": trainer.global_step, "val_top1": top1}
+        if trainer.is_global_zero:
+            save_adapters(self.output_dir / "last.safetensors", module.model, module.cfg, module.class_names, info)
+        if top1 > self.best_top1:
+            self.best_top1, self.best_epoch = top1, trainer.current_epoch
+            if trainer.is_global_zero:
+                save_adapters(self.output_dir / "best.safetensors", module.model, module.cfg, module.class_names, info)
+        if trainer.is_global_zero:
+            write_history(self.output_dir, module.history)
+
+    def state_dict(self) -> dict:
+        return {"best_top1": self.best_top1, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best_top1, self.best_epoch = state["best_top1"], state["best_epoch"]
+
+
+def write_history(output_dir: Path, history: dict) -> None:
+    (output_dir / "history.json").write_text(json.dumps(history))
+    plot_training_curves(history, output_dir / "curves.png")
+
+
+def quiet_lightning() -> None:
+    """Hide Lightning's start-up chatter; keep its real warnings."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    logging.getLogger("lightning.fabric.utilities.rank_zero").setLevel(logging.WARNING)
+    # The frozen backbone is in eval mode on purpose (VELoRA.train keeps it so).
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+
+
+def train(cfg: Config, resume: str | None = None) -> TrainResult:
+    """Train VELoRA as `cfg` says; `resume` is a `checkpoints/last.ckpt` of an earlier run."""
+    quiet_lightning()
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    out = Path(cfg.train.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+    data = ClipDataModule(cfg)
+    module = VELoRAModule(cfg, data.class_names)
+    adapters = AdapterCheckpoints(out)
+    resume_state = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=out / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1
+    )
+    t = cfg.train
+    trainer = L.Trainer(
+        max_epochs=t.epochs,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=t.precision,
+        gradient_clip_val=t.grad_clip or None,
+        check_val_every_n_epoch=t.val_every,
+        log_every_n_steps=t.log_every,
+        deterministic=True if t.accelerator == "cpu" else None,
+        reload_dataloaders_every_n_epochs=1,
+        callbacks=[adapters, resume_state],
+        enable_progress_bar=t.progress,
+        enable_model_summary=False,
+        logger=False,
+        default_root_dir=str(out),
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(module, datamodule=data, ckpt_path=resume)
+    return TrainResult(
+        output_dir=out,
+        best_checkpoint=out / "best.safetensors",
+        best_val_top1=adapters.best_top1,
+        best_epoch=adapters.best_epoch,
+        history=module.history,
+    )
