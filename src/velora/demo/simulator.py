@@ -74,8 +74,8 @@ class DvsConfig:
 class DvsSimulator:
     """A stateful event camera: feed it intensity frames in time order, get events.
 
-    State per pixel (each (H*W,), row-major): reference log level, ON/OFF thresholds (drawn once),
-    time of the last emitted event. The first frame ever seen sets the reference and
+    State per pixel (each (H*W,), row-major): reference log level, ON/OFF thresholds
+    (drawn once), time of the last emitted event. The first frame ever seen sets the reference and
     emits nothing; later calls to `simulate` continue from the last frame seen.
     """
 
@@ -85,6 +85,9 @@ class DvsSimulator:
         n_pixels = height * width  # state is kept flat, pixel index = y * width + x
         self.threshold_on = np.maximum(config.threshold_on + config.threshold_sigma * self.rng.standard_normal(n_pixels), MIN_THRESHOLD)
         self.threshold_off = np.maximum(config.threshold_off + config.threshold_sigma * self.rng.standard_normal(n_pixels), MIN_THRESHOLD)
+        # change of log intensity from the reference at which a pixel fires
+        self._on_trigger = self.threshold_on - CROSSING_TOLERANCE
+        self._off_trigger = -self.threshold_off + CROSSING_TOLERANCE
         self.reference: np.ndarray | None = None  # (H*W,) log level, None until the first frame
         self.last_log: np.ndarray | None = None  # (H*W,) log intensity of the last sample
         self.last_t_us: int | None = None
@@ -136,30 +139,34 @@ class DvsSimulator:
         log_before, t_before = self.last_log, self.last_t_us
         change = log_now - self.reference  # (H*W,)
         # a pixel moves one way within a step, so it crosses ON or OFF thresholds, not both
-        fired_on = np.flatnonzero(change >= self.threshold_on - CROSSING_TOLERANCE)
-        fired_off = np.flatnonzero(change <= -self.threshold_off + CROSSING_TOLERANCE)
+        fired_on = np.flatnonzero(change >= self._on_trigger)
+        fired_off = np.flatnonzero(change <= self._off_trigger)
         pixel = np.concatenate([fired_on, fired_off])  # (M,)
         step = np.concatenate([self.threshold_on[fired_on], -self.threshold_off[fired_off]])  # signed threshold
         n_events = np.floor(change[pixel] / step + CROSSING_TOLERANCE).astype(np.int64)
-        keep = n_events > 0  # drops pixels that only entered through the tolerance
-        pixel, step, n_events = pixel[keep], step[keep], n_events[keep]
+        # most events first, so the pixels still firing at crossing k are a prefix; pixels
+        # that only entered through the tolerance (n = 0) sort to the end and never fire
+        order = np.argsort(-n_events, kind="stable")
+        pixel, step, n_events = pixel[order], step[order], n_events[order]
+        still_firing = np.searchsorted(-n_events, -np.arange(1, n_events.max(initial=0) + 1), side="right")  # (K,)
         polarity = np.where(step > 0, 1, -1).astype(np.int8)
 
         reference = self.reference[pixel]
         before = log_before[pixel]
-        # time per unit of log intensity along the step; the slope is non-zero for a pixel
-        # that fired, because every step leaves |log - reference| below one threshold
-        us_per_log = (t_now - t_before) / (log_now[pixel] - before)
+        # log intensity is linear in time within the step: crossing k of a pixel lies at
+        # t_first + k * t_per_threshold. The slope is non-zero for a pixel that fired, since
+        # every step leaves |log - reference| below one threshold; that also keeps the
+        # crossings inside (t_before, t_now] up to float rounding.
+        us_per_log = (t_now - t_before) / np.where(n_events > 0, log_now[pixel] - before, 1.0)
+        t_first = t_before + (reference - before) * us_per_log
+        t_per_threshold = step * us_per_log
         chunks = []
-        for k in range(1, int(n_events.max(initial=0)) + 1):
-            crossing = np.flatnonzero(n_events >= k)
-            t_event = t_before + (reference[crossing] + k * step[crossing] - before[crossing]) * us_per_log[crossing]
-            t_event = np.rint(np.minimum(np.maximum(t_event, t_before), t_now)).astype(np.int64)
-            where = pixel[crossing]
-            fires = t_event - self.last_event_us[where] >= self.config.refractory_us
-            where, t_event = where[fires], t_event[fires]
+        for k, m in enumerate(still_firing, start=1):
+            t_event = np.rint(t_first[:m] + k * t_per_threshold[:m]).astype(np.int64)
+            fires = t_event - self.last_event_us[pixel[:m]] >= self.config.refractory_us
+            where, t_event = pixel[:m][fires], t_event[fires]
             self.last_event_us[where] = t_event
-            chunks.append((t_event, where, polarity[crossing[fires]]))
+            chunks.append((t_event, where, polarity[:m][fires]))
 
         self.reference[pixel] = reference + n_events * step  # follows even for dropped events
         self.last_log, self.last_t_us = log_now, t_now

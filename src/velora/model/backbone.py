@@ -17,6 +17,9 @@ from timm.models.vision_transformer import VisionTransformer
 from velora.config import ModelConfig
 
 
+RANDOM_INIT_SEED = 0
+
+
 class BackboneError(ValueError):
     """The backbone architecture or its weights cannot be loaded."""
 
@@ -31,7 +34,11 @@ def build_backbone(cfg: ModelConfig) -> VisionTransformer:
     kwargs = dict(num_classes=0, img_size=cfg.image_size, **cfg.backbone_args)
     hub = cfg.weights == "hub"
     try:
-        model = timm.create_model(cfg.backbone, pretrained=hub, **kwargs)
+        # A fixed seed makes a random backbone (weights: none) the same in every process, so an
+        # adapter checkpoint trained on it evaluates on the same frozen weights.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)
+            model = timm.create_model(cfg.backbone, pretrained=hub, **kwargs)
     except TypeError as exc:
         raise BackboneError(f"model.backbone_args {cfg.backbone_args} not accepted by {cfg.backbone}: {exc}") from None
     except Exception as exc:  # the hub raises many kinds of network and cache errors
