@@ -113,9 +113,9 @@ def test_events_do_not_depend_on_colour_and_rgb_does_not_depend_on_direction():
 
 def test_scene_config_lists_every_problem():
     with pytest.raises(ValueError) as error:
-        SceneConfig(colours=("purple",), directions=("sideways",), duty=(0.4, 0.6))
+        SceneConfig(colours=("purple",), directions=("sideways",), exposure_fraction=(0.5, 1.5))
     message = str(error.value)
-    assert "purple" in message and "sideways" in message and "duty" in message
+    assert "purple" in message and "sideways" in message and "exposure_fraction" in message
 
 
 # ---- the dataset on disk -----------------------------------------------------------------
@@ -192,20 +192,12 @@ def test_interrupted_run_is_redone_and_foreign_folders_are_refused(tmp_path):
 
 
 def _event_direction(dvs: np.ndarray) -> int:
-    """+1 (right) or -1 (left): in each stripe the OFF (blue) trailing edge sits just before
-    the ON (red) leading edge, so for each red pixel the nearer blue pixel in its row lies on
-    the side the stripe comes from."""
-    red, blue = (dvs == [255, 0, 0]).all(-1), (dvs == [0, 0, 255]).all(-1)
-    vote = 0
-    for red_row, blue_row in zip(red.reshape(-1, red.shape[-1]), blue.reshape(-1, blue.shape[-1])):
-        red_x, blue_x = np.flatnonzero(red_row), np.flatnonzero(blue_row)
-        if len(red_x) == 0 or len(blue_x) == 0:
-            continue
-        after = np.searchsorted(blue_x, red_x)
-        to_left = np.where(after > 0, red_x - blue_x[np.maximum(after - 1, 0)], 10**6)
-        to_right = np.where(after < len(blue_x), blue_x[np.minimum(after, len(blue_x) - 1)] - red_x, 10**6)
-        vote += np.sign(to_right - to_left).sum()
-    return 1 if vote > 0 else -1
+    """+1 (right) or -1 (left): drifting right, the sawtooth's long ramp darkens pixels
+    (wide OFF, blue speckle) and its sharp edge brightens them (thin ON, red bands), so blue
+    pixels outnumber red ones; drifting left, the other way round."""
+    red = (dvs == [255, 0, 0]).all(-1).sum()
+    blue = (dvs == [0, 0, 255]).all(-1).sum()
+    return 1 if blue > red else -1
 
 
 def _rgb_direction(aps: np.ndarray) -> int:

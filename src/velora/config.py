@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -186,7 +187,8 @@ def _build(cls: type, raw: Any, source: str, prefix: str, problems: list[str]) -
             continue
         coerced = _coerce(value, hint)
         if coerced is _BAD:
-            problems.append(f"'{name}' must be {getattr(hint, '__name__', hint)}, got {value!r}")
+            kind = "a finite float" if hint is float else getattr(hint, "__name__", hint)
+            problems.append(f"'{name}' must be {kind}, got {value!r}")
             continue
         choices = fields[key].metadata.get("choices")
         if choices and coerced not in choices:
@@ -207,7 +209,12 @@ def _coerce(value: Any, hint: Any) -> Any:
     if hint is int:
         return value if isinstance(value, int) and not isinstance(value, bool) else _BAD
     if hint is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if isinstance(value, str):  # PyYAML reads "1e-4" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                return _BAD
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         return float(value) if ok else _BAD
     if hint is str:
         return value if isinstance(value, str) else _BAD

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from velora.demo.scenes import SceneConfig, render_clip
 
-GENERATOR_VERSION = 1  # bump whenever the same parameters would give different files
+GENERATOR_VERSION = 2  # bump whenever the same parameters would give different files
 MARKER = "velora_demo.json"
 PARTIAL_MARKER = "velora_demo.partial.json"
 SPLITS = ("train", "val", "test")

@@ -1,21 +1,21 @@
 """Synthetic RGB + event clips whose class needs both modalities.
 
-A clip shows a grating of bright coloured stripes drifting behind a static circular
-aperture on a static gray background. The class is colour x drift direction
-(e.g. `red_left`).
+A clip shows a sawtooth grating (brightness ramps up across each period, then drops
+sharply) of one colour drifting behind a static circular aperture on a static gray
+background. The class is colour x drift direction (e.g. `red_left`).
 
 Why RGB alone cannot tell the direction
-- Nothing but the stripes moves: the aperture and background are static, so no object
+- Nothing but the grating moves: the aperture and background are static, so no object
   position reveals the direction.
 - Between consecutive RGB frames the grating moves exactly half a period. A shift of
   +P/2 and of -P/2 are the same image (the grating repeats every P), so the frame
-  sequence of a left drift equals that of a right drift.
+  sequence of a left drift equals that of a right drift. The sawtooth's shape is the same
+  for both directions; only its motion differs.
 - A uniform random shift in [0, P) would hide the direction from the frame sequence too
   (a left shift s looks like a right shift P - s), but not from the exposure blur, whose
-  length is speed x exposure: the right-drift explanation of the same frames would need a
-  different blur. At exactly P/2 per frame both directions have the same speed, hence the
-  same blur; with the phase measured from the middle of frame 0's exposure, a left and a
-  right clip drawn with one seed give identical RGB frames.
+  length is speed x exposure. At exactly P/2 per frame both directions have the same speed,
+  hence the same blur; with the phase measured from the middle of frame 0's exposure, a left
+  and a right clip drawn with one seed give identical RGB frames.
 
 Why events alone cannot tell the colour
 - The colours are isoluminant: each has luma Y = 0.299 R + 0.587 G + 0.114 B =
@@ -25,11 +25,13 @@ Why events alone cannot tell the colour
 
 Why events do tell the direction
 - The event image of a frame holds only a short window before the frame (about 1-2 px of
-  motion), so each bright stripe shows ON (red) on its leading edge and OFF (blue) on its
-  trailing edge. The stripes are narrower than the gaps (duty < 0.5), so the red and blue
-  lines that are close together belong to one stripe and their order gives the direction.
-  With duty 0.5 the pattern of a right drift would equal that of a left drift shifted by
-  half a period (an event image cannot tell a bright stripe from a dark gap).
+  motion). Where the sharp edge of the sawtooth passes, every pixel fires a burst of one
+  polarity (a thin dense band); on the long ramp each pixel changes slowly and fires the
+  other polarity sparsely, but over most of the period (a wide speckled region). Drifting
+  towards the ramp's bright end the sharp edge brightens pixels: thin red (ON) bands in wide
+  blue (OFF) speckle; the other way round, thin blue bands in wide red speckle. So the
+  direction shows as which colour dominates the event image, a feature that needs no
+  spatial reasoning.
 
 Colour stays visible in RGB despite long exposure blur (80-95 % of the frame interval) and
 a fraction of low-light clips (dim scene, shot and read noise, 10-bit ADC, 8-bit PNG).
@@ -80,7 +82,6 @@ class SceneConfig:
         frame_interval_us: time between RGB frames (and event images), microseconds.
         exposure_fraction: RGB exposure time as a fraction of the frame interval.
         period_fraction: stripe period as a fraction of the image size.
-        duty: bright stripe width as a fraction of the period; keep below 0.5 (see module doc).
         aperture_radius_fraction: aperture radius as a fraction of the image size.
         aperture_jitter_fraction: largest offset of the aperture centre from the image
             centre, per axis, as a fraction of the image size.
@@ -103,7 +104,6 @@ class SceneConfig:
     frame_interval_us: int = 40_000
     exposure_fraction: tuple[float, float] = (0.8, 0.95)
     period_fraction: tuple[float, float] = (0.2, 0.35)
-    duty: tuple[float, float] = (0.25, 0.4)
     aperture_radius_fraction: tuple[float, float] = (0.32, 0.42)
     aperture_jitter_fraction: float = 0.08
     background_luma: tuple[float, float] = (0.06, 0.16)
@@ -127,8 +127,6 @@ class SceneConfig:
             problems.append(f"directions {list(unknown) or '()'} not available; choose from {list(DIRECTIONS)}")
         if len(set(self.colours)) != len(self.colours) or len(set(self.directions)) != len(self.directions):
             problems.append("colours and directions must not repeat")
-        if not (0 < self.duty[0] <= self.duty[1] < 0.5):
-            problems.append(f"duty {self.duty} must lie in (0, 0.5) so events show the direction")
         if not (0 < self.background_luma[0] <= self.background_luma[1] < STRIPE_LUMA):
             problems.append(f"background_luma {self.background_luma} must lie in (0, {STRIPE_LUMA}) so stripes are brighter")
         if not (0 < self.exposure_fraction[0] <= self.exposure_fraction[1] <= 1):
@@ -152,7 +150,6 @@ class ClipParams:
 
     period_px: float
     phase_px: float  # stripe offset at the middle of frame 0's exposure
-    duty: float
     centre_xy: tuple[float, float]
     radius_px: float
     background_luma: float
@@ -193,7 +190,6 @@ def sample_clip_params(config: SceneConfig, image_size: int, rng: np.random.Gene
     return ClipParams(
         period_px=period,
         phase_px=rng.uniform(0, period),
-        duty=rng.uniform(*config.duty),
         centre_xy=(float(centre[0]), float(centre[1])),
         radius_px=image_size * rng.uniform(*config.aperture_radius_fraction),
         background_luma=rng.uniform(*config.background_luma),
@@ -203,24 +199,24 @@ def sample_clip_params(config: SceneConfig, image_size: int, rng: np.random.Gene
     )
 
 
-def stripe_coverage(position_px: np.ndarray, offset_px: np.ndarray, period_px: float, duty: float) -> np.ndarray:
-    """Fraction of each pixel covered by stripes [offset + k P, offset + k P + duty P).
+def sawtooth_coverage(position_px: np.ndarray, offset_px: np.ndarray, period_px: float) -> np.ndarray:
+    """Mean over each pixel of the sawtooth frac((x - offset) / P): 0 -> 1 across a period, then a drop.
 
-    Box-filtered (exact area) so that sub-pixel motion changes intensity smoothly.
+    Box-filtered (exact area, from the antiderivative) so that sub-pixel motion changes
+    intensity smoothly.
 
     Args:
         position_px: (W,) pixel centres along the motion axis.
-        offset_px: (S,) stripe offset at each time sample.
+        offset_px: (S,) grating offset at each time sample.
     Returns:
-        (S, W) coverage in [0, 1].
+        (S, W) mean sawtooth value in [0, 1].
     """
-    width = duty * period_px
 
-    def covered_up_to(z: np.ndarray) -> np.ndarray:  # stripe length in [offset, z], any sign
-        z = z - offset_px[:, None]
-        return np.floor(z / period_px) * width + np.minimum(np.mod(z, period_px), width)
+    def integral_up_to(z: np.ndarray) -> np.ndarray:  # integral of frac(u / P) du from offset to z
+        u = (z - offset_px[:, None]) / period_px
+        return period_px * (np.floor(u) * 0.5 + 0.5 * (u - np.floor(u)) ** 2)
 
-    return covered_up_to(position_px + 0.5) - covered_up_to(position_px - 0.5)
+    return integral_up_to(position_px + 0.5) - integral_up_to(position_px - 0.5)
 
 
 def aperture_mask(image_size: int, centre_xy: tuple[float, float], radius_px: float) -> np.ndarray:
@@ -235,7 +231,7 @@ def grating_coverage(times_us: np.ndarray, params: ClipParams, direction: str, i
     axis, sign = DIRECTIONS[direction]
     speed = params.period_px / (2 * frame_interval_us)  # px per microsecond
     offsets = params.phase_px + sign * speed * (np.asarray(times_us, dtype=np.float64) - t_ref_us)
-    profile = stripe_coverage(np.arange(image_size, dtype=np.float64), offsets, params.period_px, params.duty)  # (S, L)
+    profile = sawtooth_coverage(np.arange(image_size, dtype=np.float64), offsets, params.period_px)  # (S, L)
     profile = profile[:, None, :] if axis == 1 else profile[:, :, None]
     return profile * aperture_mask(image_size, params.centre_xy, params.radius_px)[None]
 

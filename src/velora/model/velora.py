@@ -72,7 +72,7 @@ class VELoRA(nn.Module):
                 inject_lora(high_blocks, lo.targets, [FUSION_ADAPTER], lo.rank, lo.alpha, lo.dropout)
         self.low_lora = [layer for b in low_blocks for layer in lora_layers(b)]
         self.high_lora = [layer for b in high_blocks for layer in lora_layers(b)]
-        if m.fusion_block == "random_trainable":
+        if m.fusion_block == "random_trainable" and self.use_lora:
             # The original code's fusion: fresh, fully trained blocks in place of the frozen ones.
             heads = self.backbone.blocks[0].attn.num_heads
             self.fusion_blocks = nn.ModuleList(Block(dim, heads, mlp_ratio=4.0) for _ in high_blocks)
@@ -96,11 +96,11 @@ class VELoRA(nn.Module):
         else:
             self.recon_decoder = None
 
-        # Stand-ins for a missing modality's head feature. Trained only when training can see the
-        # modality missing (a one-modality model, or modality dropout); otherwise they stay zero.
-        can_miss = not both or m.modality_dropout > 0
-        self.absent_rgb = nn.Parameter(torch.zeros(dim), requires_grad=can_miss)
-        self.absent_event = nn.Parameter(torch.zeros(dim), requires_grad=can_miss)
+        # Stand-ins for a missing modality's head feature. Trained only when training sees that
+        # modality missing (always, in a one-modality model; sometimes, with modality dropout).
+        dropout = both and m.modality_dropout > 0
+        self.absent_rgb = nn.Parameter(torch.zeros(dim), requires_grad=dropout or "rgb" not in self.modalities)
+        self.absent_event = nn.Parameter(torch.zeros(dim), requires_grad=dropout or "event" not in self.modalities)
         self.head_drop = nn.Dropout(m.head_dropout)
         self.head = nn.Linear(2 * dim, m.num_classes)
 
@@ -144,7 +144,8 @@ class VELoRA(nn.Module):
         event_tok = self.encode_low(events, "event") if events is not None else None
         diff_tok = None
         present = [f for f in (rgb, events) if f is not None]
-        if self.cfg.model.frame_diff and present[0].shape[1] > 1:
+        # Without adapters (linear probe) the fused tokens cannot reach the head: skip that work.
+        if self.use_lora and self.cfg.model.frame_diff and present[0].shape[1] > 1:
             diff = sum(self.frame_difference(f) for f in present)  # RGB diff (+) event diff
             diff_tok = self.encode_low(diff, "diff")
 
@@ -157,10 +158,12 @@ class VELoRA(nn.Module):
         rgb_part = slice((diff_tok is not None) * N, (diff_tok is not None) * N + N)
         event_part = slice(fused.shape[1] - N, fused.shape[1])
         for i, block in enumerate(self.backbone.blocks[self.num_low :]):
-            if self.fusion_blocks is not None:
+            if not self.use_lora:
+                pass
+            elif self.fusion_blocks is not None:
                 fused = self.fusion_blocks[i](fused)
             else:
-                with use_adapter(self.high_lora, FUSION_ADAPTER if self.use_lora else None):
+                with use_adapter(self.high_lora, FUSION_ADAPTER):
                     fused = block(fused)
             with use_adapter(self.high_lora, None):
                 if rgb_tok is not None:

@@ -30,6 +30,10 @@ class VELoRAModule(L.LightningModule):
     def forward(self, batch: dict):
         return self.model(batch.get("rgb"), batch.get("events"))
 
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        # Dropout masks depend only on (seed, step, rank): a resumed run draws the same ones.
+        torch.manual_seed((self.cfg.train.seed * 1_000_003 + self.global_step) * 64 + self.global_rank)
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         batch = self.drop_modalities(batch)
         out = self(batch)

@@ -1,0 +1,112 @@
+"""Shared fixtures: a tiny VELoRA config, a tiny synthetic dataset, the real recordings.
+
+The tiny model has CLIP ViT-B/16's block structure (pre-norm blocks with qkv/proj/fc1/fc2, QuickGELU)
+at embed_dim 32, depth 3, on 32 x 32 frames (2 x 2 patches + class token = 5 tokens), so a forward
+pass of a few clips takes milliseconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+# Tiny tensors gain nothing from intra-op threads, and on a shared CI machine thread contention
+# makes each op ~1000x slower. Set before torch loads so spawned children (velora bench) inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from velora.config import Config, merge, parse_overrides  # noqa: E402
+
+torch.set_num_threads(1)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# CI checks out the repository next to a copy of shared/; never hard-code an absolute path.
+REAL_DATA = REPO_ROOT.parent / "shared" / "data" / "real"
+
+TINY = {
+    "model": {
+        "backbone": "vit_base_patch16_clip_quickgelu_224",
+        "backbone_args": {"embed_dim": 32, "depth": 3, "num_heads": 2},
+        "weights": "none",
+        "image_size": 32,
+        "num_classes": 8,
+        "high_level_blocks": 1,
+    },
+    "lora": {"rank": 2, "alpha": 4.0, "dropout": 0.0, "targets": ["fc1", "fc2"]},
+    "data": {"num_frames": 3, "num_workers": 0},
+    "train": {
+        "epochs": 1,
+        "batch_size": 4,
+        "lr": 5.0e-3,
+        "min_lr": 1.0e-5,
+        "warmup_epochs": 0.0,
+        "accelerator": "cpu",
+        "devices": 1,
+        "progress": False,
+        "log_every": 1,
+        "seed": 0,
+    },
+}
+
+
+def make_tiny_config(*overrides: str, **sections: dict) -> Config:
+    """The tiny config, updated by `section.field=value` strings and/or per-section dicts.
+
+    make_tiny_config("lora.rank=0", model={"frame_diff": False}, data={"root": "/x"})
+    """
+    raw = copy.deepcopy(TINY)
+    for section, values in sections.items():
+        raw = merge(raw, {section: values})
+    if overrides:
+        raw = merge(raw, parse_overrides(list(overrides)))
+    return Config.from_dict(raw, source="tiny test config")
+
+
+@pytest.fixture
+def tiny_config():
+    """A factory: tiny_config("lora.rank=0", model={...}) -> Config of a tiny model."""
+    return make_tiny_config
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """A PokerEvent-layout synthetic dataset: 8 classes, 3/1/1 clips per class, 32 px, 4-5 frames."""
+    from velora.demo.generate import generate_demo_dataset
+
+    root = tmp_path_factory.mktemp("tiny_dataset")
+    info = generate_demo_dataset(
+        root,
+        clips_per_class={"train": 3, "val": 1, "test": 1},
+        image_size=32,
+        frames_range=(4, 5),
+        progress=False,
+        workers=1,
+    )
+    assert len(info.class_names) == 8
+    return root
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+    """The real event-camera recordings in shared/data/real (skips when the copy is absent)."""
+    if not REAL_DATA.is_dir():
+        pytest.skip(f"real recordings not found at {REAL_DATA}")
+    return REAL_DATA
+
+
+def random_clip(batch: int = 2, frames: int = 3, size: int = 32, seed: int = 0) -> torch.Tensor:
+    """Random uint8 frames (B, T, 3, H, W)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (batch, frames, 3, size, size), dtype=torch.uint8, generator=g)
+
+
+def fill_adapters(model: torch.nn.Module, seed: int = 0, scale: float = 0.1) -> None:
+    """Give every LoRA B matrix (and A) non-zero random values, so adapters change outputs."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("lora_b") or name.endswith("lora_a"):
+                p.copy_(torch.randn(p.shape, generator=g) * scale)

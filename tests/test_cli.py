@@ -1,0 +1,161 @@
+"""The `velora` command, run in-process: help, errors with exit code 2, info, train, demo, bench."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml
+
+from conftest import make_tiny_config
+from velora import __version__
+from velora.cli import main
+
+SUBCOMMANDS = ["demo", "train", "eval", "predict", "bench", "info"]
+
+
+def exit_code(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+
+
+def write_tiny_config(path, **sections) -> str:
+    path.write_text(yaml.safe_dump(make_tiny_config(**sections).to_dict()))
+    return str(path)
+
+
+def test_top_level_help_lists_every_command(capsys):
+    assert exit_code(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in SUBCOMMANDS:
+        assert command in out
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_subcommand_help(command, capsys):
+    assert exit_code([command, "--help"]) == 0
+    assert f"velora {command}" in capsys.readouterr().out
+
+
+def test_version(capsys):
+    assert exit_code(["--version"]) == 0
+    assert __version__ in capsys.readouterr().out
+
+
+def test_train_help_lists_config_fields_with_help_text(capsys):
+    exit_code(["train", "--help"])
+    out = capsys.readouterr().out
+    for field in ("lora.rank", "model.fusion_block", "data.modalities", "train.lr", "model.recon_detach_target"):
+        assert field in out
+    assert "LoRA rank r of every adapter" in out
+
+
+def test_no_command_is_a_usage_error(capsys):
+    assert exit_code([]) == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_train_without_config_says_what_to_give():
+    with pytest.raises(SystemExit) as err:
+        main(["train"])
+    assert "--config" in str(err.value.code)
+
+
+def test_info_reports_trainable_parameters_and_adapter_size(capsys):
+    assert main(["info", "--config", "pokerevent_vitb16"]) == 0
+    out = capsys.readouterr().out
+    trainable = int(re.search(r"^trainable\s+([\d,]+)", out, re.M).group(1).replace(",", ""))
+    assert 1_000_000 < trainable < 3_000_000
+    size = float(re.search(r"adapter checkpoint size: ([\d.]+) MB", out).group(1))
+    assert 5 < size < 10
+    assert size == pytest.approx(trainable * 4 / 1e6, abs=0.01)
+    for part in ("RGB stream LoRA", "event stream LoRA", "frame-difference stream LoRA", "classification head"):
+        assert part in out
+
+
+def test_info_linear_probe_has_only_the_head_trainable(capsys):
+    assert main(["info", "--config", "demo", "lora.rank=0"]) == 0
+    out = capsys.readouterr().out
+    assert "LoRA" not in out.split("part")[1].split("trainable")[0]
+    head = int(re.search(r"classification head\s+([\d,]+)", out).group(1).replace(",", ""))
+    trainable = int(re.search(r"^trainable\s+([\d,]+)", out, re.M).group(1).replace(",", ""))
+    assert head == trainable == (2 * 128 + 1) * 8
+
+
+def test_wrong_config_key_exits_2_naming_the_key(capsys):
+    assert main(["info", "--config", "demo", "lora.rnak=8"]) == 2
+    err = capsys.readouterr().err
+    assert "lora.rnak" in err and "did you mean 'lora.rank'" in err
+    assert "Traceback" not in err
+
+
+def test_missing_config_file_exits_2(capsys, tmp_path):
+    assert main(["info", "--config", str(tmp_path / "none.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "none.yaml" in err and "pokerevent_vitb16" in err
+
+
+def test_eval_of_a_missing_checkpoint_exits_2(capsys, tmp_path):
+    missing = tmp_path / "best.safetensors"
+    assert main(["eval", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "does not exist" in err
+
+
+def test_predict_with_a_missing_clip_exits_2(capsys, tmp_path):
+    from velora.model.velora import VELoRA
+    from velora.training.checkpoint import save_adapters
+
+    cfg = make_tiny_config()
+    ckpt = save_adapters(tmp_path / "a.safetensors", VELoRA(cfg), cfg, [str(i) for i in range(8)])
+    assert main(["predict", str(ckpt), str(tmp_path / "no_clip")]) == 2
+    assert "no_clip" in capsys.readouterr().err
+
+
+def test_cli_train_then_predict(tiny_dataset, tmp_path, capsys):
+    config = write_tiny_config(tmp_path / "tiny.yaml", data={"root": str(tiny_dataset)})
+    out = tmp_path / "run"
+    assert main(["train", "--config", config, f"train.output_dir={out}", "train.epochs=1"]) == 0
+    assert "best val top-1" in capsys.readouterr().out
+    assert (out / "best.safetensors").is_file()
+    sample = (tiny_dataset / "val_label.txt").read_text().split()[0]
+    panel = tmp_path / "panel.png"
+    assert main(["predict", str(out / "best.safetensors"), str(tiny_dataset / sample), "--panel", str(panel)]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("top-")]
+    assert len(lines) == 5 and panel.is_file()
+
+
+def test_demo_quick_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--output", str(out)]) == 0
+    report = out / "report"
+    for name in ("metrics.json", "summary.md", "prediction_panel.png", "confusion.png", "curves.png"):
+        assert (report / name).is_file() and (report / name).stat().st_size > 0, name
+    metrics = json.loads((report / "metrics.json").read_text())
+    variants = metrics["variants"]
+    assert set(variants) == {"velora", "rgb_only", "event_only", "linear_probe"}
+    for name, result in variants.items():
+        assert 0.0 <= result["test_top1"] <= result["test_top5"] <= 1.0, name
+        assert (out / "runs" / name / "best.safetensors").is_file()
+    assert variants["rgb_only"]["modalities"] == ["rgb"] and variants["event_only"]["modalities"] == ["event"]
+    assert variants["linear_probe"]["trainable_parameters"] < variants["rgb_only"]["trainable_parameters"]
+    assert variants["rgb_only"]["trainable_parameters"] < variants["velora"]["trainable_parameters"]
+    assert len(metrics["class_names"]) == 8
+    summary = (report / "summary.md").read_text()
+    assert "VELoRA (RGB + event)" in summary and "frozen-backbone linear probe" in summary
+
+
+def test_bench_reports_a_speedup(tmp_path, capsys):
+    config = write_tiny_config(tmp_path / "tiny.yaml", data={"num_frames": 2})
+    results = tmp_path / "bench.json"
+    assert main(["bench", "--config", config, "--steps", "1", "--batch-size", "1", "--json", str(results)]) == 0
+    data = json.loads(results.read_text())
+    assert set(data["speedup"]) == {"train", "infer"}
+    assert all(v > 0 for v in data["speedup"].values())
+    assert {(r["style"], r["mode"]) for r in data["rows"]} == {
+        (s, m) for s in ("velora", "original_style") for m in ("train", "infer")
+    }
+    assert "speed-up" in capsys.readouterr().out

@@ -1,0 +1,192 @@
+"""Config contracts: one typed source of truth, every problem listed, overrides, round trips."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import yaml
+
+from velora.config import Config, ConfigError, describe_fields, load_config, parse_overrides, shipped_config_path
+from conftest import REPO_ROOT
+
+SHIPPED = ["demo", "pokerevent_vitb16", "hardvs_vitb16"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_configs_load(name):
+    cfg = load_config(name)
+    assert isinstance(cfg, Config)
+    raw = yaml.safe_load(shipped_config_path(name).read_text())
+    for section, values in raw.items():
+        for key, value in values.items():
+            assert getattr(getattr(cfg, section), key) == value, f"{section}.{key}"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_configs_match_the_repository_copies(name):
+    repo_copy = REPO_ROOT / "configs" / f"{name}.yaml"
+    if not repo_copy.is_file():
+        pytest.skip("no configs/ folder in this checkout")
+    assert repo_copy.read_text() == shipped_config_path(name).read_text()
+    assert load_config(str(repo_copy)) == load_config(name)
+
+
+def test_paper_configs_have_the_paper_settings():
+    poker, hardvs = load_config("pokerevent_vitb16"), load_config("hardvs_vitb16")
+    assert poker.model.num_classes == 114 and hardvs.model.num_classes == 300
+    for cfg in (poker, hardvs):
+        assert cfg.model.backbone == "vit_base_patch16_clip_quickgelu_224"
+        assert cfg.model.image_size == 224 and cfg.lora.rank == 4 and cfg.lora.targets == ["fc1", "fc2"]
+
+
+def test_unknown_key_is_named_with_a_suggestion():
+    with pytest.raises(ConfigError) as err:
+        Config.from_dict({"lora": {"rnak": 8}})
+    message = str(err.value)
+    assert "'lora.rnak'" in message
+    assert "did you mean 'lora.rank'" in message
+
+
+def test_unknown_section_is_named():
+    with pytest.raises(ConfigError, match=r"unknown key 'trian'.*did you mean 'train'"):
+        Config.from_dict({"trian": {"lr": 0.1}})
+
+
+def test_every_problem_is_listed_in_one_error():
+    raw = {
+        "model": {"num_clases": 10, "image_size": "big", "fusion_block": "magic"},
+        "lora": {"rank": -1},
+        "train": {"lr": 0.0, "epochs": 0},
+    }
+    with pytest.raises(ConfigError) as err:
+        Config.from_dict(raw, source="broken.yaml")
+    message = str(err.value)
+    assert "7 problem(s) in broken.yaml" in message
+    for fragment in (
+        "'model.num_clases'",
+        "did you mean 'model.num_classes'",
+        "'model.image_size' must be int, got 'big'",
+        "'model.fusion_block' must be one of backbone_lora, random_trainable, got 'magic'",
+        "'lora.rank' must be >= 0, got -1",
+        "'train.lr' must be > 0",
+        "'train.epochs' must be at least 1",
+    ):
+        assert fragment in message, fragment
+
+
+@pytest.mark.parametrize(
+    "section, key, value, fragment",
+    [
+        ("model", "image_size", 3.5, "'model.image_size' must be int"),
+        ("model", "frame_diff", "yes", "'model.frame_diff' must be bool"),
+        ("lora", "rank", True, "'lora.rank' must be int"),
+        ("lora", "targets", "fc1", "'lora.targets' must be list"),
+        ("train", "lr", "fast", "'train.lr' must be a finite float"),
+        ("model", "backbone_args", [1, 2], "'model.backbone_args' must be dict"),
+        ("data", "modalities", ["rgb", "depth"], "'data.modalities' must be a non-empty subset"),
+        ("data", "crop_scale", [0.9, 0.5], "'data.crop_scale' must be [low, high]"),
+        ("model", "modality_dropout", 0.9, "'model.modality_dropout' must be in [0, 0.5]"),
+    ],
+)
+def test_wrong_types_and_ranges(section, key, value, fragment):
+    with pytest.raises(ConfigError, match=None) as err:
+        Config.from_dict({section: {key: value}})
+    assert fragment in str(err.value)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), ".nan", "nan"])
+def test_non_finite_learning_rate_is_rejected(value):
+    with pytest.raises(ConfigError, match="'train.lr'"):
+        Config.from_dict({"train": {"lr": value}})
+
+
+def test_section_that_is_not_a_mapping():
+    with pytest.raises(ConfigError, match="'train' must be a mapping"):
+        Config.from_dict({"train": 3})
+
+
+def test_ints_are_accepted_for_floats():
+    cfg = Config.from_dict({"train": {"lr": 1, "min_lr": 0}})
+    assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)
+
+
+def test_override_parsing():
+    assert parse_overrides(["train.lr=0.0003", "data.modalities=[rgb]", "model.frame_diff=false"]) == {
+        "train": {"lr": 0.0003},
+        "data": {"modalities": ["rgb"]},
+        "model": {"frame_diff": False},
+    }
+    cfg = load_config("demo", ["data.modalities=[rgb]", "model.backbone_args={depth: 2}", "train.epochs=3"])
+    assert cfg.data.modalities == ["rgb"]
+    assert cfg.model.backbone_args == {"depth": 2}  # replaced, not merged into the file's dict
+    assert cfg.train.epochs == 3
+    assert cfg.model.image_size == 64  # untouched fields keep the file's value
+
+
+def test_exponent_notation_override_is_a_float():
+    # `train.lr=3e-4` is the example in the CLI help and in parse_overrides' docstring.
+    assert load_config(None, ["train.lr=3e-4"]).train.lr == pytest.approx(3e-4)
+    assert load_config(None, ["train.lr=3e-4", "train.min_lr=1e-6"]).train.min_lr == pytest.approx(1e-6)
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("train.lr", "must look like section.field=value"),
+        ("lr=0.1", "must be section.field"),
+        ("train.opt.lr=0.1", "must be section.field"),
+        ("train.lr=[0.1", "not valid YAML"),
+    ],
+)
+def test_malformed_override(override, fragment):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert fragment in str(err.value)
+
+
+def test_override_with_unknown_field_names_it():
+    with pytest.raises(ConfigError, match=r"'train\.epoch'.*did you mean 'train\.epochs'"):
+        load_config("demo", ["train.epoch=3"])
+
+
+def test_missing_config_path_lists_the_shipped_names(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(str(tmp_path / "nope.yaml"))
+    message = str(err.value)
+    assert "nope.yaml" in message
+    for name in SHIPPED:
+        assert name in message
+
+
+def test_bad_yaml_file_is_named(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml is not valid YAML"):
+        load_config(str(path))
+    path.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_config(str(path))
+
+
+def test_config_round_trips_through_dicts_and_yaml(tiny_config):
+    cfg = tiny_config("lora.rank=8", model={"fusion_block": "random_trainable"}, data={"modalities": ["event"]})
+    assert Config.from_dict(cfg.to_dict()) == cfg
+    assert Config.from_dict(yaml.safe_load(yaml.safe_dump(cfg.to_dict()))) == cfg
+    assert Config.from_dict(Config().to_dict()) == Config()
+    assert cfg.to_dict()["lora"]["rank"] == 8
+
+
+def test_defaults_are_not_shared_between_instances():
+    a, b = Config(), Config()
+    a.lora.targets.append("qkv")
+    a.data.modalities.remove("rgb")
+    assert b.lora.targets == ["fc1", "fc2"] and b.data.modalities == ["rgb", "event"]
+
+
+def test_every_field_is_documented():
+    text = describe_fields()
+    for section in dataclasses.fields(Config):
+        for f in dataclasses.fields(section.default_factory()):
+            assert f.metadata.get("help"), f"{section.name}.{f.name} has no help text"
+            assert f"{section.name}.{f.name} = " in text

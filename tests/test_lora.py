@@ -1,0 +1,206 @@
+"""LoRA contracts: identity at init, merge == unmerged, checkpoint compatibility with plain timm."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import timm
+import torch
+import torch.nn as nn
+
+from velora.model.lora import (
+    LoRAError,
+    LoRALinear,
+    base_state_dict,
+    inject_lora,
+    lora_layers,
+    merge_adapter,
+    unmerge_all,
+    use_adapter,
+)
+
+TINY_VIT = dict(embed_dim=32, depth=3, num_heads=2, img_size=32, num_classes=0)
+
+
+def plain_vit() -> nn.Module:
+    torch.manual_seed(0)
+    return timm.create_model("vit_base_patch16_clip_quickgelu_224", **TINY_VIT).eval()
+
+
+def wrapped_vit(targets=("fc1", "fc2"), adapters=("a", "b"), rank=2) -> tuple[nn.Module, nn.Module]:
+    plain = plain_vit()
+    wrapped = copy.deepcopy(plain)
+    inject_lora(wrapped.blocks, list(targets), list(adapters), rank=rank, alpha=4.0)
+    return plain, wrapped.eval()
+
+
+def images(seed: int = 0) -> torch.Tensor:
+    return torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+def randomize(layers: list[LoRALinear], name: str, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in layers:
+            adapter = layer.adapters[name]
+            adapter.lora_a.copy_(torch.randn(adapter.lora_a.shape, generator=g) * 0.2)
+            adapter.lora_b.copy_(torch.randn(adapter.lora_b.shape, generator=g) * 0.2)
+
+
+def test_lora_is_the_identity_at_init():
+    plain, wrapped = wrapped_vit()
+    layers = lora_layers(wrapped)
+    assert len(layers) == 2 * 3  # fc1, fc2 in each of 3 blocks
+    x = images()
+    with torch.no_grad():
+        expected = plain(x)
+        for name in ("a", "b", None):
+            with use_adapter(layers, name):
+                assert torch.equal(wrapped(x), expected), f"adapter {name} changes the output at init"
+
+
+def test_merged_equals_unmerged_and_unmerge_restores_the_weight():
+    _, wrapped = wrapped_vit()
+    layers = lora_layers(wrapped)
+    randomize(layers, "a", seed=1)
+    before = {k: v.clone() for k, v in base_state_dict(wrapped).items()}
+    x = images()
+    with torch.no_grad(), use_adapter(layers, "a"):
+        unmerged = wrapped(x)
+    with torch.no_grad(), use_adapter(layers, None):
+        base = wrapped(x)
+    assert not torch.allclose(unmerged, base, atol=1e-4), "a non-zero adapter must change the output"
+
+    merge_adapter(wrapped, "a")
+    assert all(layer.merged == "a" for layer in layers)
+    assert not torch.equal(layers[0].weight, before["blocks.0.mlp.fc1.weight"])
+    with torch.no_grad():
+        with use_adapter(layers, "a"):  # active and merged: not added twice
+            merged_active = wrapped(x)
+        with use_adapter(layers, None):
+            merged_inactive = wrapped(x)
+    torch.testing.assert_close(merged_active, unmerged, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(merged_inactive, unmerged, atol=1e-5, rtol=1e-5)
+
+    with pytest.raises(LoRAError, match="already merged"):
+        merge_adapter(wrapped, "b")
+
+    unmerge_all(wrapped)
+    assert all(layer.merged is None for layer in layers)
+    for key, value in base_state_dict(wrapped).items():
+        torch.testing.assert_close(value, before[key], atol=1e-6, rtol=0)
+    with torch.no_grad(), use_adapter(layers, None):
+        torch.testing.assert_close(wrapped(x), base, atol=1e-5, rtol=1e-5)
+
+
+def test_merge_of_unknown_adapter_names_the_existing_ones():
+    _, wrapped = wrapped_vit()
+    with pytest.raises(LoRAError, match=r"'rgb' not found.*a, b"):
+        merge_adapter(wrapped, "rgb")
+
+
+def test_plain_timm_state_dict_loads_with_only_adapter_keys_missing():
+    plain, _ = wrapped_vit()
+    fresh = timm.create_model("vit_base_patch16_clip_quickgelu_224", **TINY_VIT).eval()
+    inject_lora(fresh.blocks, ["fc1", "fc2"], ["a"], rank=2, alpha=4.0)
+    missing, unexpected = fresh.load_state_dict(plain.state_dict(), strict=False)
+    assert unexpected == []
+    assert missing, "the adapters must be reported missing"
+    assert all(".adapters." in k for k in missing), [k for k in missing if ".adapters." not in k]
+    assert len(missing) == 3 * 2 * 2  # blocks x (fc1, fc2) x (lora_a, lora_b)
+    x = images()
+    with torch.no_grad(), use_adapter(lora_layers(fresh), "a"):
+        assert torch.equal(fresh(x), plain(x))
+
+
+def test_merged_base_state_dict_loads_strictly_into_plain_vit_and_reproduces_the_adapter():
+    _, wrapped = wrapped_vit(targets=("fc1", "fc2", "qkv", "proj"))
+    layers = lora_layers(wrapped)
+    randomize(layers, "b", seed=2)
+    x = images()
+    with torch.no_grad(), use_adapter(layers, "b"):
+        adapted = wrapped(x)
+    merge_adapter(wrapped, "b")
+    exported = base_state_dict(wrapped)
+    assert not any("adapters" in k for k in exported)
+    target = timm.create_model("vit_base_patch16_clip_quickgelu_224", **TINY_VIT).eval()
+    target.load_state_dict(exported, strict=True)
+    with torch.no_grad():
+        torch.testing.assert_close(target(x), adapted, atol=1e-5, rtol=1e-5)
+
+
+def test_wrong_target_name_lists_the_real_linear_names():
+    vit = plain_vit()
+    with pytest.raises(LoRAError) as err:
+        inject_lora(vit.blocks, ["fc3"], ["a"], rank=2, alpha=4.0)
+    message = str(err.value)
+    assert "fc3" in message
+    for name in ("fc1", "fc2", "qkv", "proj"):
+        assert name in message
+
+
+@pytest.mark.parametrize("targets", [["qkv"], ["proj"], ["qkv", "proj", "fc1", "fc2"]])
+def test_attention_targets_are_wrapped_and_change_the_output(targets):
+    plain, wrapped = wrapped_vit(targets=targets, adapters=("a",))
+    layers = lora_layers(wrapped)
+    assert len(layers) == 3 * len(targets)
+    suffixes = sorted({n.split(".")[-1] for n, m in wrapped.named_modules() if isinstance(m, LoRALinear)})
+    assert suffixes == sorted(targets)
+    x = images()
+    with torch.no_grad(), use_adapter(layers, "a"):
+        assert torch.equal(wrapped(x), plain(x))
+    randomize(layers, "a", seed=3)
+    with torch.no_grad(), use_adapter(layers, "a"):
+        assert not torch.allclose(wrapped(x), plain(x), atol=1e-4)
+
+
+def test_use_adapter_switches_and_restores():
+    _, wrapped = wrapped_vit()
+    layers = lora_layers(wrapped)
+    assert all(layer.active is None for layer in layers)
+    with use_adapter(layers, "a"):
+        assert all(layer.active == "a" for layer in layers)
+        with use_adapter(layers, "b"):
+            assert all(layer.active == "b" for layer in layers)
+        assert all(layer.active == "a" for layer in layers)
+    assert all(layer.active is None for layer in layers)
+    with pytest.raises(RuntimeError):
+        with use_adapter(layers, "b"):
+            raise RuntimeError("boom")
+    assert all(layer.active is None for layer in layers), "an exception must still restore the adapters"
+
+
+def test_two_adapters_on_one_layer_are_independent():
+    plain, wrapped = wrapped_vit()
+    layers = lora_layers(wrapped)
+    randomize(layers, "a", seed=4)
+    randomize(layers, "b", seed=5)
+    x = images()
+    with torch.no_grad():
+        with use_adapter(layers, "a"):
+            out_a = wrapped(x)
+        with use_adapter(layers, "b"):
+            out_b = wrapped(x)
+        with use_adapter(layers, None):
+            out_none = wrapped(x)
+    assert torch.equal(out_none, plain(x))
+    assert not torch.allclose(out_a, out_b, atol=1e-4)
+    assert not torch.allclose(out_a, out_none, atol=1e-4)
+
+
+def test_lora_linear_keeps_linear_parameter_names_and_shares_the_frozen_weight():
+    base = nn.Linear(8, 4)
+    layer = LoRALinear(base)
+    layer.add_adapter("a", rank=2, alpha=4.0)
+    assert layer.weight is base.weight and layer.bias is base.bias
+    assert set(layer.state_dict()) == {"weight", "bias", "adapters.a.lora_a", "adapters.a.lora_b"}
+    adapter = layer.adapters["a"]
+    assert adapter.lora_a.shape == (2, 8) and adapter.lora_b.shape == (4, 2)
+    assert adapter.scale == 2.0
+    with torch.no_grad():
+        adapter.lora_b.fill_(0.5)
+    x = torch.randn(3, 8)
+    layer.active = "a"
+    expected = base(x) + 2.0 * (x @ adapter.lora_a.T @ adapter.lora_b.T)
+    torch.testing.assert_close(layer(x), expected)

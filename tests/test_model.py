@@ -1,0 +1,342 @@
+"""VELoRA model contracts: streams, one batched backbone call per stream, frozen weights, gradients."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from timm.models.vision_transformer import Block
+
+from conftest import fill_adapters, random_clip
+from velora.bench.reference import OriginalStyleVELoRA
+from velora.model.lora import lora_layers
+from velora.model.velora import VELoRA, count_parameters
+from velora.training.schedule import decay_groups
+
+
+def build(cfg, seed: int = 0) -> VELoRA:
+    torch.manual_seed(seed)
+    return VELoRA(cfg)
+
+
+def count_patch_embed_calls(model: VELoRA, rgb, events) -> list[tuple[int, ...]]:
+    """Input shapes of every backbone.patch_embed call during one forward pass."""
+    shapes = []
+    handle = model.backbone.patch_embed.register_forward_hook(lambda m, args, out: shapes.append(tuple(args[0].shape)))
+    try:
+        with torch.no_grad():
+            model(rgb, events)
+    finally:
+        handle.remove()
+    return shapes
+
+
+# ---------------------------------------------------------------- streams and shapes
+@pytest.mark.parametrize("modalities", [["rgb", "event"], ["rgb"], ["event"]])
+def test_forward_shapes_for_every_stream_combination(tiny_config, modalities):
+    model = build(tiny_config(data={"modalities": modalities})).eval()
+    B = 2
+    clips = random_clip(B, 3)
+    combos = {
+        ("rgb", "event"): [(clips, clips), (clips, None), (None, clips)],
+        ("rgb",): [(clips, None)],
+        ("event",): [(None, clips)],
+    }[tuple(modalities)]
+    for rgb, events in combos:
+        out = model(rgb, events)
+        assert out.logits.shape == (B, 8)
+        assert torch.isfinite(out.logits).all()
+        assert out.recon_loss.shape == ()
+        if rgb is None or events is None:
+            assert out.recon_loss.item() == 0.0, "no reconstruction without both modalities"
+        else:
+            assert out.recon_loss.item() > 0.0
+
+
+def test_float_frames_in_unit_range_equal_uint8_frames(tiny_config):
+    model = build(tiny_config()).eval()
+    clips = random_clip(2, 3)
+    with torch.no_grad():
+        a = model(clips, clips).logits
+        b = model(clips.float() / 255, clips.float() / 255).logits
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "modalities, given, match",
+    [(["rgb"], "events", "no event"), (["event"], "rgb", "no rgb")],
+)
+def test_modality_the_model_was_not_built_for_raises(tiny_config, modalities, given, match):
+    model = build(tiny_config(data={"modalities": modalities})).eval()
+    clips = random_clip(1, 3)
+    kwargs = {"rgb": clips, "events": clips}
+    with pytest.raises(ValueError, match=match):
+        model(**kwargs)
+    with pytest.raises(ValueError, match=match):
+        model(**{given: clips})
+
+
+def test_no_modality_raises(tiny_config):
+    model = build(tiny_config()).eval()
+    with pytest.raises(ValueError, match="at least one modality"):
+        model(None, None)
+
+
+@pytest.mark.parametrize("B, T", [(1, 2), (3, 4)])
+def test_one_batched_backbone_call_per_stream(tiny_config, B, T):
+    clips = random_clip(B, T)
+    model = build(tiny_config()).eval()
+    shapes = count_patch_embed_calls(model, clips, clips)
+    # rgb, event, frame difference: every frame of a stream in one call of B*T (or B*(T-1)) images.
+    assert shapes == [(B * T, 3, 32, 32), (B * T, 3, 32, 32), (B * (T - 1), 3, 32, 32)]
+
+    assert len(count_patch_embed_calls(model, clips, None)) == 2  # rgb + diff
+    no_diff = build(tiny_config(model={"frame_diff": False})).eval()
+    assert len(count_patch_embed_calls(no_diff, clips, clips)) == 2
+    assert len(count_patch_embed_calls(no_diff, None, clips)) == 1
+
+
+def test_single_frame_clips_skip_the_difference_stream(tiny_config):
+    model = build(tiny_config()).eval()
+    clips = random_clip(2, 1)
+    assert len(count_patch_embed_calls(model, clips, clips)) == 2
+    assert model(clips, clips).logits.shape == (2, 8)
+
+
+def test_frame_difference_by_hand():
+    frames = torch.tensor([1.0, 4.0, 2.0, 2.0]).view(1, 4, 1, 1, 1).expand(1, 4, 3, 2, 2)
+    diff = VELoRA.frame_difference(frames)
+    assert diff.shape == (1, 3, 3, 2, 2)
+    assert diff[0, :, 0, 0, 0].tolist() == [3.0, 2.0, 0.0]
+
+
+def test_difference_stream_input_is_rgb_diff_plus_event_diff(tiny_config):
+    model = build(tiny_config()).eval()
+    rgb, events = random_clip(2, 3, seed=1), random_clip(2, 3, seed=2)
+    inputs = []
+    handle = model.backbone.patch_embed.register_forward_hook(lambda m, args, out: inputs.append(args[0].clone()))
+    with torch.no_grad():
+        model(rgb, events)
+    handle.remove()
+    std = model.std.view(1, 1, 3, 1, 1)
+    scaled_rgb, scaled_events = rgb.float() / 255 / std, events.float() / 255 / std
+    expected = (scaled_rgb[:, 1:] - scaled_rgb[:, :-1]).abs() + (scaled_events[:, 1:] - scaled_events[:, :-1]).abs()
+    torch.testing.assert_close(inputs[2], expected.flatten(0, 1), atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- frozen backbone, gradients
+def test_backbone_is_frozen_and_stays_in_eval_mode(tiny_config):
+    model = build(tiny_config(model={"fusion_block": "random_trainable"}))
+    model.train()
+    for name, p in model.backbone.named_parameters():
+        assert p.requires_grad == (".adapters." in name), name
+    assert not model.backbone.training
+    assert all(layer.adapters.training for layer in lora_layers(model.backbone))
+    assert model.head.training and model.fusion_blocks.training
+    model.eval()
+    assert not any(layer.adapters.training for layer in lora_layers(model.backbone))
+
+
+def test_frozen_weights_are_bit_identical_after_an_optimizer_step(tiny_config):
+    model = build(tiny_config("lora.dropout=0.1")).train()
+    fill_adapters(model)
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+    trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    assert frozen and trainable
+    optimizer = torch.optim.AdamW(decay_groups(model, weight_decay=0.5), lr=1e-2)
+    clips = random_clip(2, 3)
+    out = model(clips, clips)
+    loss = F.cross_entropy(out.logits, torch.tensor([1, 5])) + out.recon_loss
+    assert loss.item() > 0
+    loss.backward()
+    optimizer.step()
+    for n, p in model.named_parameters():
+        if n in frozen:
+            assert torch.equal(p, frozen[n]), f"frozen {n} changed"
+            assert p.grad is None, f"frozen {n} got a gradient"
+    for n, b in model.named_buffers():
+        assert torch.equal(b, buffers[n]), n
+    changed = [n for n, p in model.named_parameters() if n in trainable and not torch.equal(p, trainable[n])]
+    assert set(changed) == set(trainable), f"not updated: {sorted(set(trainable) - set(changed))}"
+
+
+GRADIENT_VARIANTS = {
+    "default": {},
+    "random_trainable_fusion": {"model": {"fusion_block": "random_trainable"}},
+    "block_decoder": {"model": {"recon_decoder": "block"}},
+    "no_recon": {"model": {"recon_weight": 0.0}},
+    "two_high_level_blocks": {"model": {"high_level_blocks": 2}},
+    "cls_pool": {"model": {"head_pool": "cls"}},
+    "no_frame_diff": {"model": {"frame_diff": False}},
+    "attention_targets": {"lora": {"targets": ["qkv", "proj"]}},
+    "linear_probe": {"lora": {"rank": 0}},
+    "linear_probe_random_fusion": {"lora": {"rank": 0}, "model": {"fusion_block": "random_trainable"}},
+    "rgb_only": {"data": {"modalities": ["rgb"]}},
+    "event_only": {"data": {"modalities": ["event"]}},
+}
+
+
+@pytest.mark.parametrize("variant", list(GRADIENT_VARIANTS))
+def test_gradients_reach_exactly_the_trainable_parameters(tiny_config, variant):
+    cfg = tiny_config(**GRADIENT_VARIANTS[variant])
+    model = build(cfg).train()
+    fill_adapters(model)  # non-zero B: gradients then flow through every adapter path
+    clips = random_clip(2, 3)
+    rgb = clips if "rgb" in cfg.data.modalities else None
+    events = clips if "event" in cfg.data.modalities else None
+    out = model(rgb, events)
+    (F.cross_entropy(out.logits, torch.tensor([0, 3])) + cfg.model.recon_weight * out.recon_loss).backward()
+
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert set(model.trainable_state_dict()) == trainable
+    assert {"head.weight", "head.bias"} <= trainable
+    no_grad = sorted(n for n, p in model.named_parameters() if p.requires_grad and p.grad is None)
+    zero_grad = sorted(
+        n for n, p in model.named_parameters() if p.requires_grad and p.grad is not None and not p.grad.any()
+    )
+    stray = sorted(n for n, p in model.named_parameters() if not p.requires_grad and p.grad is not None)
+    assert not no_grad, f"trainable parameters that no gradient reaches: {no_grad}"
+    assert not zero_grad, f"trainable parameters with an all-zero gradient: {zero_grad}"
+    assert not stray, f"frozen parameters with a gradient: {stray}"
+
+
+def test_absent_embeddings_learn_only_when_a_modality_can_be_missing(tiny_config):
+    both = build(tiny_config()).train()
+    assert not both.absent_rgb.requires_grad and not both.absent_event.requires_grad
+    dropout = build(tiny_config(model={"modality_dropout": 0.3})).train()
+    assert dropout.absent_rgb.requires_grad and dropout.absent_event.requires_grad
+    clips = random_clip(2, 3)
+    F.cross_entropy(dropout(None, clips).logits, torch.tensor([0, 1])).backward()
+    assert dropout.absent_rgb.grad is not None and dropout.absent_rgb.grad.any()
+    assert dropout.absent_event.grad is None
+
+
+def test_trainable_state_dict_holds_no_backbone_weights(tiny_config):
+    model = build(tiny_config())
+    keys = set(model.trainable_state_dict())
+    backbone_keys = [k for k in keys if k.startswith("backbone.") and ".adapters." not in k]
+    assert not backbone_keys
+    assert any(".adapters.rgb." in k for k in keys) and any(".adapters.event." in k for k in keys)
+    assert any(".adapters.diff." in k for k in keys) and any(".adapters.fusion." in k for k in keys)
+    assert any(k.startswith("shared_rgb.") for k in keys) and any(k.startswith("shared_event.") for k in keys)
+    groups = model.parameter_groups()
+    assert sum(groups.values()) == count_parameters(model)[1]
+    assert {"lora_rgb", "lora_event", "lora_diff", "lora_fusion", "head"} <= set(groups)
+
+
+# ---------------------------------------------------------------- backbone held once
+def test_backbone_is_held_once_and_original_style_gives_the_same_logits(tiny_config):
+    cfg = tiny_config()
+    plain = timm.create_model(cfg.model.backbone, num_classes=0, img_size=32, **cfg.model.backbone_args)
+    backbone_params = sum(p.numel() for p in plain.parameters())
+
+    def frozen_backbone_params(m) -> int:  # the frozen absent_* embeddings are not backbone weights
+        return sum(p.numel() for n, p in m.named_parameters() if not p.requires_grad and not n.startswith("absent_"))
+
+    model = build(cfg).eval()
+    original = OriginalStyleVELoRA(cfg).eval()
+    assert frozen_backbone_params(model) == backbone_params
+    assert frozen_backbone_params(original) == 3 * backbone_params
+
+    # Same maths: non-zero adapters, copied into all three backbones of the original-style model.
+    fill_adapters(original, seed=7)
+    for copy_ in (original.event_backbone, original.diff_backbone):
+        copy_.load_state_dict(original.backbone.state_dict())
+    missing, unexpected = model.load_state_dict(original.state_dict(), strict=False)
+    assert not missing
+    assert all(k.startswith(("event_backbone.", "diff_backbone.")) for k in unexpected)
+
+    rgb, events = random_clip(2, 3, seed=3), random_clip(2, 3, seed=4)
+    with torch.no_grad():
+        ours = model(rgb, events)
+        theirs = original(rgb, events)
+    torch.testing.assert_close(ours.logits, theirs.logits, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(ours.recon_loss, theirs.recon_loss, atol=1e-5, rtol=1e-4)
+    # The original style calls its RGB backbone once per image (the diff stream has its own copy).
+    assert count_patch_embed_calls(original, rgb, None) == [(1, 3, 32, 32)] * (2 * 3)
+
+
+# ---------------------------------------------------------------- config variants
+def test_random_trainable_fusion_blocks(tiny_config):
+    model = build(tiny_config(model={"fusion_block": "random_trainable", "high_level_blocks": 2}))
+    assert len(model.fusion_blocks) == 2
+    assert all(isinstance(b, Block) for b in model.fusion_blocks)
+    assert all(p.requires_grad for p in model.fusion_blocks.parameters())
+    assert "fusion" not in {name for layer in lora_layers(model) for name in layer.adapters}
+    assert model(random_clip(), random_clip()).logits.shape == (2, 8)
+
+
+def test_block_reconstruction_decoder(tiny_config):
+    model = build(tiny_config(model={"recon_decoder": "block"}))
+    assert isinstance(model.recon_decoder[0], Block)
+    assert model(random_clip(), random_clip()).recon_loss.item() > 0
+
+
+def test_recon_weight_zero_has_no_decoder_and_zero_loss(tiny_config):
+    model = build(tiny_config(model={"recon_weight": 0.0}))
+    assert model.recon_decoder is None
+    assert not any(n.startswith("recon_decoder") for n in model.trainable_state_dict())
+    assert model(random_clip(), random_clip()).recon_loss.item() == 0.0
+
+
+@pytest.mark.parametrize(
+    "sections, expected",
+    [
+        ({}, {"head.weight", "head.bias"}),
+        ({"model": {"modality_dropout": 0.2}}, {"head.weight", "head.bias", "absent_rgb", "absent_event"}),
+        ({"data": {"modalities": ["event"]}}, {"head.weight", "head.bias", "absent_rgb"}),
+    ],
+)
+def test_rank_zero_is_a_linear_probe(tiny_config, sections, expected):
+    model = build(tiny_config("lora.rank=0", **sections))
+    assert lora_layers(model) == []
+    assert model.recon_decoder is None and model.shared_rgb is None and model.shared_event is None
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == expected
+
+
+def test_two_high_level_blocks(tiny_config):
+    model = build(tiny_config(model={"high_level_blocks": 2}))
+    assert model.num_low == 1
+    assert len(model.shared_rgb) == 2 and len(model.shared_event) == 2
+    fusion = [n for n in model.trainable_state_dict() if ".adapters.fusion." in n]
+    assert {n.split(".")[2] for n in fusion} == {"1", "2"}
+    low = [n for n in model.trainable_state_dict() if ".adapters.rgb." in n]
+    assert {n.split(".")[2] for n in low} == {"0"}
+    assert model(random_clip(), random_clip()).logits.shape == (2, 8)
+
+
+def test_head_pool_cls_and_mean(tiny_config):
+    tokens = torch.randn(2, 5, 32)
+    cls_model = build(tiny_config(model={"head_pool": "cls"})).eval()
+    mean_model = build(tiny_config(model={"head_pool": "mean"})).eval()
+    normed = cls_model.backbone.norm(tokens)
+    torch.testing.assert_close(cls_model.pool(tokens), normed[:, 0])
+    torch.testing.assert_close(mean_model.pool(tokens), normed.mean(dim=1))
+    clips = random_clip()
+    with torch.no_grad():
+        assert not torch.allclose(cls_model(clips, clips).logits, mean_model(clips, clips).logits)
+
+
+@pytest.mark.parametrize("detach", [True, False])
+def test_recon_detach_target_stops_gradients_through_the_target(tiny_config, detach):
+    # With a zero decoder weight, decoder(x) does not depend on x: the only way the reconstruction
+    # loss can reach the stream adapters is through the targets.
+    model = build(tiny_config(model={"recon_detach_target": detach})).train()
+    fill_adapters(model)
+    with torch.no_grad():
+        model.recon_decoder[1].weight.zero_()
+    clips = random_clip()
+    model(clips, clips).recon_loss.backward()
+    stream_grads = [
+        p.grad for n, p in model.named_parameters() if ".adapters.rgb." in n or ".adapters.event." in n
+    ]
+    reached = any(g is not None and g.any() for g in stream_grads)
+    assert reached == (not detach)
+    assert model.recon_decoder[1].bias.grad.any()
+
+
+def test_high_level_blocks_must_leave_a_low_level_block(tiny_config):
+    with pytest.raises(ValueError, match=r"high_level_blocks = 3.*at most 2"):
+        VELoRA(tiny_config(model={"high_level_blocks": 3}))

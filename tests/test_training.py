@@ -1,0 +1,342 @@
+"""Training contracts: schedule, CPU smoke run, adapter checkpoints, resume, determinism, eval/predict."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import yaml
+from safetensors import safe_open
+
+import velora.training.run as run_module
+from conftest import fill_adapters, make_tiny_config, random_clip
+from velora.cli import main
+from velora.config import Config
+from velora.data.errors import DataError
+from velora.evaluation.evaluate import evaluate, predict
+from velora.model.velora import VELoRA
+from velora.training.checkpoint import CheckpointError, load_model, read_adapters, save_adapters
+from velora.training.datamodule import ClipDataModule, make_dataset
+from velora.training.module import VELoRAModule
+from velora.training.run import train
+from velora.training.schedule import decay_groups, warmup_cosine
+
+CLASSES = 8
+
+
+def run_config(root: Path, output: Path, *overrides: str, epochs: int = 2) -> Config:
+    return make_tiny_config(*overrides, data={"root": str(root)}, train={"epochs": epochs, "output_dir": str(output)})
+
+
+def adapters_equal(a: Path, b: Path) -> tuple[bool, float]:
+    sa, sb = read_adapters(a).state, read_adapters(b).state
+    assert sa.keys() == sb.keys()
+    diff = max((sa[k] - sb[k]).abs().max().item() for k in sa)
+    return all(torch.equal(sa[k], sb[k]) for k in sa), diff
+
+
+def stop_after_first_epoch():
+    """A patch for AdapterCheckpoints.on_validation_end: stop the run after epoch 0, as a crash would."""
+    original = run_module.AdapterCheckpoints.on_validation_end
+
+    def on_validation_end(callback, trainer, module):
+        original(callback, trainer, module)
+        if trainer.current_epoch == 0:
+            trainer.should_stop = True
+
+    return on_validation_end
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_dataset, tmp_path_factory):
+    """A 2-epoch CPU run of the tiny model (LoRA dropout 0) and its in-memory module."""
+    modules = []
+
+    class Recording(VELoRAModule):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            modules.append(self)
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(run_module, "VELoRAModule", Recording)
+    try:
+        output = tmp_path_factory.mktemp("run")
+        cfg = run_config(tiny_dataset, output)
+        result = train(cfg)
+    finally:
+        patch.undo()
+    return SimpleNamespace(cfg=cfg, result=result, output=output, module=modules[0])
+
+
+# ---------------------------------------------------------------- schedule
+def test_warmup_cosine_schedule():
+    warmup, total, floor = 10, 100, 0.01
+    lrs = [warmup_cosine(s, warmup_steps=warmup, total_steps=total, min_ratio=floor) for s in range(total + 5)]
+    assert lrs[0] == pytest.approx(1 / warmup)
+    assert all(a < b for a, b in zip(lrs[:warmup - 1], lrs[1:warmup])), "warmup must rise"
+    assert lrs[warmup] == pytest.approx(1.0) and max(lrs) == pytest.approx(1.0)
+    after = lrs[warmup:total + 1]
+    assert all(a > b for a, b in zip(after, after[1:])), "cosine must decrease after warmup"
+    assert lrs[total] == pytest.approx(floor)
+    assert lrs[-1] == pytest.approx(floor), "flat after total_steps"
+    mid = warmup + (total - warmup) // 2
+    assert lrs[mid] == pytest.approx(floor + (1 - floor) / 2)
+    no_warmup = warmup_cosine(0, warmup_steps=0, total_steps=total, min_ratio=floor)
+    assert no_warmup == pytest.approx(1.0)
+
+
+def test_weight_decay_skips_biases_norms_and_vectors(tiny_config):
+    model = VELoRA(tiny_config())
+    decay, no_decay = decay_groups(model, 0.1)
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim >= 2 for p in decay["params"]) and all(p.ndim < 2 for p in no_decay["params"])
+    in_groups = {id(p) for g in (decay, no_decay) for p in g["params"]}
+    assert in_groups == {id(p) for p in model.parameters() if p.requires_grad}
+
+
+# ---------------------------------------------------------------- the smoke run and its files
+def test_cpu_smoke_run_writes_the_expected_files(trained):
+    out = trained.output
+    for name in ("config.yaml", "best.safetensors", "last.safetensors", "checkpoints/last.ckpt", "history.json", "curves.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert Config.from_dict(yaml.safe_load((out / "config.yaml").read_text())) == trained.cfg
+    history = json.loads((out / "history.json").read_text())
+    steps_per_epoch = math.ceil(CLASSES * 3 / 4)
+    assert [s for s, _ in history["train/loss"]] == list(range(2 * steps_per_epoch))
+    assert [s for s, _ in history["val/top1"]] == [steps_per_epoch, 2 * steps_per_epoch]
+    assert all(math.isfinite(v) for _, v in history["train/loss"])
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert 0.0 <= trained.result.best_val_top1 <= 1.0 and trained.result.best_epoch in (0, 1)
+    assert read_adapters(out / "last.safetensors").info["global_step"] == 2 * steps_per_epoch
+
+
+def test_adapter_checkpoint_is_small_and_holds_only_trainable_tensors(trained):
+    path = trained.output / "best.safetensors"
+    assert path.stat().st_size < 1_000_000
+    ckpt = read_adapters(path)
+    expected = set(trained.module.model.trainable_state_dict())
+    assert set(ckpt.state) == expected
+    assert not [k for k in ckpt.state if k.startswith("backbone.") and ".adapters." not in k]
+    assert ckpt.config == trained.cfg
+    assert len(ckpt.class_names) == CLASSES
+    with safe_open(str(path), framework="pt") as f:
+        assert f.metadata()["format"] == "velora-adapters/1"
+
+
+def test_resume_checkpoint_holds_only_trainable_tensors(trained):
+    ckpt = torch.load(trained.output / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    expected = {f"model.{k}" for k in trained.module.model.trainable_state_dict()}
+    assert set(ckpt["state_dict"]) == expected
+    assert Config.from_dict(ckpt["velora_config"]) == trained.cfg
+    assert ckpt["optimizer_states"] and ckpt["lr_schedulers"]
+
+
+def test_trained_adapters_round_trip_through_load_model(trained, tiny_dataset):
+    trained_model = trained.module.model.eval()
+    loaded, ckpt = load_model(trained.output / "last.safetensors")
+    assert not loaded.training
+    batch = torch.utils.data.default_collate([make_dataset(trained.cfg, "test")[i] for i in range(4)])
+    with torch.no_grad():
+        expected = trained_model(batch["rgb"], batch["events"]).logits
+        got = loaded(batch["rgb"], batch["events"]).logits
+    assert torch.equal(got, expected)
+    # And training changed something: a fresh model gives other logits.
+    with torch.no_grad():
+        fresh = VELoRA(trained.cfg).eval()(batch["rgb"], batch["events"]).logits
+    assert not torch.allclose(fresh, expected, atol=1e-4)
+
+
+def test_save_and_load_adapters_round_trip(tiny_config, tmp_path):
+    cfg = tiny_config(model={"fusion_block": "random_trainable", "recon_decoder": "block"})
+    torch.manual_seed(3)
+    model = VELoRA(cfg).eval()
+    fill_adapters(model, seed=3)
+    with torch.no_grad():
+        model.head.weight.normal_()
+    path = save_adapters(tmp_path / "a.safetensors", model, cfg, [f"c{i}" for i in range(CLASSES)], {"epoch": 4})
+    loaded, ckpt = load_model(path)
+    assert ckpt.info == {"epoch": 4} and ckpt.class_names[3] == "c3"
+    clips = random_clip()
+    with torch.no_grad():
+        assert torch.equal(loaded(clips, clips).logits, model(clips, clips).logits)
+    assert not (tmp_path / "a.safetensors.tmp").exists()
+
+
+def test_checkpoint_that_does_not_fit_the_model_is_refused(tiny_config, tmp_path):
+    cfg = tiny_config()
+    path = save_adapters(tmp_path / "a.safetensors", VELoRA(tiny_config("lora.rank=0")), cfg, ["a"] * CLASSES)
+    with pytest.raises(CheckpointError, match="does not fit the model"):
+        load_model(path)
+    (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable safetensors"):
+        load_model(tmp_path / "junk.safetensors")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_model(tmp_path / "missing.safetensors")
+
+
+# ---------------------------------------------------------------- resume and determinism
+def test_resume_continues_from_the_last_checkpoint(tiny_dataset, tmp_path):
+    # The literal workflow: a 1-epoch run, extended to 2 epochs. (Its adapters cannot equal an
+    # uninterrupted 2-epoch run: the cosine schedule's length depends on train.epochs.)
+    out = tmp_path / "run"
+    train(run_config(tiny_dataset, out, epochs=1))
+    first = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    steps = math.ceil(CLASSES * 3 / 4)
+    assert first["global_step"] == steps
+    before = read_adapters(out / "last.safetensors")
+
+    result = train(run_config(tiny_dataset, out, epochs=2), resume=str(out / "checkpoints" / "last.ckpt"))
+    after = read_adapters(out / "last.safetensors")
+    assert after.info["global_step"] == 2 * steps and after.info["epoch"] == 1
+    assert torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == 2 * steps
+    assert not all(torch.equal(before.state[k], after.state[k]) for k in before.state), "the resumed epoch trained"
+    history = result.history
+    assert [s for s, _ in history["train/loss"]] == list(range(2 * steps)), "history continues across the resume"
+    assert [s for s, _ in history["val/top1"]] == [steps, 2 * steps]
+
+
+@pytest.mark.parametrize("lora_dropout", [0.0, 0.1])
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_run(
+    trained, tiny_dataset, tmp_path, monkeypatch, lora_dropout
+):
+    # Interrupted inside a 2-epoch run, so both runs share one learning-rate schedule. With LoRA
+    # dropout the resumed run must also continue the random stream of the dropout masks.
+    overrides = (f"lora.dropout={lora_dropout}",)
+    full, interrupted = tmp_path / "full", tmp_path / "interrupted"
+    if lora_dropout == trained.cfg.lora.dropout:
+        full = trained.output
+    else:
+        train(run_config(tiny_dataset, full, *overrides))
+    with monkeypatch.context() as patch:
+        patch.setattr(run_module.AdapterCheckpoints, "on_validation_end", stop_after_first_epoch())
+        train(run_config(tiny_dataset, interrupted, *overrides))
+    assert read_adapters(interrupted / "last.safetensors").info["epoch"] == 0
+    train(run_config(tiny_dataset, interrupted, *overrides), resume=str(interrupted / "checkpoints" / "last.ckpt"))
+    assert read_adapters(interrupted / "last.safetensors").info["global_step"] == 2 * math.ceil(CLASSES * 3 / 4)
+    same, diff = adapters_equal(full / "last.safetensors", interrupted / "last.safetensors")
+    assert same, f"resumed adapters differ from the uninterrupted run by up to {diff:.3g}"
+
+
+def test_same_seed_gives_identical_adapters(tiny_dataset, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for out in (a, b):
+        train(run_config(tiny_dataset, out, "lora.dropout=0.1", "model.modality_dropout=0.3"))
+    same, diff = adapters_equal(a / "last.safetensors", b / "last.safetensors")
+    assert same, f"two runs with one seed differ by up to {diff:.3g}"
+
+
+def test_other_seed_gives_other_adapters(trained, tiny_dataset, tmp_path):
+    train(run_config(tiny_dataset, tmp_path, "train.seed=1"))
+    same, _ = adapters_equal(trained.output / "last.safetensors", tmp_path / "last.safetensors")
+    assert not same
+
+
+def test_training_order_depends_only_on_seed_and_epoch(tiny_dataset):
+    """Each epoch gets its own shuffle, and re-iterating an epoch's loader repeats it (resume-safe)."""
+    data = ClipDataModule(run_config(tiny_dataset, Path("unused")))
+
+    def order(epoch: int, iterations: int = 1) -> list[int]:
+        data.trainer = SimpleNamespace(current_epoch=epoch)
+        loader = data.train_dataloader()
+        for sampler in (loader.sampler, loader.batch_sampler):
+            if hasattr(sampler, "set_epoch"):  # what Lightning does each epoch
+                sampler.set_epoch(epoch)
+        for _ in range(iterations - 1):
+            list(loader.batch_sampler)
+        return [i for batch in loader.batch_sampler for i in batch]
+
+    assert sorted(order(0)) == list(range(CLASSES * 3))
+    assert order(1) == order(1), "the same epoch must give the same order"
+    assert order(1, iterations=2) == order(1), "the order must not depend on how often the loader was iterated"
+    assert order(0) != order(1), "every epoch must reshuffle"
+
+
+def test_modality_dropout_never_drops_both_and_is_seeded(tiny_config):
+    module = VELoRAModule(tiny_config(model={"modality_dropout": 0.5}), [str(i) for i in range(CLASSES)])
+    batch = {"rgb": random_clip(), "events": random_clip(), "label": torch.tensor([0, 1])}
+    kept = []
+    for step in range(40):
+        module.cfg.train.seed = step  # global_step is 0 without a trainer; the seed varies the draw
+        out = module.drop_modalities(batch)
+        assert "rgb" in out or "events" in out
+        assert module.drop_modalities(batch).keys() == out.keys(), "the draw depends on (seed, step) only"
+        kept.append(tuple(sorted(k for k in out if k in ("rgb", "events"))))
+    assert {("events",), ("rgb",), ("events", "rgb")} == set(kept)
+
+
+# ---------------------------------------------------------------- eval and predict
+def test_velora_eval_writes_the_report(trained, tmp_path, capsys):
+    ckpt = trained.output / "best.safetensors"
+    assert main(["eval", str(ckpt), "--output", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "eval_test.json").read_text())
+    for key in ("top1", "top5", "per_class", "confusion_matrix"):
+        assert key in report
+    assert report["num_clips"] == CLASSES and report["split"] == "test"
+    assert len(report["per_class"]) == CLASSES
+    cm = report["confusion_matrix"]
+    assert len(cm) == CLASSES and sum(map(sum, cm)) == CLASSES
+    assert report["top1"] == pytest.approx(sum(cm[i][i] for i in range(CLASSES)) / CLASSES)
+    assert report["top1"] <= report["top5"] <= 1.0
+    assert (tmp_path / "confusion_test.png").read_bytes()[:4] == b"\x89PNG"
+    assert "top-1" in capsys.readouterr().out
+
+    # The report agrees with the model's own predictions.
+    model, _ = load_model(ckpt)
+    dataset = make_dataset(model.cfg, "test")
+    batch = torch.utils.data.default_collate([dataset[i] for i in range(len(dataset))])
+    with torch.no_grad():
+        predictions = model(batch["rgb"], batch["events"]).logits.argmax(-1)
+    assert report["top1"] == pytest.approx((predictions == batch["label"]).float().mean().item())
+
+
+def test_evaluate_without_rgb_on_a_two_modality_model(trained, tmp_path):
+    report = evaluate(trained.output / "best.safetensors", modalities=["event"], output_dir=tmp_path, progress=False)
+    assert report["modalities"] == ["event"] and report["num_clips"] == CLASSES
+    assert (tmp_path / "eval_test.json").is_file()
+
+
+def test_evaluate_rejects_a_modality_the_model_lacks(tiny_dataset, tmp_path):
+    cfg = make_tiny_config(data={"root": str(tiny_dataset), "modalities": ["event"]})
+    path = save_adapters(tmp_path / "event.safetensors", VELoRA(cfg), cfg, [str(i) for i in range(CLASSES)])
+    with pytest.raises(DataError, match="trained on event and cannot use rgb"):
+        evaluate(path, modalities=["rgb"], progress=False)
+
+
+def test_predict_returns_top5_and_writes_a_panel(trained, tiny_dataset, tmp_path):
+    sample = (tiny_dataset / "test_label.txt").read_text().split()[0]
+    panel = tmp_path / "panel.png"
+    top = predict(trained.output / "best.safetensors", tiny_dataset / sample, panel=panel, ground_truth="x")
+    assert len(top) == 5
+    names = read_adapters(trained.output / "best.safetensors").class_names
+    assert all(name in names for name, _ in top) and len({n for n, _ in top}) == 5
+    probs = [p for _, p in top]
+    assert probs == sorted(probs, reverse=True)
+    assert all(0 <= p <= 1 for p in probs) and sum(probs) <= 1 + 1e-6
+    assert panel.read_bytes()[:4] == b"\x89PNG"
+    events_only = predict(trained.output / "best.safetensors", tiny_dataset / sample, modalities=["event"])
+    assert len(events_only) == 5 and events_only != top
+
+
+# ---------------------------------------------------------------- data errors
+def test_wrong_data_root_names_the_path(tiny_dataset, tmp_path, trained):
+    missing = tmp_path / "no_such_dataset"
+    with pytest.raises(DataError, match=str(missing)):
+        train(make_tiny_config(data={"root": str(missing)}, train={"output_dir": str(tmp_path / "out")}))
+    with pytest.raises(DataError, match=str(missing)):
+        evaluate(trained.output / "best.safetensors", data_root=str(missing), progress=False)
+    with pytest.raises(DataError, match="data.root is empty"):
+        train(make_tiny_config(train={"output_dir": str(tmp_path / "out")}))
+
+
+@pytest.mark.parametrize("num_classes", [10, 4])
+def test_num_classes_mismatch_tells_the_right_value(tiny_dataset, tmp_path, num_classes):
+    cfg = make_tiny_config(
+        data={"root": str(tiny_dataset)}, model={"num_classes": num_classes}, train={"output_dir": str(tmp_path)}
+    )
+    with pytest.raises(DataError) as err:
+        train(cfg)
+    assert f"model.num_classes={CLASSES}" in str(err.value)
