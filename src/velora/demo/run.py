@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from velora.config import Config, load_config, merge
+from velora.config import Config, ConfigError, load_config, merge
 from velora.demo.generate import generate_demo_dataset
 from velora.evaluation.evaluate import evaluate, panel_row, predict_scores
 from velora.evaluation.metrics import topk_indices
@@ -30,7 +30,16 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "rgb_only": ("RGB only", {"data": {"modalities": ["rgb"]}}),
     "event_only": ("event only", {"data": {"modalities": ["event"]}}),
     "linear_probe": ("frozen-backbone linear probe", {"lora": {"rank": 0}}),
+    # Ablations of where our reading departs from the original code (not run by default).
+    "fusion_random": ("fusion: random trainable block", {"model": {"fusion_block": "random_trainable"}}),
+    "recon_block": ("recon decoder: ViT block", {"model": {"recon_decoder": "block"}}),
+    "recon_attached": ("recon targets not detached", {"model": {"recon_detach_target": False}}),
+    "head_cls": ("head pooling: class token", {"model": {"head_pool": "cls"}}),
+    "no_frame_diff": ("no frame-difference stream", {"model": {"frame_diff": False}}),
+    "no_recon": ("no reconstruction loss", {"model": {"recon_weight": 0.0}}),
+    "modality_dropout": ("modality dropout 0.2", {"model": {"modality_dropout": 0.2}}),
 }
+DEFAULT_VARIANTS = ["velora", "rgb_only", "event_only", "linear_probe"]
 FULL_SPLITS = {"train": 60, "val": 15, "test": 25}
 QUICK_SPLITS = {"train": 4, "val": 2, "test": 2}
 
@@ -46,10 +55,10 @@ def run_demo(
 ) -> dict:
     start = time.perf_counter()
     output = Path(output)
-    variants = variants or list(VARIANTS)
+    variants = variants or DEFAULT_VARIANTS
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
-        raise ValueError(f"unknown demo variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+        raise ConfigError(f"unknown demo variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
     base = load_config(config, overrides)
     splits = QUICK_SPLITS if quick else FULL_SPLITS
 
@@ -71,12 +80,22 @@ def run_demo(
         report = evaluate(result.best_checkpoint, split="test", progress=progress)
         model, _ = load_model(result.best_checkpoint)
         total, trainable = count_parameters(model)
+        # The same model with one sensor missing at test time.
+        missing = {}
+        if len(model.modalities) == 2:
+            for absent, present in (("rgb", "event"), ("event", "rgb")):
+                missing[absent] = evaluate(
+                    result.best_checkpoint, split="test", modalities=[present], progress=False,
+                    output_dir=result.output_dir / f"without_{absent}",
+                )["top1"]
         results[name] = {
             "title": title,
             "modalities": cfg.data.modalities,
             "test_top1": report["top1"],
             "test_top5": report["top5"],
             "mean_class_accuracy": report["mean_class_accuracy"],
+            "test_top1_without_rgb": missing.get("rgb"),
+            "test_top1_without_event": missing.get("event"),
             "best_val_top1": result.best_val_top1,
             "best_epoch": result.best_epoch,
             "trainable_parameters": trainable,
@@ -150,12 +169,20 @@ def write_panel(checkpoint: Path, path: Path, rows: int = 4) -> None:
 
 
 def format_table(results: dict) -> str:
-    lines = [f"{'model':32s} {'modalities':12s} {'test top-1':>10s} {'top-5':>7s} {'trainable params':>17s} {'train s':>8s}"]
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1%}"
+
+    lines = [
+        f"{'model':32s} {'modalities':10s} {'test top-1':>10s} {'top-5':>7s} {'no RGB':>7s} {'no event':>8s} "
+        f"{'trainable':>10s} {'train s':>8s}"
+    ]
     for r in results.values():
         lines.append(
-            f"{r['title']:32s} {'+'.join(r['modalities']):12s} {r['test_top1']:10.1%} {r['test_top5']:7.1%} "
-            f"{r['trainable_parameters']:17,d} {r['train_seconds']:8.0f}"
+            f"{r['title']:32s} {'+'.join(r['modalities']):10s} {pct(r['test_top1']):>10s} {pct(r['test_top5']):>7s} "
+            f"{pct(r['test_top1_without_rgb']):>7s} {pct(r['test_top1_without_event']):>8s} "
+            f"{r['trainable_parameters']:10,d} {r['train_seconds']:8.0f}"
         )
+    lines.append("no RGB / no event: the same model evaluated with that sensor missing at test time.")
     return "\n".join(lines)
 
 

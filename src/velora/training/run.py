@@ -93,12 +93,16 @@ def train(cfg: Config, resume: str | None = None) -> TrainResult:
         dirpath=out / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1
     )
     t = cfg.train
+    strategy: str | L.pytorch.strategies.Strategy = t.strategy
+    if t.strategy == "ddp" and cfg.model.modality_dropout > 0:
+        # A dropped modality leaves its adapters without gradients for that step.
+        strategy = L.pytorch.strategies.DDPStrategy(find_unused_parameters=True)
     trainer = L.Trainer(
         max_epochs=t.epochs,
         accelerator=t.accelerator,
         devices=t.devices,
         num_nodes=t.num_nodes,
-        strategy=t.strategy,
+        strategy=strategy,
         precision=t.precision,
         gradient_clip_val=t.grad_clip or None,
         check_val_every_n_epoch=t.val_every,
