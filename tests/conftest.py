@@ -91,9 +91,9 @@ def tiny_dataset(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def real_data_dir() -> Path:
-    """The real event-camera recordings in shared/data/real (skips when the copy is absent)."""
-    if not REAL_DATA.is_dir():
-        pytest.skip(f"real recordings not found at {REAL_DATA}")
+    """The real event-camera recordings in shared/data/real (a test failure when absent: they are
+    part of the test suite, never silently skipped)."""
+    assert REAL_DATA.is_dir(), f"real recordings not found at {REAL_DATA}: check out shared/ beside the repository"
     return REAL_DATA
 
 

@@ -105,5 +105,7 @@ def make_representation(name: str, **params) -> ToEventImage | ToCountFrame | To
     missing = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.name not in params]
     if unknown or missing:
         problems = ([f"unknown {unknown}"] if unknown else []) + ([f"missing {missing}"] if missing else [])
-        raise ValueError(f"event representation '{name}' takes the parameters {fields or 'none'}; got {'; '.join(problems)}.")
+        raise ValueError(
+            f"event representation '{name}' takes the parameters {fields or 'none'}; got {'; '.join(problems)}."
+        )
     return cls(**params)

@@ -1,0 +1,285 @@
+"""AEDAT 4.0 recordings (iniVation DV, DAVIS cameras): events and APS frames on one clock.
+
+The container, as written by DV and dv-processing
+(https://docs.inivation.com/software/software-advanced-usage/file-formats/aedat-4.0.html):
+
+    "#!AER-DAT4.0\\r\\n"                      14 bytes of magic
+    int32 n, IOHeader flatbuffer (n bytes)   compression, dataTablePosition, infoNode (stream XML)
+    packets, each: int32 stream id, uint32 size, `size` bytes of compressed flatbuffer
+    file data table at dataTablePosition     an index of the packets, compressed, to the end of file
+
+The `aedat` package (Rust) decodes the packets. It reads them one after another and never looks
+at the data table, so a file cut exactly between two packets, or inside the table, decodes
+without complaint into a shorter recording. `read_aedat4` therefore first walks the container:
+the packet headers must tile the file from the IOHeader to the data table, and the table must be
+one whole compressed frame reaching the end of the file. A recording that was never finalised
+(dataTablePosition = -1) has no table; there the packets must end exactly at the end of the
+file, and a cut exactly between two packets of such a file cannot be told from a short recording.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import aedat
+import numpy as np
+
+from velora.data.errors import DataError
+from velora.events.render import EventStream
+
+MAGIC = b"#!AER-DAT4.0\r\n"
+LZ4_MAGIC = b"\x04\x22\x4d\x18"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+NO_COMPRESSION, LZ4, LZ4_HIGH, ZSTD, ZSTD_HIGH = range(5)  # IOHeader.compression
+
+
+@dataclass(frozen=True, eq=False)
+class Recording:
+    """One AEDAT 4.0 recording: the polarity events and the APS frames of one sensor.
+
+    Fields:
+        events: the polarity events (t in microseconds, sorted); `events.width` x `events.height`
+            is the sensor size stored in the file's event stream.
+        aps_frames: uint8, (N, H, W) for grayscale or (N, H, W, 3) for colour (RGB order).
+            16-bit frames keep their high byte; RGBA frames drop alpha. (0, H, W) when the file
+            has no frames.
+        frame_timestamps_us: int64 (N,), the START of each frame's exposure, microseconds, on the
+            clock of `events.t`. dv-processing's `Frame.timestamp` uses the same convention. The
+            packet-level frame time is not used: DV software writes the middle of the exposure
+            there, dv-processing writes the start, so it depends on the writer.
+        frame_exposure_us: int64 (N,), exposure duration (end - start), microseconds.
+        path: the file read.
+    """
+
+    events: EventStream
+    aps_frames: np.ndarray
+    frame_timestamps_us: np.ndarray
+    frame_exposure_us: np.ndarray
+    path: Path
+
+    @property
+    def sensor_size(self) -> tuple[int, int]:
+        """(width, height) of the event sensor in pixels, as stored in the file."""
+        return self.events.width, self.events.height
+
+    @property
+    def frame_exposure_middle_us(self) -> np.ndarray:
+        """int64 (N,), middle of each frame's exposure in microseconds (start + duration // 2)."""
+        return self.frame_timestamps_us + self.frame_exposure_us // 2
+
+
+def read_aedat4(path: str | Path) -> Recording:
+    """Read the first event stream and the first frame stream of an AEDAT 4.0 file.
+
+    Raises DataError, naming the file, when it is missing, empty, not AEDAT 4.0, truncated,
+    corrupt, has no event stream, or holds frames of different sizes or channel counts.
+    """
+    path = Path(path)
+    compression, data_table_position = _check_header(path)
+    decoder = _open_decoder(path)
+    streams = decoder.id_to_stream()
+    _check_packets(path, set(streams), compression, data_table_position)
+
+    event_ids = sorted(i for i, stream in streams.items() if stream["type"] == "events")
+    frame_ids = sorted(i for i, stream in streams.items() if stream["type"] == "frame")
+    if not event_ids:
+        found = ", ".join(stream["type"] for stream in streams.values()) or "none"
+        raise DataError(f"{path}: the recording has no event stream (streams: {found}); VELoRA needs polarity events.")
+    width, height = streams[event_ids[0]]["width"], streams[event_ids[0]]["height"]
+
+    event_chunks, frames = [], []
+    try:
+        for packet in decoder:
+            if event_ids[0] == packet["stream_id"] and "events" in packet:
+                event_chunks.append(packet["events"])
+            elif frame_ids and frame_ids[0] == packet["stream_id"] and "frame" in packet:
+                frames.append(packet["frame"])
+    except (RuntimeError, ValueError, OSError) as error:
+        raise DataError(f"{path}: a packet could not be decoded ({error}); the file is corrupt, re-copy it.") from None
+    del decoder  # the Rust decoder holds the file open until it is collected
+
+    events = _event_stream(path, event_chunks, width, height)
+    frame_size = (streams[frame_ids[0]]["height"], streams[frame_ids[0]]["width"]) if frame_ids else (height, width)
+    aps_frames = _stack_frames(path, frames, frame_size)
+    begin = np.array([frame["exposure_begin_t"] for frame in frames], dtype=np.int64)
+    end = np.array([frame["exposure_end_t"] for frame in frames], dtype=np.int64)
+    return Recording(events, aps_frames, begin, end - begin, path)
+
+
+def _event_stream(path: Path, chunks: list[np.ndarray], width: int, height: int) -> EventStream:
+    no_events = np.zeros(0, dtype=[("t", "<u8"), ("x", "<u2"), ("y", "<u2"), ("on", "?")])  # aedat's dtype
+    events = np.concatenate(chunks) if chunks else no_events
+    t = events["t"].astype(np.int64)
+    order = np.argsort(t, kind="stable") if np.any(np.diff(t) < 0) else slice(None)
+    polarity = np.where(events["on"], 1, -1)
+    try:
+        return EventStream(t[order], events["x"][order], events["y"][order], polarity[order], width, height)
+    except ValueError as error:
+        raise DataError(f"{path}: the decoded events are invalid ({error}); the file is corrupt.") from None
+
+
+def _stack_frames(path: Path, frames: list[dict], frame_size: tuple[int, int]) -> np.ndarray:
+    """(N, H, W) or (N, H, W, 3) uint8 from aedat's frame dicts."""
+    if not frames:
+        return np.zeros((0, *frame_size), dtype=np.uint8)
+    images = []
+    for frame in frames:
+        pixels = frame["pixels"]
+        if pixels.ndim == 3:
+            pixels = pixels[..., :3]  # RGBA -> RGB
+        if pixels.dtype == np.uint16:
+            pixels = pixels >> 8  # 16-bit APS readout -> its high byte
+        images.append(pixels.astype(np.uint8))
+    shapes = sorted({image.shape for image in images})
+    if len(shapes) > 1:
+        raise DataError(
+            f"{path}: the frame stream mixes frame shapes {shapes} (regions of interest or colour changes); "
+            "only recordings whose frames share one shape can be read."
+        )
+    return np.stack(images)
+
+
+def _open_decoder(path: Path) -> aedat.Decoder:
+    try:
+        return aedat.Decoder(str(path))
+    except (RuntimeError, ValueError, OSError) as error:
+        raise DataError(f"{path}: aedat cannot decode the stream list ({error}); the file is corrupt or unsupported.") from None
+
+
+def _check_header(path: Path) -> tuple[int, int]:
+    """Check the magic and the IOHeader; returns (compression, dataTablePosition or -1 if not finalised)."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(len(MAGIC) + 4)
+            if len(head) == 0:
+                raise DataError(f"{path}: the file is empty (0 bytes); re-copy or re-record it.")
+            if not (head.startswith(MAGIC) or MAGIC.startswith(head)):
+                raise DataError(
+                    f"{path}: not an AEDAT 4.0 file (it starts with {head[:14]!r}, expected {MAGIC!r}); "
+                    "check the file or its suffix."
+                )
+            if len(head) < len(MAGIC) + 4:
+                raise DataError(f"{path}: truncated inside the AEDAT 4.0 header ({len(head)} bytes); re-copy the file.")
+            (header_size,) = struct.unpack_from("<i", head, len(MAGIC))
+            header = file.read(max(header_size, 0))
+    except OSError as error:
+        raise DataError(f"{path}: cannot be read ({error.strerror or error}); check the path and permissions.") from None
+    if header_size <= 0:
+        raise DataError(f"{path}: the AEDAT 4.0 header is corrupt (size {header_size}); re-copy the file.")
+    if len(header) < header_size:
+        raise DataError(f"{path}: truncated inside the AEDAT 4.0 header ({len(header)} of {header_size} bytes); re-copy the file.")
+    try:
+        compression, data_table_position = _io_header_fields(header)
+    except (struct.error, IndexError):
+        raise DataError(f"{path}: the AEDAT 4.0 header is corrupt (its flatbuffer does not parse); re-copy the file.") from None
+    if compression not in (NO_COMPRESSION, LZ4, LZ4_HIGH, ZSTD, ZSTD_HIGH):
+        raise DataError(f"{path}: the AEDAT 4.0 header names unknown compression {compression}; the file is corrupt.")
+    return compression, data_table_position
+
+
+def _io_header_fields(header: bytes) -> tuple[int, int]:
+    """(compression, dataTablePosition) of the IOHeader flatbuffer (fields 0 and 1, defaults 0 and -1)."""
+
+    def read(fmt: str, offset: int) -> int:
+        if offset < 0:  # struct counts negative offsets from the end; here it means corruption
+            raise IndexError(offset)
+        return struct.unpack_from(fmt, header, offset)[0]
+
+    table = read("<I", 0)
+    vtable = table - read("<i", table)
+    vtable_size = read("<H", vtable)
+
+    def field(index: int, fmt: str, default: int) -> int:
+        slot = 4 + 2 * index
+        offset = read("<H", vtable + slot) if slot + 2 <= vtable_size else 0
+        return read(fmt, table + offset) if offset else default
+
+    return field(0, "<i", NO_COMPRESSION), field(1, "<q", -1)
+
+
+def _check_packets(path: Path, stream_ids: set[int], compression: int, data_table_position: int) -> None:
+    """Walk the packet headers: they must tile [IOHeader end, data table) and the table must be whole."""
+    file_size = path.stat().st_size
+    packets_end = data_table_position if data_table_position >= 0 else file_size
+    if packets_end > file_size:
+        raise DataError(
+            f"{path}: truncated: the header places the packet index at byte {packets_end} "
+            f"but the file has {file_size} bytes; re-copy the file."
+        )
+    with path.open("rb") as file:
+        file.seek(len(MAGIC))
+        (header_size,) = struct.unpack("<i", file.read(4))
+        position = len(MAGIC) + 4 + header_size
+        while position < packets_end:
+            file.seek(position)
+            head = file.read(8)
+            if position + 8 > packets_end or len(head) < 8:
+                raise DataError(f"{path}: truncated inside the packet header at byte {position}; re-copy the file.")
+            stream_id, size = struct.unpack("<iI", head)
+            if stream_id not in stream_ids:
+                raise DataError(
+                    f"{path}: corrupt packet at byte {position} (stream id {stream_id}, the header declares "
+                    f"{sorted(stream_ids)}); re-copy or re-export the file."
+                )
+            position += 8 + size
+            if position > packets_end:
+                raise DataError(
+                    f"{path}: truncated: the packet at byte {position - 8 - size} needs {size} bytes and runs past "
+                    f"{'the packet index at byte ' if data_table_position >= 0 else 'the end of the file at byte '}"
+                    f"{packets_end}; re-copy the file."
+                )
+        file.seek(packets_end)
+        table = file.read()
+    if data_table_position >= 0 and _compressed_length(table, compression) != len(table):
+        raise DataError(
+            f"{path}: truncated or corrupt packet index at the end of the file (from byte {data_table_position}); re-copy the file."
+        )
+
+
+def _compressed_length(table: bytes, compression: int) -> int | None:
+    """Byte length of the data table at the start of `table`: an LZ4 frame, a zstd frame or a
+    size-prefixed flatbuffer (no compression). None when its structure is broken or runs past the end."""
+    if compression in (LZ4, LZ4_HIGH):
+        return _lz4_frame_length(table) if table.startswith(LZ4_MAGIC) else None
+    if compression in (ZSTD, ZSTD_HIGH):
+        return _zstd_frame_length(table) if table.startswith(ZSTD_MAGIC) else None
+    return 4 + struct.unpack_from("<I", table)[0] if len(table) >= 4 else None
+
+
+def _lz4_frame_length(frame: bytes) -> int | None:
+    """LZ4 frame format 1.6: magic, FLG, BD, [content size 8], [dict id 4], HC, blocks, end mark, [checksum 4]."""
+    if len(frame) < 7:
+        return None
+    flags = frame[4]
+    position = 6 + (8 if flags & 0x08 else 0) + (4 if flags & 0x01 else 0) + 1
+    block_checksum = 4 if flags & 0x10 else 0
+    while True:
+        if position + 4 > len(frame):
+            return None
+        (block_size,) = struct.unpack_from("<I", frame, position)
+        position += 4
+        if block_size == 0:  # end mark
+            return position + (4 if flags & 0x04 else 0)
+        position += (block_size & 0x7FFFFFFF) + block_checksum
+
+
+def _zstd_frame_length(frame: bytes) -> int | None:
+    """Zstandard frame (RFC 8878): magic, header, blocks with 3-byte headers, [checksum 4]."""
+    if len(frame) < 5:
+        return None
+    descriptor = frame[4]
+    single_segment = descriptor >> 5 & 1
+    content_size_bytes = (1 if single_segment else 0, 2, 4, 8)[descriptor >> 6]
+    position = 5 + (0 if single_segment else 1) + (0, 1, 2, 4)[descriptor & 3] + content_size_bytes
+    while True:
+        if position + 3 > len(frame):
+            return None
+        block_header = int.from_bytes(frame[position : position + 3], "little")
+        block_type, block_size = block_header >> 1 & 3, block_header >> 3
+        if block_type == 3:  # reserved: not a zstd block
+            return None
+        position += 3 + (1 if block_type == 1 else block_size)  # an RLE block stores one byte
+        if block_header & 1:  # last block
+            return position + (4 if descriptor & 0x04 else 0)

@@ -1,0 +1,259 @@
+"""Event-file readers: every format becomes the package's one event type, `EventStream`.
+
+`EventStream` (velora.events.render) is: t int64 microseconds, x and y int16 pixels from the
+top-left corner, p int8 +1 (ON) / -1 (OFF), sorted by t, plus the sensor width and height.
+
+    format                     reader        sensor size
+    .aedat4 (iniVation DV)     read_aedat4   from the file (its event stream)
+    .bin / .bs2 (N-MNIST,      read_nmnist   width/height arguments, 34 x 34 by default;
+      N-Caltech101 40-bit)                   None infers max coordinate + 1
+    .npy / .npz                read_npy      arguments, else `width`/`height` arrays in a .npz,
+                                             else max coordinate + 1
+    .h5 / .hdf5                read_hdf5     arguments, else `width`/`height` attributes of the
+                                             events group or the root, else max coordinate + 1
+
+`read_events(path)` picks the reader from the suffix. `read_aedat4` returns a `Recording`
+(events plus APS frames, see velora.events.aedat4); `read_events` returns its events.
+
+Conventions shared by all readers:
+- Events are sorted by t when the file is not (a stable sort, so events with equal timestamps
+  keep their file order).
+- Polarity may be stored as bool, 0/1 or -1/+1; a value > 0 is ON (+1), else OFF (-1).
+- Timestamps are taken as microseconds; they must be integers (integral floats are accepted).
+- A file that decodes to zero events gives an empty `EventStream`: that is valid data (a quiet
+  scene). Code that needs events calls `require_events(stream, path)`. A zero-byte file is
+  never valid data and raises.
+- Every problem with a file raises `DataError` (velora.data.errors) with a sentence naming the
+  file, what is wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from velora.data.errors import DataError
+from velora.events.aedat4 import Recording, read_aedat4
+from velora.events.render import EventStream
+
+__all__ = ["Recording", "SUFFIXES", "read_aedat4", "read_events", "read_hdf5", "read_nmnist", "read_npy", "require_events"]
+
+# accepted names of each column in .npy fields, .npz arrays and HDF5 datasets, preferred first
+COLUMN_NAMES = {
+    "t": ("t", "ts", "timestamp", "timestamps", "time"),
+    "x": ("x",),
+    "y": ("y",),
+    "p": ("p", "polarity", "polarities", "pol"),
+}
+NMNIST_BYTES_PER_EVENT = 5
+NMNIST_OVERFLOW_Y = 240  # an event with y == 240 marks a timestamp overflow, not a pixel
+NMNIST_OVERFLOW_US = 1 << 13
+
+
+def read_events(path: str | Path, width: int | None = None, height: int | None = None) -> EventStream:
+    """The events of any supported file, chosen by suffix (see SUFFIXES).
+
+    width/height: the sensor size for formats that do not store it (passed on to the reader when
+    given); .aedat4 files always use the size stored in the file.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise DataError(
+            f"{path}: unsupported event file suffix '{path.suffix}'; supported suffixes: {', '.join(sorted(SUFFIXES))}."
+        )
+    if suffix == ".aedat4":
+        return read_aedat4(path).events
+    sizes = {name: value for name, value in (("width", width), ("height", height)) if value is not None}
+    return SUFFIXES[suffix](path, **sizes)
+
+
+def require_events(stream: EventStream, path: str | Path) -> EventStream:
+    """Return `stream` unchanged, or raise DataError naming `path` when it holds no events."""
+    if len(stream) == 0:
+        raise DataError(
+            f"{path}: the file holds no events, and this step needs at least one; "
+            "check the recording or leave the file out of the dataset."
+        )
+    return stream
+
+
+def read_nmnist(path: str | Path, width: int | None = 34, height: int | None = 34) -> EventStream:
+    """Read an N-MNIST / N-Caltech101 40-bit binary file (.bin, .bs2).
+
+    Each event is 5 bytes: x = b0, y = b1, p = b2 >> 7 (1 = ON),
+    t_us = ((b2 & 0x7F) << 16) | (b3 << 8) | b4. As in the datasets' own reader (Orchard's
+    Read_Ndataset.m and eventvision.py), an event with y == 240 is a timestamp-overflow marker:
+    it adds 2**13 us to itself and every later event and is dropped.
+
+    width, height: sensor size in pixels; 34 x 34 (N-MNIST) by default. N-Caltech101 samples
+    vary in size (up to about 240 x 180): pass its size, or None to use max coordinate + 1.
+    """
+    path = Path(path)
+    raw = _read_bytes(path)
+    if len(raw) % NMNIST_BYTES_PER_EVENT:
+        raise DataError(
+            f"{path}: {len(raw)} bytes is not a multiple of {NMNIST_BYTES_PER_EVENT}, the size of one "
+            "N-MNIST event; the file is truncated or not in the 40-bit format. Re-copy it."
+        )
+    rows = np.frombuffer(raw, dtype=np.uint8).reshape(-1, NMNIST_BYTES_PER_EVENT).astype(np.int64)  # (N, 5)
+    x, y = rows[:, 0], rows[:, 1]
+    on = rows[:, 2] >> 7
+    t = ((rows[:, 2] & 0x7F) << 16) | (rows[:, 3] << 8) | rows[:, 4]
+    overflow = y == NMNIST_OVERFLOW_Y
+    if overflow.any():
+        t = t + NMNIST_OVERFLOW_US * np.cumsum(overflow)
+        keep = ~overflow
+        t, x, y, on = t[keep], x[keep], y[keep], on[keep]
+    return _event_stream(path, t, x, y, on, width, height)
+
+
+def read_npy(path: str | Path, width: int | None = None, height: int | None = None) -> EventStream:
+    """Read a NumPy structured array (.npy) with fields t, x, y, p, or a .npz with arrays t, x, y, p.
+
+    Names from COLUMN_NAMES are accepted as aliases (for example 'ts', 'timestamp', 'polarity').
+    A .npz may also hold scalar arrays `width` and `height`; the arguments take precedence.
+    """
+    path = Path(path)
+    _check_file(path)
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        is_archive = isinstance(loaded, np.lib.npyio.NpzFile)
+        if is_archive:
+            with loaded:
+                columns = {name: np.asarray(loaded[name]) for name in loaded.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
+        raise DataError(f"{path}: cannot be read as a NumPy file ({error}); the file is truncated or corrupt.") from None
+    if not is_archive:
+        columns = _structured_fields(path, loaded)
+    width = width if width is not None else _scalar(path, columns.get("width"), "width")
+    height = height if height is not None else _scalar(path, columns.get("height"), "height")
+    t, x, y, p = (_column(path, columns, name, "array" if is_archive else "field") for name in "txyp")
+    return _event_stream(path, t, x, y, p, width, height)
+
+
+def read_hdf5(path: str | Path, width: int | None = None, height: int | None = None) -> EventStream:
+    """Read an HDF5 file with datasets t, x, y, p at the root or in the group 'events/'.
+
+    Names from COLUMN_NAMES are accepted as aliases. The sensor size comes from the arguments,
+    else from `width`/`height` attributes of the group holding the datasets or of the root.
+    """
+    path = Path(path)
+    _check_file(path)
+    try:
+        with h5py.File(path, "r") as file:
+            group = file["events"] if isinstance(file.get("events"), h5py.Group) else file
+            columns = {name: item for name, item in group.items() if isinstance(item, h5py.Dataset)}
+            t, x, y, p = (_column(path, columns, name, f"dataset (in {group.name})")[()] for name in "txyp")
+            attributes = {**file.attrs, **group.attrs}
+    except DataError:
+        raise
+    except (OSError, KeyError, ValueError) as error:
+        raise DataError(f"{path}: cannot be read as HDF5 ({error}); the file is truncated, corrupt or not HDF5.") from None
+    width = width if width is not None else _scalar(path, attributes.get("width"), "width")
+    height = height if height is not None else _scalar(path, attributes.get("height"), "height")
+    return _event_stream(path, np.asarray(t), np.asarray(x), np.asarray(y), np.asarray(p), width, height)
+
+
+SUFFIXES = {
+    ".aedat4": read_aedat4,
+    ".bin": read_nmnist,
+    ".bs2": read_nmnist,
+    ".npy": read_npy,
+    ".npz": read_npy,
+    ".h5": read_hdf5,
+    ".hdf5": read_hdf5,
+}
+
+
+def _check_file(path: Path) -> None:
+    """DataError when the file is missing, not a file, or empty."""
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        raise DataError(f"{path}: cannot be read ({error.strerror or error}); check the path.") from None
+    if not path.is_file():
+        raise DataError(f"{path}: is not a file; pass the path of one event file.")
+    if size == 0:
+        raise DataError(f"{path}: the file is empty (0 bytes); re-copy or re-record it.")
+
+
+def _read_bytes(path: Path) -> bytes:
+    _check_file(path)
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise DataError(f"{path}: cannot be read ({error.strerror or error}); check the file's permissions.") from None
+
+
+def _structured_fields(path: Path, array: np.ndarray) -> dict[str, np.ndarray]:
+    if array.dtype.names is None:
+        raise DataError(
+            f"{path}: holds a plain {array.dtype} array of shape {array.shape}; save a structured array "
+            "with fields t, x, y, p (or a .npz with arrays t, x, y, p) so the columns are named."
+        )
+    return {name: array[name].reshape(-1) for name in array.dtype.names}
+
+
+def _column(path: Path, columns: dict, name: str, kind: str):
+    for alias in COLUMN_NAMES[name]:
+        if alias in columns:
+            return columns[alias]
+    raise DataError(
+        f"{path}: no {kind} named {' / '.join(repr(a) for a in COLUMN_NAMES[name])}; "
+        f"the file has {sorted(columns) or 'none'}. Store the events as columns t, x, y, p."
+    )
+
+
+def _scalar(path: Path, value, name: str) -> int | None:
+    if value is None:
+        return None
+    value = np.asarray(value)
+    if value.size != 1 or not np.issubdtype(value.dtype, np.integer) or int(value) <= 0:
+        raise DataError(f"{path}: the stored sensor {name} {value!r} is not a positive integer; fix it or pass {name}=.")
+    return int(value)
+
+
+def _event_stream(path: Path, t, x, y, p, width: int | None, height: int | None) -> EventStream:
+    """Validate raw columns read from `path` and build a sorted EventStream."""
+    t, x, y, p = (np.asarray(column).reshape(-1) for column in (t, x, y, p))
+    if not len(t) == len(x) == len(y) == len(p):
+        lengths = ", ".join(str(len(column)) for column in (t, x, y, p))
+        raise DataError(f"{path}: columns t, x, y, p have different lengths ({lengths}); the file is corrupt.")
+    t = _integer_column(path, t, "timestamps t")
+    x = _integer_column(path, x, "x")
+    y = _integer_column(path, y, "y")
+    if p.dtype != bool and not np.isin(p, (-1, 0, 1)).all():
+        raise DataError(f"{path}: polarity holds values {np.unique(p)[:8].tolist()}; expected bool, 0/1 or -1/+1.")
+    polarity = np.where(p > 0, 1, -1)
+    if width is None or height is None:
+        if len(t) == 0:
+            raise DataError(f"{path}: the file holds no events and no sensor size; pass width= and height=.")
+        width = width if width is not None else int(x.max()) + 1
+        height = height if height is not None else int(y.max()) + 1
+    if max(width, height) > np.iinfo(np.int16).max:
+        raise DataError(f"{path}: a {width} x {height} sensor does not fit int16 coordinates; check x, y or width/height.")
+    if len(t) and (x.min() < 0 or y.min() < 0 or x.max() >= width or y.max() >= height):
+        raise DataError(
+            f"{path}: event coordinates (x in [{x.min()}, {x.max()}], y in [{y.min()}, {y.max()}]) fall outside "
+            f"the {width} x {height} sensor; pass the right width/height (or None to infer max + 1)."
+        )
+    order = np.argsort(t, kind="stable") if np.any(np.diff(t) < 0) else slice(None)
+    try:
+        return EventStream(t[order], x[order], y[order], polarity[order], width, height)
+    except ValueError as error:
+        raise DataError(f"{path}: {error}") from None
+
+
+def _integer_column(path: Path, values: np.ndarray, name: str) -> np.ndarray:
+    if values.dtype == bool or not np.issubdtype(values.dtype, np.number):
+        raise DataError(f"{path}: {name} has dtype {values.dtype}; expected integers.")
+    if np.issubdtype(values.dtype, np.floating) and not np.array_equal(values, np.round(values)):
+        raise DataError(
+            f"{path}: {name} holds non-integer floats; timestamps must be integer microseconds and "
+            "coordinates integer pixels (convert seconds with np.round(t * 1e6).astype(np.int64))."
+        )
+    return values.astype(np.int64)

@@ -1,0 +1,249 @@
+"""Contracts of the event representations, the event windows and the representation factory."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from velora.events.render import EventStream
+from velora.events.representations import (
+    count_frame,
+    fixed_count_windows,
+    fixed_duration_windows,
+    frame_windows,
+    normalize_polarity,
+    time_surface,
+    voxel_grid,
+)
+from velora.events.transforms import REPRESENTATIONS, make_representation
+
+NMNIST_SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / "nmnist" / "1.bs2"
+H, W = 6, 8
+
+
+def random_events(n=500, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.sort(rng.integers(0, 10_000, n))
+    return t, rng.integers(0, W, n), rng.integers(0, H, n), rng.random(n) < 0.5  # p as bool
+
+
+def empty():
+    return np.array([], np.int64), np.array([], np.int16), np.array([], np.int16), np.array([], np.int8)
+
+
+# --- polarity -------------------------------------------------------------------------------------
+
+
+def test_normalize_polarity_accepts_three_conventions():
+    expected = np.array([1, -1, 1], np.int8)
+    for p in (np.array([True, False, True]), np.array([1, 0, 1]), np.array([1, -1, 1]), np.array([1.0, 0.0, 1.0])):
+        out = normalize_polarity(p)
+        assert out.dtype == np.int8 and np.array_equal(out, expected)
+    assert normalize_polarity(np.array([], np.uint8)).shape == (0,)
+
+
+@pytest.mark.parametrize("bad", [[1, 2], [0, -1, 1], [0.5, 1.0]])
+def test_normalize_polarity_refuses_other_values(bad):
+    with pytest.raises(ValueError, match="polarity"):
+        normalize_polarity(np.array(bad))
+
+
+@pytest.mark.parametrize(
+    "represent",
+    [
+        lambda t, x, y, p: count_frame(x, y, p, H, W),
+        lambda t, x, y, p: voxel_grid(t, x, y, p, 5, H, W),
+        lambda t, x, y, p: time_surface(t, x, y, p, H, W, t_ref_us=8_000, tau_us=2_000.0),
+    ],
+    ids=["count", "voxel_grid", "time_surface"],
+)
+def test_bool_binary_and_signed_polarity_agree(represent):
+    t, x, y, is_on = random_events()
+    as_bool = represent(t, x, y, is_on)
+    assert np.array_equal(as_bool, represent(t, x, y, is_on.astype(np.uint8)))
+    assert np.array_equal(as_bool, represent(t, x, y, np.where(is_on, 1, -1).astype(np.int8)))
+
+
+# --- shapes, empty input ----------------------------------------------------------------------------
+
+
+def test_shapes_and_empty_input_give_zeros():
+    for events in (empty(), random_events()):
+        t, x, y, p = events
+        assert count_frame(x, y, p, H, W).shape == (2, H, W)
+        assert voxel_grid(t, x, y, p, 4, H, W).shape == (4, H, W)
+        assert time_surface(t, x, y, p, H, W, 5_000, 1_000.0).shape == (2, H, W)
+    t, x, y, p = empty()
+    for out in (count_frame(x, y, p, H, W), voxel_grid(t, x, y, p, 4, H, W), time_surface(t, x, y, p, H, W, 0, 1.0)):
+        assert out.dtype == np.float32 and not out.any()
+
+
+def test_coordinates_outside_the_sensor_are_refused():
+    with pytest.raises(ValueError, match="outside"):
+        count_frame(np.array([W]), np.array([0]), np.array([1]), H, W)
+
+
+# --- count frame ------------------------------------------------------------------------------------
+
+
+def test_count_frame_counts_per_pixel_and_polarity():
+    x, y, p = np.array([1, 1, 1, 3]), np.array([2, 2, 2, 0]), np.array([1, 1, -1, -1])
+    frame = count_frame(x, y, p, H, W)
+    assert frame[0, 2, 1] == 2 and frame[1, 2, 1] == 1  # ON, OFF at (x=1, y=2)
+    assert frame[1, 0, 3] == 1 and frame[0, 0, 3] == 0
+    assert frame.sum() == 4
+
+
+def test_count_frame_conserves_events():
+    t, x, y, p = random_events()
+    frame = count_frame(x, y, p, H, W)
+    assert frame.sum() == len(t)
+    assert frame[0].sum() == p.sum() and frame[1].sum() == (~p).sum()
+
+
+# --- voxel grid -------------------------------------------------------------------------------------
+
+
+def test_voxel_grid_conserves_polarity_sum():
+    t, x, y, p = random_events()
+    for num_bins in (1, 2, 5, 9):
+        grid = voxel_grid(t, x, y, p, num_bins, H, W)
+        assert grid.sum() == pytest.approx(np.where(p, 1, -1).sum(), abs=1e-3)
+        # per pixel too: each pixel's bins add up to its net polarity
+        net = count_frame(x, y, p, H, W)
+        np.testing.assert_allclose(grid.sum(axis=0), net[0] - net[1], atol=1e-5)
+
+
+def test_voxel_grid_bilinear_split_hand_checked():
+    # span 0..400 us over 5 bins: 100 us per bin; t = 150 sits halfway between bins 1 and 2
+    t = np.array([0, 150, 400])
+    x, y = np.array([0, 2, 4]), np.array([0, 1, 3])
+    p = np.array([1, -1, 1])
+    grid = voxel_grid(t, x, y, p, 5, H, W)
+    assert grid[0, 0, 0] == 1.0  # the first event on bin 0
+    assert grid[1, 1, 2] == -0.5 and grid[2, 1, 2] == -0.5
+    assert grid[4, 3, 4] == 1.0  # the last event on the last bin
+    assert np.count_nonzero(grid) == 4
+
+
+def test_voxel_grid_equal_timestamps_go_to_bin_zero_without_nan():
+    t = np.full(3, 7_000)
+    grid = voxel_grid(t, np.array([0, 1, 1]), np.array([0, 0, 0]), np.array([1, 1, 0]), 4, H, W)
+    assert np.isfinite(grid).all()
+    assert grid[0, 0, 0] == 1.0 and grid[0, 0, 1] == 0.0  # +1 - 1 at (x=1, y=0)
+    assert not grid[1:].any()
+    single = voxel_grid(np.array([5]), np.array([3]), np.array([2]), np.array([True]), 3, H, W)
+    assert single[0, 2, 3] == 1.0 and single.sum() == 1.0
+
+
+# --- time surface -----------------------------------------------------------------------------------
+
+
+def test_time_surface_hand_checked():
+    t = np.array([0, 1_000, 2_000, 3_000, 9_000])
+    x, y = np.array([0, 0, 1, 2, 2]), np.array([0, 0, 0, 0, 0])
+    p = np.array([1, 1, -1, 1, 1])
+    surface = time_surface(t, x, y, p, H, W, t_ref_us=3_000, tau_us=1_000.0)
+    assert surface[0, 0, 0] == pytest.approx(np.exp(-2.0))  # last ON event at (0, 0) is t = 1000
+    assert surface[1, 0, 1] == pytest.approx(np.exp(-1.0))  # OFF at (1, 0), t = 2000
+    assert surface[0, 0, 2] == 1.0  # the event at t = 3000; the one at 9000 is after t_ref
+    assert surface[0, 0, 1] == 0.0 and surface[1, 0, 0] == 0.0  # no event of that polarity
+    assert np.count_nonzero(surface) == 3
+    # the last event is the latest one, whatever the order of the arrays
+    order = np.array([4, 1, 3, 0, 2])
+    np.testing.assert_array_equal(surface, time_surface(t[order], x[order], y[order], p[order], H, W, 3_000, 1_000.0))
+
+
+def test_time_surface_ignores_everything_after_t_ref():
+    t, x, y, p = random_events()
+    assert not time_surface(t, x, y, p, H, W, t_ref_us=int(t[0]) - 1, tau_us=1_000.0).any()
+
+
+# --- windows ----------------------------------------------------------------------------------------
+
+
+def test_frame_windows_hold_the_events_since_the_previous_frame():
+    t = np.array([5, 10, 10, 25, 40, 41, 90])
+    windows = frame_windows(t, np.array([10, 30, 35, 50]))
+    assert [t[w].tolist() for w in windows] == [[5], [10, 10, 25], [], [40, 41]]  # 90 is after the last frame
+    assert frame_windows(t, np.array([], np.int64)) == []
+    assert [w.stop - w.start for w in frame_windows(np.array([], np.int64), np.array([0, 10]))] == [0, 0]
+
+
+def test_fixed_duration_windows():
+    t = np.array([100, 120, 199, 200, 450])
+    windows = fixed_duration_windows(t, 100)  # [100, 200) [200, 300) [300, 400) [400, 500)
+    assert [t[w].tolist() for w in windows] == [[100, 120, 199], [200], [], [450]]
+    from_zero = fixed_duration_windows(t, 250, start_us=0)  # [0, 250) [250, 500)
+    assert [t[w].tolist() for w in from_zero] == [[100, 120, 199, 200], [450]]
+    assert fixed_duration_windows(t, 100, start_us=1_000) == []
+    assert fixed_duration_windows(np.array([], np.int64), 100) == []
+    with pytest.raises(ValueError, match="duration_us"):
+        fixed_duration_windows(t, 0)
+
+
+def test_fixed_count_windows_cover_every_event_once():
+    assert fixed_count_windows(7, 3) == [slice(0, 3), slice(3, 6), slice(6, 7)]
+    assert fixed_count_windows(6, 3) == [slice(0, 3), slice(3, 6)]
+    assert fixed_count_windows(0, 3) == []
+    with pytest.raises(ValueError, match="count"):
+        fixed_count_windows(5, 0)
+
+
+def test_windows_refuse_unsorted_timestamps():
+    with pytest.raises(ValueError, match="sorted"):
+        fixed_duration_windows(np.array([3, 1, 2]), 10)
+
+
+# --- transforms and factory --------------------------------------------------------------------------
+
+
+def test_transforms_on_an_event_stream():
+    t, x, y, is_on = random_events()
+    stream = EventStream(t, x, y, np.where(is_on, 1, -1), width=W, height=H)
+    shapes = {"event_image": (H, W, 3), "count": (2, H, W), "voxel_grid": (3, H, W), "time_surface": (2, H, W)}
+    params = {"voxel_grid": {"num_bins": 3}, "time_surface": {"tau_us": 500.0}}
+    for name, shape in shapes.items():
+        transform = make_representation(name, **params.get(name, {}))
+        out = transform(stream)
+        assert out.shape == shape
+        assert out.dtype == (np.uint8 if name == "event_image" else np.float32)
+        assert transform.num_channels == (shape[2] if name == "event_image" else shape[0])
+        assert transform(stream.window(-10, -5)).shape == shape  # an empty window
+    expected = voxel_grid(t, x, y, is_on, 3, H, W)
+    np.testing.assert_array_equal(make_representation("voxel_grid", num_bins=3)(stream), expected)
+
+
+def test_factory_errors_list_what_exists():
+    with pytest.raises(ValueError, match="event_image, count, voxel_grid, time_surface"):
+        make_representation("histogram")
+    with pytest.raises(ValueError, match="num_bins"):
+        make_representation("voxel_grid")
+    with pytest.raises(ValueError, match="unknown.*bins"):
+        make_representation("voxel_grid", num_bins=3, bins=4)
+    assert set(REPRESENTATIONS) == {"event_image", "count", "voxel_grid", "time_surface"}
+
+
+# --- a real recording -------------------------------------------------------------------------------
+
+
+def decode_nmnist(path):
+    """Reference decoder of N-MNIST's 40-bit events: x, y, p, t (microseconds) per 5 bytes."""
+    raw = np.fromfile(path, dtype=np.uint8).reshape(-1, 5).astype(np.int64)
+    t = ((raw[:, 2] & 0x7F) << 16) | (raw[:, 3] << 8) | raw[:, 4]
+    return t, raw[:, 0], raw[:, 1], raw[:, 2] >> 7
+
+
+def test_representations_of_a_real_nmnist_sample_conserve_counts():
+    assert NMNIST_SAMPLE.exists(), f"{NMNIST_SAMPLE} missing: check out shared/ beside the repository"
+    t, x, y, p = decode_nmnist(NMNIST_SAMPLE)
+    size = 34  # the ATIS crop of N-MNIST
+    signed = np.where(p == 1, 1, -1)
+    assert len(t) > 1000 and np.all(np.diff(t) >= 0)
+    assert count_frame(x, y, p, size, size).sum() == len(t)
+    grid = voxel_grid(t, x, y, p, 5, size, size)
+    assert grid.sum() == pytest.approx(signed.sum(), abs=1e-2)
+    assert np.isfinite(grid).all()
+    windows = fixed_duration_windows(t, 50_000)
+    per_window = [count_frame(x[w], y[w], p[w], size, size).sum() for w in windows]
+    assert sum(per_window) == len(t)
