@@ -296,7 +296,8 @@ def test_velora_eval_writes_the_report(trained, tmp_path, capsys):
 def test_evaluate_without_rgb_on_a_two_modality_model(trained, tmp_path):
     report = evaluate(trained.output / "best.safetensors", modalities=["event"], output_dir=tmp_path, progress=False)
     assert report["modalities"] == ["event"] and report["num_clips"] == CLASSES
-    assert (tmp_path / "eval_test.json").is_file()
+    # Its own files: a missing-sensor evaluation never overwrites the full one.
+    assert (tmp_path / "eval_test_event.json").is_file() and not (tmp_path / "eval_test.json").exists()
 
 
 def test_evaluate_rejects_a_modality_the_model_lacks(tiny_dataset, tmp_path):

@@ -28,7 +28,8 @@ def describe(cfg: Config) -> str:
     total, trainable = count_parameters(model)
     groups = model.parameter_groups()
     mb = trainable * 4 / 1e6  # fp32 safetensors payload; the header adds a few kB
-    frozen_mb = (total - trainable) * 4 / 1e6
+    backbone = sum(p.numel() for p in model.backbone.parameters() if not p.requires_grad)
+    frozen_mb = backbone * 4 / 1e6
     lines = [
         f"backbone        {cfg.model.backbone} {cfg.model.backbone_args or ''}".rstrip(),
         f"weights         {cfg.model.weights}",
@@ -43,7 +44,7 @@ def describe(cfg: Config) -> str:
         lines.append(f"{PART_NAMES.get(key, key):58s} {count:12,d}")
     lines += [
         f"{'trainable':58s} {trainable:12,d}  ({trainable / total:.2%} of all)",
-        f"{'frozen backbone (held once, shared by all streams)':58s} {total - trainable:12,d}  ({frozen_mb:.0f} MB fp32)",
+        f"{'frozen backbone (held once, shared by all streams)':58s} {backbone:12,d}  ({frozen_mb:.0f} MB fp32)",
         f"{'total':58s} {total:12,d}",
         "",
         f"adapter checkpoint size: {mb:.2f} MB (fp32 safetensors; the paper reports 7.02 MB trainable, "

@@ -1,7 +1,7 @@
 """`velora eval` and `velora predict`: run a trained adapter checkpoint on clips.
 
 eval writes, for a split: `eval_<split>.json` (top-1, top-5, per-class accuracy, confusion
-matrix) and `confusion_<split>.png`. predict prints the top-5 classes of one clip and can draw
+matrix) and `confusion_<split>.png` (`eval_<split>_<modalities>.json` when a modality is left out). predict prints the top-5 classes of one clip and can draw
 a panel in the style of the paper's HARDVS figure.
 """
 
@@ -65,9 +65,11 @@ def evaluate(
     report.update(split=split, checkpoint=str(checkpoint), modalities=list(cfg.data.modalities))
     out = Path(output_dir) if output_dir else Path(checkpoint).parent
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"eval_{split}.json").write_text(json.dumps(report, indent=1, allow_nan=False))
+    # A run with a sensor left out gets its own files instead of overwriting the full evaluation.
+    tag = split if tuple(cfg.data.modalities) == tuple(model.modalities) else f"{split}_{'+'.join(cfg.data.modalities)}"
+    (out / f"eval_{tag}.json").write_text(json.dumps(report, indent=1, allow_nan=False))
     plot_confusion_matrix(
-        np.asarray(report["confusion_matrix"]), ckpt.class_names, out / f"confusion_{split}.png",
+        np.asarray(report["confusion_matrix"]), ckpt.class_names, out / f"confusion_{tag}.png",
         title=f"{split}: top-1 {report['top1']:.1%}",
     )
     return report
