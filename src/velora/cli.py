@@ -1,4 +1,4 @@
-"""The `velora` command: demo, train, eval, predict, bench, info.
+"""The `velora` command: demo, train, eval, predict, bench, info, check-data.
 
 Every command that takes a config accepts `--config FILE` (a YAML path or a shipped name:
 demo, pokerevent_vitb16, hardvs_vitb16) followed by `section.field=value` overrides.
@@ -105,6 +105,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     _add_config(p, "demo")
 
+    p = sub.add_parser(
+        "check-data",
+        help="walk a dataset and report every problem (missing folders, unreadable images, bad labels, ...)",
+        description="Check a dataset before a long run: label lines, clip and modality folders, every image "
+        "decoded (or headers only with --fast), frame counts and sizes, labels in range, class counts. "
+        "Exit code 1 when anything is wrong.",
+    )
+    p.add_argument("root", help="dataset root (PokerEvent/HARDVS frame layout, or event files with a labels file)")
+    p.add_argument("--labels", nargs="+", metavar="FILE", help="label files (default: train/val/test_label.txt)")
+    p.add_argument("--num-classes", type=int, help="labels must be below this (default: classes.txt length)")
+    p.add_argument("--min-frames", type=int, default=1, help="clips with fewer frames are problems")
+    p.add_argument("--fast", action="store_true", help="read image headers only, do not decode")
+    p.add_argument("--modalities", default="rgb,event", help="modalities to check (default rgb,event)")
+    p.add_argument("--frame-count-policy", default="error", choices=("error", "min"))
+    p.add_argument("--workers", type=int, default=1, help="processes decoding images")
+    p.add_argument("--max-shown", type=int, default=20, help="problems shown per kind")
+
     p = sub.add_parser("info", help="parameters per part and adapter checkpoint size for a config")
     _add_config(p, "pokerevent_vitb16")
     return parser
@@ -177,6 +194,18 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_check_data(args) -> int:
+    from velora.data.check import check_dataset
+
+    report = check_dataset(
+        args.root, args.labels, num_classes=args.num_classes, min_frames=args.min_frames,
+        decode_images=not args.fast, modalities=tuple(_split(args.modalities)),
+        frame_count_policy=args.frame_count_policy, workers=args.workers,
+    )
+    print(report.format(max_per_kind=args.max_shown))
+    return 0 if report.ok else 1
+
+
 def cmd_info(args) -> int:
     from velora.config import load_config
     from velora.info import describe
@@ -192,6 +221,7 @@ COMMANDS = {
     "predict": cmd_predict,
     "bench": cmd_bench,
     "info": cmd_info,
+    "check-data": cmd_check_data,
 }
 
 if __name__ == "__main__":

@@ -105,6 +105,13 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     root: str = _f("", "Dataset root in the PokerEvent layout (<class>/<sample>/<sample>_aps|_dvs/*.png).")
+    layout: str = _f(
+        "frames",
+        "'frames': PNG frame folders (PokerEvent, HARDVS, velora convert output); 'events': event files "
+        "(.bs2/.bin/.npy/.npz/.h5/.aedat4) listed in a labels file, rendered into event images "
+        "(event-only data such as N-MNIST; needs data.modalities: [event]).",
+        choices=("frames", "events"),
+    )
     train_labels: str = _f("train_label.txt", "Training label file, relative to root.")
     val_labels: str = _f("val_label.txt", "Validation label file (model selection), relative to root.")
     test_labels: str = _f("test_label.txt", "Test label file (final evaluation only), relative to root.")
@@ -118,7 +125,21 @@ class DataConfig:
         choices=("error", "min"),
     )
     num_workers: int = _f(2, "DataLoader worker processes.")
-
+    event_window: str = _f(
+        "fixed_count",
+        "layout events: how a recording is cut into T windows: equal event counts, equal durations "
+        "('uniform'), or T windows of data.event_window_us ('fixed_duration').",
+        choices=("fixed_count", "uniform", "fixed_duration"),
+    )
+    event_window_us: int = _f(0, "layout events, fixed_duration: window length in microseconds.")
+    sensor_size: list = _f([], "layout events: [width, height] of the sensor; empty: from the file or the events.")
+    bad_clips: str = _f(
+        "stop",
+        "A clip that cannot be read: 'stop' (check the dataset before the first step and stop with "
+        "the full report) or 'skip' (record it, train on, report the skipped files at the end).",
+        choices=("stop", "skip"),
+    )
+    min_frames: int = _f(1, "Clips with fewer frames are problems for the pre-training check.")
 
 @dataclass
 class TrainConfig:
@@ -258,6 +279,12 @@ def validate(cfg: Config) -> list[str]:
         0 < min(d.crop_scale) and d.crop_scale[0] <= d.crop_scale[1] <= 1
     ):
         p.append(f"'data.crop_scale' must be [low, high] with 0 < low <= high <= 1, got {d.crop_scale}")
+    if d.layout == "events" and list(d.modalities) != ["event"]:
+        p.append(f"'data.layout' events holds event files only; set data.modalities=[event] (got {d.modalities})")
+    if d.event_window == "fixed_duration" and d.event_window_us <= 0:
+        p.append("'data.event_window' fixed_duration needs data.event_window_us > 0 (microseconds)")
+    if d.sensor_size and (len(d.sensor_size) != 2 or not all(isinstance(v, int) and v > 0 for v in d.sensor_size)):
+        p.append(f"'data.sensor_size' must be [width, height] of positive ints or empty, got {d.sensor_size}")
     if d.num_workers < 0:
         p.append(f"'data.num_workers' must be >= 0, got {d.num_workers}")
     for name in ("epochs", "batch_size", "val_every", "log_every", "num_nodes"):

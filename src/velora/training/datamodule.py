@@ -7,25 +7,47 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from velora.config import Config
 from velora.data.clips import ClipDataset
 from velora.data.errors import DataError
+from velora.data.event_only import EventFileDataset
+from velora.data.skipping import SkipBadClips, collate_skipping
 
 
-def make_dataset(cfg: Config, split: str, *, train: bool = False, check_labels: bool = True) -> ClipDataset:
-    """The ClipDataset of `split` ('train', 'val' or 'test') as the config describes it.
+def make_dataset(
+    cfg: Config, split: str, *, train: bool = False, check_labels: bool = True, classes: list[str] | None = None
+) -> Dataset:
+    """The dataset of `split` ('train', 'val' or 'test') as the config describes it.
 
     check_labels: require every label below model.num_classes.
+    classes: class names to number labels by (event layout; pass the training set's).
     """
     d = cfg.data
     if not d.root:
         raise DataError("data.root is empty; set it in the config or with data.root=/path/to/dataset")
-    labels = {"train": d.train_labels, "val": d.val_labels, "test": d.test_labels}[split]
+    labels = Path(d.root) / {"train": d.train_labels, "val": d.val_labels, "test": d.test_labels}[split]
+    num_classes = cfg.model.num_classes if check_labels else None
+    if d.layout == "events":
+        return EventFileDataset(
+            d.root,
+            labels,
+            num_frames=d.num_frames,
+            image_size=cfg.model.image_size,
+            train=train,
+            seed=cfg.train.seed,
+            window=d.event_window,
+            window_us=d.event_window_us or None,
+            sensor_size=tuple(d.sensor_size) or None,
+            crop_scale=tuple(d.crop_scale),
+            horizontal_flip=d.hflip,
+            classes=classes,
+            num_classes=num_classes,
+        )
     return ClipDataset(
         d.root,
-        Path(d.root) / labels,
+        labels,
         num_frames=d.num_frames,
         image_size=cfg.model.image_size,
         modalities=tuple(d.modalities),
@@ -34,7 +56,7 @@ def make_dataset(cfg: Config, split: str, *, train: bool = False, check_labels: 
         crop_scale=tuple(d.crop_scale),
         horizontal_flip=d.hflip,
         frame_count_policy=d.frame_count_policy,
-        num_classes=cfg.model.num_classes if check_labels else None,
+        num_classes=num_classes,
     )
 
 
@@ -58,7 +80,7 @@ class EpochShuffleSampler(Sampler[int]):
         return self.length
 
 
-def make_loader(dataset: ClipDataset, cfg: Config, *, shuffle: bool) -> DataLoader:
+def make_loader(dataset: Dataset, cfg: Config, *, shuffle: bool) -> DataLoader:
     workers = cfg.data.num_workers
     return DataLoader(
         dataset,
@@ -70,11 +92,14 @@ def make_loader(dataset: ClipDataset, cfg: Config, *, shuffle: bool) -> DataLoad
         persistent_workers=False,
         prefetch_factor=4 if workers > 0 else None,
         drop_last=False,
+        collate_fn=collate_skipping if isinstance(dataset, SkipBadClips) and not dataset.replace else None,
     )
 
 
 class ClipDataModule(L.LightningDataModule):
-    def __init__(self, cfg: Config):
+    """Train and val splits; with data.bad_clips = skip both are wrapped in SkipBadClips."""
+
+    def __init__(self, cfg: Config, skip_log: Path | None = None):
         super().__init__()
         self.cfg = cfg
         # Count the classes before checking label ranges, so a wrong model.num_classes gets the
@@ -86,7 +111,10 @@ class ClipDataModule(L.LightningDataModule):
                 f"the dataset at {cfg.data.root} has {len(self.class_names)} classes but "
                 f"model.num_classes is {cfg.model.num_classes}; set model.num_classes={len(self.class_names)}"
             )
-        self.val_set = make_dataset(cfg, "val")
+        self.val_set = make_dataset(cfg, "val", classes=self.class_names)
+        if skip_log is not None:
+            self.train_set = SkipBadClips(self.train_set, skip_log, name="train")
+            self.val_set = SkipBadClips(self.val_set, skip_log, name="val", replace=False)
 
     def train_dataloader(self) -> DataLoader:
         epoch = self.trainer.current_epoch if self.trainer else 0

@@ -70,7 +70,9 @@ class VELoRAModule(L.LightningModule):
             return {k: v for k, v in batch.items() if k != "events"}
         return batch
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
+    def validation_step(self, batch: dict | None, batch_idx: int) -> None:
+        if batch is None:  # every clip of the batch was unreadable and skipped (data.bad_clips = skip)
+            return
         out = self(batch)
         labels = batch["label"]
         self._val_correct += (out.logits.argmax(-1) == labels).sum()

@@ -20,6 +20,8 @@ import lightning as L
 import yaml
 
 from velora.config import Config
+from velora.data.check import check_dataset
+from velora.data.skipping import clear_skip_log, read_skip_report
 from velora.evaluation.plots import plot_training_curves
 from velora.training.checkpoint import save_adapters
 from velora.training.datamodule import ClipDataModule
@@ -69,6 +71,34 @@ def write_history(output_dir: Path, history: dict) -> None:
     plot_training_curves(history, output_dir / "curves.png")
 
 
+def preflight(cfg: Config, skip_log: Path | None, resume: str | None) -> None:
+    """Check the train and val splits before the first step (see velora.data.skipping for the policy).
+
+    bad_clips = stop: any problem stops the run here with the full report. bad_clips = skip: the
+    problems are printed and the run goes on, logging skipped clips in `skip_log`.
+    """
+    d = cfg.data
+    report = check_dataset(
+        d.root,
+        [d.train_labels, d.val_labels],
+        num_classes=cfg.model.num_classes,
+        min_frames=d.min_frames,
+        decode_images=False,
+        progress=cfg.train.progress,
+        modalities=tuple(d.modalities),
+        frame_count_policy=d.frame_count_policy,
+        sensor_size=tuple(d.sensor_size) or None,
+    )
+    if skip_log is None:
+        report.raise_for_problems()
+        return
+    if not report.ok:
+        print(report.format())
+        print("data.bad_clips = skip: training on; skipped clips are reported at the end")
+    if resume is None:
+        clear_skip_log(skip_log)
+
+
 def quiet_lightning() -> None:
     """Hide Lightning's start-up chatter; keep its real warnings."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
@@ -86,7 +116,9 @@ def train(cfg: Config, resume: str | None = None) -> TrainResult:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
-    data = ClipDataModule(cfg)
+    skip_log = out / "skipped" if cfg.data.bad_clips == "skip" else None
+    data = ClipDataModule(cfg, skip_log)  # raises the targeted errors: root, label files, class count
+    preflight(cfg, skip_log, resume)
     module = VELoRAModule(cfg, data.class_names)
     adapters = AdapterCheckpoints(out)
     resume_state = L.pytorch.callbacks.ModelCheckpoint(
@@ -117,6 +149,8 @@ def train(cfg: Config, resume: str | None = None) -> TrainResult:
         num_sanity_val_steps=0,
     )
     trainer.fit(module, datamodule=data, ckpt_path=resume)
+    if skip_log is not None and trainer.is_global_zero:
+        print(read_skip_report(skip_log).format())
     return TrainResult(
         output_dir=out,
         best_checkpoint=out / "best.safetensors",

@@ -1,0 +1,76 @@
+"""The data paths through `velora train`: event-only files, the pre-training check, the skip policy."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from conftest import REAL_DATA, make_tiny_config
+from velora.cli import main
+from velora.data.errors import DataError
+from velora.data.skipping import read_skip_report
+from velora.training.run import train
+
+
+def test_event_only_training_on_real_nmnist_recordings(tmp_path):
+    """N-MNIST .bs2 files with a labels file train through the same pipeline, events only."""
+    nmnist = REAL_DATA / "nmnist"
+    assert nmnist.is_dir(), f"{nmnist} missing: check out shared/ beside the repository"
+    cfg = make_tiny_config(
+        model={"num_classes": 10},
+        data={
+            "root": str(nmnist), "layout": "events", "modalities": ["event"],
+            "train_labels": "labels.txt", "val_labels": "labels.txt", "test_labels": "labels.txt",
+        },
+        train={"output_dir": str(tmp_path / "run")},
+    )
+    result = train(cfg)
+    assert (tmp_path / "run" / "best.safetensors").is_file()
+    assert 0.0 <= result.best_val_top1 <= 1.0
+
+
+def test_event_layout_requires_event_modality():
+    with pytest.raises(ValueError, match="data.modalities=\\[event\\]"):
+        make_tiny_config(data={"layout": "events", "modalities": ["rgb", "event"]})
+
+
+def _copy(tiny_dataset, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(tiny_dataset, root)
+    return root
+
+
+def test_a_missing_folder_stops_training_before_the_first_step(tiny_dataset, tmp_path):
+    root = _copy(tiny_dataset, tmp_path)
+    first = (root / "train_label.txt").read_text().split()[0]
+    shutil.rmtree(root / first / f"{first.split('/')[1]}_dvs")
+    cfg = make_tiny_config(data={"root": str(root)}, train={"output_dir": str(tmp_path / "run")})
+    with pytest.raises(DataError, match="_dvs"):
+        train(cfg)
+    assert not (tmp_path / "run" / "checkpoints").exists()  # stopped before any step
+
+
+def test_skip_policy_trains_on_and_reports_the_bad_clip(tiny_dataset, tmp_path, capsys):
+    root = _copy(tiny_dataset, tmp_path)
+    first = (root / "train_label.txt").read_text().split()[0]
+    bad = root / first / f"{first.split('/')[1]}_aps" / "0000.png"
+    bad.write_bytes(bad.read_bytes()[:40])  # truncated: only a full decode finds it
+    cfg = make_tiny_config(
+        data={"root": str(root), "bad_clips": "skip", "crop_scale": [1.0, 1.0]},
+        train={"output_dir": str(tmp_path / "run")},
+    )
+    train(cfg)
+    assert (tmp_path / "run" / "best.safetensors").is_file()
+    report = read_skip_report(tmp_path / "run" / "skipped")
+    assert report.count == 1 and first in report.format()
+    assert "skipped" in capsys.readouterr().out
+
+
+def test_check_data_command_exit_codes(tiny_dataset, tmp_path, capsys):
+    assert main(["check-data", str(tiny_dataset)]) == 0
+    root = _copy(tiny_dataset, tmp_path)
+    first = (root / "train_label.txt").read_text().split()[0]
+    (root / first / f"{first.split('/')[1]}_aps" / "0001.png").write_text("not a png")
+    assert main(["check-data", str(root)]) == 1
+    assert "0001.png" in capsys.readouterr().out
