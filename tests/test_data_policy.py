@@ -74,3 +74,29 @@ def test_check_data_command_exit_codes(tiny_dataset, tmp_path, capsys):
     (root / first / f"{first.split('/')[1]}_aps" / "0001.png").write_text("not a png")
     assert main(["check-data", str(root)]) == 1
     assert "0001.png" in capsys.readouterr().out
+
+
+def test_convert_recordings_then_pack_then_train_from_packed(tiny_dataset, tmp_path, capsys):
+    """The whole real-data path through the CLI: raw .aedat4 -> frame folders; dataset -> packed -> training."""
+    recording = REAL_DATA / "davis346" / "street_davis346.aedat4"
+    assert recording.is_file(), f"{recording} missing: check out shared/ beside the repository"
+    (tmp_path / "raw" / "street").mkdir(parents=True)
+    shutil.copy(recording, tmp_path / "raw" / "street" / "clip.aedat4")
+    assert main(["convert", "recordings", str(tmp_path / "raw"), str(tmp_path / "frames"), "--image-size", "32"]) == 0
+    assert len(list((tmp_path / "frames" / "street" / "clip" / "clip_dvs").glob("*.png"))) == 3  # 4 APS frames
+
+    packed = tmp_path / "packed"
+    overrides = [f"data.root={tiny_dataset}", "model.image_size=32"]
+    assert main(["convert", "packed", str(packed), "--config", "demo", "--set", *overrides, "--verify"]) == 0
+    assert "verified" in capsys.readouterr().out
+    cfg = make_tiny_config(
+        data={"root": str(tiny_dataset), "format": "packed", "packed_root": str(packed)},
+        train={"output_dir": str(tmp_path / "run")},
+    )
+    train(cfg)
+    assert (tmp_path / "run" / "best.safetensors").is_file()
+
+
+def test_packed_format_needs_its_folder():
+    with pytest.raises(ValueError, match="data.packed_root"):
+        make_tiny_config(data={"format": "packed"})

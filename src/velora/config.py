@@ -105,6 +105,13 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     root: str = _f("", "Dataset root in the PokerEvent layout (<class>/<sample>/<sample>_aps|_dvs/*.png).")
+    format: str = _f(
+        "folders",
+        "layout frames: read PNG folders ('folders') or the packed, memory-mapped copy made by "
+        "`velora convert packed` ('packed', much faster to load; see data.packed_root).",
+        choices=("folders", "packed"),
+    )
+    packed_root: str = _f("", "data.format packed: the folder written by `velora convert packed`.")
     layout: str = _f(
         "frames",
         "'frames': PNG frame folders (PokerEvent, HARDVS, velora convert output); 'events': event files "
@@ -279,6 +286,10 @@ def validate(cfg: Config) -> list[str]:
         0 < min(d.crop_scale) and d.crop_scale[0] <= d.crop_scale[1] <= 1
     ):
         p.append(f"'data.crop_scale' must be [low, high] with 0 < low <= high <= 1, got {d.crop_scale}")
+    if d.format == "packed" and not d.packed_root:
+        p.append("'data.format' packed needs data.packed_root (the output of `velora convert packed`)")
+    if d.format == "packed" and d.layout == "events":
+        p.append("'data.format' packed holds frame clips; use data.layout=frames with it")
     if d.layout == "events" and list(d.modalities) != ["event"]:
         p.append(f"'data.layout' events holds event files only; set data.modalities=[event] (got {d.modalities})")
     if d.event_window == "fixed_duration" and d.event_window_us <= 0:

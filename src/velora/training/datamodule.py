@@ -13,6 +13,7 @@ from velora.config import Config
 from velora.data.clips import ClipDataset
 from velora.data.errors import DataError
 from velora.data.event_only import EventFileDataset
+from velora.data.packed import PackedClipDataset
 from velora.data.skipping import SkipBadClips, collate_skipping
 
 
@@ -25,10 +26,23 @@ def make_dataset(
     classes: class names to number labels by (event layout; pass the training set's).
     """
     d = cfg.data
+    num_classes = cfg.model.num_classes if check_labels else None
+    if d.format == "packed":
+        return PackedClipDataset(
+            d.packed_root,
+            split,
+            num_frames=d.num_frames,
+            modalities=tuple(d.modalities),
+            train=train,
+            seed=cfg.train.seed,
+            crop_scale=tuple(d.crop_scale),
+            horizontal_flip=d.hflip,
+            image_size=cfg.model.image_size,
+            num_classes=num_classes,
+        )
     if not d.root:
         raise DataError("data.root is empty; set it in the config or with data.root=/path/to/dataset")
     labels = Path(d.root) / {"train": d.train_labels, "val": d.val_labels, "test": d.test_labels}[split]
-    num_classes = cfg.model.num_classes if check_labels else None
     if d.layout == "events":
         return EventFileDataset(
             d.root,

@@ -78,6 +78,8 @@ def preflight(cfg: Config, skip_log: Path | None, resume: str | None) -> None:
     problems are printed and the run goes on, logging skipped clips in `skip_log`.
     """
     d = cfg.data
+    if d.format == "packed":
+        return  # packing read and checked every clip (PackedClipDataset.verify re-checks the bytes)
     report = check_dataset(
         d.root,
         [d.train_labels, d.val_labels],
