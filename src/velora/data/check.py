@@ -35,7 +35,7 @@ from velora.data.event_only import (
     parse_event_label_line,
     resolve_event_file,
 )
-from velora.data.labels import CLASSES_FILE, LABEL_LINE_FORMAT, _parse_label_line, read_class_names
+from velora.data.labels import CLASSES_FILE, LABEL_LINE_FORMAT, parse_label_line, read_class_names
 from velora.events.readers import read_events
 
 SPLIT_FILES = ("train_label.txt", "val_label.txt", "test_label.txt")
@@ -298,7 +298,7 @@ def _parse_frame_labels(root: Path, texts: dict, num_classes: int | None, report
         for line_number, line in text:
             where = f"{path}:{line_number}"
             try:
-                entry = _parse_label_line(line)
+                entry = parse_label_line(line)
             except ValueError as reason:
                 report.problems["malformed_lines"].append(
                     (where, f"cannot parse {line!r} ({reason}); expected '{LABEL_LINE_FORMAT}'")

@@ -43,7 +43,7 @@ from torch.utils.data import Dataset
 
 from velora.data.clips import EVENT_RESAMPLE, random_crop_box
 from velora.data.errors import DataError
-from velora.data.labels import CLASSES_FILE
+from velora.data.labels import CLASSES_FILE, read_lines
 from velora.events.readers import SUFFIXES, read_events, require_events
 from velora.events.render import event_image
 
@@ -87,27 +87,8 @@ def parse_event_label_line(line: str) -> tuple[str, str]:
 
 def read_event_labels(path: str | Path) -> list[EventLabelLine]:
     """Every line of an event labels file, in file order; DataError naming file and line if malformed."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(
-            f"labels file {path} does not exist; pass a file with lines '{EVENT_LABEL_LINE_FORMAT}' "
-            "(e.g. <root>/labels.txt)"
-        )
-    lines = []
-    with path.open(encoding="utf-8") as text:
-        for line_number, raw_line in enumerate(text, start=1):
-            line = raw_line.strip()
-            if not line or line.startswith("#"):
-                continue
-            try:
-                sample, class_name = parse_event_label_line(line)
-            except ValueError as reason:
-                raise DataError(
-                    f"{path}, line {line_number}: cannot parse {line!r} ({reason}); expected "
-                    f"'{EVENT_LABEL_LINE_FORMAT}', e.g. '1\\t5'"
-                ) from None
-            lines.append(EventLabelLine(sample, class_name, line_number))
-    return lines
+    parsed = read_lines(path, parse_event_label_line, EVENT_LABEL_LINE_FORMAT, "1\t5")
+    return [EventLabelLine(sample, class_name, number) for number, (sample, class_name) in parsed]
 
 
 def resolve_event_file(root: Path, sample: str) -> Path:

@@ -12,11 +12,14 @@ in label-index order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TypeVar
 
 from velora.data.errors import DataError
+
+T = TypeVar("T")
 
 LABEL_LINE_FORMAT = "<class_dir>/<sample> <num_frames> <label_index>"
 CLASSES_FILE = "classes.txt"
@@ -48,7 +51,7 @@ class ClipEntry:
         return PurePosixPath(self.sample).name
 
 
-def _parse_label_line(line: str) -> ClipEntry:
+def parse_label_line(line: str) -> ClipEntry:
     """Parse one non-comment line; raises ValueError with the reason on a malformed one."""
     # Split from the right so a sample path containing spaces still parses.
     fields = line.rsplit(None, 2)
@@ -67,33 +70,36 @@ def _parse_label_line(line: str) -> ClipEntry:
     return ClipEntry(sample=sample, num_frames=num_frames, label=label)
 
 
-def read_label_file(path: str | Path) -> list[ClipEntry]:
-    """Read a label file into clip entries, in file order.
+def read_lines(path: str | Path, parse: Callable[[str], T], expected: str, example: str) -> list[tuple[int, T]]:
+    """(line number, parse(line)) for every non-blank, non-comment line of a text file.
 
-    Raises DataError when the file is missing or a line is malformed; the message names the file,
-    the line number (1-based), the line and the expected format.
+    The shared reader of label-style files. Raises DataError when the file is missing or a line
+    does not parse; the message names the file, the line number (1-based), the line, the
+    expected format and an example.
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(
-            f"label file {path} does not exist; pass a file with lines '{LABEL_LINE_FORMAT}' "
-            "(e.g. <root>/train_label.txt)"
-        )
-    entries = []
+        raise DataError(f"label file {path} does not exist; pass a file with lines '{expected}' (e.g. {example!r})")
+    parsed = []
     with path.open(encoding="utf-8") as lines:
         for line_number, raw_line in enumerate(lines, start=1):
             line = raw_line.strip()
             if not line or line.startswith("#"):
                 continue
             try:
-                entries.append(_parse_label_line(line))
+                parsed.append((line_number, parse(line)))
             except ValueError as reason:
                 raise DataError(
-                    f"{path}, line {line_number}: cannot parse {line!r} ({reason}); "
-                    f"expected '{LABEL_LINE_FORMAT}', e.g. "
-                    "'action_Poker001/dvSave-2023_03_02_18_58_21 28 0'"
+                    f"{path}, line {line_number}: cannot parse {line!r} ({reason}); expected '{expected}', "
+                    f"e.g. {example!r}"
                 ) from None
-    return entries
+    return parsed
+
+
+def read_label_file(path: str | Path) -> list[ClipEntry]:
+    """Read a label file into clip entries, in file order (DataError naming file and line if malformed)."""
+    example = "action_Poker001/dvSave-2023_03_02_18_58_21 28 0"
+    return [entry for _, entry in read_lines(path, parse_label_line, LABEL_LINE_FORMAT, example)]
 
 
 def read_class_names(root: str | Path, entries: Sequence[ClipEntry]) -> list[str]:
