@@ -1,0 +1,240 @@
+"""Clips read straight from raw AEDAT 4.0 recordings, without converting them to PNG folders first.
+
+Layout::
+
+    <root>/<class_dir>/<recording>.aedat4    one recording per file, its class is its folder
+    <root>/classes.txt                       optional: class names in label order
+
+Class names and label indices, first rule that applies: ``classes`` given (pass the training
+set's ``class_names`` to the other splits); ``<root>/classes.txt``; the class folders holding
+recordings, sorted by name (what ``convert_recordings`` writes to classes.txt).
+
+Samples follow ``velora.data.convert.convert_recordings``: a recording with N APS frames has
+N - 1 samples, sample j pairs APS frame j + 1 with the event image of the events
+``t_j <= t < t_j+1`` (``t_k``: start of frame k's exposure, microseconds), drawn by
+``velora.events.render.event_image``. An item then goes through ClipDataset's steps (T samples
+at the same indices for both modalities, one crop box and flip for all frames, PIL resize to
+S x S: bilinear for APS frames, nearest for event images), so it is bit-identical to ClipDataset's
+item over the converted folder for the same (seed, epoch, index), in training as in evaluation.
+
+One item (``T`` = ``num_frames``, ``S`` = ``image_size``), the ClipDataset contract::
+
+    "rgb":    torch.uint8 (T, 3, S, S)   APS frames (grayscale ones get three equal channels)
+    "events": torch.uint8 (T, 3, S, S)   event images: white, ON events red, OFF events blue
+    "label":  torch.int64 ()
+    "index":  int
+
+Every item decodes its whole recording (the APS frames and all events); the last
+``cache_recordings`` decoded recordings of each process are kept, which helps when a few
+recordings are read over and over, and costs their decoded size in memory per worker.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from velora.data.clips import BATCH_KEY, EVENT_RESAMPLE, MODALITIES, random_crop_box
+from velora.data.convert import list_recordings
+from velora.data.errors import DataError
+from velora.data.labels import CLASSES_FILE, ClipEntry
+from velora.data.sampling import segment_indices
+from velora.events.readers import Recording, read_aedat4
+from velora.events.render import event_image
+from velora.events.representations import frame_windows
+
+
+class RecordingDataset(Dataset):
+    """Clips of T APS frames and T event images per raw recording, labelled by class folder.
+
+    root: folder of class folders holding ``.aedat4`` recordings (hidden files ignored).
+    num_frames: T, samples per clip, chosen by :func:`segment_indices` among the recording's
+        N - 1 samples (random offsets in training, segment centres otherwise).
+    image_size: S; both modalities are resized to S x S.
+    modalities, train, seed, crop_scale, crop_ratio, horizontal_flip, num_classes: as for
+        ClipDataset; the per-item generator ``default_rng([seed, epoch, index])`` draws the
+        sample indices, then the crop box, then the flip.
+    classes: class names in label order; every class folder must be one of them.
+    cache_recordings: decoded recordings kept per process (0: none).
+
+    ``entries`` are ClipEntry("<class_dir>/<recording>", 0, label) in class then file-name
+    order; their num_frames is 0 because a recording's sample count is known once it is decoded.
+
+    Raises DataError for a root without recordings or a class folder outside ``classes`` (at
+    construction), and naming the file for a recording that cannot be read or has fewer than
+    2 APS frames (when its item is read).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        num_frames: int = 8,
+        image_size: int = 224,
+        modalities: Sequence[str] = MODALITIES,
+        train: bool = False,
+        seed: int = 0,
+        crop_scale: tuple[float, float] = (0.8, 1.0),
+        crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        horizontal_flip: bool = False,
+        classes: Sequence[str] | None = None,
+        num_classes: int | None = None,
+        cache_recordings: int = 2,
+    ) -> None:
+        self.root = Path(root)
+        self.modalities = tuple(modalities)
+        problems = []
+        if not self.modalities or any(m not in MODALITIES for m in self.modalities):
+            problems.append(f"modalities {self.modalities} must be a non-empty subset of {MODALITIES}")
+        if len(set(self.modalities)) != len(self.modalities):
+            problems.append(f"modalities {self.modalities} repeats a name")
+        if num_frames < 1 or image_size < 1:
+            problems.append(f"num_frames ({num_frames}) and image_size ({image_size}) must be >= 1")
+        if seed < 0:
+            problems.append(f"seed must be >= 0, got {seed}")
+        if not 0 < crop_scale[0] <= crop_scale[1] <= 1:
+            problems.append(f"crop_scale {crop_scale} must satisfy 0 < low <= high <= 1")
+        if not 0 < crop_ratio[0] <= crop_ratio[1]:
+            problems.append(f"crop_ratio {crop_ratio} must satisfy 0 < low <= high")
+        if cache_recordings < 0:
+            problems.append(f"cache_recordings must be >= 0, got {cache_recordings}")
+        if problems:
+            raise ValueError("invalid RecordingDataset arguments: " + "; ".join(problems))
+
+        recordings = list_recordings(self.root)  # class_dir -> sorted files; DataError when none
+        self._class_names = _class_names(self.root, list(recordings), classes)
+        label_of = {name: label for label, name in enumerate(self._class_names)}
+        self.paths: list[Path] = []
+        self.entries: list[ClipEntry] = []
+        for class_dir, files in recordings.items():
+            label = label_of[class_dir]
+            if num_classes is not None and label >= num_classes:
+                raise DataError(
+                    f"class folder {self.root / class_dir} has label {label}, outside [0, {num_classes}); "
+                    "fix classes / classes.txt or num_classes"
+                )
+            for path in files:
+                self.paths.append(path)
+                self.entries.append(ClipEntry(f"{class_dir}/{path.stem}", 0, label))
+
+        self.num_frames = num_frames
+        self.image_size = image_size
+        self.train = train
+        self.seed = seed
+        self.epoch = 0
+        self.crop_scale = crop_scale
+        self.crop_ratio = crop_ratio
+        self.horizontal_flip = horizontal_flip
+        self.num_classes = num_classes
+        self.cache_recordings = cache_recordings
+        self._cache: OrderedDict[int, Recording] = OrderedDict()
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_cache"] = OrderedDict()  # every DataLoader worker decodes (and caches) its own
+        return state
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names in label order (see the module docstring for where they come from)."""
+        return list(self._class_names)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose random offsets and crops the next items use."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        self.epoch = epoch
+
+    def recording(self, index: int) -> Recording:
+        """The decoded recording of item ``index`` (kept in this process's small LRU cache)."""
+        if index in self._cache:
+            self._cache.move_to_end(index)
+            return self._cache[index]
+        path = self.paths[index]
+        recording = read_aedat4(path)  # DataError naming the file when it cannot be read
+        if len(recording.aps_frames) < 2:
+            raise DataError(
+                f"{path}: the recording has {len(recording.aps_frames)} APS frame(s); a sample pairs an "
+                "APS frame with the events since the previous one, so at least 2 are needed. Remove the file"
+            )
+        if self.cache_recordings:
+            self._cache[index] = recording
+            while len(self._cache) > self.cache_recordings:
+                self._cache.popitem(last=False)
+        return recording
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
+        index = range(len(self))[index]  # a plain non-negative int, also for -1 or numpy ints
+        recording = self.recording(index)
+        num_samples = len(recording.aps_frames) - 1
+
+        box, flip = (0.0, 0.0, 1.0, 1.0), False
+        if self.train:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            sample_indices = segment_indices(num_samples, self.num_frames, random_offset=True, rng=rng)
+            box = random_crop_box(rng, self.crop_scale, self.crop_ratio)
+            flip = self.horizontal_flip and bool(rng.random() < 0.5)
+        else:
+            sample_indices = segment_indices(num_samples, self.num_frames, random_offset=False)
+
+        events = recording.events
+        windows = frame_windows(events.t, recording.frame_timestamps_us)[1:]  # (N - 1) slices
+
+        def draw(modality: str, j: int) -> Image.Image:
+            """Sample j of one modality at sensor size, as convert_recordings writes it."""
+            if modality == "rgb":
+                return Image.fromarray(recording.aps_frames[j + 1]).convert("RGB")  # as read_frame
+            window = windows[j]
+            return Image.fromarray(
+                event_image(events.x[window], events.y[window], events.p[window], events.height, events.width)
+            )
+
+        resample = {"rgb": Image.Resampling.BILINEAR, "event": EVENT_RESAMPLE["nearest"]}
+        item: dict[str, torch.Tensor | int] = {}
+        for modality in self.modalities:
+            resized = {}  # short recordings repeat indices; draw each sample once
+            for j in dict.fromkeys(sample_indices.tolist()):
+                image = draw(modality, j)
+                width, height = image.size
+                pixel_box = (box[0] * width, box[1] * height, box[2] * width, box[3] * height)
+                image = image.resize((self.image_size, self.image_size), resample[modality], box=pixel_box)
+                if flip:
+                    image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+                resized[j] = np.asarray(image)  # (S, S, 3)
+            clip = np.stack([resized[j] for j in sample_indices.tolist()])  # (T, S, S, 3)
+            item[BATCH_KEY[modality]] = torch.from_numpy(clip).permute(0, 3, 1, 2).contiguous()  # (T, 3, S, S)
+        item["label"] = torch.tensor(self.entries[index].label, dtype=torch.int64)
+        item["index"] = index
+        return item
+
+
+def _class_names(root: Path, class_dirs: list[str], classes: Sequence[str] | None) -> list[str]:
+    """Class names in label order: ``classes``, else classes.txt, else the sorted class folders."""
+    source = "classes"
+    if classes is not None:
+        names = list(classes)
+    elif (root / CLASSES_FILE).is_file():
+        source = str(root / CLASSES_FILE)
+        names = [line.strip() for line in (root / CLASSES_FILE).read_text(encoding="utf-8").splitlines()]
+        names = [name for name in names if name]
+    else:
+        return sorted(class_dirs)
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise DataError(f"{source} lists these names more than once: {duplicates}")
+    unknown = [name for name in class_dirs if name not in names]
+    if unknown:
+        raise DataError(
+            f"class folders {unknown} of {root} are not in {source} ({names[:10]}"
+            f"{' ...' if len(names) > 10 else ''}); add them there or move the recordings"
+        )
+    return names
