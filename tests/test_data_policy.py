@@ -100,3 +100,20 @@ def test_convert_recordings_then_pack_then_train_from_packed(tiny_dataset, tmp_p
 def test_packed_format_needs_its_folder():
     with pytest.raises(ValueError, match="data.packed_root"):
         make_tiny_config(data={"format": "packed"})
+
+
+def test_training_directly_on_raw_recordings(tmp_path):
+    """data.layout=recordings: <root>/<split>/<class>/<recording>.aedat4, APS frames + event images."""
+    recording = REAL_DATA / "davis346" / "street_davis346.aedat4"
+    assert recording.is_file(), f"{recording} missing: check out shared/ beside the repository"
+    for split in ("train", "val"):
+        for label in ("cars", "street"):
+            (tmp_path / "raw" / split / label).mkdir(parents=True)
+            shutil.copy(recording, tmp_path / "raw" / split / label / "a.aedat4")
+    cfg = make_tiny_config(
+        model={"num_classes": 2},
+        data={"root": str(tmp_path / "raw"), "layout": "recordings"},
+        train={"output_dir": str(tmp_path / "run"), "batch_size": 2},
+    )
+    result = train(cfg)
+    assert (tmp_path / "run" / "best.safetensors").is_file() and result.best_epoch == 0

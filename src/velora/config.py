@@ -116,8 +116,9 @@ class DataConfig:
         "frames",
         "'frames': PNG frame folders (PokerEvent, HARDVS, velora convert output); 'events': event files "
         "(.bs2/.bin/.npy/.npz/.h5/.aedat4) listed in a labels file, rendered into event images "
-        "(event-only data such as N-MNIST; needs data.modalities: [event]).",
-        choices=("frames", "events"),
+        "(event-only data such as N-MNIST; needs data.modalities: [event]); 'recordings': raw DAVIS "
+        "recordings <root>/<split>/<class>/<recording>.aedat4 read directly (APS frames + event images).",
+        choices=("frames", "events", "recordings"),
     )
     train_labels: str = _f("train_label.txt", "Training label file, relative to root.")
     val_labels: str = _f("val_label.txt", "Validation label file (model selection), relative to root.")
@@ -288,7 +289,7 @@ def validate(cfg: Config) -> list[str]:
         p.append(f"'data.crop_scale' must be [low, high] with 0 < low <= high <= 1, got {d.crop_scale}")
     if d.format == "packed" and not d.packed_root:
         p.append("'data.format' packed needs data.packed_root (the output of `velora convert packed`)")
-    if d.format == "packed" and d.layout == "events":
+    if d.format == "packed" and d.layout != "frames":
         p.append("'data.format' packed holds frame clips; use data.layout=frames with it")
     if d.layout == "events" and list(d.modalities) != ["event"]:
         p.append(f"'data.layout' events holds event files only; set data.modalities=[event] (got {d.modalities})")

@@ -14,6 +14,7 @@ from velora.data.clips import ClipDataset
 from velora.data.errors import DataError
 from velora.data.event_only import EventFileDataset
 from velora.data.packed import PackedClipDataset
+from velora.data.recordings import RecordingDataset
 from velora.data.skipping import SkipBadClips, collate_skipping
 
 
@@ -43,6 +44,19 @@ def make_dataset(
     if not d.root:
         raise DataError("data.root is empty; set it in the config or with data.root=/path/to/dataset")
     labels = Path(d.root) / {"train": d.train_labels, "val": d.val_labels, "test": d.test_labels}[split]
+    if d.layout == "recordings":
+        return RecordingDataset(
+            Path(d.root) / split,
+            num_frames=d.num_frames,
+            image_size=cfg.model.image_size,
+            modalities=tuple(d.modalities),
+            train=train,
+            seed=cfg.train.seed,
+            crop_scale=tuple(d.crop_scale),
+            horizontal_flip=d.hflip,
+            classes=classes,
+            num_classes=num_classes,
+        )
     if d.layout == "events":
         return EventFileDataset(
             d.root,

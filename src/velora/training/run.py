@@ -78,8 +78,10 @@ def preflight(cfg: Config, skip_log: Path | None, resume: str | None) -> None:
     problems are printed and the run goes on, logging skipped clips in `skip_log`.
     """
     d = cfg.data
-    if d.format == "packed":
-        return  # packing read and checked every clip (PackedClipDataset.verify re-checks the bytes)
+    if d.format == "packed" or d.layout == "recordings":
+        # Packing read every clip (PackedClipDataset.verify re-checks the bytes); a raw recording
+        # is decoded when first read and a corrupt one raises a DataError naming it then.
+        return
     report = check_dataset(
         d.root,
         [d.train_labels, d.val_labels],
