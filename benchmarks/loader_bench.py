@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader
 
 from velora.data.clips import ClipDataset
 from velora.data.convert import convert_recordings
+from velora.data.augment import apply_device_crop
 from velora.data.packed import PackedClipDataset, pack_dataset
 from velora.events.aedat4 import read_aedat4
 from velora.events.render import event_image
@@ -124,6 +125,11 @@ def dataloader_bound(batches: int) -> float:
     return clips_per_second(Ready(), batches)
 
 
+def packed_train_item(packed_root: Path, index: int) -> dict:
+    dataset = PackedClipDataset(packed_root, "train", image_size=IMAGE_SIZE, num_frames=NUM_FRAMES, train=True, device_crop=True)
+    return dataset[index]
+
+
 def folder_megabytes(folder: Path, pattern: str) -> float:
     return sum(p.stat().st_size for p in folder.rglob(pattern)) / 1e6
 
@@ -157,12 +163,13 @@ def main() -> None:
           f"{args.batches} batches after {WARMUP_BATCHES} warmup, page cache warm")
     print(f"{'mode':<6} {'PNG clips/s':>12} {'packed clips/s':>15} {'packed / PNG':>13}")
     results["loader"] = {}
-    for train in (True, False):
+    # "train+dc": the packed loader leaves the random resized crop to the training device
+    # (data.device_crop); the crop itself is timed separately below.
+    for mode, train, device_crop in (("train", True, False), ("train+dc", True, True), ("eval", False, False)):
         options = dict(num_frames=NUM_FRAMES, train=train, seed=0)
         png = ClipDataset(png_root, "train_label.txt", image_size=IMAGE_SIZE, **options)
-        packed = PackedClipDataset(packed_root, "train", image_size=IMAGE_SIZE, **options)
+        packed = PackedClipDataset(packed_root, "train", image_size=IMAGE_SIZE, device_crop=device_crop, **options)
         warm_page_cache(png_root), warm_page_cache(packed_root)
-        mode = "train" if train else "eval"
         rates = {"png": [], "packed": []}
         for round_ in range(args.rounds):
             rates["png"].append(clips_per_second(png, args.batches, seed=round_))
@@ -176,6 +183,13 @@ def main() -> None:
               "one process, per clip (no DataLoader)")
         results["loader"][mode] = {"png_clips_per_s": rates["png"], "packed_clips_per_s": rates["packed"],
                                    "png_ms_per_clip": cost["png"], "packed_ms_per_clip": cost["packed"]}
+    batch = torch.utils.data.default_collate([packed_train_item(packed_root, i) for i in range(BATCH_SIZE)])
+    start = time.perf_counter()
+    for _ in range(5):
+        apply_device_crop(batch)
+    crop_ms = (time.perf_counter() - start) / 5 / BATCH_SIZE * 1e3
+    results["loader"]["device_crop_cpu_ms_per_clip"] = crop_ms
+    print(f"the device crop itself, run here on the CPU: {crop_ms:.2f} ms per clip (on a GPU it is one small kernel per batch)")
     bound = dataloader_bound(args.batches)
     results["loader"]["ready_tensors_clips_per_s"] = bound
     print(f"the same DataLoader over ready tensors (no loading at all): {bound:.1f} clips/s")

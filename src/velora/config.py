@@ -112,6 +112,11 @@ class DataConfig:
         choices=("folders", "packed"),
     )
     packed_root: str = _f("", "data.format packed: the folder written by `velora convert packed`.")
+    device_crop: bool = _f(
+        True,
+        "data.format packed: do the training random resized crop on the training device, one call "
+        "per batch, instead of in the loader workers (keeps the loader at evaluation speed).",
+    )
     layout: str = _f(
         "frames",
         "'frames': PNG frame folders (PokerEvent, HARDVS, velora convert output); 'events': event files "

@@ -389,6 +389,10 @@ class PackedClipDataset(Dataset):
     num_frames, modalities, train, seed, crop_scale, crop_ratio, horizontal_flip, num_classes: as
         for ClipDataset; modalities must be packed ones.
     image_size: when given, must equal the packed S (a DataError says how to repack otherwise).
+    device_crop: in training, leave the random resized crop to the training device: items hold the
+        uncropped frames and a ``crop_box`` (4,) float tensor, applied to the batch by
+        ``velora.data.augment.apply_device_crop`` (the LightningModule does this after the copy to
+        the device). The loader then costs what an evaluation item costs.
 
     ``entries`` are ClipEntry(sample, frames stored, label) in label-file order; ``class_names``,
     ``image_size`` and ``header`` come from the index.
@@ -420,6 +424,7 @@ class PackedClipDataset(Dataset):
         horizontal_flip: bool = False,
         image_size: int | None = None,
         num_classes: int | None = None,
+        device_crop: bool = False,
     ) -> None:
         self.root = Path(root)
         index = _read_index(self.root)
@@ -482,6 +487,7 @@ class PackedClipDataset(Dataset):
         self.horizontal_flip = horizontal_flip
         self.event_resample = header["event_resample"]
         self.num_classes = num_classes
+        self.device_crop = device_crop
         self._shards: dict[int, np.ndarray] = {}
 
     def _check_shards(self, records: list[dict]) -> None:
@@ -556,6 +562,10 @@ class PackedClipDataset(Dataset):
             frame_indices = segment_indices(entry.num_frames, self.num_frames, random_offset=False)
 
         item: dict[str, torch.Tensor | int] = {}
+        if self.device_crop and self.train:
+            # The box travels with the batch; velora.data.augment crops on the training device.
+            item["crop_box"] = torch.tensor(box, dtype=torch.float32)
+            box = FULL_FRAME
         for modality in self.modalities:
             frames = self.clip_frames(index, modality)  # (N, S, S, 3), a view of the shard
             if box == FULL_FRAME:

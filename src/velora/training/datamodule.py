@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from velora.config import Config
+from velora.data.augment import apply_device_crop
 from velora.data.clips import ClipDataset
 from velora.data.errors import DataError
 from velora.data.event_only import EventFileDataset
@@ -40,6 +41,7 @@ def make_dataset(
             horizontal_flip=d.hflip,
             image_size=cfg.model.image_size,
             num_classes=num_classes,
+            device_crop=d.device_crop,
         )
     if not d.root:
         raise DataError("data.root is empty; set it in the config or with data.root=/path/to/dataset")
@@ -150,6 +152,10 @@ class ClipDataModule(L.LightningDataModule):
         loader = make_loader(self.train_set, self.cfg, shuffle=True)
         loader.sampler.set_epoch(epoch)
         return loader
+
+    def on_after_batch_transfer(self, batch: dict | None, dataloader_idx: int) -> dict | None:
+        # The packed loader can leave the random resized crop to the device (data.device_crop).
+        return apply_device_crop(batch) if batch is not None else batch
 
     def val_dataloader(self) -> DataLoader:
         return make_loader(self.val_set, self.cfg, shuffle=False)

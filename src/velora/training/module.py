@@ -35,6 +35,7 @@ class VELoRAModule(L.LightningModule):
         torch.manual_seed((self.cfg.train.seed * 1_000_003 + self.global_step) * 64 + self.global_rank)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        assert "crop_box" not in batch, "ClipDataModule.on_after_batch_transfer did not apply the device crop"
         batch = self.drop_modalities(batch)
         out = self(batch)
         ce = F.cross_entropy(out.logits, batch["label"])
