@@ -1,4 +1,4 @@
-"""The `velora` command: demo, train, eval, predict, bench, info, check-data, convert.
+"""The `velora` command: demo, train, eval, predict, bench, info, check-data, convert, convert-weights.
 
 Every command that takes a config accepts `--config FILE` (a YAML path or a shipped name:
 demo, pokerevent_vitb16, hardvs_vitb16) followed by `section.field=value` overrides.
@@ -21,9 +21,10 @@ def _expected_errors() -> tuple[type[Exception], ...]:
     from velora.data.errors import DataError
     from velora.model.backbone import BackboneError
     from velora.model.lora import LoRAError
+    from velora.model.weights import WeightsError
     from velora.training.checkpoint import CheckpointError
 
-    return (ConfigError, DataError, BackboneError, LoRAError, CheckpointError, FileNotFoundError)
+    return (ConfigError, DataError, BackboneError, LoRAError, CheckpointError, WeightsError, FileNotFoundError)
 
 
 def _add_config(p: argparse.ArgumentParser, default: str | None) -> None:
@@ -123,6 +124,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad", action="store_true", help="recordings: list unreadable recordings and go on")
     p.add_argument("--workers", type=int, default=0, help="packed: processes decoding PNGs")
     p.add_argument("--verify", action="store_true", help="packed: re-read every clip and check its CRC")
+
+    p = sub.add_parser(
+        "convert-weights",
+        help="CLIP/open_clip/Hugging Face/timm/TorchScript ViT weights -> timm-named .safetensors",
+        description="Convert backbone weights once into timm-named safetensors (with their normalisation in "
+        "the header), then point model.weights at the result. A TorchScript archive (OpenAI's ViT-B-16.pt) "
+        "runs code when loaded: it is read only with --allow-torchscript, for files you trust.",
+    )
+    p.add_argument("source", help="weights file or folder")
+    p.add_argument("output", help="the .safetensors file to write")
+    p.add_argument("--allow-torchscript", action="store_true", help="load a TorchScript archive (runs code from it)")
 
     p = sub.add_parser(
         "check-data",
@@ -255,6 +267,15 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def cmd_convert_weights(args) -> int:
+    from velora.model.weights import convert_weights
+
+    meta = convert_weights(args.source, args.output, allow_torchscript=args.allow_torchscript)
+    print(json.dumps(meta, indent=1, default=str))
+    print(f"wrote {args.output}; use it with model.weights={args.output}")
+    return 0
+
+
 def cmd_check_data(args) -> int:
     from velora.data.check import check_dataset
 
@@ -284,6 +305,7 @@ COMMANDS = {
     "info": cmd_info,
     "check-data": cmd_check_data,
     "convert": cmd_convert,
+    "convert-weights": cmd_convert_weights,
 }
 
 if __name__ == "__main__":

@@ -12,9 +12,10 @@ from pathlib import Path
 import timm
 import torch
 import torch.nn as nn
-from timm.models.vision_transformer import VisionTransformer
+from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
 from velora.config import ModelConfig
+from velora.model.weights import WeightsError, load_state_dict_any, timm_model_kwargs
 
 
 RANDOM_INIT_SEED = 0
@@ -31,8 +32,13 @@ def build_backbone(cfg: ModelConfig) -> VisionTransformer:
         raise BackboneError(
             f"model.backbone '{cfg.backbone}' is not a timm architecture; similar names: {', '.join(close)}"
         )
-    kwargs = dict(num_classes=0, img_size=cfg.image_size, **cfg.backbone_args)
     hub = cfg.weights == "hub"
+    state, meta = None, {}
+    if cfg.weights not in ("none", "hub"):
+        state, meta = read_weights(Path(cfg.weights))
+    # The file's own architecture (width, depth, heads, patch size, activation), then the config's.
+    arch = {k: v for k, v in timm_model_kwargs(meta).items() if k != "img_size"}
+    kwargs = dict(num_classes=0, img_size=cfg.image_size, **{**arch, **cfg.backbone_args})
     try:
         # A fixed seed makes a random backbone (weights: none) the same in every process, so an
         # adapter checkpoint trained on it evaluates on the same frozen weights.
@@ -52,28 +58,32 @@ def build_backbone(cfg: ModelConfig) -> VisionTransformer:
         ) from None
     if not isinstance(model, VisionTransformer):
         raise BackboneError(f"model.backbone '{cfg.backbone}' is not a plain VisionTransformer")
-    if cfg.weights not in ("none", "hub"):
-        load_backbone_weights(model, Path(cfg.weights))
+    if state is not None:
+        load_backbone_weights(model, state, Path(cfg.weights))
+        if meta.get("mean") and meta.get("std"):  # the weights' own normalisation
+            model.pretrained_cfg = {**model.pretrained_cfg, "mean": tuple(meta["mean"]), "std": tuple(meta["std"])}
     model.requires_grad_(False)
     model.eval()
     return model
 
 
-def load_backbone_weights(model: nn.Module, path: Path) -> None:
-    """Load timm-named weights from a .safetensors or .pth file (never runs pickled code)."""
-    if not path.is_file():
-        raise BackboneError(f"model.weights file '{path}' does not exist; give a .safetensors or .pth file")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Timm-named tensors and metadata from any supported weights file or folder (no code runs)."""
+    if not path.exists():
+        raise BackboneError(
+            f"model.weights '{path}' does not exist; give a weights file or folder (timm .safetensors/.pth, "
+            "OpenAI/open_clip state dict, Hugging Face CLIP folder), 'hub' or 'none'"
+        )
+    try:
+        return load_state_dict_any(path, allow_torchscript=False)
+    except WeightsError as exc:
+        raise BackboneError(str(exc)) from None
 
-        state = load_file(str(path))
-    else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise BackboneError(f"cannot read '{path}' as a weights-only PyTorch file: {exc}") from None
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
-    state = {k: v for k, v in state.items() if not k.startswith("head.")}
+
+def load_backbone_weights(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Load timm-named tensors into `model`, resampling the position embedding to its image size."""
+    state = checkpoint_filter_fn({k: v for k, v in state.items() if not k.startswith("head.")}, model)
+    state = {k: v.to(torch.float32) for k, v in state.items() if not k.startswith("head.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("head.")]
     if missing or unexpected:
