@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 from velora.data.clips import ClipDataset
 from velora.data.convert import convert_recordings
 from velora.data.augment import apply_device_crop
+from velora.training.datamodule import loader_collate
 from velora.data.packed import PackedClipDataset, pack_dataset
 from velora.events.aedat4 import read_aedat4
 from velora.events.render import event_image
@@ -86,7 +87,8 @@ def warm_page_cache(folder: Path) -> int:
 def clips_per_second(dataset, batches: int, seed: int = 0) -> float:
     order = np.random.default_rng(seed).integers(0, len(dataset), (WARMUP_BATCHES + batches) * BATCH_SIZE)
     loader = DataLoader(
-        dataset, batch_size=BATCH_SIZE, sampler=order.tolist(), num_workers=WORKERS, prefetch_factor=4
+        dataset, batch_size=BATCH_SIZE, sampler=order.tolist(), num_workers=WORKERS, prefetch_factor=4,
+        collate_fn=loader_collate(dataset),  # as training uses it
     )
     iterator = iter(loader)
     for _ in range(WARMUP_BATCHES):

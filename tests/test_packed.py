@@ -90,7 +90,7 @@ def test_dataloader_with_two_workers_gives_the_same_items(packed_root):
     reader = PackedClipDataset(packed_root, "train", num_frames=4, train=True, seed=1, modalities=("event",))
     reader[0]  # maps a shard in this process: workers must not depend on it
     assert pickle.loads(pickle.dumps(reader))._shards == {}
-    loader = DataLoader(reader, batch_size=5, num_workers=2, shuffle=False)
+    loader = DataLoader(reader, batch_size=5, num_workers=2, shuffle=False, collate_fn=packed.collate_packed)
     batches = list(loader)
     assert sum(len(batch["label"]) for batch in batches) == len(reader)
     events = torch.cat([batch["events"] for batch in batches])  # (L, T, 3, S, S)

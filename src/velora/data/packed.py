@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import multiprocessing
 import os
 import time
@@ -551,31 +552,49 @@ class PackedClipDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
         index = range(len(self))[index]  # a plain non-negative int, also for -1 or numpy ints
-        entry = self.entries[index]
-        box, flip = FULL_FRAME, False
-        if self.train:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
-            frame_indices = segment_indices(entry.num_frames, self.num_frames, random_offset=True, rng=rng)
-            box = random_crop_box(rng, self.crop_scale, self.crop_ratio)
-            flip = self.horizontal_flip and bool(rng.random() < 0.5)
-        else:
-            frame_indices = segment_indices(entry.num_frames, self.num_frames, random_offset=False)
+        batch = self.__getitems__([index])
+        return {key: value[0] if key != "index" else int(value[0]) for key, value in batch.items()}
 
-        item: dict[str, torch.Tensor | int] = {}
-        if self.device_crop and self.train:
-            # The box travels with the batch; velora.data.augment crops on the training device.
-            item["crop_box"] = torch.tensor(box, dtype=torch.float32)
-            box = FULL_FRAME
-        for modality in self.modalities:
-            frames = self.clip_frames(index, modality)  # (N, S, S, 3), a view of the shard
-            if box == FULL_FRAME:
-                chosen = [frames[i] for i in frame_indices.tolist()]  # views: no copy yet
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        """A whole batch, already collated: what ``default_collate`` would build from the items.
+
+        The DataLoader calls this with a batch of indices; every clip is written straight into one
+        (B, T, 3, S, S) tensor per modality, in shared memory when in a worker process, so a batch is
+        written once instead of item by item and then again by the collate. A DataLoader over this
+        dataset needs ``collate_fn=collate_packed`` (``make_loader`` sets it). The items are those
+        of ``__getitem__``, which is this with B = 1.
+        """
+        indices = [range(len(self))[i] for i in indices]
+        size, count = self.image_size, len(indices)
+        batch: dict[str, torch.Tensor] = {
+            BATCH_KEY[m]: _uint8_batch((count, self.num_frames, 3, size, size)) for m in self.modalities
+        }
+        boxes = []
+        for slot, index in enumerate(indices):
+            box, flip, frame_indices = FULL_FRAME, False, None
+            if self.train:
+                rng = np.random.default_rng([self.seed, self.epoch, index])
+                frame_indices = segment_indices(self.entries[index].num_frames, self.num_frames, random_offset=True, rng=rng)
+                box = random_crop_box(rng, self.crop_scale, self.crop_ratio)
+                flip = self.horizontal_flip and bool(rng.random() < 0.5)
             else:
-                chosen = self._crop(frames, frame_indices, box, modality)
-            item[BATCH_KEY[modality]] = torch.from_numpy(_channels_first(chosen, flip))
-        item["label"] = torch.tensor(entry.label, dtype=torch.int64)
-        item["index"] = index
-        return item
+                frame_indices = segment_indices(self.entries[index].num_frames, self.num_frames, random_offset=False)
+            if self.device_crop and self.train:
+                # The box travels with the batch; velora.data.augment crops on the training device.
+                boxes.append(box)
+                box = FULL_FRAME
+            for modality in self.modalities:
+                frames = self.clip_frames(index, modality)  # (N, S, S, 3), a view of the shard
+                if box == FULL_FRAME:
+                    chosen = [frames[i] for i in frame_indices.tolist()]  # views: no copy yet
+                else:
+                    chosen = self._crop(frames, frame_indices, box, modality)
+                _channels_first(chosen, flip, out=batch[BATCH_KEY[modality]][slot].numpy())
+        batch["label"] = torch.tensor([self.entries[i].label for i in indices], dtype=torch.int64)
+        batch["index"] = torch.tensor(indices, dtype=torch.int64)
+        if boxes:
+            batch["crop_box"] = torch.tensor(boxes, dtype=torch.float32)
+        return batch
 
     def _crop(
         self, frames: np.ndarray, frame_indices: np.ndarray, box: tuple[float, float, float, float], modality: str
@@ -605,7 +624,21 @@ class PackedClipDataset(Dataset):
         ]
 
 
-def _channels_first(frames: Sequence[np.ndarray], flip: bool) -> np.ndarray:
+def collate_packed(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The DataLoader ``collate_fn`` for PackedClipDataset: its ``__getitems__`` already collated."""
+    return batch
+
+
+def _uint8_batch(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised uint8 tensor; in a DataLoader worker, in shared memory (as default_collate does),
+    so sending it to the main process copies nothing."""
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape, dtype=torch.uint8)
+    storage = torch.UntypedStorage._new_shared(math.prod(shape))
+    return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
+
+
+def _channels_first(frames: Sequence[np.ndarray], flip: bool, out: np.ndarray | None = None) -> np.ndarray:
     """T frames uint8 (S, S, 3) -> one contiguous (T, 3, S, S) array, mirrored left-right if ``flip``.
 
     One strided copy per frame, reading straight from its source (the shard map or a resize
@@ -614,7 +647,7 @@ def _channels_first(frames: Sequence[np.ndarray], flip: bool) -> np.ndarray:
     twice as fast as torch's permute().contiguous() on uint8.
     """
     height, width, channels = frames[0].shape
-    clip = np.empty((len(frames), channels, height, width), dtype=np.uint8)
-    for out, frame in zip(clip, frames):
-        out[...] = (frame[:, ::-1] if flip else frame).transpose(2, 0, 1)
+    clip = np.empty((len(frames), channels, height, width), dtype=np.uint8) if out is None else out
+    for target, frame in zip(clip, frames):
+        target[...] = (frame[:, ::-1] if flip else frame).transpose(2, 0, 1)
     return clip

@@ -22,7 +22,7 @@ from velora.data.labels import ClipEntry
 from velora.evaluation.metrics import evaluation_report, topk_indices
 from velora.evaluation.plots import PanelRow, plot_confusion_matrix, plot_prediction_panel
 from velora.training.checkpoint import load_model
-from velora.training.datamodule import make_dataset
+from velora.training.datamodule import loader_collate, make_dataset
 
 
 @torch.no_grad()
@@ -31,7 +31,9 @@ def predict_scores(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities (N, C) and labels (N,) for every clip of `dataset`, in order."""
     device = next(model.parameters()).device
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False, collate_fn=loader_collate(dataset)
+    )
     scores, labels = [], []
     for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
         out = model(

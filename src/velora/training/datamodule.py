@@ -7,14 +7,14 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from velora.config import Config
 from velora.data.augment import apply_device_crop
 from velora.data.clips import ClipDataset
 from velora.data.errors import DataError
 from velora.data.event_only import EventFileDataset
-from velora.data.packed import PackedClipDataset
+from velora.data.packed import PackedClipDataset, collate_packed
 from velora.data.recordings import RecordingDataset
 from velora.data.skipping import SkipBadClips, collate_skipping
 
@@ -110,6 +110,17 @@ class EpochShuffleSampler(Sampler[int]):
         return self.length
 
 
+def loader_collate(dataset: Dataset):
+    """The collate function a dataset needs (None: torch's default)."""
+    while isinstance(dataset, Subset):  # a Subset forwards __getitems__ to what it wraps
+        dataset = dataset.dataset
+    if isinstance(dataset, PackedClipDataset):
+        return collate_packed  # its __getitems__ builds whole batches
+    if isinstance(dataset, SkipBadClips) and not dataset.replace:
+        return collate_skipping
+    return None
+
+
 def make_loader(dataset: Dataset, cfg: Config, *, shuffle: bool) -> DataLoader:
     workers = cfg.data.num_workers
     return DataLoader(
@@ -122,7 +133,7 @@ def make_loader(dataset: Dataset, cfg: Config, *, shuffle: bool) -> DataLoader:
         persistent_workers=False,
         prefetch_factor=4 if workers > 0 else None,
         drop_last=False,
-        collate_fn=collate_skipping if isinstance(dataset, SkipBadClips) and not dataset.replace else None,
+        collate_fn=loader_collate(dataset),
     )
 
 
