@@ -33,7 +33,7 @@ from torch.utils.data import Dataset
 
 from velora.data.errors import DataError
 from velora.data.labels import ClipEntry, read_class_names, read_label_file
-from velora.data.sampling import segment_indices
+from velora.data.sampling import draw_clip, random_crop_box  # noqa: F401  (random_crop_box: public here too)
 
 MODALITIES = ("rgb", "event")
 FOLDER_SUFFIX = {"rgb": "_aps", "event": "_dvs"}
@@ -103,26 +103,6 @@ def read_frame(path: Path) -> Image.Image:
             f"cannot read frame {path} ({type(error).__name__}: {error}); the file is corrupt or "
             "not a PNG: re-export the clip or remove it from the label file"
         ) from None
-
-
-def random_crop_box(
-    rng: np.random.Generator, scale: tuple[float, float], ratio: tuple[float, float]
-) -> tuple[float, float, float, float]:
-    """A random-resized-crop box ``(left, top, right, bottom)`` in fractions of the frame.
-
-    The area fraction is uniform in ``scale``; the aspect ratio is log-uniform in ``ratio`` and is
-    relative to the frame's own, so ratio 1 keeps the frame's shape (and the same squash to S x S
-    as evaluation). After 10 failed draws (box outside the frame) the whole frame is used.
-    """
-    log_ratio = np.log(ratio)
-    for _ in range(10):
-        area = rng.uniform(*scale)
-        aspect = np.exp(rng.uniform(*log_ratio))
-        width, height = np.sqrt(area * aspect), np.sqrt(area / aspect)
-        if width <= 1 and height <= 1:
-            left, top = rng.uniform(0, 1 - width), rng.uniform(0, 1 - height)
-            return (left, top, left + width, top + height)
-    return (0.0, 0.0, 1.0, 1.0)
 
 
 class ClipDataset(Dataset):
@@ -307,16 +287,7 @@ class ClipDataset(Dataset):
         # RGB leads when both exist; the counts are equal after frame_folders' check.
         num_clip_frames = len(folders["rgb" if "rgb" in folders else "event"].names)
 
-        box, flip = (0.0, 0.0, 1.0, 1.0), False
-        if self.train:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
-            frame_indices = segment_indices(
-                num_clip_frames, self.num_frames, random_offset=True, rng=rng
-            )
-            box = random_crop_box(rng, self.crop_scale, self.crop_ratio)
-            flip = self.horizontal_flip and bool(rng.random() < 0.5)
-        else:
-            frame_indices = segment_indices(num_clip_frames, self.num_frames, random_offset=False)
+        frame_indices, box, flip = draw_clip(self, index, num_clip_frames)
 
         resample = {"rgb": Image.Resampling.BILINEAR, "event": EVENT_RESAMPLE[self.event_resample]}
         item: dict[str, torch.Tensor | int] = {}

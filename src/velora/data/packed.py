@@ -56,12 +56,11 @@ from velora.data.clips import (
     MODALITIES,
     ClipDataset,
     FrameFolder,
-    random_crop_box,
     read_frame,
 )
 from velora.data.errors import DataError
 from velora.data.labels import ClipEntry, read_class_names
-from velora.data.sampling import segment_indices
+from velora.data.sampling import draw_clip
 
 FORMAT = "velora-packed"
 VERSION = 1
@@ -571,14 +570,7 @@ class PackedClipDataset(Dataset):
         }
         boxes = []
         for slot, index in enumerate(indices):
-            box, flip, frame_indices = FULL_FRAME, False, None
-            if self.train:
-                rng = np.random.default_rng([self.seed, self.epoch, index])
-                frame_indices = segment_indices(self.entries[index].num_frames, self.num_frames, random_offset=True, rng=rng)
-                box = random_crop_box(rng, self.crop_scale, self.crop_ratio)
-                flip = self.horizontal_flip and bool(rng.random() < 0.5)
-            else:
-                frame_indices = segment_indices(self.entries[index].num_frames, self.num_frames, random_offset=False)
+            frame_indices, box, flip = draw_clip(self, index, self.entries[index].num_frames)
             if self.device_crop and self.train:
                 # The box travels with the batch; velora.data.augment crops on the training device.
                 boxes.append(box)

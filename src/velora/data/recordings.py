@@ -40,11 +40,11 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from velora.data.clips import BATCH_KEY, EVENT_RESAMPLE, MODALITIES, random_crop_box
+from velora.data.clips import BATCH_KEY, EVENT_RESAMPLE, MODALITIES
 from velora.data.convert import list_recordings
 from velora.data.errors import DataError
 from velora.data.labels import CLASSES_FILE, ClipEntry
-from velora.data.sampling import segment_indices
+from velora.data.sampling import draw_clip
 from velora.events.readers import Recording, read_aedat4
 from velora.events.render import event_image
 from velora.events.representations import frame_windows
@@ -177,14 +177,7 @@ class RecordingDataset(Dataset):
         recording = self.recording(index)
         num_samples = len(recording.aps_frames) - 1
 
-        box, flip = (0.0, 0.0, 1.0, 1.0), False
-        if self.train:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
-            sample_indices = segment_indices(num_samples, self.num_frames, random_offset=True, rng=rng)
-            box = random_crop_box(rng, self.crop_scale, self.crop_ratio)
-            flip = self.horizontal_flip and bool(rng.random() < 0.5)
-        else:
-            sample_indices = segment_indices(num_samples, self.num_frames, random_offset=False)
+        sample_indices, box, flip = draw_clip(self, index, num_samples)
 
         events = recording.events
         windows = frame_windows(events.t, recording.frame_timestamps_us)[1:]  # (N - 1) slices

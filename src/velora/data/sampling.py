@@ -45,3 +45,41 @@ def segment_indices(
     if random_offset:
         return rng.integers(starts, ends, dtype=np.int64)
     return (starts + ends - 1) // 2
+
+
+def random_crop_box(
+    rng: np.random.Generator, scale: tuple[float, float], ratio: tuple[float, float]
+) -> tuple[float, float, float, float]:
+    """A random-resized-crop box ``(left, top, right, bottom)`` in fractions of the frame.
+
+    The area fraction is uniform in ``scale``; the aspect ratio is log-uniform in ``ratio`` and is
+    relative to the frame's own, so ratio 1 keeps the frame's shape (and the same squash to S x S
+    as evaluation). After 10 failed draws (box outside the frame) the whole frame is used.
+    """
+    log_ratio = np.log(ratio)
+    for _ in range(10):
+        area = rng.uniform(*scale)
+        aspect = np.exp(rng.uniform(*log_ratio))
+        width, height = np.sqrt(area * aspect), np.sqrt(area / aspect)
+        if width <= 1 and height <= 1:
+            left, top = rng.uniform(0, 1 - width), rng.uniform(0, 1 - height)
+            return (left, top, left + width, top + height)
+    return (0.0, 0.0, 1.0, 1.0)
+
+
+def draw_clip(dataset, index: int, num_clip_frames: int) -> tuple[np.ndarray, tuple[float, float, float, float], bool]:
+    """The per-item randomness every clip dataset shares: (frame indices, crop box, flip).
+
+    dataset: anything with num_frames, train, seed, epoch, crop_scale, crop_ratio and
+    horizontal_flip (ClipDataset, PackedClipDataset, RecordingDataset). In training, one generator
+    ``default_rng([seed, epoch, index])`` draws the frame offsets, then the crop box, then the flip,
+    so an item depends only on (seed, epoch, index) and the datasets give the same draws. In
+    evaluation: segment centres, the whole frame, no flip.
+    """
+    if not dataset.train:
+        return segment_indices(num_clip_frames, dataset.num_frames, random_offset=False), (0.0, 0.0, 1.0, 1.0), False
+    rng = np.random.default_rng([dataset.seed, dataset.epoch, index])
+    frame_indices = segment_indices(num_clip_frames, dataset.num_frames, random_offset=True, rng=rng)
+    box = random_crop_box(rng, dataset.crop_scale, dataset.crop_ratio)
+    flip = dataset.horizontal_flip and bool(rng.random() < 0.5)
+    return frame_indices, box, flip
