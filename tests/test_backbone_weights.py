@@ -58,6 +58,7 @@ def test_the_weights_own_normalisation_is_used(tmp_path, monkeypatch):
     assert torch.allclose(model.mean.flatten(), torch.tensor([0.1, 0.2, 0.3]))
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
 def test_missing_or_code_running_weights_are_refused(tmp_path):
     with pytest.raises(BackboneError, match="does not exist"):
         VELoRA(make_tiny_config(model={"weights": str(tmp_path / "absent.safetensors")}))
