@@ -158,11 +158,10 @@ class VELoRA(nn.Module):
         rgb_part = slice((diff_tok is not None) * N, (diff_tok is not None) * N + N)
         event_part = slice(fused.shape[1] - N, fused.shape[1])
         for i, block in enumerate(self.backbone.blocks[self.num_low :]):
-            if not self.use_lora:
-                pass
-            elif self.fusion_blocks is not None:
+            # Without adapters (linear probe) nothing carries the fused tokens to the head.
+            if self.use_lora and self.fusion_blocks is not None:
                 fused = self.fusion_blocks[i](fused)
-            else:
+            elif self.use_lora:
                 with use_adapter(self.high_lora, FUSION_ADAPTER):
                     fused = block(fused)
             with use_adapter(self.high_lora, None):
