@@ -97,6 +97,16 @@ def real_data_dir() -> Path:
     return REAL_DATA
 
 
+def assert_items_equal(a: dict, b: dict) -> None:
+    """Two dataset items (dicts of tensors and ints) are equal, dtype included."""
+    assert a.keys() == b.keys()
+    for key in a:
+        if isinstance(a[key], torch.Tensor):
+            assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
+        else:
+            assert a[key] == b[key], key
+
+
 def random_clip(batch: int = 2, frames: int = 3, size: int = 32, seed: int = 0) -> torch.Tensor:
     """Random uint8 frames (B, T, 3, H, W)."""
     g = torch.Generator().manual_seed(seed)

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import velora.data.packed as packed
+from conftest import assert_items_equal
 from velora.data.clips import ClipDataset
 from velora.data.errors import DataError
 from velora.data.packed import PackedClipDataset, pack_dataset
@@ -43,15 +44,6 @@ def packed_root(tiny_dataset, tmp_path_factory):
     # Small shards, so the 32 clips of the tiny dataset span several of them.
     pack(tiny_dataset, out_dir, shard_bytes=3 * CLIP_BYTES)
     return out_dir
-
-
-def assert_items_equal(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        if isinstance(a[key], torch.Tensor):
-            assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
-        else:
-            assert a[key] == b[key], key
 
 
 @pytest.mark.parametrize("split", ["train", "test"])

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import assert_items_equal
 from velora.data.clips import ClipDataset
 from velora.data.convert import LABEL_FILE, convert_recordings
 from velora.data.errors import DataError
@@ -37,15 +38,6 @@ def raw_root(tmp_path) -> Path:
         (root / class_dir).mkdir(parents=True, exist_ok=True)
         shutil.copy2(STREET, root / class_dir / f"{name}.aedat4")
     return root
-
-
-def assert_items_equal(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        if isinstance(a[key], torch.Tensor):
-            assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
-        else:
-            assert a[key] == b[key], key
 
 
 def test_items_have_the_clip_contract(raw_root):

@@ -33,7 +33,7 @@ from torch.utils.data import Dataset
 
 from velora.data.errors import DataError
 from velora.data.labels import ClipEntry, read_class_names, read_label_file
-from velora.data.sampling import draw_clip, random_crop_box  # noqa: F401  (random_crop_box: public here too)
+from velora.data.sampling import draw_clip, random_crop_box, sampling_problems  # noqa: F401  (random_crop_box: public here too)
 
 MODALITIES = ("rgb", "event")
 FOLDER_SUFFIX = {"rgb": "_aps", "event": "_dvs"}
@@ -160,21 +160,10 @@ class ClipDataset(Dataset):
                 "holds the class folders and the label files"
             )
         self.modalities = tuple(modalities)
-        problems = []
-        if not self.modalities or any(m not in MODALITIES for m in self.modalities):
-            problems.append(
-                f"modalities {self.modalities} must be a non-empty subset of {MODALITIES}"
-            )
-        if len(set(self.modalities)) != len(self.modalities):
-            problems.append(f"modalities {self.modalities} repeats a name")
-        if num_frames < 1 or image_size < 1:
-            problems.append(f"num_frames ({num_frames}) and image_size ({image_size}) must be >= 1")
-        if seed < 0:
-            problems.append(f"seed must be >= 0, got {seed}")
-        if not 0 < crop_scale[0] <= crop_scale[1] <= 1:
-            problems.append(f"crop_scale {crop_scale} must satisfy 0 < low <= high <= 1")
-        if not 0 < crop_ratio[0] <= crop_ratio[1]:
-            problems.append(f"crop_ratio {crop_ratio} must satisfy 0 < low <= high")
+        problems = sampling_problems(
+            num_frames=num_frames, seed=seed, crop_scale=crop_scale, crop_ratio=crop_ratio,
+            image_size=image_size, modalities=self.modalities, allowed=MODALITIES,
+        )
         if event_resample not in EVENT_RESAMPLE:
             problems.append(
                 f"event_resample {event_resample!r} is not one of {tuple(EVENT_RESAMPLE)}"

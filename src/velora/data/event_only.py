@@ -44,6 +44,7 @@ from torch.utils.data import Dataset
 from velora.data.clips import EVENT_RESAMPLE, random_crop_box
 from velora.data.errors import DataError
 from velora.data.labels import CLASSES_FILE, read_lines
+from velora.data.sampling import sampling_problems
 from velora.events.readers import SUFFIXES, read_events, require_events
 from velora.events.render import event_image
 
@@ -239,11 +240,9 @@ class EventFileDataset(Dataset):
                 f"dataset root {self.root} does not exist or is not a folder; pass the folder that "
                 "holds the event files and the labels file"
             )
-        problems = []
-        if num_frames < 1 or image_size < 1:
-            problems.append(f"num_frames ({num_frames}) and image_size ({image_size}) must be >= 1")
-        if seed < 0:
-            problems.append(f"seed must be >= 0, got {seed}")
+        problems = sampling_problems(
+            num_frames=num_frames, seed=seed, crop_scale=crop_scale, crop_ratio=crop_ratio, image_size=image_size
+        )
         if representation not in REPRESENTATIONS:
             problems.append(
                 f"representation {representation!r} is not one of {REPRESENTATIONS} (the model "
@@ -253,10 +252,6 @@ class EventFileDataset(Dataset):
             problems.append(f"window {window!r} is not one of {WINDOWS}")
         if window == "fixed_duration" and not (window_us and window_us > 0):
             problems.append(f"window 'fixed_duration' needs window_us > 0 (microseconds), got {window_us}")
-        if not 0 < crop_scale[0] <= crop_scale[1] <= 1:
-            problems.append(f"crop_scale {crop_scale} must satisfy 0 < low <= high <= 1")
-        if not 0 < crop_ratio[0] <= crop_ratio[1]:
-            problems.append(f"crop_ratio {crop_ratio} must satisfy 0 < low <= high")
         if event_resample not in EVENT_RESAMPLE:
             problems.append(f"event_resample {event_resample!r} is not one of {tuple(EVENT_RESAMPLE)}")
         if problems:

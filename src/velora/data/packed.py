@@ -60,7 +60,7 @@ from velora.data.clips import (
 )
 from velora.data.errors import DataError
 from velora.data.labels import ClipEntry, read_class_names
-from velora.data.sampling import draw_clip
+from velora.data.sampling import draw_clip, sampling_problems
 
 FORMAT = "velora-packed"
 VERSION = 1
@@ -430,19 +430,11 @@ class PackedClipDataset(Dataset):
         index = _read_index(self.root)
         header = self.header = index["header"]
         self.modalities = tuple(modalities)
-        problems = []
-        if not self.modalities or any(m not in header["modalities"] for m in self.modalities):
-            problems.append(f"modalities {self.modalities} must be a non-empty subset of the packed {tuple(header['modalities'])}")
-        if len(set(self.modalities)) != len(self.modalities):
-            problems.append(f"modalities {self.modalities} repeats a name")
-        if num_frames < 1:
-            problems.append(f"num_frames must be >= 1, got {num_frames}")
-        if seed < 0:
-            problems.append(f"seed must be >= 0, got {seed}")
-        if not 0 < crop_scale[0] <= crop_scale[1] <= 1:
-            problems.append(f"crop_scale {crop_scale} must satisfy 0 < low <= high <= 1")
-        if not 0 < crop_ratio[0] <= crop_ratio[1]:
-            problems.append(f"crop_ratio {crop_ratio} must satisfy 0 < low <= high")
+        packed = tuple(header["modalities"])
+        problems = sampling_problems(
+            num_frames=num_frames, seed=seed, crop_scale=crop_scale, crop_ratio=crop_ratio,
+            modalities=self.modalities, allowed=packed, allowed_name=f"the packed {packed}",
+        )
         if problems:
             raise ValueError("invalid PackedClipDataset arguments: " + "; ".join(problems))
         if image_size is not None and image_size != header["image_size"]:

@@ -44,7 +44,7 @@ from velora.data.clips import BATCH_KEY, EVENT_RESAMPLE, MODALITIES
 from velora.data.convert import list_recordings
 from velora.data.errors import DataError
 from velora.data.labels import CLASSES_FILE, ClipEntry
-from velora.data.sampling import draw_clip
+from velora.data.sampling import draw_clip, sampling_problems
 from velora.events.readers import Recording, read_aedat4
 from velora.events.render import event_image
 from velora.events.representations import frame_windows
@@ -89,19 +89,10 @@ class RecordingDataset(Dataset):
     ) -> None:
         self.root = Path(root)
         self.modalities = tuple(modalities)
-        problems = []
-        if not self.modalities or any(m not in MODALITIES for m in self.modalities):
-            problems.append(f"modalities {self.modalities} must be a non-empty subset of {MODALITIES}")
-        if len(set(self.modalities)) != len(self.modalities):
-            problems.append(f"modalities {self.modalities} repeats a name")
-        if num_frames < 1 or image_size < 1:
-            problems.append(f"num_frames ({num_frames}) and image_size ({image_size}) must be >= 1")
-        if seed < 0:
-            problems.append(f"seed must be >= 0, got {seed}")
-        if not 0 < crop_scale[0] <= crop_scale[1] <= 1:
-            problems.append(f"crop_scale {crop_scale} must satisfy 0 < low <= high <= 1")
-        if not 0 < crop_ratio[0] <= crop_ratio[1]:
-            problems.append(f"crop_ratio {crop_ratio} must satisfy 0 < low <= high")
+        problems = sampling_problems(
+            num_frames=num_frames, seed=seed, crop_scale=crop_scale, crop_ratio=crop_ratio,
+            image_size=image_size, modalities=self.modalities, allowed=MODALITIES,
+        )
         if cache_recordings < 0:
             problems.append(f"cache_recordings must be >= 0, got {cache_recordings}")
         if problems:

@@ -83,3 +83,38 @@ def draw_clip(dataset, index: int, num_clip_frames: int) -> tuple[np.ndarray, tu
     box = random_crop_box(rng, dataset.crop_scale, dataset.crop_ratio)
     flip = dataset.horizontal_flip and bool(rng.random() < 0.5)
     return frame_indices, box, flip
+
+
+def sampling_problems(
+    *,
+    num_frames: int,
+    seed: int,
+    crop_scale: tuple[float, float],
+    crop_ratio: tuple[float, float],
+    image_size: int | None = None,
+    modalities: tuple[str, ...] | None = None,
+    allowed: tuple[str, ...] = (),
+    allowed_name: str = "",
+) -> list[str]:
+    """Every problem with the arguments that `draw_clip` and the clip datasets share (empty: fine).
+
+    modalities, when given, must be a non-empty subset of `allowed` without repeats;
+    `allowed_name` describes `allowed` in the message (default: the tuple itself).
+    """
+    problems = []
+    if modalities is not None:
+        if not modalities or any(m not in allowed for m in modalities):
+            problems.append(f"modalities {modalities} must be a non-empty subset of {allowed_name or allowed}")
+        if len(set(modalities)) != len(modalities):
+            problems.append(f"modalities {modalities} repeats a name")
+    if image_size is None and num_frames < 1:
+        problems.append(f"num_frames must be >= 1, got {num_frames}")
+    if image_size is not None and (num_frames < 1 or image_size < 1):
+        problems.append(f"num_frames ({num_frames}) and image_size ({image_size}) must be >= 1")
+    if seed < 0:
+        problems.append(f"seed must be >= 0, got {seed}")
+    if not 0 < crop_scale[0] <= crop_scale[1] <= 1:
+        problems.append(f"crop_scale {crop_scale} must satisfy 0 < low <= high <= 1")
+    if not 0 < crop_ratio[0] <= crop_ratio[1]:
+        problems.append(f"crop_ratio {crop_ratio} must satisfy 0 < low <= high")
+    return problems
