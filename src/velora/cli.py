@@ -24,7 +24,11 @@ def _expected_errors() -> tuple[type[Exception], ...]:
     from velora.model.weights import WeightsError
     from velora.training.checkpoint import CheckpointError
 
-    return (ConfigError, DataError, BackboneError, LoRAError, CheckpointError, WeightsError, FileNotFoundError)
+    # FloatingPointError: a NaN or infinite training loss (VELoRAModule.training_step).
+    return (
+        ConfigError, DataError, BackboneError, LoRAError, CheckpointError, WeightsError, FileNotFoundError,
+        FloatingPointError,
+    )
 
 
 def _add_config(p: argparse.ArgumentParser, default: str | None) -> None:
@@ -179,13 +183,16 @@ def cmd_demo(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
     from velora.config import load_config
     from velora.training.run import train
 
     if not args.config and not args.overrides:
         raise SystemExit("velora train: give --config FILE and/or section.field=value overrides (see --help)")
     result = train(load_config(args.config, args.overrides), resume=args.resume)
-    print(f"best val top-1 {result.best_val_top1:.2%} at epoch {result.best_epoch}: {result.best_checkpoint}")
+    if rank_zero_only.rank == 0:  # under torchrun / SLURM every rank runs this
+        print(f"best val top-1 {result.best_val_top1:.2%} at epoch {result.best_epoch}: {result.best_checkpoint}")
     return 0
 
 

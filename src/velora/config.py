@@ -177,6 +177,11 @@ class TrainConfig:
     num_nodes: int = _f(1, "Machines taking part in data-parallel training.")
     strategy: str = _f("auto", "Lightning strategy: auto, ddp, ...")
     val_every: int = _f(1, "Validate every N epochs (model selection uses the val split only).")
+    checkpoint_every_steps: int = _f(
+        100,
+        "Also write the resume checkpoint (checkpoints/last.ckpt) every N optimizer steps, not only at "
+        "epoch ends; a killed run resumes there and loses at most N steps. 0: epoch ends only.",
+    )
     log_every: int = _f(10, "Log training metrics every N steps.")
     progress: bool = _f(True, "Show progress bars.")
 
@@ -313,6 +318,8 @@ def validate(cfg: Config) -> list[str]:
         p.append(f"'train.lr' must be > 0, got {t.lr}")
     if t.min_lr < 0 or t.min_lr > t.lr:
         p.append(f"'train.min_lr' must be in [0, train.lr], got {t.min_lr}")
+    if t.checkpoint_every_steps < 0:
+        p.append(f"'train.checkpoint_every_steps' must be >= 0 (0: epoch ends only), got {t.checkpoint_every_steps}")
     if t.warmup_epochs < 0 or t.weight_decay < 0 or t.grad_clip < 0:
         p.append("'train.warmup_epochs', 'train.weight_decay' and 'train.grad_clip' must be >= 0")
     return p

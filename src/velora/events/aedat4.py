@@ -96,7 +96,9 @@ def read_aedat4(path: str | Path) -> Recording:
                 event_chunks.append(packet["events"])
             elif frame_ids and frame_ids[0] == packet["stream_id"] and "frame" in packet:
                 frames.append(packet["frame"])
-    except (RuntimeError, ValueError, OSError) as error:
+    except BaseException as error:
+        if not _decoder_failed(error):
+            raise
         raise DataError(f"{path}: a packet could not be decoded ({error}); the file is corrupt, re-copy it.") from None
     del decoder  # the Rust decoder holds the file open until it is collected
 
@@ -112,7 +114,7 @@ def _event_stream(path: Path, chunks: list[np.ndarray], width: int, height: int)
     no_events = np.zeros(0, dtype=[("t", "<u8"), ("x", "<u2"), ("y", "<u2"), ("on", "?")])  # aedat's dtype
     events = np.concatenate(chunks) if chunks else no_events
     t = events["t"].astype(np.int64)
-    order = np.argsort(t, kind="stable") if np.any(np.diff(t) < 0) else slice(None)
+    order = np.argsort(t, kind="stable") if np.any(t[1:] < t[:-1]) else slice(None)
     polarity = np.where(events["on"], 1, -1)
     try:
         return EventStream(t[order], events["x"][order], events["y"][order], polarity[order], width, height)
@@ -144,8 +146,20 @@ def _stack_frames(path: Path, frames: list[dict], frame_size: tuple[int, int]) -
 def _open_decoder(path: Path) -> aedat.Decoder:
     try:
         return aedat.Decoder(str(path))
-    except (RuntimeError, ValueError, OSError) as error:
+    except BaseException as error:
+        if not _decoder_failed(error):
+            raise
         raise DataError(f"{path}: aedat cannot decode the stream list ({error}); the file is corrupt or unsupported.") from None
+
+
+def _decoder_failed(error: BaseException) -> bool:
+    """Whether `error` is aedat's report of a malformed file.
+
+    Besides its own errors, aedat's Rust code panics on some malformed flatbuffers (an index past
+    the end of a buffer); pyo3 raises a panic as PanicException, which derives from BaseException
+    (not Exception) and cannot be imported, so it is recognised by name.
+    """
+    return isinstance(error, (RuntimeError, ValueError, OSError)) or type(error).__name__ == "PanicException"
 
 
 def _check_header(path: Path) -> tuple[int, int]:
@@ -171,16 +185,22 @@ def _check_header(path: Path) -> tuple[int, int]:
     if len(header) < header_size:
         raise DataError(f"{path}: truncated inside the AEDAT 4.0 header ({len(header)} of {header_size} bytes); re-copy the file.")
     try:
-        compression, data_table_position = _io_header_fields(header)
+        compression, data_table_position, description = _io_header_fields(header)
     except (struct.error, IndexError):
         raise DataError(f"{path}: the AEDAT 4.0 header is corrupt (its flatbuffer does not parse); re-copy the file.") from None
     if compression not in (NO_COMPRESSION, LZ4, LZ4_HIGH, ZSTD, ZSTD_HIGH):
         raise DataError(f"{path}: the AEDAT 4.0 header names unknown compression {compression}; the file is corrupt.")
+    try:
+        description.decode("utf-8")
+    except UnicodeDecodeError:
+        # aedat reads this string without checking it; invalid UTF-8 there aborts the interpreter
+        raise DataError(f"{path}: the AEDAT 4.0 header's stream description is not UTF-8 text; the file is corrupt.") from None
     return compression, data_table_position
 
 
-def _io_header_fields(header: bytes) -> tuple[int, int]:
-    """(compression, dataTablePosition) of the IOHeader flatbuffer (fields 0 and 1, defaults 0 and -1)."""
+def _io_header_fields(header: bytes) -> tuple[int, int, bytes]:
+    """(compression, dataTablePosition, description) of the IOHeader flatbuffer: fields 0, 1 and 2,
+    defaults 0, -1 and empty. IndexError or struct.error when an offset points outside the header."""
 
     def read(fmt: str, offset: int) -> int:
         if offset < 0:  # struct counts negative offsets from the end; here it means corruption
@@ -196,7 +216,13 @@ def _io_header_fields(header: bytes) -> tuple[int, int]:
         offset = read("<H", vtable + slot) if slot + 2 <= vtable_size else 0
         return read(fmt, table + offset) if offset else default
 
-    return field(0, "<i", NO_COMPRESSION), field(1, "<q", -1)
+    description = field(2, "<I", 0)  # an offset from the field to the string: uint32 length, bytes
+    if description:
+        start = table + read("<H", vtable + 8) + description
+        end = start + 4 + read("<I", start)
+        if end > len(header):
+            raise IndexError(end)
+    return field(0, "<i", NO_COMPRESSION), field(1, "<q", -1), header[start + 4 : end] if description else b""
 
 
 def _check_packets(path: Path, stream_ids: set[int], compression: int, data_table_position: int) -> None:

@@ -29,7 +29,6 @@ Conventions shared by all readers:
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import h5py
@@ -51,6 +50,9 @@ COLUMN_NAMES = {
 NMNIST_BYTES_PER_EVENT = 5
 NMNIST_OVERFLOW_Y = 240  # an event with y == 240 marks a timestamp overflow, not a pixel
 NMNIST_OVERFLOW_US = 1 << 13
+# gzip's largest compression ratio: HDF5 columns declaring more bytes than this times the file's
+# size cannot be stored in it (they are corrupt or never written), so they are not allocated.
+HDF5_MAX_EXPANSION = 1032
 
 
 def read_events(path: str | Path, width: int | None = None, height: int | None = None) -> EventStream:
@@ -125,8 +127,13 @@ def read_npy(path: str | Path, width: int | None = None, height: int | None = No
         if is_archive:
             with loaded:
                 columns = {name: np.asarray(loaded[name]) for name in loaded.files}
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
-        raise DataError(f"{path}: cannot be read as a NumPy file ({error}); the file is truncated or corrupt.") from None
+    except Exception as error:
+        # NumPy's parser answers a malformed header or archive with many types (ValueError, EOFError,
+        # zipfile.BadZipFile, tokenize.TokenError, SyntaxError, MemoryError for an absurd shape, ...)
+        # and reading a local file has no other way to fail.
+        raise DataError(
+            f"{path}: cannot be read as a NumPy file ({type(error).__name__}: {error}); the file is truncated or corrupt."
+        ) from None
     if not is_archive:
         columns = _structured_fields(path, loaded)
     width = width if width is not None else _scalar(path, columns.get("width"), "width")
@@ -147,11 +154,18 @@ def read_hdf5(path: str | Path, width: int | None = None, height: int | None = N
         with h5py.File(path, "r") as file:
             group = file["events"] if isinstance(file.get("events"), h5py.Group) else file
             columns = {name: item for name, item in group.items() if isinstance(item, h5py.Dataset)}
-            t, x, y, p = (_column(path, columns, name, f"dataset (in {group.name})")[()] for name in "txyp")
+            datasets = [_column(path, columns, name, f"dataset (in {group.name})") for name in "txyp"]
+            declared = sum(dataset.size * dataset.dtype.itemsize for dataset in datasets)
+            if declared > HDF5_MAX_EXPANSION * path.stat().st_size:
+                raise DataError(
+                    f"{path}: the datasets t, x, y, p declare {declared} bytes, more than a file of "
+                    f"{path.stat().st_size} bytes can hold even compressed; the file is corrupt."
+                )
+            t, x, y, p = (dataset[()] for dataset in datasets)
             attributes = {**file.attrs, **group.attrs}
     except DataError:
         raise
-    except (OSError, KeyError, ValueError) as error:
+    except (OSError, KeyError, ValueError, RuntimeError) as error:  # h5py's answers to a corrupt file
         raise DataError(f"{path}: cannot be read as HDF5 ({error}); the file is truncated, corrupt or not HDF5.") from None
     width = width if width is not None else _scalar(path, attributes.get("width"), "width")
     height = height if height is not None else _scalar(path, attributes.get("height"), "height")
@@ -212,9 +226,9 @@ def _scalar(path: Path, value, name: str) -> int | None:
     if value is None:
         return None
     value = np.asarray(value)
-    if value.size != 1 or not np.issubdtype(value.dtype, np.integer) or int(value) <= 0:
+    if value.size != 1 or value.dtype.kind not in "iu" or int(value.reshape(())) <= 0:
         raise DataError(f"{path}: the stored sensor {name} {value!r} is not a positive integer; fix it or pass {name}=.")
-    return int(value)
+    return int(value.reshape(()))
 
 
 def _event_stream(path: Path, t, x, y, p, width: int | None, height: int | None) -> EventStream:
@@ -241,7 +255,7 @@ def _event_stream(path: Path, t, x, y, p, width: int | None, height: int | None)
             f"{path}: event coordinates (x in [{x.min()}, {x.max()}], y in [{y.min()}, {y.max()}]) fall outside "
             f"the {width} x {height} sensor; pass the right width/height (or None to infer max + 1)."
         )
-    order = np.argsort(t, kind="stable") if np.any(np.diff(t) < 0) else slice(None)
+    order = np.argsort(t, kind="stable") if np.any(t[1:] < t[:-1]) else slice(None)  # np.diff could overflow
     try:
         return EventStream(t[order], x[order], y[order], polarity[order], width, height)
     except ValueError as error:
@@ -249,11 +263,11 @@ def _event_stream(path: Path, t, x, y, p, width: int | None, height: int | None)
 
 
 def _integer_column(path: Path, values: np.ndarray, name: str) -> np.ndarray:
-    if values.dtype == bool or not np.issubdtype(values.dtype, np.number):
+    if values.dtype.kind not in "iuf":
         raise DataError(f"{path}: {name} has dtype {values.dtype}; expected integers.")
-    if np.issubdtype(values.dtype, np.floating) and not np.array_equal(values, np.round(values)):
+    if values.dtype.kind == "f" and not (np.all(np.abs(values) < 2**63) and np.array_equal(values, np.round(values))):
         raise DataError(
-            f"{path}: {name} holds non-integer floats; timestamps must be integer microseconds and "
+            f"{path}: {name} holds non-integer or non-finite floats; timestamps must be integer microseconds and "
             "coordinates integer pixels (convert seconds with np.round(t * 1e6).astype(np.int64))."
         )
     return values.astype(np.int64)

@@ -57,7 +57,7 @@ class EventStream:
             raise ValueError(f"EventStream size must be positive; got width={self.width}, height={self.height}.")
         if len(self.t) == 0:
             return
-        if np.any(np.diff(self.t) < 0):
+        if np.any(self.t[1:] < self.t[:-1]):  # not np.diff, which can overflow int64
             raise ValueError("EventStream timestamps t must be sorted; sort all four arrays with np.argsort(t, kind='stable').")
         if not np.all((self.p == 1) | (self.p == -1)):
             raise ValueError("EventStream polarity p must be +1 or -1; convert 0/1 or bool with np.where(p > 0, 1, -1).")
