@@ -35,7 +35,7 @@ from velora.data.event_only import (
     parse_event_label_line,
     resolve_event_file,
 )
-from velora.data.labels import CLASSES_FILE, LABEL_LINE_FORMAT, parse_label_line, read_class_names
+from velora.data.labels import CLASSES_FILE, LABEL_LINE_FORMAT, parse_label_line, read_class_names, read_text
 from velora.events.readers import read_events
 
 SPLIT_FILES = ("train_label.txt", "val_label.txt", "test_label.txt")
@@ -208,8 +208,13 @@ def check_dataset(
         report.problems["label_files"].append((str(root), "dataset root does not exist or is not a folder"))
         return report
     classes_file = root / CLASSES_FILE
+    listed = None
     if classes_file.is_file():
-        listed = len([n for n in classes_file.read_text(encoding="utf-8").splitlines() if n.strip()])
+        try:
+            listed = len([n for n in read_text(classes_file).splitlines() if n.strip()])
+        except DataError as error:
+            report.problems["class_names"].append((str(classes_file), str(error)))
+    if listed is not None:
         if num_classes is not None and listed != num_classes:
             report.problems["class_names"].append(
                 (str(classes_file), f"lists {listed} classes but num_classes is {num_classes}")

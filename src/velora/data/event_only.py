@@ -43,7 +43,7 @@ from torch.utils.data import Dataset
 
 from velora.data.clips import EVENT_RESAMPLE, random_crop_box
 from velora.data.errors import DataError
-from velora.data.labels import CLASSES_FILE, read_lines
+from velora.data.labels import CLASSES_FILE, read_class_file, read_lines
 from velora.data.sampling import sampling_problems
 from velora.events.readers import SUFFIXES, read_events, require_events
 from velora.events.render import event_image
@@ -123,12 +123,7 @@ def event_class_names(
         return list(classes)
     classes_file = root / CLASSES_FILE
     if classes_file.is_file():
-        names = [line.strip() for line in classes_file.read_text(encoding="utf-8").splitlines()]
-        names = [name for name in names if name]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise DataError(f"{classes_file} lists these names more than once: {duplicates}")
-        return names
+        return read_class_file(classes_file)
     if class_fields and all(field.isascii() and field.isdigit() for field in class_fields):
         count = max(int(field) for field in class_fields) + 1
         return [str(i) for i in range(max(count, num_classes or 0))]

@@ -12,6 +12,7 @@ in label-index order.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -81,19 +82,44 @@ def read_lines(path: str | Path, parse: Callable[[str], T], expected: str, examp
     if not path.is_file():
         raise DataError(f"label file {path} does not exist; pass a file with lines '{expected}' (e.g. {example!r})")
     parsed = []
-    with path.open(encoding="utf-8") as lines:
-        for line_number, raw_line in enumerate(lines, start=1):
-            line = raw_line.strip()
-            if not line or line.startswith("#"):
-                continue
-            try:
-                parsed.append((line_number, parse(line)))
-            except ValueError as reason:
-                raise DataError(
-                    f"{path}, line {line_number}: cannot parse {line!r} ({reason}); expected '{expected}', "
-                    f"e.g. {example!r}"
-                ) from None
+    for line_number, raw_line in enumerate(io.StringIO(read_text(path), newline=None), start=1):
+        line = raw_line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            parsed.append((line_number, parse(line)))
+        except ValueError as reason:
+            raise DataError(
+                f"{path}, line {line_number}: cannot parse {line!r} ({reason}); expected '{expected}', "
+                f"e.g. {example!r}"
+            ) from None
     return parsed
+
+
+def read_text(path: Path) -> str:
+    """The text of a UTF-8 file; DataError naming the file and line when it is not UTF-8."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line_number = raw.count(b"\n", 0, error.start) + 1
+        raise DataError(
+            f"{path}, line {line_number}: not UTF-8 text ({error.reason} at byte {error.start}); "
+            "save the file as UTF-8"
+        ) from None
+
+
+def read_class_file(path: Path) -> list[str]:
+    """The names of a classes.txt, one per line in label-index order, blank lines skipped.
+
+    Raises DataError when the file is not UTF-8 or lists a name twice.
+    """
+    names = [line.strip() for line in read_text(path).splitlines()]
+    names = [name for name in names if name]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise DataError(f"{path} lists these names more than once: {duplicates}")
+    return names
 
 
 def read_label_file(path: str | Path) -> list[ClipEntry]:
@@ -117,14 +143,7 @@ def read_class_names(root: str | Path, entries: Sequence[ClipEntry]) -> list[str
     classes_file = root / CLASSES_FILE
     max_label = max((entry.label for entry in entries), default=-1)
     if classes_file.is_file():
-        names = [
-            line.strip()
-            for line in classes_file.read_text(encoding="utf-8").splitlines()
-            if line.strip()
-        ]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise DataError(f"{classes_file} lists these names more than once: {duplicates}")
+        names = read_class_file(classes_file)
         if max_label >= len(names):
             raise DataError(
                 f"{classes_file} has {len(names)} class names but the labels go up to {max_label}; "

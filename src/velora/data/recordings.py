@@ -43,7 +43,7 @@ from torch.utils.data import Dataset
 from velora.data.clips import BATCH_KEY, EVENT_RESAMPLE, MODALITIES
 from velora.data.convert import list_recordings
 from velora.data.errors import DataError
-from velora.data.labels import CLASSES_FILE, ClipEntry
+from velora.data.labels import CLASSES_FILE, ClipEntry, read_class_file
 from velora.data.sampling import draw_clip, sampling_problems
 from velora.events.readers import Recording, read_aedat4
 from velora.events.render import event_image
@@ -208,8 +208,7 @@ def _class_names(root: Path, class_dirs: list[str], classes: Sequence[str] | Non
         names = list(classes)
     elif (root / CLASSES_FILE).is_file():
         source = str(root / CLASSES_FILE)
-        names = [line.strip() for line in (root / CLASSES_FILE).read_text(encoding="utf-8").splitlines()]
-        names = [name for name in names if name]
+        names = read_class_file(root / CLASSES_FILE)
     else:
         return sorted(class_dirs)
     duplicates = sorted({name for name in names if names.count(name) > 1})
