@@ -331,14 +331,62 @@ def _read_index(root: Path, missing_ok: bool = False) -> dict | None:
     try:
         index = json.loads(path.read_text(encoding="utf-8"))
         header = index["header"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
+        written_by = header.get("format"), header.get("version")
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, KeyError, TypeError, AttributeError) as error:
         raise DataError(f"{path} is not a valid packed index ({error}); delete {root} and pack again") from None
-    if header.get("format") != FORMAT or header.get("version") != VERSION:
+    if written_by != (FORMAT, VERSION):
         raise DataError(
-            f"{path} is format {header.get('format')!r} version {header.get('version')!r}; this "
+            f"{path} is format {written_by[0]!r} version {written_by[1]!r}; this "
             f"velora reads {FORMAT!r} version {VERSION}. Delete {root} and pack again"
         )
+    problems = _index_problems(index)
+    if problems:
+        raise DataError(f"{path} is not a valid packed index ({'; '.join(problems[:3])}); delete {root} and pack again")
     return index
+
+
+def _index_problems(index: dict) -> list[str]:
+    """What in an index (format and version already checked) does not have the layout of the module
+    docstring; empty when every field the readers use has its type and range."""
+
+    def natural(value, below: int = 1 << 63) -> bool:  # int64 offsets and counts
+        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < below
+
+    def strings(value) -> bool:
+        return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+    header, problems = index["header"], []
+    modalities = header.get("modalities")
+    if not (natural(header.get("image_size")) and header["image_size"] > 0):
+        problems.append(f"header.image_size {header.get('image_size')!r} is not a positive integer")
+    if not (strings(modalities) and modalities and set(modalities) <= set(MODALITIES) and len(set(modalities)) == len(modalities)):
+        problems.append(f"header.modalities {modalities!r} is not a list of distinct names from {MODALITIES}")
+        modalities = []
+    if not strings(header.get("class_names")):
+        problems.append("header.class_names is not a list of names")
+    if not (isinstance(header.get("event_resample"), str) and header["event_resample"] in EVENT_RESAMPLE):
+        problems.append(f"header.event_resample {header.get('event_resample')!r} is not one of {tuple(EVENT_RESAMPLE)}")
+    splits = index.get("splits")
+    if not (isinstance(splits, dict) and all(strings(samples) for samples in splits.values())):
+        problems.append("splits is not a mapping of split names to lists of samples")
+    clips = index.get("clips")
+    if not isinstance(clips, list):
+        return [*problems, "clips is not a list"]
+    for number, clip in enumerate(clips):
+        ok = (
+            isinstance(clip, dict)
+            and isinstance(clip.get("sample"), str)
+            and all(natural(clip.get(key)) for key in ("label", "frames", "shard"))
+            and clip["frames"] > 0
+            and isinstance(clip.get("offsets"), dict)
+            and set(modalities) <= set(clip["offsets"])
+            and all(natural(offset) for offset in clip["offsets"].values())
+            and natural(clip.get("crc32"), below=1 << 32)
+        )
+        if not ok:
+            problems.append(f"clip record {number} is malformed: {json.dumps(clip)[:200]}")
+            break
+    return problems
 
 
 def _check_resumable(out_dir: Path, existing: dict, index: dict, plan: list[str]) -> None:
@@ -431,6 +479,12 @@ class PackedClipDataset(Dataset):
         header = self.header = index["header"]
         self.modalities = tuple(modalities)
         packed = tuple(header["modalities"])
+        absent = [m for m in self.modalities if m in MODALITIES and m not in packed]
+        if absent:
+            raise DataError(
+                f"{self.root} holds the modalities {packed}, not {absent}; pack again with them or leave them "
+                "out of data.modalities"
+            )
         problems = sampling_problems(
             num_frames=num_frames, seed=seed, crop_scale=crop_scale, crop_ratio=crop_ratio,
             modalities=self.modalities, allowed=packed, allowed_name=f"the packed {packed}",
