@@ -337,7 +337,7 @@ def parse_overrides(pairs: list[str]) -> dict:
             raise ConfigError(f"override key '{key}' must be section.field, e.g. train.epochs")
         try:
             value = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
+        except (yaml.YAMLError, RecursionError) as exc:
             raise ConfigError(f"override '{pair}': value is not valid YAML ({exc})") from None
         nested.setdefault(parts[0], {})[parts[1]] = value
     return nested
@@ -381,8 +381,8 @@ def load_config(path: str | None = None, overrides: list[str] | None = None) -> 
         resolved = resolve_config_path(path)
         source = str(resolved)
         try:
-            raw = yaml.safe_load(resolved.read_text()) or {}
-        except yaml.YAMLError as exc:
+            raw = yaml.safe_load(resolved.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deeply
             raise ConfigError(f"{resolved} is not valid YAML: {exc}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{resolved} must hold a mapping of sections (model, lora, data, train)")

@@ -88,7 +88,7 @@ def load_state_dict_any(
     if _is_torchscript(path):
         return _load_torchscript(path, allow_torchscript)
     raw, header = _read_tensors(path)
-    state, meta = convert_state_dict(raw)
+    state, meta = _convert(raw, path)
     meta.update(header)
     return state, meta
 
@@ -201,12 +201,25 @@ def convert_weights(src: str | Path, dst: str | Path, *, allow_torchscript: bool
     return meta
 
 
+def _convert(raw: dict[str, torch.Tensor], path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """convert_state_dict, with every failure a WeightsError naming the file `raw` was read from."""
+    try:
+        return convert_state_dict(raw)
+    except WeightsError as exc:
+        raise WeightsError(f"'{path}': {exc}") from None
+    except (IndexError, KeyError, RuntimeError, ValueError) as exc:  # a tensor of a shape no ViT has
+        raise WeightsError(f"'{path}': the tensors do not have the shapes of a ViT ({type(exc).__name__}: {exc})") from None
+
+
 def _is_torchscript(path: Path) -> bool:
     """A TorchScript archive is a zip holding compiled code and `constants.pkl`."""
     if not zipfile.is_zipfile(path):
         return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.endswith("/constants.pkl") or "/code/" in name for name in archive.namelist())
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/constants.pkl") or "/code/" in name for name in archive.namelist())
+    except (zipfile.BadZipFile, UnicodeDecodeError):  # a damaged zip: torch.load then says why
+        return False
 
 
 def _load_torchscript(path: Path, allow: bool) -> tuple[dict[str, torch.Tensor], dict]:
@@ -236,7 +249,13 @@ def _read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
                 raw = {k: f.get_tensor(k) for k in f.keys()}
         except Exception as exc:
             raise WeightsError(f"cannot read '{path}' as safetensors: {exc}") from None
-        return raw, json.loads(header[HEADER_KEY]) if HEADER_KEY in header else {}
+        try:
+            metadata = json.loads(header.get(HEADER_KEY, "{}"))
+        except json.JSONDecodeError as exc:
+            raise WeightsError(f"'{path}': the {HEADER_KEY} entry of its header is not JSON ({exc})") from None
+        if not isinstance(metadata, dict):
+            raise WeightsError(f"'{path}': the {HEADER_KEY} entry of its header is not a JSON mapping")
+        return raw, metadata
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -255,7 +274,7 @@ def _unwrap(raw: dict) -> dict[str, torch.Tensor]:
         if isinstance(raw.get(key), dict):
             raw = raw[key]
             break
-    raw = {k: v for k, v in raw.items() if isinstance(v, torch.Tensor)}
+    raw = {k: v for k, v in raw.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
     for prefix in ("module.", "model."):
         if raw and all(k.startswith(prefix) for k in raw):
             raw = _strip(raw, prefix)
@@ -308,7 +327,7 @@ def _load_folder(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
             f"folder '{path}' holds no model.safetensors, open_clip_model.safetensors or pytorch_model.bin"
         )
     raw, _ = _read_tensors(weights)
-    state, meta = convert_state_dict(raw)
+    state, meta = _convert(raw, weights)
     config = _read_json(path / "config.json")
     vision = config.get("vision_config", config)
     if meta["source_format"] == "hf_clip":

@@ -68,15 +68,22 @@ def read_adapters(path: str | Path) -> AdapterCheckpoint:
             f"expected {FORMAT!r})"
         )
     try:
-        config = Config.from_dict(json.loads(metadata["config"]), source=f"{path} (stored config)")
+        raw_config = json.loads(metadata.get("config", "null"))
+        class_names = json.loads(metadata.get("class_names", "[]"))
+        info = json.loads(metadata.get("info", "{}"))
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise CheckpointError(f"checkpoint '{path}' has corrupt metadata ({exc}); write it again with velora train") from None
+    names_ok = isinstance(class_names, list) and all(isinstance(name, str) for name in class_names)
+    if not isinstance(raw_config, dict) or not names_ok or not isinstance(info, dict):
+        raise CheckpointError(
+            f"checkpoint '{path}' has corrupt metadata (it needs a config mapping, a list of class names and "
+            "an info mapping); write it again with velora train"
+        )
+    try:
+        config = Config.from_dict(raw_config, source=f"{path} (stored config)")
     except ConfigError as exc:
         raise CheckpointError(str(exc)) from None
-    return AdapterCheckpoint(
-        config=config,
-        class_names=json.loads(metadata.get("class_names", "[]")),
-        state=state,
-        info=json.loads(metadata.get("info", "{}")),
-    )
+    return AdapterCheckpoint(config=config, class_names=class_names, state=state, info=info)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu"):
