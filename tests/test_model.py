@@ -84,23 +84,36 @@ def test_no_modality_raises(tiny_config):
 
 
 @pytest.mark.parametrize("B, T", [(1, 2), (3, 4)])
-def test_one_batched_backbone_call_per_stream(tiny_config, B, T):
+def test_all_streams_share_one_batched_backbone_call(tiny_config, B, T):
     clips = random_clip(B, T)
     model = build(tiny_config()).eval()
-    shapes = count_patch_embed_calls(model, clips, clips)
-    # rgb, event, frame difference: every frame of a stream in one call of B*T (or B*(T-1)) images.
-    assert shapes == [(B * T, 3, 32, 32), (B * T, 3, 32, 32), (B * (T - 1), 3, 32, 32)]
-
-    assert len(count_patch_embed_calls(model, clips, None)) == 2  # rgb + diff
+    # rgb, event, frame difference: every frame of every stream in one call of B*(T+T+T-1) images.
+    assert count_patch_embed_calls(model, clips, clips) == [(B * (3 * T - 1), 3, 32, 32)]
+    assert count_patch_embed_calls(model, clips, None) == [(B * (2 * T - 1), 3, 32, 32)]  # rgb + diff
     no_diff = build(tiny_config(model={"frame_diff": False})).eval()
-    assert len(count_patch_embed_calls(no_diff, clips, clips)) == 2
-    assert len(count_patch_embed_calls(no_diff, None, clips)) == 1
+    assert count_patch_embed_calls(no_diff, clips, clips) == [(2 * B * T, 3, 32, 32)]
+    assert count_patch_embed_calls(no_diff, None, clips) == [(B * T, 3, 32, 32)]
+
+
+def test_one_call_equals_each_stream_alone_with_its_adapter(tiny_config):
+    model = build(tiny_config()).eval()
+    fill_adapters(model, seed=5)
+    rgb, events = random_clip(2, 3, seed=1), random_clip(2, 3, seed=2)
+    streams = {"rgb": model.normalize(rgb), "event": model.normalize(events)}
+    streams["diff"] = sum(model.frame_difference(f) for f in streams.values())
+    with torch.no_grad():
+        together = model.encode_low(streams)
+        for name, frames in streams.items():
+            alone = model.encode_low({name: frames})[name]
+            torch.testing.assert_close(together[name], alone, atol=1e-5, rtol=1e-5)
+        # and the adapters differ, so a row given the wrong adapter would show
+        assert not torch.allclose(model.encode_low({"event": streams["rgb"]})["event"], together["rgb"])
 
 
 def test_single_frame_clips_skip_the_difference_stream(tiny_config):
     model = build(tiny_config()).eval()
     clips = random_clip(2, 1)
-    assert len(count_patch_embed_calls(model, clips, clips)) == 2
+    assert count_patch_embed_calls(model, clips, clips) == [(4, 3, 32, 32)]
     assert model(clips, clips).logits.shape == (2, 8)
 
 
@@ -122,7 +135,7 @@ def test_difference_stream_input_is_rgb_diff_plus_event_diff(tiny_config):
     std = model.std.view(1, 1, 3, 1, 1)
     scaled_rgb, scaled_events = rgb.float() / 255 / std, events.float() / 255 / std
     expected = (scaled_rgb[:, 1:] - scaled_rgb[:, :-1]).abs() + (scaled_events[:, 1:] - scaled_events[:, :-1]).abs()
-    torch.testing.assert_close(inputs[2], expected.flatten(0, 1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(inputs[0][2 * 2 * 3 :], expected.flatten(0, 1), atol=1e-5, rtol=1e-5)
 
 
 # ---------------------------------------------------------------- frozen backbone, gradients

@@ -102,6 +102,17 @@ class ModelConfig:
         "with the same probability, the event stream (never both), so a model degrades "
         "gracefully when a sensor is missing at inference.",
     )
+    compile: bool = _f(
+        False,
+        "torch.compile each low-level backbone block (fuses LayerNorm, GELU, adds and the LoRA updates "
+        "into few kernels; the first steps are slow while it compiles). Needs a C++ compiler on the CPU.",
+    )
+    grad_checkpointing: bool = _f(
+        False,
+        "Activation checkpointing of the low-level backbone blocks in training: keep only each "
+        "block's input and recompute the rest in the backward pass (less memory, about one more "
+        "forward pass of compute).",
+    )
 
 
 @dataclass

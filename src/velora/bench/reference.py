@@ -19,12 +19,19 @@ from velora.model.velora import VELoRA
 
 class OriginalStyleVELoRA(VELoRA):
     def __init__(self, cfg: Config):
+        # The original had neither compiled blocks nor activation checkpointing.
+        cfg = copy.deepcopy(cfg)
+        cfg.model.compile = cfg.model.grad_checkpointing = False
         super().__init__(cfg)
         # Two more full copies of the frozen backbone, as the original loaded CLIP three times.
         self.event_backbone = copy.deepcopy(self.backbone)
         self.diff_backbone = copy.deepcopy(self.backbone)
 
-    def encode_low(self, frames: torch.Tensor, adapter: str) -> torch.Tensor:
+    def encode_low(self, streams: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {adapter: self.encode_stream(frames, adapter) for adapter, frames in streams.items()}
+
+    def encode_stream(self, frames: torch.Tensor, adapter: str) -> torch.Tensor:
+        """(B, T, 3, H, W) -> (B, N, D): one backbone call per image, this stream's own backbone copy."""
         backbone = {"rgb": self.backbone, "event": self.event_backbone, "diff": self.diff_backbone}[adapter]
         layers = [layer for b in backbone.blocks[: self.num_low] for layer in lora_layers(b)]
         B, T = frames.shape[:2]

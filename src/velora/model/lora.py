@@ -3,8 +3,12 @@
 VELoRA trains one adapter per stream (RGB, event, frame difference, fusion) on a single frozen
 backbone. `LoRALinear` keeps `nn.Linear`'s own parameter names (`weight`, `bias`) so a plain
 backbone checkpoint loads with only `adapters.*` keys missing, and holds its adapters in a
-ModuleDict keyed by stream name. Exactly one adapter (or none) is active per call; the stream
-code switches it with `use_adapter` around each batched backbone call.
+ModuleDict keyed by stream name. The stream code sets what is active with `use_adapter` around
+each batched backbone call: one adapter (or none) for the whole batch, or `AdapterRows`, one adapter
+per consecutive group of images, so that several streams share one call of the frozen weights.
+All adapters of a layer run as one pair of thin products (their A and B matrices stacked), and a
+boolean row x column selection keeps each row's own adapter: the choice is tensor data, not Python
+state, so `torch.compile` traces a block once for every mix of streams and batch size.
 
 Reference: Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models", 2021.
 """
@@ -18,6 +22,10 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+
+# One adapter per consecutive group of rows along the batch axis: (("rgb", 16), ("event", 16), ...).
+AdapterRows = tuple[tuple[str | None, int], ...]
 
 
 class LoRAError(ValueError):
@@ -48,7 +56,7 @@ class LoRAAdapter(nn.Module):
 
 
 class LoRALinear(nn.Module):
-    """A frozen `nn.Linear` plus named adapters, at most one active at a time."""
+    """A frozen `nn.Linear` plus named adapters: one active for all rows, or one per row group."""
 
     def __init__(self, base: nn.Linear):
         super().__init__()
@@ -56,18 +64,45 @@ class LoRALinear(nn.Module):
         self.weight = base.weight
         self.bias = base.bias
         self.adapters = nn.ModuleDict()
-        self.active: str | None = None
         self.merged: str | None = None
+        self._active: str | AdapterRows | None = None
+        self.selection: torch.Tensor | None = None  # (rows or 1, adapter columns) bool
+
+    @property
+    def active(self) -> str | AdapterRows | None:
+        """One adapter for every row, one per row group (AdapterRows), or none (None)."""
+        return self._active
+
+    @active.setter
+    def active(self, active: str | AdapterRows | None) -> None:
+        self._active, self.selection = active, adapter_selection(self, active)
 
     def add_adapter(self, name: str, rank: int, alpha: float, dropout: float = 0.0) -> None:
         adapter = LoRAAdapter(self.in_features, self.out_features, rank, alpha, dropout)
         self.adapters[name] = adapter.to(device=self.weight.device, dtype=self.weight.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.linear(x, self.weight, self.bias)
-        if self.active is not None and self.active != self.merged and self.active in self.adapters:
-            out = out + self.adapters[self.active](x)
+        """x: (rows, ..., in_features); the selection's rows index x's first axis."""
+        out = F.linear(x, self.weight, self.bias)  # the frozen product, once for every row
+        if self.selection is None:
+            return out
+        adapters = list(self.adapters.values())
+        lora_a = torch.cat([a.lora_a for a in adapters])  # (C, in): C = the adapters' ranks summed
+        lora_b = torch.cat([a.lora_b * a.scale for a in adapters], dim=1)  # (out, C)
+        keep = self.selection.view(-1, *[1] * (x.dim() - 2), lora_a.shape[0])
+        # One dropout for all adapters (inject_lora gives them the same): each row uses one adapter.
+        h = F.linear(adapters[0].dropout(x), lora_a) * keep  # (rows, ..., C), other adapters' columns zero
+        out += F.linear(h, lora_b)  # in place: the frozen product's output is not kept for backward
         return out
+
+    def adapter_columns(self) -> dict[str, slice]:
+        """Each adapter's columns among the stacked ranks."""
+        columns, start = {}, 0
+        for name, adapter in self.adapters.items():
+            rank = adapter.lora_a.shape[0]
+            columns[name] = slice(start, start + rank)
+            start += rank
+        return columns
 
     @torch.no_grad()
     def merge(self, name: str) -> None:
@@ -85,6 +120,25 @@ class LoRALinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, adapters={list(self.adapters)}"
+
+
+def adapter_selection(layer: LoRALinear, active: str | AdapterRows | None) -> torch.Tensor | None:
+    """Which stacked adapter columns each row of `layer`'s input uses: (rows, C) bool, (1, C) for
+    one adapter on every row, or None when no row uses an unmerged adapter of this layer."""
+    segments = ((active, 1),) if active is None or isinstance(active, str) else active
+    columns = layer.adapter_columns()
+    used = [name in columns and name != layer.merged for name, _ in segments]
+    if not any(used):
+        return None
+    width = sum(c.stop - c.start for c in columns.values())
+    rows = sum(n for _, n in segments)
+    selection = torch.zeros(rows, width, dtype=torch.bool, device=layer.weight.device)
+    start = 0
+    for (name, n), use in zip(segments, used):
+        if use:
+            selection[start : start + n, columns[name]] = True
+        start += n
+    return selection
 
 
 def linear_names(model: nn.Module) -> list[str]:
@@ -141,16 +195,22 @@ def lora_layers(model: nn.Module) -> list[LoRALinear]:
 
 
 @contextmanager
-def use_adapter(layers: list[LoRALinear], name: str | None) -> Iterator[None]:
-    """Activate adapter `name` (None: the frozen base alone) on `layers` for the duration."""
-    previous = [layer.active for layer in layers]
+def use_adapter(layers: list[LoRALinear], name: str | AdapterRows | None) -> Iterator[None]:
+    """Activate adapter `name` (None: the frozen base alone; AdapterRows: one adapter per row
+    group of the batch) on `layers` for the duration."""
+    previous = [(layer.active, layer.selection) for layer in layers]
+    shared: dict[tuple, torch.Tensor | None] = {}  # layers with the same adapters share one selection
     for layer in layers:
-        layer.active = name
+        columns = tuple((n, c.start, c.stop) for n, c in layer.adapter_columns().items())
+        key = (columns, layer.merged, layer.weight.device)
+        if key not in shared:
+            shared[key] = adapter_selection(layer, name)
+        layer._active, layer.selection = name, shared[key]
     try:
         yield
     finally:
-        for layer, prev in zip(layers, previous):
-            layer.active = prev
+        for layer, (active, selection) in zip(layers, previous):
+            layer._active, layer.selection = active, selection
 
 
 def merge_adapter(model: nn.Module, name: str) -> None:
