@@ -240,7 +240,8 @@ def test_training_order_depends_only_on_seed_and_epoch(tiny_dataset):
     data = ClipDataModule(run_config(tiny_dataset, Path("unused")))
 
     def order(epoch: int, iterations: int = 1) -> list[int]:
-        data.trainer = SimpleNamespace(current_epoch=epoch)
+        steps = math.ceil(CLASSES * 3 / 4)  # at an epoch's start, as Lightning's restored counters say
+        data.trainer = SimpleNamespace(current_epoch=epoch, global_step=epoch * steps, global_rank=0, world_size=1)
         loader = data.train_dataloader()
         for sampler in (loader.sampler, loader.batch_sampler):
             if hasattr(sampler, "set_epoch"):  # what Lightning does each epoch

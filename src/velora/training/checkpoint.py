@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -46,8 +50,69 @@ def save_adapters(path: str | Path, model, config: Config, class_names: list[str
     }
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata=metadata)
+    _sync(tmp)
     os.replace(tmp, path)
     return path
+
+
+def _sync(path: Path) -> None:
+    """Flush a written file to disk before it is renamed over the previous checkpoint."""
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's resume checkpoints (`checkpoints/last.ckpt`), written and read safely.
+
+    Written to a temporary file, flushed and renamed, so a crash or `kill -9` mid-write leaves
+    the previous checkpoint whole. Read with `torch.load(weights_only=True)`: a file holding
+    anything but tensors and plain containers is refused instead of unpickled (which can run code).
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict:
+        return read_resume_state(path)
+
+
+def _unpickler_reason(exc: Exception) -> str:
+    """What torch's weights-only unpickler refused, without its generic advice."""
+    generic = ("Weights only load failed", "Check the documentation")
+    lines = [line.split("WeightsUnpickler error:")[-1].strip() for line in str(exc).splitlines()]
+    return "; ".join(line for line in lines if line and not line.startswith(generic)) or type(exc).__name__
+
+
+def read_resume_state(path: str | Path) -> dict:
+    """The resume state in `path`, loaded without executing code; CheckpointError if it cannot be."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"resume checkpoint '{path}' does not exist; give <output_dir>/checkpoints/last.ckpt of an earlier run"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"refusing to load resume checkpoint '{path}': it holds objects other than tensors and plain "
+            f"containers, and unpickling them could run code ({_unpickler_reason(exc)}). Resume only from a "
+            "checkpoints/last.ckpt written by velora train."
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(
+            f"resume checkpoint '{path}' is unreadable (truncated or not a checkpoint): {exc}. "
+            "Resume from an intact checkpoints/last.ckpt, or start the run again."
+        ) from None
+    if not isinstance(state, dict) or "velora_config" not in state:
+        raise CheckpointError(f"'{path}' is not a velora resume checkpoint (no velora_config entry)")
+    return state
 
 
 def read_adapters(path: str | Path) -> AdapterCheckpoint:

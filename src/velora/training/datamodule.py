@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import lightning as L
@@ -91,23 +92,53 @@ def make_dataset(
 
 
 class EpochShuffleSampler(Sampler[int]):
-    """A random order that depends only on (seed, epoch), so a resumed run repeats it.
+    """This rank's share of a random order that depends only on (seed, epoch), resumable mid-epoch.
 
-    Lightning calls `set_epoch` before each epoch (and wraps this sampler for DDP).
+    Rank r of W takes every W-th index of the epoch's permutation; the permutation wraps around
+    to a multiple of W so that every rank runs the same number of steps (DDP needs it).
+    `skip(epoch)` says how many of this rank's indices were already trained: it is asked when an
+    epoch's iteration begins, after Lightning has restored a resumed run's counters (the loader
+    itself is built before that). The length stays that of the whole epoch, so Lightning's batch
+    counters keep their meaning.
     """
 
-    def __init__(self, length: int, seed: int):
+    def __init__(
+        self, length: int, seed: int, rank: int = 0, world_size: int = 1, skip: Callable[[int], int] | None = None
+    ):
         self.length, self.seed, self.epoch = length, seed, 0
+        self.rank, self.world_size = rank, world_size
+        self.skip = skip
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.length, generator=generator).tolist())
+        order = torch.randperm(self.length, generator=generator).tolist()
+        padded = len(self) * self.world_size
+        order = (order * (padded // max(1, self.length) + 1))[:padded]  # repeats < world_size clips
+        start = self.skip(self.epoch) if self.skip else 0
+        return iter(order[self.rank :: self.world_size][start:])
 
     def __len__(self) -> int:
-        return self.length
+        return math.ceil(self.length / self.world_size)
+
+
+class ShardSampler(Sampler[int]):
+    """Rank r of W evaluates clips r, r+W, r+2W, ...: every clip exactly once over all ranks.
+
+    (torch's DistributedSampler pads the last shard with repeated clips, which would count them
+    twice in a global accuracy.)
+    """
+
+    def __init__(self, length: int, rank: int = 0, world_size: int = 1):
+        self.indices = range(rank, length, world_size)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
 
 
 def loader_collate(dataset: Dataset):
@@ -121,12 +152,12 @@ def loader_collate(dataset: Dataset):
     return None
 
 
-def make_loader(dataset: Dataset, cfg: Config, *, shuffle: bool) -> DataLoader:
+def make_loader(dataset: Dataset, cfg: Config, sampler: Sampler | None = None) -> DataLoader:
     workers = cfg.data.num_workers
     return DataLoader(
         dataset,
         batch_size=cfg.train.batch_size,
-        sampler=EpochShuffleSampler(len(dataset), cfg.train.seed) if shuffle else None,
+        sampler=sampler,
         num_workers=workers,
         pin_memory=torch.cuda.is_available(),
         # Workers are re-created each epoch so they see the dataset's new epoch (augmentation seed).
@@ -160,13 +191,31 @@ class ClipDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         epoch = self.trainer.current_epoch if self.trainer else 0
         self.train_set.set_epoch(epoch)
-        loader = make_loader(self.train_set, self.cfg, shuffle=True)
-        loader.sampler.set_epoch(epoch)
-        return loader
+        sampler = EpochShuffleSampler(
+            len(self.train_set), self.cfg.train.seed, *self._rank_and_world(), skip=self._clips_done
+        )
+        sampler.set_epoch(epoch)
+        return make_loader(self.train_set, self.cfg, sampler)
+
+    def _rank_and_world(self) -> tuple[int, int]:
+        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+
+    def _clips_done(self, epoch: int) -> int:
+        """Clips of `epoch` this rank already trained on: nonzero only in a run resumed mid-epoch.
+
+        Every batch is one optimizer step (no gradient accumulation), so the restored global
+        step says how far into the epoch the checkpoint was written.
+        """
+        if self.trainer is None:
+            return 0
+        per_rank = math.ceil(len(self.train_set) / self.trainer.world_size)
+        batches = math.ceil(per_rank / self.cfg.train.batch_size)
+        done = min(max(0, self.trainer.global_step - epoch * batches), batches)
+        return done * self.cfg.train.batch_size
 
     def on_after_batch_transfer(self, batch: dict | None, dataloader_idx: int) -> dict | None:
         # The packed loader can leave the random resized crop to the device (data.device_crop).
         return apply_device_crop(batch) if batch is not None else batch
 
     def val_dataloader(self) -> DataLoader:
-        return make_loader(self.val_set, self.cfg, shuffle=False)
+        return make_loader(self.val_set, self.cfg, ShardSampler(len(self.val_set), *self._rank_and_world()))

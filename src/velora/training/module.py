@@ -48,9 +48,11 @@ class VELoRAModule(L.LightningModule):
         n = batch["label"].shape[0]
         self.log_dict({"train/loss": loss, "train/ce": ce, "train/recon": out.recon_loss}, batch_size=n, prog_bar=True)
         if self.global_step % self.cfg.train.log_every == 0:
-            self.record("train/loss", loss.item())
-            self.record("train/ce", ce.item())
-            self.record("train/recon", out.recon_loss.item())
+            losses = torch.stack([loss, ce, out.recon_loss]).detach().float()
+            if self.trainer.world_size > 1:  # the global batch's loss: the mean over ranks' equal batches
+                losses = self.all_gather(losses).reshape(-1, 3).mean(0)
+            for name, value in zip(("train/loss", "train/ce", "train/recon"), losses.tolist()):
+                self.record(name, value)
             self.record("lr", self.optimizers().param_groups[0]["lr"])
         return loss
 
@@ -85,7 +87,7 @@ class VELoRAModule(L.LightningModule):
         stats = torch.tensor([float(self._val_correct), float(self._val_count)], device=self.device)
         stats = self.all_gather(stats).reshape(-1, 2).sum(0) if self.trainer.world_size > 1 else stats
         top1 = (stats[0] / stats[1].clamp(min=1)).item()
-        self.log("val/top1", top1, prog_bar=True)
+        self.log("val/top1", top1, prog_bar=True, sync_dist=True)  # already global: the mean of equal values
         if not self.trainer.sanity_checking:
             self.record("val/top1", top1)
         self._val_correct = self._val_count = 0

@@ -4,7 +4,10 @@ Output folder (train.output_dir):
     config.yaml          the resolved config of the run
     best.safetensors     adapters of the epoch with the best val top-1 (never selected on test)
     last.safetensors     adapters after the last finished epoch
-    checkpoints/last.ckpt  resume state (trainable tensors, optimizer, schedule, counters)
+    checkpoints/last.ckpt  resume state (trainable tensors, optimizer, schedule, counters), written
+                         at epoch ends and every train.checkpoint_every_steps steps
+
+All files are written by rank zero only, each to a temporary name and renamed into place.
     history.json, curves.png  training curves
 """
 
@@ -18,12 +21,13 @@ from pathlib import Path
 
 import lightning as L
 import yaml
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from velora.config import Config
 from velora.data.check import check_dataset
 from velora.data.skipping import clear_skip_log, read_skip_report
 from velora.evaluation.plots import plot_training_curves
-from velora.training.checkpoint import save_adapters
+from velora.training.checkpoint import AtomicCheckpointIO, read_resume_state, save_adapters
 from velora.training.datamodule import ClipDataModule
 from velora.training.module import VELoRAModule
 
@@ -64,6 +68,25 @@ class AdapterCheckpoints(L.Callback):
 
     def load_state_dict(self, state: dict) -> None:
         self.best_top1, self.best_epoch = state["best_top1"], state["best_epoch"]
+
+
+class EpochCheckpoint(L.pytorch.callbacks.ModelCheckpoint):
+    """The resume checkpoint `checkpoints/last.ckpt`, overwritten in place (never last-v1.ckpt)."""
+
+    def __init__(self, **when):
+        super().__init__(save_last=True, save_top_k=0, enable_version_counter=False, **when)
+
+
+class StepCheckpoint(EpochCheckpoint):
+    """last.ckpt every N steps too, except after an epoch's last batch.
+
+    There the epoch-end checkpoint, written after validation, follows; one written before that
+    validation would resume into the next epoch with the validation (and model selection) skipped.
+    """
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if batch_idx + 1 < trainer.num_training_batches:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
 
 def write_history(output_dir: Path, history: dict) -> None:
@@ -110,25 +133,31 @@ def quiet_lightning() -> None:
     # The frozen backbone is in eval mode on purpose (VELoRA.train keeps it so).
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+    # ClipDataModule resumes mid-epoch from the restored global step (see EpochShuffleSampler).
+    warnings.filterwarnings("ignore", message=r".*your dataloader is not resumable.*")
+    warnings.filterwarnings("ignore", message=r"torch.distributed.nn.functional.all_gather is deprecated")
 
 
 def train(cfg: Config, resume: str | None = None) -> TrainResult:
     """Train VELoRA as `cfg` says; `resume` is a `checkpoints/last.ckpt` of an earlier run."""
     quiet_lightning()
+    if resume is not None:
+        read_resume_state(resume)  # refuse an unsafe or broken file before any work starts
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     out = Path(cfg.train.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    if rank_zero_only.rank == 0:  # under torchrun or SLURM, each rank knows its rank from the environment
+        (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     skip_log = out / "skipped" if cfg.data.bad_clips == "skip" else None
     data = ClipDataModule(cfg, skip_log)  # raises the targeted errors: root, label files, class count
     preflight(cfg, skip_log, resume)
     module = VELoRAModule(cfg, data.class_names)
     adapters = AdapterCheckpoints(out)
-    resume_state = L.pytorch.callbacks.ModelCheckpoint(
-        dirpath=out / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1
-    )
     t = cfg.train
+    resume_states = [EpochCheckpoint(dirpath=out / "checkpoints", every_n_epochs=1)]  # both write last.ckpt
+    if t.checkpoint_every_steps:
+        resume_states.append(StepCheckpoint(dirpath=out / "checkpoints", every_n_train_steps=t.checkpoint_every_steps))
     strategy: str | L.pytorch.strategies.Strategy = t.strategy
     if t.strategy == "ddp" and cfg.model.modality_dropout > 0:
         # A dropped modality leaves its adapters without gradients for that step.
@@ -145,14 +174,18 @@ def train(cfg: Config, resume: str | None = None) -> TrainResult:
         log_every_n_steps=t.log_every,
         deterministic=True if t.accelerator == "cpu" else None,
         reload_dataloaders_every_n_epochs=1,
-        callbacks=[adapters, resume_state],
+        callbacks=[adapters, *resume_states],
+        plugins=[AtomicCheckpointIO()],
+        # ClipDataModule shards every split itself: training resumable mid-epoch, evaluation
+        # without the repeated clips of torch's DistributedSampler.
+        use_distributed_sampler=False,
         enable_progress_bar=t.progress,
         enable_model_summary=False,
         logger=False,
         default_root_dir=str(out),
         num_sanity_val_steps=0,
     )
-    trainer.fit(module, datamodule=data, ckpt_path=resume)
+    trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
     if skip_log is not None and trainer.is_global_zero:
         print(read_skip_report(skip_log).format())
     return TrainResult(

@@ -1,0 +1,176 @@
+"""Faults: kill -9 and resume, NaN losses, crashes while writing checkpoints, unsafe resume files."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import make_tiny_config
+from velora.cli import main
+from velora.training import checkpoint as checkpoint_module
+from velora.training.checkpoint import CheckpointError, read_adapters, read_resume_state
+from velora.training.module import VELoRAModule
+from velora.training.run import train
+
+STEPS = 12  # 2 epochs of 24 clips in batches of 4
+
+
+def fault_config(root: Path, output: Path, *overrides: str):
+    # LoRA dropout on, so the resumed run must also restore the dropout masks' random stream.
+    return make_tiny_config(
+        "lora.dropout=0.1",
+        "train.checkpoint_every_steps=1",
+        *overrides,
+        data={"root": str(root)},
+        train={"epochs": 2, "output_dir": str(output)},
+    )
+
+
+def last_step(path: Path) -> int:
+    try:
+        return read_resume_state(path)["global_step"]
+    except CheckpointError:  # not written yet (it is never half-written: see the atomic-write test)
+        return -1
+
+
+def adapters_identical(a: Path, b: Path) -> bool:
+    sa, sb = read_adapters(a).state, read_adapters(b).state
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_run_killed_at_a_random_step_resumes_to_identical_adapters(tiny_dataset, tmp_path):
+    seed = int(os.environ.get("VELORA_KILL_SEED", "7"))
+    target = random.Random(seed).randint(1, STEPS - 2)
+    full = tmp_path / "full"
+    train(fault_config(tiny_dataset, full))
+
+    killed = tmp_path / "killed"
+    config = tmp_path / "killed.yaml"
+    config.write_text(yaml.safe_dump(fault_config(tiny_dataset, killed).to_dict()))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "velora.cli", "train", "--config", str(config)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    ckpt = killed / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 240
+    while process.poll() is None and last_step(ckpt) < target and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert process.poll() is None, f"the run ended before step {target}: {process.stderr.read()[-2000:]}"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    stopped_at = last_step(ckpt)
+    assert 0 < stopped_at < STEPS, f"killed with last.ckpt at step {stopped_at}"
+
+    train(fault_config(tiny_dataset, killed), resume=str(ckpt))
+    assert read_adapters(killed / "last.safetensors").info["global_step"] == STEPS
+    assert adapters_identical(full / "last.safetensors", killed / "last.safetensors"), (
+        f"killed at step {stopped_at} (VELORA_KILL_SEED={seed}) and resumed: adapters differ from the uninterrupted run"
+    )
+    assert adapters_identical(full / "best.safetensors", killed / "best.safetensors")
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoints(tiny_dataset, tmp_path, monkeypatch, capsys):
+    original = VELoRAModule.forward
+
+    def forward(module, batch):
+        out = original(module, batch)
+        if module.global_step == 8:  # epoch 1, after epoch 0's checkpoints were written
+            out.logits = out.logits * float("nan")
+        return out
+
+    monkeypatch.setattr(VELoRAModule, "forward", forward)
+    config = tmp_path / "nan.yaml"
+    config.write_text(yaml.safe_dump(fault_config(tiny_dataset, tmp_path / "run").to_dict()))
+    assert main(["train", "--config", str(config)]) == 2
+    message = capsys.readouterr().err
+    assert "loss is nan at step 8" in message and "lower train.lr" in message
+
+    state = read_resume_state(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert state["global_step"] == 8, "the resume checkpoint is the one before the bad step"
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values())
+    last = read_adapters(tmp_path / "run" / "last.safetensors")
+    assert last.info["epoch"] == 0 and all(torch.isfinite(v).all() for v in last.state.values())
+    monkeypatch.setattr(VELoRAModule, "forward", original)
+    train(fault_config(tiny_dataset, tmp_path / "run"), resume=str(tmp_path / "run" / "checkpoints" / "last.ckpt"))
+    assert read_adapters(tmp_path / "run" / "last.safetensors").info["global_step"] == STEPS
+
+
+class CrashWhileWriting(Exception):
+    pass
+
+
+def test_a_crash_while_writing_leaves_the_previous_checkpoints_whole(tiny_dataset, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    train(fault_config(tiny_dataset, out, "train.epochs=1"))
+    before = {name: (out / name).read_bytes() for name in ("last.safetensors", "checkpoints/last.ckpt")}
+
+    def half_written_torch_save(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04 half a checkpoint")
+        raise CrashWhileWriting
+
+    def half_written_save_file(state, filename, metadata=None):
+        Path(filename).write_bytes(b"\x08\x00\x00")
+        raise CrashWhileWriting
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", half_written_torch_save)
+    monkeypatch.setattr(checkpoint_module, "save_file", half_written_save_file)
+    with pytest.raises(CrashWhileWriting):
+        train(fault_config(tiny_dataset, out, "train.epochs=2"), resume=str(out / "checkpoints" / "last.ckpt"))
+    for name, content in before.items():
+        assert (out / name).read_bytes() == content, f"{name} changed by a crashed write"
+    read_adapters(out / "last.safetensors")
+    read_resume_state(out / "checkpoints" / "last.ckpt")
+
+
+class RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > pwned.txt",))
+
+
+def test_resume_file_that_would_run_code_is_refused(tiny_dataset, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    hostile = tmp_path / "last.ckpt"
+    torch.save({"velora_config": {}, "state_dict": {}, "payload": RunsCode()}, hostile)
+    with pytest.raises(CheckpointError, match="refusing to load resume checkpoint .* could run code"):
+        read_resume_state(hostile)
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(fault_config(tiny_dataset, tmp_path / "run").to_dict()))
+    assert main(["train", "--config", str(config), "--resume", str(hostile)]) == 2
+    assert "refusing to load resume checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "pwned.txt").exists()
+    assert not (tmp_path / "run").exists(), "refused before any work started"
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's note on the protocol-4 case
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (None, "does not exist"),
+        (b"", "unreadable"),
+        (b"PK\x03\x04 truncated", "unreadable"),
+        (pickle.dumps([1, 2, 3], protocol=2), "unreadable"),
+        (pickle.dumps({"velora_config": {}}, protocol=4), "refusing to load resume checkpoint .*Unsupported operand"),
+    ],
+)
+def test_broken_resume_files_get_a_clear_error(tmp_path, content, match):
+    path = tmp_path / "last.ckpt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=match):
+        read_resume_state(path)
+
+
+def test_torch_save_of_a_plain_dict_is_not_a_resume_checkpoint(tmp_path):
+    torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
+    with pytest.raises(CheckpointError, match="not a velora resume checkpoint"):
+        read_resume_state(tmp_path / "other.ckpt")
