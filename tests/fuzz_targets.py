@@ -63,8 +63,9 @@ class Input:
     kind: str
     data: bytes
 
-    def __repr__(self) -> str:  # Hypothesis prints this for a falsifying example
-        return f"Input({self.kind!r}, {len(self.data)} bytes, {self.data[:64]!r}...)"
+    def _repr_pretty_(self, printer, cycle) -> None:
+        """Hypothesis's report of a failing input: the kind and the first bytes, not 400 kB of them."""
+        printer.text(f"Input({self.kind!r}, {len(self.data)} bytes: {self.data[:64]!r}...)")
 
 
 @dataclass(frozen=True)

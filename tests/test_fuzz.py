@@ -22,6 +22,7 @@ from velora.data.errors import DataError
 from velora.data.labels import read_label_file
 from velora.events.aedat4 import MAGIC, read_aedat4
 from velora.events.readers import read_hdf5, read_npy
+from velora.model.weights import WeightsError, load_state_dict_any
 from velora.training.checkpoint import FORMAT, CheckpointError, read_adapters
 
 EXAMPLES_PER_READER = 80  # about a second or two per reader on one core
@@ -116,3 +117,13 @@ def test_adapter_checkpoint_with_corrupt_metadata_raises(tmp_path, metadata):
     save_file({"head.weight": torch.zeros(2)}, str(path), metadata={"format": FORMAT, "config": "{}", **metadata})
     with pytest.raises(CheckpointError, match="corrupt metadata"):
         read_adapters(path)
+
+
+def test_pth_whose_zip_directory_zipfile_cannot_read_raises_weights_error(tmp_path):
+    path = tmp_path / "vit.pth"
+    torch.save({"pos_embed": torch.zeros(1, 2, 4)}, path)
+    data = bytearray(path.read_bytes())
+    data[data.index(b"PK\x01\x02") + 6] = 255  # "version needed to extract": zipfile raised NotImplementedError
+    path.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="not a ViT checkpoint"):  # torch's own zip reader reads it
+        load_state_dict_any(path)

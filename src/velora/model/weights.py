@@ -213,12 +213,12 @@ def _convert(raw: dict[str, torch.Tensor], path: Path) -> tuple[dict[str, torch.
 
 def _is_torchscript(path: Path) -> bool:
     """A TorchScript archive is a zip holding compiled code and `constants.pkl`."""
-    if not zipfile.is_zipfile(path):
-        return False
     try:
+        if not zipfile.is_zipfile(path):
+            return False
         with zipfile.ZipFile(path) as archive:
             return any(name.endswith("/constants.pkl") or "/code/" in name for name in archive.namelist())
-    except (zipfile.BadZipFile, UnicodeDecodeError):  # a damaged zip: torch.load then says why
+    except (zipfile.BadZipFile, UnicodeDecodeError, NotImplementedError):  # a damaged zip: torch.load then says why
         return False
 
 
