@@ -624,9 +624,13 @@ def packed_trees() -> st.SearchStrategy[Input]:
 
 @cache
 def _seed_folder() -> Path:
+    import atexit
+    import shutil
     import tempfile
 
-    return Path(tempfile.mkdtemp(prefix="velora-fuzz-seeds-"))
+    folder = Path(tempfile.mkdtemp(prefix="velora-fuzz-seeds-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 # --- readers ---------------------------------------------------------------------------------------
