@@ -1,4 +1,4 @@
-"""The `velora` command: demo, train, eval, predict, bench, info, check-data, convert, convert-weights.
+"""The `velora` command: demo, train, eval, predict, bench, info, check-data, convert, convert-weights, pretrain.
 
 Every command that takes a config accepts `--config FILE` (a YAML path or a shipped name:
 demo, pokerevent_vitb16, hardvs_vitb16) followed by `section.field=value` overrides.
@@ -159,6 +159,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="parameters per part and adapter checkpoint size for a config")
     _add_config(p, "pokerevent_vitb16")
+
+    from velora.pretrain.config import add_arguments
+
+    p = sub.add_parser(
+        "pretrain",
+        help="pre-train a small ViT backbone on fractal images (the recipe of the demo's shipped weights)",
+        description="Supervised pre-training on formula-driven fractal categories (FractalDB-style, no data "
+        "download), writing timm-named safetensors plus a <output>.json manifest; use the result with "
+        "model.weights=<output>.",
+    )
+    add_arguments(p)
     return parser
 
 
@@ -295,6 +306,16 @@ def cmd_check_data(args) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_pretrain(args) -> int:
+    from velora.pretrain.config import config_from_args
+    from velora.pretrain.train import pretrain
+
+    cfg = config_from_args(args)
+    manifest = pretrain(cfg, log=lambda line: print(line, flush=True))
+    print(f"wrote {cfg.output} ({manifest['bytes'] / 1e6:.2f} MB, sha256 {manifest['sha256'][:16]}) in {manifest['train_seconds']:.0f} s")
+    return 0
+
+
 def cmd_info(args) -> int:
     from velora.config import load_config
     from velora.info import describe
@@ -313,6 +334,7 @@ COMMANDS = {
     "check-data": cmd_check_data,
     "convert": cmd_convert,
     "convert-weights": cmd_convert_weights,
+    "pretrain": cmd_pretrain,
 }
 
 if __name__ == "__main__":

@@ -1,0 +1,5 @@
+import sys
+
+from velora.pretrain.train import main
+
+sys.exit(main())
