@@ -41,7 +41,7 @@ from velora.events.readers import read_events
 from velora.events.render import EventStream
 from velora.model.weights import WeightsError, load_state_dict_any
 from velora.training.checkpoint import FORMAT as ADAPTER_FORMAT
-from velora.training.checkpoint import AdapterCheckpoint, CheckpointError, read_adapters
+from velora.training.checkpoint import AdapterCheckpoint, CheckpointError, read_adapters, read_resume_state
 
 REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 HUGE_INTEGERS = (2**31 - 1, 2**32 - 1, 2**63 - 1, 2**64 - 1, 10**12, -1, -(2**31))
@@ -587,6 +587,30 @@ def weight_dicts(draw) -> Input:
     return Input("random shapes and dtypes", path.read_bytes())
 
 
+@cache
+def resume_seeds() -> tuple[Seed, ...]:
+    """A resume checkpoint shaped like Lightning's last.ckpt (tensors, counters, optimizer state)."""
+    folder = _seed_folder()
+    weight = torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
+    state = {
+        "epoch": 1,
+        "global_step": 7,
+        "state_dict": {"model.head.weight": weight},
+        "loops": {"fit_loop": {"epoch_progress": {"total": {"ready": 2}}}},
+        "optimizer_states": [{"state": {0: {"step": torch.tensor(7.0), "exp_avg": weight}}, "param_groups": [{"lr": 1e-3}]}],
+        "lr_schedulers": [{"last_epoch": 7, "lr_lambdas": [None]}],
+        "velora_config": _tiny_config_dict(),
+        "velora_history": {"train/loss": [[0, 2.0]]},
+    }
+    torch.save(state, folder / "last.ckpt")
+    data = (folder / "last.ckpt").read_bytes()
+    return (Seed("last.ckpt", data, _zip_size_fields(data)),)
+
+
+def check_resume_state(state: dict) -> None:
+    assert isinstance(state, dict) and "velora_config" in state
+
+
 PACKED_SIZE, PACKED_FRAMES = 2, 2
 
 
@@ -711,6 +735,8 @@ TARGETS = {
                lambda: corrupted(weights_seeds()[:1]) | weight_dicts()),
         Target("weights .pth", _writer("vit.pth", load_state_dict_any), check_weights, (WeightsError,),
                lambda: corrupted(weights_seeds()[1:])),
+        Target("resume checkpoint", _writer("last.ckpt", read_resume_state), check_resume_state, (CheckpointError,),
+               lambda: corrupted(resume_seeds())),
         Target("packed index", _read_packed, check_packed, (DataError,), lambda: corrupted(packed_seeds()) | packed_trees()),
     )
 }

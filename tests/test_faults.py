@@ -159,7 +159,7 @@ def test_resume_file_that_would_run_code_is_refused(tiny_dataset, tmp_path, monk
         (b"", "unreadable"),
         (b"PK\x03\x04 truncated", "unreadable"),
         (pickle.dumps([1, 2, 3], protocol=2), "unreadable"),
-        (pickle.dumps({"velora_config": {}}, protocol=4), "refusing to load resume checkpoint .*Unsupported operand"),
+        (pickle.dumps({"velora_config": {}}, protocol=4), "unreadable .*Unsupported operand"),
     ],
 )
 def test_broken_resume_files_get_a_clear_error(tmp_path, content, match):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,15 +98,16 @@ def read_resume_state(path: str | Path) -> dict:
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
+    except Exception as exc:  # a damaged file makes torch's unpickler fail in many ways (IndexError, ...)
+        reason = _unpickler_reason(exc)
+        if isinstance(exc, pickle.UnpicklingError) and "GLOBAL" in str(exc):  # names a class or function
+            raise CheckpointError(
+                f"refusing to load resume checkpoint '{path}': it holds objects other than tensors and plain "
+                f"containers, and unpickling them could run code ({reason}). Resume only from a "
+                "checkpoints/last.ckpt written by velora train."
+            ) from None
         raise CheckpointError(
-            f"refusing to load resume checkpoint '{path}': it holds objects other than tensors and plain "
-            f"containers, and unpickling them could run code ({_unpickler_reason(exc)}). Resume only from a "
-            "checkpoints/last.ckpt written by velora train."
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(
-            f"resume checkpoint '{path}' is unreadable (truncated or not a checkpoint): {exc}. "
+            f"resume checkpoint '{path}' is unreadable (truncated or not a checkpoint): {reason}. "
             "Resume from an intact checkpoints/last.ckpt, or start the run again."
         ) from None
     if not isinstance(state, dict) or "velora_config" not in state:
