@@ -151,11 +151,33 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
 def test_bench_reports_a_speedup(tmp_path, capsys):
     config = write_tiny_config(tmp_path / "tiny.yaml", data={"num_frames": 2})
     results = tmp_path / "bench.json"
-    assert main(["bench", "--config", config, "--steps", "1", "--batch-size", "1", "--json", str(results)]) == 0
+    args = ["bench", "--config", config, "--steps", "1", "--batch-size", "2", "--original-batch-size", "1"]
+    assert main([*args, "--peak-tflops", "0.5", "--json", str(results)]) == 0
     data = json.loads(results.read_text())
-    assert set(data["speedup"]) == {"train", "infer"}
+    assert set(data["speedup"]) == {"train", "infer", "latency"}
     assert all(v > 0 for v in data["speedup"].values())
-    assert {(r["style"], r["mode"]) for r in data["rows"]} == {
-        (s, m) for s in ("velora", "original_style") for m in ("train", "infer")
+    assert {(r["style"], r["mode"], r["batch_size"]) for r in data["rows"]} == {
+        (s, m, 1 if m == "latency" or s == "original_style" else 2)
+        for s in ("velora", "original_style")
+        for m in ("train", "infer", "latency")
     }
-    assert "speed-up" in capsys.readouterr().out
+    assert all(0 < r["mfu"] < 1 and r["flops_per_clip"] > 0 for r in data["rows"])
+    # The original style holds three copies of the frozen backbone, we hold one.
+    assert data["frozen_weight_bytes"]["original_style"] == 3 * data["frozen_weight_bytes"]["velora"]
+    assert data["sdpa"]["used"] in ("cpu_flash", "math") and data["sdpa"]["fused_attn"]
+    out = capsys.readouterr().out
+    assert "speed-up" in out and "MFU against 0.5 TFLOP/s" in out
+
+
+def test_bench_options_on_the_cpu(tmp_path, capsys):
+    config = write_tiny_config(tmp_path / "tiny.yaml", data={"num_frames": 2})
+    results = tmp_path / "bench.json"
+    args = ["bench", "--config", config, "--steps", "1", "--batch-size", "1", "--no-original", "--modes", "train"]
+    assert main([*args, "--checkpointing", "--json", str(results)]) == 0
+    data = json.loads(results.read_text())
+    assert data["grad_checkpointing"] and data["speedup"] == {}
+    assert [(r["style"], r["mode"], r["mfu"]) for r in data["rows"]] == [("velora", "train", None)]  # no CPU peak
+    assert "model.grad_checkpointing=true" in data["overrides"]
+    assert main([*args, "--max-batch"]) == 2  # a GPU memory search
+    assert main([*args, "--modes", "train,fly"]) == 2
+    assert "--max-batch" in capsys.readouterr().err
