@@ -9,11 +9,11 @@ import pytest
 from PIL import Image
 
 from velora.demo.generate import MARKER, PARTIAL_MARKER, generate_demo_dataset
-from velora.demo.scenes import ISOLUMINANT_COLOURS, STRIPE_LUMA, SceneConfig, luma, render_clip
+from velora.demo.scenes import ISOLUMINANT_COLOURS, SHAPES, STRIPE_LUMA, SceneConfig, luma, render_clip, shape_mask
 from velora.demo.simulator import DvsConfig, DvsSimulator, simulate_events
 
 IDEAL = DvsConfig(threshold_on=0.2, threshold_off=0.2, threshold_sigma=0.0, refractory_us=0, noise_rate_hz=0.0)
-SMALL_SCENE = SceneConfig(colours=("red", "green"))
+SMALL_SCENE = SceneConfig(shapes=("disc", "square"))
 SMALL = dict(clips_per_class={"train": 2, "val": 1, "test": 1}, image_size=32, frames_range=(3, 5), scene=SMALL_SCENE, progress=False)
 
 
@@ -102,20 +102,58 @@ def test_default_colours_are_isoluminant():
         assert luma(rgb) == pytest.approx(STRIPE_LUMA, abs=1e-12), name
 
 
-def test_events_do_not_depend_on_colour_and_rgb_does_not_depend_on_direction():
-    red = render_clip("red", "left", 5, 32, SceneConfig(), seed=7)
-    blue = render_clip("blue", "left", 5, 32, SceneConfig(), seed=7)
-    assert np.array_equal(red.events.t, blue.events.t) and np.array_equal(red.event_frames, blue.event_frames)
-    right = render_clip("red", "right", 5, 32, SceneConfig(), seed=7)
-    assert np.array_equal(red.aps_frames, right.aps_frames)
-    assert not np.array_equal(red.event_frames, right.event_frames)
+def test_events_do_not_depend_on_shape_and_rgb_does_not_depend_on_direction():
+    disc = render_clip("disc", "left", 5, 32, SceneConfig(), seed=7)
+    cross = render_clip("cross", "left", 5, 32, SceneConfig(), seed=7)
+    assert np.array_equal(disc.events.t, cross.events.t) and np.array_equal(disc.event_frames, cross.event_frames)
+    assert not np.array_equal(disc.aps_frames, cross.aps_frames)
+    right = render_clip("disc", "right", 5, 32, SceneConfig(), seed=7)
+    assert np.array_equal(disc.aps_frames, right.aps_frames)
+    assert not np.array_equal(disc.event_frames, right.event_frames)
+
+
+def test_shapes_are_distinct_and_inside_their_circle():
+    masks = {name: shape_mask(name, 48, (23.5, 23.5), 16.0, 0.3) for name in SHAPES}
+    disc_area = np.pi * 16.0**2
+    for name, mask in masks.items():
+        assert 0.25 * disc_area < mask.sum() <= 1.02 * disc_area, name
+        assert mask.sum() == pytest.approx((mask * shape_mask("disc", 48, (23.5, 23.5), 16.6, 0.0)).sum(), rel=0.01), name
+    for a in SHAPES:
+        for b in SHAPES:
+            if a < b:
+                overlap = np.minimum(masks[a], masks[b]).sum() / np.maximum(masks[a], masks[b]).sum()
+                assert overlap < 0.85, (a, b, overlap)
+
+
+def test_the_shape_shows_in_rgb_as_its_own_colour():
+    """Inside the shape mask the stripes take the shape's colour, outside the surround's."""
+
+    def nearest(mean_rgb, names):
+        def hue(rgb):
+            encoded = np.asarray(rgb) ** (1 / 2.2)
+            return (encoded - encoded.min()) / np.linalg.norm(encoded - encoded.min())
+
+        chroma = mean_rgb - mean_rgb.min()
+        return max(names, key=lambda name: hue(ISOLUMINANT_COLOURS[name]) @ chroma)
+
+    scene = SceneConfig(low_light_fraction=0.0)
+    for seed in range(6):
+        clip = render_clip(SHAPES[seed % 4], "left", 3, 64, scene, seed=seed)
+        p = clip.params
+        inside = shape_mask(SHAPES[seed % 4], 64, p.shape_centre_xy, p.shape_radius_px, p.shape_angle) > 0.99
+        ring = np.hypot(*(np.mgrid[0:64, 0:64][::-1] - np.array(p.centre_xy)[:, None, None]))
+        outside = ~(shape_mask("disc", 64, p.shape_centre_xy, p.shape_radius_px + 2, 0.0) > 0) & (ring < p.radius_px - 2)
+        frame = clip.aps_frames[1].astype(float)
+        assert p.shape_colour != p.surround_colour
+        assert nearest(frame[inside].mean(0), scene.colours) == p.shape_colour, seed
+        assert nearest(frame[outside].mean(0), scene.colours) == p.surround_colour, seed
 
 
 def test_scene_config_lists_every_problem():
     with pytest.raises(ValueError) as error:
-        SceneConfig(colours=("purple",), directions=("sideways",), exposure_fraction=(0.5, 1.5))
+        SceneConfig(shapes=("hexagon",), colours=("purple",), directions=("sideways",), exposure_fraction=(0.5, 1.5))
     message = str(error.value)
-    assert "purple" in message and "sideways" in message and "exposure_fraction" in message
+    assert "hexagon" in message and "purple" in message and "sideways" in message and "exposure_fraction" in message
 
 
 # ---- the dataset on disk -----------------------------------------------------------------
@@ -130,7 +168,7 @@ def _read_frames(root: Path, sample: str, suffix: str) -> np.ndarray:
 def test_layout_and_label_lines(tmp_path):
     info = generate_demo_dataset(tmp_path / "demo", workers=1, **SMALL)
     root = info.root
-    names = ["red_left", "red_right", "green_left", "green_right"]
+    names = ["disc_left", "disc_right", "square_left", "square_right"]
     assert list(info.class_names) == names
     assert (root / "classes.txt").read_text().splitlines() == names
     assert info.counts == {"train": 8, "val": 4, "test": 4}
@@ -168,10 +206,10 @@ def test_rerun_is_skipped_and_changed_parameters_regenerate(tmp_path):
     again = generate_demo_dataset(root, workers=1, **SMALL)
     assert again.reused and (root / "train_label.txt").stat().st_mtime_ns == stamp
 
-    changed = dict(SMALL, scene=SceneConfig(colours=("blue",), directions=("up", "down")))
+    changed = dict(SMALL, scene=SceneConfig(shapes=("cross",), directions=("up", "down")))
     info = generate_demo_dataset(root, workers=1, **changed)
-    assert not info.reused and list(info.class_names) == ["blue_up", "blue_down"]
-    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["blue_down", "blue_up"]  # old classes gone
+    assert not info.reused and list(info.class_names) == ["cross_up", "cross_down"]
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["cross_down", "cross_up"]  # old classes gone
 
 
 def test_interrupted_run_is_redone_and_foreign_folders_are_refused(tmp_path):
@@ -211,35 +249,19 @@ def _rgb_direction(aps: np.ndarray) -> int:
     return 1 if vote > 0 else -1
 
 
-def _rgb_colour(aps: np.ndarray, colours: tuple[str, ...]) -> str:
-    """Nearest colour by the hue of the most chromatic 15 % of pixels (gray has none)."""
-    pixels = aps.astype(float).reshape(-1, 3)
-    chroma = pixels - pixels.min(1, keepdims=True)
-    strength = chroma.max(1)
-    mean = chroma[strength >= np.quantile(strength, 0.85)].mean(0)
-
-    def hue(rgb):
-        encoded = np.asarray(rgb) ** (1 / 2.2)
-        return (encoded - encoded.min()) / np.linalg.norm(encoded - encoded.min())
-
-    return max(colours, key=lambda name: hue(ISOLUMINANT_COLOURS[name]) @ mean)
-
-
-def test_direction_needs_events_and_colour_needs_rgb(tmp_path):
+def test_direction_needs_events_not_rgb(tmp_path):
     scene = SceneConfig()
     info = generate_demo_dataset(
         tmp_path / "demo", clips_per_class={"test": 6}, image_size=64, frames_range=(6, 8), seed=1, scene=scene, progress=False
     )
-    hits = {"event direction": [], "rgb direction": [], "rgb colour": []}
+    hits = {"event direction": [], "rgb direction": []}
     for line in (info.root / "test_label.txt").read_text().splitlines():
         sample = line.split()[0]
-        colour, direction = sample.split("/")[0].split("_")
+        direction = sample.split("/")[0].split("_")[1]
         truth = 1 if direction == "right" else -1
         aps, dvs = _read_frames(info.root, sample, "aps"), _read_frames(info.root, sample, "dvs")
         hits["event direction"].append(_event_direction(dvs) == truth)
         hits["rgb direction"].append(_rgb_direction(aps) == truth)
-        hits["rgb colour"].append(_rgb_colour(aps, scene.colours) == colour)
     accuracy = {name: float(np.mean(values)) for name, values in hits.items()}
     assert accuracy["event direction"] >= 0.95, accuracy
-    assert accuracy["rgb colour"] >= 0.95, accuracy
     assert 0.3 <= accuracy["rgb direction"] <= 0.7, accuracy

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from velora.demo.scenes import SceneConfig, render_clip
 
-GENERATOR_VERSION = 2  # bump whenever the same parameters would give different files
+GENERATOR_VERSION = 3  # bump whenever the same parameters would give different files
 MARKER = "velora_demo.json"
 PARTIAL_MARKER = "velora_demo.partial.json"
 SPLITS = ("train", "val", "test")
@@ -58,7 +58,7 @@ class _ClipTask:
     root: Path
     class_dir: str
     sample: str
-    colour: str
+    shape: str
     direction: str
     seed_entropy: tuple[int, int, int]  # (seed, class index, clip index)
     image_size: int
@@ -86,7 +86,7 @@ def generate_demo_dataset(
         image_size: side of the square frames in pixels.
         frames_range: (min, max) frames per clip, inclusive; each clip draws its own.
         seed: master seed; the same parameters give the same files.
-        scene: look of the clips and the classes (colours x directions); default SceneConfig().
+        scene: look of the clips and the classes (shapes x directions); default SceneConfig().
         workers: processes to render with; default the number of CPUs.
         progress: show a tqdm progress bar.
     """
@@ -117,12 +117,12 @@ def generate_demo_dataset(
 
     tasks, label_of, split_of = [], {}, {}
     for class_index, class_dir in enumerate(class_names):
-        colour, direction = class_dir.split("_", 1)
+        shape, direction = class_dir.split("_", 1)
         clip_index = 0
         for split in SPLITS:
             for _ in range(clips_per_class[split]):
                 sample = f"clip_{clip_index:05d}"
-                tasks.append(_ClipTask(root, class_dir, sample, colour, direction, (seed, class_index, clip_index), image_size, tuple(frames_range), scene))
+                tasks.append(_ClipTask(root, class_dir, sample, shape, direction, (seed, class_index, clip_index), image_size, tuple(frames_range), scene))
                 label_of[(class_dir, sample)], split_of[(class_dir, sample)] = class_index, split
                 clip_index += 1
 
@@ -163,7 +163,7 @@ def _write_clip(task: _ClipTask) -> int:
     frames_seed, render_seed = np.random.SeedSequence(list(task.seed_entropy)).spawn(2)
     low, high = task.frames_range
     num_frames = int(np.random.default_rng(frames_seed).integers(low, high + 1))
-    clip = render_clip(task.colour, task.direction, num_frames, task.image_size, task.scene, render_seed)
+    clip = render_clip(task.shape, task.direction, num_frames, task.image_size, task.scene, render_seed)
     sample_dir = task.root / task.class_dir / task.sample
     for suffix, frames in (("aps", clip.aps_frames), ("dvs", clip.event_frames)):
         folder = sample_dir / f"{task.sample}_{suffix}"

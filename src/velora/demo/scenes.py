@@ -1,11 +1,14 @@
 """Synthetic RGB + event clips whose class needs both modalities.
 
 A clip shows a sawtooth grating (brightness ramps up across each period, then drops
-sharply) of one colour drifting behind a static circular aperture on a static gray
-background. The class is colour x drift direction (e.g. `red_left`).
+sharply) drifting behind a static circular aperture on a static gray background. The
+grating is coloured: one isoluminant colour inside a static shape (disc, ring, cross, bar)
+and another outside it, as if seen through a coloured filter. The class is shape x drift
+direction (e.g. `ring_left`). The shape has a random size, rotation,
+position and pair of colours, so recognising it is a small visual task in its own right.
 
 Why RGB alone cannot tell the direction
-- Nothing but the grating moves: the aperture and background are static, so no object
+- Nothing but the grating moves: aperture, shape and background are static, so no object
   position reveals the direction.
 - Between consecutive RGB frames the grating moves exactly half a period. A shift of
   +P/2 and of -P/2 are the same image (the grating repeats every P), so the frame
@@ -17,11 +20,11 @@ Why RGB alone cannot tell the direction
   hence the same blur; with the phase measured from the middle of frame 0's exposure, a left
   and a right clip drawn with one seed give identical RGB frames.
 
-Why events alone cannot tell the colour
+Why events alone cannot tell the shape
 - The colours are isoluminant: each has luma Y = 0.299 R + 0.587 G + 0.114 B =
   `STRIPE_LUMA` (0.299, the luma of pure red), and the simulated event camera sees luma
-  only. The event stream of a clip does not depend on its colour at all: one seed gives
-  bit-identical events for every colour.
+  only. The shape is a change of colour, not of luma, so the event stream of a clip does
+  not depend on the shape at all: one seed gives bit-identical events for every shape.
 
 Why events do tell the direction
 - The event image of a frame holds only a short window before the frame (about 1-2 px of
@@ -33,11 +36,12 @@ Why events do tell the direction
   direction shows as which colour dominates the event image, a feature that needs no
   spatial reasoning.
 
-Colour stays visible in RGB despite long exposure blur (80-95 % of the frame interval) and
-a fraction of low-light clips (dim scene, shot and read noise, 10-bit ADC, 8-bit PNG).
+The shape stays visible in RGB despite long exposure blur (80-95 % of the frame interval)
+and a fraction of low-light clips (dim scene, shot and read noise, 10-bit ADC, 8-bit PNG),
+but only as a chromatic edge, which a backbone must learn to see.
 
 Units: intensities are linear in [0, 1]; PNG values are gamma encoded (1 / 2.2); times are
-microseconds; lengths are pixels (pixel i spans [i - 0.5, i + 0.5]).
+microseconds; lengths are pixels (pixel i spans [i - 0.5, i + 0.5]); angles are radians.
 """
 
 from __future__ import annotations
@@ -64,6 +68,8 @@ ISOLUMINANT_COLOURS: dict[str, tuple[float, float, float]] = {
     "cyan": (0.0, STRIPE_LUMA / 0.701, STRIPE_LUMA / 0.701),
 }
 
+SHAPES = ("disc", "triangle", "square", "cross", "ring", "bar")
+
 # image axis the stripes move along (1 = x, 0 = y) and the sign of the motion
 DIRECTIONS: dict[str, tuple[int, int]] = {"left": (1, -1), "right": (1, 1), "up": (0, -1), "down": (0, 1)}
 
@@ -77,7 +83,9 @@ class SceneConfig:
     """How demo clips look. Ranges are (low, high) of a uniform per-clip draw.
 
     Attributes:
-        colours: stripe colours, names from `ISOLUMINANT_COLOURS`.
+        shapes: shape classes, names from `SHAPES`.
+        colours: stripe colours, names from `ISOLUMINANT_COLOURS`; each clip draws two
+            different ones, for inside and outside the shape.
         directions: drift directions, from "left", "right", "up", "down".
         frame_interval_us: time between RGB frames (and event images), microseconds.
         exposure_fraction: RGB exposure time as a fraction of the frame interval.
@@ -85,6 +93,8 @@ class SceneConfig:
         aperture_radius_fraction: aperture radius as a fraction of the image size.
         aperture_jitter_fraction: largest offset of the aperture centre from the image
             centre, per axis, as a fraction of the image size.
+        shape_radius_fraction: radius of the shape's circumscribed circle as a fraction of
+            the image size; the shape lies wholly inside the aperture, anywhere, at any angle.
         background_luma: gray level of background and gaps, linear; below STRIPE_LUMA.
         low_light_fraction: probability that a clip is dim.
         low_light_brightness: scene brightness factor of a dim clip.
@@ -99,13 +109,15 @@ class SceneConfig:
         dvs: event camera parameters.
     """
 
-    colours: tuple[str, ...] = ("red", "green", "blue", "yellow")
+    shapes: tuple[str, ...] = ("disc", "ring", "cross", "bar")
+    colours: tuple[str, ...] = ("red", "green", "blue", "yellow", "magenta", "cyan")
     directions: tuple[str, ...] = ("left", "right")
     frame_interval_us: int = 40_000
     exposure_fraction: tuple[float, float] = (0.8, 0.95)
     period_fraction: tuple[float, float] = (0.2, 0.35)
-    aperture_radius_fraction: tuple[float, float] = (0.32, 0.42)
-    aperture_jitter_fraction: float = 0.08
+    aperture_radius_fraction: tuple[float, float] = (0.42, 0.48)
+    aperture_jitter_fraction: float = 0.04
+    shape_radius_fraction: tuple[float, float] = (0.22, 0.3)
     background_luma: tuple[float, float] = (0.06, 0.16)
     low_light_fraction: float = 0.3
     low_light_brightness: tuple[float, float] = (0.04, 0.12)
@@ -119,14 +131,17 @@ class SceneConfig:
 
     def __post_init__(self) -> None:
         problems = []
+        unknown = [c for c in self.shapes if c not in SHAPES]
+        if unknown or not self.shapes:
+            problems.append(f"shapes {list(unknown) or '()'} not available; choose from {list(SHAPES)}")
         unknown = [c for c in self.colours if c not in ISOLUMINANT_COLOURS]
-        if unknown or not self.colours:
-            problems.append(f"colours {list(unknown) or '()'} not available; choose from {sorted(ISOLUMINANT_COLOURS)}")
+        if unknown or len(self.colours) < 2:
+            problems.append(f"colours {list(self.colours)} must name at least two of {sorted(ISOLUMINANT_COLOURS)}")
         unknown = [d for d in self.directions if d not in DIRECTIONS]
         if unknown or not self.directions:
             problems.append(f"directions {list(unknown) or '()'} not available; choose from {list(DIRECTIONS)}")
-        if len(set(self.colours)) != len(self.colours) or len(set(self.directions)) != len(self.directions):
-            problems.append("colours and directions must not repeat")
+        if any(len(set(names)) != len(names) for names in (self.shapes, self.colours, self.directions)):
+            problems.append("shapes, colours and directions must not repeat")
         if not (0 < self.background_luma[0] <= self.background_luma[1] < STRIPE_LUMA):
             problems.append(f"background_luma {self.background_luma} must lie in (0, {STRIPE_LUMA}) so stripes are brighter")
         if not (0 < self.exposure_fraction[0] <= self.exposure_fraction[1] <= 1):
@@ -140,8 +155,8 @@ class SceneConfig:
 
     @property
     def class_names(self) -> list[str]:
-        """Class names in label-index order: colour-major, e.g. red_left, red_right, green_left, ..."""
-        return [f"{colour}_{direction}" for colour in self.colours for direction in self.directions]
+        """Class names in label-index order: shape-major, e.g. disc_left, disc_right, triangle_left, ..."""
+        return [f"{shape}_{direction}" for shape in self.shapes for direction in self.directions]
 
 
 @dataclass(frozen=True)
@@ -156,6 +171,11 @@ class ClipParams:
     exposure_fraction: float
     low_light: bool
     brightness: float  # 1 for normal clips
+    shape_centre_xy: tuple[float, float]
+    shape_radius_px: float
+    shape_angle: float
+    shape_colour: str
+    surround_colour: str
 
 
 @dataclass(frozen=True, eq=False)
@@ -187,15 +207,29 @@ def sample_clip_params(config: SceneConfig, image_size: int, rng: np.random.Gene
     period = image_size * rng.uniform(*config.period_fraction)
     jitter = image_size * config.aperture_jitter_fraction * rng.uniform(-1, 1, size=2)
     centre = (image_size - 1) / 2 + jitter
+    radius = image_size * rng.uniform(*config.aperture_radius_fraction)
+    phase = rng.uniform(0, period)
+    background, exposure = rng.uniform(*config.background_luma), rng.uniform(*config.exposure_fraction)
+    low_light, brightness = bool(rng.random() < config.low_light_fraction), rng.uniform(*config.low_light_brightness)
+    shape_radius = image_size * rng.uniform(*config.shape_radius_fraction)
+    # uniform over the disc of centres that keep the shape inside the aperture
+    offset = max(radius - shape_radius - 1.0, 0.0) * math.sqrt(rng.random())
+    offset_angle = rng.uniform(0, 2 * math.pi)
+    shape_colour, surround_colour = rng.choice(len(config.colours), size=2, replace=False)
     return ClipParams(
         period_px=period,
-        phase_px=rng.uniform(0, period),
+        phase_px=phase,
         centre_xy=(float(centre[0]), float(centre[1])),
-        radius_px=image_size * rng.uniform(*config.aperture_radius_fraction),
-        background_luma=rng.uniform(*config.background_luma),
-        exposure_fraction=rng.uniform(*config.exposure_fraction),
-        low_light=bool(rng.random() < config.low_light_fraction),
-        brightness=rng.uniform(*config.low_light_brightness),
+        radius_px=radius,
+        background_luma=background,
+        exposure_fraction=exposure,
+        low_light=low_light,
+        brightness=brightness,
+        shape_centre_xy=(float(centre[0] + offset * math.cos(offset_angle)), float(centre[1] + offset * math.sin(offset_angle))),
+        shape_radius_px=shape_radius,
+        shape_angle=rng.uniform(0, 2 * math.pi),
+        shape_colour=config.colours[shape_colour],
+        surround_colour=config.colours[surround_colour],
     )
 
 
@@ -226,6 +260,39 @@ def aperture_mask(image_size: int, centre_xy: tuple[float, float], radius_px: fl
     return np.clip(radius_px - distance + 0.5, 0.0, 1.0)
 
 
+def shape_mask(
+    shape: str, image_size: int, centre_xy: tuple[float, float], radius_px: float, angle: float, supersample: int = 4
+) -> np.ndarray:
+    """(H, W) coverage of a filled shape whose circumscribed circle has radius `radius_px`.
+
+    Anti-aliased by averaging supersample x supersample points per pixel. In shape units
+    (radius 1, before rotation by `angle`): disc r <= 1; ring 0.55 <= r <= 1; square
+    |u|, |v| <= 0.7; triangle equilateral with circumradius 1; cross two 0.6-wide bars;
+    bar one 0.5 x 2 bar.
+    """
+    s = supersample
+    coords = (np.arange(image_size * s) + 0.5) / s - 0.5
+    x, y = coords[None, :] - centre_xy[0], coords[:, None] - centre_xy[1]
+    cos, sin = math.cos(angle), math.sin(angle)
+    u, v = (cos * x + sin * y) / radius_px, (-sin * x + cos * y) / radius_px
+    if shape == "disc":
+        inside = u**2 + v**2 <= 1
+    elif shape == "ring":
+        inside = (u**2 + v**2 <= 1) & (u**2 + v**2 >= 0.55**2)
+    elif shape == "square":
+        inside = np.maximum(abs(u), abs(v)) <= 0.7
+    elif shape == "triangle":
+        normals = [math.pi / 2 + k * 2 * math.pi / 3 for k in range(3)]
+        inside = np.all([u * math.cos(t) + v * math.sin(t) <= 0.5 for t in normals], axis=0)
+    elif shape == "cross":
+        inside = ((abs(u) <= 0.3) & (abs(v) <= 0.95)) | ((abs(v) <= 0.3) & (abs(u) <= 0.95))
+    elif shape == "bar":
+        inside = (abs(u) <= 0.25) & (abs(v) <= 1.0)
+    else:
+        raise ValueError(f"Unknown shape {shape!r}; shapes: {list(SHAPES)}.")
+    return inside.reshape(image_size, s, image_size, s).mean(axis=(1, 3))
+
+
 def grating_coverage(times_us: np.ndarray, params: ClipParams, direction: str, image_size: int, frame_interval_us: int, t_ref_us: float) -> np.ndarray:
     """(S, H, W) stripe coverage at the given times: the grating moves half a period per frame interval."""
     axis, sign = DIRECTIONS[direction]
@@ -253,7 +320,7 @@ def expose(rgb_linear: np.ndarray, config: SceneConfig, rng: np.random.Generator
 
 
 def render_clip(
-    colour: str, direction: str, num_frames: int, image_size: int, config: SceneConfig, seed: int | np.random.SeedSequence
+    shape: str, direction: str, num_frames: int, image_size: int, config: SceneConfig, seed: int | np.random.SeedSequence
 ) -> DemoClip:
     """Render one clip: RGB frames, event stream and event images.
 
@@ -262,10 +329,10 @@ def render_clip(
     holds the events in [t_i - event_window_us, t_i).
 
     The seed is split into independent streams for clip parameters, the event camera and
-    the RGB sensor, so the events depend only on luma, never on the colour.
+    the RGB sensor, so the events depend only on luma, never on the shape or its colours.
     """
-    if colour not in ISOLUMINANT_COLOURS or direction not in DIRECTIONS:
-        raise ValueError(f"Unknown class ({colour!r}, {direction!r}); colours: {sorted(ISOLUMINANT_COLOURS)}, directions: {list(DIRECTIONS)}.")
+    if shape not in SHAPES or direction not in DIRECTIONS:
+        raise ValueError(f"Unknown class ({shape!r}, {direction!r}); shapes: {list(SHAPES)}, directions: {list(DIRECTIONS)}.")
     seed_sequence = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     params_seed, dvs_seed, sensor_seed = seed_sequence.spawn(3)
     params = sample_clip_params(config, image_size, np.random.default_rng(params_seed))
@@ -282,7 +349,9 @@ def render_clip(
     exposure_times = (frame_times[:, None] + exposure_offsets[None, :]).ravel()  # (T*E,)
     coverage = grating_coverage(exposure_times, params, direction, image_size, interval, t_ref)
     coverage = coverage.reshape(num_frames, n_exposure, image_size, image_size).mean(axis=1)  # (T, H, W)
-    stripe_rgb = np.asarray(ISOLUMINANT_COLOURS[colour])
+    inside = shape_mask(shape, image_size, params.shape_centre_xy, params.shape_radius_px, params.shape_angle)[..., None]
+    surround_rgb = np.asarray(ISOLUMINANT_COLOURS[params.surround_colour])
+    stripe_rgb = surround_rgb + inside * (np.asarray(ISOLUMINANT_COLOURS[params.shape_colour]) - surround_rgb)  # (H, W, 3)
     background_rgb = np.full(3, params.background_luma)
     rgb_linear = background_rgb + coverage[..., None] * (stripe_rgb - background_rgb)  # (T, H, W, 3)
     aps_frames = expose(brightness * rgb_linear, config, np.random.default_rng(sensor_seed))
