@@ -1,4 +1,5 @@
-"""CPU time per training step and per inference batch, for before/after comparisons on a shared CPU.
+"""CPU time per training step and per inference batch, for before/after comparisons on a shared CPU,
+and the bytes autograd keeps for the backward pass of one training forward (activation memory).
 
 Wall-clock throughput on a machine shared with other jobs swings by 2x from run to run; the CPU
 time a single-threaded process spends per step swings far less. Same step as `velora bench`
@@ -17,6 +18,21 @@ import time
 
 import torch
 import torch.nn.functional as F
+
+
+def saved_bytes(model, rgb, events) -> int:
+    """Bytes of the distinct tensors autograd saves in one training forward."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(rgb, events)
+    return sum(storages.values())
 
 
 def main() -> None:
@@ -54,7 +70,8 @@ def main() -> None:
         with torch.no_grad():
             model(rgb, events)
 
-    result = {"velora": velora.__file__, "batch_size": args.batch_size}
+    result = {"velora": velora.__file__, "batch_size": args.batch_size, "overrides": args.overrides}
+    result["saved_activation_mb"] = saved_bytes(model, rgb, events) / 2**20
     for name, step in (("train", train_step), ("infer", infer_step)):
         for _ in range(args.warmup):
             step()
