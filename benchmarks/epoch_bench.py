@@ -28,6 +28,7 @@ import zlib
 from datetime import date
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import torch
 
@@ -87,38 +88,31 @@ def write_packed(root: Path, *, clips: int, distinct: int, frames: int, image_si
     return time.perf_counter() - start
 
 
-class EpochTimer:
-    """Lightning callback factory: wall time of the training epoch and of each step."""
+class EpochTimer(L.Callback):
+    """Wall time of the training epoch (device work finished at both ends) and of each step's end."""
 
-    def __new__(cls, device: str):
-        import lightning as L
+    def __init__(self, cuda: bool):
+        self.cuda = cuda
+        self.start = self.end = 0.0
+        self.step_ends: list[float] = []
 
-        class _Timer(L.Callback):
-            def __init__(self):
-                self.start = self.end = None
-                self.step_ends: list[float] = []
+    def _sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
 
-            def _sync(self):
-                if device.startswith("cuda"):
-                    torch.cuda.synchronize()
+    def on_train_epoch_start(self, trainer, module) -> None:
+        self._sync()
+        self.start = time.perf_counter()
 
-            def on_train_epoch_start(self, trainer, module):
-                self._sync()
-                self.start = time.perf_counter()
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.step_ends.append(time.perf_counter())
 
-            def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-                self.step_ends.append(time.perf_counter())
-
-            def on_train_epoch_end(self, trainer, module):
-                self._sync()
-                self.end = time.perf_counter()
-
-        return _Timer()
+    def on_train_epoch_end(self, trainer, module) -> None:
+        self._sync()
+        self.end = time.perf_counter()
 
 
 def run(args) -> dict:
-    import lightning as L
-
     from velora.config import load_config
     from velora.training.datamodule import ClipDataModule
     from velora.training.module import VELoRAModule
@@ -143,7 +137,7 @@ def run(args) -> dict:
     setup_start = time.perf_counter()
     data = ClipDataModule(cfg)
     module = VELoRAModule(cfg, data.class_names)
-    timer = EpochTimer(args.device)
+    timer = EpochTimer(cuda)
     trainer = L.Trainer(
         max_epochs=1, accelerator=cfg.train.accelerator, devices=1, precision=cfg.train.precision,
         gradient_clip_val=cfg.train.grad_clip or None, limit_val_batches=0, num_sanity_val_steps=0,

@@ -204,3 +204,32 @@ def test_lora_linear_keeps_linear_parameter_names_and_shares_the_frozen_weight()
     layer.active = "a"
     expected = base(x) + 2.0 * (x @ adapter.lora_a.T @ adapter.lora_b.T)
     torch.testing.assert_close(layer(x), expected)
+
+
+def test_merging_the_active_adapter_does_not_add_it_twice():
+    layer = LoRALinear(nn.Linear(8, 4))
+    layer.add_adapter("a", rank=2, alpha=4.0)
+    with torch.no_grad():
+        layer.adapters["a"].lora_b.fill_(0.5)
+    x = torch.randn(3, 8)
+    layer.active = "a"
+    with torch.no_grad():
+        unmerged = layer(x)
+        layer.merge("a")
+        torch.testing.assert_close(layer(x), unmerged, atol=1e-5, rtol=1e-5)
+        layer.unmerge()
+        torch.testing.assert_close(layer(x), unmerged, atol=1e-5, rtol=1e-5)
+
+
+def test_row_groups_get_their_own_adapters():
+    layer = LoRALinear(nn.Linear(8, 4))
+    for name in ("a", "b"):
+        layer.add_adapter(name, rank=2, alpha=4.0)
+        with torch.no_grad():
+            layer.adapters[name].lora_b.normal_()
+    x = torch.randn(5, 3, 8)  # 5 images of 3 tokens: rows 0-1 use "a", 2-3 "b", 4 none
+    with torch.no_grad(), use_adapter([layer], (("a", 2), ("b", 2), (None, 1))):
+        grouped = layer(x)
+    for rows, name in ((slice(0, 2), "a"), (slice(2, 4), "b"), (slice(4, 5), None)):
+        with torch.no_grad(), use_adapter([layer], name):
+            torch.testing.assert_close(grouped[rows], layer(x[rows]), atol=1e-5, rtol=1e-5)

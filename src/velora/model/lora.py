@@ -111,12 +111,14 @@ class LoRALinear(nn.Module):
             raise LoRAError(f"adapter '{self.merged}' is already merged; unmerge it first")
         self.weight += self.adapters[name].delta_weight().to(self.weight.dtype)
         self.merged = name
+        self.active = self._active  # a merged adapter is no longer added on top
 
     @torch.no_grad()
     def unmerge(self) -> None:
         if self.merged is not None:
             self.weight -= self.adapters[self.merged].delta_weight().to(self.weight.dtype)
             self.merged = None
+            self.active = self._active
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, adapters={list(self.adapters)}"

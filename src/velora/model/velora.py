@@ -134,24 +134,26 @@ class VELoRA(nn.Module):
         sizes = [f.shape[0] * f.shape[1] for f in streams.values()]
         rows: AdapterRows = tuple((name if self.use_lora else None, n) for name, n in zip(streams, sizes))
         x = embed(self.backbone, torch.cat([f.flatten(0, 1) for f in streams.values()]))  # (sum B*T_s, N, D)
-        for block in self.backbone.blocks[: self.num_low]:
-            x = self.run_low_block(block, x, rows)
+        with use_adapter(self.low_lora, rows):
+            for block in self.backbone.blocks[: self.num_low]:
+                x = self.run_low_block(block, x, rows)
         return {
             name: part.view(*f.shape[:2], *part.shape[1:]).mean(dim=1)
             for (name, f), part in zip(streams.items(), x.split(sizes))
         }
 
     def run_low_block(self, block: nn.Module, x: torch.Tensor, rows: AdapterRows) -> torch.Tensor:
-        """One low-level block with the streams' adapters; checkpointed when configured."""
+        """One low-level block (adapters already set to `rows`); checkpointed when configured."""
+        if not (self.grad_checkpointing and self.training and torch.is_grad_enabled()):
+            return block(x)
 
         def run(x: torch.Tensor) -> torch.Tensor:
-            # The adapters are set inside, so the backward pass's recomputation uses them too.
-            with use_adapter(self.low_lora, rows):
+            # The recomputation runs in the backward pass, after encode_low has reset the
+            # adapters: set them again for this block.
+            with use_adapter(lora_layers(block), rows):
                 return block(x)
 
-        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(run, x, use_reentrant=False)
-        return run(x)
+        return checkpoint(run, x, use_reentrant=False)
 
     @staticmethod
     def frame_difference(frames: torch.Tensor) -> torch.Tensor:
