@@ -24,6 +24,7 @@ class PretrainConfig:
     weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay on matrices"})
     warmup_steps: int = field(default=200, metadata={"help": "linear warmup, then cosine decay to 1 %% of lr"})
     rotation: float = field(default=1.0, metadata={"help": "span of the random rotation as a fraction of a full turn (0: upright)"})
+    bright_on_dark: bool = field(default=False, metadata={"help": "fractals brighter than the background in every channel (else any two colours)"})
     label_smoothing: float = field(default=0.1, metadata={"help": "cross-entropy label smoothing"})
     val_images: int = field(default=1024, metadata={"help": "held-out rendered images for the accuracy check"})
     seed: int = field(default=0, metadata={"help": "seed of the categories, the images and the initialisation"})
@@ -33,13 +34,18 @@ class PretrainConfig:
 
 def recipe_flags(cfg: PretrainConfig) -> list[str]:
     """The flags that reproduce `cfg` (all of them, so a changed default does not change the recipe)."""
-    return [f"--{f.name.replace('_', '-')} {getattr(cfg, f.name)}" for f in dataclasses.fields(cfg)]
+    flags = []
+    for f in dataclasses.fields(cfg):
+        name, value = f.name.replace("_", "-"), getattr(cfg, f.name)
+        flags.append(f"--{'' if value else 'no-'}{name}" if isinstance(value, bool) else f"--{name} {value}")
+    return flags
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """One flag per `PretrainConfig` field, for `python -m velora.pretrain` and `velora pretrain`."""
     for f in dataclasses.fields(PretrainConfig):
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default, help=f"{f.metadata['help']} (default: {f.default})")
+        kind = {"action": argparse.BooleanOptionalAction} if isinstance(f.default, bool) else {"type": type(f.default)}
+        parser.add_argument(f"--{f.name.replace('_', '-')}", **kind, default=f.default, help=f"{f.metadata['help']} (default: {f.default})")
     return parser
 
 

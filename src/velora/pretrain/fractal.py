@@ -145,14 +145,21 @@ def render_masks(
 
 
 def render_images(
-    categories: FractalCategories, labels: torch.Tensor, image_size: int, generator: torch.Generator, rotation: float = 1.0
+    categories: FractalCategories, labels: torch.Tensor, image_size: int, generator: torch.Generator,
+    rotation: float = 1.0, bright_on_dark: bool = False,
 ) -> torch.Tensor:
-    """(B,) labels -> (B, 3, H, W) float RGB in [0, 1]: coloured fractals on coloured backgrounds, with noise."""
+    """(B,) labels -> (B, 3, H, W) float RGB in [0, 1]: coloured fractals on coloured backgrounds, with noise.
+
+    bright_on_dark: every channel of the fractal in [0.6, 1], of the background in [0, 0.4] (random
+    hues, fixed polarity: an easier start), instead of any two colours 0.3-0.7 apart per channel.
+    """
     B = labels.shape[0]
     mask = render_masks(categories, labels, image_size, generator, rotation=rotation)[:, None]  # (B, 1, H, W)
     background = torch.rand(B, 3, 1, 1, generator=generator)
     # every channel differs by 0.3-0.7 (circularly), so no fractal is invisible against its background
     foreground = (background + 0.3 + 0.4 * torch.rand(B, 3, 1, 1, generator=generator)) % 1.0
+    if bright_on_dark:
+        background, foreground = 0.4 * background, 0.6 + 0.4 * (foreground - background).abs()
     images = background + mask * (foreground - background)
     noise = 0.05 * torch.rand(B, 1, 1, 1, generator=generator)
     images = images + noise * torch.randn(images.shape, generator=generator)

@@ -84,16 +84,16 @@ def pretrain(cfg: PretrainConfig, log=print) -> dict:
     train_gen = torch.Generator().manual_seed(cfg.seed * 1000 + 1)
     val_gen = torch.Generator().manual_seed(cfg.seed * 1000 + 2)
     val_labels = torch.arange(cfg.val_images) % cfg.num_categories
-    val_images = render_images(categories, val_labels, cfg.image_size, val_gen, cfg.rotation)
+    val_images = render_images(categories, val_labels, cfg.image_size, val_gen, cfg.rotation, cfg.bright_on_dark)
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     history = []
     model.train()
     for step in range(cfg.steps):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
         labels = torch.randint(0, cfg.num_categories, (cfg.batch_size,), generator=train_gen)
-        images = render_images(categories, labels, cfg.image_size, train_gen, cfg.rotation)
+        images = render_images(categories, labels, cfg.image_size, train_gen, cfg.rotation, cfg.bright_on_dark)
         loss = F.cross_entropy(model(normalise(images)), labels, label_smoothing=cfg.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -104,11 +104,13 @@ def pretrain(cfg: PretrainConfig, log=print) -> dict:
             elapsed = time.perf_counter() - start
             history.append({"step": step + 1, "loss": round(loss.item(), 4), "val_top1": round(val, 4), "seconds": round(elapsed, 1)})
             log(f"step {step + 1}/{cfg.steps}  loss {loss.item():.3f}  held-out top-1 {val:.1%}  {elapsed:.0f} s")
-    seconds = time.perf_counter() - start
-    return write_weights(model, cfg, output, seconds, history)
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    return write_weights(model, cfg, output, seconds, cpu_seconds, history)
 
 
-def write_weights(model: torch.nn.Module, cfg: PretrainConfig, output: Path, seconds: float, history: list) -> dict:
+def write_weights(
+    model: torch.nn.Module, cfg: PretrainConfig, output: Path, seconds: float, cpu_seconds: float, history: list
+) -> dict:
     """Backbone tensors (no classifier) + metadata header -> `output`; manifest -> `output`.json."""
     from safetensors.torch import save_file
 
@@ -138,7 +140,8 @@ def write_weights(model: torch.nn.Module, cfg: PretrainConfig, output: Path, sec
         "parameters": sum(v.numel() for v in state.values()),
         "command": "python -m velora.pretrain " + " ".join(recipe_flags(cfg)),
         "settings": recipe,
-        "train_seconds": round(seconds, 1),
+        "train_seconds": round(seconds, 1),  # wall clock
+        "train_cpu_seconds": round(cpu_seconds, 1),  # of this process: less than wall on a shared machine
         "final_held_out_top1": history[-1]["val_top1"] if history else None,
         "history": history,
         "torch": torch.__version__,
