@@ -58,10 +58,16 @@ class ModelConfig:
     weights: str = _f(
         "none",
         "Pre-trained backbone weights: 'none' (random init, for tests and a weights-free demo), "
-        "'hub' (timm's pretrained weights; needs network or a filled cache), or a local file or "
+        "'hub' (timm's pretrained weights; needs network or a filled cache), 'shipped:<name>' (weights "
+        "inside the package, e.g. shipped:fractal_vit_tiny64, the demo's fractal-pretrained ViT), or a local file or "
         "folder: timm .safetensors/.pth, an OpenAI/open_clip state dict (visual.* keys), or a Hugging "
         "Face CLIPVisionModel folder. Pickles load with weights_only; convert a TorchScript ViT-B-16.pt "
         "once with `velora convert-weights`.",
+    )
+    finetune_backbone: bool = _f(
+        False,
+        "Train every backbone weight too (the full fine-tuning baseline); default False keeps the "
+        "backbone frozen and trains only adapters, fusion modules and head.",
     )
     image_size: int = _f(224, "Input height and width in pixels; frames are resized to it.")
     num_classes: int = _f(114, "Number of classes of the head (114 for PokerEvent, 300 for HARDVS).")

@@ -6,6 +6,7 @@ import torch
 
 from velora.config import Config
 from velora.model.velora import VELoRA, count_parameters
+from velora.model.weights import describe_weights_source
 
 PART_NAMES = {
     "lora_rgb": "RGB stream LoRA (low-level blocks)",
@@ -17,6 +18,7 @@ PART_NAMES = {
     "fusion_blocks": "trainable fusion blocks (fusion_block: random_trainable)",
     "recon_decoder": "reconstruction decoder",
     "head": "classification head",
+    "backbone": "backbone weights (model.finetune_backbone: full fine-tuning)",
     "absent_rgb": "missing-RGB embedding",
     "absent_event": "missing-event embedding",
 }
@@ -32,7 +34,7 @@ def describe(cfg: Config) -> str:
     frozen_mb = backbone * 4 / 1e6
     lines = [
         f"backbone        {cfg.model.backbone} {cfg.model.backbone_args or ''}".rstrip(),
-        f"weights         {cfg.model.weights}",
+        f"weights         {cfg.model.weights}: {describe_weights_source(cfg.model.weights, cfg.model.backbone)}",
         f"blocks          {model.num_low} low-level + {cfg.model.high_level_blocks} high-level, "
         f"dim {model.backbone.embed_dim}, image {cfg.model.image_size} px",
         f"LoRA            rank {cfg.lora.rank}, alpha {cfg.lora.alpha}, targets {', '.join(cfg.lora.targets)}",

@@ -15,7 +15,7 @@ import torch.nn as nn
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
 from velora.config import ModelConfig
-from velora.model.weights import WeightsError, load_state_dict_any, timm_model_kwargs
+from velora.model.weights import WeightsError, load_state_dict_any, resolve_weights, timm_model_kwargs
 
 
 RANDOM_INIT_SEED = 0
@@ -34,8 +34,12 @@ def build_backbone(cfg: ModelConfig) -> VisionTransformer:
         )
     hub = cfg.weights == "hub"
     state, meta = None, {}
-    if cfg.weights not in ("none", "hub"):
-        state, meta = read_weights(Path(cfg.weights))
+    try:
+        path = resolve_weights(cfg.weights)
+    except WeightsError as exc:
+        raise BackboneError(str(exc)) from None
+    if path is not None:
+        state, meta = read_weights(path)
     # The file's own architecture (width, depth, heads, patch size, activation), then the config's.
     arch = {k: v for k, v in timm_model_kwargs(meta).items() if k != "img_size"}
     kwargs = dict(num_classes=0, img_size=cfg.image_size, **{**arch, **cfg.backbone_args})
@@ -59,7 +63,7 @@ def build_backbone(cfg: ModelConfig) -> VisionTransformer:
     if not isinstance(model, VisionTransformer):
         raise BackboneError(f"model.backbone '{cfg.backbone}' is not a plain VisionTransformer")
     if state is not None:
-        load_backbone_weights(model, state, Path(cfg.weights))
+        load_backbone_weights(model, state, path)
         if meta.get("mean") and meta.get("std"):  # the weights' own normalisation
             model.pretrained_cfg = {**model.pretrained_cfg, "mean": tuple(meta["mean"]), "std": tuple(meta["std"])}
     model.requires_grad_(False)
@@ -72,7 +76,7 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     if not path.exists():
         raise BackboneError(
             f"model.weights '{path}' does not exist; give a weights file or folder (timm .safetensors/.pth, "
-            "OpenAI/open_clip state dict, Hugging Face CLIP folder), 'hub' or 'none'"
+            "OpenAI/open_clip state dict, Hugging Face CLIP folder), 'shipped:<name>', 'hub' or 'none'"
         )
     try:
         return load_state_dict_any(path, allow_torchscript=False)

@@ -52,6 +52,8 @@ class VELoRA(nn.Module):
         self.cfg = cfg
         m, lo = cfg.model, cfg.lora
         self.backbone = build_backbone(m)
+        if m.finetune_backbone:  # the full fine-tuning baseline; adapters below stay trainable too
+            self.backbone.requires_grad_(True)
         depth = len(self.backbone.blocks)
         if m.high_level_blocks >= depth:
             raise ValueError(

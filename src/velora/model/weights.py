@@ -64,9 +64,59 @@ HF_SWAPS = (
 
 CONVERT_HINT = "velora convert-weights {path} OUT.safetensors --allow-torchscript"
 
+# `model.weights: shipped:<name>` names <package>/pretrained/<name>.safetensors; its manifest
+# <name>.safetensors.json (written by `velora pretrain`) holds the recipe and the sha256.
+SHIPPED_PREFIX = "shipped:"
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
+
 
 class WeightsError(ValueError):
     """A weights file cannot be read safely or is not a ViT checkpoint we know."""
+
+
+def shipped_weights() -> list[str]:
+    """Names of the weights inside the package (`model.weights: shipped:<name>`)."""
+    return sorted(p.name.removesuffix(".safetensors") for p in SHIPPED_DIR.glob("*.safetensors"))
+
+
+def resolve_weights(value: str) -> Path | None:
+    """The file or folder a `model.weights` value names; None for 'none' and 'hub'."""
+    if value in ("none", "hub"):
+        return None
+    if value.startswith(SHIPPED_PREFIX):
+        name = value[len(SHIPPED_PREFIX):]
+        path = SHIPPED_DIR / f"{name}.safetensors"
+        if not path.is_file():
+            raise WeightsError(
+                f"model.weights '{value}': no weights named '{name}' ship with this package; "
+                f"shipped: {', '.join(SHIPPED_PREFIX + n for n in shipped_weights()) or 'none'}"
+            )
+        return path
+    return Path(value)
+
+
+def shipped_manifest(path: Path) -> dict:
+    """The manifest next to a shipped weights file ({} if there is none)."""
+    manifest = Path(f"{path}.json")
+    return json.loads(manifest.read_text()) if manifest.is_file() else {}
+
+
+def describe_weights_source(value: str, backbone: str) -> str:
+    """One line saying where the backbone's weights come from, for `velora info` and reports."""
+    if value == "none":
+        return "random initialisation (seed 0), no pre-training"
+    if value == "hub":
+        return f"timm hub pretrained weights of {backbone}"
+    path = resolve_weights(value)
+    if value.startswith(SHIPPED_PREFIX):
+        manifest = shipped_manifest(path)
+        settings = manifest.get("settings", {})
+        what = f"fractal-pretrained on {settings.get('num_categories', '?')} IFS categories" if settings else "pretrained"
+        digest = manifest.get("sha256", "no manifest")
+        return f"shipped {what} (velora/pretrained/{path.name}, sha256 {digest[:16]})"
+    if path.is_file():
+        return f"file {path} ({path.stat().st_size / 1e6:.1f} MB)"
+    return f"{'folder' if path.is_dir() else 'missing path'} {path}"
 
 
 def load_state_dict_any(
