@@ -136,16 +136,20 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
         assert (report / name).is_file() and (report / name).stat().st_size > 0, name
     metrics = json.loads((report / "metrics.json").read_text())
     variants = metrics["variants"]
-    assert set(variants) == {"velora", "rgb_only", "event_only", "linear_probe"}
+    assert set(variants) == {"velora", "rgb_only", "event_only", "linear_probe", "random_backbone", "full_finetune"}
     for name, result in variants.items():
         assert 0.0 <= result["test_top1"] <= result["test_top5"] <= 1.0, name
         assert (out / "runs" / name / "best.safetensors").is_file()
     assert variants["rgb_only"]["modalities"] == ["rgb"] and variants["event_only"]["modalities"] == ["event"]
     assert variants["linear_probe"]["trainable_parameters"] < variants["rgb_only"]["trainable_parameters"]
     assert variants["rgb_only"]["trainable_parameters"] < variants["velora"]["trainable_parameters"]
+    assert variants["velora"]["trainable_fraction"] < 0.05 < 0.99 < variants["full_finetune"]["trainable_fraction"]
+    assert variants["velora"]["backbone_source"].startswith("shipped fractal-pretrained")
+    assert variants["random_backbone"]["backbone_source"].startswith("random initialisation")
     assert len(metrics["class_names"]) == 8
     summary = (report / "summary.md").read_text()
     assert "VELoRA (RGB + event)" in summary and "frozen-backbone linear probe" in summary
+    assert "full fine-tuning" in summary and "fractal, frozen" in summary and "random, frozen" in summary
 
 
 def test_bench_reports_a_speedup(tmp_path, capsys):

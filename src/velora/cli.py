@@ -58,16 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
         description=textwrap.dedent(
             """\
             Build a synthetic RGB-Event dataset in the PokerEvent layout (DVS-simulated events),
-            train VELoRA and three baselines (RGB-only, event-only, frozen-backbone linear probe),
-            evaluate them on the test split and write a report folder. Needs no network."""
+            train VELoRA and five baselines (RGB-only, event-only, frozen-backbone linear probe, LoRA on
+            a random backbone, full fine-tuning), evaluate them on the test split and write a report
+            folder. The backbone is the fractal-pretrained ViT that ships with the package. Needs no network."""
         ),
         formatter_class=fmt,
     )
     p.add_argument("--output", default="velora-demo", help="folder for data, runs and the report (default: velora-demo)")
     p.add_argument("--quick", action="store_true", help="a tiny dataset and one epoch: checks the pipeline in a minute")
     p.add_argument(
-        "--variants", default="velora,rgb_only,event_only,linear_probe",
-        help="comma-separated models to train (default: the four of the table); ablations: fusion_random, "
+        "--variants", default="velora,rgb_only,event_only,linear_probe,random_backbone,full_finetune",
+        help="comma-separated models to train (default: the six of the table); ablations: fusion_random, "
         "recon_block, recon_attached, head_cls, no_frame_diff, no_recon, modality_dropout",
     )
     _add_config(p, "demo")

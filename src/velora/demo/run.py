@@ -20,6 +20,7 @@ from velora.evaluation.evaluate import evaluate, panel_row, predict_scores
 from velora.evaluation.metrics import topk_indices
 from velora.evaluation.plots import plot_prediction_panel
 from velora.model.velora import count_parameters
+from velora.model.weights import describe_weights_source
 from velora.training.checkpoint import load_model
 from velora.training.datamodule import make_dataset
 from velora.training.run import train
@@ -30,6 +31,9 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "rgb_only": ("RGB only", {"data": {"modalities": ["rgb"]}}),
     "event_only": ("event only", {"data": {"modalities": ["event"]}}),
     "linear_probe": ("frozen-backbone linear probe", {"lora": {"rank": 0}}),
+    "random_backbone": ("LoRA on a random backbone", {"model": {"weights": "none"}}),
+    # Full fine-tuning at the LoRA learning rate wrecks the pre-trained weights; 3e-4 is the usual lower rate.
+    "full_finetune": ("full fine-tuning (lr 3e-4)", {"model": {"finetune_backbone": True}, "train": {"lr": 3.0e-4}}),
     # Ablations of where our reading departs from the original code (not run by default).
     "fusion_random": ("fusion: random trainable block", {"model": {"fusion_block": "random_trainable"}}),
     "recon_block": ("recon decoder: ViT block", {"model": {"recon_decoder": "block"}}),
@@ -39,8 +43,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "no_recon": ("no reconstruction loss", {"model": {"recon_weight": 0.0}}),
     "modality_dropout": ("modality dropout 0.2", {"model": {"modality_dropout": 0.2}}),
 }
-DEFAULT_VARIANTS = ["velora", "rgb_only", "event_only", "linear_probe"]
-FULL_SPLITS = {"train": 60, "val": 15, "test": 25}
+DEFAULT_VARIANTS = ["velora", "rgb_only", "event_only", "linear_probe", "random_backbone", "full_finetune"]
+FULL_SPLITS = {"train": 30, "val": 10, "test": 25}
 QUICK_SPLITS = {"train": 4, "val": 2, "test": 2}
 
 
@@ -91,6 +95,9 @@ def run_demo(
         results[name] = {
             "title": title,
             "modalities": cfg.data.modalities,
+            "backbone_weights": cfg.model.weights,
+            "backbone_source": describe_weights_source(cfg.model.weights, cfg.model.backbone),
+            "backbone_trained": cfg.model.finetune_backbone,
             "test_top1": report["top1"],
             "test_top5": report["top5"],
             "mean_class_accuracy": report["mean_class_accuracy"],
@@ -100,6 +107,7 @@ def run_demo(
             "best_epoch": result.best_epoch,
             "trainable_parameters": trainable,
             "total_parameters": total,
+            "trainable_fraction": trainable / total,
             "train_seconds": round(seconds, 1),
             "checkpoint": str(result.best_checkpoint),
         }
@@ -126,11 +134,9 @@ def write_report(output: Path, base: Config, results: dict, class_names, seconds
     report_dir = output / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
     backbone_note = (
-        "The backbone is randomly initialised and frozen (model.weights: none): no small pre-trained "
-        "backbone ships with the package yet (issue #4), so these figures show adaptation of a random "
-        "ViT, not of pre-trained features."
-        if base.model.weights == "none"
-        else f"Backbone weights: {base.model.weights}."
+        f"Backbone weights (model.weights: {base.model.weights}): "
+        f"{describe_weights_source(base.model.weights, base.model.backbone)}; frozen unless the table says "
+        "'trained'. Each variant's weights are in metrics.json (backbone_source)."
     )
     metrics = {"variants": results, "class_names": list(class_names), "seconds": round(seconds, 1), "note": backbone_note}
     (report_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
@@ -174,16 +180,25 @@ def format_table(results: dict) -> str:
 
     lines = [
         f"{'model':32s} {'modalities':10s} {'test top-1':>10s} {'top-5':>7s} {'no RGB':>7s} {'no event':>8s} "
-        f"{'trainable':>10s} {'train s':>8s}"
+        f"{'trainable':>10s} {'share':>6s} {'backbone':>18s} {'train s':>8s}"
     ]
     for r in results.values():
         lines.append(
             f"{r['title']:32s} {'+'.join(r['modalities']):10s} {pct(r['test_top1']):>10s} {pct(r['test_top5']):>7s} "
             f"{pct(r['test_top1_without_rgb']):>7s} {pct(r['test_top1_without_event']):>8s} "
-            f"{r['trainable_parameters']:10,d} {r['train_seconds']:8.0f}"
+            f"{r['trainable_parameters']:10,d} {r['trainable_fraction']:6.1%} {backbone_label(r):>18s} "
+            f"{r['train_seconds']:8.0f}"
         )
     lines.append("no RGB / no event: the same model evaluated with that sensor missing at test time.")
+    lines.append("share: trainable parameters / all parameters (frozen backbone included).")
     return "\n".join(lines)
+
+
+def backbone_label(result: dict) -> str:
+    """'pretrained, frozen', 'random, frozen', 'pretrained, trained', ..."""
+    weights = result.get("backbone_weights", "none")
+    origin = "random" if weights == "none" else "fractal" if weights.startswith("shipped:fractal") else "pretrained"
+    return f"{origin}, {'trained' if result.get('backbone_trained') else 'frozen'}"
 
 
 __all__ = ["run_demo", "VARIANTS"]

@@ -110,14 +110,14 @@ class SceneConfig:
     """
 
     shapes: tuple[str, ...] = ("disc", "ring", "cross", "bar")
-    colours: tuple[str, ...] = ("red", "green", "blue", "yellow", "magenta", "cyan")
+    colours: tuple[str, ...] = ("magenta", "cyan")
     directions: tuple[str, ...] = ("left", "right")
     frame_interval_us: int = 40_000
     exposure_fraction: tuple[float, float] = (0.8, 0.95)
     period_fraction: tuple[float, float] = (0.2, 0.35)
     aperture_radius_fraction: tuple[float, float] = (0.42, 0.48)
     aperture_jitter_fraction: float = 0.04
-    shape_radius_fraction: tuple[float, float] = (0.22, 0.3)
+    shape_radius_fraction: tuple[float, float] = (0.24, 0.32)
     background_luma: tuple[float, float] = (0.06, 0.16)
     low_light_fraction: float = 0.3
     low_light_brightness: tuple[float, float] = (0.04, 0.12)
