@@ -9,7 +9,10 @@ from dataclasses import dataclass, field
 
 @dataclass
 class PretrainConfig:
-    """Settings of one pre-training run; every field is a command-line flag (`--num-categories 100`)."""
+    """Settings of one pre-training run; every field is a command-line flag (`--num-categories 32`).
+
+    The defaults are the recipe of the shipped `fractal_vit_tiny64` weights.
+    """
 
     output: str = field(default="fractal_vit.safetensors", metadata={"help": "weights file to write (*.safetensors); the manifest goes next to it as <output>.json"})
     backbone: str = field(default="vit_base_patch16_clip_quickgelu_224", metadata={"help": "timm architecture (block structure)"})
@@ -17,18 +20,18 @@ class PretrainConfig:
     depth: int = field(default=4, metadata={"help": "Transformer blocks"})
     num_heads: int = field(default=4, metadata={"help": "attention heads"})
     image_size: int = field(default=64, metadata={"help": "image side in pixels (the demo's model.image_size)"})
-    num_categories: int = field(default=100, metadata={"help": "fractal categories (classes)"})
-    steps: int = field(default=3000, metadata={"help": "optimizer steps"})
-    batch_size: int = field(default=128, metadata={"help": "images per step"})
-    lr: float = field(default=2e-3, metadata={"help": "peak AdamW learning rate"})
+    num_categories: int = field(default=32, metadata={"help": "fractal categories (classes)"})
+    steps: int = field(default=4000, metadata={"help": "optimizer steps"})
+    batch_size: int = field(default=64, metadata={"help": "images per step"})
+    lr: float = field(default=5e-4, metadata={"help": "peak AdamW learning rate"})
     weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay on matrices"})
-    warmup_steps: int = field(default=200, metadata={"help": "linear warmup, then cosine decay to 1 %% of lr"})
-    rotation: float = field(default=1.0, metadata={"help": "span of the random rotation as a fraction of a full turn (0: upright)"})
-    bright_on_dark: bool = field(default=False, metadata={"help": "fractals brighter than the background in every channel (else any two colours)"})
+    warmup_steps: int = field(default=100, metadata={"help": "linear warmup, then cosine decay to 1 %% of lr"})
+    rotation: float = field(default=0.0, metadata={"help": "span of the random rotation as a fraction of a full turn (0: upright)"})
+    bright_on_dark: bool = field(default=True, metadata={"help": "fractals brighter than the background in every channel (else any two colours)"})
     label_smoothing: float = field(default=0.1, metadata={"help": "cross-entropy label smoothing"})
     val_images: int = field(default=1024, metadata={"help": "held-out rendered images for the accuracy check"})
     seed: int = field(default=0, metadata={"help": "seed of the categories, the images and the initialisation"})
-    threads: int = field(default=2, metadata={"help": "torch CPU threads"})
+    threads: int = field(default=1, metadata={"help": "torch CPU threads (on a shared machine more threads mostly wait)"})
     log_every: int = field(default=100, metadata={"help": "log (and validate) every N steps"})
 
 
