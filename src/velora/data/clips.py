@@ -29,11 +29,10 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
 from velora.data.errors import DataError
 from velora.data.labels import ClipEntry, read_class_names, read_label_file
-from velora.data.sampling import draw_clip, random_crop_box, sampling_problems  # noqa: F401  (random_crop_box: public here too)
+from velora.data.sampling import SampledClips, draw_clip, random_crop_box, sampling_problems  # noqa: F401  (random_crop_box: public here too)
 
 MODALITIES = ("rgb", "event")
 FOLDER_SUFFIX = {"rgb": "_aps", "event": "_dvs"}
@@ -105,7 +104,7 @@ def read_frame(path: Path) -> Image.Image:
         ) from None
 
 
-class ClipDataset(Dataset):
+class ClipDataset(SampledClips):
     """Clips of T frames per modality, taken at the same frame indices in RGB and events.
 
     root: dataset root holding the class folders (and optionally classes.txt).
@@ -193,22 +192,14 @@ class ClipDataset(Dataset):
                         f"[0, {num_classes}); fix the label file or num_classes"
                     )
 
-        self.num_frames = num_frames
-        self.image_size = image_size
-        self.train = train
-        self.seed = seed
-        self.epoch = 0
-        self.crop_scale = crop_scale
-        self.crop_ratio = crop_ratio
-        self.horizontal_flip = horizontal_flip
+        self.init_sampling(
+            num_frames=num_frames, image_size=image_size, train=train, seed=seed, crop_scale=crop_scale,
+            crop_ratio=crop_ratio, horizontal_flip=horizontal_flip, num_classes=num_classes,
+        )
         self.event_resample = event_resample
         self.frame_count_policy = frame_count_policy
-        self.num_classes = num_classes
         self._class_names: list[str] | None = None
         self._frame_folders: dict[int, dict[str, FrameFolder]] = {}
-
-    def __len__(self) -> int:
-        return len(self.entries)
 
     @property
     def class_names(self) -> list[str]:
@@ -216,12 +207,6 @@ class ClipDataset(Dataset):
         if self._class_names is None:
             self._class_names = read_class_names(self.root, self.entries)
         return self._class_names
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose random offsets and crops the next items use."""
-        if epoch < 0:
-            raise ValueError(f"epoch must be >= 0, got {epoch}")
-        self.epoch = epoch
 
     def frame_folders(self, index: int) -> dict[str, FrameFolder]:
         """The requested modalities' frame lists of clip ``index``, equal in length (cached)."""

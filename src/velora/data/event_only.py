@@ -39,12 +39,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
 from velora.data.clips import EVENT_RESAMPLE, random_crop_box
 from velora.data.errors import DataError
 from velora.data.labels import CLASSES_FILE, read_class_file, read_lines
-from velora.data.sampling import sampling_problems
+from velora.data.sampling import SampledClips, sampling_problems
 from velora.events.readers import SUFFIXES, read_events, require_events
 from velora.events.render import event_image
 
@@ -183,7 +182,7 @@ def window_bounds(
     return np.searchsorted(t, edges, side="left").astype(np.int64)
 
 
-class EventFileDataset(Dataset):
+class EventFileDataset(SampledClips):
     """Event recordings as clips of T event images, with labels from a labels file.
 
     root: dataset root; samples in the labels file are relative to it.
@@ -279,35 +278,21 @@ class EventFileDataset(Dataset):
                 )
             self.entries.append(EventEntry(line.sample, line.class_name, label))
 
-        self.num_frames = num_frames
-        self.image_size = image_size
+        self.init_sampling(
+            num_frames=num_frames, image_size=image_size, train=train, seed=seed, crop_scale=crop_scale,
+            crop_ratio=crop_ratio, horizontal_flip=horizontal_flip, num_classes=num_classes,
+        )
         self.representation = representation
-        self.train = train
-        self.seed = seed
-        self.epoch = 0
         self.window = window
         self.window_us = window_us
         self.sensor_size = sensor_size
-        self.crop_scale = crop_scale
-        self.crop_ratio = crop_ratio
-        self.horizontal_flip = horizontal_flip
         self.event_resample = event_resample
-        self.num_classes = num_classes
         self._paths: dict[int, Path] = {}
-
-    def __len__(self) -> int:
-        return len(self.entries)
 
     @property
     def class_names(self) -> list[str]:
         """Class names in label order (see the module docstring for where they come from)."""
         return list(self._class_names)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose random crops (and window placements) the next items use."""
-        if epoch < 0:
-            raise ValueError(f"epoch must be >= 0, got {epoch}")
-        self.epoch = epoch
 
     def event_file(self, index: int) -> Path:
         """The event file of recording ``index`` (cached)."""

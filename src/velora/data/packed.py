@@ -47,7 +47,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from velora.data.clips import (
@@ -60,7 +59,7 @@ from velora.data.clips import (
 )
 from velora.data.errors import DataError
 from velora.data.labels import ClipEntry, read_class_names
-from velora.data.sampling import draw_clip, sampling_problems
+from velora.data.sampling import SampledClips, draw_clip, sampling_problems
 
 FORMAT = "velora-packed"
 VERSION = 1
@@ -429,7 +428,7 @@ def _truncate_uncommitted(out_dir: Path, clips: list[dict], frame_bytes: int) ->
     return ends
 
 
-class PackedClipDataset(Dataset):
+class PackedClipDataset(SampledClips):
     """One split of a packed dataset, with ClipDataset's item contract and randomness.
 
     root: the packed folder (holding index.json).
@@ -523,16 +522,11 @@ class PackedClipDataset(Dataset):
 
         self.split = split
         self.label_file = None
-        self.num_frames = num_frames
-        self.image_size = header["image_size"]
-        self.train = train
-        self.seed = seed
-        self.epoch = 0
-        self.crop_scale = crop_scale
-        self.crop_ratio = crop_ratio
-        self.horizontal_flip = horizontal_flip
+        self.init_sampling(
+            num_frames=num_frames, image_size=header["image_size"], train=train, seed=seed, crop_scale=crop_scale,
+            crop_ratio=crop_ratio, horizontal_flip=horizontal_flip, num_classes=num_classes,
+        )
         self.event_resample = header["event_resample"]
-        self.num_classes = num_classes
         self.device_crop = device_crop
         self._shards: dict[int, np.ndarray] = {}
 
@@ -555,19 +549,10 @@ class PackedClipDataset(Dataset):
         state["_shards"] = {}  # every process maps the shards itself
         return state
 
-    def __len__(self) -> int:
-        return len(self.entries)
-
     @property
     def class_names(self) -> list[str]:
         """Class names in label order, as pack_dataset found them (classes.txt or class folders)."""
         return list(self.header["class_names"])
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose random offsets and crops the next items use."""
-        if epoch < 0:
-            raise ValueError(f"epoch must be >= 0, got {epoch}")
-        self.epoch = epoch
 
     def clip_frames(self, index: int, modality: str) -> np.ndarray:
         """All stored frames of one clip and modality, a read-only view: uint8 (N, S, S, 3)."""

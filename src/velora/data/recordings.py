@@ -38,19 +38,18 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
 from velora.data.clips import BATCH_KEY, EVENT_RESAMPLE, MODALITIES
 from velora.data.convert import list_recordings
 from velora.data.errors import DataError
 from velora.data.labels import CLASSES_FILE, ClipEntry, read_class_file
-from velora.data.sampling import draw_clip, sampling_problems
+from velora.data.sampling import SampledClips, draw_clip, sampling_problems
 from velora.events.readers import Recording, read_aedat4
 from velora.events.render import event_image
 from velora.events.representations import frame_windows
 
 
-class RecordingDataset(Dataset):
+class RecordingDataset(SampledClips):
     """Clips of T APS frames and T event images per raw recording, labelled by class folder.
 
     root: folder of class folders holding ``.aedat4`` recordings (hidden files ignored).
@@ -114,15 +113,10 @@ class RecordingDataset(Dataset):
                 self.paths.append(path)
                 self.entries.append(ClipEntry(f"{class_dir}/{path.stem}", 0, label))
 
-        self.num_frames = num_frames
-        self.image_size = image_size
-        self.train = train
-        self.seed = seed
-        self.epoch = 0
-        self.crop_scale = crop_scale
-        self.crop_ratio = crop_ratio
-        self.horizontal_flip = horizontal_flip
-        self.num_classes = num_classes
+        self.init_sampling(
+            num_frames=num_frames, image_size=image_size, train=train, seed=seed, crop_scale=crop_scale,
+            crop_ratio=crop_ratio, horizontal_flip=horizontal_flip, num_classes=num_classes,
+        )
         self.cache_recordings = cache_recordings
         self._cache: OrderedDict[int, Recording] = OrderedDict()
 
@@ -131,19 +125,10 @@ class RecordingDataset(Dataset):
         state["_cache"] = OrderedDict()  # every DataLoader worker decodes (and caches) its own
         return state
 
-    def __len__(self) -> int:
-        return len(self.entries)
-
     @property
     def class_names(self) -> list[str]:
         """Class names in label order (see the module docstring for where they come from)."""
         return list(self._class_names)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose random offsets and crops the next items use."""
-        if epoch < 0:
-            raise ValueError(f"epoch must be >= 0, got {epoch}")
-        self.epoch = epoch
 
     def recording(self, index: int) -> Recording:
         """The decoded recording of item ``index`` (kept in this process's small LRU cache)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from torch.utils.data import Dataset
 
 from velora.data.errors import DataError
 
@@ -83,6 +84,41 @@ def draw_clip(dataset, index: int, num_clip_frames: int) -> tuple[np.ndarray, tu
     box = random_crop_box(rng, dataset.crop_scale, dataset.crop_ratio)
     flip = dataset.horizontal_flip and bool(rng.random() < 0.5)
     return frame_indices, box, flip
+
+
+class SampledClips(Dataset):
+    """The state every clip dataset shares: its entries, the settings `draw_clip` reads, the epoch.
+
+    Subclasses fill `self.entries` and call `init_sampling` from their constructor.
+    """
+
+    entries: list
+
+    def init_sampling(
+        self,
+        *,
+        num_frames: int,
+        image_size: int | None,
+        train: bool,
+        seed: int,
+        crop_scale: tuple[float, float],
+        crop_ratio: tuple[float, float],
+        horizontal_flip: bool,
+        num_classes: int | None,
+    ) -> None:
+        self.num_frames, self.image_size = num_frames, image_size
+        self.train, self.seed, self.epoch = train, seed, 0
+        self.crop_scale, self.crop_ratio, self.horizontal_flip = crop_scale, crop_ratio, horizontal_flip
+        self.num_classes = num_classes
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose random draws (frame offsets, crops, flips, windows) the next items use."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        self.epoch = epoch
 
 
 def sampling_problems(
