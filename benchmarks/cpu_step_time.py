@@ -19,6 +19,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+from random_inputs import random_clips  # benchmarks/, beside this script
+
 
 def saved_bytes(model, rgb, events) -> int:
     """Bytes of the distinct tensors autograd saves in one training forward."""
@@ -52,10 +54,7 @@ def main() -> None:
     cfg = load_config(args.config, args.overrides)
     torch.manual_seed(0)
     model = VELoRA(cfg)
-    shape = (args.batch_size, cfg.data.num_frames, 3, cfg.model.image_size, cfg.model.image_size)
-    rgb = torch.randint(0, 256, shape, dtype=torch.uint8)
-    events = torch.randint(0, 256, shape, dtype=torch.uint8)
-    labels = torch.randint(0, cfg.model.num_classes, (args.batch_size,))
+    rgb, events, labels = random_clips(cfg, args.batch_size)
     optimizer = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-4)
 
     def train_step() -> None:

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from random_inputs import random_clips  # benchmarks/, beside this script
+
 
 class OpCounter(TorchDispatchMode):
     def __init__(self):
@@ -40,10 +42,7 @@ def main() -> None:
     cfg = load_config(args.config, args.overrides)
     torch.manual_seed(0)
     model = VELoRA(cfg)
-    shape = (args.batch_size, cfg.data.num_frames, 3, cfg.model.image_size, cfg.model.image_size)
-    rgb = torch.randint(0, 256, shape, dtype=torch.uint8)
-    events = torch.randint(0, 256, shape, dtype=torch.uint8)
-    labels = torch.zeros(args.batch_size, dtype=torch.long)
+    rgb, events, labels = random_clips(cfg, args.batch_size)
     result = {"velora": velora.__file__, "batch_size": args.batch_size}
     model.train()
     with OpCounter() as train:
