@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from types import SimpleNamespace
 
+import lightning as L
 import pytest
 import torch
 import yaml
@@ -19,7 +20,7 @@ from velora.config import Config
 from velora.data.errors import DataError
 from velora.evaluation.evaluate import evaluate, predict
 from velora.model.velora import VELoRA
-from velora.training.checkpoint import CheckpointError, load_model, read_adapters, save_adapters
+from velora.training.checkpoint import CheckpointError, load_model, read_adapters, read_resume_state, save_adapters
 from velora.training.datamodule import ClipDataModule, make_dataset
 from velora.training.module import VELoRAModule
 from velora.training.run import train
@@ -197,6 +198,25 @@ def test_resume_continues_from_the_last_checkpoint(tiny_dataset, tmp_path):
     history = result.history
     assert [s for s, _ in history["train/loss"]] == list(range(2 * steps)), "history continues across the resume"
     assert [s for s, _ in history["val/top1"]] == [steps, 2 * steps]
+
+
+@pytest.mark.parametrize("val_every", [1, 2], ids=["validated-epochs", "unvalidated-epochs"])
+def test_resume_state_is_written_at_every_epoch_end(tiny_dataset, tmp_path, monkeypatch, val_every):
+    # With no step checkpoints, a crash in epoch 3 must still resume from the end of epoch 2.
+    out = tmp_path / "run"
+    seen = []
+
+    class ReadLastCkpt(L.Callback):
+        def on_train_epoch_end(self, trainer, module):  # runs after ResumeCheckpoint's
+            seen.append(read_resume_state(out / "checkpoints" / "last.ckpt")["global_step"])
+
+    trainer_init = L.Trainer.__init__
+    monkeypatch.setattr(
+        L.Trainer, "__init__", lambda self, *a, callbacks=(), **k: trainer_init(self, *a, callbacks=[*callbacks, ReadLastCkpt()], **k)
+    )
+    train(run_config(tiny_dataset, out, "train.checkpoint_every_steps=0", f"train.val_every={val_every}", epochs=3))
+    steps = math.ceil(CLASSES * 3 / 4)
+    assert seen == [steps, 2 * steps, 3 * steps]
 
 
 @pytest.mark.parametrize("lora_dropout", [0.0, 0.1])

@@ -70,23 +70,36 @@ class AdapterCheckpoints(L.Callback):
         self.best_top1, self.best_epoch = state["best_top1"], state["best_epoch"]
 
 
-class EpochCheckpoint(L.pytorch.callbacks.ModelCheckpoint):
-    """The resume checkpoint `checkpoints/last.ckpt`, overwritten in place (never last-v1.ckpt)."""
+class ResumeCheckpoint(L.Callback):
+    """The resume state `checkpoints/last.ckpt`, overwritten in place after every epoch and every N steps.
 
-    def __init__(self, **when):
-        super().__init__(save_last=True, save_top_k=0, enable_version_counter=False, **when)
-
-
-class StepCheckpoint(EpochCheckpoint):
-    """last.ckpt every N steps too, except after an epoch's last batch.
-
-    There the epoch-end checkpoint, written after validation, follows; one written before that
-    validation would resume into the next epoch with the validation (and model selection) skipped.
+    The epoch's file is written after its validation (so the best-so-far record is in it), or at
+    the epoch's end when it has none. The step files skip an epoch's last batch: one written
+    there, before the validation, would resume into the next epoch with the validation (and the
+    model selection) skipped. Every rank calls trainer.save_checkpoint; rank zero writes.
     """
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if batch_idx + 1 < trainer.num_training_batches:
-            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+    def __init__(self, path: Path, every_n_steps: int):
+        self.path = path
+        self.every_n_steps = every_n_steps
+        self.saved_step = -1
+
+    def save(self, trainer: L.Trainer) -> None:
+        if trainer.global_step != self.saved_step:
+            trainer.save_checkpoint(self.path, weights_only=False)  # the full resume state
+            self.saved_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx: int) -> None:
+        due = self.every_n_steps and trainer.global_step % self.every_n_steps == 0
+        if due and batch_idx + 1 < trainer.num_training_batches:
+            self.save(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, module: VELoRAModule) -> None:
+        if not trainer.sanity_checking:
+            self.save(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: VELoRAModule) -> None:
+        self.save(trainer)  # an epoch without validation (train.val_every > 1); else already saved
 
 
 def write_history(output_dir: Path, history: dict) -> None:
@@ -155,9 +168,8 @@ def train(cfg: Config, resume: str | None = None) -> TrainResult:
     module = VELoRAModule(cfg, data.class_names)
     adapters = AdapterCheckpoints(out)
     t = cfg.train
-    resume_states = [EpochCheckpoint(dirpath=out / "checkpoints", every_n_epochs=1)]  # both write last.ckpt
-    if t.checkpoint_every_steps:
-        resume_states.append(StepCheckpoint(dirpath=out / "checkpoints", every_n_train_steps=t.checkpoint_every_steps))
+    # After AdapterCheckpoints, whose best-so-far record goes into the resume state.
+    resume_state = ResumeCheckpoint(out / "checkpoints" / "last.ckpt", t.checkpoint_every_steps)
     strategy: str | L.pytorch.strategies.Strategy = t.strategy
     if t.strategy == "ddp" and cfg.model.modality_dropout > 0:
         # A dropped modality leaves its adapters without gradients for that step.
@@ -174,7 +186,7 @@ def train(cfg: Config, resume: str | None = None) -> TrainResult:
         log_every_n_steps=t.log_every,
         deterministic=True if t.accelerator == "cpu" else None,
         reload_dataloaders_every_n_epochs=1,
-        callbacks=[adapters, *resume_states],
+        callbacks=[adapters, resume_state],
         plugins=[AtomicCheckpointIO()],
         # ClipDataModule shards every split itself: training resumable mid-epoch, evaluation
         # without the repeated clips of torch's DistributedSampler.
@@ -182,6 +194,7 @@ def train(cfg: Config, resume: str | None = None) -> TrainResult:
         enable_progress_bar=t.progress,
         enable_model_summary=False,
         logger=False,
+        enable_checkpointing=False,  # Lightning's ModelCheckpoint: ResumeCheckpoint writes last.ckpt
         default_root_dir=str(out),
         num_sanity_val_steps=0,
     )
