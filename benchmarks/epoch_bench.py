@@ -24,7 +24,9 @@ import json
 import platform
 import tempfile
 import time
+import warnings
 import zlib
+from collections import Counter
 from datetime import date
 from pathlib import Path
 
@@ -89,12 +91,21 @@ def write_packed(root: Path, *, clips: int, distinct: int, frames: int, image_si
 
 
 class EpochTimer(L.Callback):
-    """Wall time of the training epoch (device work finished at both ends) and of each step's end."""
+    """Wall time of the training epoch (device work finished at both ends) and of each step's end.
+
+    On CUDA it also counts the host-device syncs of each step (torch.cuda.set_sync_debug_mode
+    warnings from the main process): each one stops the host from queueing ahead of the GPU.
+    """
 
     def __init__(self, cuda: bool):
         self.cuda = cuda
         self.start = self.end = 0.0
         self.step_ends: list[float] = []
+        self.syncs: list[warnings.WarningMessage] = []
+        self.syncs_at_step: list[int] = []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        self.syncs_at_step.append(len(self.syncs))
 
     def _sync(self) -> None:
         if self.cuda:
@@ -110,6 +121,18 @@ class EpochTimer(L.Callback):
     def on_train_epoch_end(self, trainer, module) -> None:
         self._sync()
         self.end = time.perf_counter()
+
+    def syncs_per_step(self) -> dict:
+        """Syncs per step over the second half of the epoch, and where the most common ones come from."""
+        marks = self.syncs_at_step[len(self.syncs_at_step) // 2 :]
+        counts = [b - a for a, b in zip(marks, marks[1:])]
+        steady = self.syncs[marks[0] :] if marks else []
+        sources = Counter(f"{w.filename.rsplit('/', 1)[-1]}:{w.lineno}" for w in steady)
+        return {
+            "mean": sum(counts) / len(counts) if counts else None,
+            "max": max(counts, default=None),
+            "top_sources": dict(sources.most_common(5)),
+        }
 
 
 def run(args) -> dict:
@@ -144,7 +167,16 @@ def run(args) -> dict:
         use_distributed_sampler=False, enable_progress_bar=False, enable_model_summary=False,
         enable_checkpointing=False, logger=False, callbacks=[timer], default_root_dir=str(root),
     )
-    trainer.fit(module, datamodule=data)
+    with warnings.catch_warnings(record=True) as caught:
+        if cuda:
+            warnings.simplefilter("always")
+            timer.syncs = caught
+            torch.cuda.set_sync_debug_mode("warn")
+        try:
+            trainer.fit(module, datamodule=data)
+        finally:
+            if cuda:
+                torch.cuda.set_sync_debug_mode("default")
     total = time.perf_counter() - setup_start
 
     epoch = timer.end - timer.start
@@ -174,6 +206,8 @@ def run(args) -> dict:
         "steady_clips_per_s": steady,
         "steps": steps,
     }
+    if cuda:
+        results["host_syncs_per_step"] = timer.syncs_per_step()
     if args.clips < POKEREVENT_TRAIN_CLIPS and steady:
         # The measured epoch plus the missing clips at the steady rate.
         results["pokerevent_epoch_seconds_extrapolated"] = epoch + (POKEREVENT_TRAIN_CLIPS - args.clips) / steady

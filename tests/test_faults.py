@@ -79,30 +79,72 @@ def test_run_killed_at_a_random_step_resumes_to_identical_adapters(tiny_dataset,
     assert adapters_identical(full / "best.safetensors", killed / "best.safetensors")
 
 
-def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoints(tiny_dataset, tmp_path, monkeypatch, capsys):
+NAN_CASES = {
+    # checkpoints every step: the check runs before each write
+    "loss, checked every step": ("loss", ["train.checkpoint_every_steps=1"], "loss is nan at step 8", 8),
+    # no step checkpoints: the bad step is skipped on the device and found at the next log step (9)
+    # (the resume checkpoint is then epoch 0's, at step 6)
+    "loss, found at the log step": (
+        "loss", ["train.checkpoint_every_steps=0", "train.log_every=3"], "loss is nan at step 8", 6
+    ),
+    "gradients, found at the log step": (
+        "grads", ["train.checkpoint_every_steps=0", "train.log_every=3"], "gradients are not finite (loss ", 6
+    ),
+}
+
+
+@pytest.mark.parametrize("case", NAN_CASES)
+def test_nan_stops_the_run_and_keeps_the_last_good_checkpoints(tiny_dataset, tmp_path, monkeypatch, capsys, case):
+    where, overrides, expected, checkpoint_step = NAN_CASES[case]
     original = VELoRAModule.forward
 
     def forward(module, batch):
         out = original(module, batch)
         if module.global_step == 8:  # epoch 1, after epoch 0's checkpoints were written
-            out.logits = out.logits * float("nan")
+            if where == "loss":
+                out.logits = out.logits * float("nan")
+            else:  # a finite loss whose backward pass turns to nan
+                out.logits.register_hook(lambda grad: grad * float("nan"))
         return out
 
     monkeypatch.setattr(VELoRAModule, "forward", forward)
     config = tmp_path / "nan.yaml"
-    config.write_text(yaml.safe_dump(fault_config(tiny_dataset, tmp_path / "run").to_dict()))
+    config.write_text(yaml.safe_dump(fault_config(tiny_dataset, tmp_path / "run", *overrides).to_dict()))
     assert main(["train", "--config", str(config)]) == 2
     message = capsys.readouterr().err
-    assert "loss is nan at step 8" in message and "lower train.lr" in message
+    assert expected in message and "at step 8" in message and "lower train.lr" in message, message
+    assert "not applied" in message
 
     state = read_resume_state(tmp_path / "run" / "checkpoints" / "last.ckpt")
-    assert state["global_step"] == 8, "the resume checkpoint is the one before the bad step"
+    assert state["global_step"] == checkpoint_step, "the resume checkpoint is the last one before the bad step"
     assert all(torch.isfinite(v).all() for v in state["state_dict"].values())
     last = read_adapters(tmp_path / "run" / "last.safetensors")
     assert last.info["epoch"] == 0 and all(torch.isfinite(v).all() for v in last.state.values())
     monkeypatch.setattr(VELoRAModule, "forward", original)
     train(fault_config(tiny_dataset, tmp_path / "run"), resume=str(tmp_path / "run" / "checkpoints" / "last.ckpt"))
     assert read_adapters(tmp_path / "run" / "last.safetensors").info["global_step"] == STEPS
+
+
+def test_a_non_finite_step_leaves_weights_and_optimizer_state_untouched(tiny_config):
+    """The device-side skip: fused AdamW given the step's flag changes nothing, with no host read."""
+    module = VELoRAModule(tiny_config(), [str(i) for i in range(8)])
+    params = [p for p in module.model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=0.1, weight_decay=0.1, fused=True)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    optimizer.step()  # one good step, so there are moments to keep
+    before = [p.detach().clone() for p in params], [dict(optimizer.state[p]) for p in params]
+    before_state = [{k: v.clone() for k, v in s.items()} for s in before[1]]
+    params[0].grad = torch.full_like(params[0], float("nan"))
+    module._loss_parts = torch.tensor([1.0, 1.0, 0.0])  # a finite loss; only the gradients are bad
+    module._skips_nonfinite = lambda optimizer: True  # as with fused AdamW under bf16/fp32 in a Trainer
+    module.on_before_optimizer_step(optimizer)
+    optimizer.step()
+    for p, old, old_state in zip(params, before[0], before_state):
+        assert torch.equal(p, old)
+        assert all(torch.equal(optimizer.state[p][k], v) for k, v in old_state.items())
+    (step, (flag, loss, _, _)), = module.stats.drain()
+    assert flag == 1.0 and loss == 1.0
 
 
 class CrashWhileWriting(Exception):

@@ -6,6 +6,9 @@ everything that defines the method is here and in `velora.model.velora`.
 
 from __future__ import annotations
 
+import math
+import random
+
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -25,6 +28,9 @@ class VELoRAModule(L.LightningModule):
         self.strict_loading = False
         self.history: dict[str, list[tuple[int, float]]] = {}
         self._val_correct = self._val_count = 0
+        self.stats = StepStats()
+        self._lr_at: dict[int, float] = {}  # the learning rate of each log step, until recorded
+        self.progress: dict[str, float] = {}  # host-side values for the progress bar (run.ProgressBar)
 
     # ------------------------------------------------------------------ steps
     def forward(self, batch: dict):
@@ -40,21 +46,68 @@ class VELoRAModule(L.LightningModule):
         out = self(batch)
         ce = F.cross_entropy(out.logits, batch["label"])
         loss = ce + self.cfg.model.recon_weight * out.recon_loss
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"loss is {loss.item()} at step {self.global_step} (ce {ce.item()}, recon "
-                f"{out.recon_loss.item()}); lower train.lr or check the inputs. The last checkpoint is intact."
-            )
-        n = batch["label"].shape[0]
-        self.log_dict({"train/loss": loss, "train/ce": ce, "train/recon": out.recon_loss}, batch_size=n, prog_bar=True)
+        # Read on the host only at log steps and checkpoints (see StepStats): no GPU sync per step.
+        self._loss_parts = torch.stack([loss, ce, out.recon_loss]).detach().float()
         if self.global_step % self.cfg.train.log_every == 0:
-            losses = torch.stack([loss, ce, out.recon_loss]).detach().float()
-            if self.trainer.world_size > 1:  # the global batch's loss: the mean over ranks' equal batches
-                losses = self.all_gather(losses).reshape(-1, 3).mean(0)
-            for name, value in zip(("train/loss", "train/ce", "train/recon"), losses.tolist()):
-                self.record(name, value)
-            self.record("lr", self.optimizers().param_groups[0]["lr"])
+            self._lr_at[self.global_step] = self.optimizers().param_groups[0]["lr"]
         return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Skip the update of a step whose loss or gradients are not finite, without a GPU sync.
+
+        The flag goes to fused AdamW as `found_inf` (the mechanism torch's GradScaler uses), so
+        the kernel leaves weights, moments and step count untouched. The run then stops at the
+        next log step, checkpoint or validation (StepStats.flush), before anything is written.
+        """
+        found = (~torch.isfinite(self._loss_parts[0])).float()
+        on_device = self._skips_nonfinite(optimizer)
+        if on_device:
+            grads: dict[tuple, list[torch.Tensor]] = {}
+            for p in self.model.parameters():
+                if p.grad is not None:
+                    grads.setdefault((p.grad.device, p.grad.dtype), []).append(p.grad)
+            for group in grads.values():  # sets found to 1 if any gradient has a nan or inf
+                torch._amp_foreach_non_finite_check_and_unscale_(group, found, self._one(found))
+            optimizer.found_inf = found
+        self.stats.add(self.global_step, found, self._loss_parts)
+        if not on_device:
+            self.flush_stats()  # an optimizer that cannot skip on the device: check before the update
+
+    def _skips_nonfinite(self, optimizer: torch.optim.Optimizer) -> bool:
+        # Under 16-mixed the GradScaler owns found_inf (and skips steps that overflow on its own).
+        fused = any(group.get("fused") for group in optimizer.param_groups)
+        return fused and getattr(self.trainer.precision_plugin, "scaler", None) is None
+
+    @staticmethod
+    def _one(like: torch.Tensor) -> torch.Tensor:
+        return torch.ones((), dtype=torch.float32, device=like.device)
+
+    def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
+        if (self.global_step - 1) % self.cfg.train.log_every == 0:  # the step just taken was a log step
+            self.flush_stats()
+
+    def on_validation_start(self) -> None:
+        self.flush_stats()
+
+    def on_train_end(self) -> None:
+        self.flush_stats()
+
+    def flush_stats(self) -> None:
+        """Read the steps since the last flush (one sync); raise on a non-finite one; record log steps."""
+        rows = self.stats.drain(self.all_gather if self.trainer.world_size > 1 else None)
+        for step, (flag, loss, ce, recon) in rows:
+            if flag:
+                what = f"loss is {loss}" if not math.isfinite(loss) else f"gradients are not finite (loss {loss})"
+                raise FloatingPointError(
+                    f"{what} at step {step} (ce {ce}, recon {recon}); lower train.lr or check the inputs. "
+                    "That step was not applied, and the last checkpoint is intact."
+                )
+        for step, (_, loss, ce, recon) in rows:
+            if step % self.cfg.train.log_every == 0:
+                for name, value in (("train/loss", loss), ("train/ce", ce), ("train/recon", recon)):
+                    self.record(name, value, step)
+                self.record("lr", self._lr_at.pop(step, float("nan")), step)
+                self.progress.update({"loss": loss, "ce": ce, "recon": recon})
 
     def drop_modalities(self, batch: dict) -> dict:
         """With probability p each, drop the whole batch's RGB or event stream (never both).
@@ -65,8 +118,9 @@ class VELoRAModule(L.LightningModule):
         p = self.cfg.model.modality_dropout
         if p <= 0 or "rgb" not in batch or "events" not in batch:
             return batch
-        g = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + self.global_step)
-        u = torch.rand(2, generator=g)
+        # Python's generator: a torch tensor here would be one more host read per step.
+        draw = random.Random(self.cfg.train.seed * 1_000_003 + self.global_step)
+        u = (draw.random(), draw.random())
         if u[0] < p:
             return {k: v for k, v in batch.items() if k != "rgb"}
         if u[1] < p:
@@ -87,18 +141,21 @@ class VELoRAModule(L.LightningModule):
         stats = torch.tensor([float(self._val_correct), float(self._val_count)], device=self.device)
         stats = self.all_gather(stats).reshape(-1, 2).sum(0) if self.trainer.world_size > 1 else stats
         top1 = (stats[0] / stats[1].clamp(min=1)).item()
-        self.log("val/top1", top1, prog_bar=True, sync_dist=True)  # already global: the mean of equal values
+        self.log("val/top1", top1, sync_dist=True)  # already global: the mean of equal values
+        self.progress["val/top1"] = top1
         if not self.trainer.sanity_checking:
             self.record("val/top1", top1)
         self._val_correct = self._val_count = 0
 
-    def record(self, name: str, value: float) -> None:
-        self.history.setdefault(name, []).append((int(self.global_step), float(value)))
+    def record(self, name: str, value: float, step: int | None = None) -> None:
+        step = self.global_step if step is None else step
+        self.history.setdefault(name, []).append((int(step), float(value)))
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
         t = self.cfg.train
-        fused = torch.cuda.is_available() and self.cfg.train.accelerator != "cpu"
+        # Fused AdamW (CUDA and CPU) takes the device-side skip flag of on_before_optimizer_step.
+        fused = self.device.type in ("cuda", "cpu")
         optimizer = torch.optim.AdamW(decay_groups(self.model, t.weight_decay), lr=t.lr, fused=fused or None)
         total = int(self.trainer.estimated_stepping_batches)
         warmup = int(round(t.warmup_epochs * total / max(1, t.epochs)))
@@ -110,6 +167,7 @@ class VELoRAModule(L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        self.flush_stats()  # never write the state after a non-finite step
         keep = {f"model.{k}" for k in self.model.trainable_state_dict()}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
         checkpoint["velora_config"] = self.cfg.to_dict()
@@ -117,3 +175,27 @@ class VELoRAModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.history = {k: [tuple(p) for p in v] for k, v in checkpoint.get("velora_history", {}).items()}
+
+
+class StepStats:
+    """Per-step [non-finite flag, loss, ce, recon] kept on the device until a flush reads them at once."""
+
+    def __init__(self):
+        self.first_step = 0
+        self.rows: list[torch.Tensor] = []
+
+    def add(self, step: int, found: torch.Tensor, parts: torch.Tensor) -> None:
+        if not self.rows:
+            self.first_step = step
+        self.rows.append(torch.cat([found.reshape(1), parts]))
+
+    def drain(self, all_gather=None) -> list[tuple[int, list[float]]]:
+        """(step, [flag, loss, ce, recon]) per step; under DDP the flag is any rank's, the losses the mean."""
+        if not self.rows:
+            return []
+        table = torch.stack(self.rows)
+        self.rows = []
+        if all_gather is not None:
+            ranks = all_gather(table)  # (world, steps, 4)
+            table = torch.cat([ranks[..., :1].amax(0), ranks[..., 1:].mean(0)], dim=-1)
+        return [(self.first_step + i, row) for i, row in enumerate(table.tolist())]

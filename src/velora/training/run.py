@@ -102,6 +102,16 @@ class ResumeCheckpoint(L.Callback):
         self.save(trainer)  # an epoch without validation (train.val_every > 1); else already saved
 
 
+class ProgressBar(L.pytorch.callbacks.TQDMProgressBar):
+    """Lightning's bar showing the module's host-side values (VELoRAModule.progress).
+
+    Lightning's own bar metrics would read the logged tensors back from the GPU at every step.
+    """
+
+    def get_metrics(self, trainer: L.Trainer, module: VELoRAModule) -> dict:
+        return {k: f"{v:.3f}" for k, v in module.progress.items()}
+
+
 def write_history(output_dir: Path, history: dict) -> None:
     (output_dir / "history.json").write_text(json.dumps(history))
     plot_training_curves(history, output_dir / "curves.png")
@@ -186,7 +196,7 @@ def train(cfg: Config, resume: str | None = None) -> TrainResult:
         log_every_n_steps=t.log_every,
         deterministic=True if t.accelerator == "cpu" else None,
         reload_dataloaders_every_n_epochs=1,
-        callbacks=[adapters, resume_state],
+        callbacks=[adapters, resume_state, *([ProgressBar()] if t.progress else [])],
         plugins=[AtomicCheckpointIO()],
         # ClipDataModule shards every split itself: training resumable mid-epoch, evaluation
         # without the repeated clips of torch's DistributedSampler.
