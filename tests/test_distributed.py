@@ -17,6 +17,7 @@ import yaml
 
 from conftest import make_tiny_config
 from velora.evaluation.evaluate import evaluate
+from velora.training.checkpoint import read_resume_state
 from velora.training.datamodule import EpochShuffleSampler, ShardSampler
 from velora.training.run import train
 
@@ -90,3 +91,39 @@ def test_two_processes_follow_one_process_with_the_same_global_batch(tiny_datase
     # evaluation of the same adapters on the whole val split.
     recorded = two["val/top1"][-1][1]
     assert recorded == pytest.approx(evaluate(two_dir / "last.safetensors", split="val", progress=False)["top1"])
+
+
+NAN_ON_RANK_ONE = """
+import os, sys
+from velora.cli import main
+from velora.training.module import VELoRAModule
+
+forward = VELoRAModule.forward
+
+def nan_on_rank_one(module, batch):
+    out = forward(module, batch)
+    if module.global_rank == 1 and module.global_step == 3:  # the first step of epoch 1, one rank only
+        out.logits = out.logits * float("nan")
+    return out
+
+VELoRAModule.forward = nan_on_rank_one
+sys.exit(main(["train", "--config", sys.argv[1]]))
+"""
+
+
+@pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="this torch build has no gloo backend")
+def test_a_nan_on_one_rank_stops_every_rank_at_the_same_point(tiny_dataset, tmp_path):
+    # The non-finite check is deferred to log steps and checkpoints; each rank must reach the same
+    # verdict there (a rank that stopped alone would leave the others waiting in a collective).
+    out = tmp_path / "run"
+    config = tmp_path / "nan.yaml"
+    cfg = ddp_config(tiny_dataset, out, batch_size=4, strategy="ddp", devices=2, log_every=2, checkpoint_every_steps=0)
+    config.write_text(yaml.safe_dump(cfg.to_dict()))
+    script = tmp_path / "nan_on_rank_one.py"
+    script.write_text(NAN_ON_RANK_ONE)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    done = subprocess.run([*launch, str(script), str(config)], capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert done.stderr.count("loss is nan at step 3") == 2, f"both ranks stop on it:\n{done.stderr[-4000:]}"
+    state = read_resume_state(out / "checkpoints" / "last.ckpt")
+    assert state["global_step"] == 3 and all(torch.isfinite(v).all() for v in state["state_dict"].values())
