@@ -12,6 +12,7 @@
 #   3. activation checkpointing at batch 32 (speed / memory trade-off) and the largest batch with it.
 #   4. torch.compile of the low-level blocks, batch 32 (train, inference).
 #   5. the largest batch without checkpointing.
+#   (between 2 and 3: tests/test_gpu.py, the CUDA-only tests, about a minute.)
 #
 # Usage on a CUDA machine, from the repository root:  OUT=/some/dir bash benchmarks/gpu_issue5.sh
 # CPU dry run of the same commands (tiny settings; --max-batch is CUDA-only and left out):
@@ -60,6 +61,11 @@ part bench_b32 170 $PY -m velora.cli bench "${COMMON[@]}" --batch-size "$BATCH" 
 
 part epoch 150 $PY benchmarks/epoch_bench.py --config "$EPOCH_CONFIG" --device "$DEVICE" --clips "$EPOCH_CLIPS" \
   --distinct 256 --batch-size "$EPOCH_BATCH" --workers "$WORKERS" --json "$OUT/epoch.json"
+
+# The CUDA-only tests (tests/test_gpu.py): bench paths, the device-side NaN skip, no syncs per step.
+if [ "$DEVICE" = cuda ]; then
+  part gpu_tests 90 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py
+fi
 
 part checkpointing 170 $PY -m velora.cli bench "${COMMON[@]}" --batch-size "$BATCH" --steps 3 --no-original \
   --modes train --checkpointing $MAXB --json "$OUT/bench_b32_bf16_checkpointing.json"

@@ -4,7 +4,8 @@ Each measurement runs in a fresh process so that its peak memory (CPU: peak resi
 CUDA: peak allocated bytes) belongs to it alone. Timed steps follow warmup steps (which also
 absorb torch.compile's compilation); a training step is forward + backward + AdamW step on random
 uint8 clips of the configured shape; inference is a forward pass under `no_grad`; latency is the
-median time of an inference forward pass of one clip.
+median time of an inference forward pass of one clip. On CUDA, training and inference steps are
+queued back to back without a host sync, as `velora train` runs them; latency syncs every clip.
 
 MFU = model FLOP per clip (`velora.bench.flops`) x clips/s / the card's dense bf16 peak.
 """
@@ -81,14 +82,27 @@ def measure(config: dict, style: str, mode: str, device: str, batch_size: int, s
     sync()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
+    # Throughput modes queue step after step as training does (no host sync between steps; CUDA
+    # events give each step's time on the device). Latency waits for each clip's result.
+    pipelined = cuda and mode != "latency"
+    marks = [torch.cuda.Event(enable_timing=True) for _ in range(steps + 1)] if pipelined else []
     times = []
     start, cpu_start = time.perf_counter(), time.process_time()
-    for _ in range(steps):
+    for i in range(steps):
+        if pipelined:
+            marks[i].record()
+            step()
+            continue
         t0 = time.perf_counter()
         step()
         sync()
         times.append(time.perf_counter() - t0)
+    if pipelined:
+        marks[-1].record()
+    sync()
     elapsed = time.perf_counter() - start
+    if pipelined:
+        times = [a.elapsed_time(b) / 1000 for a, b in zip(marks, marks[1:])]
     cpu_seconds = time.process_time() - cpu_start
     peak = torch.cuda.max_memory_allocated() if cuda else _peak_rss_bytes() - baseline_rss
     flops = clip_flops(cfg, vit_shape(model.backbone))
