@@ -199,7 +199,9 @@ class TrainConfig:
         "Also write the resume checkpoint (checkpoints/last.ckpt) every N optimizer steps, not only at "
         "epoch ends; a killed run resumes there and loses at most N steps. 0: epoch ends only.",
     )
-    log_every: int = _f(10, "Log training metrics every N steps.")
+    log_every: int = _f(
+        10, "Record training metrics every N steps; a NaN/inf step is reported there at the latest."
+    )
     progress: bool = _f(True, "Show progress bars.")
 
 
