@@ -343,6 +343,32 @@ def test_predict_returns_top5_and_writes_a_panel(trained, tiny_dataset, tmp_path
     assert len(events_only) == 5 and events_only != top
 
 
+def test_predict_on_a_raw_recording(trained, real_data_dir, tmp_path, capsys):
+    # A new recording straight from the camera: sampled over its whole length, as training on the
+    # recordings layout samples it (see RecordingDataset), with no conversion step.
+    recording = real_data_dir / "davis346" / "street_davis346.aedat4"
+    checkpoint = trained.output / "best.safetensors"
+    panel = tmp_path / "panel.png"
+    top = predict(checkpoint, recording, panel=panel)
+    names = read_adapters(checkpoint).class_names
+    assert len(top) == 5 and all(name in names for name, _ in top)
+    assert panel.read_bytes()[:4] == b"\x89PNG"
+    assert predict(checkpoint, recording) == top, "evaluation sampling is deterministic"
+    assert main(["predict", str(checkpoint), str(recording)]) == 0
+    assert top[0][0] in capsys.readouterr().out
+
+    corrupt = tmp_path / "cut.aedat4"
+    corrupt.write_bytes(recording.read_bytes()[:5000])
+    with pytest.raises(DataError, match="cut.aedat4"):
+        predict(checkpoint, corrupt)
+    not_a_recording = tmp_path / "notes.txt"
+    not_a_recording.write_text("hello")
+    with pytest.raises(DataError, match="not an .aedat4 recording"):
+        predict(checkpoint, not_a_recording)
+    with pytest.raises(DataError, match="does not exist"):
+        predict(checkpoint, tmp_path / "missing.aedat4")
+
+
 # ---------------------------------------------------------------- data errors
 def test_wrong_data_root_names_the_path(tiny_dataset, tmp_path, trained):
     missing = tmp_path / "no_such_dataset"

@@ -93,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="top-5 classes of one clip, optionally with an image panel")
     p.add_argument("checkpoint", help="adapter checkpoint (.safetensors)")
-    p.add_argument("clip", help="clip folder <sample>/ holding <sample>_aps/ and <sample>_dvs/ frames")
+    p.add_argument(
+        "clip", help="clip folder <sample>/ holding <sample>_aps/ and <sample>_dvs/ frames, or a raw .aedat4 recording"
+    )
     p.add_argument("--modalities", help="comma-separated subset of rgb,event")
     p.add_argument("--panel", metavar="PNG", help="write a prediction panel (RGB frames, event frames, top-5)")
     p.add_argument("--device", default="cpu")

@@ -61,6 +61,8 @@ class RecordingDataset(SampledClips):
         sample indices, then the crop box, then the flip.
     classes: class names in label order; every class folder must be one of them.
     cache_recordings: decoded recordings kept per process (0: none).
+    files: read exactly these recordings, each one item labelled 0, instead of listing ``root``'s
+        class folders (``velora predict`` on a new recording); ``root`` is then ignored.
 
     ``entries`` are ClipEntry("<class_dir>/<recording>", 0, label) in class then file-name
     order; their num_frames is 0 because a recording's sample count is known once it is decoded.
@@ -85,6 +87,7 @@ class RecordingDataset(SampledClips):
         classes: Sequence[str] | None = None,
         num_classes: int | None = None,
         cache_recordings: int = 2,
+        files: Sequence[str | Path] | None = None,
     ) -> None:
         self.root = Path(root)
         self.modalities = tuple(modalities)
@@ -97,21 +100,27 @@ class RecordingDataset(SampledClips):
         if problems:
             raise ValueError("invalid RecordingDataset arguments: " + "; ".join(problems))
 
-        recordings = list_recordings(self.root)  # class_dir -> sorted files; DataError when none
-        self._class_names = _class_names(self.root, list(recordings), classes)
-        label_of = {name: label for label, name in enumerate(self._class_names)}
         self.paths: list[Path] = []
         self.entries: list[ClipEntry] = []
-        for class_dir, files in recordings.items():
-            label = label_of[class_dir]
-            if num_classes is not None and label >= num_classes:
-                raise DataError(
-                    f"class folder {self.root / class_dir} has label {label}, outside [0, {num_classes}); "
-                    "fix classes / classes.txt or num_classes"
-                )
-            for path in files:
-                self.paths.append(path)
-                self.entries.append(ClipEntry(f"{class_dir}/{path.stem}", 0, label))
+        if files is not None:
+            self._class_names = list(classes or ["unlabelled"])
+            for path in map(Path, files):
+                self.paths.append(_recording_file(path))
+                self.entries.append(ClipEntry(path.stem, 0, 0))
+        else:
+            recordings = list_recordings(self.root)  # class_dir -> sorted files; DataError when none
+            self._class_names = _class_names(self.root, list(recordings), classes)
+            label_of = {name: label for label, name in enumerate(self._class_names)}
+            for class_dir, paths in recordings.items():
+                label = label_of[class_dir]
+                if num_classes is not None and label >= num_classes:
+                    raise DataError(
+                        f"class folder {self.root / class_dir} has label {label}, outside [0, {num_classes}); "
+                        "fix classes / classes.txt or num_classes"
+                    )
+                for path in paths:
+                    self.paths.append(path)
+                    self.entries.append(ClipEntry(f"{class_dir}/{path.stem}", 0, label))
 
         self.init_sampling(
             num_frames=num_frames, image_size=image_size, train=train, seed=seed, crop_scale=crop_scale,
@@ -184,6 +193,14 @@ class RecordingDataset(SampledClips):
         item["label"] = torch.tensor(self.entries[index].label, dtype=torch.int64)
         item["index"] = index
         return item
+
+
+def _recording_file(path: Path) -> Path:
+    if not path.is_file():
+        raise DataError(f"recording '{path}' does not exist; give an AEDAT 4.0 file (.aedat4)")
+    if path.suffix.lower() != ".aedat4":
+        raise DataError(f"'{path}' is not an .aedat4 recording; convert other formats first (velora convert)")
+    return path
 
 
 def _class_names(root: Path, class_dirs: list[str], classes: Sequence[str] | None) -> list[str]:

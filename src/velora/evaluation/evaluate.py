@@ -18,6 +18,7 @@ from tqdm import tqdm
 from velora.config import Config, merge
 from velora.data.clips import ClipDataset
 from velora.data.errors import DataError
+from velora.data.recordings import RecordingDataset
 from velora.data.labels import ClipEntry
 from velora.evaluation.metrics import evaluation_report, topk_indices
 from velora.evaluation.plots import PanelRow, plot_confusion_matrix, plot_prediction_panel
@@ -95,14 +96,22 @@ def data_config(model, *, data_root: str | None = None, modalities: list[str] | 
     return Config.from_dict(merge(model.cfg.to_dict(), {"data": data}), source="checkpoint config + options")
 
 
-def clip_dataset(clip_dir: Path, cfg: Config) -> ClipDataset:
-    """A one-clip dataset for a folder `<sample>/` holding `<sample>_aps/` and/or `<sample>_dvs/`."""
-    clip_dir = Path(clip_dir).resolve()
-    if not clip_dir.is_dir():
-        raise DataError(f"clip folder '{clip_dir}' does not exist; give a folder holding <name>_aps and <name>_dvs")
-    entry = ClipEntry(sample=f"{clip_dir.parent.name}/{clip_dir.name}", num_frames=0, label=0)
+def clip_dataset(clip: Path, cfg: Config) -> ClipDataset | RecordingDataset:
+    """A one-clip dataset: a folder `<sample>/` holding `<sample>_aps/` and/or `<sample>_dvs/`, or
+    a raw `.aedat4` recording (sampled over its whole length, as training on recordings does)."""
+    clip = Path(clip).resolve()
+    if clip.is_file() or clip.suffix.lower() == ".aedat4":
+        return RecordingDataset(
+            clip.parent, files=[clip], num_frames=cfg.data.num_frames, image_size=cfg.model.image_size,
+            modalities=tuple(cfg.data.modalities), cache_recordings=0,
+        )
+    if not clip.is_dir():
+        raise DataError(
+            f"clip '{clip}' does not exist; give a folder holding <name>_aps and <name>_dvs, or an .aedat4 recording"
+        )
+    entry = ClipEntry(sample=f"{clip.parent.name}/{clip.name}", num_frames=0, label=0)
     return ClipDataset(
-        clip_dir.parent.parent,
+        clip.parent.parent,
         [entry],
         num_frames=cfg.data.num_frames,
         image_size=cfg.model.image_size,
@@ -113,7 +122,7 @@ def clip_dataset(clip_dir: Path, cfg: Config) -> ClipDataset:
 
 def predict(
     checkpoint: str | Path,
-    clip_dir: str | Path,
+    clip: str | Path,
     *,
     modalities: list[str] | None = None,
     top_k: int = 5,
@@ -121,9 +130,9 @@ def predict(
     ground_truth: str | None = None,
     device: str = "cpu",
 ) -> list[tuple[str, float]]:
-    """Top-k (class name, probability) for one clip; optionally write the prediction panel PNG."""
+    """Top-k (class name, probability) for one clip (folder or .aedat4); optionally write the panel PNG."""
     model, ckpt = load_model(checkpoint, device)
-    dataset = clip_dataset(Path(clip_dir), data_config(model, modalities=modalities))
+    dataset = clip_dataset(Path(clip), data_config(model, modalities=modalities))
     item = dataset[0]
     with torch.no_grad():
         out = model(
