@@ -12,7 +12,8 @@
 #   3. activation checkpointing at batch 32 (speed / memory trade-off) and the largest batch with it.
 #   4. torch.compile of the low-level blocks, batch 32 (train, inference).
 #   5. the largest batch without checkpointing.
-#   (between 2 and 3: tests/test_gpu.py, the CUDA-only tests, about a minute.)
+#   (between 2 and 3: tests/test_gpu.py, the CUDA-only tests, about a minute; then
+#   benchmarks/profile_step.py: a training step's device time by kind of work.)
 #
 # Usage on a CUDA machine, from the repository root:  OUT=/some/dir bash benchmarks/gpu_issue5.sh
 # CPU dry run of the same commands (tiny settings; --max-batch is CUDA-only and left out):
@@ -66,6 +67,10 @@ part epoch 150 $PY benchmarks/epoch_bench.py --config "$EPOCH_CONFIG" --device "
 if [ "$DEVICE" = cuda ]; then
   part gpu_tests 90 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py
 fi
+
+# Where a step's device time goes (matmul / attention / dropout / ...), and the device's idle share.
+part profile 60 $PY benchmarks/profile_step.py --config "$CONFIG" --device "$DEVICE" --batch-size "$BATCH" \
+  --steps 3 --json "$OUT/profile_train_b32_bf16.json"
 
 part checkpointing 170 $PY -m velora.cli bench "${COMMON[@]}" --batch-size "$BATCH" --steps 3 --no-original \
   --modes train --checkpointing $MAXB --json "$OUT/bench_b32_bf16_checkpointing.json"
