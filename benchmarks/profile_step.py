@@ -3,7 +3,7 @@
 If MFU falls short, this says why: the share of device time in matrix products (what MFU counts),
 attention, dropout masks, norms, element-wise work, the optimizer; and how much of each step the
 device sat idle waiting for the host. The step is `velora bench`'s (random uint8 clips, bf16
-autocast, fused AdamW); steps are queued back to back as in training.
+autocast, fused AdamW: velora.bench.run.bench_step); steps are queued back to back as in training.
 
 Usage (GPU):  python benchmarks/profile_step.py --device cuda --batch-size 32 --json profile.json
 Usage (CPU):  python benchmarks/profile_step.py --config demo --batch-size 4 --precision fp32
@@ -18,14 +18,10 @@ import json
 import re
 import time
 from collections import defaultdict
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
-
-from random_inputs import random_clips  # benchmarks/, beside this script
 
 # First match wins; matched against aten op names (lower case).
 KINDS = (
@@ -60,6 +56,7 @@ def main() -> None:
     p.add_argument("overrides", nargs="*", metavar="section.field=value")
     args = p.parse_args()
 
+    from velora.bench.run import bench_step
     from velora.config import load_config
     from velora.model.velora import VELoRA
 
@@ -67,27 +64,7 @@ def main() -> None:
     cuda = args.device.startswith("cuda")
     torch.manual_seed(0)
     model = VELoRA(cfg).to(args.device)
-    rgb, events, labels = (t.to(args.device) for t in random_clips(cfg, args.batch_size))
-    params = [q for q in model.parameters() if q.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-4, fused=True)
-    autocast = (
-        torch.autocast(device_type=torch.device(args.device).type, dtype=torch.bfloat16)
-        if args.precision == "bf16" else nullcontext()
-    )
-
-    def step() -> None:
-        if args.mode == "train":
-            model.train()
-            with autocast:
-                out = model(rgb, events)
-                loss = F.cross_entropy(out.logits.float(), labels) + out.recon_loss.float()
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        else:
-            model.eval()
-            with torch.no_grad(), autocast:
-                model(rgb, events)
+    step = bench_step(model, cfg, args.mode, args.device, args.batch_size, args.precision)
 
     def sync() -> None:
         if cuda:

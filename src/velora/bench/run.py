@@ -18,6 +18,7 @@ import resource
 import statistics
 import subprocess
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from datetime import date
 
@@ -44,34 +45,9 @@ def measure(config: dict, style: str, mode: str, device: str, batch_size: int, s
     model = model_cls(cfg).to(device)
     if mode == "latency":
         batch_size = 1
-    T, S = cfg.data.num_frames, cfg.model.image_size
-    shape = (batch_size, T, 3, S, S)
-    rgb = torch.randint(0, 256, shape, dtype=torch.uint8, device=device)
-    events = torch.randint(0, 256, shape, dtype=torch.uint8, device=device)
-    labels = torch.randint(0, cfg.model.num_classes, (batch_size,), device=device)
     # The original ran in fp32; bf16 autocast applies to our execution only.
-    autocast = (
-        torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
-        if precision == "bf16" and style == "velora"
-        else nullcontext()
-    )
-    params = [p for p in model.parameters() if p.requires_grad]
+    step = bench_step(model, cfg, mode, device, batch_size, precision if style == "velora" else "fp32")
     cuda = torch.device(device).type == "cuda"
-    optimizer = torch.optim.AdamW(params, lr=1e-4, fused=cuda or None)
-
-    def step() -> None:
-        if mode == "train":
-            model.train()
-            with autocast:
-                out = model(rgb, events)
-                loss = F.cross_entropy(out.logits.float(), labels) + out.recon_loss.float()
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        else:
-            model.eval()
-            with torch.no_grad(), autocast:
-                model(rgb, events)
 
     def sync() -> None:
         if cuda:
@@ -121,6 +97,39 @@ def measure(config: dict, style: str, mode: str, device: str, batch_size: int, s
         "flops_per_clip": flops["train_step"] if mode == "train" else flops["forward"],
         "frozen_weight_bytes": sum(p.numel() * p.element_size() for p in frozen),
     }
+
+
+def bench_step(model, cfg: Config, mode: str, device: str, batch_size: int, precision: str) -> Callable[[], None]:
+    """One step on fixed random uint8 clips of the config's shape: forward, backward and fused AdamW
+    for mode "train" (as VELoRAModule trains), a forward pass under no_grad otherwise."""
+    T, S = cfg.data.num_frames, cfg.model.image_size
+    shape = (batch_size, T, 3, S, S)
+    rgb = torch.randint(0, 256, shape, dtype=torch.uint8, device=device)
+    events = torch.randint(0, 256, shape, dtype=torch.uint8, device=device)
+    labels = torch.randint(0, cfg.model.num_classes, (batch_size,), device=device)
+    autocast = (
+        torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+        if precision == "bf16"
+        else nullcontext()
+    )
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4, fused=torch.device(device).type in ("cuda", "cpu") or None)
+
+    def step() -> None:
+        if mode == "train":
+            model.train()
+            with autocast:
+                out = model(rgb, events)
+                loss = F.cross_entropy(out.logits.float(), labels) + out.recon_loss.float()
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        else:
+            model.eval()
+            with torch.no_grad(), autocast:
+                model(rgb, events)
+
+    return step
 
 
 def _rss_bytes() -> int:
