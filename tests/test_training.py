@@ -16,7 +16,7 @@ from safetensors import safe_open
 import velora.training.run as run_module
 from conftest import fill_adapters, make_tiny_config, random_clip
 from velora.cli import main
-from velora.config import Config
+from velora.config import Config, ConfigError
 from velora.data.errors import DataError
 from velora.evaluation.evaluate import evaluate, predict
 from velora.model.velora import VELoRA
@@ -367,6 +367,29 @@ def test_predict_on_a_raw_recording(trained, real_data_dir, tmp_path, capsys):
         predict(checkpoint, not_a_recording)
     with pytest.raises(DataError, match="does not exist"):
         predict(checkpoint, tmp_path / "missing.aedat4")
+
+
+def test_evaluate_on_raw_recordings_with_data_overrides(trained, real_data_dir, tmp_path, capsys):
+    # A model trained on frame folders, evaluated on raw recordings of two of its classes: labels
+    # follow the checkpoint's class names, not the order of the folders present.
+    checkpoint = trained.output / "best.safetensors"
+    names = read_adapters(checkpoint).class_names
+    root = tmp_path / "recordings"
+    for name in (names[5], names[2]):
+        (root / "test" / name).mkdir(parents=True)
+        (root / "test" / name / "street.aedat4").symlink_to(real_data_dir / "davis346" / "street_davis346.aedat4")
+    overrides = ["data.layout=recordings", f"data.root={root}", "data.num_workers=0"]
+    report = evaluate(checkpoint, split="test", overrides=overrides, output_dir=tmp_path / "eval", progress=False)
+    support = {row["class"]: row["support"] for row in report["per_class"]}
+    assert report["num_clips"] == 2 and support[names[5]] == 1 and support[names[2]] == 1
+    assert sum(support.values()) == 2
+
+    assert main(["eval", str(checkpoint), "--output", str(tmp_path / "cli"), *overrides]) == 0
+    assert "test: 2 clips" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="only data.. settings can be changed at evaluation, not model"):
+        evaluate(checkpoint, overrides=["model.image_size=64"], progress=False)
+    with pytest.raises(ConfigError, match="data.nonsense"):
+        evaluate(checkpoint, overrides=["data.nonsense=1"], progress=False)
 
 
 # ---------------------------------------------------------------- data errors

@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modalities", help="comma-separated subset of rgb,event (e.g. event: a missing RGB sensor)")
     p.add_argument("--output", help="folder for eval_<split>.json and confusion_<split>.png (default: next to the checkpoint)")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "overrides", nargs="*", metavar="data.field=value",
+        help="data settings other than the checkpoint's, e.g. data.layout=recordings data.num_workers=8",
+    )
 
     p = sub.add_parser("predict", help="top-5 classes of one clip, optionally with an image panel")
     p.add_argument("checkpoint", help="adapter checkpoint (.safetensors)")
@@ -189,7 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # argparse takes a positional list in one run: `velora eval CKPT --split val data.x=1`
+        # leaves data.x=1 over. Overrides may come anywhere on the line.
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return COMMANDS[args.command](args)
     except _expected_errors() as exc:
@@ -227,7 +239,7 @@ def cmd_eval(args) -> int:
 
     report = evaluate(
         args.checkpoint, split=args.split, data_root=args.data_root, modalities=_split(args.modalities),
-        output_dir=args.output, device=args.device,
+        output_dir=args.output, device=args.device, overrides=args.overrides,
     )
     print(f"{args.split}: {report['num_clips']} clips, top-1 {report['top1']:.2%}, top-5 {report['top5']:.2%}, "
           f"mean class accuracy {report['mean_class_accuracy']:.2%}")

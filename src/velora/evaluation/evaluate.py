@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from velora.config import Config, merge
+from velora.config import Config, ConfigError, merge, parse_overrides
 from velora.data.clips import ClipDataset
 from velora.data.errors import DataError
 from velora.data.recordings import RecordingDataset
@@ -56,11 +56,14 @@ def evaluate(
     device: str = "cpu",
     batch_size: int | None = None,
     progress: bool = True,
+    overrides: list[str] | None = None,
 ) -> dict:
-    """Evaluate an adapter checkpoint on a split of its dataset (or of `data_root`)."""
+    """Evaluate an adapter checkpoint on a split of its dataset (or of `data_root`; `overrides`:
+    `data.field=value` strings, see data_config)."""
     model, ckpt = load_model(checkpoint, device)
-    cfg = data_config(model, data_root=data_root, modalities=modalities)
-    dataset = make_dataset(cfg, split)
+    cfg = data_config(model, data_root=data_root, modalities=modalities, overrides=overrides)
+    # Layouts that number classes by name (recordings, events) number them as the model does.
+    dataset = make_dataset(cfg, split, classes=ckpt.class_names)
     scores, labels = predict_scores(
         model, dataset, batch_size=batch_size or cfg.train.batch_size, num_workers=cfg.data.num_workers, progress=progress
     )
@@ -78,10 +81,14 @@ def evaluate(
     return report
 
 
-def data_config(model, *, data_root: str | None = None, modalities: list[str] | None = None) -> Config:
-    """The checkpoint's config with another dataset root or a subset of the model's modalities.
+def data_config(
+    model, *, data_root: str | None = None, modalities: list[str] | None = None, overrides: list[str] | None = None
+) -> Config:
+    """The checkpoint's config with another dataset root, a subset of the model's modalities, or
+    other `data.field=value` settings (e.g. data.layout=recordings for raw recordings).
 
-    Leaving a modality out evaluates the model as if that sensor were missing.
+    Leaving a modality out evaluates the model as if that sensor were missing. Only the data
+    section can change: the model is the checkpoint's.
     """
     if modalities:
         extra = sorted(set(modalities) - set(model.modalities))
@@ -90,7 +97,16 @@ def data_config(model, *, data_root: str | None = None, modalities: list[str] | 
                 f"the model was trained on {'+'.join(model.modalities)} and cannot use {', '.join(extra)}; "
                 f"choose modalities from {', '.join(model.modalities)}"
             )
-    data = {"root": data_root} if data_root else {}
+    data = parse_overrides(list(overrides or []))
+    fixed = sorted(f"{section}.*" for section in data if section != "data")
+    if fixed:
+        raise ConfigError(
+            f"only data.* settings can be changed at evaluation, not {', '.join(fixed)}: "
+            "the model and its training are fixed by the checkpoint"
+        )
+    data = data.get("data", {})
+    if data_root:
+        data["root"] = data_root
     if modalities:
         data["modalities"] = list(modalities)
     return Config.from_dict(merge(model.cfg.to_dict(), {"data": data}), source="checkpoint config + options")
