@@ -165,3 +165,34 @@ def test_check_accepts_the_real_recordings(nmnist):
     expected = labels_txt(nmnist)
     digits = list(expected.values())
     assert report.class_counts["labels"] == {d: digits.count(d) for d in sorted(set(digits))}
+
+
+def test_predict_on_one_event_file_reads_it_as_training_does(nmnist, tmp_path):
+    # An event-only model (data.layout events): `velora predict` on one N-MNIST file cuts it into
+    # the same windows as the training dataset, so its scores equal the model's on that item.
+    from conftest import make_tiny_config
+    from velora.evaluation.evaluate import predict
+    from velora.model.velora import VELoRA
+    from velora.training.checkpoint import save_adapters
+    from velora.training.datamodule import make_dataset
+
+    cfg = make_tiny_config(
+        "model.num_classes=10", "data.layout=events", "data.modalities=[event]", "data.train_labels=labels.txt",
+        "data.event_window=uniform", data={"root": str(nmnist)},
+    )
+    torch.manual_seed(0)
+    model = VELoRA(cfg).eval()
+    checkpoint = save_adapters(tmp_path / "event.safetensors", model, cfg, [str(d) for d in range(10)])
+    top = predict(checkpoint, nmnist / "3.bs2", top_k=10)
+
+    dataset = make_dataset(cfg, "train")
+    index = [entry.sample for entry in dataset.entries].index("3")
+    with torch.no_grad():
+        probs = model(None, dataset[index]["events"][None]).logits.softmax(-1)[0]
+    assert [name for name, _ in top] == [str(i) for i in probs.argsort(descending=True).tolist()]
+    assert [p for _, p in top] == pytest.approx(probs.sort(descending=True).values.tolist(), abs=1e-6)
+
+    with pytest.raises(DataError, match="trained on event files"):
+        predict(checkpoint, nmnist)
+    with pytest.raises(DataError, match="does not exist"):
+        predict(checkpoint, tmp_path / "missing.bs2")

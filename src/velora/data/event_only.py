@@ -200,6 +200,8 @@ class EventFileDataset(SampledClips):
     crop_scale, crop_ratio, horizontal_flip, event_resample: as in ClipDataset.
     classes: class names in label order (pass the training set's to the other splits).
     num_classes: when given, every label must be in [0, num_classes).
+    files: read exactly these event files, each one item labelled 0, instead of a labels file
+        (``velora predict``); ``root`` and ``labels_file`` are then ignored.
 
     Raises DataError naming the file for a malformed labels file, an unknown class or a label out
     of range (at construction), and for a missing, unreadable or event-less recording (when the
@@ -211,7 +213,7 @@ class EventFileDataset(SampledClips):
     def __init__(
         self,
         root: str | Path,
-        labels_file: str | Path,
+        labels_file: str | Path | None,
         *,
         num_frames: int = 8,
         image_size: int = 224,
@@ -227,8 +229,15 @@ class EventFileDataset(SampledClips):
         event_resample: str = "nearest",
         classes: Sequence[str] | None = None,
         num_classes: int | None = None,
+        files: Sequence[str | Path] | None = None,
     ) -> None:
         self.root = Path(root)
+        if files is not None:  # read exactly these files, one item each, labelled 0 (velora predict)
+            files = [Path(f) for f in files]
+            self.root = files[0].parent if files else self.root
+            for path in files:
+                if not path.is_file():
+                    raise DataError(f"event file '{path}' does not exist; give one of {', '.join(SUFFIXES)}")
         if not self.root.is_dir():
             raise DataError(
                 f"dataset root {self.root} does not exist or is not a folder; pass the folder that "
@@ -251,32 +260,14 @@ class EventFileDataset(SampledClips):
         if problems:
             raise ValueError("invalid EventFileDataset arguments: " + "; ".join(problems))
 
-        label_file = Path(labels_file)
-        if not label_file.is_absolute() and (self.root / label_file).is_file():
-            label_file = self.root / label_file
-        self.label_file = label_file
-        lines = read_event_labels(label_file)
-        self._class_names = event_class_names(
-            self.root, [line.class_name for line in lines], classes, num_classes
-        )
-        lookup = {name: index for index, name in enumerate(self._class_names)}
-        self.entries: list[EventEntry] = []
-        for line in lines:
-            try:
-                label = label_index(line.class_name, lookup)
-            except KeyError:
-                raise DataError(
-                    f"{label_file}, line {line.line_number}: class {line.class_name!r} of sample "
-                    f"{line.sample!r} is not one of the {len(self._class_names)} classes "
-                    f"{self._class_names[:10]}{' ...' if len(self._class_names) > 10 else ''}; "
-                    f"fix the line or {self.root / CLASSES_FILE}"
-                ) from None
-            if num_classes is not None and label >= num_classes:
-                raise DataError(
-                    f"{label_file}, line {line.line_number}: sample {line.sample!r} has label "
-                    f"{label}, outside [0, {num_classes}); fix the labels file or num_classes"
-                )
-            self.entries.append(EventEntry(line.sample, line.class_name, label))
+        if files is not None:
+            self.label_file = None
+            self._class_names = list(classes or ["unlabelled"])
+            self.entries = [EventEntry(str(path.resolve()), self._class_names[0], 0) for path in files]
+        else:
+            self.label_file, self._class_names, self.entries = self._labelled_entries(
+                labels_file, classes, num_classes
+            )
 
         self.init_sampling(
             num_frames=num_frames, image_size=image_size, train=train, seed=seed, crop_scale=crop_scale,
@@ -288,6 +279,35 @@ class EventFileDataset(SampledClips):
         self.sensor_size = sensor_size
         self.event_resample = event_resample
         self._paths: dict[int, Path] = {}
+
+    def _labelled_entries(
+        self, labels_file: str | Path, classes: Sequence[str] | None, num_classes: int | None
+    ) -> tuple[Path, list[str], list[EventEntry]]:
+        """The labels file's path, the class names and one entry per line, checked against both."""
+        label_file = Path(labels_file)
+        if not label_file.is_absolute() and (self.root / label_file).is_file():
+            label_file = self.root / label_file
+        lines = read_event_labels(label_file)
+        class_names = event_class_names(self.root, [line.class_name for line in lines], classes, num_classes)
+        lookup = {name: index for index, name in enumerate(class_names)}
+        entries = []
+        for line in lines:
+            try:
+                label = label_index(line.class_name, lookup)
+            except KeyError:
+                raise DataError(
+                    f"{label_file}, line {line.line_number}: class {line.class_name!r} of sample "
+                    f"{line.sample!r} is not one of the {len(class_names)} classes "
+                    f"{class_names[:10]}{' ...' if len(class_names) > 10 else ''}; "
+                    f"fix the line or {self.root / CLASSES_FILE}"
+                ) from None
+            if num_classes is not None and label >= num_classes:
+                raise DataError(
+                    f"{label_file}, line {line.line_number}: sample {line.sample!r} has label "
+                    f"{label}, outside [0, {num_classes}); fix the labels file or num_classes"
+                )
+            entries.append(EventEntry(line.sample, line.class_name, label))
+        return label_file, class_names, entries
 
     @property
     def class_names(self) -> list[str]:

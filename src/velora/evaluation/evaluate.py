@@ -18,12 +18,13 @@ from tqdm import tqdm
 from velora.config import Config, ConfigError, merge, parse_overrides
 from velora.data.clips import ClipDataset
 from velora.data.errors import DataError
+from velora.data.event_only import EventFileDataset
 from velora.data.recordings import RecordingDataset
 from velora.data.labels import ClipEntry
 from velora.evaluation.metrics import evaluation_report, topk_indices
 from velora.evaluation.plots import PanelRow, plot_confusion_matrix, plot_prediction_panel
 from velora.training.checkpoint import load_model
-from velora.training.datamodule import loader_collate, make_dataset
+from velora.training.datamodule import event_windows, loader_collate, make_dataset
 
 
 @torch.no_grad()
@@ -112,14 +113,27 @@ def data_config(
     return Config.from_dict(merge(model.cfg.to_dict(), {"data": data}), source="checkpoint config + options")
 
 
-def clip_dataset(clip: Path, cfg: Config) -> ClipDataset | RecordingDataset:
-    """A one-clip dataset: a folder `<sample>/` holding `<sample>_aps/` and/or `<sample>_dvs/`, or
-    a raw `.aedat4` recording (sampled over its whole length, as training on recordings does)."""
+def clip_dataset(clip: Path, cfg: Config) -> ClipDataset | RecordingDataset | EventFileDataset:
+    """A one-clip dataset read as the model's training data was: for the frames and recordings
+    layouts a folder `<sample>/` holding `<sample>_aps/` and/or `<sample>_dvs/`, or a raw `.aedat4`
+    recording (sampled over its whole length, as training on recordings does); for the events
+    layout one event file, cut into windows as in training."""
     clip = Path(clip).resolve()
+    d = cfg.data
+    if d.layout == "events":
+        if clip.is_dir():
+            raise DataError(
+                f"'{clip}' is a folder, but this model was trained on event files (data.layout events); "
+                "give one event file"
+            )
+        return EventFileDataset(
+            clip.parent, None, files=[clip], num_frames=d.num_frames, image_size=cfg.model.image_size,
+            **event_windows(cfg),
+        )
     if clip.is_file() or clip.suffix.lower() == ".aedat4":
         return RecordingDataset(
-            clip.parent, files=[clip], num_frames=cfg.data.num_frames, image_size=cfg.model.image_size,
-            modalities=tuple(cfg.data.modalities), cache_recordings=0,
+            clip.parent, files=[clip], num_frames=d.num_frames, image_size=cfg.model.image_size,
+            modalities=tuple(d.modalities), cache_recordings=0,
         )
     if not clip.is_dir():
         raise DataError(

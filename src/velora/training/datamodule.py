@@ -20,6 +20,12 @@ from velora.data.recordings import RecordingDataset
 from velora.data.skipping import SkipBadClips, collate_skipping
 
 
+def event_windows(cfg: Config) -> dict:
+    """How the events layout cuts a recording into T event images (EventFileDataset arguments)."""
+    d = cfg.data
+    return {"window": d.event_window, "window_us": d.event_window_us or None, "sensor_size": tuple(d.sensor_size) or None}
+
+
 def make_dataset(
     cfg: Config, split: str, *, train: bool = False, check_labels: bool = True, classes: list[str] | None = None
 ) -> Dataset:
@@ -68,9 +74,7 @@ def make_dataset(
             image_size=cfg.model.image_size,
             train=train,
             seed=cfg.train.seed,
-            window=d.event_window,
-            window_us=d.event_window_us or None,
-            sensor_size=tuple(d.sensor_size) or None,
+            **event_windows(cfg),
             crop_scale=tuple(d.crop_scale),
             horizontal_flip=d.hflip,
             classes=classes,
