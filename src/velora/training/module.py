@@ -57,7 +57,7 @@ class VELoRAModule(L.LightningModule):
 
         The flag goes to fused AdamW as `found_inf` (the mechanism torch's GradScaler uses), so
         the kernel leaves weights, moments and step count untouched. The run then stops at the
-        next log step, checkpoint or validation (StepStats.flush), before anything is written.
+        next log step, checkpoint or validation (flush_stats), before anything is written.
         """
         found = (~torch.isfinite(self._loss_parts[0])).float()
         on_device = self._skips_nonfinite(optimizer)
@@ -67,7 +67,7 @@ class VELoRAModule(L.LightningModule):
                 if p.grad is not None:
                     grads.setdefault((p.grad.device, p.grad.dtype), []).append(p.grad)
             for group in grads.values():  # sets found to 1 if any gradient has a nan or inf
-                torch._amp_foreach_non_finite_check_and_unscale_(group, found, self._one(found))
+                torch._amp_foreach_non_finite_check_and_unscale_(group, found, found.new_ones(()))
             optimizer.found_inf = found
         self.stats.add(self.global_step, found, self._loss_parts)
         if not on_device:
@@ -77,10 +77,6 @@ class VELoRAModule(L.LightningModule):
         # Under 16-mixed the GradScaler owns found_inf (and skips steps that overflow on its own).
         fused = any(group.get("fused") for group in optimizer.param_groups)
         return fused and getattr(self.trainer.precision_plugin, "scaler", None) is None
-
-    @staticmethod
-    def _one(like: torch.Tensor) -> torch.Tensor:
-        return torch.ones((), dtype=torch.float32, device=like.device)
 
     def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
         if (self.global_step - 1) % self.cfg.train.log_every == 0:  # the step just taken was a log step
