@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import velora.data.packed as packed
+import velora.data.packed.writer as packed_writer
 from conftest import assert_items_equal
 from velora.data.clips import ClipDataset
 from velora.data.errors import DataError
@@ -94,13 +95,13 @@ def test_dataloader_with_two_workers_gives_the_same_items(packed_root):
 
 def test_interrupted_pack_resumes_to_the_same_bytes(tiny_dataset, packed_root, tmp_path, monkeypatch):
     snapshots = []
-    write_index = packed._write_index
+    write_index = packed_writer.write_index
 
     def recording_write_index(out_dir, index):
         write_index(out_dir, index)
         snapshots.append((out_dir / packed.INDEX_FILE).read_bytes())
 
-    load_clip, calls = packed._load_clip, []
+    load_clip, calls = packed_writer._load_clip, []
 
     def failing_load_clip(task):
         calls.append(task)
@@ -108,9 +109,9 @@ def test_interrupted_pack_resumes_to_the_same_bytes(tiny_dataset, packed_root, t
             raise KeyboardInterrupt  # as if the user pressed Ctrl-C while clip 9 was decoded
         return load_clip(task)
 
-    monkeypatch.setattr(packed, "_write_index", recording_write_index)
-    monkeypatch.setattr(packed, "_load_clip", failing_load_clip)
-    monkeypatch.setattr(packed, "COMMIT_INTERVAL_S", -1.0)  # commit often
+    monkeypatch.setattr(packed_writer, "write_index", recording_write_index)
+    monkeypatch.setattr(packed_writer, "_load_clip", failing_load_clip)
+    monkeypatch.setattr(packed_writer, "COMMIT_INTERVAL_S", -1.0)  # commit often
     out_dir = tmp_path / "packed"
     with pytest.raises(KeyboardInterrupt):
         pack(tiny_dataset, out_dir, shard_bytes=3 * CLIP_BYTES)
@@ -122,14 +123,14 @@ def test_interrupted_pack_resumes_to_the_same_bytes(tiny_dataset, packed_root, t
     assert 1 <= committed < 8
     (out_dir / packed.INDEX_FILE).write_bytes(snapshots[0])
     (out_dir / "shard_00007.bin").write_bytes(b"stray")
-    monkeypatch.setattr(packed, "_load_clip", load_clip)
+    monkeypatch.setattr(packed_writer, "_load_clip", load_clip)
 
     stats = pack(tiny_dataset, out_dir, shard_bytes=3 * CLIP_BYTES)
     assert (stats.skipped, stats.written) == (committed, 32 - committed)
     assert folder_bytes(out_dir) == folder_bytes(packed_root)
 
     calls.clear()
-    monkeypatch.setattr(packed, "_load_clip", failing_load_clip)
+    monkeypatch.setattr(packed_writer, "_load_clip", failing_load_clip)
     stats = pack(tiny_dataset, out_dir, shard_bytes=3 * CLIP_BYTES)  # complete: nothing decoded
     assert (stats.skipped, stats.written, len(calls)) == (32, 0, 0)
 
