@@ -127,6 +127,18 @@ def test_cli_train_then_predict(tiny_dataset, tmp_path, capsys):
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("top-")]
     assert len(lines) == 5 and panel.is_file()
 
+    # Several clips: the model loaded once, one panel row and one JSON record each; a clip in a
+    # folder named after a class has that class as its ground truth.
+    samples = [line.split()[0] for line in (tiny_dataset / "test_label.txt").read_text().splitlines()[:3]]
+    predictions = tmp_path / "predictions.json"
+    clips = [str(tiny_dataset / sample) for sample in samples]
+    assert main(["predict", str(out / "best.safetensors"), *clips, "--panel", str(panel), "--json", str(predictions)]) == 0
+    records = json.loads(predictions.read_text())
+    assert [r["clip"] for r in records] == clips and all(len(r["topk"]) == 5 for r in records)
+    assert [r["ground_truth"] for r in records] == [sample.split("/")[0] for sample in samples]
+    single = main(["predict", str(out / "best.safetensors"), clips[1]])
+    assert single == 0 and f"top-1: {records[1]['topk'][0][0]} " in capsys.readouterr().out
+
 
 def test_demo_quick_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 import textwrap
+from pathlib import Path
 
 from velora import __version__
 
@@ -98,10 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="top-5 classes of one clip, optionally with an image panel")
     p.add_argument("checkpoint", help="adapter checkpoint (.safetensors)")
     p.add_argument(
-        "clip",
+        "clips", nargs="+", metavar="clip",
         help="clip folder <sample>/ holding <sample>_aps/ and <sample>_dvs/ frames, or a raw .aedat4 recording; "
-        "for a model trained on event files (data.layout events), one event file",
+        "for a model trained on event files (data.layout events), one event file. Several clips: one panel row each",
     )
+    p.add_argument("--json", metavar="FILE", help="write the predictions (and ground truths) as JSON")
     p.add_argument("--modalities", help="comma-separated subset of rgb,event")
     p.add_argument("--panel", metavar="PNG", help="write a prediction panel (RGB frames, event frames, top-5)")
     p.add_argument("--device", default="cpu")
@@ -249,11 +251,20 @@ def cmd_eval(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from velora.evaluation.evaluate import predict
+    from velora.evaluation.evaluate import predict_clips
 
-    top = predict(args.checkpoint, args.clip, modalities=_split(args.modalities), panel=args.panel, device=args.device)
-    for rank, (name, prob) in enumerate(top, 1):
-        print(f"top-{rank}: {name} ({prob:.3f})")
+    results = predict_clips(
+        args.checkpoint, args.clips, modalities=_split(args.modalities), panel=args.panel, device=args.device
+    )
+    for result in results:
+        if len(results) > 1:
+            truth = f" (folder: {result['ground_truth']})" if result["ground_truth"] else ""
+            print(f"{result['clip']}{truth}")
+        for rank, (name, prob) in enumerate(result["topk"], 1):
+            print(f"{'  ' if len(results) > 1 else ''}top-{rank}: {name} ({prob:.3f})")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+        print(f"predictions: {args.json}")
     if args.panel:
         print(f"panel: {args.panel}")
     return 0

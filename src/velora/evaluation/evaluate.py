@@ -161,20 +161,50 @@ def predict(
     device: str = "cpu",
 ) -> list[tuple[str, float]]:
     """Top-k (class name, probability) for one clip (folder or .aedat4); optionally write the panel PNG."""
+    truths = [ground_truth] if ground_truth is not None else None
+    return predict_clips(
+        checkpoint, [clip], modalities=modalities, top_k=top_k, panel=panel, ground_truths=truths, device=device
+    )[0]["topk"]
+
+
+def predict_clips(
+    checkpoint: str | Path,
+    clips: list[str | Path],
+    *,
+    modalities: list[str] | None = None,
+    top_k: int = 5,
+    panel: str | Path | None = None,
+    ground_truths: list[str | None] | None = None,
+    device: str = "cpu",
+) -> list[dict]:
+    """Top-k for each clip, the model loaded once: [{"clip", "topk": [(name, prob), ...], "ground_truth"}].
+
+    ground_truths: one per clip (None: unknown). When not given, a clip inside a folder named after
+    one of the model's classes (the dataset layouts: <class>/<sample>) has that class as its ground
+    truth. `panel`: one row per clip, RGB frames, event frames and the top-k, as in the paper's figure.
+    """
     model, ckpt = load_model(checkpoint, device)
-    dataset = clip_dataset(Path(clip), data_config(model, modalities=modalities))
-    item = dataset[0]
-    with torch.no_grad():
-        out = model(
-            item["rgb"][None].to(device) if "rgb" in item else None,
-            item["events"][None].to(device) if "events" in item else None,
-        )
-    probs = out.logits.float().softmax(-1)[0].cpu().numpy()
-    top = topk_indices(probs[None], top_k)[0]
-    result = [(ckpt.class_names[i], float(probs[i])) for i in top]
+    cfg = data_config(model, modalities=modalities)
+    if ground_truths is None:
+        names = set(ckpt.class_names)
+        ground_truths = [Path(clip).resolve().parent.name if Path(clip).resolve().parent.name in names else None
+                         for clip in clips]
+    results, rows = [], []
+    for clip, truth in zip(clips, ground_truths, strict=True):
+        item = clip_dataset(Path(clip), cfg)[0]
+        with torch.no_grad():
+            out = model(
+                item["rgb"][None].to(device) if "rgb" in item else None,
+                item["events"][None].to(device) if "events" in item else None,
+            )
+        probs = out.logits.float().softmax(-1)[0].cpu().numpy()
+        topk = [(ckpt.class_names[i], float(probs[i])) for i in topk_indices(probs[None], top_k)[0]]
+        results.append({"clip": str(clip), "topk": topk, "ground_truth": truth})
+        if panel:
+            rows.append(panel_row(item, topk, truth))
     if panel:
-        plot_prediction_panel([panel_row(item, result, ground_truth)], panel)
-    return result
+        plot_prediction_panel(rows, panel)
+    return results
 
 
 def panel_row(item: dict, topk: list[tuple[str, float]], ground_truth: str | None, frames: int = 3) -> PanelRow:
