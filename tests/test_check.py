@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from velora.data.check import PROBLEM_KINDS, check_dataset
+from velora.data.check import check_dataset
+from velora.data.check_report import PROBLEM_KINDS
 from velora.data.clips import ClipDataset
 from velora.data.errors import DataError
 

@@ -5,9 +5,10 @@ Two layouts, told apart per label file by its first data line (3 fields: frames,
   ``<root>/<sample>/<name>_aps/*.png`` and ``<name>_dvs/*.png`` (velora.data.clips);
 - events (velora.data.event_only): label lines ``<sample><TAB><class>``, one event file per sample.
 
-Problems (``CheckReport.problems``, keys of PROBLEM_KINDS) make ``ok`` False: the dataset cannot be
-read as it is, or reads wrong labels. Warnings do not: duplicate or cross-split samples, frame
-counts that differ from the label file's, classes without clips in a split.
+Problems (``CheckReport.problems``, keys of PROBLEM_KINDS; both in velora.data.check_report) make
+``ok`` False: the dataset cannot be read as it is, or reads wrong labels. Warnings do not:
+duplicate or cross-split samples, frame counts that differ from the label file's, classes without
+clips in a split.
 
 ``decode_images=True`` decodes every PNG and reads every event file (thorough, slow: it finds
 truncated files); ``False`` reads only PNG headers (sizes, non-PNG files) and file sizes.
@@ -19,7 +20,6 @@ from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
@@ -28,6 +28,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from velora.data.clips import FOLDER_SUFFIX, MODALITIES
+from velora.data.check_report import CheckReport, split_name
 from velora.data.errors import DataError
 from velora.data.event_only import (
     event_class_names,
@@ -40,20 +41,6 @@ from velora.events.readers import read_events
 
 SPLIT_FILES = ("train_label.txt", "val_label.txt", "test_label.txt")
 EVENT_LABELS_FILE = "labels.txt"  # looked for when no split file exists
-PROBLEM_KINDS = {
-    "label_files": "label files missing or unreadable",
-    "malformed_lines": "malformed label lines",
-    "bad_labels": "labels out of range or unknown",
-    "class_names": "class names that cannot be worked out",
-    "missing_samples": "label lines that point nowhere",
-    "missing_folders": "missing modality folders",
-    "empty_folders": "frame folders without frames",
-    "bad_frame_names": "frames not named by their number",
-    "unreadable_files": "unreadable, corrupt or empty files",
-    "size_mismatches": "clips whose frames differ in size",
-    "count_mismatches": "clips with different RGB and event frame counts",
-    "short_clips": "clips with too few frames",
-}
 WHAT = {"rgb": "RGB frame", "event": "event frame"}
 Issue = tuple[str, str, str]  # (kind, file, message); kind "warning" for a warning
 
@@ -67,97 +54,6 @@ class LabelLine(NamedTuple):
     where: str  # "<label file>:<line number>"
     layout: str  # "frames" or "events"
     num_frames: int | None = None  # as written in a frames-layout line
-
-
-@dataclass
-class CheckReport:
-    """What check_dataset found.
-
-    problems: kind (a PROBLEM_KINDS key) -> [(file, message)], every problem found.
-    warnings: [(file, message)], findings that do not stop training.
-    layouts: label file -> "frames" or "events".
-    clip_counts: split -> label lines parsed; bad_clips: split -> those with a problem.
-    class_counts: split -> {label: clips}; class_names: names in label order, when known.
-    num_classes: the number of classes checked against (argument, else classes.txt), when known.
-    """
-
-    root: Path
-    problems: dict[str, list[tuple[str, str]]] = field(default_factory=lambda: {k: [] for k in PROBLEM_KINDS})
-    warnings: list[tuple[str, str]] = field(default_factory=list)
-    layouts: dict[str, str] = field(default_factory=dict)
-    clip_counts: dict[str, int] = field(default_factory=dict)
-    bad_clips: dict[str, int] = field(default_factory=dict)
-    class_counts: dict[str, dict[int, int]] = field(default_factory=dict)
-    class_names: list[str] | None = None
-    num_classes: int | None = None
-
-    @property
-    def ok(self) -> bool:
-        return not any(self.problems.values())
-
-    @property
-    def num_problems(self) -> int:
-        return sum(len(found) for found in self.problems.values())
-
-    def format(self, max_per_kind: int = 20, max_table_classes: int = 60) -> str:
-        """The report as text: label files, clips and classes per split, then problems, warnings."""
-        lines = [f"dataset {self.root}"]
-        for label_file, layout in self.layouts.items():
-            split = split_name(Path(label_file))
-            lines.append(
-                f"  {Path(label_file).name}: {layout} layout, {self.clip_counts.get(split, 0)} clips, "
-                f"{self.bad_clips.get(split, 0)} with problems"
-            )
-        lines += self._format_classes(max_table_classes)
-        for kind, found in self.problems.items():
-            if found:
-                lines.append(f"{PROBLEM_KINDS[kind]} ({len(found)}):")
-                lines += _format_items(found, max_per_kind)
-        if self.warnings:
-            lines.append(f"warnings ({len(self.warnings)}):")
-            lines += _format_items(self.warnings, max_per_kind)
-        verdict = "OK" if self.ok else f"FAILED: {self.num_problems} problem(s)"
-        lines.append(f"{verdict}, {len(self.warnings)} warning(s)")
-        return "\n".join(lines)
-
-    def raise_for_problems(self) -> None:
-        """Raise one DataError holding the formatted report when anything is wrong."""
-        if not self.ok:
-            raise DataError(
-                f"the dataset check found problems; fix them, or train with bad clips skipped:\n{self.format()}"
-            )
-
-    def _format_classes(self, max_table_classes: int) -> list[str]:
-        splits = list(self.class_counts)
-        if not splits:
-            return []
-        labels = sorted({label for counts in self.class_counts.values() for label in counts})
-        num_classes = self.num_classes or len(self.class_names or []) or (labels[-1] + 1 if labels else 0)
-        lines = [f"classes: {num_classes}"]
-        for split in splits:
-            counts = [self.class_counts[split].get(label, 0) for label in range(num_classes)]
-            present = sum(1 for c in counts if c)
-            low, high = (min(counts), max(counts)) if counts else (0, 0)
-            lines.append(f"  {split}: {present} classes with clips, {low} to {high} clips per class")
-        if 0 < num_classes <= max_table_classes:
-            lines.append("  " + "label".ljust(6) + "class".ljust(24) + "".join(s.rjust(8) for s in splits))
-            for label in range(num_classes):
-                name = self.class_names[label] if self.class_names and label < len(self.class_names) else ""
-                row = "".join(str(self.class_counts[s].get(label, 0)).rjust(8) for s in splits)
-                lines.append(f"  {str(label).ljust(6)}{name[:23].ljust(24)}{row}")
-        return lines
-
-
-def _format_items(items: list[tuple[str, str]], limit: int) -> list[str]:
-    lines = [f"  {file}: {message}" for file, message in items[:limit]]
-    if len(items) > limit:
-        lines.append(f"  ... and {len(items) - limit} more")
-    return lines
-
-
-def split_name(label_file: Path) -> str:
-    """``train_label.txt`` -> ``train``; any other file -> its stem."""
-    return label_file.stem.removesuffix("_label")
 
 
 def detect_layout(lines: list[tuple[int, str]]) -> str:
