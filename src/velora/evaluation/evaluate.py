@@ -19,8 +19,8 @@ from velora.config import Config, ConfigError, merge, parse_overrides
 from velora.data.clips import ClipDataset
 from velora.data.errors import DataError
 from velora.data.event_only import EventFileDataset
-from velora.data.recordings import RecordingDataset
 from velora.data.labels import ClipEntry
+from velora.data.recordings import RecordingDataset
 from velora.evaluation.metrics import evaluation_report, topk_indices
 from velora.evaluation.plots import PanelRow, plot_confusion_matrix, plot_prediction_panel
 from velora.training.checkpoint import load_model
@@ -160,7 +160,7 @@ def predict(
     ground_truth: str | None = None,
     device: str = "cpu",
 ) -> list[tuple[str, float]]:
-    """Top-k (class name, probability) for one clip (folder or .aedat4); optionally write the panel PNG."""
+    """Top-k (class name, probability) for one clip (see predict_clips); optionally write the panel PNG."""
     truths = [ground_truth] if ground_truth is not None else None
     return predict_clips(
         checkpoint, [clip], modalities=modalities, top_k=top_k, panel=panel, ground_truths=truths, device=device
@@ -186,9 +186,7 @@ def predict_clips(
     model, ckpt = load_model(checkpoint, device)
     cfg = data_config(model, modalities=modalities)
     if ground_truths is None:
-        names = set(ckpt.class_names)
-        ground_truths = [Path(clip).resolve().parent.name if Path(clip).resolve().parent.name in names else None
-                         for clip in clips]
+        ground_truths = [folder_class(clip, ckpt.class_names) for clip in clips]
     results, rows = [], []
     for clip, truth in zip(clips, ground_truths, strict=True):
         item = clip_dataset(Path(clip), cfg)[0]
@@ -205,6 +203,12 @@ def predict_clips(
     if panel:
         plot_prediction_panel(rows, panel)
     return results
+
+
+def folder_class(clip: str | Path, class_names: list[str]) -> str | None:
+    """The class a clip's folder is named after (<class>/<sample>, as datasets are laid out), if any."""
+    folder = Path(clip).resolve().parent.name
+    return folder if folder in class_names else None
 
 
 def panel_row(item: dict, topk: list[tuple[str, float]], ground_truth: str | None, frames: int = 3) -> PanelRow:
