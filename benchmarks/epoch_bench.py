@@ -167,7 +167,7 @@ def run(args) -> dict:
         use_distributed_sampler=False, enable_progress_bar=False, enable_model_summary=False,
         enable_checkpointing=False, logger=False, callbacks=[timer], default_root_dir=str(root),
     )
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=cuda) as caught:  # on the CPU, warnings print as usual
         if cuda:
             warnings.simplefilter("always")
             timer.syncs = caught
