@@ -15,6 +15,7 @@ from pathlib import Path
 # makes each op ~1000x slower. Set before torch loads so spawned children (velora bench) inherit it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import lightning as L  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -120,3 +121,36 @@ def fill_adapters(model: torch.nn.Module, seed: int = 0, scale: float = 0.1) -> 
         for name, p in model.named_parameters():
             if name.endswith("lora_b") or name.endswith("lora_a"):
                 p.copy_(torch.randn(p.shape, generator=g) * scale)
+
+
+def add_trainer_callback(monkeypatch, callback: L.Callback) -> None:
+    """Every Lightning Trainer built for the rest of the test also runs `callback`, after its own."""
+    init = L.Trainer.__init__
+
+    def with_callback(self, *args, callbacks=(), **kwargs):
+        init(self, *args, callbacks=[*callbacks, callback], **kwargs)
+
+    monkeypatch.setattr(L.Trainer, "__init__", with_callback)
+
+
+class PerStep(L.Callback):
+    """What lands in `found` (filled during training) grouped by training step, in `per_step`.
+
+    A step runs from its batch's start to the next batch's start in the same epoch; an epoch's
+    last step, which also holds validation and the epoch-end checkpoint, is not counted.
+    """
+
+    def __init__(self):
+        self.found: list = []
+        self.per_step: dict[int, list] = {}
+        self._step: int | None = None
+        self._start = 0
+        self._batch_idx = -1
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        if self._step is not None and batch_idx == self._batch_idx + 1:
+            self.per_step[self._step] = self.found[self._start :]
+        self._step, self._start, self._batch_idx = trainer.global_step, len(self.found), batch_idx
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        self._step, self._batch_idx = None, -1

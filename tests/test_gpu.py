@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import warnings
 
-import lightning as L
 import pytest
 import torch
 
-from conftest import make_tiny_config
+from conftest import PerStep, add_trainer_callback, make_tiny_config
 from velora.bench.run import measure
 from velora.training import run as run_module
 from velora.training.module import VELoRAModule
@@ -44,39 +43,9 @@ def test_a_non_finite_step_is_skipped_by_fused_adamw_on_cuda(tiny_config):
     assert flag == 1.0
 
 
-class SyncsPerStep(L.Callback):
-    """Sync warnings (torch.cuda.set_sync_debug_mode) per training step: from a batch's start to the
-    next batch's start in the same epoch; an epoch's last step (validation, checkpoints) is left out."""
-
-    def __init__(self):
-        self.caught: list = []  # set to catch_warnings' record list before training
-        self.step: int | None = None
-        self.start = 0
-        self.batch_idx = -1
-        self.syncs: dict[int, list[str]] = {}
-
-    def close(self) -> None:
-        if self.step is not None:
-            self.syncs[self.step] = [
-                f"{w.filename}:{w.lineno}" for w in self.caught[self.start :] if "synchroniz" in str(w.message)
-            ]
-        self.step = None
-
-    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
-        if batch_idx == self.batch_idx + 1:
-            self.close()
-        self.step, self.start, self.batch_idx = trainer.global_step, len(self.caught), batch_idx
-
-    def on_train_epoch_end(self, trainer, module) -> None:
-        self.step, self.batch_idx = None, -1
-
-
 def test_training_steps_do_not_sync_on_cuda(tiny_dataset, tmp_path, monkeypatch):
-    counter = SyncsPerStep()
-    trainer_init = L.Trainer.__init__
-    monkeypatch.setattr(
-        L.Trainer, "__init__", lambda self, *a, callbacks=(), **k: trainer_init(self, *a, callbacks=[*callbacks, counter], **k)
-    )
+    counter = PerStep()  # its `found`: the warnings recorded while training
+    add_trainer_callback(monkeypatch, counter)
     log_every = 4
     cfg = make_tiny_config(
         "train.accelerator=gpu", "train.precision=bf16-mixed", f"train.log_every={log_every}",
@@ -85,12 +54,16 @@ def test_training_steps_do_not_sync_on_cuda(tiny_dataset, tmp_path, monkeypatch)
     )
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        counter.caught = record
+        counter.found = record
         torch.cuda.set_sync_debug_mode("warn")
         try:
             run_module.train(cfg)
         finally:
             torch.cuda.set_sync_debug_mode("default")
-    assert len(counter.syncs) >= 6, "too few steps counted to show anything"
-    between = {s: where for s, where in counter.syncs.items() if s % log_every != 0 and where}
+    syncs = {
+        step: [f"{w.filename}:{w.lineno}" for w in caught if "synchroniz" in str(w.message)]
+        for step, caught in counter.per_step.items()
+    }
+    assert len(syncs) >= 6, "too few steps counted to show anything"
+    between = {s: where for s, where in syncs.items() if s % log_every != 0 and where}
     assert not between, f"steps between log steps synced with the GPU: {between}"

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import traceback
 
-import lightning as L
 import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from conftest import make_tiny_config
+from conftest import PerStep, add_trainer_callback, make_tiny_config
 from velora.training import run as run_module
 
 READS = {
@@ -25,44 +24,26 @@ READS = {
 }
 
 
-class HostReads(TorchFunctionMode, L.Callback):
-    """Reads per training step: from a batch's start to the next batch's start in the same epoch."""
+class HostReads(TorchFunctionMode, PerStep):
+    """Tensor reads per training step (see PerStep), with where each came from."""
 
     def __init__(self):
-        super().__init__()
-        self.step: int | None = None
-        self.batch_idx = -1
-        self.reads: dict[int, list[str]] = {}
+        TorchFunctionMode.__init__(self)
+        PerStep.__init__(self)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        if self.step is not None and func in READS:
+        if func in READS:
             stack = traceback.extract_stack(limit=12)[:-1]
             if not any("torch/utils/data" in frame.filename for frame in stack):
                 where = " <- ".join(f"{frame.name} ({frame.filename.rsplit('/', 1)[-1]}:{frame.lineno})" for frame in stack[-4:])
-                self.reads[self.step].append(f"{func.__name__}: {where}")
+                self.found.append(f"{func.__name__}: {where}")
         return func(*args, **(kwargs or {}))
-
-    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
-        self.step = trainer.global_step if batch_idx == self.batch_idx + 1 else None
-        self.batch_idx = batch_idx
-        if self.step is not None:
-            self.reads[self.step] = []
-
-    def on_train_epoch_end(self, trainer, module) -> None:
-        # The epoch's last step also holds validation and the epoch-end checkpoint: not counted.
-        self.reads.pop(self.step, None)
-        self.step, self.batch_idx = None, -1
 
 
 @pytest.mark.parametrize("progress", [False, True], ids=["quiet", "progress-bar"])
 def test_training_steps_read_nothing_back_between_log_steps(tiny_dataset, tmp_path, monkeypatch, progress):
     counter = HostReads()
-    trainer_init = L.Trainer.__init__
-
-    def init(self, *args, callbacks=(), **kwargs):
-        trainer_init(self, *args, callbacks=[*callbacks, counter], **kwargs)
-
-    monkeypatch.setattr(L.Trainer, "__init__", init)
+    add_trainer_callback(monkeypatch, counter)
     log_every = 3
     cfg = make_tiny_config(
         f"train.log_every={log_every}", "train.checkpoint_every_steps=0", f"train.progress={progress}",
@@ -71,10 +52,10 @@ def test_training_steps_read_nothing_back_between_log_steps(tiny_dataset, tmp_pa
     )
     with counter:
         result = run_module.train(cfg)
-    assert len(counter.reads) >= 10, "too few steps counted to show anything"
-    for step, reads in counter.reads.items():
+    assert len(counter.per_step) >= 10, "too few steps counted to show anything"
+    for step, reads in counter.per_step.items():
         allowed = 1 if step % log_every == 0 else 0  # the log step's one read of its window's losses
         assert len(reads) <= allowed, f"step {step}: {len(reads)} host reads:\n" + "\n".join(reads)
-    assert any(counter.reads[s] for s in counter.reads if s % log_every == 0), "log steps read their losses"
+    assert any(counter.per_step[s] for s in counter.per_step if s % log_every == 0), "log steps read their losses"
     logged = [s for s, _ in result.history["train/loss"]]
     assert logged == [s for s in range(logged[-1] + 1) if s % log_every == 0]

@@ -14,7 +14,7 @@ import yaml
 from safetensors import safe_open
 
 import velora.training.run as run_module
-from conftest import fill_adapters, make_tiny_config, random_clip
+from conftest import add_trainer_callback, fill_adapters, make_tiny_config, random_clip
 from velora.cli import main
 from velora.config import Config, ConfigError
 from velora.data.errors import DataError
@@ -210,10 +210,7 @@ def test_resume_state_is_written_at_every_epoch_end(tiny_dataset, tmp_path, monk
         def on_train_epoch_end(self, trainer, module):  # runs after ResumeCheckpoint's
             seen.append(read_resume_state(out / "checkpoints" / "last.ckpt")["global_step"])
 
-    trainer_init = L.Trainer.__init__
-    monkeypatch.setattr(
-        L.Trainer, "__init__", lambda self, *a, callbacks=(), **k: trainer_init(self, *a, callbacks=[*callbacks, ReadLastCkpt()], **k)
-    )
+    add_trainer_callback(monkeypatch, ReadLastCkpt())
     train(run_config(tiny_dataset, out, "train.checkpoint_every_steps=0", f"train.val_every={val_every}", epochs=3))
     steps = math.ceil(CLASSES * 3 / 4)
     assert seen == [steps, 2 * steps, 3 * steps]
