@@ -1,8 +1,9 @@
 """`velora eval` and `velora predict`: run a trained adapter checkpoint on clips.
 
 eval writes, for a split: `eval_<split>.json` (top-1, top-5, per-class accuracy, confusion
-matrix) and `confusion_<split>.png` (`eval_<split>_<modalities>.json` when a modality is left out). predict prints the top-5 classes of one clip and can draw
-a panel in the style of the paper's HARDVS figure.
+matrix) and `confusion_<split>.png` (`eval_<split>_<modalities>.json` when a modality is left
+out). predict prints the top-5 classes of each clip (a folder, a raw recording or an event file)
+and can draw a panel in the style of the paper's HARDVS figure, one row per clip.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from velora.data.recordings import RecordingDataset
 from velora.evaluation.metrics import evaluation_report, topk_indices
 from velora.evaluation.plots import PanelRow, plot_confusion_matrix, plot_prediction_panel
 from velora.training.checkpoint import load_model
-from velora.training.datamodule import event_windows, loader_collate, make_dataset
+from velora.training.datamodule import event_windows, loader_collate, make_dataset, sampling_args
 
 
 @torch.no_grad()
@@ -126,14 +127,10 @@ def clip_dataset(clip: Path, cfg: Config) -> ClipDataset | RecordingDataset | Ev
                 f"'{clip}' is a folder, but this model was trained on event files (data.layout events); "
                 "give one event file"
             )
-        return EventFileDataset(
-            clip.parent, None, files=[clip], num_frames=d.num_frames, image_size=cfg.model.image_size,
-            **event_windows(cfg),
-        )
+        return EventFileDataset(clip.parent, None, files=[clip], **sampling_args(cfg), **event_windows(cfg))
     if clip.is_file() or clip.suffix.lower() == ".aedat4":
         return RecordingDataset(
-            clip.parent, files=[clip], num_frames=d.num_frames, image_size=cfg.model.image_size,
-            modalities=tuple(d.modalities), cache_recordings=0,
+            clip.parent, files=[clip], **sampling_args(cfg), modalities=tuple(d.modalities), cache_recordings=0
         )
     if not clip.is_dir():
         raise DataError(
@@ -141,12 +138,8 @@ def clip_dataset(clip: Path, cfg: Config) -> ClipDataset | RecordingDataset | Ev
         )
     entry = ClipEntry(sample=f"{clip.parent.name}/{clip.name}", num_frames=0, label=0)
     return ClipDataset(
-        clip.parent.parent,
-        [entry],
-        num_frames=cfg.data.num_frames,
-        image_size=cfg.model.image_size,
-        modalities=tuple(cfg.data.modalities),
-        frame_count_policy=cfg.data.frame_count_policy,
+        clip.parent.parent, [entry], **sampling_args(cfg), modalities=tuple(d.modalities),
+        frame_count_policy=d.frame_count_policy,
     )
 
 

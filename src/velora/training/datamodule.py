@@ -23,7 +23,18 @@ from velora.data.skipping import SkipBadClips, collate_skipping
 def event_windows(cfg: Config) -> dict:
     """How the events layout cuts a recording into T event images (EventFileDataset arguments)."""
     d = cfg.data
-    return {"window": d.event_window, "window_us": d.event_window_us or None, "sensor_size": tuple(d.sensor_size) or None}
+    return {
+        "window": d.event_window, "window_us": d.event_window_us or None, "sensor_size": tuple(d.sensor_size) or None,
+    }
+
+
+def sampling_args(cfg: Config, *, train: bool = False, num_classes: int | None = None) -> dict:
+    """The clip-sampling arguments every dataset takes: frames drawn, size, crop, flip, seed."""
+    d = cfg.data
+    return {
+        "num_frames": d.num_frames, "image_size": cfg.model.image_size, "train": train, "seed": cfg.train.seed,
+        "crop_scale": tuple(d.crop_scale), "horizontal_flip": d.hflip, "num_classes": num_classes,
+    }
 
 
 def make_dataset(
@@ -35,63 +46,20 @@ def make_dataset(
     classes: class names to number labels by (event layout; pass the training set's).
     """
     d = cfg.data
-    num_classes = cfg.model.num_classes if check_labels else None
+    sampling = sampling_args(cfg, train=train, num_classes=cfg.model.num_classes if check_labels else None)
     if d.format == "packed":
         return PackedClipDataset(
-            d.packed_root,
-            split,
-            num_frames=d.num_frames,
-            modalities=tuple(d.modalities),
-            train=train,
-            seed=cfg.train.seed,
-            crop_scale=tuple(d.crop_scale),
-            horizontal_flip=d.hflip,
-            image_size=cfg.model.image_size,
-            num_classes=num_classes,
-            device_crop=d.device_crop,
+            d.packed_root, split, **sampling, modalities=tuple(d.modalities), device_crop=d.device_crop
         )
     if not d.root:
         raise DataError("data.root is empty; set it in the config or with data.root=/path/to/dataset")
     labels = Path(d.root) / {"train": d.train_labels, "val": d.val_labels, "test": d.test_labels}[split]
     if d.layout == "recordings":
-        return RecordingDataset(
-            Path(d.root) / split,
-            num_frames=d.num_frames,
-            image_size=cfg.model.image_size,
-            modalities=tuple(d.modalities),
-            train=train,
-            seed=cfg.train.seed,
-            crop_scale=tuple(d.crop_scale),
-            horizontal_flip=d.hflip,
-            classes=classes,
-            num_classes=num_classes,
-        )
+        return RecordingDataset(Path(d.root) / split, **sampling, modalities=tuple(d.modalities), classes=classes)
     if d.layout == "events":
-        return EventFileDataset(
-            d.root,
-            labels,
-            num_frames=d.num_frames,
-            image_size=cfg.model.image_size,
-            train=train,
-            seed=cfg.train.seed,
-            **event_windows(cfg),
-            crop_scale=tuple(d.crop_scale),
-            horizontal_flip=d.hflip,
-            classes=classes,
-            num_classes=num_classes,
-        )
+        return EventFileDataset(d.root, labels, **sampling, **event_windows(cfg), classes=classes)
     return ClipDataset(
-        d.root,
-        labels,
-        num_frames=d.num_frames,
-        image_size=cfg.model.image_size,
-        modalities=tuple(d.modalities),
-        train=train,
-        seed=cfg.train.seed,
-        crop_scale=tuple(d.crop_scale),
-        horizontal_flip=d.hflip,
-        frame_count_policy=d.frame_count_policy,
-        num_classes=num_classes,
+        d.root, labels, **sampling, modalities=tuple(d.modalities), frame_count_policy=d.frame_count_policy
     )
 
 
