@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/loader_bench.py [--work DIR] [--clips 48] [--batches 60] [--json FILE]
 
 1. Writes a synthetic PokerEvent-layout dataset at the DAVIS346 resolution, 346 x 260, built from
-   the real recording shared/data/real/davis346/street_davis346.aedat4 so the PNGs have realistic
+   the real recording tests/data/real/davis346/street_davis346.aedat4 so the PNGs have realistic
    sizes: APS PNGs are its frames, shifted, tinted to RGB and given sensor-like noise (sigma 3);
    event PNGs are event images of its real event windows at random shifts.
 2. Packs it at 224 px (velora.data.packed.pack_dataset).
@@ -41,7 +41,7 @@ from velora.events.render import event_image
 from velora.events.representations import frame_windows
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-STREET = REPO_ROOT.parent / "shared" / "data" / "real" / "davis346" / "street_davis346.aedat4"
+STREET = REPO_ROOT / "tests" / "data" / "real" / "davis346" / "street_davis346.aedat4"
 NUM_FRAMES, IMAGE_SIZE, BATCH_SIZE, WORKERS, WARMUP_BATCHES = 8, 224, 8, 2, 5
 FRAMES_PER_CLIP, CLASSES = 16, 4
 

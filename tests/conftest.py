@@ -24,8 +24,8 @@ from velora.config import Config, merge, parse_overrides  # noqa: E402
 torch.set_num_threads(1)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# CI checks out the repository next to a copy of shared/; never hard-code an absolute path.
-REAL_DATA = REPO_ROOT.parent / "shared" / "data" / "real"
+# Real recordings the suite carries (provenance and licences: tests/data/real/SOURCES.md).
+REAL_DATA = REPO_ROOT / "tests" / "data" / "real"
 
 TINY = {
     "model": {
@@ -92,9 +92,9 @@ def tiny_dataset(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def real_data_dir() -> Path:
-    """The real event-camera recordings in shared/data/real (a test failure when absent: they are
+    """The real event-camera recordings in tests/data/real (a test failure when absent: they are
     part of the test suite, never silently skipped)."""
-    assert REAL_DATA.is_dir(), f"real recordings not found at {REAL_DATA}: check out shared/ beside the repository"
+    assert REAL_DATA.is_dir(), f"real recordings not found at {REAL_DATA}: they are part of the repository, restore them with git"
     return REAL_DATA
 
 

@@ -43,7 +43,7 @@ from velora.model.weights import WeightsError, load_state_dict_any
 from velora.training.checkpoint import FORMAT as ADAPTER_FORMAT
 from velora.training.checkpoint import AdapterCheckpoint, CheckpointError, read_adapters, read_resume_state
 
-REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+REAL_DATA = Path(__file__).resolve().parent / "data" / "real"  # see its SOURCES.md
 HUGE_INTEGERS = (2**31 - 1, 2**32 - 1, 2**63 - 1, 2**64 - 1, 10**12, -1, -(2**31))
 
 

@@ -16,7 +16,7 @@ from velora.training.run import train
 def test_event_only_training_on_real_nmnist_recordings(tmp_path):
     """N-MNIST .bs2 files with a labels file train through the same pipeline, events only."""
     nmnist = REAL_DATA / "nmnist"
-    assert nmnist.is_dir(), f"{nmnist} missing: check out shared/ beside the repository"
+    assert nmnist.is_dir(), f"{nmnist} missing: restore tests/data/real with git"
     cfg = make_tiny_config(
         model={"num_classes": 10},
         data={
@@ -79,7 +79,7 @@ def test_check_data_command_exit_codes(tiny_dataset, tmp_path, capsys):
 def test_convert_recordings_then_pack_then_train_from_packed(tiny_dataset, tmp_path, capsys):
     """The whole real-data path through the CLI: raw .aedat4 -> frame folders; dataset -> packed -> training."""
     recording = REAL_DATA / "davis346" / "street_davis346.aedat4"
-    assert recording.is_file(), f"{recording} missing: check out shared/ beside the repository"
+    assert recording.is_file(), f"{recording} missing: restore tests/data/real with git"
     (tmp_path / "raw" / "street").mkdir(parents=True)
     shutil.copy(recording, tmp_path / "raw" / "street" / "clip.aedat4")
     assert main(["convert", "recordings", str(tmp_path / "raw"), str(tmp_path / "frames"), "--image-size", "32"]) == 0
@@ -105,7 +105,7 @@ def test_packed_format_needs_its_folder():
 def test_training_directly_on_raw_recordings(tmp_path):
     """data.layout=recordings: <root>/<split>/<class>/<recording>.aedat4, APS frames + event images."""
     recording = REAL_DATA / "davis346" / "street_davis346.aedat4"
-    assert recording.is_file(), f"{recording} missing: check out shared/ beside the repository"
+    assert recording.is_file(), f"{recording} missing: restore tests/data/real with git"
     for split in ("train", "val"):
         for label in ("cars", "street"):
             (tmp_path / "raw" / split / label).mkdir(parents=True)

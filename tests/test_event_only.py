@@ -14,17 +14,18 @@ import torch
 from torch.utils.data import DataLoader
 
 from velora.data.check import check_dataset
+from conftest import REAL_DATA
 from velora.data.errors import DataError
 from velora.data.event_only import EventFileDataset, read_event_labels, window_bounds
 from velora.events.readers import read_nmnist
 from velora.events.render import event_image
 
-NMNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / "nmnist"
+NMNIST = REAL_DATA / "nmnist"
 
 
 @pytest.fixture(scope="module")
 def nmnist() -> Path:
-    assert NMNIST.is_dir(), f"real N-MNIST samples not found at {NMNIST}: check out shared/ beside the repository"
+    assert NMNIST.is_dir(), f"real N-MNIST samples not found at {NMNIST}: restore tests/data/real with git"
     return NMNIST
 
 

@@ -21,6 +21,7 @@ import h5py
 import numpy as np
 import pytest
 
+from conftest import REAL_DATA
 from velora.data.errors import DataError
 from velora.events.readers import (
     SUFFIXES,
@@ -33,7 +34,6 @@ from velora.events.readers import (
 )
 from velora.events.render import EventStream
 
-REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 STREET = REAL_DATA / "davis346" / "street_davis346.aedat4"
 NMNIST = REAL_DATA / "nmnist"
 
@@ -92,7 +92,7 @@ def street_copy(tmp_path) -> Path:
 def test_real_davis346_recording_agrees_with_dv_processing():
     assert_matches_reference(STREET)
     recording = read_aedat4(STREET)
-    # the numbers in shared/data/real/SOURCES.md
+    # the numbers in tests/data/real/SOURCES.md
     assert len(recording.events) == 6676
     assert recording.sensor_size == (346, 260)
     assert recording.aps_frames.shape == (4, 260, 346) and recording.aps_frames.dtype == np.uint8
@@ -209,7 +209,7 @@ def test_missing_file_and_unknown_suffix(tmp_path):
 
 
 def nmnist_bytes(*events: tuple[int, int, int, int]) -> bytes:
-    """Encode (x, y, on, t_us) events in the 40-bit format of shared/data/real/SOURCES.md."""
+    """Encode (x, y, on, t_us) events in the 40-bit format of tests/data/real/SOURCES.md."""
     return b"".join(bytes([x, y, on << 7 | t >> 16 & 0x7F, t >> 8 & 0xFF, t & 0xFF]) for x, y, on, t in events)
 
 

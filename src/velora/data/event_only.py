@@ -10,7 +10,7 @@ Layout: event files anywhere under ``<root>`` and a labels file with one line pe
 A line is split at its last tab, or at its last run of whitespace when it has no tab. The sample is
 a path relative to ``root``; when no file has that exact name, the one file ``<sample><suffix>``
 with a suffix of ``velora.events.readers.SUFFIXES`` is used. This is the format of
-``shared/data/real/nmnist/labels.txt``.
+``tests/data/real/nmnist/labels.txt``.
 
 Class names and label indices, first rule that applies:
 1. ``classes`` given (e.g. the training set's ``class_names``, so every split agrees);
