@@ -12,7 +12,7 @@ from PIL import Image
 from velora.data.check import check_dataset
 from velora.data.check_report import PROBLEM_KINDS
 from velora.data.clips import ClipDataset
-from velora.data.errors import DataError
+from velora.errors import DataError
 
 SIZE = (12, 8)  # (width, height) of the test PNGs
 CLASSES = ("cls_a", "cls_b", "cls_c")

@@ -19,7 +19,7 @@ from PIL import Image
 
 from velora.data.clips import ClipDataset
 from velora.data.convert import DONE_MARKER, LABEL_FILE, convert_recordings
-from velora.data.errors import DataError
+from velora.errors import DataError
 from velora.data.labels import read_label_file
 from velora.events.aedat4 import read_aedat4
 from velora.events.render import event_image

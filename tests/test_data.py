@@ -17,7 +17,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from velora.data.clips import ClipDataset
-from velora.data.errors import DataError
+from velora.errors import DataError
 from velora.data.labels import ClipEntry, read_class_names, read_label_file
 from velora.data.sampling import segment_indices
 

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import REAL_DATA, make_tiny_config
 from velora.cli import main
-from velora.data.errors import DataError
+from velora.errors import DataError
 from velora.data.skipping import read_skip_report
 from velora.training.run import train
 

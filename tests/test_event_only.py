@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from velora.data.check import check_dataset
 from conftest import REAL_DATA
-from velora.data.errors import DataError
+from velora.errors import DataError
 from velora.data.event_only import EventFileDataset, read_event_labels, window_bounds
 from velora.events.readers import read_nmnist
 from velora.events.render import event_image

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from safetensors.torch import save_file
 
 from fuzz_targets import REAL_DATA, TARGETS, Target, Undocumented, run_one
-from velora.data.errors import DataError
+from velora.errors import DataError
 from velora.data.labels import read_label_file
 from velora.events.aedat4 import MAGIC, read_aedat4
 from velora.events.readers import read_hdf5, read_npy

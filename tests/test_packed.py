@@ -23,7 +23,7 @@ import velora.data.packed as packed
 import velora.data.packed.writer as packed_writer
 from conftest import assert_items_equal
 from velora.data.clips import ClipDataset
-from velora.data.errors import DataError
+from velora.errors import DataError
 from velora.data.packed import PackedClipDataset, pack_dataset
 
 SIZE = 24  # smaller than the 32 px demo frames, so packing really resizes

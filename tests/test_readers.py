@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from conftest import REAL_DATA
-from velora.data.errors import DataError
+from velora.errors import DataError
 from velora.events.readers import (
     SUFFIXES,
     read_aedat4,

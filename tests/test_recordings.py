@@ -20,7 +20,7 @@ import torch
 from conftest import assert_items_equal
 from velora.data.clips import ClipDataset
 from velora.data.convert import LABEL_FILE, convert_recordings
-from velora.data.errors import DataError
+from velora.errors import DataError
 from velora.data.recordings import RecordingDataset
 from velora.events.aedat4 import read_aedat4
 

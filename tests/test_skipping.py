@@ -13,7 +13,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from velora.data.clips import ClipDataset
-from velora.data.errors import DataError
+from velora.errors import DataError
 from velora.data.skipping import SkipBadClips, clear_skip_log, collate_skipping, read_skip_report
 
 NUM_CLIPS = 10

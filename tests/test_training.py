@@ -17,7 +17,7 @@ import velora.training.run as run_module
 from conftest import add_trainer_callback, fill_adapters, make_tiny_config, random_clip
 from velora.cli import main
 from velora.config import Config, ConfigError
-from velora.data.errors import DataError
+from velora.errors import DataError
 from velora.evaluation.evaluate import evaluate, predict
 from velora.model.velora import VELoRA
 from velora.training.checkpoint import CheckpointError, load_model, read_adapters, read_resume_state, save_adapters

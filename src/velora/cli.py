@@ -19,7 +19,7 @@ EXPECTED_ERRORS: tuple[type[Exception], ...] = ()
 
 def _expected_errors() -> tuple[type[Exception], ...]:
     from velora.config import ConfigError
-    from velora.data.errors import DataError
+    from velora.errors import DataError
     from velora.model.backbone import BackboneError
     from velora.model.lora import LoRAError
     from velora.model.weights import WeightsError

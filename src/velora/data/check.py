@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from velora.data.clips import FOLDER_SUFFIX, MODALITIES
 from velora.data.check_report import CheckReport, split_name
-from velora.data.errors import DataError
+from velora.errors import DataError
 from velora.data.event_only import (
     event_class_names,
     label_index,

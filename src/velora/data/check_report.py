@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from velora.data.errors import DataError
+from velora.errors import DataError
 
 PROBLEM_KINDS = {
     "label_files": "label files missing or unreadable",

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from velora.data.errors import DataError
+from velora.errors import DataError
 from velora.data.labels import ClipEntry, read_class_names, read_label_file
 from velora.data.sampling import SampledClips, draw_clip, random_crop_box, sampling_problems  # noqa: F401  (random_crop_box: public here too)
 

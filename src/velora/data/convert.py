@@ -34,7 +34,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from velora.data.clips import FOLDER_SUFFIX
-from velora.data.errors import DataError
+from velora.errors import DataError
 from velora.data.labels import CLASSES_FILE
 from velora.events.aedat4 import read_aedat4
 from velora.events.render import event_image

@@ -41,7 +41,7 @@ import torch
 from PIL import Image
 
 from velora.data.clips import EVENT_RESAMPLE, random_crop_box
-from velora.data.errors import DataError
+from velora.errors import DataError
 from velora.data.labels import CLASSES_FILE, read_class_file, read_lines
 from velora.data.sampling import SampledClips, sampling_problems
 from velora.events.readers import SUFFIXES, read_events, require_events

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
-from velora.data.errors import DataError
+from velora.errors import DataError
 
 T = TypeVar("T")
 

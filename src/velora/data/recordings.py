@@ -41,7 +41,7 @@ from PIL import Image
 
 from velora.data.clips import BATCH_KEY, EVENT_RESAMPLE, MODALITIES
 from velora.data.convert import list_recordings
-from velora.data.errors import DataError
+from velora.errors import DataError
 from velora.data.labels import CLASSES_FILE, ClipEntry, read_class_file
 from velora.data.sampling import SampledClips, draw_clip, sampling_problems
 from velora.events.readers import Recording, read_aedat4

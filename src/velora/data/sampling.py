@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from torch.utils.data import Dataset
 
-from velora.data.errors import DataError
+from velora.errors import DataError
 
 
 def segment_indices(

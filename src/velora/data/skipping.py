@@ -37,7 +37,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset, default_collate
 
-from velora.data.errors import DataError
+from velora.errors import DataError
 
 LOG_PREFIX = "skipped"
 

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from velora.config import Config, ConfigError, merge, parse_overrides
 from velora.data.clips import ClipDataset
-from velora.data.errors import DataError
+from velora.errors import DataError
 from velora.data.event_only import EventFileDataset
 from velora.data.labels import ClipEntry
 from velora.data.recordings import RecordingDataset

@@ -26,7 +26,7 @@ from pathlib import Path
 import aedat
 import numpy as np
 
-from velora.data.errors import DataError
+from velora.errors import DataError
 from velora.events.render import EventStream
 
 MAGIC = b"#!AER-DAT4.0\r\n"

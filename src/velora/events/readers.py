@@ -23,7 +23,7 @@ Conventions shared by all readers:
 - A file that decodes to zero events gives an empty `EventStream`: that is valid data (a quiet
   scene). Code that needs events calls `require_events(stream, path)`. A zero-byte file is
   never valid data and raises.
-- Every problem with a file raises `DataError` (velora.data.errors) with a sentence naming the
+- Every problem with a file raises `DataError` (velora.errors) with a sentence naming the
   file, what is wrong and what to do.
 """
 
@@ -34,7 +34,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from velora.data.errors import DataError
+from velora.errors import DataError
 from velora.events.aedat4 import Recording, read_aedat4
 from velora.events.render import EventStream
 

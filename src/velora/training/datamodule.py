@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from velora.config import Config
 from velora.data.augment import apply_device_crop
 from velora.data.clips import ClipDataset
-from velora.data.errors import DataError
+from velora.errors import DataError
 from velora.data.event_only import EventFileDataset
 from velora.data.packed import PackedClipDataset, collate_packed
 from velora.data.recordings import RecordingDataset

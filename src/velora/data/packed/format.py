@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from velora.data.clips import EVENT_RESAMPLE, MODALITIES
-from velora.data.errors import DataError
+from velora.errors import DataError
 
 FORMAT = "velora-packed"
 VERSION = 1

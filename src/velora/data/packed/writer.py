@@ -16,7 +16,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from velora.data.clips import EVENT_RESAMPLE, MODALITIES, ClipDataset, FrameFolder, read_frame
-from velora.data.errors import DataError
+from velora.errors import DataError
 from velora.data.labels import read_class_names
 from velora.data.packed.format import (
     DEFAULT_SHARD_BYTES, FORMAT, FULL_FRAME, SHARD_NAME, VERSION, flush_to_disk, read_index, write_index,

@@ -1,4 +1,4 @@
-"""The one exception type for bad data on disk."""
+"""The exception for bad data on disk, shared by every layer that reads files (events, data, model inputs)."""
 
 
 class DataError(ValueError):
