@@ -27,7 +27,7 @@ from typing import NamedTuple
 from PIL import Image
 from tqdm import tqdm
 
-from velora.data.clips import FOLDER_SUFFIX, MODALITIES
+from velora.data.layout import FOLDER_SUFFIX, MODALITIES
 from velora.data.check_report import CheckReport, split_name
 from velora.errors import DataError
 from velora.data.event_only import (

@@ -32,15 +32,9 @@ from PIL import Image
 
 from velora.errors import DataError
 from velora.data.labels import ClipEntry, read_class_names, read_label_file
+from velora.data.layout import BATCH_KEY, EVENT_RESAMPLE, FOLDER_SUFFIX, FRAME_COUNT_POLICIES, MODALITIES
 from velora.data.sampling import SampledClips, draw_clip, random_crop_box, sampling_problems  # noqa: F401  (random_crop_box: public here too)
 
-MODALITIES = ("rgb", "event")
-FOLDER_SUFFIX = {"rgb": "_aps", "event": "_dvs"}
-BATCH_KEY = {"rgb": "rgb", "event": "events"}
-FRAME_COUNT_POLICIES = ("error", "min")
-# NEAREST keeps every event pixel pure red, blue or white; BOX (area) keeps every event's mass
-# when downsampling but blends neighbours into pink / purple. Bilinear would do the latter too.
-EVENT_RESAMPLE = {"nearest": Image.Resampling.NEAREST, "box": Image.Resampling.BOX}
 
 
 class FrameFolder(NamedTuple):

@@ -33,7 +33,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from velora.data.clips import FOLDER_SUFFIX
+from velora.data.layout import FOLDER_SUFFIX
 from velora.errors import DataError
 from velora.data.labels import CLASSES_FILE
 from velora.events.aedat4 import read_aedat4

@@ -40,7 +40,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from velora.data.clips import EVENT_RESAMPLE, random_crop_box
+from velora.data.layout import EVENT_RESAMPLE
+from velora.data.sampling import random_crop_box
 from velora.errors import DataError
 from velora.data.labels import CLASSES_FILE, read_class_file, read_lines
 from velora.data.sampling import SampledClips, sampling_problems

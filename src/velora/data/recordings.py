@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from velora.data.clips import BATCH_KEY, EVENT_RESAMPLE, MODALITIES
+from velora.data.layout import BATCH_KEY, EVENT_RESAMPLE, MODALITIES
 from velora.data.convert import list_recordings
 from velora.errors import DataError
 from velora.data.labels import CLASSES_FILE, ClipEntry, read_class_file

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from velora.data.clips import EVENT_RESAMPLE, MODALITIES
+from velora.data.layout import EVENT_RESAMPLE, MODALITIES
 from velora.errors import DataError
 
 FORMAT = "velora-packed"

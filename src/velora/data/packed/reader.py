@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from velora.data.clips import BATCH_KEY, EVENT_RESAMPLE, MODALITIES
+from velora.data.layout import BATCH_KEY, EVENT_RESAMPLE, MODALITIES
 from velora.errors import DataError
 from velora.data.labels import ClipEntry
 from velora.data.packed.format import FULL_FRAME, SHARD_NAME, read_index

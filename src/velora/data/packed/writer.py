@@ -15,7 +15,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from velora.data.clips import EVENT_RESAMPLE, MODALITIES, ClipDataset, FrameFolder, read_frame
+from velora.data.clips import ClipDataset, FrameFolder, read_frame
+from velora.data.layout import EVENT_RESAMPLE, MODALITIES
 from velora.errors import DataError
 from velora.data.labels import read_class_names
 from velora.data.packed.format import (

@@ -1,0 +1,21 @@
+"""Names shared by every clip dataset: the modalities, their folders, their keys in a batch.
+
+A modality has one name, singular, everywhere a user writes it (``data.modalities: [rgb, event]``,
+``--modalities event``, adapter names). Only the key of its frames in a dataset item and a batch
+differs for events: ``"events"``, because that key is the model's argument,
+``VELoRA(rgb=..., events=...)``, and an item holds T event *frames*. ``BATCH_KEY`` is the one
+place that maps one to the other.
+"""
+
+from __future__ import annotations
+
+from PIL import Image
+
+MODALITIES = ("rgb", "event")
+BATCH_KEY = {"rgb": "rgb", "event": "events"}
+# The frame folders of a clip in the PokerEvent / HARDVS layout: <sample>/<sample>_aps, _dvs.
+FOLDER_SUFFIX = {"rgb": "_aps", "event": "_dvs"}
+FRAME_COUNT_POLICIES = ("error", "min")
+# NEAREST keeps every event pixel pure red, blue or white; BOX (area) keeps every event's mass
+# when downsampling but blends neighbours into pink / purple. Bilinear would do the latter too.
+EVENT_RESAMPLE = {"nearest": Image.Resampling.NEAREST, "box": Image.Resampling.BOX}
