@@ -31,11 +31,12 @@ from PIL import Image
 import torch
 from torch.utils.data import DataLoader
 
+from velora.data.augment import apply_device_crop
 from velora.data.clips import ClipDataset
 from velora.data.convert import convert_recordings
-from velora.data.augment import apply_device_crop
-from velora.training.datamodule import loader_collate
+from velora.data.factory import loader_collate
 from velora.data.packed import PackedClipDataset, pack_dataset
+from velora.data.sampling import ClipSampling
 from velora.events.aedat4 import read_aedat4
 from velora.events.render import event_image
 from velora.events.representations import frame_windows
@@ -128,7 +129,7 @@ def dataloader_bound(batches: int) -> float:
 
 
 def packed_train_item(packed_root: Path, index: int) -> dict:
-    dataset = PackedClipDataset(packed_root, "train", image_size=IMAGE_SIZE, num_frames=NUM_FRAMES, train=True, device_crop=True)
+    dataset = PackedClipDataset(packed_root, "train", ClipSampling(num_frames=NUM_FRAMES, image_size=IMAGE_SIZE, train=True), device_crop=True)
     return dataset[index]
 
 
@@ -168,9 +169,9 @@ def main() -> None:
     # "train+dc": the packed loader leaves the random resized crop to the training device
     # (data.device_crop); the crop itself is timed separately below.
     for mode, train, device_crop in (("train", True, False), ("train+dc", True, True), ("eval", False, False)):
-        options = dict(num_frames=NUM_FRAMES, train=train, seed=0)
-        png = ClipDataset(png_root, "train_label.txt", image_size=IMAGE_SIZE, **options)
-        packed = PackedClipDataset(packed_root, "train", image_size=IMAGE_SIZE, device_crop=device_crop, **options)
+        sampling = ClipSampling(num_frames=NUM_FRAMES, image_size=IMAGE_SIZE, train=train, seed=0)
+        png = ClipDataset(png_root, "train_label.txt", sampling)
+        packed = PackedClipDataset(packed_root, "train", sampling, device_crop=device_crop)
         warm_page_cache(png_root), warm_page_cache(packed_root)
         rates = {"png": [], "packed": []}
         for round_ in range(args.rounds):

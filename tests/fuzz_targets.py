@@ -32,16 +32,16 @@ import yaml
 from hypothesis import strategies as st
 
 from velora.config import Config, ConfigError, load_config, shipped_config_path, validate
-from velora.errors import DataError
 from velora.data.event_only import EventLabelLine, read_event_labels
 from velora.data.labels import ClipEntry, read_class_names, read_label_file
 from velora.data.packed import PackedClipDataset
+from velora.data.sampling import ClipSampling
+from velora.errors import DataError
 from velora.events.aedat4 import MAGIC, Recording, read_aedat4
 from velora.events.readers import read_events
 from velora.events.render import EventStream
 from velora.model.weights import WeightsError, load_state_dict_any
-from velora.training.checkpoint import FORMAT as ADAPTER_FORMAT
-from velora.training.checkpoint import AdapterCheckpoint, CheckpointError, read_adapters, read_resume_state
+from velora.training.checkpoint import AdapterCheckpoint, CheckpointError, FORMAT as ADAPTER_FORMAT, read_adapters, read_resume_state
 
 REAL_DATA = Path(__file__).resolve().parent / "data" / "real"  # see its SOURCES.md
 HUGE_INTEGERS = (2**31 - 1, 2**32 - 1, 2**63 - 1, 2**64 - 1, 10**12, -1, -(2**31))
@@ -685,7 +685,7 @@ def _read_packed(folder: Path, data: bytes) -> tuple[Path, Any]:
     shard = folder / "shard_00000.bin"
     if not shard.exists():
         shard.write_bytes(bytes.fromhex(_packed_index()["_shard"]))
-    dataset = PackedClipDataset(folder, "train", num_frames=PACKED_FRAMES)
+    dataset = PackedClipDataset(folder, "train", ClipSampling(num_frames=PACKED_FRAMES, image_size=None))
     dataset.verify()
     return folder, [dataset[i] for i in range(len(dataset))]
 

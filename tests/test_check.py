@@ -12,6 +12,7 @@ from PIL import Image
 from velora.data.check import check_dataset
 from velora.data.check_report import PROBLEM_KINDS
 from velora.data.clips import ClipDataset
+from velora.data.sampling import ClipSampling
 from velora.errors import DataError
 
 SIZE = (12, 8)  # (width, height) of the test PNGs
@@ -179,11 +180,11 @@ def test_hardvs_layout_reads_through_clip_dataset(tmp_path):
     assert report.clip_counts == {"train": 3, "val": 3, "test": 3}
 
     for name in splits:
-        dataset = ClipDataset(tmp_path, name, num_frames=4, image_size=8, num_classes=3)
+        dataset = ClipDataset(tmp_path, name, ClipSampling(num_frames=4, image_size=8), num_classes=3)
         assert dataset.class_names == ["action_001", "action_002", "action_003"]
         item = dataset[2]
         assert item["rgb"].shape == item["events"].shape == (4, 3, 8, 8)
         assert int(item["label"]) == 2
     # Frames sort by number: 00000000.png .. 00000006.png of the test clip, segment centres.
-    frames = ClipDataset(tmp_path, "test_label.txt", num_frames=7, image_size=8).frame_folders(0)["rgb"]
+    frames = ClipDataset(tmp_path, "test_label.txt", ClipSampling(num_frames=7, image_size=8)).frame_folders(0)["rgb"]
     assert frames.names == tuple(f"{i:08d}.png" for i in range(7))

@@ -19,8 +19,9 @@ from PIL import Image
 
 from velora.data.clips import ClipDataset
 from velora.data.convert import DONE_MARKER, LABEL_FILE, convert_recordings
-from velora.errors import DataError
 from velora.data.labels import read_label_file
+from velora.data.sampling import ClipSampling
+from velora.errors import DataError
 from velora.events.aedat4 import read_aedat4
 from velora.events.render import event_image
 
@@ -64,7 +65,7 @@ def test_recording_becomes_n_minus_1_aps_and_event_frames(raw_root, tmp_path):
     assert (out_root / "classes.txt").read_text() == "street\n"
     entries = read_label_file(out_root / LABEL_FILE)
     assert [(e.sample, e.num_frames, e.label) for e in entries] == [("street/take1", n, 0), ("street/take2", n, 0)]
-    item = ClipDataset(out_root, LABEL_FILE, num_frames=4, image_size=32)[1]
+    item = ClipDataset(out_root, LABEL_FILE, ClipSampling(num_frames=4, image_size=32))[1]
     assert item["rgb"].shape == item["events"].shape == (4, 3, 32, 32)
 
 

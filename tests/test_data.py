@@ -7,6 +7,7 @@ ramps, so a loaded item tells which frames were read and which crop / flip was a
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -17,9 +18,9 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from velora.data.clips import ClipDataset
-from velora.errors import DataError
 from velora.data.labels import ClipEntry, read_class_names, read_label_file
-from velora.data.sampling import segment_indices
+from velora.data.sampling import ClipSampling, segment_indices
+from velora.errors import DataError
 
 FRAME_SIZE = (32, 24)  # (width, height) of the test PNGs
 S = 16  # image_size of the test datasets
@@ -93,7 +94,10 @@ def root(tmp_path_factory) -> Path:
 
 
 def make(root: Path, **options) -> ClipDataset:
-    return ClipDataset(root, "train_label.txt", num_frames=8, image_size=S, **options)
+    """The 8-frame, S-pixel dataset of root; options: ClipSampling fields and other ClipDataset arguments."""
+    fields = {f.name for f in dataclasses.fields(ClipSampling)}
+    sampling = ClipSampling(num_frames=8, image_size=S, **{k: v for k, v in options.items() if k in fields})
+    return ClipDataset(root, "train_label.txt", sampling, **{k: v for k, v in options.items() if k not in fields})
 
 
 # Label files and class names
@@ -245,7 +249,7 @@ def test_grayscale_frames_become_three_equal_channels(tmp_path):
 def test_frames_sort_numerically_without_padding(tmp_path):
     write_clip(tmp_path, "a/clip", 12, name_width=1)  # 0.png ... 11.png: "10" < "2" as text
     write_labels(tmp_path, [("a/clip", 12, 0)])
-    item = ClipDataset(tmp_path, "train_label.txt", num_frames=12, image_size=S)[0]
+    item = ClipDataset(tmp_path, "train_label.txt", ClipSampling(num_frames=12, image_size=S))[0]
     assert frame_indices(item["rgb"], "rgb") == list(range(12))
 
 
@@ -359,7 +363,7 @@ def _broken(tmp_path: Path, damage) -> ClipDataset:
     clip_dir = write_clip(tmp_path, "a/clip", 6)
     write_labels(tmp_path, [("a/clip", 6, 0)])
     damage(clip_dir)
-    return ClipDataset(tmp_path, "train_label.txt", num_frames=6, image_size=S)
+    return ClipDataset(tmp_path, "train_label.txt", ClipSampling(num_frames=6, image_size=S))
 
 
 def _remove_tree(path: Path) -> None:

@@ -15,8 +15,9 @@ from torch.utils.data import DataLoader
 
 from velora.data.check import check_dataset
 from conftest import REAL_DATA
-from velora.errors import DataError
 from velora.data.event_only import EventFileDataset, read_event_labels, window_bounds
+from velora.data.sampling import ClipSampling
+from velora.errors import DataError
 from velora.events.readers import read_nmnist
 from velora.events.render import event_image
 
@@ -36,7 +37,7 @@ def labels_txt(root: Path) -> dict[str, int]:
 
 
 def test_items_follow_the_clip_contract_with_labels_from_labels_txt(nmnist):
-    dataset = EventFileDataset(nmnist, "labels.txt", num_frames=4, image_size=24)
+    dataset = EventFileDataset(nmnist, "labels.txt", ClipSampling(num_frames=4, image_size=24))
     expected = labels_txt(nmnist)
     assert len(dataset) == 24 and dataset.modalities == ("event",)
     assert dataset.class_names == [str(d) for d in range(10)]
@@ -69,7 +70,7 @@ def test_frames_are_event_images_of_windows_that_keep_every_event(nmnist, window
             t = events.t[bounds[k] : bounds[k + 1]]
             assert t.size == 0 or (edges[k] <= t.min() and t.max() < edges[k + 1])
     # At the sensor's size (34 x 34) and without augmentation, frame k is event_image of window k.
-    item = EventFileDataset(nmnist, "labels.txt", num_frames=5, image_size=34, window=window)[2]
+    item = EventFileDataset(nmnist, "labels.txt", ClipSampling(num_frames=5, image_size=34), window=window)[2]
     for k in range(5):
         window_events = slice(bounds[k], bounds[k + 1])
         expected = event_image(events.x[window_events], events.y[window_events], events.p[window_events], 34, 34)
@@ -95,9 +96,7 @@ def test_fixed_duration_windows_are_centred_in_eval_and_random_in_training(nmnis
 
 def test_training_items_depend_only_on_seed_epoch_and_index(nmnist):
     def item(epoch: int, seed: int = 0) -> torch.Tensor:
-        dataset = EventFileDataset(
-            nmnist, "labels.txt", num_frames=3, image_size=16, train=True, seed=seed, crop_scale=(0.3, 0.6)
-        )
+        dataset = EventFileDataset(nmnist, "labels.txt", ClipSampling(num_frames=3, image_size=16, train=True, seed=seed, crop_scale=(0.3, 0.6)))
         dataset.set_epoch(epoch)
         return dataset[5]["events"]
 
@@ -117,7 +116,7 @@ def test_other_formats_give_the_same_items(nmnist, tmp_path):
             group[name] = table[name]
     shutil.copy(nmnist / "7.bs2", tmp_path / "seven_bs2.bs2")
     (tmp_path / "labels.txt").write_text("seven.npy\t1\nseven_h5\t1\nseven_bs2 1\n")
-    dataset = EventFileDataset(tmp_path, "labels.txt", num_frames=3, image_size=20, sensor_size=(34, 34))
+    dataset = EventFileDataset(tmp_path, "labels.txt", ClipSampling(num_frames=3, image_size=20), sensor_size=(34, 34))
     items = [dataset[i]["events"] for i in range(3)]
     assert torch.equal(items[0], items[1]) and torch.equal(items[0], items[2])
 
@@ -127,10 +126,10 @@ def test_class_names_from_classes_txt_or_sorted_names(tmp_path, nmnist):
         shutil.copy(nmnist / f"{sample}.bs2", tmp_path / f"{sample}.bs2")
     (tmp_path / "labels.txt").write_text("# sample class\n1\tseven\n2 \t three\n\n3\tfive\n")
     assert [line.sample for line in read_event_labels(tmp_path / "labels.txt")] == ["1", "2", "3"]
-    dataset = EventFileDataset(tmp_path, "labels.txt", num_frames=2, image_size=8)
+    dataset = EventFileDataset(tmp_path, "labels.txt", ClipSampling(num_frames=2, image_size=8))
     assert dataset.class_names == ["five", "seven", "three"]
     assert [e.label for e in dataset.entries] == [1, 2, 0]
-    passed = EventFileDataset(tmp_path, "labels.txt", num_frames=2, image_size=8, classes=["three", "five", "seven"])
+    passed = EventFileDataset(tmp_path, "labels.txt", ClipSampling(num_frames=2, image_size=8), classes=["three", "five", "seven"])
     assert [e.label for e in passed.entries] == [2, 0, 1]
     (tmp_path / "classes.txt").write_text("three\nfive\n")
     with pytest.raises(DataError, match=r"labels.txt, line 2: class 'seven' of sample '1' is not one of"):
@@ -142,7 +141,7 @@ def test_errors_name_the_file(tmp_path, nmnist):
     (tmp_path / "cut.bs2").write_bytes((nmnist / "2.bs2").read_bytes()[:-2])
     (tmp_path / "empty.bs2").write_bytes(b"")
     (tmp_path / "labels.txt").write_text("1\t3\ncut\t1\nempty\t2\nghost\t0\n")
-    dataset = EventFileDataset(tmp_path, "labels.txt", num_frames=2, image_size=8)
+    dataset = EventFileDataset(tmp_path, "labels.txt", ClipSampling(num_frames=2, image_size=8))
     for index, pattern in [(1, "cut.bs2: .* not a multiple of 5"), (2, "empty.bs2: the file is empty"), (3, "ghost")]:
         with pytest.raises(DataError, match=pattern):
             dataset[index]
@@ -172,10 +171,10 @@ def test_predict_on_one_event_file_reads_it_as_training_does(nmnist, tmp_path):
     # An event-only model (data.layout events): `velora predict` on one N-MNIST file cuts it into
     # the same windows as the training dataset, so its scores equal the model's on that item.
     from conftest import make_tiny_config
+    from velora.data.factory import make_dataset
     from velora.evaluation.evaluate import predict
     from velora.model.velora import VELoRA
     from velora.training.checkpoint import save_adapters
-    from velora.training.datamodule import make_dataset
 
     cfg = make_tiny_config(
         "model.num_classes=10", "data.layout=events", "data.modalities=[event]", "data.train_labels=labels.txt",

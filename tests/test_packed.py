@@ -19,12 +19,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from velora.data.sampling import ClipSampling
 import velora.data.packed as packed
 import velora.data.packed.writer as packed_writer
 from conftest import assert_items_equal
 from velora.data.clips import ClipDataset
-from velora.errors import DataError
 from velora.data.packed import PackedClipDataset, pack_dataset
+from velora.errors import DataError
 
 SIZE = 24  # smaller than the 32 px demo frames, so packing really resizes
 SPLITS = {"train": "train_label.txt", "test": "test_label.txt"}
@@ -49,8 +50,8 @@ def packed_root(tiny_dataset, tmp_path_factory):
 
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_eval_items_are_bit_identical_to_clip_dataset(tiny_dataset, packed_root, split):
-    reference = ClipDataset(tiny_dataset, SPLITS[split], num_frames=6, image_size=SIZE)
-    reader = PackedClipDataset(packed_root, split, num_frames=6, image_size=SIZE)
+    reference = ClipDataset(tiny_dataset, SPLITS[split], ClipSampling(num_frames=6, image_size=SIZE))
+    reader = PackedClipDataset(packed_root, split, ClipSampling(num_frames=6, image_size=SIZE))
     assert len(reader) == len(reference) > 0
     assert reader.class_names == reference.class_names
     assert [(e.sample, e.label) for e in reader.entries] == [(e.sample, e.label) for e in reference.entries]
@@ -63,26 +64,26 @@ def test_eval_items_are_bit_identical_to_clip_dataset(tiny_dataset, packed_root,
 def test_training_items_match_clip_dataset_draws(tiny_dataset, packed_root):
     options = dict(num_frames=6, train=True, seed=5, horizontal_flip=True)
     # crop_scale (1, 1): the crop is the whole frame, so only offsets and flips are drawn: identical.
-    reference = ClipDataset(tiny_dataset, SPLITS["train"], image_size=SIZE, crop_scale=(1.0, 1.0), **options)
-    reader = PackedClipDataset(packed_root, "train", crop_scale=(1.0, 1.0), **options)
+    reference = ClipDataset(tiny_dataset, SPLITS["train"], ClipSampling(image_size=SIZE, crop_scale=(1.0, 1.0), **options))
+    reader = PackedClipDataset(packed_root, "train", ClipSampling(image_size=None, crop_scale=(1.0, 1.0), **options))
     for epoch in (0, 3):
         reference.set_epoch(epoch), reader.set_epoch(epoch)
         for index in range(len(reader)):
             assert_items_equal(reader[index], reference[index])
     # A real crop: the same box, resampled from the 24 px frame instead of the 32 px PNG.
-    reference = ClipDataset(tiny_dataset, SPLITS["train"], image_size=SIZE, crop_scale=(0.5, 0.9), **options)
-    reader = PackedClipDataset(packed_root, "train", crop_scale=(0.5, 0.9), **options)
+    reference = ClipDataset(tiny_dataset, SPLITS["train"], ClipSampling(image_size=SIZE, crop_scale=(0.5, 0.9), **options))
+    reader = PackedClipDataset(packed_root, "train", ClipSampling(image_size=None, crop_scale=(0.5, 0.9), **options))
     differences = [
         (reader[i]["rgb"].float() - reference[i]["rgb"].float()).abs().mean().item() for i in range(len(reader))
     ]
     # Of 255, averaged over clips: the same region, slightly different pixels (about 4; sharp
     # shape edges make single clips differ up to ~10), where a different crop box gives about 20.
     assert sum(differences) / len(differences) < 8, differences
-    assert not torch.equal(reader[0]["rgb"], PackedClipDataset(packed_root, "train", num_frames=6)[0]["rgb"])
+    assert not torch.equal(reader[0]["rgb"], PackedClipDataset(packed_root, "train", ClipSampling(num_frames=6, image_size=None))[0]["rgb"])
 
 
 def test_dataloader_with_two_workers_gives_the_same_items(packed_root):
-    reader = PackedClipDataset(packed_root, "train", num_frames=4, train=True, seed=1, modalities=("event",))
+    reader = PackedClipDataset(packed_root, "train", ClipSampling(num_frames=4, image_size=None, train=True, seed=1), modalities=("event",))
     reader[0]  # maps a shard in this process: workers must not depend on it
     assert pickle.loads(pickle.dumps(reader))._shards == {}
     loader = DataLoader(reader, batch_size=5, num_workers=2, shuffle=False, collate_fn=packed.collate_packed)
@@ -146,7 +147,7 @@ def test_resume_with_other_settings_or_damage_raises_data_error(tiny_dataset, pa
     with pytest.raises(DataError, match="image_size"):
         pack_dataset(tiny_dataset, out_dir, splits=SPLITS, image_size=16, progress=False)
     with pytest.raises(DataError, match="packed at 24 px"):
-        PackedClipDataset(out_dir, "train", image_size=32)
+        PackedClipDataset(out_dir, "train", ClipSampling(image_size=32))
     with pytest.raises(DataError, match="no split 'val'"):
         PackedClipDataset(out_dir, "val")
 

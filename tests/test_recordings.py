@@ -20,8 +20,9 @@ import torch
 from conftest import assert_items_equal
 from velora.data.clips import ClipDataset
 from velora.data.convert import LABEL_FILE, convert_recordings
-from velora.errors import DataError
 from velora.data.recordings import RecordingDataset
+from velora.data.sampling import ClipSampling
+from velora.errors import DataError
 from velora.events.aedat4 import read_aedat4
 
 DAVIS346 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / "davis346"
@@ -41,7 +42,7 @@ def raw_root(tmp_path) -> Path:
 
 
 def test_items_have_the_clip_contract(raw_root):
-    dataset = RecordingDataset(raw_root, num_frames=3, image_size=SIZE)
+    dataset = RecordingDataset(raw_root, ClipSampling(num_frames=3, image_size=SIZE))
     assert dataset.class_names == ["street", "tunnel"]
     assert [(e.sample, e.label) for e in dataset.entries] == [("street/take1", 0), ("street/take2", 0), ("tunnel/take3", 1)]
     item = dataset[2]
@@ -59,9 +60,9 @@ def test_items_have_the_clip_contract(raw_root):
 def test_items_equal_clip_dataset_over_converted_folders(raw_root, tmp_path, train):
     out_root = tmp_path / "frames"
     convert_recordings(raw_root, out_root, progress=False)  # PNGs at sensor size, lossless
-    options = dict(num_frames=4, image_size=SIZE, train=train, seed=3, crop_scale=(0.5, 0.9), horizontal_flip=True)
-    reader = RecordingDataset(raw_root, **options)
-    reference = ClipDataset(out_root, LABEL_FILE, **options)
+    sampling = ClipSampling(num_frames=4, image_size=SIZE, train=train, seed=3, crop_scale=(0.5, 0.9), horizontal_flip=True)
+    reader = RecordingDataset(raw_root, sampling)
+    reference = ClipDataset(out_root, LABEL_FILE, sampling)
     assert reader.class_names == reference.class_names
     assert [(e.sample, e.label) for e in reader.entries] == [(e.sample, e.label) for e in reference.entries]
     for epoch in (0, 5):
@@ -76,7 +77,7 @@ def test_items_equal_clip_dataset_over_converted_folders(raw_root, tmp_path, tra
 
 
 def test_workers_decode_their_own_recordings(raw_root):
-    dataset = RecordingDataset(raw_root, num_frames=2, image_size=SIZE, cache_recordings=1)
+    dataset = RecordingDataset(raw_root, ClipSampling(num_frames=2, image_size=SIZE), cache_recordings=1)
     dataset[0], dataset[1]
     assert list(dataset._cache) == [1]  # an LRU of one
     assert pickle.loads(pickle.dumps(dataset))._cache == {}
@@ -85,7 +86,7 @@ def test_workers_decode_their_own_recordings(raw_root):
 def test_corrupt_recording_raises_data_error_naming_it(raw_root):
     broken = raw_root / "tunnel" / "take3.aedat4"
     broken.write_bytes(STREET.read_bytes()[:50_000])
-    dataset = RecordingDataset(raw_root, num_frames=2, image_size=SIZE)
+    dataset = RecordingDataset(raw_root, ClipSampling(num_frames=2, image_size=SIZE))
     dataset[0]  # the good ones still read
     with pytest.raises(DataError) as caught:
         dataset[2]

@@ -13,8 +13,9 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from velora.data.clips import ClipDataset
-from velora.errors import DataError
+from velora.data.sampling import ClipSampling
 from velora.data.skipping import SkipBadClips, clear_skip_log, collate_skipping, read_skip_report
+from velora.errors import DataError
 
 NUM_CLIPS = 10
 
@@ -44,7 +45,7 @@ def bad_dataset(tmp_path) -> tuple[Path, dict[int, str]]:
 
 
 def make(root: Path) -> ClipDataset:
-    return ClipDataset(root, "train_label.txt", num_frames=3, image_size=8, train=True)
+    return ClipDataset(root, "train_label.txt", ClipSampling(num_frames=3, image_size=8, train=True))
 
 
 def test_training_replaces_bad_clips_and_reports_them_across_workers(bad_dataset, tmp_path_factory):

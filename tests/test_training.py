@@ -17,11 +17,12 @@ import velora.training.run as run_module
 from conftest import add_trainer_callback, fill_adapters, make_tiny_config, random_clip
 from velora.cli import main
 from velora.config import Config, ConfigError
+from velora.data.factory import make_dataset
 from velora.errors import DataError
 from velora.evaluation.evaluate import evaluate, predict
 from velora.model.velora import VELoRA
 from velora.training.checkpoint import CheckpointError, load_model, read_adapters, read_resume_state, save_adapters
-from velora.training.datamodule import ClipDataModule, make_dataset
+from velora.training.datamodule import ClipDataModule
 from velora.training.module import VELoRAModule
 from velora.training.run import train
 from velora.training.schedule import decay_groups, warmup_cosine

@@ -30,11 +30,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from velora.errors import DataError
 from velora.data.labels import ClipEntry, read_class_names, read_label_file
 from velora.data.layout import BATCH_KEY, EVENT_RESAMPLE, FOLDER_SUFFIX, FRAME_COUNT_POLICIES, MODALITIES
-from velora.data.sampling import SampledClips, draw_clip, random_crop_box, sampling_problems  # noqa: F401  (random_crop_box: public here too)
-
+from velora.data.sampling import ClipSampling, SampledClips, modality_problems
+from velora.errors import DataError
 
 
 class FrameFolder(NamedTuple):
@@ -103,18 +102,10 @@ class ClipDataset(SampledClips):
 
     root: dataset root holding the class folders (and optionally classes.txt).
     labels: a label file (a relative path is looked up under ``root`` first) or clip entries.
-    num_frames: T, frames per clip, chosen by :func:`segment_indices` (random offsets in training,
-        segment centres otherwise; short clips repeat frames).
-    image_size: S; frames are resized to S x S (bilinear for RGB, ``event_resample`` for events).
+    sampling: T frames per clip (:func:`segment_indices`: random offsets in training, segment
+        centres otherwise; short clips repeat frames), the size S (bilinear resize for RGB,
+        ``event_resample`` for events), the training crop and flip, the seed (ClipSampling).
     modalities: a subset of ("rgb", "event"); only these folders are read and returned.
-    train: random frame offsets and the spatial augmentation below; off: deterministic.
-    seed: with the epoch (:meth:`set_epoch`) and the item index, seeds each item's randomness, so an
-        item is the same whatever the DataLoader's worker count.
-    crop_scale: area-fraction range of the training random resized crop; (1.0, 1.0) disables it.
-    crop_ratio: aspect-ratio range of the crop, relative to the frame's own aspect ratio.
-    horizontal_flip: flip half the training clips left-right. Off by default: a flip turns a
-        left-moving gesture into a right-moving one, and left vs right motion is a class in the
-        demo data and in many action datasets.
     event_resample: "nearest" (default) keeps event images pure red / blue / white; "box"
         (area) keeps every event's contribution when downsampling but blends colours.
     frame_count_policy: when a clip's RGB and event frame counts differ: "error" raises,
@@ -133,15 +124,9 @@ class ClipDataset(SampledClips):
         self,
         root: str | Path,
         labels: str | Path | Sequence[ClipEntry],
+        sampling: ClipSampling = ClipSampling(),
         *,
-        num_frames: int = 8,
-        image_size: int = 224,
         modalities: Sequence[str] = MODALITIES,
-        train: bool = False,
-        seed: int = 0,
-        crop_scale: tuple[float, float] = (0.8, 1.0),
-        crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
-        horizontal_flip: bool = False,
         event_resample: str = "nearest",
         frame_count_policy: str = "error",
         num_classes: int | None = None,
@@ -153,10 +138,9 @@ class ClipDataset(SampledClips):
                 "holds the class folders and the label files"
             )
         self.modalities = tuple(modalities)
-        problems = sampling_problems(
-            num_frames=num_frames, seed=seed, crop_scale=crop_scale, crop_ratio=crop_ratio,
-            image_size=image_size, modalities=self.modalities, allowed=MODALITIES,
-        )
+        problems = modality_problems(self.modalities, MODALITIES)
+        if sampling.image_size is None:
+            problems.append("sampling.image_size must be set: frames are resized to S x S")
         if event_resample not in EVENT_RESAMPLE:
             problems.append(
                 f"event_resample {event_resample!r} is not one of {tuple(EVENT_RESAMPLE)}"
@@ -186,10 +170,7 @@ class ClipDataset(SampledClips):
                         f"[0, {num_classes}); fix the label file or num_classes"
                     )
 
-        self.init_sampling(
-            num_frames=num_frames, image_size=image_size, train=train, seed=seed, crop_scale=crop_scale,
-            crop_ratio=crop_ratio, horizontal_flip=horizontal_flip, num_classes=num_classes,
-        )
+        self.sampling, self.num_classes = sampling, num_classes
         self.event_resample = event_resample
         self.frame_count_policy = frame_count_policy
         self._class_names: list[str] | None = None
@@ -255,7 +236,7 @@ class ClipDataset(SampledClips):
         # RGB leads when both exist; the counts are equal after frame_folders' check.
         num_clip_frames = len(folders["rgb" if "rgb" in folders else "event"].names)
 
-        frame_indices, box, flip = draw_clip(self, index, num_clip_frames)
+        frame_indices, box, flip = self.draw(index, num_clip_frames)
 
         resample = {"rgb": Image.Resampling.BILINEAR, "event": EVENT_RESAMPLE[self.event_resample]}
         item: dict[str, torch.Tensor | int] = {}
@@ -276,7 +257,7 @@ class ClipDataset(SampledClips):
         resample: Image.Resampling,
     ) -> torch.Tensor:
         """Decode, crop, resize and flip the chosen frames: uint8 (T, 3, S, S)."""
-        size = self.image_size
+        size = self.sampling.image_size
         decoded: dict[int, np.ndarray] = {}  # short clips repeat indices; decode each frame once
         first_path, first_size = None, None
         for frame_index in dict.fromkeys(frame_indices.tolist()):

@@ -40,11 +40,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from velora.data.layout import EVENT_RESAMPLE
-from velora.data.sampling import random_crop_box
-from velora.errors import DataError
 from velora.data.labels import CLASSES_FILE, read_class_file, read_lines
-from velora.data.sampling import SampledClips, sampling_problems
+from velora.data.layout import EVENT_RESAMPLE
+from velora.data.sampling import ClipSampling, SampledClips
+from velora.errors import DataError
 from velora.events.readers import SUFFIXES, read_events, require_events
 from velora.events.render import event_image
 
@@ -188,17 +187,14 @@ class EventFileDataset(SampledClips):
 
     root: dataset root; samples in the labels file are relative to it.
     labels_file: the labels file (a relative path is looked up under ``root`` first).
-    num_frames: T, windows (event images) per recording.
-    image_size: S; each event image is drawn at the sensor's size and resized to S x S.
+    sampling: T windows (event images) per recording, each drawn at the sensor's size and resized
+        to S x S; in training a random crop / flip (and a random window placement for
+        "fixed_duration"), drawn in that order from the item's generator; off: deterministic.
     representation: "event_image" (the only one whose frames the model takes: 3-channel uint8).
-    train: random crop / flip (and random window placement for "fixed_duration"); off:
-        deterministic.
-    seed: with the epoch (:meth:`set_epoch`) and the item index, seeds each item's randomness,
-        so an item is the same whatever the DataLoader's worker count.
     window, window_us: how a recording is cut into T windows, see :func:`window_bounds`.
     sensor_size: (width, height) for files that do not store it; None: the reader's default
         (34 x 34 for N-MNIST files, the stored size or max coordinate + 1 otherwise).
-    crop_scale, crop_ratio, horizontal_flip, event_resample: as in ClipDataset.
+    event_resample: as in ClipDataset.
     classes: class names in label order (pass the training set's to the other splits).
     num_classes: when given, every label must be in [0, num_classes).
     files: read exactly these event files, each one item labelled 0, instead of a labels file
@@ -215,18 +211,12 @@ class EventFileDataset(SampledClips):
         self,
         root: str | Path,
         labels_file: str | Path | None,
+        sampling: ClipSampling = ClipSampling(),
         *,
-        num_frames: int = 8,
-        image_size: int = 224,
         representation: str = "event_image",
-        train: bool = False,
-        seed: int = 0,
         window: str = "fixed_count",
         window_us: int | None = None,
         sensor_size: tuple[int, int] | None = None,
-        crop_scale: tuple[float, float] = (0.8, 1.0),
-        crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
-        horizontal_flip: bool = False,
         event_resample: str = "nearest",
         classes: Sequence[str] | None = None,
         num_classes: int | None = None,
@@ -244,9 +234,9 @@ class EventFileDataset(SampledClips):
                 f"dataset root {self.root} does not exist or is not a folder; pass the folder that "
                 "holds the event files and the labels file"
             )
-        problems = sampling_problems(
-            num_frames=num_frames, seed=seed, crop_scale=crop_scale, crop_ratio=crop_ratio, image_size=image_size
-        )
+        problems = []
+        if sampling.image_size is None:
+            problems.append("sampling.image_size must be set: event images are resized to S x S")
         if representation not in REPRESENTATIONS:
             problems.append(
                 f"representation {representation!r} is not one of {REPRESENTATIONS} (the model "
@@ -270,10 +260,7 @@ class EventFileDataset(SampledClips):
                 labels_file, classes, num_classes
             )
 
-        self.init_sampling(
-            num_frames=num_frames, image_size=image_size, train=train, seed=seed, crop_scale=crop_scale,
-            crop_ratio=crop_ratio, horizontal_flip=horizontal_flip, num_classes=num_classes,
-        )
+        self.sampling, self.num_classes = sampling, num_classes
         self.representation = representation
         self.window = window
         self.window_us = window_us
@@ -327,14 +314,11 @@ class EventFileDataset(SampledClips):
         width, height = self.sensor_size or (None, None)
         events = require_events(read_events(path, width, height), path)
 
-        rng = np.random.default_rng([self.seed, self.epoch, index]) if self.train else None
-        box, flip = (0.0, 0.0, 1.0, 1.0), False
-        if rng is not None:
-            box = random_crop_box(rng, self.crop_scale, self.crop_ratio)
-            flip = self.horizontal_flip and bool(rng.random() < 0.5)
-        bounds = window_bounds(events.t, self.num_frames, self.window, window_us=self.window_us, rng=rng)
+        rng = self.sampling.rng(self.epoch, index)
+        box, flip = self.sampling.crop_and_flip(rng)
+        bounds = window_bounds(events.t, self.sampling.num_frames, self.window, window_us=self.window_us, rng=rng)
 
-        size, resample = self.image_size, EVENT_RESAMPLE[self.event_resample]
+        size, resample = self.sampling.image_size, EVENT_RESAMPLE[self.event_resample]
         pixel_box = (box[0] * events.width, box[1] * events.height, box[2] * events.width, box[3] * events.height)
         frames = []
         for start, stop in zip(bounds[:-1].tolist(), bounds[1:].tolist()):

@@ -39,11 +39,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from velora.data.layout import BATCH_KEY, EVENT_RESAMPLE, MODALITIES
 from velora.data.convert import list_recordings
-from velora.errors import DataError
 from velora.data.labels import CLASSES_FILE, ClipEntry, read_class_file
-from velora.data.sampling import SampledClips, draw_clip, sampling_problems
+from velora.data.layout import BATCH_KEY, EVENT_RESAMPLE, MODALITIES
+from velora.data.sampling import ClipSampling, SampledClips, modality_problems
+from velora.errors import DataError
 from velora.events.readers import Recording, read_aedat4
 from velora.events.render import event_image
 from velora.events.representations import frame_windows
@@ -53,11 +53,10 @@ class RecordingDataset(SampledClips):
     """Clips of T APS frames and T event images per raw recording, labelled by class folder.
 
     root: folder of class folders holding ``.aedat4`` recordings (hidden files ignored).
-    num_frames: T, samples per clip, chosen by :func:`segment_indices` among the recording's
-        N - 1 samples (random offsets in training, segment centres otherwise).
-    image_size: S; both modalities are resized to S x S.
-    modalities, train, seed, crop_scale, crop_ratio, horizontal_flip, num_classes: as for
-        ClipDataset; the per-item generator ``default_rng([seed, epoch, index])`` draws the
+    sampling: T samples per clip, chosen by :func:`segment_indices` among the recording's N - 1
+        samples (random offsets in training, segment centres otherwise); both modalities are
+        resized to S x S; crop, flip and seed as for ClipDataset (ClipSampling).
+    modalities, num_classes: as for ClipDataset; the per-item generator ``default_rng([seed, epoch, index])`` draws the
         sample indices, then the crop box, then the flip.
     classes: class names in label order; every class folder must be one of them.
     cache_recordings: decoded recordings kept per process (0: none).
@@ -75,15 +74,9 @@ class RecordingDataset(SampledClips):
     def __init__(
         self,
         root: str | Path,
+        sampling: ClipSampling = ClipSampling(),
         *,
-        num_frames: int = 8,
-        image_size: int = 224,
         modalities: Sequence[str] = MODALITIES,
-        train: bool = False,
-        seed: int = 0,
-        crop_scale: tuple[float, float] = (0.8, 1.0),
-        crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
-        horizontal_flip: bool = False,
         classes: Sequence[str] | None = None,
         num_classes: int | None = None,
         cache_recordings: int = 2,
@@ -91,10 +84,9 @@ class RecordingDataset(SampledClips):
     ) -> None:
         self.root = Path(root)
         self.modalities = tuple(modalities)
-        problems = sampling_problems(
-            num_frames=num_frames, seed=seed, crop_scale=crop_scale, crop_ratio=crop_ratio,
-            image_size=image_size, modalities=self.modalities, allowed=MODALITIES,
-        )
+        problems = modality_problems(self.modalities, MODALITIES)
+        if sampling.image_size is None:
+            problems.append("sampling.image_size must be set: frames are resized to S x S")
         if cache_recordings < 0:
             problems.append(f"cache_recordings must be >= 0, got {cache_recordings}")
         if problems:
@@ -122,10 +114,7 @@ class RecordingDataset(SampledClips):
                     self.paths.append(path)
                     self.entries.append(ClipEntry(f"{class_dir}/{path.stem}", 0, label))
 
-        self.init_sampling(
-            num_frames=num_frames, image_size=image_size, train=train, seed=seed, crop_scale=crop_scale,
-            crop_ratio=crop_ratio, horizontal_flip=horizontal_flip, num_classes=num_classes,
-        )
+        self.sampling, self.num_classes = sampling, num_classes
         self.cache_recordings = cache_recordings
         self._cache: OrderedDict[int, Recording] = OrderedDict()
 
@@ -162,7 +151,7 @@ class RecordingDataset(SampledClips):
         recording = self.recording(index)
         num_samples = len(recording.aps_frames) - 1
 
-        sample_indices, box, flip = draw_clip(self, index, num_samples)
+        sample_indices, box, flip = self.draw(index, num_samples)
 
         events = recording.events
         windows = frame_windows(events.t, recording.frame_timestamps_us)[1:]  # (N - 1) slices
@@ -184,7 +173,8 @@ class RecordingDataset(SampledClips):
                 image = draw(modality, j)
                 width, height = image.size
                 pixel_box = (box[0] * width, box[1] * height, box[2] * width, box[3] * height)
-                image = image.resize((self.image_size, self.image_size), resample[modality], box=pixel_box)
+                size = self.sampling.image_size
+                image = image.resize((size, size), resample[modality], box=pixel_box)
                 if flip:
                     image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
                 resized[j] = np.asarray(image)  # (S, S, 3)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from torch.utils.data import Dataset
 
@@ -68,48 +70,85 @@ def random_crop_box(
     return (0.0, 0.0, 1.0, 1.0)
 
 
-def draw_clip(dataset, index: int, num_clip_frames: int) -> tuple[np.ndarray, tuple[float, float, float, float], bool]:
-    """The per-item randomness every clip dataset shares: (frame indices, crop box, flip).
+FULL_FRAME = (0.0, 0.0, 1.0, 1.0)
 
-    dataset: anything with num_frames, train, seed, epoch, crop_scale, crop_ratio and
-    horizontal_flip (ClipDataset, PackedClipDataset, RecordingDataset). In training, one generator
-    ``default_rng([seed, epoch, index])`` draws the frame offsets, then the crop box, then the flip,
-    so an item depends only on (seed, epoch, index) and the datasets give the same draws. In
-    evaluation: segment centres, the whole frame, no flip.
+
+@dataclass(frozen=True)
+class ClipSampling:
+    """How every clip dataset draws an item: which frames, which crop, whether flipped.
+
+    num_frames: T, frames (or event windows) per clip, chosen by :func:`segment_indices`.
+    image_size: S; frames are resized to S x S. None: keep the stored size (packed data).
+    train: random frame offsets, random resized crop and flip; off: segment centres, the whole
+        frame, no flip, so evaluation is deterministic.
+    seed: with the epoch and the item index, seeds each item's randomness (``rng``), so an item is
+        the same whatever the DataLoader's worker count.
+    crop_scale: area-fraction range of the training random resized crop; (1, 1) disables it.
+    crop_ratio: aspect-ratio range of the crop, relative to the frame's own aspect ratio.
+    horizontal_flip: flip half the training clips left-right. Off by default: a flip turns a
+        left-moving gesture into a right-moving one, and left vs right motion is a class in the
+        demo data and in many action datasets.
+
+    Invalid values raise ValueError listing every problem.
     """
-    if not dataset.train:
-        return segment_indices(num_clip_frames, dataset.num_frames, random_offset=False), (0.0, 0.0, 1.0, 1.0), False
-    rng = np.random.default_rng([dataset.seed, dataset.epoch, index])
-    frame_indices = segment_indices(num_clip_frames, dataset.num_frames, random_offset=True, rng=rng)
-    box = random_crop_box(rng, dataset.crop_scale, dataset.crop_ratio)
-    flip = dataset.horizontal_flip and bool(rng.random() < 0.5)
-    return frame_indices, box, flip
+
+    num_frames: int = 8
+    image_size: int | None = 224
+    train: bool = False
+    seed: int = 0
+    crop_scale: tuple[float, float] = (0.8, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    horizontal_flip: bool = False
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.num_frames < 1:
+            problems.append(f"num_frames must be >= 1, got {self.num_frames}")
+        if self.image_size is not None and self.image_size < 1:
+            problems.append(f"image_size must be >= 1, got {self.image_size}")
+        if self.seed < 0:
+            problems.append(f"seed must be >= 0, got {self.seed}")
+        if not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            problems.append(f"crop_scale {self.crop_scale} must satisfy 0 < low <= high <= 1")
+        if not 0 < self.crop_ratio[0] <= self.crop_ratio[1]:
+            problems.append(f"crop_ratio {self.crop_ratio} must satisfy 0 < low <= high")
+        if problems:
+            raise ValueError("invalid ClipSampling: " + "; ".join(problems))
+
+    def rng(self, epoch: int, index: int) -> np.random.Generator | None:
+        """The generator of item ``index`` in ``epoch`` (training only; None in evaluation)."""
+        return np.random.default_rng([self.seed, epoch, index]) if self.train else None
+
+    def crop_and_flip(self, rng: np.random.Generator | None) -> tuple[tuple[float, float, float, float], bool]:
+        """The crop box (fractions of the frame) and the flip, drawn from ``rng`` in that order."""
+        if rng is None:
+            return FULL_FRAME, False
+        box = random_crop_box(rng, self.crop_scale, self.crop_ratio)
+        return box, self.horizontal_flip and bool(rng.random() < 0.5)
+
+    def draw(self, epoch: int, index: int, num_clip_frames: int) -> tuple[np.ndarray, tuple[float, float, float, float], bool]:
+        """(frame indices, crop box, flip) of item ``index`` of a clip with ``num_clip_frames`` frames.
+
+        In training one generator ``default_rng([seed, epoch, index])`` draws the frame offsets, then
+        the crop box, then the flip, so an item depends only on (seed, epoch, index) and every
+        dataset gives the same draws. In evaluation: segment centres, the whole frame, no flip.
+        """
+        rng = self.rng(epoch, index)
+        frame_indices = segment_indices(num_clip_frames, self.num_frames, random_offset=rng is not None, rng=rng)
+        return (frame_indices, *self.crop_and_flip(rng))
 
 
 class SampledClips(Dataset):
-    """The state every clip dataset shares: its entries, the settings `draw_clip` reads, the epoch.
+    """The state every clip dataset shares: its entries, its ClipSampling, the epoch.
 
-    Subclasses fill `self.entries` and call `init_sampling` from their constructor.
+    Subclasses fill ``self.entries`` and set ``self.sampling`` (and ``self.num_classes``, the
+    label bound they checked, or None) in their constructor.
     """
 
     entries: list
-
-    def init_sampling(
-        self,
-        *,
-        num_frames: int,
-        image_size: int | None,
-        train: bool,
-        seed: int,
-        crop_scale: tuple[float, float],
-        crop_ratio: tuple[float, float],
-        horizontal_flip: bool,
-        num_classes: int | None,
-    ) -> None:
-        self.num_frames, self.image_size = num_frames, image_size
-        self.train, self.seed, self.epoch = train, seed, 0
-        self.crop_scale, self.crop_ratio, self.horizontal_flip = crop_scale, crop_ratio, horizontal_flip
-        self.num_classes = num_classes
+    sampling: ClipSampling
+    num_classes: int | None = None
+    epoch: int = 0
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -120,37 +159,16 @@ class SampledClips(Dataset):
             raise ValueError(f"epoch must be >= 0, got {epoch}")
         self.epoch = epoch
 
+    def draw(self, index: int, num_clip_frames: int) -> tuple[np.ndarray, tuple[float, float, float, float], bool]:
+        """This epoch's (frame indices, crop box, flip) of item ``index``, see ClipSampling.draw."""
+        return self.sampling.draw(self.epoch, index, num_clip_frames)
 
-def sampling_problems(
-    *,
-    num_frames: int,
-    seed: int,
-    crop_scale: tuple[float, float],
-    crop_ratio: tuple[float, float],
-    image_size: int | None = None,
-    modalities: tuple[str, ...] | None = None,
-    allowed: tuple[str, ...] = (),
-    allowed_name: str = "",
-) -> list[str]:
-    """Every problem with the arguments that `draw_clip` and the clip datasets share (empty: fine).
 
-    modalities, when given, must be a non-empty subset of `allowed` without repeats;
-    `allowed_name` describes `allowed` in the message (default: the tuple itself).
-    """
+def modality_problems(modalities: tuple[str, ...], allowed: tuple[str, ...], allowed_name: str = "") -> list[str]:
+    """Problems with a dataset's modalities: a non-empty subset of ``allowed``, without repeats."""
     problems = []
-    if modalities is not None:
-        if not modalities or any(m not in allowed for m in modalities):
-            problems.append(f"modalities {modalities} must be a non-empty subset of {allowed_name or allowed}")
-        if len(set(modalities)) != len(modalities):
-            problems.append(f"modalities {modalities} repeats a name")
-    if image_size is None and num_frames < 1:
-        problems.append(f"num_frames must be >= 1, got {num_frames}")
-    if image_size is not None and (num_frames < 1 or image_size < 1):
-        problems.append(f"num_frames ({num_frames}) and image_size ({image_size}) must be >= 1")
-    if seed < 0:
-        problems.append(f"seed must be >= 0, got {seed}")
-    if not 0 < crop_scale[0] <= crop_scale[1] <= 1:
-        problems.append(f"crop_scale {crop_scale} must satisfy 0 < low <= high <= 1")
-    if not 0 < crop_ratio[0] <= crop_ratio[1]:
-        problems.append(f"crop_ratio {crop_ratio} must satisfy 0 < low <= high")
+    if not modalities or any(m not in allowed for m in modalities):
+        problems.append(f"modalities {modalities} must be a non-empty subset of {allowed_name or allowed}")
+    if len(set(modalities)) != len(modalities):
+        problems.append(f"modalities {modalities} repeats a name")
     return problems

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from velora.config import Config, ConfigError, load_config, merge
+from velora.data.factory import make_dataset
 from velora.demo.generate import generate_demo_dataset
 from velora.evaluation.evaluate import evaluate, panel_row, predict_scores
 from velora.evaluation.metrics import topk_indices
@@ -22,7 +23,6 @@ from velora.evaluation.plots import plot_prediction_panel
 from velora.model.velora import count_parameters
 from velora.model.weights import describe_weights_source
 from velora.training.checkpoint import load_model
-from velora.training.datamodule import make_dataset
 from velora.training.run import train
 
 # Each baseline is the demo config with these overrides.

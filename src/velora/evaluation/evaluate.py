@@ -18,14 +18,11 @@ from tqdm import tqdm
 
 from velora.config import Config, ConfigError, merge, parse_overrides
 from velora.data.clips import ClipDataset
+from velora.data.factory import clip_dataset, loader_collate, make_dataset
 from velora.errors import DataError
-from velora.data.event_only import EventFileDataset
-from velora.data.labels import ClipEntry
-from velora.data.recordings import RecordingDataset
 from velora.evaluation.metrics import evaluation_report, topk_indices
 from velora.evaluation.plots import PanelRow, plot_confusion_matrix, plot_prediction_panel
 from velora.training.checkpoint import load_model
-from velora.training.datamodule import event_windows, loader_collate, make_dataset, sampling_args
 
 
 @torch.no_grad()
@@ -112,35 +109,6 @@ def data_config(
     if modalities:
         data["modalities"] = list(modalities)
     return Config.from_dict(merge(model.cfg.to_dict(), {"data": data}), source="checkpoint config + options")
-
-
-def clip_dataset(clip: Path, cfg: Config) -> ClipDataset | RecordingDataset | EventFileDataset:
-    """A one-clip dataset read as the model's training data was: for the frames and recordings
-    layouts a folder `<sample>/` holding `<sample>_aps/` and/or `<sample>_dvs/`, or a raw `.aedat4`
-    recording (sampled over its whole length, as training on recordings does); for the events
-    layout one event file, cut into windows as in training."""
-    clip = Path(clip).resolve()
-    d = cfg.data
-    if d.layout == "events":
-        if clip.is_dir():
-            raise DataError(
-                f"'{clip}' is a folder, but this model was trained on event files (data.layout events); "
-                "give one event file"
-            )
-        return EventFileDataset(clip.parent, None, files=[clip], **sampling_args(cfg), **event_windows(cfg))
-    if clip.is_file() or clip.suffix.lower() == ".aedat4":
-        return RecordingDataset(
-            clip.parent, files=[clip], **sampling_args(cfg), modalities=tuple(d.modalities), cache_recordings=0
-        )
-    if not clip.is_dir():
-        raise DataError(
-            f"clip '{clip}' does not exist; give a folder holding <name>_aps and <name>_dvs, or an .aedat4 recording"
-        )
-    entry = ClipEntry(sample=f"{clip.parent.name}/{clip.name}", num_frames=0, label=0)
-    return ClipDataset(
-        clip.parent.parent, [entry], **sampling_args(cfg), modalities=tuple(d.modalities),
-        frame_count_policy=d.frame_count_policy,
-    )
 
 
 def predict(

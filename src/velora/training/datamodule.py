@@ -8,59 +8,13 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from velora.config import Config
 from velora.data.augment import apply_device_crop
-from velora.data.clips import ClipDataset
+from velora.data.factory import loader_collate, make_dataset
+from velora.data.skipping import SkipBadClips
 from velora.errors import DataError
-from velora.data.event_only import EventFileDataset
-from velora.data.packed import PackedClipDataset, collate_packed
-from velora.data.recordings import RecordingDataset
-from velora.data.skipping import SkipBadClips, collate_skipping
-
-
-def event_windows(cfg: Config) -> dict:
-    """How the events layout cuts a recording into T event images (EventFileDataset arguments)."""
-    d = cfg.data
-    return {
-        "window": d.event_window, "window_us": d.event_window_us or None, "sensor_size": tuple(d.sensor_size) or None,
-    }
-
-
-def sampling_args(cfg: Config, *, train: bool = False, num_classes: int | None = None) -> dict:
-    """The clip-sampling arguments every dataset takes: frames drawn, size, crop, flip, seed."""
-    d = cfg.data
-    return {
-        "num_frames": d.num_frames, "image_size": cfg.model.image_size, "train": train, "seed": cfg.train.seed,
-        "crop_scale": tuple(d.crop_scale), "horizontal_flip": d.hflip, "num_classes": num_classes,
-    }
-
-
-def make_dataset(
-    cfg: Config, split: str, *, train: bool = False, check_labels: bool = True, classes: list[str] | None = None
-) -> Dataset:
-    """The dataset of `split` ('train', 'val' or 'test') as the config describes it.
-
-    check_labels: require every label below model.num_classes.
-    classes: class names to number labels by (event layout; pass the training set's).
-    """
-    d = cfg.data
-    sampling = sampling_args(cfg, train=train, num_classes=cfg.model.num_classes if check_labels else None)
-    if d.format == "packed":
-        return PackedClipDataset(
-            d.packed_root, split, **sampling, modalities=tuple(d.modalities), device_crop=d.device_crop
-        )
-    if not d.root:
-        raise DataError("data.root is empty; set it in the config or with data.root=/path/to/dataset")
-    labels = Path(d.root) / {"train": d.train_labels, "val": d.val_labels, "test": d.test_labels}[split]
-    if d.layout == "recordings":
-        return RecordingDataset(Path(d.root) / split, **sampling, modalities=tuple(d.modalities), classes=classes)
-    if d.layout == "events":
-        return EventFileDataset(d.root, labels, **sampling, **event_windows(cfg), classes=classes)
-    return ClipDataset(
-        d.root, labels, **sampling, modalities=tuple(d.modalities), frame_count_policy=d.frame_count_policy
-    )
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -111,17 +65,6 @@ class ShardSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.indices)
-
-
-def loader_collate(dataset: Dataset):
-    """The collate function a dataset needs (None: torch's default)."""
-    while isinstance(dataset, Subset):  # a Subset forwards __getitems__ to what it wraps
-        dataset = dataset.dataset
-    if isinstance(dataset, PackedClipDataset):
-        return collate_packed  # its __getitems__ builds whole batches
-    if isinstance(dataset, SkipBadClips) and not dataset.replace:
-        return collate_skipping
-    return None
 
 
 def make_loader(dataset: Dataset, cfg: Config, sampler: Sampler | None = None) -> DataLoader:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import zlib
 from collections.abc import Sequence
@@ -12,20 +13,20 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from velora.data.layout import BATCH_KEY, EVENT_RESAMPLE, MODALITIES
-from velora.errors import DataError
 from velora.data.labels import ClipEntry
+from velora.data.layout import BATCH_KEY, EVENT_RESAMPLE, MODALITIES
 from velora.data.packed.format import FULL_FRAME, SHARD_NAME, read_index
-from velora.data.sampling import SampledClips, draw_clip, sampling_problems
+from velora.data.sampling import ClipSampling, SampledClips, modality_problems
+from velora.errors import DataError
 
 class PackedClipDataset(SampledClips):
     """One split of a packed dataset, with ClipDataset's item contract and randomness.
 
     root: the packed folder (holding index.json).
     split: a split name given to pack_dataset ("train", "val", ...).
-    num_frames, modalities, train, seed, crop_scale, crop_ratio, horizontal_flip, num_classes: as
-        for ClipDataset; modalities must be packed ones.
-    image_size: when given, must equal the packed S (a DataError says how to repack otherwise).
+    sampling, modalities, num_classes: as for ClipDataset; modalities must be packed ones, and
+        sampling.image_size, when not None, must equal the packed S (a DataError says how to
+        repack otherwise).
     device_crop: in training, leave the random resized crop to the training device: items hold the
         uncropped frames and a ``crop_box`` (4,) float tensor, applied to the batch by
         ``velora.data.augment.apply_device_crop`` (the LightningModule does this after the copy to
@@ -51,15 +52,9 @@ class PackedClipDataset(SampledClips):
         self,
         root: str | Path,
         split: str,
+        sampling: ClipSampling = ClipSampling(image_size=None),
         *,
-        num_frames: int = 8,
         modalities: Sequence[str] = MODALITIES,
-        train: bool = False,
-        seed: int = 0,
-        crop_scale: tuple[float, float] = (0.8, 1.0),
-        crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
-        horizontal_flip: bool = False,
-        image_size: int | None = None,
         num_classes: int | None = None,
         device_crop: bool = False,
     ) -> None:
@@ -74,16 +69,13 @@ class PackedClipDataset(SampledClips):
                 f"{self.root} holds the modalities {packed}, not {absent}; pack again with them or leave them "
                 "out of data.modalities"
             )
-        problems = sampling_problems(
-            num_frames=num_frames, seed=seed, crop_scale=crop_scale, crop_ratio=crop_ratio,
-            modalities=self.modalities, allowed=packed, allowed_name=f"the packed {packed}",
-        )
+        problems = modality_problems(self.modalities, packed, f"the packed {packed}")
         if problems:
             raise ValueError("invalid PackedClipDataset arguments: " + "; ".join(problems))
-        if image_size is not None and image_size != header["image_size"]:
+        if sampling.image_size is not None and sampling.image_size != header["image_size"]:
             raise DataError(
-                f"{self.root} was packed at {header['image_size']} px but image_size is {image_size}; "
-                f"set image_size={header['image_size']}, or pack again with image_size={image_size}"
+                f"{self.root} was packed at {header['image_size']} px but image_size is {sampling.image_size}; "
+                f"set image_size={header['image_size']}, or pack again with image_size={sampling.image_size}"
             )
         if split not in index["splits"]:
             raise DataError(f"{self.root} has no split {split!r}; its splits are {sorted(index['splits'])}")
@@ -112,10 +104,8 @@ class PackedClipDataset(SampledClips):
 
         self.split = split
         self.label_file = None
-        self.init_sampling(
-            num_frames=num_frames, image_size=header["image_size"], train=train, seed=seed, crop_scale=crop_scale,
-            crop_ratio=crop_ratio, horizontal_flip=horizontal_flip, num_classes=num_classes,
-        )
+        self.sampling = dataclasses.replace(sampling, image_size=header["image_size"])
+        self.num_classes = num_classes
         self.event_resample = header["event_resample"]
         self.device_crop = device_crop
         self._shards: dict[int, np.ndarray] = {}
@@ -150,7 +140,7 @@ class PackedClipDataset(SampledClips):
         if shard not in self._shards:
             path = self.root / SHARD_NAME.format(shard)
             self._shards[shard] = np.memmap(path, dtype=np.uint8, mode="r").view(np.ndarray)
-        size, count = self.image_size, self.entries[index].num_frames
+        size, count = self.sampling.image_size, self.entries[index].num_frames
         start = int(self._offsets[modality][index])
         return self._shards[shard][start : start + count * size * size * 3].reshape(count, size, size, 3)
 
@@ -185,14 +175,14 @@ class PackedClipDataset(SampledClips):
         of ``__getitem__``, which is this with B = 1.
         """
         indices = [range(len(self))[i] for i in indices]
-        size, count = self.image_size, len(indices)
+        size, count = self.sampling.image_size, len(indices)
         batch: dict[str, torch.Tensor] = {
-            BATCH_KEY[m]: _uint8_batch((count, self.num_frames, 3, size, size)) for m in self.modalities
+            BATCH_KEY[m]: _uint8_batch((count, self.sampling.num_frames, 3, size, size)) for m in self.modalities
         }
         boxes = []
         for slot, index in enumerate(indices):
-            frame_indices, box, flip = draw_clip(self, index, self.entries[index].num_frames)
-            if self.device_crop and self.train:
+            frame_indices, box, flip = self.draw(index, self.entries[index].num_frames)
+            if self.device_crop and self.sampling.train:
                 # The box travels with the batch; velora.data.augment crops on the training device.
                 boxes.append(box)
                 box = FULL_FRAME
@@ -221,7 +211,7 @@ class PackedClipDataset(SampledClips):
         filter (nearest keeps pure red / blue / white), frame by frame straight from the shard;
         PIL's nearest resize beats torch's and numpy's gathers of 3-byte pixels here.
         """
-        size = self.image_size
+        size = self.sampling.image_size
         left, top, right, bottom = (round(edge * size) for edge in box)
         right, bottom = max(right, left + 1), max(bottom, top + 1)
         if modality == "rgb":

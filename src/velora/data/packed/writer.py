@@ -16,9 +16,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from velora.data.clips import ClipDataset, FrameFolder, read_frame
-from velora.data.layout import EVENT_RESAMPLE, MODALITIES
-from velora.errors import DataError
 from velora.data.labels import read_class_names
+from velora.data.layout import EVENT_RESAMPLE, MODALITIES
+from velora.data.sampling import ClipSampling
+from velora.errors import DataError
 from velora.data.packed.format import (
     DEFAULT_SHARD_BYTES, FORMAT, FULL_FRAME, SHARD_NAME, VERSION, flush_to_disk, read_index, write_index,
 )
@@ -73,7 +74,7 @@ def pack_dataset(
         raise ValueError("splits is empty; pass e.g. {'train': 'train_label.txt'}")
     sources = {
         split: ClipDataset(
-            root, labels, image_size=image_size, modalities=modalities,
+            root, labels, ClipSampling(image_size=image_size), modalities=modalities,
             event_resample=event_resample, frame_count_policy=frame_count_policy,
         )
         for split, labels in splits.items()
