@@ -36,12 +36,13 @@ from velora.data.event_only import EventLabelLine, read_event_labels
 from velora.data.labels import ClipEntry, read_class_names, read_label_file
 from velora.data.packed import PackedClipDataset
 from velora.data.sampling import ClipSampling
-from velora.errors import DataError
+from velora.errors import CheckpointError, DataError
 from velora.events.aedat4 import MAGIC, Recording, read_aedat4
 from velora.events.readers import read_events
 from velora.events.render import EventStream
+from velora.model.adapter_file import AdapterCheckpoint, FORMAT as ADAPTER_FORMAT, read_adapters
 from velora.model.weights import WeightsError, load_state_dict_any
-from velora.training.checkpoint import AdapterCheckpoint, CheckpointError, FORMAT as ADAPTER_FORMAT, read_adapters, read_resume_state
+from velora.training.checkpoint import read_resume_state
 
 REAL_DATA = Path(__file__).resolve().parent / "data" / "real"  # see its SOURCES.md
 HUGE_INTEGERS = (2**31 - 1, 2**32 - 1, 2**63 - 1, 2**64 - 1, 10**12, -1, -(2**31))

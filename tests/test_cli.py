@@ -106,8 +106,8 @@ def test_eval_of_a_missing_checkpoint_exits_2(capsys, tmp_path):
 
 
 def test_predict_with_a_missing_clip_exits_2(capsys, tmp_path):
+    from velora.model.adapter_file import save_adapters
     from velora.model.velora import VELoRA
-    from velora.training.checkpoint import save_adapters
 
     cfg = make_tiny_config()
     ckpt = save_adapters(tmp_path / "a.safetensors", VELoRA(cfg), cfg, [str(i) for i in range(8)])

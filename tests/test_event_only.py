@@ -173,8 +173,8 @@ def test_predict_on_one_event_file_reads_it_as_training_does(nmnist, tmp_path):
     from conftest import make_tiny_config
     from velora.data.factory import make_dataset
     from velora.evaluation.evaluate import predict
+    from velora.model.adapter_file import save_adapters
     from velora.model.velora import VELoRA
-    from velora.training.checkpoint import save_adapters
 
     cfg = make_tiny_config(
         "model.num_classes=10", "data.layout=events", "data.modalities=[event]", "data.train_labels=labels.txt",

@@ -17,8 +17,11 @@ import yaml
 
 from conftest import make_tiny_config
 from velora.cli import main
+from velora.errors import CheckpointError
+from velora.model import adapter_file as adapter_file_module
+from velora.model.adapter_file import read_adapters
 from velora.training import checkpoint as checkpoint_module
-from velora.training.checkpoint import CheckpointError, read_adapters, read_resume_state
+from velora.training.checkpoint import read_resume_state
 from velora.training.module import VELoRAModule
 from velora.training.run import train
 
@@ -165,7 +168,7 @@ def test_a_crash_while_writing_leaves_the_previous_checkpoints_whole(tiny_datase
         raise CrashWhileWriting
 
     monkeypatch.setattr(checkpoint_module.torch, "save", half_written_torch_save)
-    monkeypatch.setattr(checkpoint_module, "save_file", half_written_save_file)
+    monkeypatch.setattr(adapter_file_module, "save_file", half_written_save_file)
     with pytest.raises(CrashWhileWriting):
         train(fault_config(tiny_dataset, out, "train.epochs=2"), resume=str(out / "checkpoints" / "last.ckpt"))
     for name, content in before.items():

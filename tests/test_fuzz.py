@@ -18,12 +18,12 @@ from hypothesis import HealthCheck, given, settings
 from safetensors.torch import save_file
 
 from fuzz_targets import REAL_DATA, TARGETS, Target, Undocumented, run_one
-from velora.errors import DataError
 from velora.data.labels import read_label_file
+from velora.errors import CheckpointError, DataError
 from velora.events.aedat4 import MAGIC, read_aedat4
 from velora.events.readers import read_hdf5, read_npy
+from velora.model.adapter_file import FORMAT, read_adapters
 from velora.model.weights import WeightsError, load_state_dict_any
-from velora.training.checkpoint import FORMAT, CheckpointError, read_adapters
 
 EXAMPLES_PER_READER = 80  # about a second or two per reader on one core
 

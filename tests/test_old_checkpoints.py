@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from velora.training.checkpoint import load_model
+from velora.model.adapter_file import load_model
 
 SAVED = Path(__file__).resolve().parent / "data" / "checkpoints"
 

@@ -18,10 +18,11 @@ from conftest import add_trainer_callback, fill_adapters, make_tiny_config, rand
 from velora.cli import main
 from velora.config import Config, ConfigError
 from velora.data.factory import make_dataset
-from velora.errors import DataError
+from velora.errors import CheckpointError, DataError
 from velora.evaluation.evaluate import evaluate, predict
+from velora.model.adapter_file import load_model, read_adapters, save_adapters
 from velora.model.velora import VELoRA
-from velora.training.checkpoint import CheckpointError, load_model, read_adapters, read_resume_state, save_adapters
+from velora.training.checkpoint import read_resume_state
 from velora.training.datamodule import ClipDataModule
 from velora.training.module import VELoRAModule
 from velora.training.run import train

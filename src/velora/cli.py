@@ -14,16 +14,12 @@ from pathlib import Path
 
 from velora import __version__
 
-EXPECTED_ERRORS: tuple[type[Exception], ...] = ()
-
-
 def _expected_errors() -> tuple[type[Exception], ...]:
     from velora.config import ConfigError
-    from velora.errors import DataError
+    from velora.errors import CheckpointError, DataError
     from velora.model.backbone import BackboneError
     from velora.model.lora import LoRAError
     from velora.model.weights import WeightsError
-    from velora.training.checkpoint import CheckpointError
 
     # FloatingPointError: a NaN or infinite training loss (VELoRAModule.training_step).
     return (

@@ -1,4 +1,4 @@
-"""The exception for bad data on disk, shared by every layer that reads files (events, data, model inputs)."""
+"""The exceptions for bad files, shared by every layer that reads them (events, data, model, training)."""
 
 
 class DataError(ValueError):
@@ -7,3 +7,7 @@ class DataError(ValueError):
     The message names the file or folder, says what was wrong and what to do about it. Subclasses
     ``ValueError`` so callers that only know the standard library can still catch it.
     """
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file (adapters or resume state) is missing, unreadable, or does not fit the model."""

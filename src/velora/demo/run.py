@@ -20,9 +20,9 @@ from velora.demo.generate import generate_demo_dataset
 from velora.evaluation.evaluate import evaluate, panel_row, predict_scores
 from velora.evaluation.metrics import topk_indices
 from velora.evaluation.plots import plot_prediction_panel
+from velora.model.adapter_file import load_model
 from velora.model.velora import count_parameters
 from velora.model.weights import describe_weights_source
-from velora.training.checkpoint import load_model
 from velora.training.run import train
 
 # Each baseline is the demo config with these overrides.

@@ -22,7 +22,7 @@ from velora.data.factory import clip_dataset, loader_collate, make_dataset
 from velora.errors import DataError
 from velora.evaluation.metrics import evaluation_report, topk_indices
 from velora.evaluation.plots import PanelRow, plot_confusion_matrix, plot_prediction_panel
-from velora.training.checkpoint import load_model
+from velora.model.adapter_file import load_model
 
 
 @torch.no_grad()

@@ -27,7 +27,8 @@ from velora.config import Config
 from velora.data.check import check_dataset
 from velora.data.skipping import clear_skip_log, read_skip_report
 from velora.evaluation.plots import plot_training_curves
-from velora.training.checkpoint import AtomicCheckpointIO, read_resume_state, save_adapters
+from velora.model.adapter_file import save_adapters
+from velora.training.checkpoint import AtomicCheckpointIO, read_resume_state
 from velora.training.datamodule import ClipDataModule
 from velora.training.module import VELoRAModule
 
