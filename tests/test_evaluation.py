@@ -16,12 +16,8 @@ from velora.evaluation.metrics import (
     topk_accuracy,
     topk_indices,
 )
-from velora.evaluation.plots import (
-    PanelRow,
-    plot_confusion_matrix,
-    plot_prediction_panel,
-    plot_training_curves,
-)
+from velora.evaluation.panel import PanelRow, plot_prediction_panel
+from velora.evaluation.plots import plot_confusion_matrix, plot_training_curves
 
 # 4 clips, 3 classes. Rankings (best first): [2, 1, 0], [1, 0, 2], [0, 2, 1], [2, 0, 1].
 SCORES = np.array(

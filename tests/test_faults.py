@@ -23,6 +23,7 @@ from velora.model.adapter_file import read_adapters
 from velora.training import checkpoint as checkpoint_module
 from velora.training.checkpoint import read_resume_state
 from velora.training.module import VELoRAModule
+from velora.training.nonfinite import StepStats, nonfinite_flag
 from velora.training.run import train
 
 STEPS = 12  # 2 epochs of 24 clips in batches of 4
@@ -139,14 +140,14 @@ def test_a_non_finite_step_leaves_weights_and_optimizer_state_untouched(tiny_con
     before = [p.detach().clone() for p in params], [dict(optimizer.state[p]) for p in params]
     before_state = [{k: v.clone() for k, v in s.items()} for s in before[1]]
     params[0].grad = torch.full_like(params[0], float("nan"))
-    module._loss_parts = torch.tensor([1.0, 1.0, 0.0])  # a finite loss; only the gradients are bad
-    module._skips_nonfinite = lambda optimizer: True  # as with fused AdamW under bf16/fp32 in a Trainer
-    module.on_before_optimizer_step(optimizer)
+    loss_parts = torch.tensor([1.0, 1.0, 0.0])  # a finite loss; only the gradients are bad
+    stats = StepStats()
+    stats.add(0, nonfinite_flag(loss_parts[0], params, optimizer), loss_parts)  # as on_before_optimizer_step does
     optimizer.step()
     for p, old, old_state in zip(params, before[0], before_state):
         assert torch.equal(p, old)
         assert all(torch.equal(optimizer.state[p][k], v) for k, v in old_state.items())
-    (step, (flag, loss, _, _)), = module.stats.drain()
+    (step, (flag, loss, _, _)), = stats.drain()
     assert flag == 1.0 and loss == 1.0
 
 

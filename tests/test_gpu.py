@@ -14,6 +14,7 @@ from conftest import PerStep, add_trainer_callback, make_tiny_config
 from velora.bench.run import measure
 from velora.training import run as run_module
 from velora.training.module import VELoRAModule
+from velora.training.nonfinite import StepStats, nonfinite_flag
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -34,12 +35,12 @@ def test_a_non_finite_step_is_skipped_by_fused_adamw_on_cuda(tiny_config):
     optimizer.step()
     before = [p.detach().clone() for p in params]
     params[0].grad = torch.full_like(params[0], float("inf"))
-    module._loss_parts = torch.tensor([1.0, 1.0, 0.0], device="cuda")
-    module._skips_nonfinite = lambda optimizer: True
-    module.on_before_optimizer_step(optimizer)
+    loss_parts = torch.tensor([1.0, 1.0, 0.0], device="cuda")
+    stats = StepStats()
+    stats.add(0, nonfinite_flag(loss_parts[0], params, optimizer), loss_parts)
     optimizer.step()
     assert all(torch.equal(p, old) for p, old in zip(params, before))
-    (_, (flag, _, _, _)), = module.stats.drain()
+    (_, (flag, _, _, _)), = stats.drain()
     assert flag == 1.0
 
 

@@ -17,9 +17,9 @@ import torch
 from velora.config import Config, ConfigError, load_config, merge
 from velora.data.factory import make_dataset
 from velora.demo.generate import generate_demo_dataset
-from velora.evaluation.evaluate import evaluate, panel_row, predict_scores
+from velora.evaluation.evaluate import evaluate, predict_scores
+from velora.evaluation.panel import panel_row, plot_prediction_panel
 from velora.evaluation.metrics import topk_indices
-from velora.evaluation.plots import plot_prediction_panel
 from velora.model.adapter_file import load_model
 from velora.model.velora import count_parameters
 from velora.model.weights import describe_weights_source

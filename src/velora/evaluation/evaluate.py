@@ -21,7 +21,8 @@ from velora.data.clips import ClipDataset
 from velora.data.factory import clip_dataset, loader_collate, make_dataset
 from velora.errors import DataError
 from velora.evaluation.metrics import evaluation_report, topk_indices
-from velora.evaluation.plots import PanelRow, plot_confusion_matrix, plot_prediction_panel
+from velora.evaluation.panel import panel_row, plot_prediction_panel
+from velora.evaluation.plots import plot_confusion_matrix
 from velora.model.adapter_file import load_model
 
 
@@ -170,19 +171,3 @@ def folder_class(clip: str | Path, class_names: list[str]) -> str | None:
     """The class a clip's folder is named after (<class>/<sample>, as datasets are laid out), if any."""
     folder = Path(clip).resolve().parent.name
     return folder if folder in class_names else None
-
-
-def panel_row(item: dict, topk: list[tuple[str, float]], ground_truth: str | None, frames: int = 3) -> PanelRow:
-    """Three evenly spaced RGB and event frames of a dataset item, as (K, H, W, 3) uint8."""
-
-    def pick(key: str, like: np.ndarray | None) -> np.ndarray:
-        if key not in item:  # a missing modality is drawn as blank frames
-            return np.full_like(like, 255)
-        clip = item[key].permute(0, 2, 3, 1).numpy()  # (T, H, W, 3)
-        return clip[np.linspace(0, len(clip) - 1, frames).round().astype(int)]
-
-    first = "rgb" if "rgb" in item else "events"
-    reference = pick(first, None)
-    rgb = reference if first == "rgb" else pick("rgb", reference)
-    events = pick("events", reference)
-    return PanelRow(rgb_frames=rgb, event_frames=events, ground_truth=ground_truth, topk=topk)

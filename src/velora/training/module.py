@@ -6,7 +6,6 @@ everything that defines the method is here and in `velora.model.velora`.
 
 from __future__ import annotations
 
-import math
 import random
 
 import lightning as L
@@ -15,6 +14,7 @@ import torch.nn.functional as F
 
 from velora.config import Config
 from velora.model.velora import VELoRA
+from velora.training.nonfinite import StepStats, nonfinite_flag, raise_if_nonfinite, skips_on_device
 from velora.training.schedule import decay_groups, warmup_cosine
 
 
@@ -59,24 +59,11 @@ class VELoRAModule(L.LightningModule):
         the kernel leaves weights, moments and step count untouched. The run then stops at the
         next log step, checkpoint or validation (flush_stats), before anything is written.
         """
-        found = (~torch.isfinite(self._loss_parts[0])).float()
-        on_device = self._skips_nonfinite(optimizer)
-        if on_device:
-            grads: dict[tuple, list[torch.Tensor]] = {}
-            for p in self.model.parameters():
-                if p.grad is not None:
-                    grads.setdefault((p.grad.device, p.grad.dtype), []).append(p.grad)
-            for group in grads.values():  # sets found to 1 if any gradient has a nan or inf
-                torch._amp_foreach_non_finite_check_and_unscale_(group, found, found.new_ones(()))
-            optimizer.found_inf = found
+        on_device = skips_on_device(optimizer, self.trainer.precision_plugin)
+        found = nonfinite_flag(self._loss_parts[0], self.model.parameters(), optimizer if on_device else None)
         self.stats.add(self.global_step, found, self._loss_parts)
         if not on_device:
             self.flush_stats()  # an optimizer that cannot skip on the device: check before the update
-
-    def _skips_nonfinite(self, optimizer: torch.optim.Optimizer) -> bool:
-        # Under 16-mixed the GradScaler owns found_inf (and skips steps that overflow on its own).
-        fused = any(group.get("fused") for group in optimizer.param_groups)
-        return fused and getattr(self.trainer.precision_plugin, "scaler", None) is None
 
     def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
         if (self.global_step - 1) % self.cfg.train.log_every == 0:  # the step just taken was a log step
@@ -91,13 +78,7 @@ class VELoRAModule(L.LightningModule):
     def flush_stats(self) -> None:
         """Read the steps since the last flush (one sync); raise on a non-finite one; record log steps."""
         rows = self.stats.drain(self.all_gather if self.trainer.world_size > 1 else None)
-        for step, (flag, loss, ce, recon) in rows:
-            if flag:
-                what = f"loss is {loss}" if not math.isfinite(loss) else f"gradients are not finite (loss {loss})"
-                raise FloatingPointError(
-                    f"{what} at step {step} (ce {ce}, recon {recon}); lower train.lr or check the inputs. "
-                    "That step was not applied, and the last checkpoint is intact."
-                )
+        raise_if_nonfinite(rows)
         for step, (_, loss, ce, recon) in rows:
             if step % self.cfg.train.log_every == 0:
                 for name, value in (("train/loss", loss), ("train/ce", ce), ("train/recon", recon)):
@@ -171,27 +152,3 @@ class VELoRAModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.history = {k: [tuple(p) for p in v] for k, v in checkpoint.get("velora_history", {}).items()}
-
-
-class StepStats:
-    """Per-step [non-finite flag, loss, ce, recon] kept on the device until a flush reads them at once."""
-
-    def __init__(self):
-        self.first_step = 0
-        self.rows: list[torch.Tensor] = []
-
-    def add(self, step: int, found: torch.Tensor, parts: torch.Tensor) -> None:
-        if not self.rows:
-            self.first_step = step
-        self.rows.append(torch.cat([found.reshape(1), parts]))
-
-    def drain(self, all_gather=None) -> list[tuple[int, list[float]]]:
-        """(step, [flag, loss, ce, recon]) per step; under DDP the flag is any rank's, the losses the mean."""
-        if not self.rows:
-            return []
-        table = torch.stack(self.rows)
-        self.rows = []
-        if all_gather is not None:
-            ranks = all_gather(table)  # (world, steps, 4)
-            table = torch.cat([ranks[..., :1].amax(0), ranks[..., 1:].mean(0)], dim=-1)
-        return [(self.first_step + i, row) for i, row in enumerate(table.tolist())]
