@@ -32,7 +32,7 @@ import yaml
 from hypothesis import strategies as st
 
 from velora.config import Config, ConfigError, load_config, shipped_config_path, validate
-from velora.data.event_only import EventLabelLine, read_event_labels
+from velora.data.event_labels import EventLabelLine, read_event_labels
 from velora.data.labels import ClipEntry, read_class_names, read_label_file
 from velora.data.packed import PackedClipDataset
 from velora.data.sampling import ClipSampling

@@ -15,11 +15,13 @@ from torch.utils.data import DataLoader
 
 from velora.data.check import check_dataset
 from conftest import REAL_DATA
-from velora.data.event_only import EventFileDataset, read_event_labels, window_bounds
+from velora.data.event_labels import read_event_labels
+from velora.data.event_only import EventFileDataset
 from velora.data.sampling import ClipSampling
 from velora.errors import DataError
 from velora.events.readers import read_nmnist
 from velora.events.render import event_image
+from velora.events.representations import window_bounds
 
 NMNIST = REAL_DATA / "nmnist"
 

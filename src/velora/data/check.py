@@ -27,10 +27,10 @@ from typing import NamedTuple
 from PIL import Image
 from tqdm import tqdm
 
-from velora.data.layout import FOLDER_SUFFIX, MODALITIES
 from velora.data.check_report import CheckReport, split_name
+from velora.data.layout import FOLDER_SUFFIX, MODALITIES
 from velora.errors import DataError
-from velora.data.event_only import (
+from velora.data.event_labels import (
     event_class_names,
     label_index,
     parse_event_label_line,

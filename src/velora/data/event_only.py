@@ -1,23 +1,8 @@
 """Event-only clips: recordings in event files (N-MNIST .bs2/.bin, .npy/.npz, .h5, .aedat4) rendered
 as T red/blue-on-white event images, so event-only training runs through the RGB-Event pipeline.
 
-Layout: event files anywhere under ``<root>`` and a labels file with one line per recording::
-
-    # sample<TAB>class            ('#' starts a comment, blank lines are skipped)
-    1	5                         -> <root>/1.bs2 (the suffix may be left out), class "5"
-    digits/seven.npy	7
-
-A line is split at its last tab, or at its last run of whitespace when it has no tab. The sample is
-a path relative to ``root``; when no file has that exact name, the one file ``<sample><suffix>``
-with a suffix of ``velora.events.readers.SUFFIXES`` is used. This is the format of
-``tests/data/real/nmnist/labels.txt``.
-
-Class names and label indices, first rule that applies:
-1. ``classes`` given (e.g. the training set's ``class_names``, so every split agrees);
-2. ``<root>/classes.txt``, one class name per line in label-index order;
-3. every class is a non-negative integer (N-MNIST's digits): the integer is the label index;
-4. otherwise the distinct class names, sorted; a split that lacks a class then numbers the others
-   differently, so write classes.txt for datasets with several label files.
+The files and their classes come from a labels file (velora.data.event_labels: the line format,
+where files are looked up, how classes are numbered).
 
 One item (``T`` = ``num_frames``, ``S`` = ``image_size``), the ClipDataset contract without "rgb"::
 
@@ -25,161 +10,31 @@ One item (``T`` = ``num_frames``, ``S`` = ``image_size``), the ClipDataset contr
     "label":  torch.int64 ()
     "index":  int
 
-Each recording is cut into T windows (``window``), each window drawn with
-``velora.events.render.event_image`` at the sensor's size and resized to S x S: the same
-representation as the event frames of PokerEvent / HARDVS, so the same model runs on both.
+Each recording is cut into T windows (``window``, see velora.events.representations.window_bounds),
+each window drawn with ``velora.events.render.event_image`` at the sensor's size and resized to
+S x S: the same representation as the event frames of PokerEvent / HARDVS, so the same model runs
+on both.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from velora.data.labels import CLASSES_FILE, read_class_file, read_lines
+from velora.data.event_labels import EventEntry, event_class_names, label_index, read_event_labels, resolve_event_file
+from velora.data.labels import CLASSES_FILE
 from velora.data.layout import EVENT_RESAMPLE
 from velora.data.sampling import ClipSampling, SampledClips
 from velora.errors import DataError
 from velora.events.readers import SUFFIXES, read_events, require_events
 from velora.events.render import event_image
+from velora.events.representations import WINDOWS, window_bounds
 
-EVENT_LABEL_LINE_FORMAT = "<sample><TAB><class>"
-WINDOWS = ("fixed_count", "fixed_duration", "uniform")
 REPRESENTATIONS = ("event_image",)
-
-
-@dataclass(frozen=True)
-class EventLabelLine:
-    """One parsed line of an event labels file: the sample path and its class as written."""
-
-    sample: str
-    class_name: str
-    line_number: int
-
-
-@dataclass(frozen=True)
-class EventEntry:
-    """One recording of an EventFileDataset: sample path (relative to root), class name, label."""
-
-    sample: str
-    class_name: str
-    label: int
-
-
-def parse_event_label_line(line: str) -> tuple[str, str]:
-    """``(sample, class)`` of one stripped, non-comment line; ValueError with the reason if malformed."""
-    fields = line.rsplit("\t", 1) if "\t" in line else line.rsplit(None, 1)
-    fields = [field.strip() for field in fields]
-    if len(fields) != 2 or not all(fields):
-        raise ValueError("expected a sample and a class separated by a tab")
-    sample, class_name = fields
-    if "\t" in sample:
-        raise ValueError("expected 2 tab-separated fields, found more")
-    sample = sample.replace("\\", "/").rstrip("/")
-    if sample.startswith("/") or ".." in sample.split("/") or not sample:
-        raise ValueError("the sample must be a path relative to the dataset root")
-    return sample, class_name
-
-
-def read_event_labels(path: str | Path) -> list[EventLabelLine]:
-    """Every line of an event labels file, in file order; DataError naming file and line if malformed."""
-    parsed = read_lines(path, parse_event_label_line, EVENT_LABEL_LINE_FORMAT, "1\t5")
-    return [EventLabelLine(sample, class_name, number) for number, (sample, class_name) in parsed]
-
-
-def resolve_event_file(root: Path, sample: str) -> Path:
-    """The event file of ``sample``: ``root/sample`` itself, else the one ``root/sample<suffix>``."""
-    exact = root / sample
-    if exact.is_file():
-        return exact
-    candidates = [exact.with_name(exact.name + suffix) for suffix in SUFFIXES]
-    found = [path for path in candidates if path.is_file()]
-    if len(found) == 1:
-        return found[0]
-    if found:
-        raise DataError(
-            f"sample {sample!r} matches several event files {[p.name for p in found]} in "
-            f"{exact.parent}; name the file with its suffix in the labels file"
-        )
-    raise DataError(
-        f"event file for sample {sample!r} not found: neither {exact} nor {exact.name}"
-        f"{{{','.join(SUFFIXES)}}} exists in {exact.parent}; restore it or remove the line"
-    )
-
-
-def event_class_names(
-    root: Path,
-    class_fields: Sequence[str],
-    classes: Sequence[str] | None = None,
-    num_classes: int | None = None,
-) -> list[str]:
-    """Class names in label-index order, by the rules of the module docstring."""
-    if classes is not None:
-        return list(classes)
-    classes_file = root / CLASSES_FILE
-    if classes_file.is_file():
-        return read_class_file(classes_file)
-    if class_fields and all(field.isascii() and field.isdigit() for field in class_fields):
-        count = max(int(field) for field in class_fields) + 1
-        return [str(i) for i in range(max(count, num_classes or 0))]
-    return sorted(set(class_fields))
-
-
-def label_index(class_name: str, lookup: dict[str, int]) -> int:
-    """The label of a class as written in a labels file (``lookup``: name -> index); KeyError if none."""
-    if class_name in lookup:
-        return lookup[class_name]
-    if class_name.isascii() and class_name.isdigit() and str(int(class_name)) in lookup:
-        return lookup[str(int(class_name))]  # "05" is class "5" in the integer-class rule
-    raise KeyError(class_name)
-
-
-def window_bounds(
-    t: np.ndarray,
-    num_windows: int,
-    window: str,
-    *,
-    window_us: int | None = None,
-    rng: np.random.Generator | None = None,
-) -> np.ndarray:
-    """Cut a recording into ``num_windows`` consecutive windows; returns event-index bounds.
-
-    t: event timestamps, shape (N,), microseconds, sorted.
-    window:
-        "fixed_count": equal event counts, window k = events [k N / T, (k+1) N / T) (floored);
-            busy and quiet stretches get one image each alike, so every image is equally dense.
-        "uniform": equal durations spanning the first to the last event.
-        "fixed_duration": T windows of ``window_us`` microseconds each, their span placed at a
-            random start (``rng`` given, training) or centred; a recording shorter than the span
-            leaves the last windows empty (white images).
-
-    Returns int64 array of shape (num_windows + 1,), non-decreasing: window k holds events
-    ``bounds[k]:bounds[k+1]``. Every event lies in exactly one window, except with
-    "fixed_duration" where events outside the span fall in none.
-    """
-    t = np.asarray(t, dtype=np.int64)
-    n = len(t)
-    k = np.arange(num_windows + 1, dtype=np.int64)
-    if window == "fixed_count":
-        return (k * n) // num_windows
-    if n == 0:
-        return np.zeros(num_windows + 1, dtype=np.int64)
-    if window == "uniform":
-        duration = int(t[-1] - t[0]) + 1  # + 1: the last event falls inside the last window
-        edges = t[0] + (k * duration) // num_windows
-    elif window == "fixed_duration":
-        if window_us is None or window_us <= 0:
-            raise ValueError(f"window 'fixed_duration' needs window_us > 0 (microseconds), got {window_us}")
-        slack = max(0, int(t[-1] - t[0]) + 1 - num_windows * window_us)
-        offset = int(rng.integers(0, slack + 1)) if rng is not None else slack // 2
-        edges = t[0] + offset + k * window_us
-    else:
-        raise ValueError(f"window {window!r} is not one of {WINDOWS}")
-    return np.searchsorted(t, edges, side="left").astype(np.int64)
 
 
 class EventFileDataset(SampledClips):

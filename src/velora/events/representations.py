@@ -176,6 +176,11 @@ def _check_sorted(t: np.ndarray, what: str) -> np.ndarray:
     return t
 
 
+def _bounds_at(t: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Index of the first event at or after each time edge: window k is bounds[k]:bounds[k+1]."""
+    return np.searchsorted(t, edges, side="left").astype(np.int64)
+
+
 def _slices(bounds: np.ndarray) -> list[slice]:
     """Consecutive slices between the indices in bounds, shape (K + 1,) -> K slices."""
     return [slice(int(start), int(stop)) for start, stop in zip(bounds[:-1], bounds[1:])]
@@ -199,8 +204,7 @@ def frame_windows(t: np.ndarray, frame_timestamps_us: np.ndarray) -> list[slice]
     frames = _check_sorted(frame_timestamps_us, "frame_timestamps_us")
     if frames.size == 0:
         return []
-    ends = np.searchsorted(t, frames, side="left")  # (K,)
-    return _slices(np.concatenate([[0], ends]))
+    return _slices(np.concatenate([[0], _bounds_at(t, frames)]))
 
 
 def fixed_duration_windows(t: np.ndarray, duration_us: int, start_us: int | None = None) -> list[slice]:
@@ -229,7 +233,7 @@ def fixed_duration_windows(t: np.ndarray, duration_us: int, start_us: int | None
         return []
     num_windows = (int(t[-1]) - start) // duration_us + 1
     edges = start + duration_us * np.arange(num_windows + 1, dtype=np.int64)  # (num_windows + 1,)
-    return _slices(np.searchsorted(t, edges, side="left"))
+    return _slices(_bounds_at(t, edges))
 
 
 def fixed_count_windows(n_events: int, count: int) -> list[slice]:
@@ -249,3 +253,50 @@ def fixed_count_windows(n_events: int, count: int) -> list[slice]:
     if n_events < 0:
         raise ValueError(f"fixed_count_windows needs n_events >= 0; got {n_events}.")
     return _slices(np.append(np.arange(0, n_events, count), n_events)) if n_events else []
+
+
+WINDOWS = ("fixed_count", "fixed_duration", "uniform")
+
+
+def window_bounds(
+    t: np.ndarray,
+    num_windows: int,
+    window: str,
+    *,
+    window_us: int | None = None,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """Cut a recording into ``num_windows`` consecutive windows; returns event-index bounds.
+
+    t: event timestamps, shape (N,), microseconds, sorted.
+    window:
+        "fixed_count": equal event counts, window k = events [k N / T, (k+1) N / T) (floored);
+            busy and quiet stretches get one image each alike, so every image is equally dense.
+        "uniform": equal durations spanning the first to the last event.
+        "fixed_duration": T windows of ``window_us`` microseconds each, their span placed at a
+            random start (``rng`` given, training) or centred; a recording shorter than the span
+            leaves the last windows empty (white images).
+
+    Returns int64 array of shape (num_windows + 1,), non-decreasing: window k holds events
+    ``bounds[k]:bounds[k+1]``. Every event lies in exactly one window, except with
+    "fixed_duration" where events outside the span fall in none.
+    """
+    t = np.asarray(t, dtype=np.int64)
+    n = len(t)
+    k = np.arange(num_windows + 1, dtype=np.int64)
+    if window == "fixed_count":
+        return (k * n) // num_windows
+    if n == 0:
+        return np.zeros(num_windows + 1, dtype=np.int64)
+    if window == "uniform":
+        duration = int(t[-1] - t[0]) + 1  # + 1: the last event falls inside the last window
+        edges = t[0] + (k * duration) // num_windows
+    elif window == "fixed_duration":
+        if window_us is None or window_us <= 0:
+            raise ValueError(f"window 'fixed_duration' needs window_us > 0 (microseconds), got {window_us}")
+        slack = max(0, int(t[-1] - t[0]) + 1 - num_windows * window_us)
+        offset = int(rng.integers(0, slack + 1)) if rng is not None else slack // 2
+        edges = t[0] + offset + k * window_us
+    else:
+        raise ValueError(f"window {window!r} is not one of {WINDOWS}")
+    return _bounds_at(t, edges)
