@@ -188,3 +188,43 @@ def test_hardvs_layout_reads_through_clip_dataset(tmp_path):
     # Frames sort by number: 00000000.png .. 00000006.png of the test clip, segment centres.
     frames = ClipDataset(tmp_path, "test_label.txt", ClipSampling(num_frames=7, image_size=8)).frame_folders(0)["rgb"]
     assert frames.names == tuple(f"{i:08d}.png" for i in range(7))
+
+
+def test_check_data_with_a_config_reads_the_dataset_as_training_does(tmp_path, capsys):
+    """`velora check-data --config`: the layout, label files, modalities and class count come from the
+    config (and its overrides), the same datasets training builds; a folder and --config conflict."""
+    from velora.cli import main
+
+    planted = plant_problems(tmp_path)
+    config = tmp_path / "cfg.yaml"
+    config.write_text("model: {num_classes: 3}\ndata: {min_frames: 3}\n")
+    assert main(["check-data", "--config", str(config), f"data.root={tmp_path}", "--splits", "train,val"]) == 1
+    out = capsys.readouterr().out
+    assert all(file in out for files in planted.values() for file in files)
+    assert "FAILED: 12 problem(s)" in out
+    # Only the RGB frames: the event-side problems are not this config's.
+    assert main(["check-data", "--config", str(config), f"data.root={tmp_path}", "data.modalities=[rgb]"]) == 1
+    out = capsys.readouterr().out
+    assert planted["missing_folders"][0] not in out and planted["size_mismatches"][0] in out
+    assert main(["check-data", str(tmp_path), "--config", str(config)]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
+def test_training_stops_before_the_first_step_on_a_recording_that_is_not_aedat4(tmp_path, real_data_dir):
+    """The pre-training check reads the same datasets as training, raw recordings included."""
+    from conftest import make_tiny_config
+    from velora.training.run import train
+
+    for split in ("train", "val"):
+        for name in ("a", "b"):
+            folder = tmp_path / split / name
+            folder.mkdir(parents=True)
+            (folder / "street.aedat4").write_bytes((real_data_dir / "davis346" / "street_davis346.aedat4").read_bytes())
+    broken = tmp_path / "train" / "b" / "broken.aedat4"
+    broken.write_bytes(b"this is not a recording")
+    cfg = make_tiny_config(data={"layout": "recordings", "root": str(tmp_path)}, model={"num_classes": 2},
+                           train={"output_dir": str(tmp_path / "run")})
+    with pytest.raises(DataError, match="the dataset check found problems") as error:
+        train(cfg)
+    assert str(broken) in str(error.value) and "not an AEDAT 4.0 recording" in str(error.value)
+    assert not (tmp_path / "run" / "last.safetensors").exists()

@@ -413,16 +413,19 @@ def test_min_frame_count_policy_uses_the_common_frames(tmp_path):
     assert max(rgb_indices) == 3 and set(rgb_indices) == {0, 1, 2, 3}
 
 
-def test_verify_lists_every_bad_clip(tmp_path):
+def test_problems_lists_every_bad_clip(tmp_path):
     for sample in ("a/ok", "a/no_events", "b/mismatch"):
         write_clip(tmp_path, sample, 5)
     _remove_tree(tmp_path / "a/no_events/no_events_dvs")
     (tmp_path / "b/mismatch/mismatch_dvs/0004.png").unlink()
     clips = [("a/ok", 5, 0), ("a/no_events", 5, 0), ("b/mismatch", 5, 1), ("c/gone", 5, 2)]
     write_labels(tmp_path, clips)
-    with pytest.raises(DataError) as error:
-        make(tmp_path).verify()
-    message = str(error.value)
-    assert message.startswith("3 of 4 clips have problems")
-    assert "no_events_dvs" in message and "c/gone" in message
-    assert "5 RGB frames but 4 event frames" in message
+    found = make(tmp_path).problems(decode=False)
+    assert found["a/ok"] == []
+    assert [kind for kind, _, _ in found["a/no_events"]] == ["missing_folders"]
+    assert "no_events_dvs" in found["a/no_events"][0][1]
+    assert [kind for kind, _, _ in found["c/gone"]] == ["missing_samples"]
+    assert found["c/gone"][0][1].endswith("train_label.txt:6"), "the label line that points nowhere (after a comment and a blank line)"
+    assert [(kind, message) for kind, _, message in found["b/mismatch"]] == [
+        ("count_mismatches", "5 RGB frames but 4 event frames")
+    ]

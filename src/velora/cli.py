@@ -164,17 +164,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="walk a dataset and report every problem (missing folders, unreadable images, bad labels, ...)",
         description="Check a dataset before a long run: label lines, clip and modality folders, every image "
         "decoded (or headers only with --fast), frame counts and sizes, labels in range, class counts. "
-        "Exit code 1 when anything is wrong.",
+        "Either a folder on its own (ROOT: each label file's layout is told from its lines), or the dataset "
+        "of a config, read exactly as training reads it (--config, with data.*/model.num_classes overrides, "
+        "e.g. data.root=/data/poker). Exit code 1 when anything is wrong.",
     )
-    p.add_argument("root", help="dataset root (PokerEvent/HARDVS frame layout, or event files with a labels file)")
-    p.add_argument("--labels", nargs="+", metavar="FILE", help="label files (default: train/val/test_label.txt)")
-    p.add_argument("--num-classes", type=int, help="labels must be below this (default: classes.txt length)")
-    p.add_argument("--min-frames", type=int, default=1, help="clips with fewer frames are problems")
+    p.add_argument("root", nargs="?", help="dataset folder (PokerEvent/HARDVS frame layout, or event files with a "
+                   "labels file); leave it out with --config")
+    p.add_argument("--splits", default="train,val,test", help="--config: splits to check, those whose label files "
+                   "exist (default train,val,test)")
     p.add_argument("--fast", action="store_true", help="read image headers only, do not decode")
-    p.add_argument("--modalities", default="rgb,event", help="modalities to check (default rgb,event)")
-    p.add_argument("--frame-count-policy", default="error", choices=("error", "min"))
     p.add_argument("--workers", type=int, default=1, help="processes decoding images")
     p.add_argument("--max-shown", type=int, default=20, help="problems shown per kind")
+    _add_config(p, None)
 
     p = sub.add_parser("info", help="parameters per part and adapter checkpoint size for a config")
     _add_config(p, "pokerevent_vitb16")
@@ -341,13 +342,24 @@ def cmd_convert_weights(args) -> int:
 
 
 def cmd_check_data(args) -> int:
-    from velora.data.check import check_dataset
+    from velora.config import ConfigError, load_config
+    from velora.data.check import check_config, check_dataset
 
-    report = check_dataset(
-        args.root, args.labels, num_classes=args.num_classes, min_frames=args.min_frames,
-        decode_images=not args.fast, modalities=tuple(_split(args.modalities)),
-        frame_count_policy=args.frame_count_policy, workers=args.workers,
-    )
+    if args.root and "=" in args.root and not Path(args.root).exists():  # argparse took an override for ROOT
+        args.overrides, args.root = [args.root, *args.overrides], None
+    if args.config or args.overrides:
+        if args.root:
+            raise ConfigError(
+                f"give the dataset folder '{args.root}' or --config, not both; with a config set data.root={args.root}"
+            )
+        cfg = load_config(args.config, args.overrides)
+        report = check_config(
+            cfg, _split(args.splits) or [], decode=not args.fast, workers=args.workers, progress=True, missing_ok=True
+        )
+    elif args.root:
+        report = check_dataset(args.root, decode_images=not args.fast, workers=args.workers)
+    else:
+        raise ConfigError("velora check-data needs a dataset folder or --config FILE (see --help)")
     print(report.format(max_per_kind=args.max_shown))
     return 0 if report.ok else 1
 

@@ -1,67 +1,157 @@
 """Check a dataset before training: every problem, each with the file it is in (``velora check-data``).
 
-Two layouts, told apart per label file by its first data line (3 fields: frames, 2: events):
-- frames (PokerEvent, HARDVS): label lines ``<class_dir>/<sample> <num_frames> <label>``, frames in
-  ``<root>/<sample>/<name>_aps/*.png`` and ``<name>_dvs/*.png`` (velora.data.clips);
-- events (velora.data.event_only): label lines ``<sample><TAB><class>``, one event file per sample.
+One checking path: each dataset reports its own problems (``problems()`` of ClipDataset,
+EventFileDataset, RecordingDataset and PackedClipDataset, built ``lenient`` so that label-file
+problems are listed instead of raised), and ``check_datasets`` gathers them with counts and
+cross-split warnings into a ``CheckReport``. Two ways in:
 
-Problems (``CheckReport.problems``, keys of PROBLEM_KINDS; both in velora.data.check_report) make
-``ok`` False: the dataset cannot be read as it is, or reads wrong labels. Warnings do not:
-duplicate or cross-split samples, frame counts that differ from the label file's, classes without
-clips in a split.
+- ``check_config(cfg, splits)``: the datasets a config describes (``velora check-data --config``,
+  and training's check of its train and val splits before the first step);
+- ``check_dataset(root)``: a folder on its own, each label file's layout told from its first
+  data line (3 fields: frames, ``<class_dir>/<sample> <num_frames> <label>``; 2 fields: events,
+  ``<sample><TAB><class>``) (``velora check-data ROOT``).
 
-``decode_images=True`` decodes every PNG and reads every event file (thorough, slow: it finds
-truncated files); ``False`` reads only PNG headers (sizes, non-PNG files) and file sizes.
+Problems (``CheckReport.problems``, keys of PROBLEM_KINDS) make ``ok`` False: the dataset cannot be
+read as it is, or reads wrong labels. Warnings do not: duplicate or cross-split samples, frame
+counts that differ from the label file's, classes without clips in a split.
+
+``decode=True`` decodes every PNG and reads every event file (thorough, slow: it finds truncated
+files); ``False`` reads only PNG headers (sizes, non-PNG files) and file sizes.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import nullcontext
-from functools import partial
-from pathlib import Path, PurePosixPath
-from typing import NamedTuple
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
-from PIL import Image
-from tqdm import tqdm
-
+from velora.config import Config
 from velora.data.check_report import CheckReport, split_name
-from velora.data.layout import FOLDER_SUFFIX, MODALITIES
+from velora.data.clips import ClipDataset
+from velora.data.event_labels import event_class_names, read_event_labels
+from velora.data.event_only import EventFileDataset
+from velora.data.factory import label_file, make_dataset
+from velora.data.labels import CLASSES_FILE, read_class_names, read_class_file
+from velora.data.layout import MODALITIES
+from velora.data.sampling import ClipSampling, SampledClips
 from velora.errors import DataError
-from velora.data.event_labels import (
-    event_class_names,
-    label_index,
-    parse_event_label_line,
-    resolve_event_file,
-)
-from velora.data.labels import CLASSES_FILE, LABEL_LINE_FORMAT, parse_label_line, read_class_names, read_text
-from velora.events.readers import read_events
 
 SPLIT_FILES = ("train_label.txt", "val_label.txt", "test_label.txt")
 EVENT_LABELS_FILE = "labels.txt"  # looked for when no split file exists
-WHAT = {"rgb": "RGB frame", "event": "event frame"}
-Issue = tuple[str, str, str]  # (kind, file, message); kind "warning" for a warning
 
 
-class LabelLine(NamedTuple):
-    """One data line of a label file; ``sample`` is "" when malformed, ``label`` None when bad."""
+def check_datasets(
+    root: str | Path,
+    datasets: Mapping[str, SampledClips],
+    *,
+    num_classes: int | None = None,
+    class_names: list[str] | None = None,
+    decode: bool = True,
+    min_frames: int = 1,
+    workers: int = 1,
+    progress: bool = False,
+    report: CheckReport | None = None,
+) -> CheckReport:
+    """Gather every dataset's problems (split name -> dataset built with lenient=True) into a report.
 
-    split: str
-    sample: str
-    label: int | None
-    where: str  # "<label file>:<line number>"
-    layout: str  # "frames" or "events"
-    num_frames: int | None = None  # as written in a frames-layout line
+    Each distinct sample is checked once, even when several splits list it. class_names: the names
+    to show (default: from the first dataset that has them).
+    """
+    report = report or CheckReport(root=Path(root))
+    report.num_classes = num_classes
+    checked: dict[str, list] = {}
+    for split, dataset in datasets.items():
+        for kind, where, message in dataset.label_problems:
+            report.problems[kind].append((where, message))
+        found = dataset.problems(
+            decode=decode, min_frames=min_frames, exclude=checked.keys(), workers=workers, progress=progress
+        )
+        for issues in found.values():
+            for kind, where, message in issues:
+                if kind == "warning":
+                    report.warnings.append((where, message))
+                else:
+                    report.problems[kind].append((where, message))
+        checked.update(found)
+        bad = {e.sample for e in dataset.entries if any(kind != "warning" for kind, _, _ in checked[e.sample])}
+        report.clip_counts[split] = len(dataset.entries) + dataset.dropped_lines
+        report.bad_clips[split] = sum(e.sample in bad for e in dataset.entries) + dataset.dropped_lines
+        report.bad_clips = {s: n for s, n in report.bad_clips.items() if n}
+        report.class_counts[split] = dict(sorted(Counter(e.label for e in dataset.entries).items()))
+    if report.class_names is None:
+        report.class_names = class_names
+    _warn_repeats(datasets, report)
+    return report
 
 
-def detect_layout(lines: list[tuple[int, str]]) -> str:
-    """"events" when the first data line has 2 fields (``sample<TAB>class``), else "frames"."""
-    for _, line in lines[:1]:
-        fields = line.split("\t") if "\t" in line else line.split()
-        return "events" if len(fields) == 2 else "frames"
-    return "frames"
+def _warn_repeats(datasets: Mapping[str, SampledClips], report: CheckReport) -> None:
+    """Warnings for samples listed twice in a split or in several splits, and classes without clips."""
+    splits_of: dict[str, set[str]] = {}
+    for split, dataset in datasets.items():
+        first: dict[str, str] = {}
+        for entry in dataset.entries:
+            where = getattr(entry, "where", "") or split
+            if entry.sample in first:
+                report.warnings.append((where, f"sample {entry.sample} is listed again (first at {first[entry.sample]})"))
+            first.setdefault(entry.sample, where)
+            splits_of.setdefault(entry.sample, set()).add(split)
+    overlaps = Counter(tuple(sorted(s)) for s in splits_of.values() if len(s) > 1)
+    for splits, count in sorted(overlaps.items()):
+        report.warnings.append((str(report.root), f"{count} sample(s) are in several splits: {' and '.join(splits)}"))
+    total = report.num_classes or len(report.class_names or [])
+    for split, counts in report.class_counts.items():
+        empty = [label for label in range(total) if not counts.get(label)]
+        if empty:
+            known = report.class_names or []
+            names = [known[i] if i < len(known) else str(i) for i in empty]
+            shown = ", ".join(names[:10]) + (" ..." if len(names) > 10 else "")
+            report.warnings.append((split, f"{len(empty)} of {total} classes have no clips: {shown}"))
+
+
+def check_config(
+    cfg: Config,
+    splits: Sequence[str] = ("train", "val", "test"),
+    *,
+    decode: bool = True,
+    workers: int = 1,
+    progress: bool = False,
+    missing_ok: bool = False,
+) -> CheckReport:
+    """Check the datasets of `splits` as `cfg` describes them (the layout, the label files, the
+    modalities, model.num_classes, data.min_frames, data.frame_count_policy, data.sensor_size).
+
+    missing_ok: skip splits whose label file does not exist (``velora check-data`` checks the
+    splits a dataset has); otherwise a missing one is a "label_files" problem.
+    """
+    d = cfg.data
+    report = CheckReport(root=Path(d.packed_root if d.format == "packed" else d.root))
+    datasets: dict[str, SampledClips] = {}
+    class_names = None
+    for split in splits:
+        source = label_file(cfg, split)
+        is_file = d.layout not in ("frames", "events") or d.format == "packed" or source.is_file()
+        if not is_file and missing_ok:
+            continue
+        try:
+            datasets[split] = make_dataset(cfg, split, classes=class_names, lenient=True)
+        except DataError as error:
+            report.problems["label_files"].append((str(source if d.layout in ("frames", "events") else report.root), str(error)))
+            continue
+        if d.layout in ("frames", "events") and d.format != "packed":
+            report.layouts[str(source)] = d.layout
+        if class_names is None and d.layout != "frames":  # recordings and events number classes by name
+            class_names = datasets[split].class_names
+    if not datasets and missing_ok and not report.problems["label_files"]:
+        report.problems["label_files"].append((str(report.root), f"none of the label files of {list(splits)} exist"))
+    names = class_names
+    if d.layout == "frames" and d.format != "packed" and datasets:
+        names = _frame_class_names(Path(d.root), datasets.values(), report)
+    elif d.format == "packed" and datasets:
+        names = next(iter(datasets.values())).class_names
+    return check_datasets(
+        report.root, datasets, num_classes=cfg.model.num_classes, class_names=names, decode=decode,
+        min_frames=d.min_frames, workers=workers, progress=progress, report=report,
+    )
 
 
 def check_dataset(
@@ -77,11 +167,12 @@ def check_dataset(
     sensor_size: tuple[int, int] | None = None,
     workers: int = 1,
 ) -> CheckReport:
-    """Walk a dataset's label files and clips and report every problem found (never stops early).
+    """Walk a dataset folder's label files and samples and report every problem found (never stops early).
 
     root: dataset root.
     label_files: label files (relative paths are looked up under ``root``); default: those of
-        train/val/test_label.txt that exist, else labels.txt.
+        train/val/test_label.txt that exist, else labels.txt. Each one's layout (frames or
+        events) is told from its first data line.
     num_classes: labels must be in [0, num_classes); default: the length of classes.txt if any.
     min_frames: clips with fewer frames (in either modality) are problems.
     decode_images: decode every PNG / read every event file (thorough), or headers only (fast).
@@ -89,7 +180,7 @@ def check_dataset(
     frame_count_policy: "error": differing RGB / event frame counts are problems; "min": warnings
         (ClipDataset then uses the common prefix).
     sensor_size: (width, height) for event files that do not store it, as in EventFileDataset.
-    workers: processes checking clips in parallel; 1 checks in this process.
+    workers: processes checking samples in parallel; 1 checks in this process.
     """
     bad_modalities = [m for m in modalities if m not in MODALITIES]
     if bad_modalities or not modalities or frame_count_policy not in ("error", "min") or min_frames < 0:
@@ -103,71 +194,50 @@ def check_dataset(
     if not root.is_dir():
         report.problems["label_files"].append((str(root), "dataset root does not exist or is not a folder"))
         return report
-    classes_file = root / CLASSES_FILE
-    listed = None
-    if classes_file.is_file():
-        try:
-            listed = len([n for n in read_text(classes_file).splitlines() if n.strip()])
-        except DataError as error:
-            report.problems["class_names"].append((str(classes_file), str(error)))
-    if listed is not None:
-        if num_classes is not None and listed != num_classes:
-            report.problems["class_names"].append(
-                (str(classes_file), f"lists {listed} classes but num_classes is {num_classes}")
-            )
-        num_classes = num_classes if num_classes is not None else listed
-    report.num_classes = num_classes
-
-    texts = {path: _data_lines(path, report) for path in _find_label_files(root, label_files, report)}
-    texts = {path: text for path, text in texts.items() if text is not None}
-    report.warnings += [(str(path), "holds no label lines") for path, text in texts.items() if not text]
-    layouts = {path: detect_layout(text) for path, text in texts.items()}
+    num_classes = _classes_file_count(root, num_classes, report)
+    files = _find_label_files(root, label_files, report)
+    layouts = {path: _detect_layout(path, report) for path in files}
+    layouts = {path: layout for path, layout in layouts.items() if layout is not None}
     report.layouts = {str(path): layout for path, layout in layouts.items()}
-    frame_texts = {path: text for path, text in texts.items() if layouts[path] == "frames"}
-    event_texts = {path: text for path, text in texts.items() if layouts[path] == "events"}
-    lines = _parse_frame_labels(root, frame_texts, num_classes, report) if frame_texts else []
-    lines += _parse_event_labels(root, event_texts, num_classes, report) if event_texts else []
-    _count_and_warn(lines, num_classes, report)
 
-    # Check each distinct sample once, even when several splits list it.
-    tasks: dict[str, LabelLine] = {}
-    for line in lines:
-        if line.sample:
-            tasks.setdefault(line.sample, line)
-
-    check = partial(
-        _check_line,
-        root=root,
-        modalities=tuple(modalities),
-        decode=decode_images,
-        min_frames=min_frames,
-        frame_count_policy=frame_count_policy,
-        sensor_size=sensor_size,
+    event_files = [path for path, layout in layouts.items() if layout == "events"]
+    classes = _event_classes(root, event_files, num_classes, report) if event_files else None
+    sampling = ClipSampling(image_size=1)  # a check reads no frames through the sampling
+    datasets: dict[str, SampledClips] = {}
+    for path, layout in layouts.items():
+        if layout == "events":
+            if classes is None:
+                continue
+            dataset = EventFileDataset(
+                root, path, sampling, sensor_size=sensor_size, classes=classes, num_classes=num_classes, lenient=True
+            )
+        else:
+            dataset = ClipDataset(
+                root, path, sampling, modalities=tuple(modalities), frame_count_policy=frame_count_policy,
+                num_classes=num_classes, lenient=True,
+            )
+        datasets[split_name(path)] = dataset
+    frame_sets = [datasets[split_name(p)] for p, layout in layouts.items() if layout == "frames"]
+    names = _frame_class_names(root, frame_sets, report) if frame_sets else classes
+    return check_datasets(
+        root, datasets, num_classes=num_classes, class_names=names, decode=decode_images, min_frames=min_frames,
+        workers=workers, progress=progress, report=report,
     )
-    bad_samples: set[str] = set()
-    with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
-        results = pool.map(check, tasks.values(), chunksize=16) if pool else map(check, tasks.values())
-        bar = tqdm(results, total=len(tasks), desc="check clips", unit="clip", disable=not progress)
-        for sample, issues in zip(tasks, bar):
-            for kind, file, message in issues:
-                if kind == "warning":
-                    report.warnings.append((file, message))
-                else:
-                    report.problems[kind].append((file, message))
-                    bad_samples.add(sample)
-    for line in lines:
-        if line.label is None or line.sample in bad_samples:
-            report.bad_clips[line.split] = report.bad_clips.get(line.split, 0) + 1
-    return report
 
 
-def _check_line(line: LabelLine, *, root: Path, modalities, decode, min_frames, frame_count_policy, sensor_size):
-    """The issues of one label line's sample (module level, so worker processes can run it)."""
-    if line.layout == "events":
-        return check_event_sample(root, line.sample, line.where, decode, sensor_size)
-    return check_clip(
-        root, line.sample, line.where, modalities, decode, min_frames, frame_count_policy, line.num_frames
-    )
+def _classes_file_count(root: Path, num_classes: int | None, report: CheckReport) -> int | None:
+    """num_classes, else the length of classes.txt; a classes.txt that disagrees is a problem."""
+    classes_file = root / CLASSES_FILE
+    if not classes_file.is_file():
+        return num_classes
+    try:
+        listed = len(read_class_file(classes_file))
+    except DataError as error:
+        report.problems["class_names"].append((str(classes_file), str(error)))
+        return num_classes
+    if num_classes is not None and listed != num_classes:
+        report.problems["class_names"].append((str(classes_file), f"lists {listed} classes but num_classes is {num_classes}"))
+    return num_classes if num_classes is not None else listed
 
 
 def _find_label_files(root: Path, label_files, report: CheckReport) -> list[Path]:
@@ -192,231 +262,37 @@ def _find_label_files(root: Path, label_files, report: CheckReport) -> list[Path
     return found
 
 
-def _parse_frame_labels(root: Path, texts: dict, num_classes: int | None, report: CheckReport) -> list[LabelLine]:
-    parsed, entries = [], []
-    for path, text in texts.items():
-        split = split_name(path)
-        for line_number, line in text:
-            where = f"{path}:{line_number}"
-            try:
-                entry = parse_label_line(line)
-            except ValueError as reason:
-                report.problems["malformed_lines"].append(
-                    (where, f"cannot parse {line!r} ({reason}); expected '{LABEL_LINE_FORMAT}'")
-                )
-                parsed.append(LabelLine(split, "", None, where, "frames"))
-                continue
-            label = entry.label
-            if num_classes is not None and label >= num_classes:
-                report.problems["bad_labels"].append(
-                    (where, f"clip {entry.sample} has label {label}, outside [0, {num_classes})")
-                )
-                label = None
-            else:
-                entries.append(entry)
-            parsed.append(LabelLine(split, entry.sample, label, where, "frames", entry.num_frames))
-    try:
-        report.class_names = read_class_names(root, entries)
-    except DataError as error:
-        report.problems["class_names"].append((str(root), str(error)))
-    return parsed
-
-
-def _parse_event_labels(root: Path, texts: dict, num_classes: int | None, report: CheckReport) -> list[LabelLine]:
-    parsed, class_of = [], {}
-    for path, text in texts.items():
-        for line_number, line in text:
-            where = f"{path}:{line_number}"
-            try:
-                sample, class_of[where] = parse_event_label_line(line)
-            except ValueError as reason:
-                report.problems["malformed_lines"].append(
-                    (where, f"cannot parse {line!r} ({reason}); expected '<sample><TAB><class>'")
-                )
-                sample = ""
-            parsed.append(LabelLine(split_name(path), sample, None, where, "events"))
-    try:
-        names = event_class_names(root, list(class_of.values()), None, num_classes)
-    except DataError as error:
-        report.problems["class_names"].append((str(root), str(error)))
-        return parsed
-    report.class_names = names
-    lookup = {name: index for index, name in enumerate(names)}
-    for i, line in enumerate(parsed):
-        if not line.sample:
-            continue
-        class_name = class_of[line.where]
-        try:
-            label = label_index(class_name, lookup)
-        except KeyError:
-            report.problems["bad_labels"].append(
-                (line.where, f"sample {line.sample} has class {class_name!r}, not one of the {len(names)} classes")
-            )
-            continue
-        if num_classes is not None and label >= num_classes:
-            report.problems["bad_labels"].append(
-                (line.where, f"sample {line.sample} has label {label}, outside [0, {num_classes})")
-            )
-            continue
-        parsed[i] = line._replace(label=label)
-    return parsed
-
-
-def _data_lines(path: Path, report: CheckReport) -> list[tuple[int, str]] | None:
-    """(line number, stripped line) of every non-blank, non-comment line; None when unreadable."""
+def _detect_layout(path: Path, report: CheckReport) -> str | None:
+    """"events" when the first data line has 2 fields (``sample<TAB>class``), else "frames";
+    None (and a problem) when the file cannot be read as UTF-8 text."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         report.problems["label_files"].append((str(path), f"cannot be read as UTF-8 text ({error})"))
         return None
-    lines = [(number, raw.strip()) for number, raw in enumerate(text.splitlines(), start=1)]
-    return [(number, line) for number, line in lines if line and not line.startswith("#")]
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            fields = line.split("\t") if "\t" in line else line.split()
+            return "events" if len(fields) == 2 else "frames"
+    report.warnings.append((str(path), "holds no label lines"))
+    return "frames"
 
 
-def _count_and_warn(lines, num_classes: int | None, report: CheckReport) -> None:
-    """Clip and class counts per split; warnings for duplicates, overlaps, empty classes."""
-    seen: dict[tuple[str, str], str] = {}
-    splits_of: dict[str, set[str]] = {}
-    for split, sample, label, where, *_ in lines:
-        report.clip_counts[split] = report.clip_counts.get(split, 0) + 1
-        counts = report.class_counts.setdefault(split, {})
-        if label is not None:
-            counts[label] = counts.get(label, 0) + 1
-        if not sample:
-            continue
-        if (split, sample) in seen:
-            report.warnings.append((where, f"sample {sample} is listed again (first at {seen[split, sample]})"))
-        seen.setdefault((split, sample), where)
-        splits_of.setdefault(sample, set()).add(split)
-    overlaps = Counter(tuple(sorted(s)) for s in splits_of.values() if len(s) > 1)
-    for splits, count in sorted(overlaps.items()):
-        report.warnings.append((str(report.root), f"{count} sample(s) are in several splits: {' and '.join(splits)}"))
-    total = num_classes or (len(report.class_names) if report.class_names else 0)
-    for split, counts in report.class_counts.items():
-        empty = [label for label in range(total) if not counts.get(label)]
-        if empty:
-            known = report.class_names or []
-            names = [known[i] if i < len(known) else str(i) for i in empty]
-            shown = ", ".join(names[:10]) + (" ..." if len(names) > 10 else "")
-            report.warnings.append((split, f"{len(empty)} of {total} classes have no clips: {shown}"))
-        report.class_counts[split] = dict(sorted(counts.items()))
-
-
-def scan_frames(folder: Path) -> tuple[list[Path], list[Issue]]:
-    """The numbered .png frames of a folder in frame order, and an issue for every bad name."""
-    numbered: dict[int, Path] = {}
-    issues: list[Issue] = []
-    for path in sorted(folder.iterdir()):
-        name = path.name
-        if name.startswith(".") or not name.lower().endswith(".png"):
-            continue
-        stem = name[: -len(".png")]
-        if not (stem.isascii() and stem.isdigit()):
-            issues.append(("bad_frame_names", str(path), "frame is not named by its frame number (e.g. 0000.png)"))
-        elif int(stem) in numbered:
-            other = numbered[int(stem)].name
-            issues.append(("bad_frame_names", str(path), f"a second frame numbered {int(stem)} (also {other})"))
-        else:
-            numbered[int(stem)] = path
-    return [numbered[n] for n in sorted(numbered)], issues
-
-
-def image_size(path: Path, decode: bool) -> tuple[int, int]:
-    """(width, height) of a PNG; with ``decode`` the whole image is decoded. Raises DataError."""
+def _event_classes(root: Path, files: list[Path], num_classes: int | None, report: CheckReport) -> list[str] | None:
+    """The class names of event labels files, numbered over all of them together (None: a problem)."""
+    fields = [line.class_name for path in files for line in read_event_labels(path, problems=[])]
     try:
-        if path.stat().st_size == 0:
-            raise DataError("empty file (0 bytes)")
-        with Image.open(path) as image:
-            if decode:
-                image.load()
-            return image.size
-    except DataError:
-        raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise DataError(f"cannot read the image ({type(error).__name__}: {error})") from None
-
-
-def check_clip(
-    root: Path,
-    sample: str,
-    where: str,
-    modalities: Sequence[str],
-    decode: bool,
-    min_frames: int,
-    frame_count_policy: str,
-    listed_frames: int | None = None,
-) -> list[Issue]:
-    """Every issue of one frame-layout clip.
-
-    ``where`` (label file:line) is named when the clip is missing; ``listed_frames`` (the label
-    line's count) gives a warning when no modality has that many frames.
-    """
-    clip_dir = root / sample
-    if not clip_dir.is_dir():
-        return [("missing_samples", where, f"clip folder {clip_dir} does not exist")]
-    name = PurePosixPath(sample).name
-    issues: list[Issue] = []
-    counts: dict[str, int] = {}
-    for modality in modalities:
-        folder = clip_dir / f"{name}{FOLDER_SUFFIX[modality]}"
-        if not folder.is_dir():
-            holds = sorted(p.name for p in clip_dir.iterdir())[:6]
-            message = f"{WHAT[modality]} folder is missing (the clip folder holds {holds})"
-            issues.append(("missing_folders", str(folder), message))
-            continue
-        try:
-            frames, name_issues = scan_frames(folder)
-        except OSError as error:
-            issues.append(("unreadable_files", str(folder), f"cannot list the folder ({error.strerror or error})"))
-            continue
-        issues += name_issues
-        if not frames:
-            issues.append(("empty_folders", str(folder), f"{WHAT[modality]} folder holds no .png frames"))
-            continue
-        counts[modality] = len(frames)
-        sizes: dict[Path, tuple[int, int]] = {}
-        for path in frames:
-            try:
-                sizes[path] = image_size(path, decode)
-            except DataError as error:
-                issues.append(("unreadable_files", str(path), str(error)))
-        if len(set(sizes.values())) > 1:
-            common, _ = Counter(sizes.values()).most_common(1)[0]
-            odd = [p for p, s in sizes.items() if s != common]
-            issues.append(
-                (
-                    "size_mismatches",
-                    str(odd[0]),
-                    f"is {sizes[odd[0]][0]}x{sizes[odd[0]][1]} but most frames of {folder.name} are "
-                    f"{common[0]}x{common[1]}; {len(odd)} frame(s) differ: {', '.join(p.name for p in odd[:5])}",
-                )
-            )
-    if len(counts) == 2 and counts["rgb"] != counts["event"]:
-        kind = "count_mismatches" if frame_count_policy == "error" else "warning"
-        issues.append((kind, str(clip_dir), f"{counts['rgb']} RGB frames but {counts['event']} event frames"))
-    if counts and listed_frames is not None and listed_frames not in counts.values():
-        issues.append(("warning", where, f"lists {listed_frames} frames, the clip has {counts}"))
-    short = {m: n for m, n in counts.items() if n < min_frames}
-    if short:
-        issues.append(("short_clips", str(clip_dir), f"fewer than {min_frames} frames: {short}"))
-    return issues
-
-
-def check_event_sample(
-    root: Path, sample: str, where: str, decode: bool, sensor_size: tuple[int, int] | None
-) -> list[Issue]:
-    """Every issue of one event-only sample: a missing, empty or unreadable event file."""
-    try:
-        path = resolve_event_file(root, sample)
+        return event_class_names(root, fields, None, num_classes)
     except DataError as error:
-        return [("missing_samples", where, str(error))]
-    if path.stat().st_size == 0:
-        return [("unreadable_files", str(path), "empty file (0 bytes)")]
-    if decode:
-        width, height = sensor_size or (None, None)
-        try:
-            if len(read_events(path, width, height)) == 0:
-                return [("unreadable_files", str(path), "the file holds no events")]
-        except DataError as error:
-            return [("unreadable_files", str(path), str(error))]
-    return []
+        report.problems["class_names"].append((str(root), str(error)))
+        return None
+
+
+def _frame_class_names(root: Path, datasets, report: CheckReport) -> list[str] | None:
+    """The class names of frame-layout splits together (classes.txt or the class folders)."""
+    try:
+        return read_class_names(root, [entry for dataset in datasets for entry in dataset.entries])
+    except DataError as error:
+        report.problems["class_names"].append((str(root), str(error)))
+        return None

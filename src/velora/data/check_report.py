@@ -1,11 +1,21 @@
-"""What a dataset check found (``CheckReport``), and how it reads as text (velora.data.check)."""
+"""What a dataset check found (``CheckReport``), how it reads as text, and the pieces every
+dataset's ``problems()`` shares (the issue type, the parallel runner). velora.data.check runs it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
+
+from tqdm import tqdm
 
 from velora.errors import DataError
+
+# One finding: (kind, where, message). kind: a PROBLEM_KINDS key, or "warning" for a finding that
+# does not stop training; where: a file, a folder, or "<label file>:<line number>".
+Issue = tuple[str, str, str]
 
 PROBLEM_KINDS = {
     "label_files": "label files missing or unreadable",
@@ -107,6 +117,24 @@ def _format_items(items: list[tuple[str, str]], limit: int) -> list[str]:
     if len(items) > limit:
         lines.append(f"  ... and {len(items) - limit} more")
     return lines
+
+
+T = TypeVar("T")
+
+
+def map_checks(
+    check: Callable[[T], list[Issue]], items: Iterable[T], *, total: int, workers: int = 1, progress: bool = False
+) -> Iterator[list[Issue]]:
+    """check(item) for every item, in order, in `workers` processes (1: this process), with a bar.
+
+    `check` must be a module-level function (a functools.partial of one) so worker processes can
+    run it.
+    """
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            yield from tqdm(pool.map(check, items, chunksize=16), total=total, desc="check", unit="clip", disable=not progress)
+    else:
+        yield from tqdm(map(check, items), total=total, desc="check", unit="clip", disable=not progress)
 
 
 def split_name(label_file: Path) -> str:

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Collection, Sequence
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -30,10 +32,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from velora.data.check_report import Issue, map_checks
 from velora.data.labels import ClipEntry, read_class_names, read_label_file
 from velora.data.layout import BATCH_KEY, EVENT_RESAMPLE, FOLDER_SUFFIX, FRAME_COUNT_POLICIES, MODALITIES
 from velora.data.sampling import ClipSampling, SampledClips, modality_problems
 from velora.errors import DataError
+
+
+WHAT = {"rgb": "RGB frame", "event": "event frame"}
 
 
 class FrameFolder(NamedTuple):
@@ -43,11 +49,37 @@ class FrameFolder(NamedTuple):
     names: tuple[str, ...]
 
 
-def list_frames(folder: Path, what: str) -> FrameFolder:
-    """List ``folder``'s ``.png`` frames, sorted by frame number; ``what`` names it in errors.
+def scan_frames(folder: Path) -> tuple[FrameFolder, list[Issue]]:
+    """``folder``'s ``.png`` frames sorted by frame number, and a "bad_frame_names" issue per bad name.
 
     Hidden files (``.DS_Store``, ``._0000.png``) and non-PNG files are ignored. A PNG whose name is
-    not a number, two names with one number, and a folder without frames are DataErrors.
+    not a number, or a second PNG with a number already taken, is left out and reported.
+    Raises OSError when the folder cannot be listed.
+    """
+    numbered: dict[int, str] = {}
+    issues: list[Issue] = []
+    with os.scandir(folder) as listing:
+        names = sorted(dirent.name for dirent in listing)
+    for name in names:
+        if name.startswith(".") or not name.lower().endswith(".png"):
+            continue
+        stem = name[: -len(".png")]
+        if not (stem.isascii() and stem.isdigit()):
+            issues.append(("bad_frame_names", str(folder / name), "is not named by its frame number (e.g. 0000.png)"))
+        elif int(stem) in numbered:
+            other = numbered[int(stem)]
+            issues.append(("bad_frame_names", str(folder / name), f"is a second frame numbered {int(stem)} (also {other})"))
+        else:
+            # Interned: "0000.png" of every clip is then one string, which keeps the cache small.
+            numbered[int(stem)] = sys.intern(name)
+    return FrameFolder(folder, tuple(numbered[number] for number in sorted(numbered))), issues
+
+
+def list_frames(folder: Path, what: str) -> FrameFolder:
+    """``folder``'s frames in frame-number order (scan_frames); ``what`` names it in errors.
+
+    A missing folder, a PNG not named by a number, two names with one number, and a folder
+    without frames are DataErrors.
     """
     if not folder.is_dir():
         parent = folder.parent
@@ -57,31 +89,16 @@ def list_frames(folder: Path, what: str) -> FrameFolder:
             f"each clip needs <sample>{FOLDER_SUFFIX['rgb']} and <sample>{FOLDER_SUFFIX['event']} "
             "frame folders"
         )
-    numbered: dict[int, str] = {}
-    with os.scandir(folder) as listing:
-        for dirent in listing:
-            name = dirent.name
-            if name.startswith(".") or not name.lower().endswith(".png"):
-                continue
-            stem = name[: -len(".png")]
-            if not (stem.isascii() and stem.isdigit()):
-                raise DataError(
-                    f"frame {folder / name} is not named by its frame number; "
-                    "rename the frames to zero-padded numbers such as 0000.png"
-                )
-            if int(stem) in numbered:
-                raise DataError(
-                    f"{folder} holds two frames numbered {int(stem)}: "
-                    f"{numbered[int(stem)]} and {name}; keep one"
-                )
-            # Interned: "0000.png" of every clip is then one string, which keeps the cache small.
-            numbered[int(stem)] = sys.intern(name)
-    if not numbered:
+    frames, issues = scan_frames(folder)
+    for _, path, message in issues:
+        fix = "keep one" if "second frame" in message else "rename the frames to zero-padded numbers such as 0000.png"
+        raise DataError(f"frame {path} {message}; {fix}")
+    if not frames.names:
         raise DataError(
             f"{what} folder {folder} holds no .png frames; re-export the clip or remove it from "
             "the label file"
         )
-    return FrameFolder(folder, tuple(numbered[number] for number in sorted(numbered)))
+    return frames
 
 
 def read_frame(path: Path) -> Image.Image:
@@ -111,6 +128,9 @@ class ClipDataset(SampledClips):
     frame_count_policy: when a clip's RGB and event frame counts differ: "error" raises,
         "min" uses the first min(n_rgb, n_event) frames of both.
     num_classes: when given, every label must be in [0, num_classes).
+    lenient: a malformed label line or a label out of range is recorded in ``label_problems`` and
+        the line skipped (``dropped_lines`` counts them), instead of raising at the first; the
+        dataset check builds datasets this way to list every problem (see :meth:`problems`).
 
     The crop box and the flip are drawn once per item and applied to all T frames of both
     modalities (in fractions of each frame, so differing RGB / event resolutions still line up).
@@ -130,6 +150,7 @@ class ClipDataset(SampledClips):
         event_resample: str = "nearest",
         frame_count_policy: str = "error",
         num_classes: int | None = None,
+        lenient: bool = False,
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
@@ -152,23 +173,30 @@ class ClipDataset(SampledClips):
         if problems:
             raise ValueError("invalid ClipDataset arguments: " + "; ".join(problems))
 
+        self.label_problems: list[Issue] = []
         if isinstance(labels, (str, Path)):
             label_file = Path(labels)
             if not label_file.is_absolute() and (self.root / label_file).is_file():
                 label_file = self.root / label_file
             self.label_file: Path | None = label_file
-            self.entries = read_label_file(label_file)
+            entries = read_label_file(label_file, self.label_problems if lenient else None)
         else:
             self.label_file = None
-            self.entries = list(labels)
+            entries = list(labels)
         source = self.label_file or "the given entries"
-        if num_classes is not None:
-            for entry in self.entries:
-                if not 0 <= entry.label < num_classes:
+        self.entries = []
+        for entry in entries:
+            if num_classes is not None and not 0 <= entry.label < num_classes:
+                if not lenient:
                     raise DataError(
-                        f"clip {entry.sample} in {source} has label {entry.label}, outside "
-                        f"[0, {num_classes}); fix the label file or num_classes"
+                        f"clip {entry.sample} in {source} has label {entry.label}, outside [0, {num_classes}); "
+                        "fix the label file or num_classes"
                     )
+                message = f"clip {entry.sample} has label {entry.label}, outside [0, {num_classes})"
+                self.label_problems.append(("bad_labels", entry.where or str(source), message))
+                continue
+            self.entries.append(entry)
+        self.dropped_lines = len(self.label_problems)
 
         self.sampling, self.num_classes = sampling, num_classes
         self.event_resample = event_resample
@@ -212,22 +240,23 @@ class ClipDataset(SampledClips):
                 folders = {m: FrameFolder(f.folder, f.names[:n]) for m, f in folders.items()}
         return folders
 
-    def verify(self, max_problems: int = 20) -> None:
-        """List every clip's frame folders and raise one DataError naming all problems found.
+    def problems(
+        self, *, decode: bool = True, min_frames: int = 1, exclude: Collection[str] = (), workers: int = 1,
+        progress: bool = False,
+    ) -> dict[str, list[Issue]]:
+        """Every issue of every clip on disk, by sample (see clip_problems), skipping ``exclude``d samples.
 
-        Checks folders, frame names and counts, not PNG contents. Useful before a long run.
+        decode: decode every PNG (thorough, finds truncated files), or read headers only.
+        min_frames: clips with fewer frames (in either modality) are "short_clips".
+        Label-file problems are in ``label_problems`` (with ``lenient=True``).
         """
-        problems = []
-        for index in range(len(self)):
-            try:
-                self.frame_folders(index)
-            except DataError as problem:
-                problems.append(str(problem))
-        if problems:
-            shown = "\n  ".join(problems[:max_problems])
-            hidden = len(problems) - max_problems
-            more = f"\n  ... and {hidden} more" if hidden > 0 else ""
-            raise DataError(f"{len(problems)} of {len(self)} clips have problems:\n  {shown}{more}")
+        entries = list({e.sample: e for e in self.entries if e.sample not in exclude}.values())
+        check = partial(
+            clip_problems, self.root, modalities=self.modalities, decode=decode, min_frames=min_frames,
+            frame_count_policy=self.frame_count_policy,
+        )
+        found = map_checks(check, entries, total=len(entries), workers=workers, progress=progress)
+        return {entry.sample: issues for entry, issues in zip(entries, found)}
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
         index = range(len(self))[index]  # a plain non-negative int, also for -1 or numpy ints
@@ -279,3 +308,78 @@ class ClipDataset(SampledClips):
             decoded[frame_index] = np.asarray(image)  # (S, S, 3)
         clip = np.stack([decoded[i] for i in frame_indices.tolist()])  # (T, S, S, 3)
         return torch.from_numpy(clip).permute(0, 3, 1, 2).contiguous()  # (T, 3, S, S)
+
+
+def image_size(path: Path, decode: bool) -> tuple[int, int]:
+    """(width, height) of a PNG; with ``decode`` the whole image is decoded. Raises DataError."""
+    try:
+        if path.stat().st_size == 0:
+            raise DataError("empty file (0 bytes)")
+        with Image.open(path) as image:
+            if decode:
+                image.load()
+            return image.size
+    except DataError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise DataError(f"cannot read the image ({type(error).__name__}: {error})") from None
+
+
+def clip_problems(
+    root: Path,
+    entry: ClipEntry,
+    *,
+    modalities: Sequence[str],
+    decode: bool,
+    min_frames: int,
+    frame_count_policy: str,
+) -> list[Issue]:
+    """Every issue of one clip on disk, each with its file: a missing clip or modality folder, bad
+    frame names, no frames, unreadable frames, frames of differing sizes, RGB / event frame counts
+    that differ ("warning" under frame_count_policy "min"), fewer than ``min_frames`` frames, and a
+    frame count other than the label line's ("warning").
+    """
+    clip_dir = root / entry.sample
+    if not clip_dir.is_dir():
+        return [("missing_samples", entry.where or str(clip_dir), f"clip folder {clip_dir} does not exist")]
+    issues: list[Issue] = []
+    counts: dict[str, int] = {}
+    for modality in modalities:
+        folder = clip_dir / f"{entry.name}{FOLDER_SUFFIX[modality]}"
+        if not folder.is_dir():
+            holds = sorted(p.name for p in clip_dir.iterdir())[:6]
+            issues.append(("missing_folders", str(folder), f"{WHAT[modality]} folder is missing (the clip folder holds {holds})"))
+            continue
+        try:
+            frames, name_issues = scan_frames(folder)
+        except OSError as error:
+            issues.append(("unreadable_files", str(folder), f"cannot list the folder ({error.strerror or error})"))
+            continue
+        issues += name_issues
+        if not frames.names:
+            issues.append(("empty_folders", str(folder), f"{WHAT[modality]} folder holds no .png frames"))
+            continue
+        counts[modality] = len(frames.names)
+        sizes: dict[Path, tuple[int, int]] = {}
+        for name in frames.names:
+            try:
+                sizes[folder / name] = image_size(folder / name, decode)
+            except DataError as error:
+                issues.append(("unreadable_files", str(folder / name), str(error)))
+        if len(set(sizes.values())) > 1:
+            common, _ = Counter(sizes.values()).most_common(1)[0]
+            odd = [p for p, s in sizes.items() if s != common]
+            issues.append((
+                "size_mismatches", str(odd[0]),
+                f"is {sizes[odd[0]][0]}x{sizes[odd[0]][1]} but most frames of {folder.name} are "
+                f"{common[0]}x{common[1]}; {len(odd)} frame(s) differ: {', '.join(p.name for p in odd[:5])}",
+            ))
+    if len(counts) == 2 and counts["rgb"] != counts["event"]:
+        kind = "count_mismatches" if frame_count_policy == "error" else "warning"
+        issues.append((kind, str(clip_dir), f"{counts['rgb']} RGB frames but {counts['event']} event frames"))
+    if counts and entry.where and entry.num_frames not in counts.values():
+        issues.append(("warning", entry.where, f"lists {entry.num_frames} frames, the clip has {counts}"))
+    short = {m: n for m, n in counts.items() if n < min_frames}
+    if short:
+        issues.append(("short_clips", str(clip_dir), f"fewer than {min_frames} frames: {short}"))
+    return issues

@@ -22,9 +22,10 @@ Class names and label indices, first rule that applies:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from velora.data.check_report import Issue
 from velora.data.labels import CLASSES_FILE, read_class_file, read_lines
 from velora.errors import DataError
 from velora.events.readers import SUFFIXES
@@ -48,6 +49,7 @@ class EventEntry:
     sample: str
     class_name: str
     label: int
+    where: str = field(default="", compare=False, repr=False)  # "<labels file>:<line>", when read from one
 
 
 def parse_event_label_line(line: str) -> tuple[str, str]:
@@ -65,9 +67,10 @@ def parse_event_label_line(line: str) -> tuple[str, str]:
     return sample, class_name
 
 
-def read_event_labels(path: str | Path) -> list[EventLabelLine]:
-    """Every line of an event labels file, in file order; DataError naming file and line if malformed."""
-    parsed = read_lines(path, parse_event_label_line, EVENT_LABEL_LINE_FORMAT, "1\t5")
+def read_event_labels(path: str | Path, problems: list[Issue] | None = None) -> list[EventLabelLine]:
+    """Every line of an event labels file, in file order; DataError naming file and line if malformed
+    (with ``problems`` given, malformed lines go there and are skipped, see read_lines)."""
+    parsed = read_lines(path, parse_event_label_line, EVENT_LABEL_LINE_FORMAT, "1\t5", problems)
     return [EventLabelLine(sample, class_name, number) for number, (sample, class_name) in parsed]
 
 

@@ -18,13 +18,15 @@ on both.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from velora.data.check_report import Issue, map_checks
 from velora.data.event_labels import EventEntry, event_class_names, label_index, read_event_labels, resolve_event_file
 from velora.data.labels import CLASSES_FILE
 from velora.data.layout import EVENT_RESAMPLE
@@ -54,6 +56,8 @@ class EventFileDataset(SampledClips):
     num_classes: when given, every label must be in [0, num_classes).
     files: read exactly these event files, each one item labelled 0, instead of a labels file
         (``velora predict``); ``root`` and ``labels_file`` are then ignored.
+    lenient: malformed lines, unknown classes and labels out of range go to ``label_problems`` and
+        their lines are skipped (``dropped_lines``), instead of raising at the first (the dataset check).
 
     Raises DataError naming the file for a malformed labels file, an unknown class or a label out
     of range (at construction), and for a missing, unreadable or event-less recording (when the
@@ -76,6 +80,7 @@ class EventFileDataset(SampledClips):
         classes: Sequence[str] | None = None,
         num_classes: int | None = None,
         files: Sequence[str | Path] | None = None,
+        lenient: bool = False,
     ) -> None:
         self.root = Path(root)
         if files is not None:  # read exactly these files, one item each, labelled 0 (velora predict)
@@ -106,14 +111,16 @@ class EventFileDataset(SampledClips):
         if problems:
             raise ValueError("invalid EventFileDataset arguments: " + "; ".join(problems))
 
+        self.label_problems: list[Issue] = []
         if files is not None:
             self.label_file = None
             self._class_names = list(classes or ["unlabelled"])
             self.entries = [EventEntry(str(path.resolve()), self._class_names[0], 0) for path in files]
         else:
             self.label_file, self._class_names, self.entries = self._labelled_entries(
-                labels_file, classes, num_classes
+                labels_file, classes, num_classes, lenient
             )
+        self.dropped_lines = len([p for p in self.label_problems if p[0] != "class_names"])
 
         self.sampling, self.num_classes = sampling, num_classes
         self.representation = representation
@@ -124,33 +131,57 @@ class EventFileDataset(SampledClips):
         self._paths: dict[int, Path] = {}
 
     def _labelled_entries(
-        self, labels_file: str | Path, classes: Sequence[str] | None, num_classes: int | None
+        self, labels_file: str | Path, classes: Sequence[str] | None, num_classes: int | None, lenient: bool
     ) -> tuple[Path, list[str], list[EventEntry]]:
         """The labels file's path, the class names and one entry per line, checked against both."""
         label_file = Path(labels_file)
         if not label_file.is_absolute() and (self.root / label_file).is_file():
             label_file = self.root / label_file
-        lines = read_event_labels(label_file)
-        class_names = event_class_names(self.root, [line.class_name for line in lines], classes, num_classes)
+        problems = self.label_problems if lenient else None
+        lines = read_event_labels(label_file, problems)
+        try:
+            class_names = event_class_names(self.root, [line.class_name for line in lines], classes, num_classes)
+        except DataError as error:
+            if not lenient:
+                raise
+            self.label_problems.append(("class_names", str(self.root), str(error)))
+            return label_file, [], []
         lookup = {name: index for index, name in enumerate(class_names)}
         entries = []
         for line in lines:
+            where = f"{label_file}:{line.line_number}"
             try:
                 label = label_index(line.class_name, lookup)
             except KeyError:
-                raise DataError(
-                    f"{label_file}, line {line.line_number}: class {line.class_name!r} of sample "
-                    f"{line.sample!r} is not one of the {len(class_names)} classes "
-                    f"{class_names[:10]}{' ...' if len(class_names) > 10 else ''}; "
-                    f"fix the line or {self.root / CLASSES_FILE}"
-                ) from None
-            if num_classes is not None and label >= num_classes:
-                raise DataError(
-                    f"{label_file}, line {line.line_number}: sample {line.sample!r} has label "
-                    f"{label}, outside [0, {num_classes}); fix the labels file or num_classes"
+                message = (
+                    f"class {line.class_name!r} of sample {line.sample!r} is not one of the {len(class_names)} "
+                    f"classes {class_names[:10]}{' ...' if len(class_names) > 10 else ''}"
                 )
-            entries.append(EventEntry(line.sample, line.class_name, label))
+                fix = f"fix the line or {self.root / CLASSES_FILE}"
+            else:
+                if num_classes is None or label < num_classes:
+                    entries.append(EventEntry(line.sample, line.class_name, label, where))
+                    continue
+                message = f"sample {line.sample!r} has label {label}, outside [0, {num_classes})"
+                fix = "fix the labels file or num_classes"
+            if not lenient:
+                raise DataError(f"{label_file}, line {line.line_number}: {message}; {fix}")
+            self.label_problems.append(("bad_labels", where, message))
         return label_file, class_names, entries
+
+    def problems(
+        self, *, decode: bool = True, min_frames: int = 1, exclude: Collection[str] = (), workers: int = 1,
+        progress: bool = False,
+    ) -> dict[str, list[Issue]]:
+        """Every issue of every recording, by sample (see event_file_problems), skipping ``exclude``d
+        samples. decode: read every event file (finds corrupt ones), or check only that it is there
+        and not empty. ``min_frames`` is accepted for the common signature; windows make T frames
+        of any recording. Label-file problems are in ``label_problems`` (with ``lenient=True``).
+        """
+        entries = list({e.sample: e for e in self.entries if e.sample not in exclude}.values())
+        check = partial(event_file_problems, self.root, decode=decode, sensor_size=self.sensor_size)
+        found = map_checks(check, entries, total=len(entries), workers=workers, progress=progress)
+        return {entry.sample: issues for entry, issues in zip(entries, found)}
 
     @property
     def class_names(self) -> list[str]:
@@ -190,3 +221,24 @@ class EventFileDataset(SampledClips):
             "label": torch.tensor(self.entries[index].label, dtype=torch.int64),
             "index": index,
         }
+
+
+def event_file_problems(
+    root: Path, entry: EventEntry, *, decode: bool, sensor_size: tuple[int, int] | None
+) -> list[Issue]:
+    """Every issue of one recording: a missing, empty or unreadable event file, or one without events."""
+    where = entry.where or str(root / entry.sample)
+    try:
+        path = resolve_event_file(root, entry.sample)
+    except DataError as error:
+        return [("missing_samples", where, str(error))]
+    if path.stat().st_size == 0:
+        return [("unreadable_files", str(path), "empty file (0 bytes)")]
+    if decode:
+        width, height = sensor_size or (None, None)
+        try:
+            if len(read_events(path, width, height)) == 0:
+                return [("unreadable_files", str(path), "the file holds no events")]
+        except DataError as error:
+            return [("unreadable_files", str(path), str(error))]
+    return []

@@ -45,13 +45,21 @@ def label_file(cfg: Config, split: str) -> Path:
 
 
 def make_dataset(
-    cfg: Config, split: str, *, train: bool = False, check_labels: bool = True, classes: list[str] | None = None
+    cfg: Config,
+    split: str,
+    *,
+    train: bool = False,
+    check_labels: bool = True,
+    classes: list[str] | None = None,
+    lenient: bool = False,
 ) -> Dataset:
     """The dataset of `split` ('train', 'val' or 'test') as the config describes it.
 
     check_labels: require every label below model.num_classes.
     classes: class names to number labels by (recordings and events layouts; pass the training
         set's, or a checkpoint's).
+    lenient: list label-file problems in the dataset's ``label_problems`` instead of raising (the
+        dataset check, velora.data.check).
     """
     d = cfg.data
     sampling = clip_sampling(cfg, train=train)
@@ -69,11 +77,12 @@ def make_dataset(
         )
     if d.layout == "events":
         return EventFileDataset(
-            d.root, label_file(cfg, split), sampling, **event_windows(cfg), classes=classes, num_classes=num_classes
+            d.root, label_file(cfg, split), sampling, **event_windows(cfg), classes=classes, num_classes=num_classes,
+            lenient=lenient,
         )
     return ClipDataset(
         d.root, label_file(cfg, split), sampling, modalities=tuple(d.modalities),
-        frame_count_policy=d.frame_count_policy, num_classes=num_classes,
+        frame_count_policy=d.frame_count_policy, num_classes=num_classes, lenient=lenient,
     )
 
 

@@ -12,12 +12,14 @@ in label-index order.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
+from velora.data.check_report import Issue
 from velora.errors import DataError
 
 T = TypeVar("T")
@@ -39,6 +41,7 @@ class ClipEntry:
     sample: str
     num_frames: int
     label: int
+    where: str = field(default="", compare=False, repr=False)  # "<label file>:<line>", when read from one
 
     @property
     def class_dir(self) -> str:
@@ -71,12 +74,19 @@ def parse_label_line(line: str) -> ClipEntry:
     return ClipEntry(sample=sample, num_frames=num_frames, label=label)
 
 
-def read_lines(path: str | Path, parse: Callable[[str], T], expected: str, example: str) -> list[tuple[int, T]]:
+def read_lines(
+    path: str | Path,
+    parse: Callable[[str], T],
+    expected: str,
+    example: str,
+    problems: list[Issue] | None = None,
+) -> list[tuple[int, T]]:
     """(line number, parse(line)) for every non-blank, non-comment line of a text file.
 
-    The shared reader of label-style files. Raises DataError when the file is missing or a line
-    does not parse; the message names the file, the line number (1-based), the line, the
-    expected format and an example.
+    The shared reader of label-style files. Raises DataError when the file is missing or not
+    UTF-8. A line that does not parse raises DataError naming the file, the line number (1-based),
+    the line, the expected format and an example; with ``problems`` given, it is appended there as
+    a "malformed_lines" issue instead and skipped, so a check can list every bad line.
     """
     path = Path(path)
     if not path.is_file():
@@ -89,6 +99,10 @@ def read_lines(path: str | Path, parse: Callable[[str], T], expected: str, examp
         try:
             parsed.append((line_number, parse(line)))
         except ValueError as reason:
+            if problems is not None:
+                message = f"cannot parse {line!r} ({reason}); expected '{expected}'"
+                problems.append(("malformed_lines", f"{path}:{line_number}", message))
+                continue
             raise DataError(
                 f"{path}, line {line_number}: cannot parse {line!r} ({reason}); expected '{expected}', "
                 f"e.g. {example!r}"
@@ -122,10 +136,12 @@ def read_class_file(path: Path) -> list[str]:
     return names
 
 
-def read_label_file(path: str | Path) -> list[ClipEntry]:
-    """Read a label file into clip entries, in file order (DataError naming file and line if malformed)."""
+def read_label_file(path: str | Path, problems: list[Issue] | None = None) -> list[ClipEntry]:
+    """Read a label file into clip entries, in file order (DataError naming file and line if malformed;
+    with ``problems`` given, malformed lines go there and are skipped, see read_lines)."""
     example = "action_Poker001/dvSave-2023_03_02_18_58_21 28 0"
-    return [entry for _, entry in read_lines(path, parse_label_line, LABEL_LINE_FORMAT, example)]
+    parsed = read_lines(path, parse_label_line, LABEL_LINE_FORMAT, example, problems)
+    return [dataclasses.replace(entry, where=f"{path}:{number}") for number, entry in parsed]
 
 
 def read_class_names(root: str | Path, entries: Sequence[ClipEntry]) -> list[str]:

@@ -32,18 +32,21 @@ recordings are read over and over, and costs their decoded size in memory per wo
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from velora.data.check_report import Issue, map_checks
 from velora.data.convert import list_recordings
 from velora.data.labels import CLASSES_FILE, ClipEntry, read_class_file
 from velora.data.layout import BATCH_KEY, EVENT_RESAMPLE, MODALITIES
 from velora.data.sampling import ClipSampling, SampledClips, modality_problems
 from velora.errors import DataError
+from velora.events.aedat4 import MAGIC as AEDAT4_MAGIC
 from velora.events.readers import Recording, read_aedat4
 from velora.events.render import event_image
 from velora.events.representations import frame_windows
@@ -146,6 +149,20 @@ class RecordingDataset(SampledClips):
                 self._cache.popitem(last=False)
         return recording
 
+    def problems(
+        self, *, decode: bool = True, min_frames: int = 1, exclude: Collection[str] = (), workers: int = 1,
+        progress: bool = False,
+    ) -> dict[str, list[Issue]]:
+        """Every issue of every recording, by sample (see recording_problems), skipping ``exclude``d ones.
+
+        decode: decode every recording (finds corrupt ones; slow), or check only the file's magic.
+        min_frames: recordings with fewer samples (APS frames - 1) are "short_clips".
+        """
+        todo = [(entry, path) for entry, path in zip(self.entries, self.paths) if entry.sample not in exclude]
+        check = partial(recording_problems, decode=decode, min_frames=min_frames)
+        found = map_checks(check, [path for _, path in todo], total=len(todo), workers=workers, progress=progress)
+        return {entry.sample: issues for (entry, _), issues in zip(todo, found)}
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
         index = range(len(self))[index]  # a plain non-negative int, also for -1 or numpy ints
         recording = self.recording(index)
@@ -183,6 +200,28 @@ class RecordingDataset(SampledClips):
         item["label"] = torch.tensor(self.entries[index].label, dtype=torch.int64)
         item["index"] = index
         return item
+
+
+def recording_problems(path: Path, *, decode: bool, min_frames: int) -> list[Issue]:
+    """Every issue of one raw recording: missing, empty, not AEDAT 4.0, unreadable, too few APS frames."""
+    if not path.is_file():
+        return [("missing_samples", str(path), "the recording does not exist")]
+    with open(path, "rb") as file:
+        head = file.read(len(AEDAT4_MAGIC))
+    if not head:
+        return [("unreadable_files", str(path), "empty file (0 bytes)")]
+    if head != AEDAT4_MAGIC:
+        return [("unreadable_files", str(path), "not an AEDAT 4.0 recording (its first bytes are not the format's magic)")]
+    if not decode:
+        return []
+    try:
+        samples = len(read_aedat4(path).aps_frames) - 1
+    except DataError as error:
+        return [("unreadable_files", str(path), str(error))]
+    if samples < max(1, min_frames):
+        return [("short_clips", str(path), f"{samples + 1} APS frame(s) give {max(samples, 0)} sample(s); "
+                 f"at least {max(1, min_frames)} needed (a sample pairs a frame with the events since the previous)")]
+    return []
 
 
 def _recording_file(path: Path) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -149,6 +150,10 @@ class SampledClips(Dataset):
     sampling: ClipSampling
     num_classes: int | None = None
     epoch: int = 0
+    # Built with lenient=True (the dataset check): label lines that could not be used, and how
+    # many lines were skipped for them (each counts as a bad clip).
+    label_problems: Sequence[tuple[str, str, str]] = ()
+    dropped_lines: int = 0
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -158,6 +163,13 @@ class SampledClips(Dataset):
         if epoch < 0:
             raise ValueError(f"epoch must be >= 0, got {epoch}")
         self.epoch = epoch
+
+    def problems(
+        self, *, decode: bool = True, min_frames: int = 1, exclude: Collection[str] = (), workers: int = 1,
+        progress: bool = False,
+    ) -> dict[str, list[tuple[str, str, str]]]:
+        """Every issue of every sample on disk, by sample (velora.data.check_report.Issue tuples)."""
+        raise NotImplementedError
 
     def draw(self, index: int, num_clip_frames: int) -> tuple[np.ndarray, tuple[float, float, float, float], bool]:
         """This epoch's (frame indices, crop box, flip) of item ``index``, see ClipSampling.draw."""

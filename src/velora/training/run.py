@@ -24,7 +24,7 @@ import yaml
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from velora.config import Config
-from velora.data.check import check_dataset
+from velora.data.check import check_config
 from velora.data.skipping import clear_skip_log, read_skip_report
 from velora.evaluation.plots import plot_training_curves
 from velora.model.adapter_file import save_adapters
@@ -124,22 +124,9 @@ def preflight(cfg: Config, skip_log: Path | None, resume: str | None) -> None:
     bad_clips = stop: any problem stops the run here with the full report. bad_clips = skip: the
     problems are printed and the run goes on, logging skipped clips in `skip_log`.
     """
-    d = cfg.data
-    if d.format == "packed" or d.layout == "recordings":
-        # Packing read every clip (PackedClipDataset.verify re-checks the bytes); a raw recording
-        # is decoded when first read and a corrupt one raises a DataError naming it then.
-        return
-    report = check_dataset(
-        d.root,
-        [d.train_labels, d.val_labels],
-        num_classes=cfg.model.num_classes,
-        min_frames=d.min_frames,
-        decode_images=False,
-        progress=cfg.train.progress,
-        modalities=tuple(d.modalities),
-        frame_count_policy=d.frame_count_policy,
-        sensor_size=tuple(d.sensor_size) or None,
-    )
+    # Headers and file sizes only: a frame or recording that is corrupt inside raises a DataError
+    # naming it when it is first read (or is skipped, with data.bad_clips = skip).
+    report = check_config(cfg, ("train", "val"), decode=False, progress=cfg.train.progress)
     if skip_log is None:
         report.raise_for_problems()
         return

@@ -5,15 +5,17 @@ from __future__ import annotations
 import dataclasses
 import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from tqdm import tqdm
 
 from velora.data.labels import ClipEntry
+from velora.data.check_report import Issue
 from velora.data.layout import BATCH_KEY, EVENT_RESAMPLE, MODALITIES
 from velora.data.packed.format import FULL_FRAME, SHARD_NAME, read_index
 from velora.data.sampling import ClipSampling, SampledClips, modality_problems
@@ -144,15 +146,36 @@ class PackedClipDataset(SampledClips):
         start = int(self._offsets[modality][index])
         return self._shards[shard][start : start + count * size * size * 3].reshape(count, size, size, 3)
 
+    def problems(
+        self, *, decode: bool = True, min_frames: int = 1, exclude: Collection[str] = (), workers: int = 1,
+        progress: bool = False,
+    ) -> dict[str, list[Issue]]:
+        """Every issue of every clip, by sample: with ``decode``, a CRC-32 that does not match (the
+        shards are damaged); clips with fewer than ``min_frames`` stored frames are "short_clips".
+        The index and shard sizes were checked when the dataset was opened. ``workers`` is accepted
+        for the common signature: the clips are read through this process's memory maps."""
+        found = {}
+        for index, entry in enumerate(tqdm(self.entries, desc="check", unit="clip", disable=not progress)):
+            if entry.sample in exclude:
+                continue
+            issues: list[Issue] = []
+            if entry.num_frames < min_frames:
+                issues.append(("short_clips", f"{self.root}:{entry.sample}", f"fewer than {min_frames} frames: {entry.num_frames}"))
+            if decode and self._crc(index) != self._crc32[index]:
+                message = "fails its CRC-32 check: the shard files are damaged; delete the folder and pack again"
+                issues.append(("unreadable_files", f"{self.root}:{entry.sample}", message))
+            found[entry.sample] = issues
+        return found
+
+    def _crc(self, index: int) -> int:
+        crc = 0
+        for modality in self.header["modalities"]:  # the CRC covers every packed modality
+            crc = zlib.crc32(memoryview(np.ascontiguousarray(self.clip_frames(index, modality))).cast("B"), crc)
+        return crc
+
     def verify(self) -> None:
         """Recompute every clip's CRC-32 (reads the whole split); DataError naming damaged clips."""
-        damaged = []
-        for index, entry in enumerate(self.entries):
-            crc = 0
-            for modality in self.header["modalities"]:  # the CRC covers every packed modality
-                crc = zlib.crc32(memoryview(np.ascontiguousarray(self.clip_frames(index, modality))).cast("B"), crc)
-            if crc != self._crc32[index]:
-                damaged.append(entry.sample)
+        damaged = [entry.sample for index, entry in enumerate(self.entries) if self._crc(index) != self._crc32[index]]
         if damaged:
             raise DataError(
                 f"{len(damaged)} of {len(self)} clips of {self.root} split {self.split!r} fail their "
