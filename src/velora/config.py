@@ -203,6 +203,14 @@ class TrainConfig:
         10, "Record training metrics every N steps; a NaN/inf step is reported there at the latest."
     )
     progress: bool = _f(True, "Show progress bars.")
+    logger: str = _f(
+        "csv",
+        "Experiment tracking with Lightning's loggers: 'csv' (<output_dir>/logs/version_N/metrics.csv, offline), "
+        "'tensorboard', 'wandb' (WANDB_MODE=offline keeps it on disk), 'mlflow' (MLFLOW_TRACKING_URI, else "
+        "file:<output_dir>/mlruns) or 'none'. The resolved config is logged once, losses every log_every steps. "
+        "tensorboard, wandb and mlflow need their extra: pip install 'velora-rgbe[tensorboard]' (or [wandb], [mlflow]).",
+        choices=("csv", "tensorboard", "wandb", "mlflow", "none"),
+    )
 
 
 @dataclass

@@ -81,9 +81,11 @@ class VELoRAModule(L.LightningModule):
         raise_if_nonfinite(rows)
         for step, (_, loss, ce, recon) in rows:
             if step % self.cfg.train.log_every == 0:
-                for name, value in (("train/loss", loss), ("train/ce", ce), ("train/recon", recon)):
+                metrics = {"train/loss": loss, "train/ce": ce, "train/recon": recon, "lr": self._lr_at.pop(step, float("nan"))}
+                for name, value in metrics.items():
                     self.record(name, value, step)
-                self.record("lr", self._lr_at.pop(step, float("nan")), step)
+                if self.logger is not None:  # host values already: no device read (rank zero writes)
+                    self.logger.log_metrics(metrics, step=step)
                 self.progress.update({"loss": loss, "ce": ce, "recon": recon})
 
     def drop_modalities(self, batch: dict) -> dict:

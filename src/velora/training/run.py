@@ -30,6 +30,7 @@ from velora.evaluation.plots import plot_training_curves
 from velora.model.adapter_file import save_adapters
 from velora.training.checkpoint import AtomicCheckpointIO, read_resume_state
 from velora.training.datamodule import ClipDataModule
+from velora.training.loggers import close_logger, make_logger
 from velora.training.module import VELoRAModule
 
 
@@ -160,10 +161,13 @@ def train(cfg: Config, resume: str | None = None) -> TrainResult:
     if rank_zero_only.rank == 0:  # under torchrun or SLURM, each rank knows its rank from the environment
         (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
+    logger = make_logger(cfg, out)  # a missing extra is named before any work
     skip_log = out / "skipped" if cfg.data.bad_clips == "skip" else None
     data = ClipDataModule(cfg, skip_log)  # raises the targeted errors: root, label files, class count
     preflight(cfg, skip_log, resume)
     module = VELoRAModule(cfg, data.class_names)
+    if logger is not None:
+        logger.log_hyperparams(cfg.to_dict())  # the resolved config, once (rank zero only)
     adapters = AdapterCheckpoints(out)
     t = cfg.train
     # After AdapterCheckpoints, whose best-so-far record goes into the resume state.
@@ -191,12 +195,15 @@ def train(cfg: Config, resume: str | None = None) -> TrainResult:
         use_distributed_sampler=False,
         enable_progress_bar=t.progress,
         enable_model_summary=False,
-        logger=False,
+        logger=logger or False,
         enable_checkpointing=False,  # Lightning's ModelCheckpoint: ResumeCheckpoint writes last.ckpt
         default_root_dir=str(out),
         num_sanity_val_steps=0,
     )
-    trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
+    finally:
+        close_logger(logger)
     if skip_log is not None and trainer.is_global_zero:
         print(read_skip_report(skip_log).format())
     return TrainResult(
