@@ -48,7 +48,8 @@ def test_recording_becomes_n_minus_1_aps_and_event_frames(raw_root, tmp_path):
     recording = read_aedat4(raw_root / "street" / "take1.aedat4")
     n = len(recording.aps_frames) - 1  # 4 APS frames -> 3 samples
     assert (stats.recordings, stats.frames, stats.events) == (2, 2 * n, 2 * len(recording.events))
-    assert stats.events_per_s > 0 and stats.frames_per_s > 0
+    assert stats.events_per_s == pytest.approx(stats.events / stats.seconds)
+    assert stats.frames_per_s == pytest.approx(stats.frames / stats.seconds)
 
     sample = out_root / "street" / "take1"
     names = [f"{j:04d}.png" for j in range(n)]

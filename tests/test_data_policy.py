@@ -13,6 +13,7 @@ from velora.data.skipping import read_skip_report
 from velora.training.run import train
 
 
+@pytest.mark.slow
 def test_event_only_training_on_real_nmnist_recordings(tmp_path):
     """N-MNIST .bs2 files with a labels file train through the same pipeline, events only."""
     nmnist = REAL_DATA / "nmnist"
@@ -51,6 +52,7 @@ def test_a_missing_folder_stops_training_before_the_first_step(tiny_dataset, tmp
     assert not (tmp_path / "run" / "checkpoints").exists()  # stopped before any step
 
 
+@pytest.mark.slow
 def test_skip_policy_trains_on_and_reports_the_bad_clip(tiny_dataset, tmp_path, capsys):
     root = _copy(tiny_dataset, tmp_path)
     first = (root / "train_label.txt").read_text().split()[0]
@@ -76,6 +78,7 @@ def test_check_data_command_exit_codes(tiny_dataset, tmp_path, capsys):
     assert "0001.png" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_convert_recordings_then_pack_then_train_from_packed(tiny_dataset, tmp_path, capsys):
     """The whole real-data path through the CLI: raw .aedat4 -> frame folders; dataset -> packed -> training."""
     recording = REAL_DATA / "davis346" / "street_davis346.aedat4"

@@ -249,6 +249,7 @@ def _rgb_direction(aps: np.ndarray) -> int:
     return 1 if vote > 0 else -1
 
 
+@pytest.mark.slow
 def test_direction_needs_events_not_rgb(tmp_path):
     scene = SceneConfig()
     info = generate_demo_dataset(

@@ -60,6 +60,7 @@ def test_evaluation_shards_hold_every_clip_exactly_once(length, world):
     assert sorted(seen) == list(range(length))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="this torch build has no gloo backend")
 def test_two_processes_follow_one_process_with_the_same_global_batch(tiny_dataset, tmp_path):
     one = train(ddp_config(tiny_dataset, tmp_path / "one", batch_size=8))
@@ -111,6 +112,7 @@ sys.exit(main(["train", "--config", sys.argv[1]]))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="this torch build has no gloo backend")
 def test_a_nan_on_one_rank_stops_every_rank_at_the_same_point(tiny_dataset, tmp_path):
     # The non-finite check is deferred to log steps and checkpoints; each rank must reach the same

@@ -133,6 +133,7 @@ def _png_size(path) -> tuple[int, int]:
         return image.size
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_classes", [8, 114])
 def test_confusion_matrix_plot_writes_a_png(tmp_path, num_classes):
     rng = np.random.default_rng(0)
@@ -141,11 +142,20 @@ def test_confusion_matrix_plot_writes_a_png(tmp_path, num_classes):
     cm = confusion_matrix(predictions, labels, num_classes)
     names = [f"class number {i}" for i in range(num_classes)]
     path = plot_confusion_matrix(cm, names, tmp_path / "nested" / "cm.png")
-    width, height = _png_size(path)
-    # Figures grow with the class count, from about 6 inches up to 12 inches at 150 dpi.
-    assert 800 <= height <= 1900 and width > height
-    if num_classes > 100:
-        assert height > 1500
+    # The heat map's side grows with the class count (3 + 0.3 C inches, from 6 up to 12), plus
+    # 1.2 inches for the colour bar, at 150 dpi.
+    side = {8: 6.0, 114: 12.0}[num_classes]
+    assert _png_size(path) == (round((side + 1.2) * 150), round(side * 150))
+
+    def dark_blue_pixels(path) -> int:  # the Blues colour map's dark cells (and the colour bar's end)
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("RGB")).astype(int)
+        return int((pixels[..., 2] - pixels[..., 0] > 100).sum())
+
+    empty = plot_confusion_matrix(np.zeros_like(cm), names, tmp_path / "empty.png")
+    # The 60 %-correct diagonal is drawn dark: at least a tenth of its cells' area.
+    cell_px = (side * 150 * 0.75 / num_classes) ** 2
+    assert dark_blue_pixels(path) - dark_blue_pixels(empty) > 0.1 * num_classes * cell_px
 
 
 def test_confusion_matrix_plot_rejects_mismatched_names(tmp_path):
@@ -160,9 +170,9 @@ def test_training_curves_handle_empty_and_single_point_series(tmp_path):
         "val/top1": [],
         "lr": [(0, 0.0), (10, 1e-3)],
     }
-    width, height = _png_size(plot_training_curves(history, tmp_path / "curves.png"))
-    assert width > height > 300
-    assert _png_size(plot_training_curves({}, tmp_path / "empty.png"))[0] > 0
+    # One panel per quantity (loss: train and val together, top1, lr), 4.2 x 3 inches each, at 150 dpi.
+    assert _png_size(plot_training_curves(history, tmp_path / "curves.png")) == (3 * 630, 450)
+    assert _png_size(plot_training_curves({}, tmp_path / "empty.png")) == (630, 450)
     with pytest.raises(ValueError, match="history\\['lr'\\]"):
         plot_training_curves({"lr": [(0, 1.0, 2.0)]}, tmp_path / "bad.png")
 

@@ -52,6 +52,7 @@ def adapters_identical(a: Path, b: Path) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+@pytest.mark.slow
 def test_run_killed_at_a_random_step_resumes_to_identical_adapters(tiny_dataset, tmp_path):
     seed = int(os.environ.get("VELORA_KILL_SEED", "7"))
     target = random.Random(seed).randint(1, STEPS - 2)
@@ -97,6 +98,7 @@ NAN_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", NAN_CASES)
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoints(tiny_dataset, tmp_path, monkeypatch, capsys, case):
     where, overrides, expected, checkpoint_step = NAN_CASES[case]
@@ -155,6 +157,7 @@ class CrashWhileWriting(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_a_crash_while_writing_leaves_the_previous_checkpoints_whole(tiny_dataset, tmp_path, monkeypatch):
     out = tmp_path / "run"
     train(fault_config(tiny_dataset, out, "train.epochs=1"))

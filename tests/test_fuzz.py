@@ -28,6 +28,7 @@ from velora.model.weights import WeightsError, load_state_dict_any
 EXAMPLES_PER_READER = 80  # about a second or two per reader on one core
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(TARGETS))
 def test_reader_returns_valid_data_or_its_documented_error(name, tmp_path):
     target = TARGETS[name]

@@ -40,6 +40,7 @@ class HostReads(TorchFunctionMode, PerStep):
         return func(*args, **(kwargs or {}))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("progress", [False, True], ids=["quiet", "progress-bar"])
 def test_training_steps_read_nothing_back_between_log_steps(tiny_dataset, tmp_path, monkeypatch, progress):
     counter = HostReads()

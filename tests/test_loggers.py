@@ -35,6 +35,7 @@ def expected_log_steps(out: Path) -> list[int]:
     return steps
 
 
+@pytest.mark.slow
 def test_csv_logger_writes_the_config_and_the_metrics(tiny_dataset, tmp_path):
     out = run(tiny_dataset, tmp_path / "run", "csv")
     folder = out / "logs" / "version_0"
@@ -60,6 +61,7 @@ def tfrecord_scalars(path: Path) -> dict[str, list[int]]:
     return found
 
 
+@pytest.mark.slow
 def test_tensorboard_logger_writes_scalars_at_the_log_steps(tiny_dataset, tmp_path):
     out = run(tiny_dataset, tmp_path / "run", "tensorboard")
     (events,) = (out / "logs" / "version_0").glob("events.out.tfevents.*")
@@ -69,6 +71,7 @@ def test_tensorboard_logger_writes_scalars_at_the_log_steps(tiny_dataset, tmp_pa
     assert yaml.safe_load((out / "logs" / "version_0" / "hparams.yaml").read_text())["lora"]["rank"] == 2
 
 
+@pytest.mark.slow
 def test_wandb_logger_offline_keeps_the_run_on_disk(tiny_dataset, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")

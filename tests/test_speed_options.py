@@ -42,6 +42,7 @@ def build(cfg) -> VELoRA:
     return model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dropout", [0.0, 0.3], ids=["no-dropout", "lora-dropout"])
 def test_checkpointing_gives_the_same_loss_and_gradients(tiny_config, dropout):
     plain = build(tiny_config(lora={"dropout": dropout}))
@@ -67,6 +68,7 @@ def test_checkpointing_is_off_in_evaluation(tiny_config):
         assert model(random_clip(2, 3), random_clip(2, 3)).logits.shape == (2, 8)
 
 
+@pytest.mark.slow
 def test_compiled_blocks_give_the_same_outputs_gradients_and_state_dict(tiny_config):
     # Runs torch.compile's CPU backend (inductor, C++ codegen): needs the system C++ compiler. One
     # low-level block keeps the compile short (a minute or two with a cold inductor cache, seconds

@@ -102,6 +102,7 @@ def test_weight_decay_skips_biases_norms_and_vectors(tiny_config):
 
 
 # ---------------------------------------------------------------- the smoke run and its files
+@pytest.mark.slow
 def test_cpu_smoke_run_writes_the_expected_files(trained):
     out = trained.output
     for name in ("config.yaml", "best.safetensors", "last.safetensors", "checkpoints/last.ckpt", "history.json", "curves.png"):
@@ -182,6 +183,7 @@ def test_checkpoint_that_does_not_fit_the_model_is_refused(tiny_config, tmp_path
 
 
 # ---------------------------------------------------------------- resume and determinism
+@pytest.mark.slow
 def test_resume_continues_from_the_last_checkpoint(tiny_dataset, tmp_path):
     # The literal workflow: a 1-epoch run, extended to 2 epochs. (Its adapters cannot equal an
     # uninterrupted 2-epoch run: the cosine schedule's length depends on train.epochs.)
@@ -202,6 +204,7 @@ def test_resume_continues_from_the_last_checkpoint(tiny_dataset, tmp_path):
     assert [s for s, _ in history["val/top1"]] == [steps, 2 * steps]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("val_every", [1, 2], ids=["validated-epochs", "unvalidated-epochs"])
 def test_resume_state_is_written_at_every_epoch_end(tiny_dataset, tmp_path, monkeypatch, val_every):
     # With no step checkpoints, a crash in epoch 3 must still resume from the end of epoch 2.
@@ -218,6 +221,7 @@ def test_resume_state_is_written_at_every_epoch_end(tiny_dataset, tmp_path, monk
     assert seen == [steps, 2 * steps, 3 * steps]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lora_dropout", [0.0, 0.1])
 def test_interrupted_and_resumed_run_equals_an_uninterrupted_run(
     trained, tiny_dataset, tmp_path, monkeypatch, lora_dropout
@@ -240,6 +244,7 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_run(
     assert same, f"resumed adapters differ from the uninterrupted run by up to {diff:.3g}"
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_adapters(tiny_dataset, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     for out in (a, b):
@@ -248,6 +253,7 @@ def test_same_seed_gives_identical_adapters(tiny_dataset, tmp_path):
     assert same, f"two runs with one seed differ by up to {diff:.3g}"
 
 
+@pytest.mark.slow
 def test_other_seed_gives_other_adapters(trained, tiny_dataset, tmp_path):
     train(run_config(tiny_dataset, tmp_path, "train.seed=1"))
     same, _ = adapters_equal(trained.output / "last.safetensors", tmp_path / "last.safetensors")
@@ -368,6 +374,7 @@ def test_predict_on_a_raw_recording(trained, real_data_dir, tmp_path, capsys):
         predict(checkpoint, tmp_path / "missing.aedat4")
 
 
+@pytest.mark.slow
 def test_evaluate_on_raw_recordings_with_data_overrides(trained, real_data_dir, tmp_path, capsys):
     # A model trained on frame folders, evaluated on raw recordings of two of its classes: labels
     # follow the checkpoint's class names, not the order of the folders present.
