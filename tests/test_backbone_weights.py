@@ -24,7 +24,7 @@ def tiny_timm_vit(seed: int):
 def test_weights_file_is_loaded_into_the_shared_backbone(tmp_path):
     source = tiny_timm_vit(seed=7)  # not the seed of a random backbone
     save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "vit.safetensors"))
-    model = VELoRA(make_tiny_config(model={"weights": str(tmp_path / "vit.safetensors")}))
+    model = VELoRA.from_config(make_tiny_config(model={"weights": str(tmp_path / "vit.safetensors")}))
     loaded = model.backbone.state_dict()
     for name, tensor in source.state_dict().items():
         assert torch.equal(loaded[name], tensor), name
@@ -37,7 +37,7 @@ def test_convert_weights_round_trip_through_the_cli(tmp_path, capsys):
     save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "in.safetensors"))
     assert main(["convert-weights", str(tmp_path / "in.safetensors"), str(tmp_path / "out.safetensors")]) == 0
     assert "model.weights=" in capsys.readouterr().out
-    model = VELoRA(make_tiny_config(model={"weights": str(tmp_path / "out.safetensors")}))
+    model = VELoRA.from_config(make_tiny_config(model={"weights": str(tmp_path / "out.safetensors")}))
     assert torch.equal(model.backbone.pos_embed, source.pos_embed)
 
 
@@ -53,7 +53,7 @@ def test_the_weights_own_normalisation_is_used(tmp_path, monkeypatch):
         return state, {**meta, "mean": [0.1, 0.2, 0.3], "std": [0.4, 0.5, 0.6]}
 
     monkeypatch.setattr(backbone, "load_state_dict_any", with_meta)
-    model = VELoRA(make_tiny_config(model={"weights": str(tmp_path / "vit.safetensors")}))
+    model = VELoRA.from_config(make_tiny_config(model={"weights": str(tmp_path / "vit.safetensors")}))
     assert normalization(model.backbone) == ((0.1, 0.2, 0.3), (0.4, 0.5, 0.6))
     assert torch.allclose(model.mean.flatten(), torch.tensor([0.1, 0.2, 0.3]))
 
@@ -61,8 +61,8 @@ def test_the_weights_own_normalisation_is_used(tmp_path, monkeypatch):
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
 def test_missing_or_code_running_weights_are_refused(tmp_path):
     with pytest.raises(BackboneError, match="does not exist"):
-        VELoRA(make_tiny_config(model={"weights": str(tmp_path / "absent.safetensors")}))
+        VELoRA.from_config(make_tiny_config(model={"weights": str(tmp_path / "absent.safetensors")}))
     scripted = torch.jit.script(torch.nn.Linear(2, 2))
     scripted.save(str(tmp_path / "ViT-B-16.pt"))
     with pytest.raises(BackboneError, match="convert-weights"):
-        VELoRA(make_tiny_config(model={"weights": str(tmp_path / "ViT-B-16.pt")}))
+        VELoRA.from_config(make_tiny_config(model={"weights": str(tmp_path / "ViT-B-16.pt")}))

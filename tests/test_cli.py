@@ -110,7 +110,7 @@ def test_predict_with_a_missing_clip_exits_2(capsys, tmp_path):
     from velora.model.velora import VELoRA
 
     cfg = make_tiny_config()
-    ckpt = save_adapters(tmp_path / "a.safetensors", VELoRA(cfg), cfg, [str(i) for i in range(8)])
+    ckpt = save_adapters(tmp_path / "a.safetensors", VELoRA.from_config(cfg), cfg, [str(i) for i in range(8)])
     assert main(["predict", str(ckpt), str(tmp_path / "no_clip")]) == 2
     assert "no_clip" in capsys.readouterr().err
 

@@ -183,7 +183,7 @@ def test_predict_on_one_event_file_reads_it_as_training_does(nmnist, tmp_path):
         "data.event_window=uniform", data={"root": str(nmnist)},
     )
     torch.manual_seed(0)
-    model = VELoRA(cfg).eval()
+    model = VELoRA.from_config(cfg).eval()
     checkpoint = save_adapters(tmp_path / "event.safetensors", model, cfg, [str(d) for d in range(10)])
     top = predict(checkpoint, nmnist / "3.bs2", top_k=10)
 

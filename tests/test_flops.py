@@ -53,7 +53,7 @@ def test_vit_b16_at_224_px_is_17_6_gmac_per_image():
 def test_analytic_count_matches_torch_flop_counter(tiny_config, sections):
     cfg = tiny_config(**sections)
     torch.manual_seed(0)
-    model = VELoRA(cfg).train()
+    model = VELoRA.from_config(cfg).train()
     fill_adapters(model)  # non-zero B matrices: every adapter product is exercised
     B, T = 3, cfg.data.num_frames
     rgb = random_clip(B, T, seed=1) if "rgb" in cfg.data.modalities else None

@@ -17,7 +17,7 @@ from velora.training.schedule import decay_groups
 
 def build(cfg, seed: int = 0) -> VELoRA:
     torch.manual_seed(seed)
-    return VELoRA(cfg)
+    return VELoRA.from_config(cfg)
 
 
 def count_patch_embed_calls(model: VELoRA, rgb, events) -> list[tuple[int, ...]]:
@@ -146,7 +146,7 @@ def test_backbone_is_frozen_and_stays_in_eval_mode(tiny_config):
         assert p.requires_grad == (".adapters." in name), name
     assert not model.backbone.training
     assert all(layer.adapters.training for layer in lora_layers(model.backbone))
-    assert model.head.training and model.fusion_blocks.training
+    assert model.head.training and model.fusion.blocks.training
     model.eval()
     assert not any(layer.adapters.training for layer in lora_layers(model.backbone))
 
@@ -233,7 +233,7 @@ def test_trainable_state_dict_holds_no_backbone_weights(tiny_config):
     assert not backbone_keys
     assert any(".adapters.rgb." in k for k in keys) and any(".adapters.event." in k for k in keys)
     assert any(".adapters.diff." in k for k in keys) and any(".adapters.fusion." in k for k in keys)
-    assert any(k.startswith("shared_rgb.") for k in keys) and any(k.startswith("shared_event.") for k in keys)
+    assert any(k.startswith("fusion.shared_rgb.") for k in keys) and any(k.startswith("fusion.shared_event.") for k in keys)
     groups = model.parameter_groups()
     assert sum(groups.values()) == count_parameters(model)[1]
     assert {"lora_rgb", "lora_event", "lora_diff", "lora_fusion", "head"} <= set(groups)
@@ -249,7 +249,7 @@ def test_backbone_is_held_once_and_original_style_gives_the_same_logits(tiny_con
         return sum(p.numel() for n, p in m.named_parameters() if not p.requires_grad and not n.startswith("absent_"))
 
     model = build(cfg).eval()
-    original = OriginalStyleVELoRA(cfg).eval()
+    original = OriginalStyleVELoRA.from_config(cfg).eval()
     assert frozen_backbone_params(model) == backbone_params
     assert frozen_backbone_params(original) == 3 * backbone_params
 
@@ -274,9 +274,9 @@ def test_backbone_is_held_once_and_original_style_gives_the_same_logits(tiny_con
 # ---------------------------------------------------------------- config variants
 def test_random_trainable_fusion_blocks(tiny_config):
     model = build(tiny_config(model={"fusion_block": "random_trainable", "high_level_blocks": 2}))
-    assert len(model.fusion_blocks) == 2
-    assert all(isinstance(b, Block) for b in model.fusion_blocks)
-    assert all(p.requires_grad for p in model.fusion_blocks.parameters())
+    assert len(model.fusion.blocks) == 2
+    assert all(isinstance(b, Block) for b in model.fusion.blocks)
+    assert all(p.requires_grad for p in model.fusion.blocks.parameters())
     assert "fusion" not in {name for layer in lora_layers(model) for name in layer.adapters}
     assert model(random_clip(), random_clip()).logits.shape == (2, 8)
 
@@ -305,14 +305,14 @@ def test_recon_weight_zero_has_no_decoder_and_zero_loss(tiny_config):
 def test_rank_zero_is_a_linear_probe(tiny_config, sections, expected):
     model = build(tiny_config("lora.rank=0", **sections))
     assert lora_layers(model) == []
-    assert model.recon_decoder is None and model.shared_rgb is None and model.shared_event is None
+    assert model.recon_decoder is None and model.fusion.shared_rgb is None and model.fusion.shared_event is None
     assert {n for n, p in model.named_parameters() if p.requires_grad} == expected
 
 
 def test_two_high_level_blocks(tiny_config):
     model = build(tiny_config(model={"high_level_blocks": 2}))
     assert model.num_low == 1
-    assert len(model.shared_rgb) == 2 and len(model.shared_event) == 2
+    assert len(model.fusion.shared_rgb) == 2 and len(model.fusion.shared_event) == 2
     fusion = [n for n in model.trainable_state_dict() if ".adapters.fusion." in n]
     assert {n.split(".")[2] for n in fusion} == {"1", "2"}
     low = [n for n in model.trainable_state_dict() if ".adapters.rgb." in n]
@@ -352,4 +352,4 @@ def test_recon_detach_target_stops_gradients_through_the_target(tiny_config, det
 
 def test_high_level_blocks_must_leave_a_low_level_block(tiny_config):
     with pytest.raises(ValueError, match=r"high_level_blocks = 3.*at most 2"):
-        VELoRA(tiny_config(model={"high_level_blocks": 3}))
+        VELoRA.from_config(tiny_config(model={"high_level_blocks": 3}))

@@ -61,7 +61,7 @@ def test_a_tiny_pretraining_run_writes_loadable_weights_and_a_manifest(tmp_path)
     assert "python -m velora.pretrain" in stored["command"] and len(stored["history"]) == 3
     tensors = load_file(str(out))
     assert not any(k.startswith("head.") for k in tensors)
-    model = VELoRA(make_tiny_config(model={"weights": str(out), "backbone_args": {}, "high_level_blocks": 1}))
+    model = VELoRA.from_config(make_tiny_config(model={"weights": str(out), "backbone_args": {}, "high_level_blocks": 1}))
     assert len(model.backbone.blocks) == 2 and model.backbone.embed_dim == 32
     assert torch.equal(model.backbone.blocks[1].mlp.fc2.weight, tensors["blocks.1.mlp.fc2.weight"])
 
@@ -99,8 +99,8 @@ def test_an_unknown_shipped_name_lists_the_shipped_ones():
 
 
 def test_full_finetuning_trains_the_backbone_and_the_default_freezes_it():
-    frozen = VELoRA(make_tiny_config())
-    tuned = VELoRA(make_tiny_config(model={"finetune_backbone": True}))
+    frozen = VELoRA.from_config(make_tiny_config())
+    tuned = VELoRA.from_config(make_tiny_config(model={"finetune_backbone": True}))
     def backbone_weights(model):  # the ViT's own weights, not the LoRA adapters injected into it
         return {f"backbone.{n}": p for n, p in model.backbone.named_parameters() if ".adapters." not in n}
 

@@ -37,7 +37,7 @@ def saved_bytes(model: VELoRA) -> int:
 
 def build(cfg) -> VELoRA:
     torch.manual_seed(0)
-    model = VELoRA(cfg).train()
+    model = VELoRA.from_config(cfg).train()
     fill_adapters(model, seed=3)
     return model
 

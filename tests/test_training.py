@@ -93,7 +93,7 @@ def test_warmup_cosine_schedule():
 
 
 def test_weight_decay_skips_biases_norms_and_vectors(tiny_config):
-    model = VELoRA(tiny_config())
+    model = VELoRA.from_config(tiny_config())
     decay, no_decay = decay_groups(model, 0.1)
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert all(p.ndim >= 2 for p in decay["params"]) and all(p.ndim < 2 for p in no_decay["params"])
@@ -150,14 +150,14 @@ def test_trained_adapters_round_trip_through_load_model(trained, tiny_dataset):
     assert torch.equal(got, expected)
     # And training changed something: a fresh model gives other logits.
     with torch.no_grad():
-        fresh = VELoRA(trained.cfg).eval()(batch["rgb"], batch["events"]).logits
+        fresh = VELoRA.from_config(trained.cfg).eval()(batch["rgb"], batch["events"]).logits
     assert not torch.allclose(fresh, expected, atol=1e-4)
 
 
 def test_save_and_load_adapters_round_trip(tiny_config, tmp_path):
     cfg = tiny_config(model={"fusion_block": "random_trainable", "recon_decoder": "block"})
     torch.manual_seed(3)
-    model = VELoRA(cfg).eval()
+    model = VELoRA.from_config(cfg).eval()
     fill_adapters(model, seed=3)
     with torch.no_grad():
         model.head.weight.normal_()
@@ -172,7 +172,7 @@ def test_save_and_load_adapters_round_trip(tiny_config, tmp_path):
 
 def test_checkpoint_that_does_not_fit_the_model_is_refused(tiny_config, tmp_path):
     cfg = tiny_config()
-    path = save_adapters(tmp_path / "a.safetensors", VELoRA(tiny_config("lora.rank=0")), cfg, ["a"] * CLASSES)
+    path = save_adapters(tmp_path / "a.safetensors", VELoRA.from_config(tiny_config("lora.rank=0")), cfg, ["a"] * CLASSES)
     with pytest.raises(CheckpointError, match="does not fit the model"):
         load_model(path)
     (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint")
@@ -311,8 +311,8 @@ def test_velora_eval_writes_the_report(trained, tmp_path, capsys):
     assert "top-1" in capsys.readouterr().out
 
     # The report agrees with the model's own predictions.
-    model, _ = load_model(ckpt)
-    dataset = make_dataset(model.cfg, "test")
+    model, saved = load_model(ckpt)
+    dataset = make_dataset(saved.config, "test")
     batch = torch.utils.data.default_collate([dataset[i] for i in range(len(dataset))])
     with torch.no_grad():
         predictions = model(batch["rgb"], batch["events"]).logits.argmax(-1)
@@ -328,7 +328,7 @@ def test_evaluate_without_rgb_on_a_two_modality_model(trained, tmp_path):
 
 def test_evaluate_rejects_a_modality_the_model_lacks(tiny_dataset, tmp_path):
     cfg = make_tiny_config(data={"root": str(tiny_dataset), "modalities": ["event"]})
-    path = save_adapters(tmp_path / "event.safetensors", VELoRA(cfg), cfg, [str(i) for i in range(CLASSES)])
+    path = save_adapters(tmp_path / "event.safetensors", VELoRA.from_config(cfg), cfg, [str(i) for i in range(CLASSES)])
     with pytest.raises(DataError, match="trained on event and cannot use rgb"):
         evaluate(path, modalities=["rgb"], progress=False)
 

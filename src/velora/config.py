@@ -47,8 +47,11 @@ class LoRAConfig:
 @dataclass
 class ModelConfig:
     backbone: str = _f(
-        "vit_base_patch16_clip_quickgelu_224",
-        "timm architecture of the frozen backbone (CLIP ViT-B/16 by default).",
+        "vit_base_patch16_clip_quickgelu_224.openai",
+        "timm architecture of the frozen backbone, with the pretrained tag whose weights model.weights: hub "
+        "fetches after a dot: vit_base_patch16_clip_quickgelu_224.openai is OpenAI's CLIP ViT-B/16, the paper's "
+        "(hub file timm/vit_base_patch16_clip_224.openai). Without a tag, hub means timm's default tag, which for "
+        "this architecture is MetaCLIP, not OpenAI's (a warning says so).",
     )
     backbone_args: dict = _f(
         {},
@@ -68,6 +71,12 @@ class ModelConfig:
         False,
         "Train every backbone weight too (the full fine-tuning baseline); default False keeps the "
         "backbone frozen and trains only adapters, fusion modules and head.",
+    )
+    modalities: list = _f(
+        [],
+        "Streams the model has adapters for: any of rgb, event (saved in every checkpoint). Empty: the "
+        "data's (data.modalities), as configs written before this field meant. data.modalities may then "
+        "name fewer, to train or evaluate with a sensor missing.",
     )
     image_size: int = _f(224, "Input height and width in pixels; frames are resized to it.")
     num_classes: int = _f(114, "Number of classes of the head (114 for PokerEvent, 300 for HARDVS).")
@@ -98,8 +107,40 @@ class ModelConfig:
     )
     head_pool: str = _f(
         "mean",
-        "Token pooling before the head: 'cls' (the class token) or 'mean' (all tokens).",
+        "Token pooling before the linear head: 'cls' (the class token) or 'mean' (all tokens).",
         choices=("cls", "mean"),
+    )
+    head: str = _f(
+        "linear",
+        "Classification head: 'linear' (each modality's final tokens normed and pooled, concatenated, a "
+        "Linear) or 'attention_last_tokens' (the released code: single-head self-attention over the "
+        "[rgb; event] tokens, the two halves summed, the last 10 tokens (all, when there are fewer) flattened, a Linear).",
+        choices=("linear", "attention_last_tokens"),
+    )
+    stream_path: str = _f(
+        "low_blocks",
+        "What each stream runs before fusion: 'low_blocks' (the backbone's blocks below the high-level ones, "
+        "with the stream's LoRA; the paper's figure) or 'all_blocks_projected' (the released code: all blocks "
+        "with the stream's LoRA, the final norm (ln_post), the frozen CLIP projection to its output width, a "
+        "trainable Linear back to the width shared by the streams, and a learned embedding per modality; the "
+        "top high_level_blocks blocks then run again, with the stream's LoRA, as the final blocks).",
+        choices=("low_blocks", "all_blocks_projected"),
+    )
+    shared_lora: str = _f(
+        "linear",
+        "M-shared LoRA from the fused tokens into the final RGB and event blocks: 'linear' (one rank-r "
+        "adapter D -> D per modality and high-level block) or 'mlp_bottleneck' (the released code: the fused "
+        "tokens added back plus the final block's own fc1/fc2 LoRA of the stream as a bottleneck with the "
+        "block's activation between, unscaled; needs stream_path all_blocks_projected and lora.targets fc1, fc2).",
+        choices=("linear", "mlp_bottleneck"),
+    )
+    random_block: str = _f(
+        "timm",
+        "How the randomly initialised trainable blocks (fusion_block random_trainable, recon_decoder block) "
+        "are built: 'timm' (timm's Block defaults: no qkv bias, LayerNorm eps 1e-5, no drop path) or "
+        "'release' (the released code's ViT-B block: qkv bias, drop path 0.1, LayerNorm eps 1e-6, "
+        "truncated-normal(0.02) weights).",
+        choices=("timm", "release"),
     )
     head_dropout: float = _f(0.0, "Dropout before the classification layer.")
     modality_dropout: float = _f(
@@ -220,6 +261,10 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self) -> None:
+        if not self.model.modalities:  # configs and checkpoints from before model.modalities existed
+            self.model.modalities = list(self.data.modalities)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -317,9 +362,21 @@ def validate(cfg: Config) -> list[str]:
         p.append(f"'model.modality_dropout' must be in [0, 0.5], got {m.modality_dropout}")
     if not 0 <= m.head_dropout < 1:
         p.append(f"'model.head_dropout' must be in [0, 1), got {m.head_dropout}")
-    bad = [x for x in d.modalities if x not in ("rgb", "event")]
-    if bad or not d.modalities:
-        p.append(f"'data.modalities' must be a non-empty subset of [rgb, event], got {d.modalities}")
+    for name, listed in (("model.modalities", m.modalities), ("data.modalities", d.modalities)):
+        if not listed or any(x not in ("rgb", "event") for x in listed) or len(set(listed)) != len(listed):
+            p.append(f"'{name}' must be a non-empty subset of [rgb, event], got {listed}")
+    extra = [x for x in d.modalities if x not in m.modalities]
+    if extra:
+        p.append(
+            f"'data.modalities' names {extra}, which the model has no adapters for (model.modalities "
+            f"{m.modalities}); add them to model.modalities or leave them out of the data"
+        )
+    if m.shared_lora == "mlp_bottleneck" and lo.rank > 0:
+        if m.stream_path != "all_blocks_projected" or not {"fc1", "fc2"} <= set(lo.targets):
+            p.append(
+                "'model.shared_lora' mlp_bottleneck uses the final block's own fc1 and fc2 adapters of each "
+                "stream: set model.stream_path=all_blocks_projected and include fc1 and fc2 in lora.targets"
+            )
     if d.num_frames < 1:
         p.append(f"'data.num_frames' must be at least 1, got {d.num_frames}")
     if len(d.crop_scale) != 2 or not all(isinstance(s, (int, float)) for s in d.crop_scale) or not (

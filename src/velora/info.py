@@ -26,7 +26,7 @@ PART_NAMES = {
 
 def describe(cfg: Config) -> str:
     with torch.device("meta"):  # counts only: no memory, no weights loaded
-        model = VELoRA(_without_weights(cfg))
+        model = VELoRA.from_config(_without_weights(cfg))
     total, trainable = count_parameters(model)
     groups = model.parameter_groups()
     mb = trainable * 4 / 1e6  # fp32 safetensors payload; the header adds a few kB

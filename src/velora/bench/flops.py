@@ -163,7 +163,7 @@ def clip_flops(cfg: Config, shape: ViTShape, stacked: bool = False) -> dict[str,
     targets = set(lo.targets) & set(BLOCK_LINEARS) if rank > 0 else set()
     T, N, D = cfg.data.num_frames, shape.tokens, shape.dim
     num_low = shape.depth - m.high_level_blocks
-    modalities = [x for x in ("rgb", "event") if x in cfg.data.modalities]
+    modalities = [x for x in ("rgb", "event") if x in cfg.model.modalities]
     streams = {x: T for x in modalities}
     if rank > 0 and m.frame_diff and T > 1:
         streams["diff"] = T - 1

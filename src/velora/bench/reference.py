@@ -8,21 +8,21 @@ encoded by its own backbone call inside Python loops over clips and frames.
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import torch
 
-from velora.config import Config
+from velora.config import LoRAConfig, ModelConfig
 from velora.model.backbone import embed
 from velora.model.lora import lora_layers, use_adapter
 from velora.model.velora import VELoRA
 
 
 class OriginalStyleVELoRA(VELoRA):
-    def __init__(self, cfg: Config):
+    def __init__(self, model: ModelConfig, lora: LoRAConfig):
         # The original had neither compiled blocks nor activation checkpointing.
-        cfg = copy.deepcopy(cfg)
-        cfg.model.compile = cfg.model.grad_checkpointing = False
-        super().__init__(cfg)
+        model = dataclasses.replace(model, compile=False, grad_checkpointing=False)
+        super().__init__(model, lora)
         # Two more full copies of the frozen backbone, as the original loaded CLIP three times.
         self.event_backbone = copy.deepcopy(self.backbone)
         self.diff_backbone = copy.deepcopy(self.backbone)

@@ -42,7 +42,7 @@ def measure(config: dict, style: str, mode: str, device: str, batch_size: int, s
     baseline_rss = _rss_bytes()  # the interpreter and libraries, before the model exists
     cfg = Config.from_dict(config)
     model_cls = VELoRA if style == "velora" else OriginalStyleVELoRA
-    model = model_cls(cfg).to(device)
+    model = model_cls.from_config(cfg).to(device)
     if mode == "latency":
         batch_size = 1
     # The original ran in fp32; bf16 autocast applies to our execution only.

@@ -28,8 +28,8 @@ from velora.training.run import train
 # Each baseline is the demo config with these overrides.
 VARIANTS: dict[str, tuple[str, dict]] = {
     "velora": ("VELoRA (RGB + event)", {}),
-    "rgb_only": ("RGB only", {"data": {"modalities": ["rgb"]}}),
-    "event_only": ("event only", {"data": {"modalities": ["event"]}}),
+    "rgb_only": ("RGB only", {"model": {"modalities": ["rgb"]}, "data": {"modalities": ["rgb"]}}),
+    "event_only": ("event only", {"model": {"modalities": ["event"]}, "data": {"modalities": ["event"]}}),
     "linear_probe": ("frozen-backbone linear probe", {"lora": {"rank": 0}}),
     "random_backbone": ("LoRA on a random backbone", {"model": {"weights": "none"}}),
     # Full fine-tuning at the LoRA learning rate wrecks the pre-trained weights; 3e-4 is the usual lower rate.
@@ -156,7 +156,7 @@ def write_report(output: Path, base: Config, results: dict, class_names, seconds
 def write_panel(checkpoint: Path, path: Path, rows: int = 4) -> None:
     """Prediction panel of the first test clips of distinct classes."""
     model, ckpt = load_model(checkpoint)
-    dataset = make_dataset(model.cfg, "test")
+    dataset = make_dataset(ckpt.config, "test")
     seen, picked = set(), []
     for i, entry in enumerate(dataset.entries):
         if entry.label not in seen:

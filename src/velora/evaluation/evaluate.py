@@ -61,7 +61,7 @@ def evaluate(
     """Evaluate an adapter checkpoint on a split of its dataset (or of `data_root`; `overrides`:
     `data.field=value` strings, see data_config)."""
     model, ckpt = load_model(checkpoint, device)
-    cfg = data_config(model, data_root=data_root, modalities=modalities, overrides=overrides)
+    cfg = data_config(ckpt.config, data_root=data_root, modalities=modalities, overrides=overrides)
     # Layouts that number classes by name (recordings, events) number them as the model does.
     dataset = make_dataset(cfg, split, classes=ckpt.class_names)
     scores, labels = predict_scores(
@@ -82,7 +82,7 @@ def evaluate(
 
 
 def data_config(
-    model, *, data_root: str | None = None, modalities: list[str] | None = None, overrides: list[str] | None = None
+    config: Config, *, data_root: str | None = None, modalities: list[str] | None = None, overrides: list[str] | None = None
 ) -> Config:
     """The checkpoint's config with another dataset root, a subset of the model's modalities, or
     other `data.field=value` settings (e.g. data.layout=recordings for raw recordings).
@@ -91,11 +91,12 @@ def data_config(
     section can change: the model is the checkpoint's.
     """
     if modalities:
-        extra = sorted(set(modalities) - set(model.modalities))
+        trained = config.model.modalities
+        extra = sorted(set(modalities) - set(trained))
         if extra:
             raise DataError(
-                f"the model was trained on {'+'.join(model.modalities)} and cannot use {', '.join(extra)}; "
-                f"choose modalities from {', '.join(model.modalities)}"
+                f"the model was trained on {'+'.join(trained)} and cannot use {', '.join(extra)}; "
+                f"choose modalities from {', '.join(trained)}"
             )
     data = parse_overrides(list(overrides or []))
     fixed = sorted(f"{section}.*" for section in data if section != "data")
@@ -109,7 +110,7 @@ def data_config(
         data["root"] = data_root
     if modalities:
         data["modalities"] = list(modalities)
-    return Config.from_dict(merge(model.cfg.to_dict(), {"data": data}), source="checkpoint config + options")
+    return Config.from_dict(merge(config.to_dict(), {"data": data}), source="checkpoint config + options")
 
 
 def predict(
@@ -146,7 +147,7 @@ def predict_clips(
     truth. `panel`: one row per clip, RGB frames, event frames and the top-k, as in the paper's figure.
     """
     model, ckpt = load_model(checkpoint, device)
-    cfg = data_config(model, modalities=modalities)
+    cfg = data_config(ckpt.config, modalities=modalities)
     if ground_truths is None:
         ground_truths = [folder_class(clip, ckpt.class_names) for clip in clips]
     results, rows = [], []

@@ -95,12 +95,29 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     from velora.model.velora import VELoRA
 
     ckpt = read_adapters(path)
-    model = VELoRA(ckpt.config)
+    model = VELoRA.from_config(ckpt.config)
     load_trainable(model, ckpt.state, str(path))
     return model.to(device).eval(), ckpt
 
 
+# Trainable tensors renamed since adapter files were first written: (old prefix, new prefix).
+RENAMED = (("shared_rgb.", "fusion.shared_rgb."), ("shared_event.", "fusion.shared_event."), ("fusion_blocks.", "fusion.blocks."))
+
+
+def migrate_keys(state: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
+    """`state` with the names of files written before the high-level part moved to model/fusion.py."""
+    out = {}
+    for key, value in state.items():
+        for old, new in RENAMED:
+            if key.startswith(prefix + old):
+                key = prefix + new + key[len(prefix + old):]
+                break
+        out[key] = value
+    return out
+
+
 def load_trainable(model, state: dict[str, torch.Tensor], source: str) -> None:
+    state = migrate_keys(state)
     expected = set(model.trainable_state_dict())
     missing, unexpected = expected - set(state), set(state) - expected
     if missing or unexpected:

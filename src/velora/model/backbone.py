@@ -1,12 +1,14 @@
 """The frozen vision Transformer shared by every stream.
 
 One timm `VisionTransformer` (CLIP ViT-B/16 by default) is built once and frozen; the streams only
-differ in which LoRA adapter is active while their frames pass through it.
+differ in which LoRA adapter is active while their frames pass through it. Its weights come from a
+file in every case (velora.model.weights_source): the hub's file for `model.weights: hub`, a
+local file or folder, the package's shipped weights, or none (random init). The built model
+carries `weights_source`, the record a checkpoint keeps of exactly which file it was.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import timm
@@ -16,58 +18,57 @@ from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_
 
 from velora.config import ModelConfig
 from velora.model.weights import WeightsError, load_state_dict_any, resolve_weights, timm_model_kwargs
+from velora.model.weights_source import BackboneError, fetch_hub_file, hub_weights, split_backbone, weights_source
 
+__all__ = ["BackboneError", "build_backbone", "embed", "normalization"]
 
 RANDOM_INIT_SEED = 0
 
 
-class BackboneError(ValueError):
-    """The backbone architecture or its weights cannot be loaded."""
+def build_backbone(cfg: ModelConfig, *, keep_projection: bool = False) -> VisionTransformer:
+    """Create the timm ViT of `cfg`, load its weights, and freeze it.
 
-
-def build_backbone(cfg: ModelConfig) -> VisionTransformer:
-    """Create the timm ViT of `cfg`, load its weights, and freeze it."""
-    if cfg.backbone not in timm.list_models(cfg.backbone):
-        close = timm.list_models(f"*{cfg.backbone.split('_')[0]}*")[:8]
-        raise BackboneError(
-            f"model.backbone '{cfg.backbone}' is not a timm architecture; similar names: {', '.join(close)}"
-        )
-    hub = cfg.weights == "hub"
-    state, meta = None, {}
+    keep_projection: keep the weights' output projection as the model's `head` (CLIP's proj,
+        D -> E; model.stream_path all_blocks_projected). Its width E is backbone_args.num_classes
+        when given, else the weights' own; when the weights have none of that width (random init,
+        non-CLIP weights) a frozen random projection (seeded) stands in, of width E, or 2D/3
+        rounded (CLIP ViT-B/16: 768 -> 512) when nothing says.
+    """
+    arch, tag = split_backbone(cfg.backbone)
+    hub = hub_weights(cfg.backbone) if cfg.weights == "hub" else None
     try:
-        path = resolve_weights(cfg.weights)
+        path = fetch_hub_file(hub) if hub else resolve_weights(cfg.weights)
     except WeightsError as exc:
         raise BackboneError(str(exc)) from None
-    if path is not None:
-        state, meta = read_weights(path)
+    state, meta = read_weights(path) if path is not None else (None, {})
     # The file's own architecture (width, depth, heads, patch size, activation), then the config's.
-    arch = {k: v for k, v in timm_model_kwargs(meta).items() if k != "img_size"}
-    kwargs = dict(num_classes=0, img_size=cfg.image_size, **{**arch, **cfg.backbone_args})
+    arch_kwargs = {k: v for k, v in timm_model_kwargs(meta).items() if k != "img_size"}
+    kwargs = {**arch_kwargs, **cfg.backbone_args}
+    head_width = 0
+    if keep_projection:
+        weights_head = state["head.weight"].shape[0] if state is not None and "head.weight" in state else None
+        dim = kwargs.get("embed_dim") or meta.get("embed_dim") or 768
+        head_width = kwargs.get("num_classes") or weights_head or round(dim * 2 / 3)
+    kwargs.update(num_classes=head_width, img_size=cfg.image_size)
+    if keep_projection and state is not None and "head.weight" in state and state["head.weight"].shape[0] != head_width:
+        state = {k: v for k, v in state.items() if not k.startswith("head.")}  # a stand-in projection instead
     try:
         # A fixed seed makes a random backbone (weights: none) the same in every process, so an
         # adapter checkpoint trained on it evaluates on the same frozen weights.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_INIT_SEED)
-            model = timm.create_model(cfg.backbone, pretrained=hub, **kwargs)
+            model = timm.create_model(f"{arch}.{tag}" if tag else arch, pretrained=False, **kwargs)
     except TypeError as exc:
         raise BackboneError(f"model.backbone_args {cfg.backbone_args} not accepted by {cfg.backbone}: {exc}") from None
-    except Exception as exc:  # the hub raises many kinds of network and cache errors
-        if not hub:
-            raise
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "")
-        raise BackboneError(
-            f"could not fetch pretrained weights for '{cfg.backbone}' from the hub"
-            f"{' (HF_HUB_OFFLINE is set)' if offline else ''}: {exc}. Download them on a machine with "
-            "network access and set model.weights to the local .safetensors file."
-        ) from None
     if not isinstance(model, VisionTransformer):
         raise BackboneError(f"model.backbone '{cfg.backbone}' is not a plain VisionTransformer")
     if state is not None:
-        load_backbone_weights(model, state, path)
+        load_backbone_weights(model, state, path, keep_head=keep_projection)
         if meta.get("mean") and meta.get("std"):  # the weights' own normalisation
             model.pretrained_cfg = {**model.pretrained_cfg, "mean": tuple(meta["mean"]), "std": tuple(meta["std"])}
     model.requires_grad_(False)
     model.eval()
+    model.weights_source = weights_source(cfg.weights, cfg.backbone, path, hub)
     return model
 
 
@@ -84,10 +85,16 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise BackboneError(str(exc)) from None
 
 
-def load_backbone_weights(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
-    """Load timm-named tensors into `model`, resampling the position embedding to its image size."""
-    state = checkpoint_filter_fn({k: v for k, v in state.items() if not k.startswith("head.")}, model)
-    state = {k: v.to(torch.float32) for k, v in state.items() if not k.startswith("head.")}
+def load_backbone_weights(model: nn.Module, state: dict[str, torch.Tensor], path: Path, keep_head: bool = False) -> None:
+    """Load timm-named tensors into `model`, resampling the position embedding to its image size.
+
+    The head (a classifier or CLIP's projection) is dropped unless `keep_head`; then it loads when
+    the weights have one, and the model's own (seeded) stays otherwise.
+    """
+    if not keep_head:
+        state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    state = checkpoint_filter_fn(state, model)
+    state = {k: v.to(torch.float32) for k, v in state.items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("head.")]
     if missing or unexpected:

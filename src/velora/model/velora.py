@@ -5,14 +5,22 @@
     |RGB diff| + |event diff| -> low-level blocks [LoRA "diff"] -> mean over T -> diff tokens -+
     reconstruction: decoder(event) ~ rgb and decoder(rgb) ~ event (MSE)                       |
                                                                                               v
-    high-level blocks, in lockstep:  fused = block[LoRA "fusion"]([diff; rgb; event])
+    high-level blocks (velora.model.fusion), in lockstep:
+                                     fused = block[LoRA "fusion"]([diff; rgb; event])
                                      rgb   = block(rgb)   + M-shared LoRA_rgb(fused's rgb part)
                                      event = block(event) + M-shared LoRA_event(fused's event part)
     head: Linear(concat(pool(norm(rgb)), pool(norm(event)))) -> class scores
 
-One frozen backbone serves every stream; the frames of all streams go through it in one batched
-call of B*(T + T + T-1) images, each image with its own stream's adapter (`AdapterRows`).
-Shapes: B clips, T frames, N = 1 + patches tokens, D channels.
+`forward_features` runs everything up to the final RGB and event tokens, `forward_head` the head
+(as in timm). One frozen backbone serves every stream; the frames of all streams go through it in
+one batched call of B*(T + T + T-1) images, each image with its own stream's adapter
+(`AdapterRows`). Shapes: B clips, T frames, N = 1 + patches tokens, D channels.
+
+The model is built from the config's `model` and `lora` sections alone. Its structural choices are
+fields, chosen once here (the released code's model is one set of them, configs/*_release.yaml):
+`stream_path` (the low-level split of the figure, or all blocks + CLIP projection + a Linear +
+modality embeddings as released), `fusion_block`, `shared_lora`, `recon_decoder`, `random_block`,
+`head` and `head_pool`.
 
 Speed options (config): `model.compile` compiles each low-level block; `model.grad_checkpointing`
 recomputes the low-level blocks' activations in the backward pass instead of storing them.
@@ -25,19 +33,23 @@ reconstruction loss is zero. Training with `model.modality_dropout > 0` teaches 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 from torch.utils.checkpoint import checkpoint
 
-from velora.config import Config
+from velora.config import Config, LoRAConfig, ModelConfig
 from velora.model.backbone import build_backbone, embed, normalization
-from velora.model.lora import AdapterRows, LoRAAdapter, LoRALinear, inject_lora, lora_layers, use_adapter
+from velora.model.fusion import FUSION_ADAPTER, HighLevelFusion, StreamTokens
+from velora.model.lora import AdapterRows, LoRALinear, inject_lora, lora_layers, use_adapter
 
-FUSION_ADAPTER = "fusion"
+RELEASE_HEAD_TOKENS = 10  # the released head flattens the last 10 tokens
 
 
 @dataclass
@@ -46,21 +58,34 @@ class VELoRAOutput:
     recon_loss: torch.Tensor  # scalar: sum of both reconstruction MSE terms (0 without both modalities)
 
 
+@dataclass
+class Features:
+    """What `forward_features` gives `forward_head`: the final tokens of each present modality."""
+
+    rgb: torch.Tensor | None  # (B, N, D)
+    event: torch.Tensor | None  # (B, N, D)
+    recon_loss: torch.Tensor  # scalar
+
+
 class VELoRA(nn.Module):
-    def __init__(self, cfg: Config):
+    def __init__(self, model: ModelConfig, lora: LoRAConfig):
         super().__init__()
-        self.cfg = cfg
-        m, lo = cfg.model, cfg.lora
-        self.backbone = build_backbone(m)
+        self.model_cfg, self.lora_cfg = m, lo = model, lora
+        projected = m.stream_path == "all_blocks_projected"
+        self.backbone = build_backbone(m, keep_projection=projected)
+        self.weights_source = self.backbone.weights_source
         if m.finetune_backbone:  # the full fine-tuning baseline; adapters below stay trainable too
             self.backbone.requires_grad_(True)
         depth = len(self.backbone.blocks)
-        if m.high_level_blocks >= depth:
+        if m.high_level_blocks >= depth and not projected:
             raise ValueError(
                 f"model.high_level_blocks = {m.high_level_blocks} leaves no low-level block in a "
                 f"{depth}-block backbone; use at most {depth - 1}"
             )
-        self.num_low = depth - m.high_level_blocks
+        if m.high_level_blocks > depth:
+            raise ValueError(f"model.high_level_blocks = {m.high_level_blocks}, but the backbone has {depth} blocks")
+        # Low-level blocks: below the high-level ones (the figure), or all of them (the release).
+        self.num_low = depth if projected else depth - m.high_level_blocks
         dim = self.backbone.embed_dim
         mean, std = normalization(self.backbone)
         self.register_buffer("mean", torch.tensor(mean).view(1, 1, 3, 1, 1), persistent=False)
@@ -68,10 +93,9 @@ class VELoRA(nn.Module):
         self.grad_checkpointing = m.grad_checkpointing
 
         low_blocks = list(self.backbone.blocks[: self.num_low])
-        high_blocks = list(self.backbone.blocks[self.num_low :])
-        # Only the streams of the configured modalities get adapters (an RGB-only model has no
-        # event adapters); data.modalities at training time decides.
-        self.modalities = tuple(cfg.data.modalities)
+        high_blocks = list(self.backbone.blocks[depth - m.high_level_blocks :])
+        # Only the model's modalities get adapters (an RGB-only model has no event adapters).
+        self.modalities = tuple(m.modalities)
         self.low_adapters = [s for s in ("rgb", "event") if s in self.modalities] + (["diff"] if m.frame_diff else [])
         self.use_lora = lo.rank > 0
         if self.use_lora:
@@ -79,26 +103,24 @@ class VELoRA(nn.Module):
             if m.fusion_block == "backbone_lora":
                 inject_lora(high_blocks, lo.targets, [FUSION_ADAPTER], lo.rank, lo.alpha, lo.dropout)
         self.low_lora = [layer for b in low_blocks for layer in lora_layers(b)]
-        self.high_lora = [layer for b in high_blocks for layer in lora_layers(b)]
-        if m.fusion_block == "random_trainable" and self.use_lora:
-            # The original code's fusion: fresh, fully trained blocks in place of the frozen ones.
-            heads = self.backbone.blocks[0].attn.num_heads
-            self.fusion_blocks = nn.ModuleList(Block(dim, heads, mlp_ratio=4.0) for _ in high_blocks)
-        else:
-            self.fusion_blocks = None
 
-        # M-shared LoRA: one per modality and high-level block, fed by the fused tokens.
-        def shared() -> nn.ModuleList:
-            return nn.ModuleList(LoRAAdapter(dim, dim, lo.rank, lo.alpha, lo.dropout) for _ in high_blocks)
-
-        self.shared_rgb = shared() if self.use_lora and "rgb" in self.modalities else None
-        self.shared_event = shared() if self.use_lora and "event" in self.modalities else None
+        make_block = partial(random_block, dim, self.backbone.blocks[0].attn.num_heads, m.random_block)
+        # The released path: the CLIP projection's output back to the width, shared by the streams,
+        # plus a learned embedding per stream.
+        self.project = nn.Linear(self.backbone.head.out_features, dim) if projected else None
+        self.stream_embed = (
+            nn.ParameterDict({s: nn.Parameter(torch.zeros(1, 1, dim)) for s in self.low_adapters}) if projected else None
+        )
+        self.fusion = HighLevelFusion(
+            high_blocks, dim=dim, fusion_block=m.fusion_block, shared_lora=m.shared_lora, modalities=self.modalities,
+            rank=lo.rank, alpha=lo.alpha, dropout=lo.dropout, final_adapters=projected, make_block=make_block,
+        )
 
         both = len(self.modalities) == 2
         if m.recon_weight > 0 and self.use_lora and both:
             if m.recon_decoder == "block":
-                heads = self.backbone.blocks[0].attn.num_heads
-                self.recon_decoder = nn.Sequential(Block(dim, heads, mlp_ratio=4.0), nn.LayerNorm(dim))
+                eps = 1e-6 if m.random_block == "release" else 1e-5
+                self.recon_decoder = nn.Sequential(make_block(), nn.LayerNorm(dim, eps=eps))
             else:
                 self.recon_decoder = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim))
         else:
@@ -110,12 +132,20 @@ class VELoRA(nn.Module):
         self.absent_rgb = nn.Parameter(torch.zeros(dim), requires_grad=dropout or "rgb" not in self.modalities)
         self.absent_event = nn.Parameter(torch.zeros(dim), requires_grad=dropout or "event" not in self.modalities)
         self.head_drop = nn.Dropout(m.head_dropout)
-        self.head = nn.Linear(2 * dim, m.num_classes)
+        if m.head == "attention_last_tokens":
+            tokens = self.backbone.patch_embed.num_patches + self.backbone.num_prefix_tokens
+            self.head = AttentionHead(dim, m.num_classes, min(RELEASE_HEAD_TOKENS, tokens))
+        else:
+            self.head = nn.Linear(2 * dim, m.num_classes)
         if m.compile:
             # The low-level blocks hold ~98 % of the FLOP. In place (nn.Module.compile): parameter
             # names and checkpoints stay those of eager mode.
-            for block in self.backbone.blocks[: self.num_low]:
+            for block in low_blocks:
                 block.compile()
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "VELoRA":
+        return cls(cfg.model, cfg.lora)
 
     # ------------------------------------------------------------------ streams
     def normalize(self, frames: torch.Tensor) -> torch.Tensor:
@@ -157,6 +187,14 @@ class VELoRA(nn.Module):
 
         return checkpoint(run, x, use_reentrant=False)
 
+    def project_streams(self, tokens: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The released path after all blocks: final norm (ln_post), the frozen CLIP projection
+        D -> E, the trainable Linear E -> D, plus the stream's embedding; (B, N, D) each."""
+        return {
+            name: self.project(self.backbone.head(self.backbone.norm(t))) + self.stream_embed[name]
+            for name, t in tokens.items()
+        }
+
     @staticmethod
     def frame_difference(frames: torch.Tensor) -> torch.Tensor:
         """|f(t) - f(t-1)| for t = 1..T-1: (B, T, C, H, W) -> (B, T-1, C, H, W)."""
@@ -165,13 +203,18 @@ class VELoRA(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, rgb: torch.Tensor | None = None, events: torch.Tensor | None = None) -> VELoRAOutput:
         """rgb, events: (B, T, 3, H, W) uint8 (or float in [0, 1]); either may be None."""
+        features = self.forward_features(rgb, events)
+        return VELoRAOutput(logits=self.forward_head(features), recon_loss=features.recon_loss)
+
+    def forward_features(self, rgb: torch.Tensor | None = None, events: torch.Tensor | None = None) -> Features:
+        """The final RGB and event tokens, and the reconstruction loss (see the module docstring)."""
         if rgb is None and events is None:
             raise ValueError("VELoRA needs at least one modality: pass rgb, events or both")
         for name, given in (("rgb", rgb), ("event", events)):
             if given is not None and name not in self.modalities:
                 raise ValueError(
                     f"this model was trained on {'+'.join(self.modalities)} only and has no {name} "
-                    f"adapters; leave {name} out (data.modalities)"
+                    f"adapters; leave {name} out (model.modalities)"
                 )
         rgb = self.normalize(rgb) if rgb is not None else None
         events = self.normalize(events) if events is not None else None
@@ -180,47 +223,36 @@ class VELoRA(nn.Module):
         streams = {name: f for name, f in (("rgb", rgb), ("event", events)) if f is not None}
         present = list(streams.values())
         # Without adapters (linear probe) the fused tokens cannot reach the head: skip that work.
-        if self.use_lora and self.cfg.model.frame_diff and present[0].shape[1] > 1:
+        if self.use_lora and self.model_cfg.frame_diff and present[0].shape[1] > 1:
             streams["diff"] = sum(self.frame_difference(f) for f in present)  # RGB diff (+) event diff
         tokens = self.encode_low(streams)  # each (B, N, D)
-        rgb_tok, event_tok, diff_tok = tokens.get("rgb"), tokens.get("event"), tokens.get("diff")
+        if self.project is not None:
+            tokens = self.project_streams(tokens)
+        rgb_tok, event_tok = tokens.get("rgb"), tokens.get("event")
 
         recon_loss = self.reconstruction_loss(rgb_tok, event_tok)
 
-        # Modality-shared LoRA tuning (high-level blocks), fusion and final blocks in lockstep.
-        parts = [t for t in (diff_tok, rgb_tok, event_tok) if t is not None]
-        fused = torch.cat(parts, dim=1)  # (B, k*N, D)
-        N = parts[0].shape[1]
-        rgb_part = slice((diff_tok is not None) * N, (diff_tok is not None) * N + N)
-        event_part = slice(fused.shape[1] - N, fused.shape[1])
-        for i, block in enumerate(self.backbone.blocks[self.num_low :]):
-            # Without adapters (linear probe) nothing carries the fused tokens to the head.
-            if self.use_lora and self.fusion_blocks is not None:
-                fused = self.fusion_blocks[i](fused)
-            elif self.use_lora:
-                with use_adapter(self.high_lora, FUSION_ADAPTER):
-                    fused = block(fused)
-            with use_adapter(self.high_lora, None):
-                if rgb_tok is not None:
-                    rgb_tok = block(rgb_tok)
-                    if self.shared_rgb is not None:
-                        rgb_tok = rgb_tok + self.shared_rgb[i](fused[:, rgb_part])
-                if event_tok is not None:
-                    event_tok = block(event_tok)
-                    if self.shared_event is not None:
-                        event_tok = event_tok + self.shared_event[i](fused[:, event_part])
+        # Modality-shared LoRA tuning (high-level blocks, velora.model.fusion).
+        final = self.fusion(StreamTokens(diff=tokens.get("diff"), rgb=rgb_tok, event=event_tok))
+        return Features(rgb=final.rgb, event=final.event, recon_loss=recon_loss)
 
-        # Prediction head over the concatenated RGB and event features.
-        B = fused.shape[0]
-        rgb_feat = self.pool(rgb_tok) if rgb_tok is not None else self.absent_rgb.expand(B, -1)
-        event_feat = self.pool(event_tok) if event_tok is not None else self.absent_event.expand(B, -1)
-        logits = self.head(self.head_drop(torch.cat([rgb_feat, event_feat], dim=-1)))
-        return VELoRAOutput(logits=logits, recon_loss=recon_loss)
+    def forward_head(self, features: Features) -> torch.Tensor:
+        """Class scores (B, classes) from the final tokens; a missing modality's place is its
+        learned "absent" embedding."""
+        present = features.rgb if features.rgb is not None else features.event
+        B, N = present.shape[:2]
+        if isinstance(self.head, AttentionHead):
+            rgb = features.rgb if features.rgb is not None else self.absent_rgb.expand(B, N, -1)
+            event = features.event if features.event is not None else self.absent_event.expand(B, N, -1)
+            return self.head(self.head_drop(rgb), self.head_drop(event))
+        rgb_feat = self.pool(features.rgb) if features.rgb is not None else self.absent_rgb.expand(B, -1)
+        event_feat = self.pool(features.event) if features.event is not None else self.absent_event.expand(B, -1)
+        return self.head(self.head_drop(torch.cat([rgb_feat, event_feat], dim=-1)))
 
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, N, D) -> (B, D): the backbone's final norm, then class token or mean of tokens."""
         tokens = self.backbone.norm(tokens)
-        return tokens[:, 0] if self.cfg.model.head_pool == "cls" else tokens.mean(dim=1)
+        return tokens[:, 0] if self.model_cfg.head_pool == "cls" else tokens.mean(dim=1)
 
     def reconstruction_loss(self, rgb_tok: torch.Tensor | None, event_tok: torch.Tensor | None) -> torch.Tensor:
         """MSE(decoder(event) -> rgb) + MSE(decoder(rgb) -> event), each modality reconstructing the other."""
@@ -228,7 +260,7 @@ class VELoRA(nn.Module):
             ref = rgb_tok if rgb_tok is not None else event_tok
             return ref.new_zeros(())
         rgb_target, event_target = rgb_tok, event_tok
-        if self.cfg.model.recon_detach_target:
+        if self.model_cfg.recon_detach_target:
             rgb_target, event_target = rgb_tok.detach(), event_tok.detach()
         return F.mse_loss(self.recon_decoder(event_tok), rgb_target) + F.mse_loss(
             self.recon_decoder(rgb_tok), event_target
@@ -257,10 +289,45 @@ class VELoRA(nn.Module):
                 continue
             if ".adapters." in name:
                 part = "lora_" + name.split(".adapters.")[1].split(".")[0]
+            elif name.startswith("fusion."):
+                part = name.split(".")[1]  # fusion.shared_rgb.* -> shared_rgb, fusion.blocks.* -> blocks
+                part = "fusion_blocks" if part == "blocks" else part
             else:
                 part = name.split(".")[0]
             groups[part] = groups.get(part, 0) + p.numel()
         return groups
+
+
+class AttentionHead(nn.Module):
+    """The released head: single-head self-attention over [rgb; event] tokens (B, 2N, D), the rgb
+    and event halves of its output summed, the last `tokens` tokens flattened, a Linear."""
+
+    def __init__(self, dim: int, num_classes: int, tokens: int):
+        super().__init__()
+        self.query, self.key, self.value = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.tokens = tokens
+        self.fc = nn.Linear(dim * tokens, num_classes)
+
+    def forward(self, rgb: torch.Tensor, event: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([rgb, event], dim=1)  # (B, 2N, D)
+        scores = self.query(x) @ self.key(x).transpose(-2, -1) / math.sqrt(x.shape[-1])  # (B, 2N, 2N)
+        attended = scores.softmax(dim=-1) @ self.value(x)  # (B, 2N, D)
+        n = rgb.shape[1]
+        summed = attended[:, :n] + attended[:, n:]  # (B, N, D)
+        return self.fc(summed[:, -self.tokens :].flatten(1))
+
+
+def random_block(dim: int, heads: int, style: str) -> Block:
+    """A randomly initialised, trainable ViT block: timm's defaults, or as the released code built
+    them (qkv bias, drop path 0.1, LayerNorm eps 1e-6, truncated-normal(0.02) Linear weights)."""
+    if style == "timm":
+        return Block(dim, heads, mlp_ratio=4.0)
+    block = Block(dim, heads, mlp_ratio=4.0, qkv_bias=True, drop_path=0.1, norm_layer=partial(nn.LayerNorm, eps=1e-6))
+    for module in block.modules():
+        if isinstance(module, nn.Linear):
+            trunc_normal_(module.weight, std=0.02)
+            nn.init.zeros_(module.bias)
+    return block
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
@@ -270,4 +337,4 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return total, trainable
 
 
-__all__ = ["VELoRA", "VELoRAOutput", "LoRALinear", "count_parameters"]
+__all__ = ["VELoRA", "VELoRAOutput", "Features", "LoRALinear", "count_parameters"]

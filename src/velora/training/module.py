@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from velora.config import Config
+from velora.model.adapter_file import migrate_keys
 from velora.model.velora import VELoRA
 from velora.training.nonfinite import StepStats, nonfinite_flag, raise_if_nonfinite, skips_on_device
 from velora.training.schedule import decay_groups, warmup_cosine
@@ -23,7 +24,7 @@ class VELoRAModule(L.LightningModule):
         super().__init__()
         self.cfg = cfg
         self.class_names = list(class_names)
-        self.model = VELoRA(cfg)
+        self.model = VELoRA.from_config(cfg)
         # Resume checkpoints hold only trainable tensors (see on_save_checkpoint).
         self.strict_loading = False
         self.history: dict[str, list[tuple[int, float]]] = {}
@@ -153,4 +154,5 @@ class VELoRAModule(L.LightningModule):
         checkpoint["velora_history"] = {k: [list(p) for p in v] for k, v in self.history.items()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["state_dict"] = migrate_keys(checkpoint["state_dict"], prefix="model.")
         self.history = {k: [tuple(p) for p in v] for k, v in checkpoint.get("velora_history", {}).items()}

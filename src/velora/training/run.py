@@ -148,6 +148,9 @@ def quiet_lightning() -> None:
     # ClipDataModule resumes mid-epoch from the restored global step (see EpochShuffleSampler).
     warnings.filterwarnings("ignore", message=r".*your dataloader is not resumable.*")
     warnings.filterwarnings("ignore", message=r"torch.distributed.nn.functional.all_gather is deprecated")
+    # Training losses go to the logger from VELoRAModule.flush_stats at train.log_every, not through
+    # Lightning's log_every_n_steps, so its warning about short epochs does not apply.
+    warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
 
 
 def train(cfg: Config, resume: str | None = None) -> TrainResult:

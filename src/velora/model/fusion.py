@@ -1,0 +1,126 @@
+"""Modality-shared LoRA tuning: the high-level blocks of the framework figure.
+
+    fused = [diff; rgb; event] tokens, concatenated along the token axis    (B, k*N, D)
+    for each high-level block, in lockstep:
+        fused = fusion block(fused)                 frozen block + LoRA "fusion", or a trainable block
+        rgb   = final block(rgb)   + M-shared_rgb(fused[rgb slice])
+        event = final block(event) + M-shared_event(fused[event slice])
+
+The final RGB and event blocks are the backbone's top blocks. With `model.stream_path:
+low_blocks` (the paper's split) they are frozen and run without an adapter; with
+`all_blocks_projected` (the released code) they run again, with the stream's own adapter, on the
+projected tokens. The M-shared path (`model.shared_lora`) is either one rank-r adapter D -> D
+per modality and block (`linear`, velora's reading of the figure), or the released code's: the
+fused slice added back (an identity term) plus the final block's own fc1/fc2 adapter pair of that
+stream used as a bottleneck, fc1's A B, the block's activation, fc2's A B, unscaled, as the release
+calls peft's lora_A and lora_B modules directly (`mlp_bottleneck`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from velora.model.lora import LoRAAdapter, LoRALinear, use_adapter
+
+FUSION_ADAPTER = "fusion"
+
+
+@dataclass
+class StreamTokens:
+    """Each stream's tokens (B, N, D); None for a stream that is absent (a missing modality, or no
+    frame difference)."""
+
+    diff: torch.Tensor | None
+    rgb: torch.Tensor | None
+    event: torch.Tensor | None
+
+    def fused(self) -> tuple[torch.Tensor, dict[str, slice]]:
+        """[diff; rgb; event] along the token axis, and where each present stream sits in it."""
+        present = [(name, t) for name, t in (("diff", self.diff), ("rgb", self.rgb), ("event", self.event)) if t is not None]
+        slices, start = {}, 0
+        for name, tokens in present:
+            slices[name] = slice(start, start + tokens.shape[1])
+            start += tokens.shape[1]
+        return torch.cat([t for _, t in present], dim=1), slices
+
+
+class HighLevelFusion(nn.Module):
+    """The fusion blocks and the M-shared LoRA of the high-level blocks (see the module docstring).
+
+    blocks: the backbone's top blocks (frozen; they are not registered here, the backbone owns them).
+    fusion_block: "backbone_lora" (each top block with the "fusion" adapter) or "random_trainable"
+        (new trainable blocks, built by `make_block`, the released code's fusion).
+    shared_lora: "linear" or "mlp_bottleneck" (see the module docstring).
+    modalities: the streams with an M-shared path ("rgb", "event").
+    final_adapters: whether the final blocks run with their stream's adapter (stream_path
+        all_blocks_projected) or with none (low_blocks).
+    """
+
+    def __init__(
+        self,
+        blocks: list[nn.Module],
+        *,
+        dim: int,
+        fusion_block: str,
+        shared_lora: str,
+        modalities: tuple[str, ...],
+        rank: int,
+        alpha: float,
+        dropout: float,
+        final_adapters: bool,
+        make_block,
+    ):
+        super().__init__()
+        self.final_blocks = blocks  # a plain list: the backbone holds and saves these weights
+        self.lora_layers = [m for b in blocks for m in b.modules() if isinstance(m, LoRALinear)]
+        self.final_adapters = final_adapters
+        self.use_lora = rank > 0
+        self.blocks = nn.ModuleList(make_block() for _ in blocks) if fusion_block == "random_trainable" and self.use_lora else None
+        self.shared_lora = shared_lora
+
+        def linear_shared() -> nn.ModuleList:
+            return nn.ModuleList(LoRAAdapter(dim, dim, rank, alpha, dropout) for _ in blocks)
+
+        linear = self.use_lora and shared_lora == "linear"
+        self.shared_rgb = linear_shared() if linear and "rgb" in modalities else None
+        self.shared_event = linear_shared() if linear and "event" in modalities else None
+        self.bottleneck = self.use_lora and shared_lora == "mlp_bottleneck"
+
+    def forward(self, streams: StreamTokens) -> StreamTokens:
+        """The final RGB and event tokens (B, N, D) after the high-level blocks (diff: None)."""
+        fused, where = streams.fused()  # (B, k*N, D)
+        rgb, event = streams.rgb, streams.event
+        for i, block in enumerate(self.final_blocks):
+            # Without adapters (linear probe) nothing carries the fused tokens to the head.
+            if self.use_lora and self.blocks is not None:
+                fused = self.blocks[i](fused)
+            elif self.use_lora:
+                with use_adapter(self.lora_layers, FUSION_ADAPTER):
+                    fused = block(fused)
+            if rgb is not None:
+                rgb = self.final_block(i, block, "rgb", rgb, fused[:, where["rgb"]])
+            if event is not None:
+                event = self.final_block(i, block, "event", event, fused[:, where["event"]])
+        return StreamTokens(diff=None, rgb=rgb, event=event)
+
+    def final_block(self, i: int, block: nn.Module, stream: str, tokens: torch.Tensor, fused_part: torch.Tensor) -> torch.Tensor:
+        """High-level block i of `stream`'s own tokens, plus its M-shared LoRA fed by its fused tokens."""
+        with use_adapter(self.lora_layers, stream if self.final_adapters and self.use_lora else None):
+            tokens = block(tokens)
+        if self.bottleneck:
+            return tokens + fused_part + bottleneck(block, stream, fused_part)
+        adapters = self.shared_rgb if stream == "rgb" else self.shared_event
+        return tokens + adapters[i](fused_part) if adapters is not None else tokens
+
+
+def bottleneck(block: nn.Module, stream: str, x: torch.Tensor) -> torch.Tensor:
+    """The released M-shared path: `block`'s fc1 then fc2 adapters of `stream`, with the block's
+    activation between them, unscaled: fc2.B fc2.A act(fc1.B fc1.A x), (B, N, D) -> (B, N, D)."""
+    fc1, fc2 = block.mlp.fc1.adapters[stream], block.mlp.fc2.adapters[stream]
+    h = F.linear(F.linear(fc1.dropout(x), fc1.lora_a), fc1.lora_b)  # (B, N, 4D)
+    h = block.mlp.act(h)
+    return F.linear(F.linear(fc2.dropout(h), fc2.lora_a), fc2.lora_b)
