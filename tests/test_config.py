@@ -10,7 +10,7 @@ import yaml
 from velora.config import Config, ConfigError, describe_fields, load_config, parse_overrides, shipped_config_path
 from conftest import REPO_ROOT
 
-SHIPPED = ["demo", "pokerevent_vitb16", "hardvs_vitb16"]
+SHIPPED = ["demo", "pokerevent_vitb16", "hardvs_vitb16", "pokerevent_vitb16_release", "hardvs_vitb16_release"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -34,7 +34,7 @@ def test_paper_configs_have_the_paper_settings():
     poker, hardvs = load_config("pokerevent_vitb16"), load_config("hardvs_vitb16")
     assert poker.model.num_classes == 114 and hardvs.model.num_classes == 300
     for cfg in (poker, hardvs):
-        assert cfg.model.backbone == "vit_base_patch16_clip_quickgelu_224"
+        assert cfg.model.backbone == "vit_base_patch16_clip_quickgelu_224.openai"  # OpenAI CLIP, named
         assert cfg.model.image_size == 224 and cfg.lora.rank == 4 and cfg.lora.targets == ["fc1", "fc2"]
 
 

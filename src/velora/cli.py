@@ -177,6 +177,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-shown", type=int, default=20, help="problems shown per kind")
     _add_config(p, None)
 
+    p = sub.add_parser(
+        "split",
+        help="carve a validation split out of a training list (stratified by class, deterministic)",
+        description="Write <ROOT>/val_label.txt with --val-fraction of each class of the training list and "
+        "<ROOT>/train_split_label.txt with the rest; the training and test lists are never changed, and a "
+        "sample the test list holds goes to neither output. Train with data.train_labels=train_split_label.txt "
+        "(the shipped PokerEvent configs do). Refuses to overwrite without --force.",
+    )
+    p.add_argument("root", help="dataset root holding the training list")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share of each class for validation (default 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="which samples are drawn (default 0)")
+    p.add_argument("--train-labels", default="train_label.txt", help="the training list (default train_label.txt)")
+    p.add_argument("--test-labels", default="test_label.txt", help="the test list, read for overlaps only")
+    p.add_argument("--force", action="store_true", help="overwrite val_label.txt and train_split_label.txt")
+
     p = sub.add_parser("info", help="parameters per part and adapter checkpoint size for a config")
     _add_config(p, "pokerevent_vitb16")
 
@@ -364,6 +379,17 @@ def cmd_check_data(args) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_split(args) -> int:
+    from velora.data.split import split_train_val
+
+    result = split_train_val(
+        args.root, val_fraction=args.val_fraction, seed=args.seed, train_labels=args.train_labels,
+        test_labels=args.test_labels, force=args.force,
+    )
+    print(result.format())
+    return 0
+
+
 def cmd_pretrain(args) -> int:
     from velora.pretrain.config import config_from_args
     from velora.pretrain.train import pretrain
@@ -390,6 +416,7 @@ COMMANDS = {
     "bench": cmd_bench,
     "info": cmd_info,
     "check-data": cmd_check_data,
+    "split": cmd_split,
     "convert": cmd_convert,
     "convert-weights": cmd_convert_weights,
     "pretrain": cmd_pretrain,

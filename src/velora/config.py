@@ -137,7 +137,7 @@ class ModelConfig:
     random_block: str = _f(
         "timm",
         "How the randomly initialised trainable blocks (fusion_block random_trainable, recon_decoder block) "
-        "are built: 'timm' (timm's Block defaults: no qkv bias, LayerNorm eps 1e-5, no drop path) or "
+        "are built: 'timm' (timm's Block defaults: no qkv bias, no drop path, PyTorch's default Linear init) or "
         "'release' (the released code's ViT-B block: qkv bias, drop path 0.1, LayerNorm eps 1e-6, "
         "truncated-normal(0.02) weights).",
         choices=("timm", "release"),

@@ -1,12 +1,14 @@
-"""`velora info`: what a config builds, and what training it would change."""
+"""`velora info`: what a config builds, where its weights come from, and what training would change."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 
 from velora.config import Config
 from velora.model.velora import VELoRA, count_parameters
-from velora.model.weights import describe_weights_source
+from velora.model.weights_source import describe_source, resolve_source
 
 PART_NAMES = {
     "lora_rgb": "RGB stream LoRA (low-level blocks)",
@@ -16,29 +18,39 @@ PART_NAMES = {
     "shared_rgb": "M-shared LoRA into the final RGB block",
     "shared_event": "M-shared LoRA into the final event block",
     "fusion_blocks": "trainable fusion blocks (fusion_block: random_trainable)",
+    "project": "Linear from the CLIP projection back to the width",
+    "stream_embed": "learned modality embeddings",
     "recon_decoder": "reconstruction decoder",
     "head": "classification head",
     "backbone": "backbone weights (model.finetune_backbone: full fine-tuning)",
     "absent_rgb": "missing-RGB embedding",
     "absent_event": "missing-event embedding",
 }
+# The model fields where the released code's model differs from velora's default (configs/*_release.yaml).
+RELEASE_MODEL = {
+    "stream_path": "all_blocks_projected", "fusion_block": "random_trainable", "shared_lora": "mlp_bottleneck",
+    "recon_decoder": "block", "recon_detach_target": False, "head": "attention_last_tokens", "random_block": "release",
+}
 
 
 def describe(cfg: Config) -> str:
-    with torch.device("meta"):  # counts only: no memory, no weights loaded
-        model = VELoRA.from_config(_without_weights(cfg))
+    model = _counting_model(cfg)
     total, trainable = count_parameters(model)
     groups = model.parameter_groups()
     mb = trainable * 4 / 1e6  # fp32 safetensors payload; the header adds a few kB
     backbone = sum(p.numel() for p in model.backbone.parameters() if not p.requires_grad)
     frozen_mb = backbone * 4 / 1e6
+    m = cfg.model
+    source = resolve_source(m.weights, m.backbone)
     lines = [
-        f"backbone        {cfg.model.backbone} {cfg.model.backbone_args or ''}".rstrip(),
-        f"weights         {cfg.model.weights}: {describe_weights_source(cfg.model.weights, cfg.model.backbone)}",
-        f"blocks          {model.num_low} low-level + {cfg.model.high_level_blocks} high-level, "
-        f"dim {model.backbone.embed_dim}, image {cfg.model.image_size} px",
+        f"backbone        {m.backbone} {m.backbone_args or ''}".rstrip(),
+        f"weights         {describe_source(source)}",
+        f"blocks          {model.num_low} low-level + {m.high_level_blocks} high-level, "
+        f"dim {model.backbone.embed_dim}, image {m.image_size} px",
+        f"structure       stream_path {m.stream_path}, fusion_block {m.fusion_block}, shared_lora {m.shared_lora}, "
+        f"recon_decoder {m.recon_decoder}, head {m.head}",
         f"LoRA            rank {cfg.lora.rank}, alpha {cfg.lora.alpha}, targets {', '.join(cfg.lora.targets)}",
-        f"classes         {cfg.model.num_classes}",
+        f"classes         {m.num_classes}, modalities {'+'.join(m.modalities)}",
         "",
         f"{'part':58s} {'parameters':>12s}",
     ]
@@ -49,13 +61,29 @@ def describe(cfg: Config) -> str:
         f"{'frozen backbone (held once, shared by all streams)':58s} {backbone:12,d}  ({frozen_mb:.0f} MB fp32)",
         f"{'total':58s} {total:12,d}",
         "",
-        f"adapter checkpoint size: {mb:.2f} MB (fp32 safetensors; the paper reports 7.02 MB trainable, "
-        "the original checkpoint was 1.88 GB)",
+        f"adapter checkpoint size: {mb:.2f} MB (fp32 safetensors)",
+    ]
+    default = _trainable(cfg, {f.name: getattr(type(m)(), f.name) for f in dataclasses.fields(m) if f.name in RELEASE_MODEL})
+    release = _trainable(cfg, RELEASE_MODEL)
+    lines += [
+        f"the same task, trainable: velora's default model {default:,d}; the released code's model {release:,d}",
+        "(the paper's \"7.02 MB\" is the peft LoRA of three whole CLIP models, text towers included: "
+        "1,843,200 parameters; see the README)",
     ]
     return "\n".join(lines)
 
 
-def _without_weights(cfg: Config) -> Config:
+def _counting_model(cfg: Config) -> VELoRA:
+    """The model of `cfg` on the meta device: shapes only, no memory, no weights read."""
     raw = cfg.to_dict()
     raw["model"]["weights"] = "none"
-    return Config.from_dict(raw)
+    with torch.device("meta"):
+        return VELoRA.from_config(Config.from_dict(raw))
+
+
+def _trainable(cfg: Config, model_fields: dict) -> int:
+    raw = cfg.to_dict()
+    raw["model"].update(model_fields)
+    if model_fields.get("shared_lora") == "mlp_bottleneck":
+        raw["lora"]["targets"] = sorted(set(raw["lora"]["targets"]) | {"fc1", "fc2"})
+    return count_parameters(_counting_model(Config.from_dict(raw)))[1]

@@ -22,7 +22,7 @@ from velora.evaluation.panel import panel_row, plot_prediction_panel
 from velora.evaluation.metrics import topk_indices
 from velora.model.adapter_file import load_model
 from velora.model.velora import count_parameters
-from velora.model.weights import describe_weights_source
+from velora.model.weights_source import describe_source, resolve_source
 from velora.training.run import train
 
 # Each baseline is the demo config with these overrides.
@@ -96,7 +96,7 @@ def run_demo(
             "title": title,
             "modalities": cfg.data.modalities,
             "backbone_weights": cfg.model.weights,
-            "backbone_source": describe_weights_source(cfg.model.weights, cfg.model.backbone),
+            "backbone_source": describe_source(resolve_source(cfg.model.weights, cfg.model.backbone)),
             "backbone_trained": cfg.model.finetune_backbone,
             "test_top1": report["top1"],
             "test_top5": report["top5"],
@@ -135,7 +135,7 @@ def write_report(output: Path, base: Config, results: dict, class_names, seconds
     report_dir.mkdir(parents=True, exist_ok=True)
     backbone_note = (
         f"Backbone weights (model.weights: {base.model.weights}): "
-        f"{describe_weights_source(base.model.weights, base.model.backbone)}; frozen unless the table says "
+        f"{describe_source(resolve_source(base.model.weights, base.model.backbone))}; frozen unless the table says "
         "'trained'. Each variant's weights are in metrics.json (backbone_source)."
     )
     metrics = {"variants": results, "class_names": list(class_names), "seconds": round(seconds, 1), "note": backbone_note}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ class AdapterCheckpoint:
     class_names: list[str]
     state: dict[str, torch.Tensor]
     info: dict
+    weights_source: dict  # the backbone weights it was trained on (velora.model.weights_source); {} in old files
 
 
 def save_adapters(path: str | Path, model, config: Config, class_names: list[str], info: dict | None = None) -> Path:
@@ -42,6 +44,7 @@ def save_adapters(path: str | Path, model, config: Config, class_names: list[str
         "config": json.dumps(config.to_dict()),
         "class_names": json.dumps(list(class_names)),
         "info": json.dumps(info or {}),
+        "weights_source": json.dumps(getattr(model, "weights_source", {})),
     }
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata=metadata)
@@ -75,10 +78,11 @@ def read_adapters(path: str | Path) -> AdapterCheckpoint:
         raw_config = json.loads(metadata.get("config", "null"))
         class_names = json.loads(metadata.get("class_names", "[]"))
         info = json.loads(metadata.get("info", "{}"))
+        source = json.loads(metadata.get("weights_source", "{}"))
     except (json.JSONDecodeError, RecursionError) as exc:
         raise CheckpointError(f"checkpoint '{path}' has corrupt metadata ({exc}); write it again with velora train") from None
     names_ok = isinstance(class_names, list) and all(isinstance(name, str) for name in class_names)
-    if not isinstance(raw_config, dict) or not names_ok or not isinstance(info, dict):
+    if not isinstance(raw_config, dict) or not names_ok or not isinstance(info, dict) or not isinstance(source, dict):
         raise CheckpointError(
             f"checkpoint '{path}' has corrupt metadata (it needs a config mapping, a list of class names and "
             "an info mapping); write it again with velora train"
@@ -87,7 +91,7 @@ def read_adapters(path: str | Path) -> AdapterCheckpoint:
         config = Config.from_dict(raw_config, source=f"{path} (stored config)")
     except ConfigError as exc:
         raise CheckpointError(str(exc)) from None
-    return AdapterCheckpoint(config=config, class_names=class_names, state=state, info=info)
+    return AdapterCheckpoint(config=config, class_names=class_names, state=state, info=info, weights_source=source)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu"):
@@ -97,6 +101,13 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     ckpt = read_adapters(path)
     model = VELoRA.from_config(ckpt.config)
     load_trainable(model, ckpt.state, str(path))
+    trained_on, now = ckpt.weights_source.get("sha256"), model.weights_source.get("sha256")
+    if trained_on and now and trained_on != now:
+        warnings.warn(
+            f"{path} was trained on backbone weights with sha256 {trained_on[:16]}..., but "
+            f"{model.weights_source.get('path')} has sha256 {now[:16]}...: its predictions may be wrong",
+            stacklevel=2,
+        )
     return model.to(device).eval(), ckpt
 
 

@@ -101,24 +101,6 @@ def shipped_manifest(path: Path) -> dict:
     return json.loads(manifest.read_text()) if manifest.is_file() else {}
 
 
-def describe_weights_source(value: str, backbone: str) -> str:
-    """One line saying where the backbone's weights come from, for `velora info` and reports."""
-    if value == "none":
-        return "random initialisation (seed 0), no pre-training"
-    if value == "hub":
-        return f"timm hub pretrained weights of {backbone}"
-    path = resolve_weights(value)
-    if value.startswith(SHIPPED_PREFIX):
-        manifest = shipped_manifest(path)
-        settings = manifest.get("settings", {})
-        what = f"fractal-pretrained on {settings.get('num_categories', '?')} IFS categories" if settings else "pretrained"
-        digest = manifest.get("sha256", "no manifest")
-        return f"shipped {what} (velora/pretrained/{path.name}, sha256 {digest[:16]})"
-    if path.is_file():
-        return f"file {path} ({path.stat().st_size / 1e6:.1f} MB)"
-    return f"{'folder' if path.is_dir() else 'missing path'} {path}"
-
-
 def load_state_dict_any(
     path: str | Path, *, allow_torchscript: bool = False
 ) -> tuple[dict[str, torch.Tensor], dict]:

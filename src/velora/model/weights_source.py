@@ -165,14 +165,39 @@ def weights_source(weights: str, backbone: str, path: Path | None, hub: HubWeigh
     return source
 
 
+def resolve_source(weights: str, backbone: str) -> dict:
+    """`weights_source` of a config without building the model or fetching anything (velora info):
+    a hub file only if it is in the local cache already."""
+    from velora.model.weights import resolve_weights
+
+    if weights == "none":
+        return weights_source(weights, backbone, None)
+    if weights == "hub":
+        hub = hub_weights(backbone)
+        return weights_source(weights, backbone, cached_hub_file(hub), hub)
+    path = resolve_weights(weights)
+    if not path.exists():
+        return {"kind": "local", "path": str(path), "missing": True}
+    return weights_source(weights, backbone, path)
+
+
 def describe_source(source: dict) -> str:
     """One line for `velora info` and reports."""
     kind = source.get("kind")
     if kind == "none":
         return "random initialisation (seed 0), no pre-training"
+    if source.get("missing"):
+        return f"local {source['path']} (missing: give an existing file)"
     digest = source.get("sha256") or ", ".join(f"{n} {d[:12]}" for n, d in source.get("files", {}).items())
     if kind == "hub":
         where = source.get("path") or "not in the local cache: fetched on first use"
         sha = f", sha256 {digest}" if digest else ""
         return f"hub {source['hub_id']} (tag {source['tag']}, file {source['file']}{sha}), {where}"
-    return f"{'shipped' if kind == 'shipped' else 'local'} {source['path']} (sha256 {digest})"
+    if kind == "shipped":
+        from velora.model.weights import shipped_manifest
+
+        path = Path(source["path"])
+        settings = shipped_manifest(path).get("settings", {})
+        what = f"fractal-pretrained on {settings.get('num_categories', '?')} IFS categories" if settings else "pretrained"
+        return f"shipped {what} (velora/pretrained/{path.name}, sha256 {digest})"
+    return f"local {source['path']} (sha256 {digest})"

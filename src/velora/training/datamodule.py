@@ -12,9 +12,24 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from velora.config import Config
 from velora.data.augment import apply_device_crop
-from velora.data.factory import loader_collate, make_dataset
+from velora.data.factory import label_file, loader_collate, make_dataset
 from velora.data.skipping import SkipBadClips
 from velora.errors import DataError
+
+
+def require_val_split(cfg: Config) -> None:
+    """Stop before any work when the validation list is missing, with the command that makes one."""
+    d = cfg.data
+    if d.format == "packed" or d.layout == "recordings" or not d.root:
+        return  # packed data has its splits inside; recordings their <root>/val folder
+    val = label_file(cfg, "val")
+    if not val.is_file():
+        raise DataError(
+            f"the validation list {val} (data.val_labels) does not exist, and model selection needs one (never "
+            f"the test split). Make it from the training list: velora split {d.root} --val-fraction 0.1 "
+            f"(writes val_label.txt and train_split_label.txt), then train with "
+            f"data.train_labels=train_split_label.txt data.val_labels=val_label.txt"
+        )
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -89,6 +104,7 @@ class ClipDataModule(L.LightningDataModule):
     def __init__(self, cfg: Config, skip_log: Path | None = None):
         super().__init__()
         self.cfg = cfg
+        require_val_split(cfg)
         # Count the classes before checking label ranges, so a wrong model.num_classes gets the
         # message that names the right value.
         self.train_set = make_dataset(cfg, "train", train=True, check_labels=False)

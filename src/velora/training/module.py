@@ -151,6 +151,7 @@ class VELoRAModule(L.LightningModule):
         keep = {f"model.{k}" for k in self.model.trainable_state_dict()}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
         checkpoint["velora_config"] = self.cfg.to_dict()
+        checkpoint["velora_weights_source"] = self.model.weights_source
         checkpoint["velora_history"] = {k: [list(p) for p in v] for k, v in self.history.items()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:

@@ -1,0 +1,126 @@
+"""The released code's model as configuration: every structural piece builds, trains, and is what the
+release does (checked against the release's own maths written out here, on the tiny model)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import fill_adapters, make_tiny_config, random_clip
+from velora.config import ConfigError, load_config
+from velora.info import RELEASE_MODEL, describe
+from velora.model.fusion import bottleneck
+from velora.model.velora import VELoRA, AttentionHead
+
+RELEASE = dict(RELEASE_MODEL, high_level_blocks=1, backbone_args={"embed_dim": 32, "depth": 3, "num_heads": 2, "num_classes": 24})
+
+
+def release_model(**model) -> VELoRA:
+    return VELoRA.from_config(make_tiny_config(model={**RELEASE, **model}))
+
+
+def test_the_shipped_release_configs_are_the_release_fields():
+    for name in ("pokerevent_vitb16_release", "hardvs_vitb16_release"):
+        cfg = load_config(name)
+        assert {k: getattr(cfg.model, k) for k in RELEASE_MODEL} == RELEASE_MODEL
+        default = load_config(name.removesuffix("_release"))
+        assert cfg.lora == default.lora and cfg.data == default.data  # the same task and recipe
+        assert cfg.train.lr == default.train.lr and cfg.train.epochs == default.train.epochs
+
+
+def test_velora_info_prints_the_release_count_beside_the_default():
+    text = describe(load_config("pokerevent_vitb16_release"))
+    line = next(line for line in text.splitlines() if line.startswith("the same task, trainable"))
+    assert "velora's default model 1,824,114" in line and "the released code's model 18,326,898" in line
+
+
+def test_release_structure_all_blocks_then_projection_then_embeddings():
+    model = release_model().eval()
+    assert model.num_low == 3 and model.backbone.head.out_features == 24  # all blocks, then D -> 24 -> D
+    assert not any(p.requires_grad for p in model.backbone.head.parameters())
+    assert set(model.stream_embed) == {"rgb", "event", "diff"}
+    tokens = torch.randn(2, 5, 32)
+    projected = model.project_streams({"rgb": tokens})["rgb"]
+    by_hand = model.project(model.backbone.head(model.backbone.norm(tokens))) + model.stream_embed["rgb"]
+    assert torch.equal(projected, by_hand)
+
+
+def test_the_final_block_runs_again_with_its_stream_adapter_plus_the_bottleneck():
+    model = release_model().eval()
+    fill_adapters(model, seed=1)
+    block = model.backbone.blocks[-1]
+    tokens, fused_part = torch.randn(2, 5, 32), torch.randn(2, 5, 32)
+    out = model.fusion.final_block(0, block, "rgb", tokens, fused_part)
+    # By hand: the block with the "rgb" LoRA active (scaled alpha/r), then fused + the unscaled
+    # fc1/fc2 bottleneck of the same adapters, QuickGELU between (the release's c_fc, gelu, c_proj).
+    a1, b1 = block.mlp.fc1.adapters["rgb"].lora_a, block.mlp.fc1.adapters["rgb"].lora_b
+    a2, b2 = block.mlp.fc2.adapters["rgb"].lora_a, block.mlp.fc2.adapters["rgb"].lora_b
+    scale = 4.0 / 2
+    x = tokens + block.attn(block.norm1(tokens))
+    h = block.norm2(x)
+    h = F.linear(h, block.mlp.fc1.weight, block.mlp.fc1.bias) + scale * h @ a1.T @ b1.T
+    h = h * torch.sigmoid(1.702 * h)
+    h = F.linear(h, block.mlp.fc2.weight, block.mlp.fc2.bias) + scale * h @ a2.T @ b2.T
+    g = fused_part @ a1.T @ b1.T
+    g = g * torch.sigmoid(1.702 * g)
+    expected = (x + h) + fused_part + g @ a2.T @ b2.T
+    assert torch.allclose(out, expected, atol=1e-5)
+    assert torch.allclose(bottleneck(block, "rgb", fused_part), g @ a2.T @ b2.T, atol=1e-6)
+
+
+def test_attention_head_as_released():
+    head = AttentionHead(dim=8, num_classes=3, tokens=2)
+    rgb, event = torch.randn(2, 4, 8), torch.randn(2, 4, 8)
+    x = torch.cat([rgb, event], dim=1)
+    weights = torch.softmax(head.query(x) @ head.key(x).transpose(1, 2) / math.sqrt(8), dim=-1)
+    attended = weights @ head.value(x)
+    summed = attended[:, :4] + attended[:, 4:]
+    assert torch.allclose(head(rgb, event), head.fc(summed[:, -2:].flatten(1)), atol=1e-6)
+
+
+def test_release_blocks_are_built_as_the_release_builds_them():
+    model = release_model()
+    fusion, decoder = model.fusion.blocks[0], model.recon_decoder[0]
+    for block in (fusion, decoder):
+        assert block.attn.qkv.bias is not None and block.norm1.eps == 1e-6
+        assert block.drop_path1.drop_prob == pytest.approx(0.1)
+    assert model.recon_decoder[1].eps == 1e-6
+    default = VELoRA.from_config(make_tiny_config(model={"fusion_block": "random_trainable"}))
+    block = default.fusion.blocks[0]
+    assert block.attn.qkv.bias is None and isinstance(block.drop_path1, torch.nn.Identity)
+
+
+@pytest.mark.parametrize("given", ["both", "rgb", "event"])
+def test_the_release_model_trains_with_gradients_on_exactly_its_trainable_parts(given):
+    model = release_model(modality_dropout=0.2).train()
+    rgb = random_clip(2, 3, 32, seed=1) if given != "event" else None
+    events = random_clip(2, 3, 32, seed=2) if given != "rgb" else None
+    out = model(rgb, events)
+    assert out.logits.shape == (2, 8)
+    (F.cross_entropy(out.logits, torch.tensor([1, 2])) + out.recon_loss).backward()
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            assert p.grad is None, name
+    assert model.project.weight.grad is not None and model.head.fc.weight.grad is not None
+    if given == "both":
+        assert out.recon_loss.item() > 0 and model.fusion.blocks[0].attn.qkv.weight.grad is not None
+
+
+def test_release_counts_exceed_the_default_and_bottleneck_needs_its_adapters():
+    default = sum(p.numel() for p in VELoRA.from_config(make_tiny_config()).parameters() if p.requires_grad)
+    release = sum(p.numel() for p in release_model().parameters() if p.requires_grad)
+    assert release > 5 * default
+    with pytest.raises(ConfigError, match="mlp_bottleneck uses the final block's own fc1 and fc2"):
+        make_tiny_config(model={"shared_lora": "mlp_bottleneck"})
+    with pytest.raises(ConfigError, match="mlp_bottleneck"):
+        make_tiny_config("lora.targets=[qkv]", model={**RELEASE})
+
+
+def test_data_modalities_must_be_the_models():
+    cfg = make_tiny_config(data={"modalities": ["event"]})
+    assert cfg.model.modalities == ["event"], "an empty model.modalities follows the data (older configs)"
+    with pytest.raises(ConfigError, match="no adapters for"):
+        make_tiny_config(model={"modalities": ["rgb"]}, data={"modalities": ["rgb", "event"]})
