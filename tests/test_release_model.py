@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from conftest import fill_adapters, make_tiny_config, random_clip
-from velora.config import ConfigError, load_config
-from velora.info import RELEASE_MODEL, describe
+from velora.config import RELEASE_MODEL, ConfigError, load_config
+from velora.info import describe
 from velora.model.fusion import bottleneck
 from velora.model.velora import VELoRA, AttentionHead
 
@@ -42,10 +42,13 @@ def test_release_structure_all_blocks_then_projection_then_embeddings():
     assert model.num_low == 3 and model.backbone.head.out_features == 24  # all blocks, then D -> 24 -> D
     assert not any(p.requires_grad for p in model.backbone.head.parameters())
     assert set(model.stream_embed) == {"rgb", "event", "diff"}
-    tokens = torch.randn(2, 5, 32)
-    projected = model.project_streams({"rgb": tokens})["rgb"]
-    by_hand = model.project(model.backbone.head(model.backbone.norm(tokens))) + model.stream_embed["rgb"]
-    assert torch.equal(projected, by_hand)
+    # Per frame: ln_post, then the projection (as CLIP's encode_image); then the mean over frames,
+    # then the Linear back to the width and the stream's embedding.
+    frames = torch.randn(2, 3, 5, 32)  # (B, T, N, D) after the blocks
+    per_frame = model.project_frames(frames.flatten(0, 1)).view(2, 3, 5, 24)
+    by_hand = model.backbone.head(model.backbone.norm(frames)).mean(dim=1)
+    assert torch.allclose(per_frame.mean(dim=1), by_hand, atol=1e-6)
+    assert torch.equal(model.project_streams({"rgb": by_hand})["rgb"], model.project(by_hand) + model.stream_embed["rgb"])
 
 
 def test_the_final_block_runs_again_with_its_stream_adapter_plus_the_bottleneck():

@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a tiny dataset and one epoch: checks the pipeline in a minute")
     p.add_argument(
         "--variants", default="velora,rgb_only,event_only,linear_probe,random_backbone,full_finetune",
-        help="comma-separated models to train (default: the six of the table); ablations: fusion_random, "
+        help="comma-separated models to train (default: the six of the table); the released code's model: release, "
+        "release_stream_path, release_shared_lora, release_head, release_random_blocks; ablations: fusion_random, "
         "recon_block, recon_attached, head_cls, no_frame_diff, no_recon, modality_dropout",
     )
     _add_config(p, "demo")

@@ -254,6 +254,13 @@ class TrainConfig:
     )
 
 
+# The model fields where the released code's model differs from velora's default (configs/*_release.yaml).
+RELEASE_MODEL = {
+    "stream_path": "all_blocks_projected", "fusion_block": "random_trainable", "shared_lora": "mlp_bottleneck",
+    "recon_decoder": "block", "recon_detach_target": False, "head": "attention_last_tokens", "random_block": "release",
+}
+
+
 @dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)

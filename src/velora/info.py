@@ -6,7 +6,7 @@ import dataclasses
 
 import torch
 
-from velora.config import Config
+from velora.config import RELEASE_MODEL, Config
 from velora.model.velora import VELoRA, count_parameters
 from velora.model.weights_source import describe_source, resolve_source
 
@@ -25,11 +25,6 @@ PART_NAMES = {
     "backbone": "backbone weights (model.finetune_backbone: full fine-tuning)",
     "absent_rgb": "missing-RGB embedding",
     "absent_event": "missing-event embedding",
-}
-# The model fields where the released code's model differs from velora's default (configs/*_release.yaml).
-RELEASE_MODEL = {
-    "stream_path": "all_blocks_projected", "fusion_block": "random_trainable", "shared_lora": "mlp_bottleneck",
-    "recon_decoder": "block", "recon_detach_target": False, "head": "attention_last_tokens", "random_block": "release",
 }
 
 

@@ -43,6 +43,8 @@ class OriginalStyleVELoRA(VELoRA):
                 with use_adapter(layers, adapter if self.use_lora else None):
                     for block in backbone.blocks[: self.num_low]:
                         x = block(x)
+                if self.project is not None:
+                    x = self.project_frames(x)
                 per_frame.append(x[0])
             clips.append(torch.stack(per_frame).mean(dim=0))
         return torch.stack(clips)  # (B, N, D)

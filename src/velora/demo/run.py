@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from velora.config import Config, ConfigError, load_config, merge
+from velora.config import RELEASE_MODEL, Config, ConfigError, load_config, merge
 from velora.data.factory import make_dataset
 from velora.demo.generate import generate_demo_dataset
 from velora.evaluation.evaluate import evaluate, predict_scores
@@ -42,6 +42,18 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "no_frame_diff": ("no frame-difference stream", {"model": {"frame_diff": False}}),
     "no_recon": ("no reconstruction loss", {"model": {"recon_weight": 0.0}}),
     "modality_dropout": ("modality dropout 0.2", {"model": {"modality_dropout": 0.2}}),
+    # The released code's model, one structural field at a time, then all of them (configs/*_release.yaml).
+    "release_stream_path": ("release: all blocks + projection + embeddings", {"model": {"stream_path": "all_blocks_projected"}}),
+    "release_shared_lora": (
+        "release: the above + M-shared bottleneck",
+        {"model": {"stream_path": "all_blocks_projected", "shared_lora": "mlp_bottleneck"}},
+    ),
+    "release_head": ("release: attention head, last 10 tokens", {"model": {"head": "attention_last_tokens"}}),
+    "release_random_blocks": (
+        "release: random fusion + recon blocks as released",
+        {"model": {"fusion_block": "random_trainable", "recon_decoder": "block", "random_block": "release"}},
+    ),
+    "release": ("the released code's model (all fields)", {"model": dict(RELEASE_MODEL)}),
 }
 DEFAULT_VARIANTS = ["velora", "rgb_only", "event_only", "linear_probe", "random_backbone", "full_finetune"]
 FULL_SPLITS = {"train": 30, "val": 10, "test": 25}

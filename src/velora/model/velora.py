@@ -169,6 +169,8 @@ class VELoRA(nn.Module):
         with use_adapter(self.low_lora, rows):
             for block in self.backbone.blocks[: self.num_low]:
                 x = self.run_low_block(block, x, rows)
+        if self.project is not None:  # the released path: ln_post and CLIP's projection, per frame
+            x = self.project_frames(x)
         return {
             name: part.view(*f.shape[:2], *part.shape[1:]).mean(dim=1)
             for (name, f), part in zip(streams.items(), x.split(sizes))
@@ -187,13 +189,15 @@ class VELoRA(nn.Module):
 
         return checkpoint(run, x, use_reentrant=False)
 
+    def project_frames(self, x: torch.Tensor) -> torch.Tensor:
+        """The released path after all blocks, per frame: the final norm (ln_post) and the frozen
+        CLIP projection, (images, N, D) -> (images, N, E)."""
+        return self.backbone.head(self.backbone.norm(x))
+
     def project_streams(self, tokens: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The released path after all blocks: final norm (ln_post), the frozen CLIP projection
-        D -> E, the trainable Linear E -> D, plus the stream's embedding; (B, N, D) each."""
-        return {
-            name: self.project(self.backbone.head(self.backbone.norm(t))) + self.stream_embed[name]
-            for name, t in tokens.items()
-        }
+        """The released path after the mean over frames: the trainable Linear E -> D (shared by
+        the streams) plus the stream's learned embedding; (B, N, E) -> (B, N, D) each."""
+        return {name: self.project(t) + self.stream_embed[name] for name, t in tokens.items()}
 
     @staticmethod
     def frame_difference(frames: torch.Tensor) -> torch.Tensor:
