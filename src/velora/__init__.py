@@ -1,3 +1,21 @@
-"""VELoRA: low-rank adaptation of a frozen ViT for RGB + event-camera recognition."""
+"""velora: VELoRA, low-rank adaptation of a frozen ViT for RGB + event-camera recognition.
+
+    import velora
+    recognizer = velora.load("runs/poker/best.safetensors")
+    recognizer.predict("clip_folder_or_recording.aedat4")
+
+`load` and `Recognizer` (velora.evaluation.recognizer) are imported on first use, so `import
+velora` (and `velora --help`) stays fast.
+"""
 
 __version__ = "0.1.0"
+
+__all__ = ["Prediction", "Recognizer", "__version__", "load"]
+
+
+def __getattr__(name: str):
+    if name in ("load", "Recognizer", "Prediction"):
+        from velora.evaluation import recognizer
+
+        return getattr(recognizer, name)
+    raise AttributeError(f"module 'velora' has no attribute {name!r}")

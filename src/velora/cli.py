@@ -252,11 +252,11 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from velora.evaluation.evaluate import evaluate
+    import velora
 
-    report = evaluate(
-        args.checkpoint, split=args.split, data_root=args.data_root, modalities=_split(args.modalities),
-        output_dir=args.output, device=args.device, overrides=args.overrides,
+    report = velora.load(args.checkpoint, device=args.device).evaluate(
+        split=args.split, data_root=args.data_root, modalities=_split(args.modalities), output_dir=args.output,
+        overrides=args.overrides,
     )
     print(f"{args.split}: {report['num_clips']} clips, top-1 {report['top1']:.2%}, top-5 {report['top5']:.2%}, "
           f"mean class accuracy {report['mean_class_accuracy']:.2%}")
@@ -264,19 +264,18 @@ def cmd_eval(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from velora.evaluation.evaluate import predict_clips
+    import velora
 
-    results = predict_clips(
-        args.checkpoint, args.clips, modalities=_split(args.modalities), panel=args.panel, device=args.device
-    )
+    recognizer = velora.load(args.checkpoint, device=args.device)
+    results = recognizer.predict(args.clips, modalities=_split(args.modalities), panel=args.panel)
     for result in results:
         if len(results) > 1:
-            truth = f" (folder: {result['ground_truth']})" if result["ground_truth"] else ""
-            print(f"{result['clip']}{truth}")
-        for rank, (name, prob) in enumerate(result["topk"], 1):
+            truth = f" (folder: {result.ground_truth})" if result.ground_truth else ""
+            print(f"{result.source}{truth}")
+        for rank, (name, prob) in enumerate(result.topk, 1):
             print(f"{'  ' if len(results) > 1 else ''}top-{rank}: {name} ({prob:.3f})")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        Path(args.json).write_text(json.dumps([r.as_dict() for r in results], indent=1))
         print(f"predictions: {args.json}")
     if args.panel:
         print(f"panel: {args.panel}")

@@ -33,7 +33,7 @@ from velora.data.layout import EVENT_RESAMPLE
 from velora.data.sampling import ClipSampling, SampledClips
 from velora.errors import DataError
 from velora.events.readers import SUFFIXES, read_events, require_events
-from velora.events.render import event_image
+from velora.events.render import EventStream, event_image
 from velora.events.representations import WINDOWS, window_bounds
 
 REPRESENTATIONS = ("event_image",)
@@ -200,27 +200,37 @@ class EventFileDataset(SampledClips):
         width, height = self.sensor_size or (None, None)
         events = require_events(read_events(path, width, height), path)
 
-        rng = self.sampling.rng(self.epoch, index)
-        box, flip = self.sampling.crop_and_flip(rng)
-        bounds = window_bounds(events.t, self.sampling.num_frames, self.window, window_us=self.window_us, rng=rng)
+        clip = event_frames(
+            events, self.sampling, self.sampling.rng(self.epoch, index), self.window, self.window_us, self.event_resample
+        )
+        return {"events": clip, "label": torch.tensor(self.entries[index].label, dtype=torch.int64), "index": index}
 
-        size, resample = self.sampling.image_size, EVENT_RESAMPLE[self.event_resample]
-        pixel_box = (box[0] * events.width, box[1] * events.height, box[2] * events.width, box[3] * events.height)
-        frames = []
-        for start, stop in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
-            pixels = event_image(
-                events.x[start:stop], events.y[start:stop], events.p[start:stop], events.height, events.width
-            )  # (H, W, 3)
-            image = Image.fromarray(pixels).resize((size, size), resample, box=pixel_box)
-            if flip:
-                image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-            frames.append(np.asarray(image))
-        clip = np.stack(frames)  # (T, S, S, 3)
-        return {
-            "events": torch.from_numpy(clip).permute(0, 3, 1, 2).contiguous(),  # (T, 3, S, S)
-            "label": torch.tensor(self.entries[index].label, dtype=torch.int64),
-            "index": index,
-        }
+
+def event_frames(
+    events: EventStream,
+    sampling: ClipSampling,
+    rng: np.random.Generator | None = None,
+    window: str = "fixed_count",
+    window_us: int | None = None,
+    event_resample: str = "nearest",
+) -> torch.Tensor:
+    """An event recording as T event images, (T, 3, S, S) uint8: cut into sampling.num_frames
+    windows (window_bounds), each drawn at the sensor's size and resized to S x S; with `rng`
+    (training) a random crop and flip, then the window placement, drawn in that order."""
+    box, flip = sampling.crop_and_flip(rng)
+    bounds = window_bounds(events.t, sampling.num_frames, window, window_us=window_us, rng=rng)
+    size, resample = sampling.image_size, EVENT_RESAMPLE[event_resample]
+    pixel_box = (box[0] * events.width, box[1] * events.height, box[2] * events.width, box[3] * events.height)
+    frames = []
+    for start, stop in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        pixels = event_image(
+            events.x[start:stop], events.y[start:stop], events.p[start:stop], events.height, events.width
+        )  # (H, W, 3)
+        image = Image.fromarray(pixels).resize((size, size), resample, box=pixel_box)
+        if flip:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        frames.append(np.asarray(image))
+    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous()  # (T, 3, S, S)
 
 
 def event_file_problems(

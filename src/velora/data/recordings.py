@@ -166,40 +166,52 @@ class RecordingDataset(SampledClips):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
         index = range(len(self))[index]  # a plain non-negative int, also for -1 or numpy ints
         recording = self.recording(index)
-        num_samples = len(recording.aps_frames) - 1
-
-        sample_indices, box, flip = self.draw(index, num_samples)
-
-        events = recording.events
-        windows = frame_windows(events.t, recording.frame_timestamps_us)[1:]  # (N - 1) slices
-
-        def draw(modality: str, j: int) -> Image.Image:
-            """Sample j of one modality at sensor size, as convert_recordings writes it."""
-            if modality == "rgb":
-                return Image.fromarray(recording.aps_frames[j + 1]).convert("RGB")  # as read_frame
-            window = windows[j]
-            return Image.fromarray(
-                event_image(events.x[window], events.y[window], events.p[window], events.height, events.width)
-            )
-
-        resample = {"rgb": Image.Resampling.BILINEAR, "event": EVENT_RESAMPLE["nearest"]}
-        item: dict[str, torch.Tensor | int] = {}
-        for modality in self.modalities:
-            resized = {}  # short recordings repeat indices; draw each sample once
-            for j in dict.fromkeys(sample_indices.tolist()):
-                image = draw(modality, j)
-                width, height = image.size
-                pixel_box = (box[0] * width, box[1] * height, box[2] * width, box[3] * height)
-                size = self.sampling.image_size
-                image = image.resize((size, size), resample[modality], box=pixel_box)
-                if flip:
-                    image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-                resized[j] = np.asarray(image)  # (S, S, 3)
-            clip = np.stack([resized[j] for j in sample_indices.tolist()])  # (T, S, S, 3)
-            item[BATCH_KEY[modality]] = torch.from_numpy(clip).permute(0, 3, 1, 2).contiguous()  # (T, 3, S, S)
+        draw = self.draw(index, len(recording.aps_frames) - 1)
+        item: dict[str, torch.Tensor | int] = recording_frames(recording, draw, self.sampling.image_size, self.modalities)
         item["label"] = torch.tensor(self.entries[index].label, dtype=torch.int64)
         item["index"] = index
         return item
+
+
+def recording_frames(
+    recording: Recording,
+    draw: tuple[np.ndarray, tuple[float, float, float, float], bool],
+    image_size: int,
+    modalities: Sequence[str] = MODALITIES,
+) -> dict[str, torch.Tensor]:
+    """The T samples `draw` picks of a decoded recording, each modality (T, 3, S, S) uint8.
+
+    draw: (sample indices among the recording's N - 1 samples, crop box, flip), see
+        ClipSampling.draw. Sample j pairs APS frame j + 1 with the image of the events since
+        frame j, as convert_recordings writes it; both are resized to S x S (bilinear for APS
+        frames, nearest for event images) after the crop, then flipped.
+    """
+    sample_indices, box, flip = draw
+    events = recording.events
+    windows = frame_windows(events.t, recording.frame_timestamps_us)[1:]  # (N - 1) slices
+
+    def sample(modality: str, j: int) -> Image.Image:
+        """Sample j of one modality at sensor size."""
+        if modality == "rgb":
+            return Image.fromarray(recording.aps_frames[j + 1]).convert("RGB")  # as read_frame
+        window = windows[j]
+        return Image.fromarray(event_image(events.x[window], events.y[window], events.p[window], events.height, events.width))
+
+    resample = {"rgb": Image.Resampling.BILINEAR, "event": EVENT_RESAMPLE["nearest"]}
+    item: dict[str, torch.Tensor] = {}
+    for modality in modalities:
+        resized = {}  # short recordings repeat indices; draw each sample once
+        for j in dict.fromkeys(sample_indices.tolist()):
+            image = sample(modality, j)
+            width, height = image.size
+            pixel_box = (box[0] * width, box[1] * height, box[2] * width, box[3] * height)
+            image = image.resize((image_size, image_size), resample[modality], box=pixel_box)
+            if flip:
+                image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            resized[j] = np.asarray(image)  # (S, S, 3)
+        clip = np.stack([resized[j] for j in sample_indices.tolist()])  # (T, S, S, 3)
+        item[BATCH_KEY[modality]] = torch.from_numpy(clip).permute(0, 3, 1, 2).contiguous()  # (T, 3, S, S)
+    return item
 
 
 def recording_problems(path: Path, *, decode: bool, min_frames: int) -> list[Issue]:
