@@ -1,4 +1,4 @@
-"""The exception for bad data on disk, shared by every layer that reads files (events, data, model inputs)."""
+"""The exception (and warning) for bad data on disk, shared by every layer that reads files (events, data, model inputs)."""
 
 
 class DataError(ValueError):
@@ -6,4 +6,11 @@ class DataError(ValueError):
 
     The message names the file or folder, says what was wrong and what to do about it. Subclasses
     ``ValueError`` so callers that only know the standard library can still catch it.
+    """
+
+
+class DataWarning(UserWarning):
+    """A file was read, but part of it was dropped (for example a recording cut in the middle of a word).
+
+    The message names the file and says what was dropped; the complete events were kept.
     """

@@ -36,6 +36,7 @@ import numpy as np
 
 from velora.errors import DataError
 from velora.events.aedat4 import Recording, read_aedat4
+from velora.events.columns import check_file, event_stream, read_file_bytes
 from velora.events.render import EventStream
 
 __all__ = ["Recording", "SUFFIXES", "read_aedat4", "read_events", "read_hdf5", "read_nmnist", "read_npy", "require_events"]
@@ -95,7 +96,7 @@ def read_nmnist(path: str | Path, width: int | None = 34, height: int | None = 3
     vary in size (up to about 240 x 180): pass its size, or None to use max coordinate + 1.
     """
     path = Path(path)
-    raw = _read_bytes(path)
+    raw = read_file_bytes(path)
     if len(raw) % NMNIST_BYTES_PER_EVENT:
         raise DataError(
             f"{path}: {len(raw)} bytes is not a multiple of {NMNIST_BYTES_PER_EVENT}, the size of one "
@@ -110,7 +111,7 @@ def read_nmnist(path: str | Path, width: int | None = 34, height: int | None = 3
         t = t + NMNIST_OVERFLOW_US * np.cumsum(overflow)
         keep = ~overflow
         t, x, y, on = t[keep], x[keep], y[keep], on[keep]
-    return _event_stream(path, t, x, y, on, width, height)
+    return event_stream(path, t, x, y, on, width, height)
 
 
 def read_npy(path: str | Path, width: int | None = None, height: int | None = None) -> EventStream:
@@ -120,7 +121,7 @@ def read_npy(path: str | Path, width: int | None = None, height: int | None = No
     A .npz may also hold scalar arrays `width` and `height`; the arguments take precedence.
     """
     path = Path(path)
-    _check_file(path)
+    check_file(path)
     try:
         loaded = np.load(path, allow_pickle=False)
         is_archive = isinstance(loaded, np.lib.npyio.NpzFile)
@@ -139,7 +140,7 @@ def read_npy(path: str | Path, width: int | None = None, height: int | None = No
     width = width if width is not None else _scalar(path, columns.get("width"), "width")
     height = height if height is not None else _scalar(path, columns.get("height"), "height")
     t, x, y, p = (_column(path, columns, name, "array" if is_archive else "field") for name in "txyp")
-    return _event_stream(path, t, x, y, p, width, height)
+    return event_stream(path, t, x, y, p, width, height)
 
 
 def read_hdf5(path: str | Path, width: int | None = None, height: int | None = None) -> EventStream:
@@ -149,7 +150,7 @@ def read_hdf5(path: str | Path, width: int | None = None, height: int | None = N
     else from `width`/`height` attributes of the group holding the datasets or of the root.
     """
     path = Path(path)
-    _check_file(path)
+    check_file(path)
     try:
         with h5py.File(path, "r") as file:
             group = file["events"] if isinstance(file.get("events"), h5py.Group) else file
@@ -169,7 +170,7 @@ def read_hdf5(path: str | Path, width: int | None = None, height: int | None = N
         raise DataError(f"{path}: cannot be read as HDF5 ({error}); the file is truncated, corrupt or not HDF5.") from None
     width = width if width is not None else _scalar(path, attributes.get("width"), "width")
     height = height if height is not None else _scalar(path, attributes.get("height"), "height")
-    return _event_stream(path, np.asarray(t), np.asarray(x), np.asarray(y), np.asarray(p), width, height)
+    return event_stream(path, np.asarray(t), np.asarray(x), np.asarray(y), np.asarray(p), width, height)
 
 
 SUFFIXES = {
@@ -181,26 +182,6 @@ SUFFIXES = {
     ".h5": read_hdf5,
     ".hdf5": read_hdf5,
 }
-
-
-def _check_file(path: Path) -> None:
-    """DataError when the file is missing, not a file, or empty."""
-    try:
-        size = path.stat().st_size
-    except OSError as error:
-        raise DataError(f"{path}: cannot be read ({error.strerror or error}); check the path.") from None
-    if not path.is_file():
-        raise DataError(f"{path}: is not a file; pass the path of one event file.")
-    if size == 0:
-        raise DataError(f"{path}: the file is empty (0 bytes); re-copy or re-record it.")
-
-
-def _read_bytes(path: Path) -> bytes:
-    _check_file(path)
-    try:
-        return path.read_bytes()
-    except OSError as error:
-        raise DataError(f"{path}: cannot be read ({error.strerror or error}); check the file's permissions.") from None
 
 
 def _structured_fields(path: Path, array: np.ndarray) -> dict[str, np.ndarray]:
@@ -229,45 +210,3 @@ def _scalar(path: Path, value, name: str) -> int | None:
     if value.size != 1 or value.dtype.kind not in "iu" or int(value.reshape(())) <= 0:
         raise DataError(f"{path}: the stored sensor {name} {value!r} is not a positive integer; fix it or pass {name}=.")
     return int(value.reshape(()))
-
-
-def _event_stream(path: Path, t, x, y, p, width: int | None, height: int | None) -> EventStream:
-    """Validate raw columns read from `path` and build a sorted EventStream."""
-    t, x, y, p = (np.asarray(column).reshape(-1) for column in (t, x, y, p))
-    if not len(t) == len(x) == len(y) == len(p):
-        lengths = ", ".join(str(len(column)) for column in (t, x, y, p))
-        raise DataError(f"{path}: columns t, x, y, p have different lengths ({lengths}); the file is corrupt.")
-    t = _integer_column(path, t, "timestamps t")
-    x = _integer_column(path, x, "x")
-    y = _integer_column(path, y, "y")
-    if p.dtype != bool and not np.isin(p, (-1, 0, 1)).all():
-        raise DataError(f"{path}: polarity holds values {np.unique(p)[:8].tolist()}; expected bool, 0/1 or -1/+1.")
-    polarity = np.where(p > 0, 1, -1)
-    if width is None or height is None:
-        if len(t) == 0:
-            raise DataError(f"{path}: the file holds no events and no sensor size; pass width= and height=.")
-        width = width if width is not None else int(x.max()) + 1
-        height = height if height is not None else int(y.max()) + 1
-    if max(width, height) > np.iinfo(np.int16).max:
-        raise DataError(f"{path}: a {width} x {height} sensor does not fit int16 coordinates; check x, y or width/height.")
-    if len(t) and (x.min() < 0 or y.min() < 0 or x.max() >= width or y.max() >= height):
-        raise DataError(
-            f"{path}: event coordinates (x in [{x.min()}, {x.max()}], y in [{y.min()}, {y.max()}]) fall outside "
-            f"the {width} x {height} sensor; pass the right width/height (or None to infer max + 1)."
-        )
-    order = np.argsort(t, kind="stable") if np.any(t[1:] < t[:-1]) else slice(None)  # np.diff could overflow
-    try:
-        return EventStream(t[order], x[order], y[order], polarity[order], width, height)
-    except ValueError as error:
-        raise DataError(f"{path}: {error}") from None
-
-
-def _integer_column(path: Path, values: np.ndarray, name: str) -> np.ndarray:
-    if values.dtype.kind not in "iuf":
-        raise DataError(f"{path}: {name} has dtype {values.dtype}; expected integers.")
-    if values.dtype.kind == "f" and not (np.all(np.abs(values) < 2**63) and np.array_equal(values, np.round(values))):
-        raise DataError(
-            f"{path}: {name} holds non-integer or non-finite floats; timestamps must be integer microseconds and "
-            "coordinates integer pixels (convert seconds with np.round(t * 1e6).astype(np.int64))."
-        )
-    return values.astype(np.int64)
