@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from contextlib import contextmanager
 from datetime import timedelta
@@ -201,8 +202,8 @@ def test_empty_file_raises_naming_the_file(tmp_path, suffix):
 def test_missing_file_and_unknown_suffix(tmp_path):
     with raises_data_error_naming(tmp_path / "absent.npy", "cannot be read"):
         read_events(tmp_path / "absent.npy")
-    with raises_data_error_naming(tmp_path / "events.csv", r"\.aedat4, \.bin, \.bs2, \.h5, \.hdf5, \.npy, \.npz"):
-        read_events(tmp_path / "events.csv")
+    with raises_data_error_naming(tmp_path / "events.mp4", re.escape(", ".join(sorted(SUFFIXES)))):
+        read_events(tmp_path / "events.mp4")
 
 
 # --- N-MNIST / N-Caltech101 40-bit --------------------------------------------------------------

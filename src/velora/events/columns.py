@@ -2,9 +2,9 @@
 
 - `read_file_bytes` / `check_file`: a missing, unreadable or zero-byte file raises DataError.
 - `event_stream`: columns of any numeric type (from NumPy, HDF5, text) validated and converted.
-- `decoded_stream`: columns a binary decoder has already produced with the right types and range
-  (t int64 microseconds, x/y non-negative integers, `on` 0/1); it only sorts and builds, so the
-  fast decoders do not pay for validating what they constructed.
+- `decoded_stream`: columns a binary decoder has already produced with EventStream's types (t int64
+  microseconds, x/y int16 in range, p int8 +1/-1); it only sorts and builds, so the fast decoders
+  do not pay twice for checks EventStream makes anyway.
 
 Both builders sort by t with a stable sort when the file is not in time order, so events with equal
 timestamps keep their file order.
@@ -61,16 +61,17 @@ def sensor_size(path: Path, x: np.ndarray, y: np.ndarray, width: int | None, hei
     return width, height
 
 
-def decoded_stream(path: Path, t: np.ndarray, x: np.ndarray, y: np.ndarray, on: np.ndarray, width: int, height: int) -> EventStream:
-    """Build the stream from decoder output: t int64 us, x/y in [0, width) x [0, height), on 0/1 (or bool)."""
-    polarity = on.astype(np.int8)
-    polarity *= 2
-    polarity -= 1  # 0/1 -> -1/+1 in place
-    if np.any(t[1:] < t[:-1]):  # not np.diff, which can overflow
+def decoded_stream(
+    path: Path, t: np.ndarray, x: np.ndarray, y: np.ndarray, p: np.ndarray, width: int, height: int, in_order: bool = False
+) -> EventStream:
+    """Build the stream from decoder output (t int64 us, x/y int16, p int8 +1/-1), sorting stably if
+    needed; in_order=True: the decoder saw t never decrease, so the check is skipped (EventStream
+    checks the order again anyway)."""
+    if not in_order and np.any(t[1:] < t[:-1]):  # not np.diff, which can overflow
         order = np.argsort(t, kind="stable")
-        t, x, y, polarity = t[order], x[order], y[order], polarity[order]
+        t, x, y, p = t[order], x[order], y[order], p[order]
     try:
-        return EventStream(t, x, y, polarity, width, height)
+        return EventStream(t, x, y, p, width, height)
     except ValueError as error:
         raise DataError(f"{path}: the decoded events are invalid ({error}); the file is corrupt.") from None
 

@@ -11,9 +11,16 @@ top-left corner, p int8 +1 (ON) / -1 (OFF), sorted by t, plus the sensor width a
                                              else max coordinate + 1
     .h5 / .hdf5                read_hdf5     arguments, else `width`/`height` attributes of the
                                              events group or the root, else max coordinate + 1
+    .raw (Prophesee EVT 2.0,   read_raw      the header (format or geometry line), else arguments,
+      2.1, 3.0)                              else a table by camera plugin (Gen3 files have no
+                                             geometry), else max coordinate + 1
+    .dat (Prophesee CD)        read_dat      the header (% Width / % Height), else arguments,
+                                             else max coordinate + 1
 
 `read_events(path)` picks the reader from the suffix. `read_aedat4` returns a `Recording`
-(events plus APS frames, see velora.events.aedat4); `read_events` returns its events.
+(events plus APS frames, see velora.events.aedat4) and `read_raw` a `RawRecording` (events plus
+counts of the trigger and system words it skipped, see velora.events.prophesee); `read_events`
+returns their events. Where a file stores its sensor size, that size wins over the arguments.
 
 Conventions shared by all readers:
 - Events are sorted by t when the file is not (a stable sort, so events with equal timestamps
@@ -37,9 +44,22 @@ import numpy as np
 from velora.errors import DataError
 from velora.events.aedat4 import Recording, read_aedat4
 from velora.events.columns import check_file, event_stream, read_file_bytes
+from velora.events.prophesee import RawRecording, read_dat, read_raw, read_raw_events
 from velora.events.render import EventStream
 
-__all__ = ["Recording", "SUFFIXES", "read_aedat4", "read_events", "read_hdf5", "read_nmnist", "read_npy", "require_events"]
+__all__ = [
+    "RawRecording",
+    "Recording",
+    "SUFFIXES",
+    "read_aedat4",
+    "read_dat",
+    "read_events",
+    "read_hdf5",
+    "read_nmnist",
+    "read_npy",
+    "read_raw",
+    "require_events",
+]
 
 # accepted names of each column in .npy fields, .npz arrays and HDF5 datasets, preferred first
 COLUMN_NAMES = {
@@ -60,7 +80,7 @@ def read_events(path: str | Path, width: int | None = None, height: int | None =
     """The events of any supported file, chosen by suffix (see SUFFIXES).
 
     width/height: the sensor size for formats that do not store it (passed on to the reader when
-    given); .aedat4 files always use the size stored in the file.
+    given); files that store their size (.aedat4, and .raw, .dat ... whose header has it) use that.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -181,6 +201,8 @@ SUFFIXES = {
     ".npz": read_npy,
     ".h5": read_hdf5,
     ".hdf5": read_hdf5,
+    ".raw": read_raw_events,
+    ".dat": read_dat,
 }
 
 
