@@ -16,12 +16,17 @@ import re
 import warnings
 from pathlib import Path
 
-import faery
 import numpy as np
 import pytest
-
 from conftest import REAL_DATA
+from faery_reference import (
+    assert_same_events,
+    faery_decode,
+    random_events,
+    write_with_faery,
+)
 from spec_writers import evt21_file
+
 from velora.errors import DataError, DataWarning
 from velora.events import evt
 from velora.events.prophesee import read_dat, read_raw
@@ -30,34 +35,6 @@ from velora.events.render import EventStream
 
 GEN3_EVT2 = REAL_DATA / "prophesee" / "gen3_evt2.raw"
 EVK4_EVT3 = REAL_DATA / "prophesee" / "evk4_evt3_head.raw"
-
-
-def faery_decode(path: Path) -> np.ndarray:
-    """Every event faery decodes from `path`, as one structured array (t, x, y, on)."""
-    return np.concatenate(list(faery.events_stream_from_file(path)))
-
-
-def assert_same_events(events, reference: np.ndarray) -> None:
-    assert len(events) == len(reference)
-    assert np.array_equal(events.t, reference["t"].astype(np.int64)), "t differs"
-    assert np.array_equal(events.x, reference["x"]) and np.array_equal(events.y, reference["y"]), "x or y differs"
-    assert np.array_equal(events.p > 0, reference["on"]), "polarity differs"
-
-
-def random_events(n: int, width: int, height: int, duration_us: int, seed: int = 0, t0: int = 0) -> np.ndarray:
-    """n distinct events in faery's dtype, sorted by t (ties in a random order)."""
-    rng = np.random.default_rng(seed)
-    events = np.zeros(n, dtype=faery.EVENTS_DTYPE)
-    events["t"] = t0 + np.sort(rng.integers(0, duration_us, n))
-    events["x"], events["y"] = rng.integers(0, width, n), rng.integers(0, height, n)
-    events["on"] = rng.random(n) < 0.5
-    _, first = np.unique(np.stack([events["t"], events["x"], events["y"]]), axis=1, return_index=True)
-    return events[np.sort(first)]
-
-
-def write_with_faery(path: Path, events: np.ndarray, size: tuple[int, int], **options) -> Path:
-    faery.events_stream_from_array(events, dimensions=size).to_file(path, **options)
-    return path
 
 
 def data_offset(data: bytes) -> int:
@@ -127,7 +104,7 @@ def test_recording_cut_inside_a_vector_group_keeps_the_events_that_arrived_and_w
     assert arrived == evt.compiled(evt._count_evt3)(words[: base + 2])
     for name in "txyp":
         assert np.array_equal(getattr(cut, name), getattr(full, name)[:arrived])
-    assert bin(vect12).count("1") == arrived - evt.compiled(evt._count_evt3)(words[: base + 1])
+    assert vect12.bit_count() == arrived - evt.compiled(evt._count_evt3)(words[: base + 1])
 
 
 @pytest.mark.parametrize("extra", [1, 3])

@@ -45,7 +45,7 @@ import numpy as np
 
 from velora.events.jit import compiled
 
-__all__ = ["CorruptWord", "Decoded", "decode_evt2", "decode_evt21", "decode_evt3", "evt3_cut_vector_group"]
+__all__ = ["CorruptWord", "Decoded", "decode_evt2", "decode_evt3", "decode_evt21", "evt3_cut_vector_group"]
 
 EVT3_GROUP_COLUMNS = 32  # a vector group (VECT_BASE_X, VECT_12, VECT_12, VECT_8) covers 32 columns
 ADDRESS_RANGE = 2048  # 11-bit x and y: the largest sensor the EVT formats address

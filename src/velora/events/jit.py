@@ -25,6 +25,6 @@ __all__ = ["compiled"]
 @functools.cache
 def compiled(loop: Callable) -> Callable:
     """`loop` compiled by numba (nopython mode, cached on disk), built on the first call."""
-    import numba  # noqa: PLC0415 - deliberately lazy, see the module docstring
+    import numba  # deliberately here, not at the top: see the module docstring
 
     return numba.njit(cache=True, nogil=True)(loop)

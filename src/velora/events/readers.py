@@ -16,11 +16,14 @@ top-left corner, p int8 +1 (ON) / -1 (OFF), sorted by t, plus the sensor width a
                                              geometry), else max coordinate + 1
     .dat (Prophesee CD)        read_dat      the header (% Width / % Height), else arguments,
                                              else max coordinate + 1
+    .es (Event Stream 2.x,     read_es       the header
+      DVS and ATIS)
 
 `read_events(path)` picks the reader from the suffix. `read_aedat4` returns a `Recording`
-(events plus APS frames, see velora.events.aedat4) and `read_raw` a `RawRecording` (events plus
-counts of the trigger and system words it skipped, see velora.events.prophesee); `read_events`
-returns their events. Where a file stores its sensor size, that size wins over the arguments.
+(events plus APS frames, see velora.events.aedat4), `read_raw` a `RawRecording` (events plus
+counts of the trigger and system words it skipped, see velora.events.prophesee) and `read_es` an
+`EsRecording` (events plus the ATIS exposure measurements dropped); `read_events` returns their
+events. Where a file stores its sensor size, that size wins over the arguments.
 
 Conventions shared by all readers:
 - Events are sorted by t when the file is not (a stable sort, so events with equal timestamps
@@ -44,15 +47,18 @@ import numpy as np
 from velora.errors import DataError
 from velora.events.aedat4 import Recording, read_aedat4
 from velora.events.columns import check_file, event_stream, read_file_bytes
+from velora.events.eventstream import EsRecording, read_es, read_es_events
 from velora.events.prophesee import RawRecording, read_dat, read_raw, read_raw_events
 from velora.events.render import EventStream
 
 __all__ = [
+    "SUFFIXES",
+    "EsRecording",
     "RawRecording",
     "Recording",
-    "SUFFIXES",
     "read_aedat4",
     "read_dat",
+    "read_es",
     "read_events",
     "read_hdf5",
     "read_nmnist",
@@ -203,6 +209,7 @@ SUFFIXES = {
     ".hdf5": read_hdf5,
     ".raw": read_raw_events,
     ".dat": read_dat,
+    ".es": read_es_events,
 }
 
 
