@@ -90,7 +90,7 @@ POLARITY_EVENT, SPECIAL_EVENT = 1, 0
 def aedat31_packet(event_type: int, payload: np.ndarray, ts_overflow: int, event_size: int, valid: int | None = None) -> bytes:
     """One packet: the 28-byte header (int16 type, int16 source, int32 size, TS offset, TS overflow,
     capacity, number, valid) and the events' bytes."""
-    number = len(payload) // event_size
+    number = payload.nbytes // event_size
     header = np.array([event_type | 1 << 16, event_size, 4, ts_overflow, number, number, number if valid is None else valid], dtype="<i4")
     return header.tobytes() + payload.tobytes()
 

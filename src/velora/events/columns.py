@@ -20,7 +20,7 @@ import numpy as np
 from velora.errors import DataError, DataWarning
 from velora.events.render import EventStream
 
-__all__ = ["check_file", "decoded_stream", "event_stream", "read_file_bytes", "sensor_size", "warn_dropped"]
+__all__ = ["check_file", "decoded_stream", "event_stream", "read_file_bytes", "sensor_size", "unwrap_uint32", "warn_dropped"]
 
 
 def check_file(path: Path) -> None:
@@ -59,6 +59,16 @@ def sensor_size(path: Path, x: np.ndarray, y: np.ndarray, width: int | None, hei
     if width <= 0 or height <= 0 or max(width, height) > np.iinfo(np.int16).max:
         raise DataError(f"{path}: a {width} x {height} sensor is not possible (int16 coordinates); check width/height.")
     return width, height
+
+
+def unwrap_uint32(t: np.ndarray) -> np.ndarray:
+    """int64 t (in place) from 32-bit microsecond timestamps, which wrap after 71 minutes: a drop of
+    at least 2**31 counts as a wrap-around and adds 2**32 to what follows; a smaller drop is kept."""
+    drops = np.zeros(len(t), dtype=np.int64)
+    drops[1:] = t[:-1] - t[1:] >= 1 << 31
+    if drops.any():
+        t += np.cumsum(drops) << 32
+    return t
 
 
 def decoded_stream(

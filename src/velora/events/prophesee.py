@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from velora.errors import DataError
-from velora.events.columns import decoded_stream, read_file_bytes, sensor_size, warn_dropped
+from velora.events.columns import decoded_stream, read_file_bytes, sensor_size, unwrap_uint32, warn_dropped
 from velora.events.evt import CorruptWord, Decoded, decode_evt2, decode_evt3, decode_evt21, evt3_cut_vector_group
 from velora.events.render import EventStream
 
@@ -203,7 +203,7 @@ def read_dat(path: str | Path, width: int | None = None, height: int | None = No
     p -= 1  # 0/1 -> -1/+1 in place
     in_order = not np.any(records[1:, 0] < records[:-1, 0])
     if not in_order:
-        t = _unwrap_dat(t)
+        t = unwrap_uint32(t)
     if t0 := _t0(path, header):
         t += t0
     stored = _header_size(path, header)
@@ -230,15 +230,6 @@ def _dat_columns(records: np.ndarray, x_bits: int, y_bits: int, polarity_shift: 
     np.right_shift(fields, polarity_shift, out=p, casting="unsafe")
     p &= 0xF
     return records[:, 0].astype(np.int64), x, y, p
-
-
-def _unwrap_dat(t: np.ndarray) -> np.ndarray:
-    """uint32 microseconds wrap after 71 minutes: a drop of at least 2**31 adds 2**32 to what follows."""
-    wraps = np.zeros(len(t), dtype=np.int64)
-    wraps[1:] = t[:-1] - t[1:] >= 1 << 31
-    if wraps.any():
-        t += np.cumsum(wraps) << 32
-    return t
 
 
 def _raw_format(path: Path, header: PropheseeHeader) -> tuple[str, bool]:

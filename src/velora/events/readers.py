@@ -18,6 +18,9 @@ top-left corner, p int8 +1 (ON) / -1 (OFF), sorted by t, plus the sensor width a
                                              else max coordinate + 1
     .es (Event Stream 2.x,     read_es       the header
       DVS and ATIS)
+    .aedat (AEDAT 2.0 jAER /   read_aedat    a table by the camera the header names (DVS128,
+      v2e, 3.1 cAER / DVS128                 DAVIS240, DAVIS346), else arguments, else max
+      Gesture; 4.0 as .aedat4)               coordinate + 1
 
 `read_events(path)` picks the reader from the suffix. `read_aedat4` returns a `Recording`
 (events plus APS frames, see velora.events.aedat4), `read_raw` a `RawRecording` (events plus
@@ -46,6 +49,7 @@ import numpy as np
 
 from velora.errors import DataError
 from velora.events.aedat4 import Recording, read_aedat4
+from velora.events.aedat_legacy import read_aedat
 from velora.events.columns import check_file, event_stream, read_file_bytes
 from velora.events.eventstream import EsRecording, read_es, read_es_events
 from velora.events.prophesee import RawRecording, read_dat, read_raw, read_raw_events
@@ -56,6 +60,7 @@ __all__ = [
     "EsRecording",
     "RawRecording",
     "Recording",
+    "read_aedat",
     "read_aedat4",
     "read_dat",
     "read_es",
@@ -210,6 +215,7 @@ SUFFIXES = {
     ".raw": read_raw_events,
     ".dat": read_dat,
     ".es": read_es_events,
+    ".aedat": read_aedat,
 }
 
 
