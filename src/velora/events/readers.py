@@ -21,6 +21,8 @@ top-left corner, p int8 +1 (ON) / -1 (OFF), sorted by t, plus the sensor width a
     .aedat (AEDAT 2.0 jAER /   read_aedat    a table by the camera the header names (DVS128,
       v2e, 3.1 cAER / DVS128                 DAVIS240, DAVIS346), else arguments, else max
       Gesture; 4.0 as .aedat4)               coordinate + 1
+    .csv (t,x,y,p lines with   read_csv      `x@W` / `y@H` in the header (faery's), else
+      a header naming them)                  arguments, else max coordinate + 1
 
 `read_events(path)` picks the reader from the suffix. `read_aedat4` returns a `Recording`
 (events plus APS frames, see velora.events.aedat4), `read_raw` a `RawRecording` (events plus
@@ -51,6 +53,7 @@ from velora.errors import DataError
 from velora.events.aedat4 import Recording, read_aedat4
 from velora.events.aedat_legacy import read_aedat
 from velora.events.columns import check_file, event_stream, read_file_bytes
+from velora.events.csv_events import read_csv
 from velora.events.eventstream import EsRecording, read_es, read_es_events
 from velora.events.prophesee import RawRecording, read_dat, read_raw, read_raw_events
 from velora.events.render import EventStream
@@ -62,6 +65,7 @@ __all__ = [
     "Recording",
     "read_aedat",
     "read_aedat4",
+    "read_csv",
     "read_dat",
     "read_es",
     "read_events",
@@ -216,6 +220,7 @@ SUFFIXES = {
     ".dat": read_dat,
     ".es": read_es_events,
     ".aedat": read_aedat,
+    ".csv": read_csv,
 }
 
 
