@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from faery_reference import assert_same_events, faery_decode, random_events, write_with_faery
