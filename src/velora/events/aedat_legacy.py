@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from velora.errors import DataError
-from velora.events.aedat4 import read_aedat4
+from velora.events.aedat4 import read_aedat4_events
 from velora.events.columns import decoded_stream, read_file_bytes, sensor_size, unwrap_uint32
 from velora.events.render import EventStream
 
@@ -69,7 +69,7 @@ def read_aedat(path: str | Path, width: int | None = None, height: int | None = 
     data = read_file_bytes(path)
     first_line = data.split(b"\n", 1)[0].strip()
     if first_line == b"#!AER-DAT4.0":
-        return read_aedat4(path).events
+        return read_aedat4_events(path)
     if first_line not in (b"#!AER-DAT2.0", b"#!AER-DAT3.1"):
         shown = first_line[:20] if first_line.startswith(b"#!AER-DAT") else data[:12]
         raise DataError(

@@ -24,11 +24,12 @@ top-left corner, p int8 +1 (ON) / -1 (OFF), sorted by t, plus the sensor width a
     .csv (t,x,y,p lines with   read_csv      `x@W` / `y@H` in the header (faery's), else
       a header naming them)                  arguments, else max coordinate + 1
 
-`read_events(path)` picks the reader from the suffix. `read_aedat4` returns a `Recording`
-(events plus APS frames, see velora.events.aedat4), `read_raw` a `RawRecording` (events plus
-counts of the trigger and system words it skipped, see velora.events.prophesee) and `read_es` an
-`EsRecording` (events plus the ATIS exposure measurements dropped); `read_events` returns their
-events. Where a file stores its sensor size, that size wins over the arguments.
+`read_events(path)` picks the reader from the suffix; SUFFIXES maps each suffix to a function
+returning an EventStream. Where a file stores its sensor size, that size wins over the arguments.
+Three readers return more than events: `read_aedat4` a `Recording` (plus APS frames, see
+velora.events.aedat4; `read_events` leaves the frames undecoded), `read_raw` a `RawRecording`
+(plus counts of the trigger and system words skipped, see velora.events.prophesee) and `read_es`
+an `EsRecording` (plus the ATIS exposure measurements dropped, see velora.events.eventstream).
 
 Conventions shared by all readers:
 - Events are sorted by t when the file is not (a stable sort, so events with equal timestamps
@@ -38,6 +39,8 @@ Conventions shared by all readers:
 - A file that decodes to zero events gives an empty `EventStream`: that is valid data (a quiet
   scene). Code that needs events calls `require_events(stream, path)`. A zero-byte file is
   never valid data and raises.
+- A recording cut in the middle of a record raises, with the byte offset, except a Prophesee
+  .raw stream cut inside a word, which keeps its complete events and warns (DataWarning).
 - Every problem with a file raises `DataError` (velora.errors) with a sentence naming the
   file, what is wrong and what to do.
 """
@@ -50,7 +53,7 @@ import h5py
 import numpy as np
 
 from velora.errors import DataError
-from velora.events.aedat4 import Recording, read_aedat4
+from velora.events.aedat4 import Recording, read_aedat4, read_aedat4_events
 from velora.events.aedat_legacy import read_aedat
 from velora.events.columns import check_file, event_stream, read_file_bytes
 from velora.events.csv_events import read_csv
@@ -103,8 +106,6 @@ def read_events(path: str | Path, width: int | None = None, height: int | None =
         raise DataError(
             f"{path}: unsupported event file suffix '{path.suffix}'; supported suffixes: {', '.join(sorted(SUFFIXES))}."
         )
-    if suffix == ".aedat4":
-        return read_aedat4(path).events
     sizes = {name: value for name, value in (("width", width), ("height", height)) if value is not None}
     return SUFFIXES[suffix](path, **sizes)
 
@@ -209,7 +210,7 @@ def read_hdf5(path: str | Path, width: int | None = None, height: int | None = N
 
 
 SUFFIXES = {
-    ".aedat4": read_aedat4,
+    ".aedat4": read_aedat4_events,
     ".bin": read_nmnist,
     ".bs2": read_nmnist,
     ".npy": read_npy,
