@@ -1,17 +1,20 @@
 """Compile a decoder loop with numba, on first use.
 
-The binary event formats whose decoding is a state machine (Prophesee EVT words, Event Stream bytes)
-are decoded by plain Python loops over a NumPy array that numba compiles to machine code: the loop
-reads like the format's specification, and runs 2-5x faster than the Rust decoders of faery, where
-NumPy array passes (several forward fills and gathers per word) ran slower than them.
+Where a format is decoded word by word with a running state (the time base of Prophesee EVT words
+and of DAT's wrapping timestamps, the row and vector base of EVT 3.0, the variable-length events of
+Event Stream, the fields of a CSV line), velora decodes it with a plain Python loop over a NumPy
+array that numba compiles to machine code. The loop reads like the format's specification; NumPy
+needed several passes per word to carry the state and ran slower than faery's Rust decoders, the
+compiled loops run faster than them (benchmarks/README.md, "Event-file readers").
 
 `compiled(loop)` compiles the first time a file needs the loop, so that importing velora does not
-load LLVM (about 0.2 s), and caches the machine code on disk (`cache=True`, next to the module's
-`__pycache__`) so later processes load it in milliseconds. The Python function stays callable as is,
-uncompiled, for debugging and tests.
+load LLVM (about 0.2 s), and caches the machine code on disk (`cache=True`, in the package's
+`__pycache__`) so that later processes skip the compilation (a second or so per loop). The Python
+function stays callable as is, uncompiled, for debugging and tests.
 
 Loops compiled here must never index past an array's end: numba does not check bounds. They size
-their outputs with a counting pass first and check every index they derive from file content.
+their outputs by a bound the file's length gives (or a counting pass), and check every index they
+derive from file content before using it.
 """
 
 from __future__ import annotations
