@@ -195,6 +195,10 @@ def _decode_evt21(words, head, width, height, t, x, y, p):
             last_time = time
             column, row = (word >> 11) & 0x7FF, word & 0x7FF
             while mask:
+                if not mask & 0xFF:  # a byte without events: skip its 8 columns at once
+                    mask >>= 8
+                    column += 8
+                    continue
                 if mask & 1:
                     x[n], y[n] = column, row
                     if column >= width or row >= height:
