@@ -192,6 +192,17 @@ def test_evt21_written_from_the_spec_reads_back_exactly(tmp_path, legacy):
     assert np.array_equal(ours.p[ours_order] > 0, events["on"][order])
 
 
+def test_evt21_with_only_an_evt_line_is_read_in_the_legacy_word_order(tmp_path):
+    """Recorders older than the `% format` line wrote `% evt 2.1` and the IMX636's legacy order."""
+    events = random_events(500, 640, 480, duration_us=100_000, seed=7)
+    data = evt21_file(events["t"], events["x"], events["y"], np.where(events["on"], 1, -1), 640, 480, legacy=True)
+    words = data[data.index(b"% end\n") + len(b"% end\n") :]
+    path = tmp_path / "old.raw"
+    path.write_bytes(b"% evt 2.1\n% geometry 640x480\n" + words)
+    ours = read_raw(path).events
+    assert len(ours) == len(events) and np.array_equal(np.sort(ours.t), np.sort(events["t"].astype(np.int64)))
+
+
 @pytest.mark.parametrize("version", ["dat1", "dat2"])
 def test_written_dat_reads_back_exactly_and_equals_faery(tmp_path, version):
     size = (320, 240) if version == "dat1" else (1280, 720)  # DAT 1 holds 9-bit x and 8-bit y
