@@ -246,6 +246,16 @@ def test_out_of_order_events_are_sorted_stably(tmp_path):
     assert events.t.tolist() == [67, 67, 73] and events.x.tolist() == [2, 3, 1]
 
 
+def test_where_faery_differs_a_step_back_in_time_is_sorted_not_clamped(tmp_path):
+    """faery raises every timestamp to the largest seen so far (t = max(t, previous)); velora keeps
+    what the file says and sorts the events stably. The events agree, their times do not."""
+    path = tmp_path / "backwards.raw"
+    path.write_bytes(evt2_words((0x8 << 28) | 1, cd(1, 9, 1, 0), cd(1, 3, 2, 0), cd(0, 3, 3, 0)))
+    ours, theirs = read_raw(path).events, faery_decode(path)
+    assert ours.t.tolist() == [67, 67, 73] and theirs["t"].tolist() == [73, 73, 73]
+    assert sorted(ours.x.tolist()) == sorted(theirs["x"].tolist())
+
+
 def test_size_without_geometry_comes_from_arguments_then_the_table_then_max_plus_one(tmp_path):
     words = np.array([(0x8 << 28) | 1, cd(1, 0, 100, 50)], dtype="<u4").tobytes()
     path = tmp_path / "nosize.raw"
