@@ -126,8 +126,8 @@ def test_uncompiled_loops_decode_as_the_compiled_ones():
     capacity = evt._count_evt3(words)
     assert capacity == evt.compiled(evt._count_evt3)(words)
     outputs = [[np.empty(capacity, dtype) for dtype in (np.int64, np.int16, np.int16, np.int8)] for _ in range(2)]
-    plain = evt._decode_evt3(words, 1280, 720, *outputs[0])
-    fast = evt.compiled(evt._decode_evt3)(words, 1280, 720, *outputs[1])
+    plain = evt._decode_evt3(words, 1280, 720, 5, *outputs[0])
+    fast = evt.compiled(evt._decode_evt3)(words, 1280, 720, 5, *outputs[1])
     assert tuple(plain) == tuple(fast)
     assert all(np.array_equal(a[: plain[0]], b[: plain[0]]) for a, b in zip(*outputs))
 

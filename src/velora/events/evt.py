@@ -77,22 +77,23 @@ class Decoded:
     in_order: bool  # no event's t is below the one before it
 
 
-def decode_evt2(words: np.ndarray, width: int | None, height: int | None) -> Decoded:
-    """Decode '<u4' EVT 2.0 words. width/height None (size unknown): events must fit 2048 x 2048."""
-    return _run(_decode_evt2, len(words), (words,), width, height, "EVT 2.0", lambda index: int(words[index]) >> 28)
+def decode_evt2(words: np.ndarray, width: int | None, height: int | None, t0: int = 0) -> Decoded:
+    """Decode '<u4' EVT 2.0 words. width/height None (size unknown): events must fit 2048 x 2048.
+    t0: microseconds added to every timestamp (the header's `% t0`)."""
+    return _run(_decode_evt2, len(words), (words,), width, height, t0, "EVT 2.0", lambda index: int(words[index]) >> 28)
 
 
-def decode_evt21(words: np.ndarray, legacy: bool, width: int | None, height: int | None) -> Decoded:
+def decode_evt21(words: np.ndarray, legacy: bool, width: int | None, height: int | None, t0: int = 0) -> Decoded:
     """Decode EVT 2.1 words given as (N, 2) '<u4' halves in file order (see the module docstring)."""
     head = 0 if legacy else 1
     capacity = compiled(_count_evt21)(words, head)
-    return _run(_decode_evt21, capacity, (words, head), width, height, "EVT 2.1", lambda index: int(words[index, head]) >> 28)
+    return _run(_decode_evt21, capacity, (words, head), width, height, t0, "EVT 2.1", lambda index: int(words[index, head]) >> 28)
 
 
-def decode_evt3(words: np.ndarray, width: int | None, height: int | None) -> Decoded:
+def decode_evt3(words: np.ndarray, width: int | None, height: int | None, t0: int = 0) -> Decoded:
     """Decode '<u2' EVT 3.0 words."""
     capacity = compiled(_count_evt3)(words)
-    return _run(_decode_evt3, capacity, (words,), width, height, "EVT 3.0", lambda index: int(words[index]) >> 12)
+    return _run(_decode_evt3, capacity, (words,), width, height, t0, "EVT 3.0", lambda index: int(words[index]) >> 12)
 
 
 def evt3_cut_vector_group(words: np.ndarray) -> int:
@@ -108,14 +109,14 @@ def evt3_cut_vector_group(words: np.ndarray) -> int:
     return covered if covered < EVT3_GROUP_COLUMNS else 0
 
 
-def _run(loop, capacity: int, words: tuple, width: int | None, height: int | None, name: str, kind_at) -> Decoded:
+def _run(loop, capacity: int, words: tuple, width: int | None, height: int | None, t0: int, name: str, kind_at) -> Decoded:
     """Allocate the outputs, run a compiled decoding loop, turn its error code into CorruptWord."""
     t = np.empty(capacity, dtype=np.int64)
     x = np.empty(capacity, dtype=np.int16)
     y = np.empty(capacity, dtype=np.int16)
     p = np.empty(capacity, dtype=np.int8)
     limits = (width, height) if width is not None and height is not None else (ADDRESS_RANGE, ADDRESS_RANGE)
-    n, error, index, triggers, others, continued, dropped, in_order = compiled(loop)(*words, *limits, t, x, y, p)
+    n, error, index, triggers, others, continued, dropped, in_order = compiled(loop)(*words, *limits, t0, t, x, y, p)
     if error == RESERVED_TYPE:
         raise CorruptWord(index, f"a word of reserved type {kind_at(index):#x}, which no {name} stream holds")
     if error == OUTSIDE_SENSOR:  # the loop wrote the offending event at [n]
@@ -125,12 +126,12 @@ def _run(loop, capacity: int, words: tuple, width: int | None, height: int | Non
 
 
 # --- the loops, compiled by numba ---------------------------------------------------------------------
-# Each decoding loop returns (events, error, word index, triggers, others, continued, dropped, in order) and
-# writes events at [0, events). An event outside [0, width) x [0, height) is written at [events]
-# before the loop returns OUTSIDE_SENSOR, so that the message can show it.
+# Each decoding loop returns (events, error, word index, triggers, others, continued, dropped, in order)
+# and writes events at [0, events), their times offset by t0. An event outside [0, width) x [0, height)
+# is written at [events] before the loop returns OUTSIDE_SENSOR, so that the message can show it.
 
 
-def _decode_evt2(words, width, height, t, x, y, p):
+def _decode_evt2(words, width, height, t0, t, x, y, p):
     raw_high, loops = -1, 0
     n = triggers = others = continued = dropped = 0
     in_order, last_time = True, -1
@@ -147,7 +148,7 @@ def _decode_evt2(words, width, height, t, x, y, p):
                 return n, OUTSIDE_SENSOR, i, triggers, others, continued, dropped, in_order
             time = (loops << 34) | (raw_high << 6) | ((word >> 22) & 0x3F)
             in_order &= time >= last_time
-            t[n], p[n], last_time = time, 1 if kind else -1, time
+            t[n], p[n], last_time = time + t0, 1 if kind else -1, time
             n += 1
         elif kind == 0x8:  # EVT_TIME_HIGH
             high = word & 0x0FFFFFFF
@@ -177,7 +178,7 @@ def _count_evt21(words, head):
     return total
 
 
-def _decode_evt21(words, head, width, height, t, x, y, p):
+def _decode_evt21(words, head, width, height, t0, t, x, y, p):
     raw_high, loops = -1, 0
     n = triggers = others = continued = dropped = 0
     in_order, last_time = True, -1
@@ -203,7 +204,7 @@ def _decode_evt21(words, head, width, height, t, x, y, p):
                     x[n], y[n] = column, row
                     if column >= width or row >= height:
                         return n, OUTSIDE_SENSOR, i, triggers, others, continued, dropped, in_order
-                    t[n], p[n] = time, 1 if kind else -1
+                    t[n], p[n] = time + t0, 1 if kind else -1
                     n += 1
                 mask >>= 1
                 column += 1
@@ -239,7 +240,7 @@ def _count_evt3(words):
     return total
 
 
-def _decode_evt3(words, width, height, t, x, y, p):
+def _decode_evt3(words, width, height, t0, t, x, y, p):
     raw_high, loops, low = -1, 0, 0
     row, base_x, base_on = -1, -1, 0
     n = triggers = others = continued = dropped = 0
@@ -269,7 +270,7 @@ def _decode_evt3(words, width, height, t, x, y, p):
                     x[n], y[n] = column, row
                     if column >= width or row >= height:
                         return n, OUTSIDE_SENSOR, i, triggers, others, continued, dropped, in_order
-                    t[n], p[n] = time, 1 if on else -1
+                    t[n], p[n] = time + t0, 1 if on else -1
                     n += 1
                 mask >>= 1
                 column += 1

@@ -141,7 +141,7 @@ def read_raw(path: str | Path, width: int | None = None, height: int | None = No
     word_bytes = RAW_WORD_BYTES[name]
     body_bytes = (len(data) - header.data_offset) // word_bytes * word_bytes
     truncated = len(data) - header.data_offset - body_bytes
-    decoded = _decode_raw(path, data, header.data_offset, body_bytes, name, legacy, stored or given, from_header=bool(stored))
+    decoded = _decode_raw(path, data, header.data_offset, body_bytes, name, legacy, stored or given, bool(stored), _t0(path, header))
     if truncated:
         warn_dropped(path, f"the recording ends inside an {name} word: its last {truncated} bytes were dropped.")
     if name == "EVT 3.0" and body_bytes:
@@ -153,8 +153,6 @@ def read_raw(path: str | Path, width: int | None = None, height: int | None = No
                 "the events of the columns sent were kept."
             )
     t, x, y, p = decoded.t, decoded.x, decoded.y, decoded.p
-    if t0 := _t0(path, header):
-        t += t0
     size = stored or given or _table_size(header)
     if size is None:
         size = sensor_size(path, x, y, width, height)
@@ -202,7 +200,7 @@ def read_dat(path: str | Path, width: int | None = None, height: int | None = No
     stored = _header_size(path, header)
     limits = stored or ((width, height) if width is not None and height is not None else (1 << 15, 1 << 15))
     t, x, y, p = (np.empty(len(records), dtype) for dtype in (np.int64, np.int16, np.int16, np.int8))
-    n, error, in_order = compiled(_decode_dat)(records, *DAT_LAYOUTS[version], *limits, t, x, y, p)
+    n, error, in_order = compiled(_decode_dat)(records, *DAT_LAYOUTS[version], *limits, _t0(path, header), t, x, y, p)
     if error == DAT_BAD_POLARITY:
         raise DataError(f"{path}: the event at byte {start + DAT_EVENT_BYTES * n} has polarity field {p[n]}, not 0 or 1; the file is corrupt.")
     if error == DAT_OUTSIDE_SENSOR:
@@ -210,15 +208,13 @@ def read_dat(path: str | Path, width: int | None = None, height: int | None = No
             f"{path}: the event at byte {start + DAT_EVENT_BYTES * n} has x={x[n]}, y={y[n]}, outside the {limits[0]} x {limits[1]} "
             f"sensor{' of the header' if stored else ''}; the file is corrupt{'' if stored else ' or width/height are wrong'}."
         )
-    if t0 := _t0(path, header):
-        t += t0
     width, height = stored or sensor_size(path, x, y, width, height)
     return decoded_stream(path, t, x, y, p, width, height, in_order=bool(in_order))
 
 
-def _decode_dat(records, x_bits, y_bits, polarity_shift, width, height, t, x, y, p):
-    """Decode (N, 2) uint32 DAT records into t, x, y, p, unwrapping the 32-bit timestamps (a drop of
-    at least 2**31 is a wrap-around). Compiled by numba: one pass instead of NumPy's six. Returns
+def _decode_dat(records, x_bits, y_bits, polarity_shift, width, height, t0, t, x, y, p):
+    """Decode (N, 2) uint32 DAT records into t (+ t0), x, y, p, unwrapping the 32-bit timestamps (a
+    drop of at least 2**31 is a wrap-around). Compiled by numba: one pass instead of NumPy's six. Returns
     (events or the bad record's index, error, in time order); the bad record's fields are at [index]."""
     offset, previous, in_order = 0, -1, True
     for i in range(records.shape[0]):
@@ -235,7 +231,7 @@ def _decode_dat(records, x_bits, y_bits, polarity_shift, width, height, t, x, y,
             return i, DAT_BAD_POLARITY, in_order
         if column >= width or row >= height:
             return i, DAT_OUTSIDE_SENSOR, in_order
-        t[i], p[i] = stamp + offset, 1 if polarity else -1
+        t[i], p[i] = stamp + offset + t0, 1 if polarity else -1
     return records.shape[0], 0, in_order
 
 
@@ -300,7 +296,7 @@ def _t0(path: Path, header: PropheseeHeader) -> int:
     return _integer_field(path, header, "t0", default=0)
 
 
-def _decode_raw(path: Path, data: bytes, start: int, body_bytes: int, name: str, legacy: bool, size, from_header: bool) -> Decoded:
+def _decode_raw(path: Path, data: bytes, start: int, body_bytes: int, name: str, legacy: bool, size, from_header: bool, t0: int) -> Decoded:
     """Decode the words of the data part, checking events against `size` (from the header, or the
     caller's width/height); a CorruptWord becomes a DataError with its byte offset."""
     width, height = size or (None, None)
@@ -308,10 +304,10 @@ def _decode_raw(path: Path, data: bytes, start: int, body_bytes: int, name: str,
     words = np.frombuffer(data, dtype=dtype, count=body_bytes // dtype.itemsize, offset=start)
     try:
         if name == "EVT 2.0":
-            return decode_evt2(words, width, height)
+            return decode_evt2(words, width, height, t0)
         if name == "EVT 2.1":
-            return decode_evt21(words.reshape(-1, 2), legacy, width, height)
-        return decode_evt3(words, width, height)
+            return decode_evt21(words.reshape(-1, 2), legacy, width, height, t0)
+        return decode_evt3(words, width, height, t0)
     except CorruptWord as error:
         offset = start + RAW_WORD_BYTES[name] * error.index
         advice = "re-copy or re-record the file" if from_header or size is None else "the file is corrupt or width/height are wrong"
