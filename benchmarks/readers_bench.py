@@ -78,13 +78,25 @@ def write_files(work: Path, n: int) -> list[tuple[str, Path, bool]]:
         ("AEDAT 4.0 (real, DAVIS346)", REAL / "davis346" / "street_davis346.aedat4", True),
         ("EVT 2.0 (written)", faery_writes("evt2.raw", version="evt2"), True),
         ("EVT 3.0 (written)", faery_writes("evt3.raw", version="evt3"), True),
-        ("EVT 2.1 (written)", spec_writes("evt21.raw", lambda: evt21_file(*_columns(events), WIDTH, HEIGHT, legacy=True)), False),
+        (
+            "EVT 2.1 (written)",
+            spec_writes("evt21.raw", lambda: evt21_file(*_columns(events), WIDTH, HEIGHT, legacy=True)),
+            False,
+        ),
         ("DAT 2 (written)", faery_writes("events.dat", version="dat2"), True),
         ("Event Stream DVS (written)", faery_writes("events.es"), True),
         ("CSV (written)", faery_writes("events.csv"), True),
         ("AEDAT 4.0 (written)", faery_writes("events.aedat4"), True),
-        ("AEDAT 2.0 DAVIS346 (written)", spec_writes("davis346.aedat", lambda: aedat2_file(*_columns(davis), "DAVIS346")), False),
-        ("AEDAT 3.1 DVS128 (written)", spec_writes("gesture.aedat", lambda: aedat31_file(*_columns(gesture), "DVS128")), False),
+        (
+            "AEDAT 2.0 DAVIS346 (written)",
+            spec_writes("davis346.aedat", lambda: aedat2_file(*_columns(davis), "DAVIS346")),
+            False,
+        ),
+        (
+            "AEDAT 3.1 DVS128 (written)",
+            spec_writes("gesture.aedat", lambda: aedat31_file(*_columns(gesture), "DVS128")),
+            False,
+        ),
     ]
 
 
@@ -134,7 +146,10 @@ def measure(path: Path, faery_reads: bool, repeats: int) -> dict:
 
 
 def markdown(results: dict) -> str:
-    lines = ["| format | events | velora M ev/s | faery M ev/s | velora / faery speed |", "| --- | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| format | events | velora M ev/s | faery M ev/s | velora / faery speed |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
     for name, row in results.items():
         faery_column = f"{row['faery_mev_s']:.1f}" if "ratio" in row else "cannot read"
         ratio = f"{row['ratio']:.2f}x" if "ratio" in row else "-"
@@ -146,9 +161,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=3_000_000, help="events in each written file")
     parser.add_argument("--repeats", type=int, default=5, help="timed decodes per file and reader (median)")
-    parser.add_argument("--work", type=Path, default=None, help="folder for the written files (kept; default: a temporary one)")
+    parser.add_argument(
+        "--work", type=Path, default=None, help="folder for the written files (kept; default: a temporary one)"
+    )
     parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "readers_bench.json")
-    parser.add_argument("--only", default="", help="time only the formats whose name contains this text (e.g. 'EVT 2.0')")
+    parser.add_argument(
+        "--only", default="", help="time only the formats whose name contains this text (e.g. 'EVT 2.0')"
+    )
     args = parser.parse_args()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="velora-readers-bench-") as temporary:
@@ -160,8 +179,11 @@ def main() -> int:
                 continue
             results[name] = measure(path, faery_reads, args.repeats)
             row = results[name]
-            print(f"{name}: {row['events']:,} events, velora {row['velora_mev_s']:.1f} M ev/s"
-                  + (f", faery {row['faery_mev_s']:.1f} M ev/s, {row['ratio']:.2f}x" if "ratio" in row else ""), flush=True)
+            print(
+                f"{name}: {row['events']:,} events, velora {row['velora_mev_s']:.1f} M ev/s"
+                + (f", faery {row['faery_mev_s']:.1f} M ev/s, {row['ratio']:.2f}x" if "ratio" in row else ""),
+                flush=True,
+            )
     report = {
         "command": " ".join(["benchmarks/readers_bench.py", *sys.argv[1:]]),
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, Python {platform.python_version()}",

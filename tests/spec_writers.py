@@ -83,19 +83,28 @@ def aedat2_file(t, x, y, p, chip: str | None, davis_size: tuple[int, int] = (346
     return AEDAT2_HEADER + line + records.tobytes()
 
 
-AEDAT31_HEADER = b"#!AER-DAT3.1\r\n#Format: RAW\r\n#Source 1: %s\r\n#Start-Time: 2017-04-26 14:04:52 (TZ-0400)\r\n#!END-HEADER\r\n"
+AEDAT31_HEADER = (
+    b"#!AER-DAT3.1\r\n#Format: RAW\r\n#Source 1: %s\r\n#Start-Time: 2017-04-26 14:04:52 (TZ-0400)\r\n#!END-HEADER\r\n"
+)
 POLARITY_EVENT, SPECIAL_EVENT = 1, 0
 
 
-def aedat31_packet(event_type: int, payload: np.ndarray, ts_overflow: int, event_size: int, valid: int | None = None) -> bytes:
+def aedat31_packet(
+    event_type: int, payload: np.ndarray, ts_overflow: int, event_size: int, valid: int | None = None
+) -> bytes:
     """One packet: the 28-byte header (int16 type, int16 source, int32 size, TS offset, TS overflow,
     capacity, number, valid) and the events' bytes."""
     number = payload.nbytes // event_size
-    header = np.array([event_type | 1 << 16, event_size, 4, ts_overflow, number, number, number if valid is None else valid], dtype="<i4")
+    header = np.array(
+        [event_type | 1 << 16, event_size, 4, ts_overflow, number, number, number if valid is None else valid],
+        dtype="<i4",
+    )
     return header.tobytes() + payload.tobytes()
 
 
-def aedat31_file(t, x, y, p, source: str = "DVS128", packet_events: int = 4096, invalid_every: int = 0, special_packets: bool = True) -> bytes:
+def aedat31_file(
+    t, x, y, p, source: str = "DVS128", packet_events: int = 4096, invalid_every: int = 0, special_packets: bool = True
+) -> bytes:
     """An AEDAT 3.1 file of polarity packets as libcaer writes them: data = valid (bit 0) | polarity
     (bit 1, 1 = ON) | y << 2 | x << 17, timestamp = the low 31 bits, the packet's eventTSOverflow the
     rest. Origin at the top-left. invalid_every k: every k-th event is written with the valid bit
@@ -114,6 +123,8 @@ def aedat31_file(t, x, y, p, source: str = "DVS128", packet_events: int = 4096, 
         valid = int(np.count_nonzero(events[:, 0] & 1))
         chunks.append(aedat31_packet(POLARITY_EVENT, events, int(overflow), 8, valid))
         if special_packets:
-            special = np.array([[0x00000003, t[start] & 0x7FFFFFFF]], dtype="<u4")  # a timestamp-reset-like special event
+            special = np.array(
+                [[0x00000003, t[start] & 0x7FFFFFFF]], dtype="<u4"
+            )  # a timestamp-reset-like special event
             chunks.append(aedat31_packet(SPECIAL_EVENT, special, int(overflow), 8))
     return b"".join(chunks)

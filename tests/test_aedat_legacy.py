@@ -147,11 +147,15 @@ def test_aedat2_truncated_or_outside_raises_with_the_byte_offset(tmp_path):
         read_aedat(path)
     data = aedat2_file([1, 2], [1, 2], [1, 2], [1, 1], None, davis_size=(346, 260))
     path.write_bytes(data)
-    with raises_naming(path, rf"event at byte {len(data) - 16} has x=344, y=258 .jAER's axes., outside the 10 x 10 sensor; pass"):
+    with raises_naming(
+        path, rf"event at byte {len(data) - 16} has x=344, y=258 .jAER's axes., outside the 10 x 10 sensor; pass"
+    ):
         read_aedat(path, 10, 10)
 
 
-@pytest.mark.parametrize("first_line, problem", [(b"#!AER-DAT1.0", "AER-DAT1.0"), (b"\x00\x01garbage", "not an AEDAT 2.0 or 3.1 file")])
+@pytest.mark.parametrize(
+    "first_line, problem", [(b"#!AER-DAT1.0", "AER-DAT1.0"), (b"\x00\x01garbage", "not an AEDAT 2.0 or 3.1 file")]
+)
 def test_other_versions_raise(tmp_path, first_line, problem):
     path = tmp_path / "old.aedat"
     path.write_bytes(first_line + b"\r\n" + bytes(16))

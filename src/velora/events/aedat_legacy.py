@@ -97,7 +97,9 @@ def _read_aedat2(path: Path, data: bytes, width: int | None, height: int | None)
     camera = _camera_size(data[:start])
     if (len(data) - start) % 8:
         last = start + (len(data) - start) // 8 * 8
-        raise DataError(f"{path}: truncated: the event at byte {last} has {len(data) - last} of its 8 bytes; re-copy the file.")
+        raise DataError(
+            f"{path}: truncated: the event at byte {last} has {len(data) - last} of its 8 bytes; re-copy the file."
+        )
     records = np.frombuffer(data, dtype=">u4", offset=start).reshape(-1, 2).astype(np.uint32)  # to native order once
     address = records[:, 0]
     if camera and camera[0] == "DVS128":
@@ -127,7 +129,9 @@ def _read_aedat2(path: Path, data: bytes, width: int | None, height: int | None)
 def _read_aedat31(path: Path, data: bytes, width: int | None, height: int | None) -> EventStream:
     end = data.find(END_OF_HEADER)
     if end < 0:
-        raise DataError(f"{path}: the AEDAT 3.1 header never ends (no {END_OF_HEADER.decode()} line); the file is truncated or corrupt.")
+        raise DataError(
+            f"{path}: the AEDAT 3.1 header never ends (no {END_OF_HEADER.decode()} line); the file is truncated or corrupt."
+        )
     start = data.find(b"\n", end)
     start = len(data) if start < 0 else start + 1
     camera = _camera_size(data[:end])
@@ -150,8 +154,10 @@ def _read_aedat31(path: Path, data: bytes, width: int | None, height: int | None
             )
         if header["type"] == POLARITY_EVENT:
             if size != POLARITY_BYTES or int(header["ts_offset"]) != 4:
-                raise DataError(f"{path}: the polarity packet at byte {position} has {size}-byte events (timestamp at byte "
-                                f"{int(header['ts_offset'])}), not libcaer's 8 (4); the file is corrupt.")  # fmt: skip
+                raise DataError(
+                    f"{path}: the polarity packet at byte {position} has {size}-byte events (timestamp at byte "
+                    f"{int(header['ts_offset'])}), not libcaer's 8 (4); the file is corrupt."
+                )
             payloads.append(np.frombuffer(data, dtype="<u4", count=2 * number, offset=body).reshape(-1, 2))
             overflows.append((int(header["ts_overflow"]), number, body))
         position = body + size * number
@@ -162,27 +168,27 @@ def _polarity_events(path: Path, payloads: list, overflows: list, camera, width,
     """EventStream of AEDAT 3.1 polarity packets: (N, 2) uint32 events and (overflow, count, offset) each."""
     events = np.concatenate(payloads) if payloads else np.zeros((0, 2), dtype="<u4")
     counts = np.array([count for _, count, _ in overflows], dtype=np.int64)
+
+    def offset(event: int) -> int:  # the byte where the event-th polarity event of the file starts
+        packet = int(np.searchsorted(np.cumsum(counts), event, side="right"))
+        return overflows[packet][2] + POLARITY_BYTES * (event - int(counts[:packet].sum()))
+
     stamps = events[:, 1].astype(np.int64)
     if np.any(stamps >= 1 << 31):
         first = int(np.argmax(stamps >= 1 << 31))
-        packet = int(np.searchsorted(np.cumsum(counts), first, side="right"))
-        offset = overflows[packet][2] + POLARITY_BYTES * (first - int(counts[:packet].sum())) + 4
-        raise DataError(f"{path}: the timestamp at byte {offset} is negative as int32; the file is corrupt.")
+        raise DataError(f"{path}: the timestamp at byte {offset(first) + 4} is negative as int32; the file is corrupt.")
     t = np.repeat(np.array([overflow for overflow, _, _ in overflows], dtype=np.int64) << 31, counts) | stamps
     fields = events[:, 0]
     valid = np.flatnonzero(fields & 1)
     fields, t = fields[valid], t[valid]
     x, y = ((fields >> 17) & 0x7FFF).astype(np.int16), ((fields >> 2) & 0x7FFF).astype(np.int16)
     p = np.where(fields & 2, 1, -1).astype(np.int8)
-    size = camera[1] if camera else None
-    width, height = size or sensor_size(path, x, y, width, height)
+    width, height = camera[1] if camera else sensor_size(path, x, y, width, height)
     if len(x) and (x.max() >= width or y.max() >= height):
-        first = int(valid[np.argmax((x >= width) | (y >= height))])
-        packet = int(np.searchsorted(np.cumsum(counts), first, side="right"))
-        offset = overflows[packet][2] + POLARITY_BYTES * (first - int(counts[:packet].sum()))
+        first = int(np.argmax((x >= width) | (y >= height)))
         raise DataError(
-            f"{path}: the event at byte {offset} has x={events[first, 0] >> 17 & 0x7FFF}, y={events[first, 0] >> 2 & 0x7FFF}, "
-            f"outside the {width} x {height} sensor{' of the ' + camera[0] if camera else ''}; "
+            f"{path}: the event at byte {offset(int(valid[first]))} has x={x[first]}, y={y[first]}, outside the "
+            f"{width} x {height} sensor{' of the ' + camera[0] if camera else ''}; "
             f"{'the file is corrupt' if camera else 'the file is corrupt or width/height are wrong'}."
         )
     return decoded_stream(path, t, x, y, p, width, height)

@@ -20,7 +20,15 @@ import numpy as np
 from velora.errors import DataError, DataWarning
 from velora.events.render import EventStream
 
-__all__ = ["check_file", "decoded_stream", "event_stream", "read_file_bytes", "sensor_size", "unwrap_uint32", "warn_dropped"]
+__all__ = [
+    "check_file",
+    "decoded_stream",
+    "event_stream",
+    "read_file_bytes",
+    "sensor_size",
+    "unwrap_uint32",
+    "warn_dropped",
+]
 
 
 def check_file(path: Path) -> None:
@@ -72,7 +80,14 @@ def unwrap_uint32(t: np.ndarray) -> np.ndarray:
 
 
 def decoded_stream(
-    path: Path, t: np.ndarray, x: np.ndarray, y: np.ndarray, p: np.ndarray, width: int, height: int, in_order: bool = False
+    path: Path,
+    t: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    p: np.ndarray,
+    width: int,
+    height: int,
+    in_order: bool = False,
 ) -> EventStream:
     """Build the stream from decoder output (t int64 us, x/y int16, p int8 +1/-1), sorting stably if
     needed; in_order=True: the decoder saw t never decrease, so the check is skipped (EventStream

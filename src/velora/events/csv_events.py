@@ -43,7 +43,8 @@ ALIASES = {
     "p": ("p", "polarity", "pol", "on"),
 }
 MAX_DIGITS = 18  # every 18-digit number fits int64
-BAD_CHARACTER, TOO_FEW_FIELDS, TOO_MANY_FIELDS, EMPTY_FIELD, TOO_LONG, OUT_OF_RANGE, BAD_POLARITY = range(1, 8)  # parse errors
+# error codes of the parsing loop
+BAD_CHARACTER, TOO_FEW_FIELDS, TOO_MANY_FIELDS, EMPTY_FIELD, TOO_LONG, OUT_OF_RANGE, BAD_POLARITY = range(1, 8)
 ROLE_T, ROLE_X, ROLE_Y, ROLE_P = 0, 1, 2, 3  # what each field is
 DIGIT_0, DIGIT_9, MINUS, PLUS, COMMA = ord("0"), ord("9"), ord("-"), ord("+"), ord(",")
 SPACE, TAB, CARRIAGE_RETURN, NEWLINE = ord(" "), ord("\t"), ord("\r"), ord("\n")
@@ -53,7 +54,7 @@ PROBLEMS = {
     TOO_MANY_FIELDS: "more than {expected} fields",
     EMPTY_FIELD: "an empty field",
     TOO_LONG: f"a number of more than {MAX_DIGITS} digits",
-    OUT_OF_RANGE: "a coordinate {detail}, outside the {width} x {height} sensor",
+    OUT_OF_RANGE: "a coordinate {detail}, outside {sensor}",
     BAD_POLARITY: "polarity {detail}, where 1 (ON) or 0 / -1 (OFF) are expected",
 }
 NO_SIZE = 1 << 15  # coordinates must fit int16 when the size is not known
@@ -90,13 +91,11 @@ def read_csv(
     rows, error, offset, detail, in_order = compiled(_parse)(body, start, roles, *limits, t, x, y, p)
     if error:
         line = data.count(b"\n", 0, offset) + 1
-        where = "the sensor size is not known" if limits[0] == NO_SIZE else ""
-        problem = PROBLEMS[error].format(detail=detail, expected=len(columns), width=limits[0], height=limits[1])
-        if error == OUT_OF_RANGE and where:
-            problem = f"a coordinate {detail}, outside 0 to {NO_SIZE - 1}"
+        sensor = f"the {limits[0]} x {limits[1]} sensor" if limits[0] != NO_SIZE else f"0 to {NO_SIZE - 1}"
+        problem = PROBLEMS[error].format(detail=detail, expected=len(columns), sensor=sensor)
         raise DataError(
             f"{path}: line {line} (byte {offset}) has {problem}; each line must hold {len(columns)} integers "
-            f"({', '.join(str(name) for name in columns)})."
+            f"({', '.join(name or 'ignored' for name in columns)})."
         )
     t, x, y, p = t[:rows], x[:rows], y[:rows], p[:rows]
     size = (known_width, known_height) if limits[0] != NO_SIZE else sensor_size(path, x, y, known_width, known_height)
@@ -107,7 +106,9 @@ def _check_columns(columns: Sequence[str | None]) -> tuple[str | None, ...]:
     columns = tuple(columns)
     named = [name for name in columns if name is not None]
     if sorted(named) != ["p", "t", "x", "y"]:
-        raise ValueError(f"columns={columns!r} must name each of 't', 'x', 'y', 'p' once (None for a column to ignore).")
+        raise ValueError(
+            f"columns={columns!r} must name each of 't', 'x', 'y', 'p' once (None for a column to ignore)."
+        )
     return columns
 
 
@@ -122,7 +123,9 @@ def _columns_from_header(path: Path, header: str) -> tuple[tuple[str | None, ...
         columns.append(canonical)
         if canonical in ("x", "y") and size:
             if not size.strip().isdigit() or not 0 < int(size) < 1 << 15:
-                raise DataError(f"{path}: the header gives the sensor size {field.strip()!r}, which is not 1 to 32767 pixels.")
+                raise DataError(
+                    f"{path}: the header gives the sensor size {field.strip()!r}, which is not 1 to 32767 pixels."
+                )
             sizes[canonical] = int(size)
     missing = [key for key in ALIASES if key not in columns]
     if missing:

@@ -64,12 +64,18 @@ def read_es(path: str | Path) -> EsRecording:
     path = Path(path)
     data = read_file_bytes(path)
     if not data.startswith(MAGIC) and not MAGIC.startswith(data):
-        raise DataError(f"{path}: not an Event Stream file (it starts with {data[:12]!r}, expected {MAGIC!r}); check the file or its suffix.")
+        raise DataError(
+            f"{path}: not an Event Stream file (it starts with {data[:12]!r}, expected {MAGIC!r}); "
+            "check the file or its suffix."
+        )
     if len(data) < 16:
         raise DataError(f"{path}: truncated inside the Event Stream header ({len(data)} bytes); re-copy the file.")
     version, stream_type = tuple(data[12:15]), data[15]
     if version[0] != 2:
-        raise DataError(f"{path}: Event Stream version {'.'.join(map(str, version))}; this reader knows version 2.x. Convert the file with faery or sepia.")
+        raise DataError(
+            f"{path}: Event Stream version {'.'.join(map(str, version))}; this reader knows version 2.x. "
+            "Convert the file with faery or sepia."
+        )
     if stream_type not in (DVS, ATIS):
         kind = STREAM_TYPES.get(stream_type, f"unknown type {stream_type}")
         raise DataError(
@@ -80,7 +86,10 @@ def read_es(path: str | Path) -> EsRecording:
         raise DataError(f"{path}: truncated inside the Event Stream header ({len(data)} bytes); re-copy the file.")
     width, height = int.from_bytes(data[16:18], "little"), int.from_bytes(data[18:20], "little")
     if not (0 < width < 1 << 15 and 0 < height < 1 << 15):
-        raise DataError(f"{path}: the header's sensor size {width} x {height} is not possible (1 to 32767 pixels a side); the header is corrupt.")
+        raise DataError(
+            f"{path}: the header's sensor size {width} x {height} is not possible (1 to 32767 pixels a side); "
+            "the header is corrupt."
+        )
     body = np.frombuffer(data, dtype=np.uint8)
     capacity = (len(data) - HEADER_BYTES) // EVENT_BYTES
     t = np.empty(capacity, dtype=np.int64)
@@ -91,10 +100,14 @@ def read_es(path: str | Path) -> EsRecording:
     n, error, offset, exposures = loop(body, HEADER_BYTES, width, height, t, x, y, p)
     if error == TRUNCATED:
         raise DataError(
-            f"{path}: truncated: the event at byte {offset} has {len(data) - offset} of its {EVENT_BYTES} bytes; re-copy the file."
+            f"{path}: truncated: the event at byte {offset} has {len(data) - offset} of its {EVENT_BYTES} bytes; "
+            "re-copy the file."
         )
     if error == OUTSIDE_SENSOR:  # the loop wrote the file's x and y at [n]
-        raise DataError(f"{path}: the event at byte {offset} has x={x[n]}, y={y[n]}, outside the {width} x {height} sensor; the file is corrupt.")
+        raise DataError(
+            f"{path}: the event at byte {offset} has x={x[n]}, y={y[n]}, outside the {width} x {height} sensor; "
+            "the file is corrupt."
+        )
     events = decoded_stream(path, t[:n], x[:n], y[:n], p[:n], width, height, in_order=True)  # times only grow
     return EsRecording(events, STREAM_TYPES[stream_type], version, exposures)
 

@@ -87,7 +87,16 @@ def decode_evt21(words: np.ndarray, legacy: bool, width: int | None, height: int
     """Decode EVT 2.1 words given as (N, 2) '<u4' halves in file order (see the module docstring)."""
     head = 0 if legacy else 1
     capacity = compiled(_count_evt21)(words, head)
-    return _run(_decode_evt21, capacity, (words, head), width, height, t0, "EVT 2.1", lambda index: int(words[index, head]) >> 28)
+    return _run(
+        _decode_evt21,
+        capacity,
+        (words, head),
+        width,
+        height,
+        t0,
+        "EVT 2.1",
+        lambda index: int(words[index, head]) >> 28,
+    )
 
 
 def decode_evt3(words: np.ndarray, width: int | None, height: int | None, t0: int = 0) -> Decoded:
@@ -109,7 +118,9 @@ def evt3_cut_vector_group(words: np.ndarray) -> int:
     return covered if covered < EVT3_GROUP_COLUMNS else 0
 
 
-def _run(loop, capacity: int, words: tuple, width: int | None, height: int | None, t0: int, name: str, kind_at) -> Decoded:
+def _run(
+    loop, capacity: int, words: tuple, width: int | None, height: int | None, t0: int, name: str, kind_at
+) -> Decoded:
     """Allocate the outputs, run a compiled decoding loop, turn its error code into CorruptWord."""
     t = np.empty(capacity, dtype=np.int64)
     x = np.empty(capacity, dtype=np.int16)
@@ -120,7 +131,11 @@ def _run(loop, capacity: int, words: tuple, width: int | None, height: int | Non
     if error == RESERVED_TYPE:
         raise CorruptWord(index, f"a word of reserved type {kind_at(index):#x}, which no {name} stream holds")
     if error == OUTSIDE_SENSOR:  # the loop wrote the offending event at [n]
-        where = f"the {width} x {height} sensor" if width is not None else f"the {ADDRESS_RANGE} x {ADDRESS_RANGE} addresses of {name}"
+        where = (
+            f"the {width} x {height} sensor"
+            if width is not None
+            else f"the {ADDRESS_RANGE} x {ADDRESS_RANGE} addresses of {name}"
+        )
         raise CorruptWord(index, f"an event at x={x[n]}, y={y[n]}, outside {where}")
     return Decoded(t[:n], x[:n], y[:n], p[:n], triggers, others, continued, dropped, bool(in_order))
 

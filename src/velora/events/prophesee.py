@@ -111,8 +111,8 @@ class RawRecording:
     truncated_bytes: int
 
 
-def read_prophesee_header(path: Path, data: bytes) -> PropheseeHeader:
-    """Parse the leading '%' lines of `data` (read from `path`), line by line."""
+def read_prophesee_header(data: bytes) -> PropheseeHeader:
+    """Parse the leading '%' lines of a file's bytes, line by line."""
     fields, position = {}, 0
     while position < len(data) and data[position] == ord("%"):
         end = data.find(b"\n", position)
@@ -134,24 +134,17 @@ def read_raw(path: str | Path, width: int | None = None, height: int | None = No
     """
     path = Path(path)
     data = read_file_bytes(path)
-    header = read_prophesee_header(path, data)
+    header = read_prophesee_header(data)
     name, legacy = _raw_format(path, header)
     stored = _header_size(path, header)
     given = (width, height) if width is not None and height is not None else None
     word_bytes = RAW_WORD_BYTES[name]
     body_bytes = (len(data) - header.data_offset) // word_bytes * word_bytes
     truncated = len(data) - header.data_offset - body_bytes
-    decoded = _decode_raw(path, data, header.data_offset, body_bytes, name, legacy, stored or given, bool(stored), _t0(path, header))
-    if truncated:
-        warn_dropped(path, f"the recording ends inside an {name} word: its last {truncated} bytes were dropped.")
-    if name == "EVT 3.0" and body_bytes:
-        tail_bytes = min(body_bytes, 8)
-        tail = np.frombuffer(data, dtype="<u2", count=tail_bytes // 2, offset=header.data_offset + body_bytes - tail_bytes)
-        if covered := evt3_cut_vector_group(tail):
-            warn_dropped(
-                path, f"the recording ends inside a vector group ({covered} of its 32 columns sent); "
-                "the events of the columns sent were kept."
-            )
+    decoded = _decode_raw(
+        path, data, header.data_offset, body_bytes, name, legacy, stored or given, bool(stored), _t0(path, header)
+    )
+    _warn_about_a_cut_tail(path, name, data[header.data_offset + body_bytes - min(body_bytes, 8) :], truncated)
     t, x, y, p = decoded.t, decoded.x, decoded.y, decoded.p
     size = stored or given or _table_size(header)
     if size is None:
@@ -163,6 +156,24 @@ def read_raw(path: str | Path, width: int | None = None, height: int | None = No
         )
     events = decoded_stream(path, t, x, y, p, *size, in_order=decoded.in_order)
     return RawRecording(events, name, decoded.triggers, decoded.others, decoded.continued, decoded.dropped, truncated)
+
+
+def _warn_about_a_cut_tail(path: Path, name: str, tail: bytes, truncated: int) -> None:
+    """DataWarning when the stream ends inside a word (`truncated` bytes of it, not decoded), or, in
+    EVT 3.0, inside a vector group (`tail`: the last whole words and the partial one)."""
+    if truncated:
+        cut = "1 byte" if truncated == 1 else f"{truncated} bytes"
+        warn_dropped(
+            path,
+            f"the recording ends with {cut} of an incomplete {name} word, dropped; the events before it were kept.",
+        )
+    whole = tail[: len(tail) - truncated]
+    if name == "EVT 3.0" and (covered := evt3_cut_vector_group(np.frombuffer(whole, dtype="<u2"))):
+        warn_dropped(
+            path,
+            f"the recording ends inside a vector group ({covered} of its 32 columns sent); "
+            "the events of the columns sent were kept.",
+        )
 
 
 def read_raw_events(path: str | Path, width: int | None = None, height: int | None = None) -> EventStream:
@@ -177,24 +188,32 @@ def read_dat(path: str | Path, width: int | None = None, height: int | None = No
     """
     path = Path(path)
     data = read_file_bytes(path)
-    header = read_prophesee_header(path, data)
+    header = read_prophesee_header(data)
     version = _integer_field(path, header, "Version", default=2)
     if version not in DAT_LAYOUTS:
         raise DataError(f"{path}: DAT version {version} is unknown (versions 1 and 2 exist); the header is corrupt.")
     start = header.data_offset
     if len(data) < start + 2:
-        raise DataError(f"{path}: truncated at byte {len(data)}: the event type and size bytes after the header are missing.")
+        raise DataError(
+            f"{path}: truncated at byte {len(data)}: the event type and size bytes after the header are missing."
+        )
     event_type, event_bytes = data[start], data[start + 1]
     if event_type not in DAT_TYPES:
         kind = "external triggers" if event_type == 0x0E else f"events of type {event_type:#04x}"
-        raise DataError(f"{path}: holds {kind} (type byte at byte {start}), not CD events; only CD (0x0C) and 2D (0x00) DAT files hold polarity events.")
+        raise DataError(
+            f"{path}: holds {kind} (type byte at byte {start}), not CD events; only CD (0x0C) and 2D (0x00) "
+            "DAT files hold polarity events."
+        )
     if event_bytes != DAT_EVENT_BYTES:
-        raise DataError(f"{path}: the event size at byte {start + 1} is {event_bytes}, not {DAT_EVENT_BYTES}; the file is corrupt.")
+        raise DataError(
+            f"{path}: the event size at byte {start + 1} is {event_bytes}, not {DAT_EVENT_BYTES}; the file is corrupt."
+        )
     start += 2
     if (len(data) - start) % DAT_EVENT_BYTES:
         last = start + (len(data) - start) // DAT_EVENT_BYTES * DAT_EVENT_BYTES
         raise DataError(
-            f"{path}: truncated: the event at byte {last} has {len(data) - last} of its {DAT_EVENT_BYTES} bytes; re-copy the file."
+            f"{path}: truncated: the event at byte {last} has {len(data) - last} of its {DAT_EVENT_BYTES} bytes; "
+            "re-copy the file."
         )
     records = np.frombuffer(data, dtype="<u4", offset=start).reshape(-1, 2)
     stored = _header_size(path, header)
@@ -202,11 +221,15 @@ def read_dat(path: str | Path, width: int | None = None, height: int | None = No
     t, x, y, p = (np.empty(len(records), dtype) for dtype in (np.int64, np.int16, np.int16, np.int8))
     n, error, in_order = compiled(_decode_dat)(records, *DAT_LAYOUTS[version], *limits, _t0(path, header), t, x, y, p)
     if error == DAT_BAD_POLARITY:
-        raise DataError(f"{path}: the event at byte {start + DAT_EVENT_BYTES * n} has polarity field {p[n]}, not 0 or 1; the file is corrupt.")
+        raise DataError(
+            f"{path}: the event at byte {start + DAT_EVENT_BYTES * n} has polarity field {p[n]}, not 0 or 1; "
+            "the file is corrupt."
+        )
     if error == DAT_OUTSIDE_SENSOR:
         raise DataError(
-            f"{path}: the event at byte {start + DAT_EVENT_BYTES * n} has x={x[n]}, y={y[n]}, outside the {limits[0]} x {limits[1]} "
-            f"sensor{' of the header' if stored else ''}; the file is corrupt{'' if stored else ' or width/height are wrong'}."
+            f"{path}: the event at byte {start + DAT_EVENT_BYTES * n} has x={x[n]}, y={y[n]}, outside the "
+            f"{limits[0]} x {limits[1]} sensor{' of the header' if stored else ''}; the file is corrupt"
+            f"{'' if stored else ' or width/height are wrong'}."
         )
     width, height = stored or sensor_size(path, x, y, width, height)
     return decoded_stream(path, t, x, y, p, width, height, in_order=bool(in_order))
@@ -279,7 +302,9 @@ def _table_size(header: PropheseeHeader) -> tuple[int, int] | None:
 def _positive(path: Path, text: str, name: str) -> int:
     value = int(text) if text.strip().isdigit() else 0
     if not 0 < value <= np.iinfo(np.int16).max:
-        raise DataError(f"{path}: the header's sensor {name} {text!r} is not a positive integer below 32768; the header is corrupt.")
+        raise DataError(
+            f"{path}: the header's sensor {name} {text!r} is not a positive integer below 32768; the header is corrupt."
+        )
     return value
 
 
@@ -296,7 +321,9 @@ def _t0(path: Path, header: PropheseeHeader) -> int:
     return _integer_field(path, header, "t0", default=0)
 
 
-def _decode_raw(path: Path, data: bytes, start: int, body_bytes: int, name: str, legacy: bool, size, from_header: bool, t0: int) -> Decoded:
+def _decode_raw(
+    path: Path, data: bytes, start: int, body_bytes: int, name: str, legacy: bool, size, from_header: bool, t0: int
+) -> Decoded:
     """Decode the words of the data part, checking events against `size` (from the header, or the
     caller's width/height); a CorruptWord becomes a DataError with its byte offset."""
     width, height = size or (None, None)
@@ -310,5 +337,9 @@ def _decode_raw(path: Path, data: bytes, start: int, body_bytes: int, name: str,
         return decode_evt3(words, width, height, t0)
     except CorruptWord as error:
         offset = start + RAW_WORD_BYTES[name] * error.index
-        advice = "re-copy or re-record the file" if from_header or size is None else "the file is corrupt or width/height are wrong"
+        advice = (
+            "re-copy or re-record the file"
+            if from_header or size is None
+            else "the file is corrupt or width/height are wrong"
+        )
         raise DataError(f"{path}: corrupt {name} data at byte {offset}: {error.problem}; {advice}.") from None
