@@ -103,9 +103,10 @@ def read_es(path: str | Path) -> EsRecording:
             f"{path}: truncated: the event at byte {offset} has {len(data) - offset} of its {EVENT_BYTES} bytes; "
             "re-copy the file."
         )
-    if error == OUTSIDE_SENSOR:  # the loop wrote the file's x and y at [n]
+    if error == OUTSIDE_SENSOR:
+        column, row = (int.from_bytes(data[offset + start : offset + start + 2], "little") for start in (1, 3))
         raise DataError(
-            f"{path}: the event at byte {offset} has x={x[n]}, y={y[n]}, outside the {width} x {height} sensor; "
+            f"{path}: the event at byte {offset} has x={column}, y={row}, outside the {width} x {height} sensor; "
             "the file is corrupt."
         )
     events = decoded_stream(path, t[:n], x[:n], y[:n], p[:n], width, height, in_order=True)  # times only grow
@@ -119,7 +120,6 @@ def read_es_events(path: str | Path, width: int | None = None, height: int | Non
 
 # --- the loops, compiled by numba -------------------------------------------------------------------
 # Each returns (events, error, byte offset, exposure measurements) and writes events at [0, events).
-# An event outside the sensor has its file coordinates written at [events] for the message.
 
 
 def _decode_dvs(data, start, width, height, t, x, y, p):
@@ -137,7 +137,6 @@ def _decode_dvs(data, start, width, height, t, x, y, p):
             time += first >> 1
             column, row = int(data[i + 1]) | int(data[i + 2]) << 8, int(data[i + 3]) | int(data[i + 4]) << 8
             if column >= width or row >= height:
-                x[n], y[n] = column, row
                 return n, OUTSIDE_SENSOR, i, 0
             t[n], x[n], y[n], p[n] = time, column, height - 1 - row, 1 if first & 1 else -1
             n += 1
@@ -158,7 +157,6 @@ def _decode_atis(data, start, width, height, t, x, y, p):
             time += first >> 2
             column, row = int(data[i + 1]) | int(data[i + 2]) << 8, int(data[i + 3]) | int(data[i + 4]) << 8
             if column >= width or row >= height:
-                x[n], y[n] = column, row
                 return n, OUTSIDE_SENSOR, i, exposures
             if first & 0x1:  # a threshold crossing of an exposure measurement
                 exposures += 1
