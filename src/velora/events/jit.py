@@ -30,4 +30,7 @@ def compiled(loop: Callable) -> Callable:
     """`loop` compiled by numba (nopython mode, cached on disk), built on the first call."""
     import numba  # deliberately here, not at the top: see the module docstring
 
-    return numba.njit(cache=True, nogil=True)(loop)
+    try:
+        return numba.njit(cache=True, nogil=True)(loop)
+    except RuntimeError:  # numba found no writable cache folder (a read-only install): compile in each process
+        return numba.njit(nogil=True)(loop)
