@@ -93,6 +93,12 @@ def test_cut_file_raises_with_the_offset_of_the_partial_line(tmp_path):
         read_csv(path)
 
 
+def test_header_size_that_is_not_a_decimal_number_raises(tmp_path):
+    path = write_lines(tmp_path / "size.csv", "t,x@\u00b2,y@4,p\n1,1,1,1\n")  # '²' is a digit to str.isdigit
+    with raises_naming(path, "sensor size 'x@\u00b2'"):
+        read_csv(path)
+
+
 def test_header_without_the_needed_names_raises(tmp_path):
     path = write_lines(tmp_path / "names.csv", "time_s,col,row,sign\n1,2,3,1\n")
     with raises_naming(path, r"names no column for t, x, y, p.*columns=\(\.\.\.\)"):

@@ -332,6 +332,7 @@ def test_event_outside_the_header_geometry_raises_with_its_byte_offset(tmp_path)
         (b"% format MTR;height=3\n", "names format 'MTR;height=3'"),
         (b"% evt 3.0\n% geometry 1280 by 720\n", "geometry '1280 by 720' is not WIDTHxHEIGHT"),
         (b"% evt 3.0\n% format EVT3;height=0;width=10\n", "height '0' is not a positive integer"),
+        ("% evt 3.0\n% geometry 1280x720\n% format EVT3;height=\u00b2;width=10\n".encode(), "height '\u00b2' is not"),
     ],
 )
 def test_bad_raw_header_raises_naming_the_file(tmp_path, header, problem):

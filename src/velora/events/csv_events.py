@@ -122,7 +122,7 @@ def _columns_from_header(path: Path, header: str) -> tuple[tuple[str | None, ...
             canonical = None  # a second column of the same meaning is ignored
         columns.append(canonical)
         if canonical in ("x", "y") and size:
-            if not size.strip().isdigit() or not 0 < int(size) < 1 << 15:
+            if not size.strip().isdecimal() or not 0 < int(size) < 1 << 15:  # not isdigit: int("²") fails
                 raise DataError(
                     f"{path}: the header gives the sensor size {field.strip()!r}, which is not 1 to 32767 pixels."
                 )

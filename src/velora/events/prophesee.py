@@ -300,7 +300,7 @@ def _table_size(header: PropheseeHeader) -> tuple[int, int] | None:
 
 
 def _positive(path: Path, text: str, name: str) -> int:
-    value = int(text) if text.strip().isdigit() else 0
+    value = int(text) if text.strip().isdecimal() else 0  # not isdigit: int("²") fails
     if not 0 < value <= np.iinfo(np.int16).max:
         raise DataError(
             f"{path}: the header's sensor {name} {text!r} is not a positive integer below 32768; the header is corrupt."
