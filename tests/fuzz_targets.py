@@ -432,6 +432,81 @@ def array_seed(suffix: str) -> tuple[Seed, ...]:
     return (Seed(path.name, data, fields),)
 
 
+def _head(path: Path, data_bytes: int, word_bytes: int) -> bytes:
+    """A real recording's '%' header and its first data_bytes (whole words): a small real seed."""
+    data = path.read_bytes()
+    start = 0
+    while data[start : start + 1] == b"%":
+        start = data.index(b"\n", start) + 1
+    return data[: start + data_bytes // word_bytes * word_bytes]
+
+
+def _faery_file(name: str, n: int = 200, size: tuple[int, int] = (64, 48), **options) -> bytes:
+    from faery_reference import random_events, write_with_faery
+
+    path = _seed_folder() / name
+    return write_with_faery(path, random_events(n, *size, duration_us=5_000, seed=n), size, **options).read_bytes()
+
+
+@cache
+def raw_seeds() -> tuple[Seed, ...]:
+    from faery_reference import random_events
+    from spec_writers import evt21_file
+
+    events = random_events(200, 64, 48, duration_us=5_000)
+    columns = (events["t"], events["x"], events["y"], np.where(events["on"], 1, -1))
+    return (
+        Seed("gen3_evt2.raw head (real)", _head(REAL_DATA / "prophesee" / "gen3_evt2.raw", 8192, 4)),
+        Seed("evk4_evt3_head.raw head (real)", _head(REAL_DATA / "prophesee" / "evk4_evt3_head.raw", 8192, 2)),
+        Seed("evt2.raw", _faery_file("evt2.raw", version="evt2")),
+        Seed("evt3.raw", _faery_file("evt3.raw", version="evt3")),
+        Seed("evt21 legacy.raw", evt21_file(*columns, 64, 48, legacy=True, extra_words=2)),
+        Seed("evt21 little-endian.raw", evt21_file(*columns, 64, 48, legacy=False)),
+    )
+
+
+@cache
+def dat_seeds() -> tuple[Seed, ...]:
+    return (Seed("dat2.dat", _faery_file("v2.dat", version="dat2")), Seed("dat1.dat", _faery_file("v1.dat", version="dat1")))
+
+
+@cache
+def es_seeds() -> tuple[Seed, ...]:
+    import faery
+
+    atis = np.zeros(100, dtype=[("t", "<u8"), ("x", "<u2"), ("y", "<u2"), ("exposure", "?"), ("polarity", "?")])
+    atis["t"], atis["x"], atis["y"] = np.arange(100) * 40, np.arange(100) % 30, np.arange(100) % 20
+    atis["exposure"], atis["polarity"] = np.arange(100) % 3 == 0, np.arange(100) % 2 == 0
+    path = _seed_folder() / "atis.es"
+    with faery.es.Encoder(path, "atis", False, (30, 20)) as encoder:
+        encoder.write(atis)
+    fields = (16, 18)  # width and height
+    return Seed("dvs.es", _faery_file("dvs.es", n=300), fields), Seed("atis.es", path.read_bytes(), fields)
+
+
+@cache
+def aedat_seeds() -> tuple[Seed, ...]:
+    from spec_writers import aedat2_file, aedat31_file
+
+    rng = np.random.default_rng(6)
+    t, x, y = np.sort(rng.integers(0, 10_000, 150)), rng.integers(0, 128, 150), rng.integers(0, 128, 150)
+    p = np.where(rng.random(150) < 0.5, 1, -1)
+    gesture = aedat31_file(t, x, y, p, "DVS128", packet_events=50, invalid_every=9)
+    start = gesture.index(b"#!END-HEADER\r\n") + len(b"#!END-HEADER\r\n")
+    packet_fields = tuple(start + offset for offset in range(0, 28, 4))  # the first packet's header fields
+    return (
+        Seed("gesture.aedat (3.1)", gesture, packet_fields),
+        Seed("dvs128.aedat (2.0)", aedat2_file(t, x, y, p, "DVS128")),
+        Seed("v2e.aedat (2.0)", aedat2_file(t, x, y, p, None, davis_size=(346, 260), aps_samples=3)),
+    )
+
+
+@cache
+def csv_seeds() -> tuple[Seed, ...]:
+    other = b"x,y,polarity,timestamp,label\n3,4,-1,20,7\r\n\n1,2,1,10,7\n 5 , 6 ,0, 30 ,7\n"
+    return Seed("faery.csv", _faery_file("faery.csv", n=100)), Seed("columns.csv", other)
+
+
 COLUMN_DTYPES = ("<i8", "<u8", "<i2", "<f8", "<f4", "?", "<c8", "S4", "<M8[us]", "<m8[us]")
 COLUMN_VALUES = st.one_of(st.integers(-(2**63), 2**63 - 1), st.floats(), st.just(2**63 + 5))
 
@@ -691,6 +766,31 @@ def _read_packed(folder: Path, data: bytes) -> tuple[Path, Any]:
     return folder, [dataset[i] for i in range(len(dataset))]
 
 
+def _quietly(read: Callable[[Path], Any], path: Path) -> Any:
+    """read(path) with DataWarning silenced: a recording cut inside a word is valid data with a warning."""
+    import warnings
+
+    from velora.errors import DataWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        return read(path)
+
+
+CSV_FIELDS = st.one_of(NUMBER_TEXTS, st.sampled_from(("", " 1", "1 ", "-", "+1", "--1", "1e3", "0x1", "1.0", "\r")), TEXT)
+
+
+@st.composite
+def csv_lines(draw) -> Input:
+    """A header of (real or random) column names, then lines of random fields and separators."""
+    names = draw(st.lists(st.one_of(st.sampled_from(("t", "x", "y", "p", "on", "x@64", "y@48", "timestamp", "polarity")), TEXT),
+                          min_size=0, max_size=6))
+    lines = [",".join(names)] if names else []
+    for _ in range(draw(st.integers(0, 6))):
+        lines.append(",".join(draw(st.lists(CSV_FIELDS, min_size=1, max_size=6))))
+    return Input("random lines", draw(st.sampled_from(("\n", "\r\n"))).join(lines).encode())
+
+
 CONFIG_FIELDS = tuple(f"{section}.{key}" for section, values in Config().to_dict().items() for key in values)
 DEFAULT_OVERRIDES = tuple(  # JSON is YAML: every field set to its default, a valid override
     f"{section}.{key}={json.dumps(value)}" for section, values in Config().to_dict().items() for key, value in values.items()
@@ -720,6 +820,15 @@ TARGETS = {
                lambda: corrupted(array_seed(".npz")) | npz_files()),
         Target("hdf5", _writer("events.h5", read_events), check_event_stream, (DataError,),
                lambda: corrupted(array_seed(".h5")) | hdf5_files()),
+        Target("raw", _writer("recording.raw", lambda path: _quietly(read_events, path)), check_event_stream, (DataError,),
+               lambda: corrupted(raw_seeds())),
+        Target("dat", _writer("recording.dat", read_events), check_event_stream, (DataError,), lambda: corrupted(dat_seeds())),
+        Target("event stream", _writer("recording.es", read_events), check_event_stream, (DataError,),
+               lambda: corrupted(es_seeds())),
+        Target("aedat 2/3.1", _writer("recording.aedat", read_events), check_event_stream, (DataError,),
+               lambda: corrupted(aedat_seeds())),
+        Target("csv", _writer("events.csv", read_events), check_event_stream, (DataError,),
+               lambda: corrupted(csv_seeds()) | csv_lines()),
         Target("label file", _writer("train_label.txt", read_label_file), check_clip_entries, (DataError,),
                lambda: corrupted((Seed("train_label.txt", LABEL_FILE),)) | label_lines(fields=3)),
         Target("classes.txt", _read_class_names, check_class_names, (DataError,),

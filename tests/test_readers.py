@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from contextlib import contextmanager
 from datetime import timedelta
@@ -98,6 +99,10 @@ def test_real_davis346_recording_agrees_with_dv_processing():
     assert recording.aps_frames.shape == (4, 260, 346) and recording.aps_frames.dtype == np.uint8
     assert round(100 * np.mean(recording.events.p > 0)) == 53
     assert np.diff(recording.frame_timestamps_us).tolist() == [40_000] * 3
+    events = read_events(STREET, width=10, height=10)  # the events alone, frames left undecoded; the file's size wins
+    assert (events.width, events.height) == (346, 260)
+    for name in "txyp":
+        assert np.array_equal(getattr(events, name), getattr(recording.events, name))
     assert recording.frame_exposure_us.tolist() == [500] * 4
     assert recording.frame_timestamps_us.dtype == np.int64
     assert read_events(STREET).t.tolist() == recording.events.t.tolist()
@@ -201,8 +206,8 @@ def test_empty_file_raises_naming_the_file(tmp_path, suffix):
 def test_missing_file_and_unknown_suffix(tmp_path):
     with raises_data_error_naming(tmp_path / "absent.npy", "cannot be read"):
         read_events(tmp_path / "absent.npy")
-    with raises_data_error_naming(tmp_path / "events.csv", r"\.aedat4, \.bin, \.bs2, \.h5, \.hdf5, \.npy, \.npz"):
-        read_events(tmp_path / "events.csv")
+    with raises_data_error_naming(tmp_path / "events.mp4", re.escape(", ".join(sorted(SUFFIXES)))):
+        read_events(tmp_path / "events.mp4")
 
 
 # --- N-MNIST / N-Caltech101 40-bit --------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The exceptions for bad files, shared by every layer that reads them (events, data, model, training)."""
+"""The exceptions (and the warning) for bad files, shared by every layer that reads them (events, data,
+model, training)."""
 
 
 class DataError(ValueError):
@@ -11,3 +12,10 @@ class DataError(ValueError):
 
 class CheckpointError(ValueError):
     """A checkpoint file (adapters or resume state) is missing, unreadable, or does not fit the model."""
+
+
+class DataWarning(UserWarning):
+    """A file was read, but part of it was dropped (for example a recording cut in the middle of a word).
+
+    The message names the file and says what was dropped; the complete events were kept.
+    """

@@ -11,9 +11,25 @@ top-left corner, p int8 +1 (ON) / -1 (OFF), sorted by t, plus the sensor width a
                                              else max coordinate + 1
     .h5 / .hdf5                read_hdf5     arguments, else `width`/`height` attributes of the
                                              events group or the root, else max coordinate + 1
+    .raw (Prophesee EVT 2.0,   read_raw      the header (format or geometry line), else arguments,
+      2.1, 3.0)                              else a table by camera plugin (Gen3 files have no
+                                             geometry), else max coordinate + 1
+    .dat (Prophesee CD)        read_dat      the header (% Width / % Height), else arguments,
+                                             else max coordinate + 1
+    .es (Event Stream 2.x,     read_es       the header
+      DVS and ATIS)
+    .aedat (AEDAT 2.0 jAER /   read_aedat    a table by the camera the header names (DVS128,
+      v2e, 3.1 cAER / DVS128                 DAVIS240, DAVIS346), else arguments, else max
+      Gesture; 4.0 as .aedat4)               coordinate + 1
+    .csv (t,x,y,p lines with   read_csv      `x@W` / `y@H` in the header (faery's), else
+      a header naming them)                  arguments, else max coordinate + 1
 
-`read_events(path)` picks the reader from the suffix. `read_aedat4` returns a `Recording`
-(events plus APS frames, see velora.events.aedat4); `read_events` returns its events.
+`read_events(path)` picks the reader from the suffix; SUFFIXES maps each suffix to a function
+returning an EventStream. Where a file stores its sensor size, that size wins over the arguments.
+Three readers return more than events: `read_aedat4` a `Recording` (plus APS frames, see
+velora.events.aedat4; `read_events` leaves the frames undecoded), `read_raw` a `RawRecording`
+(plus counts of the trigger and system words skipped, see velora.events.prophesee) and `read_es`
+an `EsRecording` (plus the ATIS exposure measurements dropped, see velora.events.eventstream).
 
 Conventions shared by all readers:
 - Events are sorted by t when the file is not (a stable sort, so events with equal timestamps
@@ -23,6 +39,8 @@ Conventions shared by all readers:
 - A file that decodes to zero events gives an empty `EventStream`: that is valid data (a quiet
   scene). Code that needs events calls `require_events(stream, path)`. A zero-byte file is
   never valid data and raises.
+- A recording cut in the middle of a record raises, with the byte offset, except a Prophesee
+  .raw stream cut inside a word, which keeps its complete events and warns (DataWarning).
 - Every problem with a file raises `DataError` (velora.errors) with a sentence naming the
   file, what is wrong and what to do.
 """
@@ -35,10 +53,31 @@ import h5py
 import numpy as np
 
 from velora.errors import DataError
-from velora.events.aedat4 import Recording, read_aedat4
+from velora.events.aedat4 import Recording, read_aedat4, read_aedat4_events
+from velora.events.aedat_legacy import read_aedat
+from velora.events.columns import check_file, event_stream, read_file_bytes
+from velora.events.csv_events import read_csv
+from velora.events.eventstream import EsRecording, read_es, read_es_events
+from velora.events.prophesee import RawRecording, read_dat, read_raw, read_raw_events
 from velora.events.render import EventStream
 
-__all__ = ["Recording", "SUFFIXES", "read_aedat4", "read_events", "read_hdf5", "read_nmnist", "read_npy", "require_events"]
+__all__ = [
+    "SUFFIXES",
+    "EsRecording",
+    "RawRecording",
+    "Recording",
+    "read_aedat",
+    "read_aedat4",
+    "read_csv",
+    "read_dat",
+    "read_es",
+    "read_events",
+    "read_hdf5",
+    "read_nmnist",
+    "read_npy",
+    "read_raw",
+    "require_events",
+]
 
 # accepted names of each column in .npy fields, .npz arrays and HDF5 datasets, preferred first
 COLUMN_NAMES = {
@@ -59,7 +98,7 @@ def read_events(path: str | Path, width: int | None = None, height: int | None =
     """The events of any supported file, chosen by suffix (see SUFFIXES).
 
     width/height: the sensor size for formats that do not store it (passed on to the reader when
-    given); .aedat4 files always use the size stored in the file.
+    given); files that store their size (.aedat4, and .raw, .dat ... whose header has it) use that.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -67,8 +106,6 @@ def read_events(path: str | Path, width: int | None = None, height: int | None =
         raise DataError(
             f"{path}: unsupported event file suffix '{path.suffix}'; supported suffixes: {', '.join(sorted(SUFFIXES))}."
         )
-    if suffix == ".aedat4":
-        return read_aedat4(path).events
     sizes = {name: value for name, value in (("width", width), ("height", height)) if value is not None}
     return SUFFIXES[suffix](path, **sizes)
 
@@ -95,7 +132,7 @@ def read_nmnist(path: str | Path, width: int | None = 34, height: int | None = 3
     vary in size (up to about 240 x 180): pass its size, or None to use max coordinate + 1.
     """
     path = Path(path)
-    raw = _read_bytes(path)
+    raw = read_file_bytes(path)
     if len(raw) % NMNIST_BYTES_PER_EVENT:
         raise DataError(
             f"{path}: {len(raw)} bytes is not a multiple of {NMNIST_BYTES_PER_EVENT}, the size of one "
@@ -110,7 +147,7 @@ def read_nmnist(path: str | Path, width: int | None = 34, height: int | None = 3
         t = t + NMNIST_OVERFLOW_US * np.cumsum(overflow)
         keep = ~overflow
         t, x, y, on = t[keep], x[keep], y[keep], on[keep]
-    return _event_stream(path, t, x, y, on, width, height)
+    return event_stream(path, t, x, y, on, width, height)
 
 
 def read_npy(path: str | Path, width: int | None = None, height: int | None = None) -> EventStream:
@@ -120,7 +157,7 @@ def read_npy(path: str | Path, width: int | None = None, height: int | None = No
     A .npz may also hold scalar arrays `width` and `height`; the arguments take precedence.
     """
     path = Path(path)
-    _check_file(path)
+    check_file(path)
     try:
         loaded = np.load(path, allow_pickle=False)
         is_archive = isinstance(loaded, np.lib.npyio.NpzFile)
@@ -139,7 +176,7 @@ def read_npy(path: str | Path, width: int | None = None, height: int | None = No
     width = width if width is not None else _scalar(path, columns.get("width"), "width")
     height = height if height is not None else _scalar(path, columns.get("height"), "height")
     t, x, y, p = (_column(path, columns, name, "array" if is_archive else "field") for name in "txyp")
-    return _event_stream(path, t, x, y, p, width, height)
+    return event_stream(path, t, x, y, p, width, height)
 
 
 def read_hdf5(path: str | Path, width: int | None = None, height: int | None = None) -> EventStream:
@@ -149,7 +186,7 @@ def read_hdf5(path: str | Path, width: int | None = None, height: int | None = N
     else from `width`/`height` attributes of the group holding the datasets or of the root.
     """
     path = Path(path)
-    _check_file(path)
+    check_file(path)
     try:
         with h5py.File(path, "r") as file:
             group = file["events"] if isinstance(file.get("events"), h5py.Group) else file
@@ -169,38 +206,23 @@ def read_hdf5(path: str | Path, width: int | None = None, height: int | None = N
         raise DataError(f"{path}: cannot be read as HDF5 ({error}); the file is truncated, corrupt or not HDF5.") from None
     width = width if width is not None else _scalar(path, attributes.get("width"), "width")
     height = height if height is not None else _scalar(path, attributes.get("height"), "height")
-    return _event_stream(path, np.asarray(t), np.asarray(x), np.asarray(y), np.asarray(p), width, height)
+    return event_stream(path, np.asarray(t), np.asarray(x), np.asarray(y), np.asarray(p), width, height)
 
 
 SUFFIXES = {
-    ".aedat4": read_aedat4,
+    ".aedat4": read_aedat4_events,
     ".bin": read_nmnist,
     ".bs2": read_nmnist,
     ".npy": read_npy,
     ".npz": read_npy,
     ".h5": read_hdf5,
     ".hdf5": read_hdf5,
+    ".raw": read_raw_events,
+    ".dat": read_dat,
+    ".es": read_es_events,
+    ".aedat": read_aedat,
+    ".csv": read_csv,
 }
-
-
-def _check_file(path: Path) -> None:
-    """DataError when the file is missing, not a file, or empty."""
-    try:
-        size = path.stat().st_size
-    except OSError as error:
-        raise DataError(f"{path}: cannot be read ({error.strerror or error}); check the path.") from None
-    if not path.is_file():
-        raise DataError(f"{path}: is not a file; pass the path of one event file.")
-    if size == 0:
-        raise DataError(f"{path}: the file is empty (0 bytes); re-copy or re-record it.")
-
-
-def _read_bytes(path: Path) -> bytes:
-    _check_file(path)
-    try:
-        return path.read_bytes()
-    except OSError as error:
-        raise DataError(f"{path}: cannot be read ({error.strerror or error}); check the file's permissions.") from None
 
 
 def _structured_fields(path: Path, array: np.ndarray) -> dict[str, np.ndarray]:
@@ -229,45 +251,3 @@ def _scalar(path: Path, value, name: str) -> int | None:
     if value.size != 1 or value.dtype.kind not in "iu" or int(value.reshape(())) <= 0:
         raise DataError(f"{path}: the stored sensor {name} {value!r} is not a positive integer; fix it or pass {name}=.")
     return int(value.reshape(()))
-
-
-def _event_stream(path: Path, t, x, y, p, width: int | None, height: int | None) -> EventStream:
-    """Validate raw columns read from `path` and build a sorted EventStream."""
-    t, x, y, p = (np.asarray(column).reshape(-1) for column in (t, x, y, p))
-    if not len(t) == len(x) == len(y) == len(p):
-        lengths = ", ".join(str(len(column)) for column in (t, x, y, p))
-        raise DataError(f"{path}: columns t, x, y, p have different lengths ({lengths}); the file is corrupt.")
-    t = _integer_column(path, t, "timestamps t")
-    x = _integer_column(path, x, "x")
-    y = _integer_column(path, y, "y")
-    if p.dtype != bool and not np.isin(p, (-1, 0, 1)).all():
-        raise DataError(f"{path}: polarity holds values {np.unique(p)[:8].tolist()}; expected bool, 0/1 or -1/+1.")
-    polarity = np.where(p > 0, 1, -1)
-    if width is None or height is None:
-        if len(t) == 0:
-            raise DataError(f"{path}: the file holds no events and no sensor size; pass width= and height=.")
-        width = width if width is not None else int(x.max()) + 1
-        height = height if height is not None else int(y.max()) + 1
-    if max(width, height) > np.iinfo(np.int16).max:
-        raise DataError(f"{path}: a {width} x {height} sensor does not fit int16 coordinates; check x, y or width/height.")
-    if len(t) and (x.min() < 0 or y.min() < 0 or x.max() >= width or y.max() >= height):
-        raise DataError(
-            f"{path}: event coordinates (x in [{x.min()}, {x.max()}], y in [{y.min()}, {y.max()}]) fall outside "
-            f"the {width} x {height} sensor; pass the right width/height (or None to infer max + 1)."
-        )
-    order = np.argsort(t, kind="stable") if np.any(t[1:] < t[:-1]) else slice(None)  # np.diff could overflow
-    try:
-        return EventStream(t[order], x[order], y[order], polarity[order], width, height)
-    except ValueError as error:
-        raise DataError(f"{path}: {error}") from None
-
-
-def _integer_column(path: Path, values: np.ndarray, name: str) -> np.ndarray:
-    if values.dtype.kind not in "iuf":
-        raise DataError(f"{path}: {name} has dtype {values.dtype}; expected integers.")
-    if values.dtype.kind == "f" and not (np.all(np.abs(values) < 2**63) and np.array_equal(values, np.round(values))):
-        raise DataError(
-            f"{path}: {name} holds non-integer or non-finite floats; timestamps must be integer microseconds and "
-            "coordinates integer pixels (convert seconds with np.round(t * 1e6).astype(np.int64))."
-        )
-    return values.astype(np.int64)
