@@ -369,7 +369,7 @@ def test_predict_on_a_raw_recording(trained, real_data_dir, tmp_path, capsys):
         predict(checkpoint, corrupt)
     not_a_recording = tmp_path / "notes.txt"
     not_a_recording.write_text("hello")
-    with pytest.raises(DataError, match="not an .aedat4 recording"):
+    with pytest.raises(DataError, match=r"notes.txt: unsupported event file suffix '.txt'; supported suffixes: .*\.raw"):
         predict(checkpoint, not_a_recording)
     with pytest.raises(DataError, match="does not exist"):
         predict(checkpoint, tmp_path / "missing.aedat4")

@@ -146,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="section.field=value")
     p.add_argument("--image-size", type=int, help="recordings: resize to S x S (default: sensor size)")
     p.add_argument("--skip-bad", action="store_true", help="recordings: list unreadable recordings and go on")
+    p.add_argument("--event-window-ms", type=float, default=33.333,
+                   help="recordings without APS frames (.raw, .dat, ...): one event image per this many ms")
     p.add_argument("--workers", type=int, default=0, help="packed: processes decoding PNGs")
     p.add_argument("--verify", action="store_true", help="packed: re-read every clip and check its CRC")
 
@@ -191,7 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="which samples are drawn (default 0)")
     p.add_argument("--train-labels", default="train_label.txt", help="the training list (default train_label.txt)")
     p.add_argument("--test-labels", default="test_label.txt", help="the test list, read for overlaps only")
-    p.add_argument("--force", action="store_true", help="overwrite val_label.txt and train_split_label.txt")
+    p.add_argument("--force", action="store_true", help="overwrite the lists it writes")
+    p.add_argument(
+        "--from-folders", action="store_true",
+        help="a dataset of class folders of event files with no lists (N-Caltech101): write train/val/test_label.txt "
+        "and classes.txt, each class split --val-fraction / --test-fraction / the rest",
+    )
+    p.add_argument("--test-fraction", type=float, default=0.2, help="--from-folders: share of each class for test")
 
     p = sub.add_parser("info", help="parameters per part and adapter checkpoint size for a config")
     _add_config(p, "pokerevent_vitb16")
@@ -313,7 +321,10 @@ def cmd_convert(args) -> int:
 
         if len(args.paths) != 2:
             raise ConfigError("velora convert recordings needs SRC and OUT")
-        stats = convert_recordings(args.paths[0], args.paths[1], image_size=args.image_size, skip_bad=args.skip_bad)
+        stats = convert_recordings(
+            args.paths[0], args.paths[1], image_size=args.image_size, skip_bad=args.skip_bad,
+            event_window_us=max(1, round(args.event_window_ms * 1000)),
+        )
         print(f"{stats.recordings} recordings, {stats.frames} frames, {stats.events} events in {stats.seconds:.1f} s "
               f"({stats.events_per_s:,.0f} events/s, {stats.frames_per_s:,.1f} frames/s)")
         for failure in stats.failures:
@@ -380,12 +391,17 @@ def cmd_check_data(args) -> int:
 
 
 def cmd_split(args) -> int:
-    from velora.data.split import split_train_val
+    from velora.data.split import split_folders, split_train_val
 
-    result = split_train_val(
-        args.root, val_fraction=args.val_fraction, seed=args.seed, train_labels=args.train_labels,
-        test_labels=args.test_labels, force=args.force,
-    )
+    if args.from_folders:
+        result = split_folders(
+            args.root, val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed, force=args.force
+        )
+    else:
+        result = split_train_val(
+            args.root, val_fraction=args.val_fraction, seed=args.seed, train_labels=args.train_labels,
+            test_labels=args.test_labels, force=args.force,
+        )
     print(result.format())
     return 0
 

@@ -181,9 +181,11 @@ class DataConfig:
         "frames",
         "'frames': PNG frame folders (PokerEvent, HARDVS, velora convert output); 'events': event files "
         "(.bs2/.bin/.npy/.npz/.h5/.aedat4) listed in a labels file, rendered into event images "
-        "(event-only data such as N-MNIST; needs data.modalities: [event]); 'recordings': raw DAVIS "
-        "recordings <root>/<split>/<class>/<recording>.aedat4 read directly (APS frames + event images).",
-        choices=("frames", "events", "recordings"),
+        "(event-only data such as N-MNIST, N-Caltech101; needs data.modalities: [event]); 'recordings': raw DAVIS "
+        "recordings <root>/<split>/<class>/<recording>.aedat4 read directly (APS frames + event images); "
+        "'gesture': DVS128 Gesture (AEDAT 3.1 trials, each labelled interval one sample; label files: the "
+        "trial lists trials_to_train.txt, trials_to_test.txt; needs data.modalities: [event]).",
+        choices=("frames", "events", "recordings", "gesture"),
     )
     train_labels: str = _f("train_label.txt", "Training label file, relative to root.")
     val_labels: str = _f("val_label.txt", "Validation label file (model selection), relative to root.")
@@ -198,6 +200,15 @@ class DataConfig:
         choices=("error", "min"),
     )
     num_workers: int = _f(2, "DataLoader worker processes.")
+    representation: str = _f(
+        "event_image",
+        "How a window of events becomes the 3-channel image the frozen ViT takes (layouts events, recordings, "
+        "gesture; frame folders hold images already drawn): 'event_image' (red ON / blue OFF on white, as "
+        "PokerEvent and HARDVS store them), 'count' (R = ON, B = OFF counts, scaled by the window's 99th "
+        "percentile), 'voxel_grid' (3 time bins of signed polarity as R, G, B around grey 128) or "
+        "'time_surface' (R = ON, B = OFF exponential decay at the window's end, tau a quarter of the window).",
+        choices=("event_image", "count", "voxel_grid", "time_surface"),
+    )
     event_window: str = _f(
         "fixed_count",
         "layout events: how a recording is cut into T windows: equal event counts, equal durations "
@@ -394,8 +405,13 @@ def validate(cfg: Config) -> list[str]:
         p.append("'data.format' packed needs data.packed_root (the output of `velora convert packed`)")
     if d.format == "packed" and d.layout != "frames":
         p.append("'data.format' packed holds frame clips; use data.layout=frames with it")
-    if d.layout == "events" and list(d.modalities) != ["event"]:
-        p.append(f"'data.layout' events holds event files only; set data.modalities=[event] (got {d.modalities})")
+    if d.layout in ("events", "gesture") and list(d.modalities) != ["event"]:
+        p.append(f"'data.layout' {d.layout} holds event files only; set data.modalities=[event] (got {d.modalities})")
+    if d.representation != "event_image" and d.layout == "frames":
+        p.append(
+            f"'data.representation' {d.representation} draws events, but layout frames reads event images already "
+            "drawn (PNG); use a layout that reads events (events, recordings, gesture) or event_image"
+        )
     if d.event_window == "fixed_duration" and d.event_window_us <= 0:
         p.append("'data.event_window' fixed_duration needs data.event_window_us > 0 (microseconds)")
     if d.sensor_size and (len(d.sensor_size) != 2 or not all(isinstance(v, int) and v > 0 for v in d.sensor_size)):

@@ -129,15 +129,16 @@ def check_config(
     class_names = None
     for split in splits:
         source = label_file(cfg, split)
-        is_file = d.layout not in ("frames", "events") or d.format == "packed" or source.is_file()
+        listed = d.layout in ("frames", "events", "gesture") and d.format != "packed"
+        is_file = not listed or source.is_file()
         if not is_file and missing_ok:
             continue
         try:
             datasets[split] = make_dataset(cfg, split, classes=class_names, lenient=True)
         except DataError as error:
-            report.problems["label_files"].append((str(source if d.layout in ("frames", "events") else report.root), str(error)))
+            report.problems["label_files"].append((str(source if listed else report.root), str(error)))
             continue
-        if d.layout in ("frames", "events") and d.format != "packed":
+        if listed:
             report.layouts[str(source)] = d.layout
         if class_names is None and d.layout != "frames":  # recordings and events number classes by name
             class_names = datasets[split].class_names

@@ -1,6 +1,6 @@
-"""Raw AEDAT 4.0 recordings -> sample folders in the PokerEvent frame layout.
+"""Raw recordings -> sample folders in the PokerEvent frame layout.
 
-    <src_root>/<class_dir>/<recording>.aedat4
+    <src_root>/<class_dir>/<recording>.aedat4      (or any event file: .raw, .dat, .es, .aedat, .bin, ...)
  -> <out_root>/<class_dir>/<recording>/<recording>_aps/0000.png   APS frame k + 1
     <out_root>/<class_dir>/<recording>/<recording>_dvs/0000.png   events of [t_k, t_k+1), red / blue on white
     <out_root>/<class_dir>/<recording>/.converted.json            done marker, written last
@@ -14,6 +14,12 @@ motion that led up to that frame. APS frame 0 has no previous frame, so its wind
 arbitrary stretch of time (everything since the recording started); it and the events before
 ``t_0`` or at / after ``t_N-1`` are left out. The frame names are zero-padded to four digits (more
 when a recording has over 10,000 samples), as in PokerEvent.
+
+Recordings without APS frames (Prophesee .raw/.dat, Event Stream, AEDAT 2/3.1, N-MNIST files, CSV,
+or an .aedat4 with fewer than 2 frames) have only events: their sample folder holds `_dvs` frames
+alone, one per `event_window_us` of events from the first event on (default 33,333 us, 30 per
+second). Train on them with data.modalities=[event] (or predict with an RGB + event model, which
+takes its missing-modality path).
 
 Resuming. A recording is done when its marker exists and matches the source file (size and
 modification time) and the conversion settings; a rerun skips it. A recording folder without a
@@ -37,8 +43,9 @@ from velora.data.layout import FOLDER_SUFFIX
 from velora.errors import DataError
 from velora.data.labels import CLASSES_FILE
 from velora.events.aedat4 import read_aedat4
-from velora.events.render import event_image
-from velora.events.representations import frame_windows
+from velora.events.readers import SUFFIXES, read_events, require_events
+from velora.events.render import EventStream, event_image
+from velora.events.representations import fixed_duration_windows, frame_windows
 
 CONVERTER_VERSION = 1  # bump whenever the same recording and settings would give other files
 RECORDING_SUFFIX = ".aedat4"
@@ -74,8 +81,9 @@ class ConversionStats:
         return self.frames / self.seconds if self.seconds else 0.0
 
 
-def list_recordings(src_root: Path) -> dict[str, list[Path]]:
-    """The ``.aedat4`` files of each class folder, both sorted by name; hidden entries ignored."""
+def list_recordings(src_root: Path, suffixes: tuple[str, ...] = (RECORDING_SUFFIX,)) -> dict[str, list[Path]]:
+    """The recordings (files with one of `suffixes`) of each class folder, both sorted by name;
+    hidden entries ignored."""
     if not src_root.is_dir():
         raise DataError(
             f"recordings folder {src_root} does not exist or is not a folder; pass the folder that "
@@ -85,15 +93,15 @@ def list_recordings(src_root: Path) -> dict[str, list[Path]]:
     for class_dir in sorted(p for p in src_root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files = sorted(
             p for p in class_dir.iterdir()
-            if p.is_file() and p.suffix.lower() == RECORDING_SUFFIX and not p.name.startswith(".")
+            if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith(".")
         )
         if files:
             classes[class_dir.name] = files
     if not classes:
         found = sorted(p.name for p in src_root.iterdir())[:8]
         raise DataError(
-            f"{src_root} holds no <class>/<recording>{RECORDING_SUFFIX} files (it holds {found}); "
-            "put each class's recordings in a folder named after the class"
+            f"{src_root} holds no <class>/<recording> files with a suffix of {', '.join(suffixes)} (it holds "
+            f"{found}); put each class's recordings in a folder named after the class"
         )
     return classes
 
@@ -105,6 +113,7 @@ def convert_recordings(
     image_size: int | None = None,
     skip_bad: bool = False,
     progress: bool = True,
+    event_window_us: int = 33_333,
 ) -> ConversionStats:
     """Convert every ``<src_root>/<class>/<recording>.aedat4`` into PokerEvent sample folders.
 
@@ -114,13 +123,16 @@ def convert_recordings(
         out of the label file, and conversion goes on; off, the first one stops the run with a
         DataError naming the file. Finished recordings stay done either way.
     progress: show a tqdm progress bar over the recordings.
+    event_window_us: recordings without APS frames: one event image per this many microseconds.
 
     Raises DataError for a bad src_root and, unless skip_bad, for the first bad recording.
     """
     src_root, out_root = Path(src_root), Path(out_root)
     if image_size is not None and image_size < 1:
         raise ValueError(f"image_size must be None or >= 1, got {image_size}")
-    classes = list_recordings(src_root)
+    if event_window_us < 1:
+        raise ValueError(f"event_window_us must be >= 1, got {event_window_us}")
+    classes = list_recordings(src_root, tuple(SUFFIXES))
     out_root.mkdir(parents=True, exist_ok=True)
     stats = ConversionStats()
     done: dict[tuple[str, str], int] = {}  # (class_dir, recording) -> num_frames
@@ -129,14 +141,14 @@ def convert_recordings(
         for class_dir, files in classes.items():
             for path in files:
                 sample_dir = out_root / class_dir / path.stem
-                settings = _settings(src_root, path, image_size)
+                settings = _settings(src_root, path, image_size, event_window_us)
                 num_frames = _done_frames(sample_dir, settings)
                 if num_frames is not None:
                     stats.skipped += 1
                 else:
                     start = time.perf_counter()
                     try:
-                        num_frames, num_events = _convert_one(path, sample_dir, image_size)
+                        num_frames, num_events = _convert_one(path, sample_dir, image_size, event_window_us)
                     except DataError as error:
                         shutil.rmtree(sample_dir, ignore_errors=True)
                         if not skip_bad:
@@ -167,15 +179,13 @@ def convert_recordings(
     return stats
 
 
-def _convert_one(path: Path, sample_dir: Path, image_size: int | None) -> tuple[int, int]:
+def _convert_one(path: Path, sample_dir: Path, image_size: int | None, event_window_us: int) -> tuple[int, int]:
     """Write one recording's sample folder (from scratch); returns (samples, events decoded)."""
-    recording = read_aedat4(path)
+    recording = read_aedat4(path) if path.suffix.lower() == RECORDING_SUFFIX else None
+    if recording is None or len(recording.aps_frames) < 2:
+        events = require_events(recording.events if recording else read_events(path), path)
+        return _convert_events(events, sample_dir, image_size, event_window_us), len(events)
     num_aps = len(recording.aps_frames)
-    if num_aps < 2:
-        raise DataError(
-            f"{path}: the recording has {num_aps} APS frame(s); a sample pairs an APS frame with the "
-            "events since the previous one, so at least 2 are needed. Leave the file out."
-        )
     events = recording.events
     windows = frame_windows(events.t, recording.frame_timestamps_us)[1:]  # (N - 1) slices
     num_samples = num_aps - 1
@@ -200,7 +210,23 @@ def _convert_one(path: Path, sample_dir: Path, image_size: int | None) -> tuple[
     return num_samples, len(events)
 
 
-def _settings(src_root: Path, path: Path, image_size: int | None) -> dict:
+def _convert_events(events: EventStream, sample_dir: Path, image_size: int | None, window_us: int) -> int:
+    """A sample folder of event images only, one per `window_us` (a recording without APS frames)."""
+    windows = fixed_duration_windows(events.t, window_us)
+    width = max(4, len(str(len(windows) - 1)))
+    if sample_dir.exists():
+        shutil.rmtree(sample_dir)
+    folder = sample_dir / f"{sample_dir.name}{FOLDER_SUFFIX['event']}"
+    folder.mkdir(parents=True)
+    for j, window in enumerate(windows):
+        drawn = Image.fromarray(event_image(events.x[window], events.y[window], events.p[window], events.height, events.width))
+        if image_size is not None:
+            drawn = drawn.resize((image_size, image_size), Image.Resampling.NEAREST)
+        drawn.save(folder / f"{j:0{width}d}.png", compress_level=PNG_COMPRESS_LEVEL)
+    return len(windows)
+
+
+def _settings(src_root: Path, path: Path, image_size: int | None, event_window_us: int = 33_333) -> dict:
     """What a done marker must match for its recording to count as converted."""
     stat = path.stat()
     return {
@@ -209,6 +235,7 @@ def _settings(src_root: Path, path: Path, image_size: int | None) -> dict:
         "source_bytes": stat.st_size,
         "source_mtime_ns": stat.st_mtime_ns,
         "image_size": image_size,
+        "event_window_us": event_window_us,
     }
 
 

@@ -33,10 +33,9 @@ from velora.data.layout import EVENT_RESAMPLE
 from velora.data.sampling import ClipSampling, SampledClips
 from velora.errors import DataError
 from velora.events.readers import SUFFIXES, read_events, require_events
-from velora.events.render import EventStream, event_image
-from velora.events.representations import WINDOWS, window_bounds
+from velora.events.render import EventStream
+from velora.events.representations import RGB_REPRESENTATIONS, WINDOWS, as_rgb, window_bounds
 
-REPRESENTATIONS = ("event_image",)
 
 
 class EventFileDataset(SampledClips):
@@ -47,7 +46,8 @@ class EventFileDataset(SampledClips):
     sampling: T windows (event images) per recording, each drawn at the sensor's size and resized
         to S x S; in training a random crop / flip (and a random window placement for
         "fixed_duration"), drawn in that order from the item's generator; off: deterministic.
-    representation: "event_image" (the only one whose frames the model takes: 3-channel uint8).
+    representation: how each window is drawn as a 3-channel uint8 image: "event_image" (default),
+        "count", "voxel_grid" or "time_surface" (velora.events.representations.as_rgb).
     window, window_us: how a recording is cut into T windows, see :func:`window_bounds`.
     sensor_size: (width, height) for files that do not store it; None: the reader's default
         (34 x 34 for N-MNIST files, the stored size or max coordinate + 1 otherwise).
@@ -97,11 +97,8 @@ class EventFileDataset(SampledClips):
         problems = []
         if sampling.image_size is None:
             problems.append("sampling.image_size must be set: event images are resized to S x S")
-        if representation not in REPRESENTATIONS:
-            problems.append(
-                f"representation {representation!r} is not one of {REPRESENTATIONS} (the model "
-                "takes 3-channel uint8 event images)"
-            )
+        if representation not in RGB_REPRESENTATIONS:
+            problems.append(f"representation {representation!r} is not one of {RGB_REPRESENTATIONS}")
         if window not in WINDOWS:
             problems.append(f"window {window!r} is not one of {WINDOWS}")
         if window == "fixed_duration" and not (window_us and window_us > 0):
@@ -201,7 +198,8 @@ class EventFileDataset(SampledClips):
         events = require_events(read_events(path, width, height), path)
 
         clip = event_frames(
-            events, self.sampling, self.sampling.rng(self.epoch, index), self.window, self.window_us, self.event_resample
+            events, self.sampling, self.sampling.rng(self.epoch, index), self.window, self.window_us,
+            self.event_resample, self.representation,
         )
         return {"events": clip, "label": torch.tensor(self.entries[index].label, dtype=torch.int64), "index": index}
 
@@ -213,18 +211,23 @@ def event_frames(
     window: str = "fixed_count",
     window_us: int | None = None,
     event_resample: str = "nearest",
+    representation: str = "event_image",
 ) -> torch.Tensor:
     """An event recording as T event images, (T, 3, S, S) uint8: cut into sampling.num_frames
-    windows (window_bounds), each drawn at the sensor's size and resized to S x S; with `rng`
-    (training) a random crop and flip, then the window placement, drawn in that order."""
+    windows (window_bounds), each drawn at the sensor's size as `representation` (as_rgb) and
+    resized to S x S (`event_resample` for the event image, area averaging for the others); with
+    `rng` (training) a random crop and flip, then the window placement, drawn in that order."""
     box, flip = sampling.crop_and_flip(rng)
     bounds = window_bounds(events.t, sampling.num_frames, window, window_us=window_us, rng=rng)
-    size, resample = sampling.image_size, EVENT_RESAMPLE[event_resample]
+    size = sampling.image_size
+    resample = EVENT_RESAMPLE[event_resample] if representation == "event_image" else EVENT_RESAMPLE["box"]
     pixel_box = (box[0] * events.width, box[1] * events.height, box[2] * events.width, box[3] * events.height)
     frames = []
     for start, stop in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
-        pixels = event_image(
-            events.x[start:stop], events.y[start:stop], events.p[start:stop], events.height, events.width
+        window_events = slice(start, stop)
+        pixels = as_rgb(
+            representation, events.t[window_events], events.x[window_events], events.y[window_events],
+            events.p[window_events], events.height, events.width,
         )  # (H, W, 3)
         image = Image.fromarray(pixels).resize((size, size), resample, box=pixel_box)
         if flip:

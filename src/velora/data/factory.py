@@ -13,6 +13,7 @@ from torch.utils.data import Dataset, Subset
 from velora.config import Config
 from velora.data.clips import ClipDataset
 from velora.data.event_only import EventFileDataset
+from velora.data.gesture import GestureDataset
 from velora.data.labels import ClipEntry
 from velora.data.packed import PackedClipDataset, collate_packed
 from velora.data.recordings import RecordingDataset
@@ -35,6 +36,7 @@ def event_windows(cfg: Config) -> dict:
     d = cfg.data
     return {
         "window": d.event_window, "window_us": d.event_window_us or None, "sensor_size": tuple(d.sensor_size) or None,
+        "representation": d.representation,
     }
 
 
@@ -73,7 +75,13 @@ def make_dataset(
         raise DataError("data.root is empty; set it in the config or with data.root=/path/to/dataset")
     if d.layout == "recordings":
         return RecordingDataset(
-            Path(d.root) / split, sampling, modalities=tuple(d.modalities), classes=classes, num_classes=num_classes
+            Path(d.root) / split, sampling, modalities=tuple(d.modalities), classes=classes, num_classes=num_classes,
+            representation=d.representation,
+        )
+    if d.layout == "gesture":
+        return GestureDataset(
+            d.root, label_file(cfg, split), sampling, window=d.event_window, window_us=d.event_window_us or None,
+            representation=d.representation, classes=classes, num_classes=num_classes, lenient=lenient,
         )
     if d.layout == "events":
         return EventFileDataset(
@@ -96,15 +104,22 @@ def clip_dataset(clip: str | Path, cfg: Config) -> ClipDataset | RecordingDatase
     clip = Path(clip).resolve()
     d = cfg.data
     sampling = clip_sampling(cfg)
-    if d.layout == "events":
+    if d.layout in ("events", "gesture"):
         if clip.is_dir():
             raise DataError(
                 f"'{clip}' is a folder, but this model was trained on event files (data.layout events); "
                 "give one event file"
             )
         return EventFileDataset(clip.parent, None, sampling, files=[clip], **event_windows(cfg))
+    if clip.is_file() and clip.suffix.lower() != ".aedat4":
+        # An event file without APS frames (.raw, .dat, .es, ...): its events alone, cut into windows
+        # as an event-only dataset is; a model with RGB takes its missing-modality path.
+        return EventFileDataset(clip.parent, None, sampling, files=[clip], **event_windows(cfg))
     if clip.is_file() or clip.suffix.lower() == ".aedat4":
-        return RecordingDataset(clip.parent, sampling, files=[clip], modalities=tuple(d.modalities), cache_recordings=0)
+        return RecordingDataset(
+            clip.parent, sampling, files=[clip], modalities=tuple(d.modalities), cache_recordings=0,
+            representation=d.representation,
+        )
     if not clip.is_dir():
         raise DataError(
             f"clip '{clip}' does not exist; give a folder holding <name>_aps and <name>_dvs, or an .aedat4 recording"

@@ -48,8 +48,7 @@ from velora.data.sampling import ClipSampling, SampledClips, modality_problems
 from velora.errors import DataError
 from velora.events.aedat4 import MAGIC as AEDAT4_MAGIC
 from velora.events.readers import Recording, read_aedat4
-from velora.events.render import event_image
-from velora.events.representations import frame_windows
+from velora.events.representations import RGB_REPRESENTATIONS, as_rgb, frame_windows
 
 
 class RecordingDataset(SampledClips):
@@ -65,6 +64,8 @@ class RecordingDataset(SampledClips):
     cache_recordings: decoded recordings kept per process (0: none).
     files: read exactly these recordings, each one item labelled 0, instead of listing ``root``'s
         class folders (``velora predict`` on a new recording); ``root`` is then ignored.
+    representation: how the events between two frames are drawn (default the event image of
+        PokerEvent / HARDVS; see velora.events.representations.as_rgb).
 
     ``entries`` are ClipEntry("<class_dir>/<recording>", 0, label) in class then file-name
     order; their num_frames is 0 because a recording's sample count is known once it is decoded.
@@ -84,6 +85,7 @@ class RecordingDataset(SampledClips):
         num_classes: int | None = None,
         cache_recordings: int = 2,
         files: Sequence[str | Path] | None = None,
+        representation: str = "event_image",
     ) -> None:
         self.root = Path(root)
         self.modalities = tuple(modalities)
@@ -92,6 +94,8 @@ class RecordingDataset(SampledClips):
             problems.append("sampling.image_size must be set: frames are resized to S x S")
         if cache_recordings < 0:
             problems.append(f"cache_recordings must be >= 0, got {cache_recordings}")
+        if representation not in RGB_REPRESENTATIONS:
+            problems.append(f"representation {representation!r} is not one of {RGB_REPRESENTATIONS}")
         if problems:
             raise ValueError("invalid RecordingDataset arguments: " + "; ".join(problems))
 
@@ -119,6 +123,7 @@ class RecordingDataset(SampledClips):
 
         self.sampling, self.num_classes = sampling, num_classes
         self.cache_recordings = cache_recordings
+        self.representation = representation
         self._cache: OrderedDict[int, Recording] = OrderedDict()
 
     def __getstate__(self) -> dict:
@@ -167,7 +172,9 @@ class RecordingDataset(SampledClips):
         index = range(len(self))[index]  # a plain non-negative int, also for -1 or numpy ints
         recording = self.recording(index)
         draw = self.draw(index, len(recording.aps_frames) - 1)
-        item: dict[str, torch.Tensor | int] = recording_frames(recording, draw, self.sampling.image_size, self.modalities)
+        item: dict[str, torch.Tensor | int] = recording_frames(
+            recording, draw, self.sampling.image_size, self.modalities, self.representation
+        )
         item["label"] = torch.tensor(self.entries[index].label, dtype=torch.int64)
         item["index"] = index
         return item
@@ -178,13 +185,16 @@ def recording_frames(
     draw: tuple[np.ndarray, tuple[float, float, float, float], bool],
     image_size: int,
     modalities: Sequence[str] = MODALITIES,
+    representation: str = "event_image",
 ) -> dict[str, torch.Tensor]:
     """The T samples `draw` picks of a decoded recording, each modality (T, 3, S, S) uint8.
 
     draw: (sample indices among the recording's N - 1 samples, crop box, flip), see
         ClipSampling.draw. Sample j pairs APS frame j + 1 with the image of the events since
-        frame j, as convert_recordings writes it; both are resized to S x S (bilinear for APS
-        frames, nearest for event images) after the crop, then flipped.
+        frame j, as convert_recordings writes it (events drawn as `representation`, see
+        velora.events.representations.as_rgb); both are resized to S x S (bilinear for APS
+        frames, nearest for event images, area averaging for the other representations) after
+        the crop, then flipped.
     """
     sample_indices, box, flip = draw
     events = recording.events
@@ -195,9 +205,13 @@ def recording_frames(
         if modality == "rgb":
             return Image.fromarray(recording.aps_frames[j + 1]).convert("RGB")  # as read_frame
         window = windows[j]
-        return Image.fromarray(event_image(events.x[window], events.y[window], events.p[window], events.height, events.width))
+        return Image.fromarray(as_rgb(
+            representation, events.t[window], events.x[window], events.y[window], events.p[window], events.height,
+            events.width,
+        ))
 
-    resample = {"rgb": Image.Resampling.BILINEAR, "event": EVENT_RESAMPLE["nearest"]}
+    events_resample = EVENT_RESAMPLE["nearest" if representation == "event_image" else "box"]
+    resample = {"rgb": Image.Resampling.BILINEAR, "event": events_resample}
     item: dict[str, torch.Tensor] = {}
     for modality in modalities:
         resized = {}  # short recordings repeat indices; draw each sample once

@@ -11,9 +11,14 @@ into the validation list, and writes the rest as a new training list:
     <root>/val_label.txt            written: the validation samples
     <root>/train_split_label.txt    written: the training list without them
 
-The choice depends only on (seed, the training list): the same command gives the same files. Both
-label formats are read: frames (`<class_dir>/<sample> <num_frames> <label>`) and event files
-(`<sample><TAB><class>`); lines are written back as they were.
+The choice depends only on (seed, the training list): the same command gives the same files. The
+label formats are read: frames (`<class_dir>/<sample> <num_frames> <label>`), event files
+(`<sample><TAB><class>`), and trial lists with one recording per line (DVS128 Gesture's
+trials_to_train.txt, split by recording); lines are written back as they were.
+
+`split_folders` makes all three lists of a dataset that ships none, only class folders of event
+files (N-Caltech101): `<root>/<class>/<sample>.bin` -> train/val/test_label.txt in the event-file
+format and classes.txt, stratified by class the same way.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ class SplitResult:
     val_file: Path
     counts: dict[str, tuple[int, int]] = field(default_factory=dict)  # class -> (train, val)
     left_out: list[str] = field(default_factory=list)  # training samples the test list also holds
+    written: list[Path] = field(default_factory=list)
 
     def format(self) -> str:
         lines = [f"{'class':32s} {'train':>7s} {'val':>5s}"]
@@ -47,7 +53,7 @@ class SplitResult:
         lines.append(f"{'all ' + str(len(self.counts)) + ' classes':32s} {train:7d} {val:5d}")
         if self.left_out:
             lines.append(f"left out of both: {len(self.left_out)} sample(s) also in the test list, e.g. {self.left_out[:3]}")
-        lines.append(f"wrote {self.val_file} and {self.train_file}")
+        lines.append(f"wrote {', '.join(str(p) for p in self.written or [self.val_file, self.train_file])}")
         return "\n".join(lines)
 
 
@@ -106,6 +112,47 @@ def split_train_val(
     return SplitResult(train_file=root / train_out, val_file=root / val_out, counts=counts, left_out=left_out)
 
 
+def split_folders(
+    root: str | Path, *, val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0, force: bool = False
+) -> SplitResult:
+    """train/val/test_label.txt (`<class>/<file><TAB><class>` lines) and classes.txt for class folders
+    of event files, each class split val_fraction / test_fraction / the rest (at least one training
+    sample per class); deterministic for a seed. Refuses to overwrite without `force`."""
+    from velora.events.readers import SUFFIXES
+
+    root = Path(root)
+    if not 0 < val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
+        raise DataError(f"--val-fraction ({val_fraction}) and --test-fraction ({test_fraction}) must be in [0, 1) with a sum below 1")
+    if not root.is_dir():
+        raise DataError(f"dataset root {root} does not exist; give the folder holding one folder per class")
+    outputs = [root / name for name in ("train_label.txt", "val_label.txt", "test_label.txt", "classes.txt")]
+    existing = [str(out) for out in outputs if out.exists()]
+    if existing and not force:
+        raise DataError(f"{', '.join(existing)} already exist; pass --force to overwrite them")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    files = {c: sorted(f.name for f in (root / c).iterdir() if f.suffix.lower() in SUFFIXES) for c in classes}
+    classes = [c for c in classes if files[c]]
+    if not classes:
+        raise DataError(f"{root} holds no class folders of event files ({', '.join(sorted(SUFFIXES))})")
+    lists: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    counts = {}
+    for name in classes:
+        members = files[name]
+        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+        order = [members[i] for i in rng.permutation(len(members))]
+        n_test = min(len(members) - 1, round(test_fraction * len(members)))
+        n_val = min(len(members) - 1 - n_test, max(1 if len(members) > 2 else 0, round(val_fraction * len(members))))
+        picked = {"test": set(order[:n_test]), "val": set(order[n_test : n_test + n_val])}
+        for member in members:  # file order in every list
+            split = next((s for s, chosen in picked.items() if member in chosen), "train")
+            lists[split].append(f"{name}/{member}\t{name}")
+        counts[name] = (len(members) - n_test - n_val, n_val)
+    for split, lines in lists.items():
+        _write(root / f"{split}_label.txt", lines, f"# {split} split of the class folders of {root}, seed {seed}")
+    (root / "classes.txt").write_text("\n".join(classes) + "\n", encoding="utf-8")  # no comment lines here
+    return SplitResult(train_file=root / "train_label.txt", val_file=root / "val_label.txt", counts=counts, written=outputs)
+
+
 def _labelled_lines(path: Path) -> list[tuple[str, str, str]]:
     """(sample, class key, line as written) of every data line; the layout from each line's fields."""
     found = []
@@ -113,8 +160,11 @@ def _labelled_lines(path: Path) -> list[tuple[str, str, str]]:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
+        fields = line.split("\t") if "\t" in line else line.split()
         try:
-            if len(line.split("\t") if "\t" in line else line.split()) == 2:
+            if len(fields) == 1:  # a list of recordings with several classes each (DVS128 Gesture trials)
+                sample, class_key = line, "all"
+            elif len(fields) == 2:
                 sample, class_key = parse_event_label_line(line)
             else:
                 entry = parse_label_line(line)

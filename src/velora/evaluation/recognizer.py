@@ -104,10 +104,11 @@ class Recognizer:
             if len(source.aps_frames) < 2:
                 return self.item(source.events, cfg)
             draw = sampling.draw(0, 0, len(source.aps_frames) - 1)
-            return recording_frames(source, draw, sampling.image_size, modalities)
+            return recording_frames(source, draw, sampling.image_size, modalities, cfg.data.representation)
         if isinstance(source, EventStream):
             d = cfg.data
-            return {"events": event_frames(source, sampling, None, d.event_window, d.event_window_us or None)}
+            frames = event_frames(source, sampling, None, d.event_window, d.event_window_us or None, "nearest", d.representation)
+            return {"events": frames}
         if isinstance(source, dict):
             unknown = set(source) - {"rgb", "events"}
             if unknown or not source:

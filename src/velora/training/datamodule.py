@@ -20,13 +20,14 @@ from velora.errors import DataError
 def require_val_split(cfg: Config) -> None:
     """Stop before any work when the validation list is missing, with the command that makes one."""
     d = cfg.data
-    if d.format == "packed" or d.layout == "recordings" or not d.root:
+    if d.format == "packed" or d.layout == "recordings" or not d.root:  # no label files
         return  # packed data has its splits inside; recordings their <root>/val folder
     val = label_file(cfg, "val")
     if not val.is_file():
+        source = "--train-labels trials_to_train.txt " if d.layout == "gesture" else ""
         raise DataError(
             f"the validation list {val} (data.val_labels) does not exist, and model selection needs one (never "
-            f"the test split). Make it from the training list: velora split {d.root} --val-fraction 0.1 "
+            f"the test split). Make it from the training list: velora split {d.root} {source}--val-fraction 0.1 "
             f"(writes val_label.txt and train_split_label.txt), then train with "
             f"data.train_labels=train_split_label.txt data.val_labels=val_label.txt"
         )
