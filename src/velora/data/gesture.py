@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import io
-from collections import OrderedDict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -32,7 +31,7 @@ import torch
 from velora.data.check_report import Issue, map_checks
 from velora.data.event_only import event_frames
 from velora.data.labels import read_text
-from velora.data.sampling import ClipSampling, SampledClips
+from velora.data.sampling import ClipSampling, ProcessCache, SampledClips
 from velora.errors import DataError
 from velora.events.readers import read_events
 from velora.events.render import EventStream
@@ -175,13 +174,7 @@ class GestureDataset(SampledClips):
         self.dropped_lines = sum(kind != "missing_samples" for kind, _, _ in self.label_problems)
         self.sampling, self.num_classes = sampling, num_classes
         self.window, self.window_us, self.representation = window, window_us, representation
-        self.cache_trials = cache_trials
-        self._cache: OrderedDict[str, EventStream] = OrderedDict()
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_cache"] = OrderedDict()  # every DataLoader worker decodes (and caches) its own
-        return state
+        self._cache = ProcessCache(cache_trials)
 
     @property
     def class_names(self) -> list[str]:
@@ -189,15 +182,7 @@ class GestureDataset(SampledClips):
 
     def trial(self, name: str) -> EventStream:
         """The decoded events of a trial file (kept in this process's small LRU cache)."""
-        if name in self._cache:
-            self._cache.move_to_end(name)
-            return self._cache[name]
-        events = read_events(self.root / name)
-        if self.cache_trials:
-            self._cache[name] = events
-            while len(self._cache) > self.cache_trials:
-                self._cache.popitem(last=False)
-        return events
+        return self._cache.get(name, lambda: read_events(self.root / name))
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
         index = range(len(self))[index]

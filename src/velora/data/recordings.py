@@ -31,7 +31,6 @@ recordings are read over and over, and costs their decoded size in memory per wo
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Collection, Sequence
 from functools import partial
 from pathlib import Path
@@ -44,7 +43,7 @@ from velora.data.check_report import Issue, map_checks
 from velora.data.convert import list_recordings
 from velora.data.labels import CLASSES_FILE, ClipEntry, read_class_file
 from velora.data.layout import BATCH_KEY, EVENT_RESAMPLE, MODALITIES
-from velora.data.sampling import ClipSampling, SampledClips, modality_problems
+from velora.data.sampling import ClipSampling, ProcessCache, SampledClips, modality_problems
 from velora.errors import DataError
 from velora.events.aedat4 import MAGIC as AEDAT4_MAGIC
 from velora.events.readers import Recording, read_aedat4
@@ -124,12 +123,7 @@ class RecordingDataset(SampledClips):
         self.sampling, self.num_classes = sampling, num_classes
         self.cache_recordings = cache_recordings
         self.representation = representation
-        self._cache: OrderedDict[int, Recording] = OrderedDict()
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_cache"] = OrderedDict()  # every DataLoader worker decodes (and caches) its own
-        return state
+        self._cache = ProcessCache(cache_recordings)
 
     @property
     def class_names(self) -> list[str]:
@@ -138,21 +132,7 @@ class RecordingDataset(SampledClips):
 
     def recording(self, index: int) -> Recording:
         """The decoded recording of item ``index`` (kept in this process's small LRU cache)."""
-        if index in self._cache:
-            self._cache.move_to_end(index)
-            return self._cache[index]
-        path = self.paths[index]
-        recording = read_aedat4(path)  # DataError naming the file when it cannot be read
-        if len(recording.aps_frames) < 2:
-            raise DataError(
-                f"{path}: the recording has {len(recording.aps_frames)} APS frame(s); a sample pairs an "
-                "APS frame with the events since the previous one, so at least 2 are needed. Remove the file"
-            )
-        if self.cache_recordings:
-            self._cache[index] = recording
-            while len(self._cache) > self.cache_recordings:
-                self._cache.popitem(last=False)
-        return recording
+        return self._cache.get(index, lambda: _decode(self.paths[index]))
 
     def problems(
         self, *, decode: bool = True, min_frames: int = 1, exclude: Collection[str] = (), workers: int = 1,
@@ -226,6 +206,16 @@ def recording_frames(
         clip = np.stack([resized[j] for j in sample_indices.tolist()])  # (T, S, S, 3)
         item[BATCH_KEY[modality]] = torch.from_numpy(clip).permute(0, 3, 1, 2).contiguous()  # (T, 3, S, S)
     return item
+
+
+def _decode(path: Path) -> Recording:
+    recording = read_aedat4(path)  # DataError naming the file when it cannot be read
+    if len(recording.aps_frames) < 2:
+        raise DataError(
+            f"{path}: the recording has {len(recording.aps_frames)} APS frame(s); a sample pairs an "
+            "APS frame with the events since the previous one, so at least 2 are needed. Remove the file"
+        )
+    return recording
 
 
 def recording_problems(path: Path, *, decode: bool, min_frames: int) -> list[Issue]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
@@ -184,3 +185,35 @@ def modality_problems(modalities: tuple[str, ...], allowed: tuple[str, ...], all
     if len(set(modalities)) != len(modalities):
         problems.append(f"modalities {modalities} repeats a name")
     return problems
+
+
+class ProcessCache:
+    """The last `size` decoded files of this process, by key (an LRU; size 0 keeps nothing).
+
+    Not pickled: a DataLoader worker gets an empty cache and decodes, and caches, its own.
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict = OrderedDict()
+
+    def get(self, key, load):
+        """The cached value of `key`, else `load()`, kept for next time."""
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        value = load()
+        if self.size:
+            self._items[key] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
+
+    def __iter__(self):
+        return iter(self._items)  # the cached keys, least recently used first
+
+    def __getstate__(self) -> dict:
+        return {"size": self.size}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["size"])

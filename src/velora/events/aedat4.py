@@ -28,6 +28,7 @@ import aedat
 import numpy as np
 
 from velora.errors import DataError
+from velora.events.columns import decoded_stream
 from velora.events.render import EventStream
 
 MAGIC = b"#!AER-DAT4.0\r\n"
@@ -133,13 +134,7 @@ def _event_stream(path: Path, chunks: list[np.ndarray], width: int, height: int)
     t, x, y, p = column("t", np.int64), column("x", np.int16), column("y", np.int16), column("on", np.int8)
     p <<= 1
     p -= 1  # 0/1 -> -1/+1 in place
-    if np.any(t[1:] < t[:-1]):
-        order = np.argsort(t, kind="stable")
-        t, x, y, p = t[order], x[order], y[order], p[order]
-    try:
-        return EventStream(t, x, y, p, width, height)
-    except ValueError as error:
-        raise DataError(f"{path}: the decoded events are invalid ({error}); the file is corrupt.") from None
+    return decoded_stream(path, t, x, y, p, width, height)
 
 
 def _stack_frames(path: Path, frames: list[dict], frame_size: tuple[int, int]) -> np.ndarray:
