@@ -8,15 +8,21 @@ import shutil
 from pathlib import Path
 
 import pytest
+import timm
+import torch
 import yaml
+from safetensors.torch import save_file
 
 import velora
+from conftest import fill_adapters, make_tiny_config, random_clip
 from velora.cli import main
 from velora.data.factory import make_dataset
 from velora.errors import CheckpointError
 from velora.evaluation import package as package_module
 from velora.evaluation.package import PackageError, weights_licence, write_package
-from velora.model.adapter_file import read_adapters
+from velora.model.adapter_file import read_adapters, save_adapters
+from velora.model.backbone import BackboneError
+from velora.model.velora import VELoRA
 
 REPO = "velora-test/tiny-poker"
 COMMIT = "a" * 40
@@ -124,7 +130,7 @@ def test_an_offline_miss_names_the_repository_and_what_to_do(tmp_path, monkeypat
         velora.load(f"hf:{REPO}")
     message = str(error.value)
     assert f"cannot get {REPO} from the Hugging Face hub" in message and "HF_HUB_OFFLINE is set" in message
-    assert str(tmp_path / "empty") in message and f"huggingface-cli download {REPO}" in message
+    assert str(tmp_path / "empty") in message and f"hf download {REPO}" in message
     for bad in ("hf:no-slash", "hf:a/b/c", f"hf:{REPO}@"):
         with pytest.raises(CheckpointError, match="is not a hub model id"):
             velora.load(bad)
@@ -165,3 +171,35 @@ def test_bad_packaging_requests_are_refused_and_nothing_is_half_written(evaluate
     assert (out / "README.md").read_text().count("# poker-tiny") == 1
     assert main(["package", str(evaluated_run), str(out)]) == 2
     assert "velora package: error:" in capsys.readouterr().err
+
+
+def test_a_package_trained_on_a_local_file_loads_where_that_file_sits_elsewhere(tmp_path):
+    def tiny_vit(seed: int, path: Path) -> Path:
+        torch.manual_seed(seed)
+        vit = timm.create_model("vit_base_patch16_clip_quickgelu_224", num_classes=0, img_size=32, embed_dim=32, depth=3, num_heads=2)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(path))
+        return path
+
+    trained_on = tiny_vit(3, tmp_path / "training-machine" / "vit.safetensors")
+    cfg = make_tiny_config(model={"weights": str(trained_on)})
+    model = VELoRA.from_config(cfg).eval()
+    fill_adapters(model)
+    save_adapters(tmp_path / "run" / "best.safetensors", model, cfg, [str(i) for i in range(8)])
+    package = write_package(tmp_path / "run", tmp_path / "pkg")
+    card = (package / "README.md").read_text()
+    assert "local file `vit.safetensors`, sha256 `" in card and "unknown: local weights" in card
+    here = tmp_path / "here.safetensors"
+    trained_on.rename(here)
+    with pytest.raises(BackboneError, match="does not exist"):
+        velora.load(package)
+    recognizer = velora.load(package, weights=here)
+    assert recognizer.config.model.weights == str(here)
+    clip = random_clip(2)
+    with torch.no_grad():
+        assert torch.equal(recognizer.model(clip, clip.flip(0)).logits, model(clip, clip.flip(0)).logits)
+    with pytest.warns(UserWarning, match="trained on backbone weights with sha256"):
+        velora.load(package, weights=tiny_vit(4, tmp_path / "other.safetensors"))
+    (tmp_path / "x.onnx").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="weights= is for adapter files"):
+        velora.load(tmp_path / "x.onnx", weights=here)

@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="folder for eval_<split>.json and confusion_<split>.png (default: next to the checkpoint)")
     p.add_argument("--device", default="cpu")
     p.add_argument(
+        "--weights", metavar="FILE", help="backbone weights instead of the checkpoint's model.weights (a model trained on a "
+        "local file that is elsewhere here; its sha256 is checked)",
+    )
+    p.add_argument(
         "overrides", nargs="*", metavar="data.field=value",
         help="data settings other than the checkpoint's, e.g. data.layout=recordings data.num_workers=8",
     )
@@ -110,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modalities", help="comma-separated subset of rgb,event")
     p.add_argument("--panel", metavar="PNG", help="write a prediction panel (RGB frames, event frames, top-5)")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--weights", metavar="FILE", help="backbone weights instead of the checkpoint's model.weights (a model trained on a "
+        "local file that is elsewhere here; its sha256 is checked)",
+    )
 
     p = sub.add_parser(
         "export",
@@ -129,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--opset", type=int, help="ai.onnx opset to write (18 or later; default: torch's exporter's)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime-against-PyTorch check")
+    p.add_argument(
+        "--weights", metavar="FILE", help="backbone weights instead of the checkpoint's model.weights (a model trained on a "
+        "local file that is elsewhere here; its sha256 is checked)",
+    )
 
     p = sub.add_parser(
         "package",
@@ -293,7 +305,7 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     import velora
 
-    report = velora.load(args.checkpoint, device=args.device).evaluate(
+    report = velora.load(args.checkpoint, device=args.device, weights=args.weights).evaluate(
         split=args.split, data_root=args.data_root, modalities=_split(args.modalities), output_dir=args.output,
         overrides=args.overrides,
     )
@@ -305,7 +317,7 @@ def cmd_eval(args) -> int:
 def cmd_predict(args) -> int:
     import velora
 
-    recognizer = velora.load(args.checkpoint, device=args.device)
+    recognizer = velora.load(args.checkpoint, device=args.device, weights=args.weights)
     results = recognizer.predict(args.clips, modalities=_split(args.modalities), panel=args.panel)
     for result in results:
         if len(results) > 1:
@@ -324,7 +336,9 @@ def cmd_predict(args) -> int:
 def cmd_export(args) -> int:
     from velora.export.onnx import TOLERANCE, export_onnx
 
-    report = export_onnx(args.checkpoint, args.output, merge=args.merge, opset=args.opset, check=not args.no_check)
+    report = export_onnx(
+        args.checkpoint, args.output, merge=args.merge, opset=args.opset, check=not args.no_check, weights=args.weights
+    )
     kind = "LoRA merged" if report.merged else "LoRA branches kept"
     print(
         f"wrote {report.path} ({report.bytes / 1e6:.2f} MB, opset {report.opset}, {kind}; graphs: "

@@ -53,7 +53,8 @@ class OnnxRecognizer(Recognizer):
     """A velora ONNX file with its class names, config and weights source, ready to predict.
 
     session: the onnxruntime InferenceSession; metadata: the file's velora metadata (opset,
-    velora version, merged or not, ...). `evaluate` is not available: evaluate the adapter file.
+    velora version, merged or not, ...); threads: onnxruntime's intra-op threads (default: its
+    own choice). `evaluate` is not available: evaluate the adapter file.
     """
 
     def __init__(self, path: str | Path, device: str | torch.device = "cpu", threads: int | None = None):
@@ -62,8 +63,9 @@ class OnnxRecognizer(Recognizer):
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        chosen = providers(device)
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers(device))
+            self.session = ort.InferenceSession(str(path), options, providers=chosen)
         except Exception as error:  # onnxruntime raises its own classes for unreadable or invalid files
             raise CheckpointError(f"'{path}' is not a readable ONNX file ({type(error).__name__}: {error})") from None
         self.metadata = read_metadata(self.session, path)
@@ -71,7 +73,7 @@ class OnnxRecognizer(Recognizer):
         self.saved = None
         self.config = self.metadata.pop("config")
         self.class_names = self.metadata.pop("class_names")
-        self.weights_source = self.metadata.pop("weights_source")
+        self.weights_source = self.metadata.pop("weights_source", {})
         self.checkpoint = path
         self.device = torch.device(device)
         self.inputs = {i.name: i for i in self.session.get_inputs()}
@@ -88,6 +90,12 @@ class OnnxRecognizer(Recognizer):
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Class scores (B, classes): the file's graph on the batch; an input the batch lacks is fed
         as an empty array (its missing-modality graph)."""
+        extra = sorted(set(batch) - set(self.inputs))
+        if extra:
+            raise ValueError(
+                f"this model was trained on {'+'.join(self.config.model.modalities)} only and has no {extra[0]} input; "
+                "leave it out"
+            )
         present = next(iter(batch.values()))
         empty = np.zeros((0, *present.shape[1:]), dtype=np.uint8)
         feeds = {name: batch[name].numpy() if name in batch else empty for name in self.inputs}

@@ -110,7 +110,7 @@ def hub_folder(spec: str) -> Path:
         )
         raise CheckpointError(
             f"{spec}: cannot get {repo}{'@' + revision if revision else ''} from the Hugging Face hub ({reason}). "
-            f"Load it once with network (velora.load('{spec}'), or `huggingface-cli download {repo}`), copy a "
+            f"Load it once with network (velora.load('{spec}'), or `hf download {repo}`), copy a "
             "Hugging Face cache that holds it to this machine (HF_HUB_CACHE or HF_HOME says where it is read), "
             "or download the folder and give velora.load its path"
         ) from None

@@ -96,7 +96,13 @@ def model_cases(model: VELoRA) -> list[tuple[str, ...]]:
 
 
 def export_onnx(
-    checkpoint: str | Path, output: str | Path, *, merge: bool = False, opset: int | None = None, check: bool = True
+    checkpoint: str | Path,
+    output: str | Path,
+    *,
+    merge: bool = False,
+    opset: int | None = None,
+    check: bool = True,
+    weights: str | Path | None = None,
 ) -> ExportReport:
     """Export what velora.load accepts (a run folder, adapter file, package, hf:org/name) to `output`.
 
@@ -104,6 +110,7 @@ def export_onnx(
     opset: the ai.onnx opset (default: the exporter's).
     check: run the written file with onnxruntime on random clips of each case against PyTorch
         (a warning above TOLERANCE); the differences are in the report.
+    weights: the backbone weights, instead of the stored config's model.weights (see load_model).
     """
     start = time.perf_counter()
     output = Path(output)
@@ -119,7 +126,7 @@ def export_onnx(
     source = model_file(checkpoint)
     if source.suffix == ".onnx":
         raise ExportError(f"'{source}' is an ONNX file already; export the adapter checkpoint it came from")
-    model, saved = load_model(source)
+    model, saved = load_model(source, weights=weights)
     if merge:
         fold_adapters(model)
     cfg = saved.config
