@@ -77,11 +77,18 @@ def test_the_model_card_states_task_data_protocol_metrics_share_and_licence(eval
     trainable = sum(t.numel() for t in saved.state.values())
     assert f"| trainable | {trainable:,d} of " in card
     assert "none needed: the backbone is randomly initialised" in card  # the tiny run's weights: none
+    # Evaluations with a sensor missing (the demo writes them to without_<absent>/) get rows and files.
+    demo_like = tmp_path / "demo_like"
+    shutil.copytree(evaluated_run, demo_like)
+    missing = velora.load(demo_like).evaluate("test", modalities=["event"], output_dir=demo_like / "without_rgb", progress=False)
+    out = write_package(demo_like, tmp_path / "card2")
+    assert f"| test | event only (a sensor missing) | {100 * missing['top1']:.1f} %" in (out / "README.md").read_text()
+    assert json.loads((out / "eval_test_event.json").read_text())["top1"] == missing["top1"]
     # Without an evaluation the card says so instead of inventing numbers.
     bare = tmp_path / "bare"
     shutil.copytree(evaluated_run, bare)
     (bare / "eval_test.json").unlink()
-    assert "not evaluated when packaged" in (write_package(bare, tmp_path / "card2") / "README.md").read_text()
+    assert "not evaluated when packaged" in (write_package(bare, tmp_path / "card3") / "README.md").read_text()
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,8 @@
       weights_source.json   the frozen backbone's weights: hub id, tag, file and sha256, or the
                             shipped or local file and its sha256
       README.md             the model card: task, data, protocol, metrics, parameters, licences
-      eval_test.json        the run's test evaluation (velora eval), when it has one
+      eval_test.json        the run's test evaluation (velora eval), when it has one, and
+      eval_test_<m>.json    with one modality m only (velora eval --modalities m, or the demo's)
 
 `velora.load(OUT_DIR)` reads adapters.safetensors; the other files are for people and the hub's
 page. `velora.load("hf:org/name")` (or `hf:org/name@revision`) fetches such a folder from the
@@ -150,9 +151,12 @@ def write_package(
         (tmp / "weights_source.json").write_text(json.dumps(checkpoint.weights_source, indent=1) + "\n")
         if evaluation is not None:
             shutil.copyfile(run_dir / "eval_test.json", tmp / "eval_test.json")
+        missing = missing_modality_evaluations(run_dir)
+        for modalities, report in missing.items():
+            (tmp / f"eval_test_{modalities}.json").write_text(json.dumps(report, indent=1))
         card = model_card(
-            checkpoint, title=name or out.name, dataset=dataset, evaluation=evaluation,
-            missing=missing_modality_evaluations(run_dir), adapter_bytes=(tmp / ADAPTERS).stat().st_size,
+            checkpoint, title=name or out.name, dataset=dataset, evaluation=evaluation, missing=missing,
+            adapter_bytes=(tmp / ADAPTERS).stat().st_size,
         )
         (tmp / "README.md").write_text(card)
         tmp.chmod(0o755)  # mkdtemp's folder is private; a shared package is readable like any folder
@@ -179,9 +183,11 @@ def read_json(path: Path) -> dict | None:
 
 
 def missing_modality_evaluations(run_dir: Path) -> dict[str, dict]:
-    """eval_test_<modalities>.json of the run (velora eval --modalities): modalities -> report."""
+    """The run's test evaluations with a modality left out: modalities -> report. velora eval
+    --modalities writes eval_test_<modalities>.json next to the checkpoint; the demo writes them
+    to without_<absent>/."""
     found = {}
-    for path in sorted(run_dir.glob("eval_test_*.json")):
+    for path in sorted([*run_dir.glob("without_*/eval_test_*.json"), *run_dir.glob("eval_test_*.json")]):
         report = read_json(path)
         if report is not None:
             found[path.stem[len("eval_test_"):]] = report
@@ -282,7 +288,8 @@ def model_card(
         "| --- | --- | --- | --- | --- | --- |",
         f"| validation (selection) | {'+'.join(m.modalities)} | {percent(info.get('val_top1'))} | - | - | - |",
     ]
-    reports = ([("+".join(m.modalities), evaluation)] if evaluation else []) + sorted((missing or {}).items())
+    reports = [("+".join(m.modalities), evaluation)] if evaluation else []
+    reports += [(f"{mods} only (a sensor missing)", report) for mods, report in sorted((missing or {}).items())]
     for mods, report in reports:
         lines.append(
             f"| test | {mods} | {percent(report.get('top1'))} | {percent(report.get('top5'))} | "
@@ -307,16 +314,18 @@ def model_card(
         f"| licence of the backbone weights | {weights_licence(source)} |",
         f"| LoRA | rank {lo.rank}, alpha {lo.alpha}, targets {', '.join(lo.targets)} |",
         f"| structure | stream_path {m.stream_path}, fusion_block {m.fusion_block}, shared_lora {m.shared_lora}, head {m.head} |",
-        f"| trainable | {trainable:,d} of {total:,d} parameters ({trainable / total:.2%}); `adapters.safetensors` "
-        f"{adapter_bytes / 1e6:.2f} MB |",
-        f"| training | {t.epochs} epochs, batch {t.batch_size}, lr {t.lr}, seed {t.seed} (`config.yaml`) |",
+        f"| trainable | {trainable:,d} of {total:,d} parameters ({100 * trainable / total:.2f} %); "
+        f"`adapters.safetensors` {adapter_bytes / 1e6:.2f} MB |",
+        f"| training | {t.epochs} epoch{'s' if t.epochs != 1 else ''}, batch {t.batch_size}, lr {t.lr}, seed {t.seed} "
+        "(`config.yaml`) |",
         "",
-        "The backbone is not in this folder: it is rebuilt from `model.backbone` and `model.weights` of "
-        "`config.yaml` (the file recorded in `weights_source.json`; velora warns when the weights it finds have "
-        "another sha256). The licence of the dataset is not recorded by velora: check the dataset's terms before "
-        "sharing predictions or adapters trained on it.",
+        "The backbone is not in this folder: velora rebuilds it from `model.backbone` and `model.weights` of the "
+        "stored config (`config.yaml`), the file recorded in `weights_source.json`, and warns when the weights it "
+        "finds have another sha256. Where that file sits at another path: "
+        "`velora.load(<this folder>, weights=\"/path/to/it\")`. The licence of the dataset is not recorded by "
+        "velora: check the dataset's terms before sharing predictions or adapters trained on it.",
         "",
-        "Reproduce: `velora train --config config.yaml data.root=/path/to/dataset`.",
+        "Reproduce: `velora train --config config.yaml data.root=/path/to/dataset train.output_dir=runs/new`.",
         "",
     ]
     return "\n".join(lines)
