@@ -58,6 +58,22 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def torch_engine(model, rgb: torch.Tensor, events: torch.Tensor):
+    """One forward pass of the PyTorch model, as a call returning the logits (numpy)."""
+
+    def call() -> np.ndarray:
+        with torch.inference_mode():
+            return model(rgb, events).logits.numpy()
+
+    return call
+
+
+def onnx_engine(session, rgb: torch.Tensor, events: torch.Tensor):
+    """One run of the onnxruntime session, as a call returning the logits."""
+    feeds = {"rgb": rgb.numpy(), "events": events.numpy()}
+    return lambda: session.run(["logits"], feeds)[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="demo")
@@ -77,8 +93,12 @@ def main() -> None:
     model = VELoRA.from_config(cfg)
     fill_adapters(model, scale=0.1)
     work = Path(tempfile.mkdtemp(prefix="onnx_bench_"))
-    checkpoint = save_adapters(work / "bench.safetensors", model, cfg, [f"class {i}" for i in range(cfg.model.num_classes)])
-    exports = {merge: export_onnx(checkpoint, work / f"bench_{'merged' if merge else 'lora'}.onnx", merge=merge) for merge in (False, True)}
+    names = [f"class {i}" for i in range(cfg.model.num_classes)]
+    checkpoint = save_adapters(work / "bench.safetensors", model, cfg, names)
+    exports = {
+        merge: export_onnx(checkpoint, work / f"bench_{'merged' if merge else 'lora'}.onnx", merge=merge)
+        for merge in (False, True)
+    }
     eager, _ = load_model(checkpoint)
     folded, _ = load_model(checkpoint)
     fold_adapters(folded)
@@ -98,23 +118,14 @@ def main() -> None:
         g = torch.Generator().manual_seed(batch)
         rgb = torch.randint(0, 256, (batch, T, 3, S, S), dtype=torch.uint8, generator=g)
         events = torch.randint(0, 256, (batch, T, 3, S, S), dtype=torch.uint8, generator=g)
-        feeds = {"rgb": rgb.numpy(), "events": events.numpy()}
-
-        def torch_call(m):
-            def call():
-                with torch.inference_mode():
-                    return m(rgb, events).logits
-            return call
-
         engines = {
-            "PyTorch eager": torch_call(eager),
-            "PyTorch eager, folded": torch_call(folded),
-            "onnxruntime": lambda: sessions[False].run(["logits"], feeds),
-            "onnxruntime, merged": lambda: sessions[True].run(["logits"], feeds),
+            "PyTorch eager": torch_engine(eager, rgb, events),
+            "PyTorch eager, folded": torch_engine(folded, rgb, events),
+            "onnxruntime": onnx_engine(sessions[False], rgb, events),
+            "onnxruntime, merged": onnx_engine(sessions[True], rgb, events),
         }
-        with torch.inference_mode():
-            reference = eager(rgb, events).logits.numpy()
-        diffs = {name: float(np.abs(np.asarray(call()[0] if "onnx" in name else call()) - reference).max()) for name, call in engines.items()}
+        reference = engines["PyTorch eager"]()
+        diffs = {name: float(np.abs(call() - reference).max()) for name, call in engines.items()}
         for call in engines.values():
             for _ in range(3):
                 call()
@@ -146,7 +157,8 @@ def main() -> None:
         "machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                     "load_average_before": load_before, "load_average_after": load_average()},
         "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__, "python": platform.python_version()},
-        "config": args.config, "threads": args.threads, "omp_wait_policy": os.environ["OMP_WAIT_POLICY"], "rounds": args.rounds, "calls": args.calls,
+        "config": args.config, "threads": args.threads, "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
+        "rounds": args.rounds, "calls": args.calls,
         "frames": T, "image_size": S,
         "export": {("merged" if m else "lora"): {"bytes": r.bytes, "opset": r.opset, "seconds": round(r.seconds, 1),
                                                   "max_abs_diff": r.max_abs_diff} for m, r in exports.items()},

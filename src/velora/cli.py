@@ -92,8 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="folder for eval_<split>.json and confusion_<split>.png (default: next to the checkpoint)")
     p.add_argument("--device", default="cpu")
     p.add_argument(
-        "--weights", metavar="FILE", help="backbone weights instead of the checkpoint's model.weights (a model trained on a "
-        "local file that is elsewhere here; its sha256 is checked)",
+        "--weights", metavar="FILE",
+        help="backbone weights instead of the checkpoint's model.weights (a model trained on a local file that is "
+        "elsewhere here; its sha256 is checked)",
     )
     p.add_argument(
         "overrides", nargs="*", metavar="data.field=value",
@@ -102,8 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="top-5 classes of one clip, optionally with an image panel")
     p.add_argument(
-        "checkpoint", help="adapter checkpoint (.safetensors), run folder, package folder, hf:org/name, or an ONNX file "
-        "written by velora export (.onnx: run by onnxruntime)",
+        "checkpoint",
+        help="adapter checkpoint (.safetensors), run folder, package folder, hf:org/name, or an ONNX file written by "
+        "velora export (.onnx: run by onnxruntime)",
     )
     p.add_argument(
         "clips", nargs="+", metavar="clip",
@@ -115,8 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--panel", metavar="PNG", help="write a prediction panel (RGB frames, event frames, top-5)")
     p.add_argument("--device", default="cpu")
     p.add_argument(
-        "--weights", metavar="FILE", help="backbone weights instead of the checkpoint's model.weights (a model trained on a "
-        "local file that is elsewhere here; its sha256 is checked)",
+        "--weights", metavar="FILE",
+        help="backbone weights instead of the checkpoint's model.weights (a model trained on a local file that is "
+        "elsewhere here; its sha256 is checked)",
     )
 
     p = sub.add_parser(
@@ -138,8 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, help="ai.onnx opset to write (18 or later; default: torch's exporter's)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime-against-PyTorch check")
     p.add_argument(
-        "--weights", metavar="FILE", help="backbone weights instead of the checkpoint's model.weights (a model trained on a "
-        "local file that is elsewhere here; its sha256 is checked)",
+        "--weights", metavar="FILE",
+        help="backbone weights instead of the checkpoint's model.weights (a model trained on a local file that is "
+        "elsewhere here; its sha256 is checked)",
     )
 
     p = sub.add_parser(

@@ -127,7 +127,9 @@ def read_metadata(session, path: Path) -> dict:
         meta["config"] = Config.from_dict(meta["config"], source=f"{path} (stored config)")
         names = meta["class_names"]
     except (json.JSONDecodeError, KeyError, ConfigError) as exc:
-        raise CheckpointError(f"'{path}' has corrupt velora metadata ({exc}); export it again with velora export") from None
+        raise CheckpointError(
+            f"'{path}' has corrupt velora metadata ({exc}); export it again with velora export"
+        ) from None
     if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
         raise CheckpointError(f"'{path}' has corrupt velora metadata (class_names); export it again with velora export")
     meta["merged"] = meta.get("merged") == "true"

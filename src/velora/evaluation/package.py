@@ -205,7 +205,8 @@ def weights_licence(source: dict) -> str:
     if kind == "hub" and source.get("tag") == "openai":
         return "MIT: OpenAI's CLIP weights, under the licence of the CLIP repository (github.com/openai/CLIP)"
     if kind == "hub":
-        return f"unknown to velora: see the model page of {source.get('hub_id')} (https://huggingface.co/{source.get('hub_id')})"
+        hub_id = source.get("hub_id")
+        return f"unknown to velora: see the model page of {hub_id} (https://huggingface.co/{hub_id})"
     return "unknown: local weights; state their licence before sharing this model"
 
 
@@ -245,6 +246,7 @@ def model_card(
 
     cfg: Config = checkpoint.config
     m, d, lo, t = cfg.model, cfg.data, cfg.lora, cfg.train
+    classes = len(checkpoint.class_names)
     source = checkpoint.weights_source
     total, trainable = count_parameters(meta_model(cfg))
     dataset = dataset or Path(d.root).name or "not recorded"
@@ -263,7 +265,7 @@ def model_card(
         "",
         f"# {title}",
         "",
-        f"VELoRA adapters (velora {__version__}) for clip classification into {len(checkpoint.class_names)} classes from "
+        f"VELoRA adapters (velora {__version__}) for clip classification into {classes} classes from "
         f"{modalities}, on a frozen `{m.backbone}` backbone. Load and predict:",
         "",
         "```python",
@@ -276,7 +278,7 @@ def model_card(
         "",
         "| | |",
         "| --- | --- |",
-        f"| task | classify a clip into one of {len(checkpoint.class_names)} classes (`class_names.json`, label order) |",
+        f"| task | classify a clip into one of {classes} classes (`class_names.json`, label order) |",
         f"| inputs | {modalities}: {d.num_frames} frames per clip at {m.image_size} x {m.image_size} px |",
         f"| dataset | {dataset} (`data.root` at training: `{d.root}`, layout `{d.layout}`, format `{d.format}`) |",
         f"| splits | train `{d.train_labels}`, validation `{d.val_labels}`, test `{d.test_labels}` |",
@@ -313,7 +315,8 @@ def model_card(
         f"| backbone weights | {describe_weights(source)} |",
         f"| licence of the backbone weights | {weights_licence(source)} |",
         f"| LoRA | rank {lo.rank}, alpha {lo.alpha}, targets {', '.join(lo.targets)} |",
-        f"| structure | stream_path {m.stream_path}, fusion_block {m.fusion_block}, shared_lora {m.shared_lora}, head {m.head} |",
+        f"| structure | stream_path {m.stream_path}, fusion_block {m.fusion_block}, shared_lora {m.shared_lora}, "
+        f"head {m.head} |",
         f"| trainable | {trainable:,d} of {total:,d} parameters ({100 * trainable / total:.2f} %); "
         f"`adapters.safetensors` {adapter_bytes / 1e6:.2f} MB |",
         f"| training | {t.epochs} epoch{'s' if t.epochs != 1 else ''}, batch {t.batch_size}, lr {t.lr}, seed {t.seed} "

@@ -214,7 +214,9 @@ def folder_class(clip: str | Path, class_names: list[str]) -> str | None:
     return folder if folder in class_names else None
 
 
-def load(path_or_id: str | Path, *, device: str | torch.device = "cpu", weights: str | Path | None = None) -> Recognizer:
+def load(
+    path_or_id: str | Path, *, device: str | torch.device = "cpu", weights: str | Path | None = None
+) -> Recognizer:
     """A Recognizer from any of:
     - a training run's folder (its best.safetensors) or an adapter file (.safetensors);
     - a folder written by `velora package` (its adapters.safetensors), or `hf:org/name[@revision]`,
@@ -230,7 +232,9 @@ def load(path_or_id: str | Path, *, device: str | torch.device = "cpu", weights:
         from velora.evaluation.onnx_recognizer import OnnxRecognizer
 
         if weights is not None:
-            raise CheckpointError(f"'{path}' is an ONNX file, which holds its backbone weights; weights= is for adapter files")
+            raise CheckpointError(
+                f"'{path}' is an ONNX file, which holds its backbone weights; weights= is for adapter files"
+            )
         return OnnxRecognizer(path, device=device)
     model, checkpoint = load_model(path, device, weights)
     return Recognizer(model, checkpoint, path, device)

@@ -40,7 +40,8 @@ def combine_cases(cases: dict[tuple[str, ...], onnx.ModelProto]) -> onnx.ModelPr
         assert not graph.sparse_initializer, "sparse initializers are not combined"
         to_outer = {}
         for tensor in graph.initializer:
-            key = (tensor.data_type, tuple(tensor.dims), hashlib.sha256(numpy_helper.to_array(tensor).tobytes()).hexdigest())
+            digest = hashlib.sha256(numpy_helper.to_array(tensor).tobytes()).hexdigest()
+            key = (tensor.data_type, tuple(tensor.dims), digest)
             if key not in shared:
                 outer = onnx.TensorProto()
                 outer.CopyFrom(tensor)
@@ -51,7 +52,9 @@ def combine_cases(cases: dict[tuple[str, ...], onnx.ModelProto]) -> onnx.ModelPr
             to_outer[tensor.name] = shared[key].name
         branch = "+".join(keys)
         rename_values(graph, prefix=f"{branch}/", keep=set(keys), renamed=to_outer)
-        branches[keys] = helper.make_graph(list(graph.node), branch, [], list(graph.output), value_info=list(graph.value_info))
+        branches[keys] = helper.make_graph(
+            list(graph.node), branch, [], list(graph.output), value_info=list(graph.value_info)
+        )
         for function in model.functions:
             functions.setdefault((function.domain, function.name, function.overload), function)
 
@@ -62,13 +65,16 @@ def combine_cases(cases: dict[tuple[str, ...], onnx.ModelProto]) -> onnx.ModelPr
             helper.make_node("Greater", [f"{name}_size", "zero"], [f"has_{name}"], name=f"has_{name}"),
         ]
     inner = helper.make_node(
-        "If", ["has_events"], ["rgb_present_logits"], name="if_events", then_branch=branches[BOTH], else_branch=branches[RGB]
+        "If", ["has_events"], ["rgb_present_logits"], name="if_events",
+        then_branch=branches[BOTH], else_branch=branches[RGB],
     )
     rgb_present = helper.make_graph(
         [inner], "rgb_present", [], [helper.make_tensor_value_info("rgb_present_logits", TensorProto.FLOAT, None)]
     )
     nodes.append(
-        helper.make_node("If", ["has_rgb"], [output.name], name="if_rgb", then_branch=rgb_present, else_branch=branches[EVENTS])
+        helper.make_node(
+            "If", ["has_rgb"], [output.name], name="if_rgb", then_branch=rgb_present, else_branch=branches[EVENTS]
+        )
     )
     zero = helper.make_tensor("zero", TensorProto.INT64, [], [0])
     graph = helper.make_graph(nodes, "velora", inputs, [output], initializer=[zero, *shared.values()])

@@ -44,7 +44,7 @@ import torch.nn as nn
 
 from velora.evaluation.onnx_recognizer import EXTRA, FORMAT
 from velora.evaluation.package import model_file
-from velora.model.adapter_file import load_model
+from velora.model.adapter_file import AdapterCheckpoint, load_model
 from velora.model.lora import fold_adapters
 from velora.model.velora import VELoRA
 from velora.model.weights_source import file_sha256
@@ -115,7 +115,9 @@ def export_onnx(
     start = time.perf_counter()
     output = Path(output)
     if output.suffix != ".onnx":
-        raise ExportError(f"the output '{output}' must end in .onnx: velora.load and velora predict tell ONNX files by it")
+        raise ExportError(
+            f"the output '{output}' must end in .onnx: velora.load and velora predict tell ONNX files by it"
+        )
     onnx = require_onnx()
     newest = onnx.defs.onnx_opset_version()
     if opset is not None and not MIN_OPSET <= opset <= newest:
@@ -138,31 +140,7 @@ def export_onnx(
         from velora.export.compose import combine_cases
 
         proto = combine_cases(protos)
-    written_opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
-    metadata = {
-        "format": FORMAT,
-        "velora_version": velora_version(),
-        "torch_version": torch.__version__,
-        "opset": str(written_opset),
-        "merged": "true" if merge else "false",
-        "cases": ",".join("+".join(keys) for keys in cases),
-        "inputs": json.dumps({
-            name: f"uint8 (batch, {cfg.data.num_frames}, 3, {cfg.model.image_size}, {cfg.model.image_size})"
-            for name in cases[0]
-        } | ({"missing sensor": "an empty array (batch 0)"} if len(cases) > 1 else {})),
-        "adapters": json.dumps({"file": source.name, "sha256": file_sha256(source)}),
-        "config": json.dumps(cfg.to_dict()),
-        "class_names": json.dumps(saved.class_names),
-        "info": json.dumps(saved.info),
-        "weights_source": json.dumps(saved.weights_source or model.weights_source),
-    }
-    onnx.helper.set_model_props(proto, metadata)
-    proto.producer_name, proto.producer_version = "velora", velora_version()
-    proto.doc_string = (
-        f"VELoRA ({'+'.join(model.modalities)}, {len(saved.class_names)} classes) exported by velora "
-        f"{velora_version()}. Inputs: uint8 (batch, {cfg.data.num_frames}, 3, {cfg.model.image_size}, "
-        f"{cfg.model.image_size}); output: logits (batch, classes)."
-    )
+    label_file_metadata(proto, model, saved, source, cases, merge)
     diffs: dict[str, float] = {}
 
     def check_file(path: Path) -> None:
@@ -172,10 +150,45 @@ def export_onnx(
     worst = max(diffs.values(), default=0.0)
     if worst > TOLERANCE:
         warnings.warn(f"{output}: onnxruntime's logits differ from PyTorch's by up to {worst:.2e}", stacklevel=2)
+    files = (output, output.with_name(output.name + ".data"))
     return ExportReport(
-        path=output, bytes=sum(p.stat().st_size for p in (output, output.with_name(output.name + ".data")) if p.exists()),
-        opset=written_opset, cases=metadata["cases"].split(","), merged=merge, seconds=time.perf_counter() - start,
-        max_abs_diff=diffs,
+        path=output, bytes=sum(p.stat().st_size for p in files if p.exists()), opset=written_opset(proto),
+        cases=["+".join(keys) for keys in cases], merged=merge, seconds=time.perf_counter() - start, max_abs_diff=diffs,
+    )
+
+
+def written_opset(proto) -> int:
+    return next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def label_file_metadata(proto, model: VELoRA, saved: AdapterCheckpoint, source: Path, cases: list, merge: bool) -> None:
+    """Write into `proto` what predicting from it needs and what it was made from (metadata_props,
+    see the module docstring), the producer and a one-line description."""
+    import onnx
+
+    cfg = saved.config
+    clip = f"uint8 (batch, {cfg.data.num_frames}, 3, {cfg.model.image_size}, {cfg.model.image_size})"
+    inputs = {name: clip for name in cases[0]}
+    if len(cases) > 1:
+        inputs["missing sensor"] = "an empty array (batch 0)"
+    onnx.helper.set_model_props(proto, {
+        "format": FORMAT,
+        "velora_version": velora_version(),
+        "torch_version": torch.__version__,
+        "opset": str(written_opset(proto)),
+        "merged": "true" if merge else "false",
+        "cases": ",".join("+".join(keys) for keys in cases),
+        "inputs": json.dumps(inputs),
+        "adapters": json.dumps({"file": source.name, "sha256": file_sha256(source)}),
+        "config": json.dumps(cfg.to_dict()),
+        "class_names": json.dumps(saved.class_names),
+        "info": json.dumps(saved.info),
+        "weights_source": json.dumps(model.weights_source),  # the weights inside this file
+    })
+    proto.producer_name, proto.producer_version = "velora", velora_version()
+    proto.doc_string = (
+        f"VELoRA ({'+'.join(model.modalities)}, {len(saved.class_names)} classes) exported by velora "
+        f"{velora_version()}. Inputs: {clip}, an empty array for a missing sensor; output: logits (batch, classes)."
     )
 
 
@@ -183,7 +196,7 @@ def export_case(model: VELoRA, keys: tuple[str, ...], frames: int, size: int, op
     """The ONNX model of one input set, with a dynamic batch (torch.onnx.export, dynamo)."""
     generator = torch.Generator().manual_seed(0)
     # Distinct tensors: torch.export would take one tensor given twice for one input.
-    examples = {k: torch.randint(0, 256, (2, frames, 3, size, size), dtype=torch.uint8, generator=generator) for k in keys}
+    examples = {k: random_clips(2, frames, size, generator) for k in keys}
     batch = torch.export.Dim("batch")
     with warnings.catch_warnings():
         # The exporter says that the inputs share the batch dimension: they do.
@@ -227,7 +240,7 @@ def parity(
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
     generator = torch.Generator().manual_seed(seed)
-    clips = {k: torch.randint(0, 256, (batch, frames, 3, size, size), dtype=torch.uint8, generator=generator) for k in names}
+    clips = {k: random_clips(batch, frames, size, generator) for k in names}
     empty = np.zeros((0, frames, 3, size, size), np.uint8)
     diffs = {}
     for keys in cases:
@@ -235,6 +248,11 @@ def parity(
         (got,) = session.run(["logits"], {k: clips[k].numpy() if k in keys else empty for k in names})
         diffs["+".join(keys)] = float(np.abs(got - expected).max())
     return diffs
+
+
+def random_clips(batch: int, frames: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Random uint8 frames (batch, frames, 3, size, size)."""
+    return torch.randint(0, 256, (batch, frames, 3, size, size), dtype=torch.uint8, generator=generator)
 
 
 def velora_version() -> str:

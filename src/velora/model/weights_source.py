@@ -109,9 +109,11 @@ def fetch_hub_file(hub: HubWeights) -> Path:
     from huggingface_hub import hf_hub_download
 
     try:
-        return Path(hf_hub_download(hub.repo_id, hub.filename, cache_dir=hub_cache_dir(), local_files_only=hub_offline()))
+        path = hf_hub_download(hub.repo_id, hub.filename, cache_dir=hub_cache_dir(), local_files_only=hub_offline())
+        return Path(path)
     except Exception as error:  # offline, no network, a proxy, an HTTP error: one message for all
-        reason = "HF_HUB_OFFLINE is set and it is not in the cache" if hub_offline() else f"{type(error).__name__}: {error}"
+        offline = "HF_HUB_OFFLINE is set and it is not in the cache"
+        reason = offline if hub_offline() else f"{type(error).__name__}: {error}"
         archive = OPENAI_ARCHIVES.get(hub.backbone) if hub.tag == "openai" else None
         convert = (
             f" Or, from OpenAI's own archive ({archive}): velora convert-weights ViT-B-16.pt vit_b16_openai.safetensors "
