@@ -19,7 +19,8 @@ from velora.cli import main
 from velora.data.factory import make_dataset
 from velora.errors import CheckpointError
 from velora.evaluation import package as package_module
-from velora.evaluation.package import PackageError, weights_licence, write_package
+from velora.evaluation.model_card import weights_licence
+from velora.evaluation.package import PackageError, write_package
 from velora.model.adapter_file import read_adapters, save_adapters
 from velora.model.backbone import BackboneError
 from velora.model.velora import VELoRA
