@@ -12,7 +12,7 @@ from conftest import make_tiny_config
 from velora import __version__
 from velora.cli import main
 
-SUBCOMMANDS = ["demo", "train", "eval", "predict", "bench", "info", "pretrain"]
+SUBCOMMANDS = ["demo", "train", "eval", "predict", "export", "package", "bench", "info", "pretrain"]
 
 
 def exit_code(argv: list[str]) -> int:

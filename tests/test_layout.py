@@ -1,7 +1,7 @@
 """The folder layout is the architecture: each package imports only from the layers below it.
 
 Layers, top first: the command line, the demo and the tools (cli, info, demo, bench, pretrain);
-training and evaluation, side by side; data and model; events; config and errors. Only the code
+training, evaluation and export, side by side; data and model; events; config and errors. Only the code
 that trains (the `train` command and the demo) imports from training/. Checked on the source's
 import statements (lazy imports inside functions included), so it needs no import side effects.
 """
@@ -23,6 +23,7 @@ ALLOWED = {
     "data": {"config", "errors", "events"},
     "evaluation": {"config", "errors", "events", "data", "model"},
     "training": {"config", "errors", "events", "data", "model", "evaluation"},
+    "export": {"config", "errors", "events", "data", "model", "evaluation"},
 }
 
 

@@ -13,6 +13,7 @@ from velora.model.lora import (
     LoRAError,
     LoRALinear,
     base_state_dict,
+    fold_adapters,
     inject_lora,
     lora_layers,
     merge_adapter,
@@ -233,3 +234,29 @@ def test_row_groups_get_their_own_adapters():
     for rows, name in ((slice(0, 2), "a"), (slice(2, 4), "b"), (slice(4, 5), None)):
         with torch.no_grad(), use_adapter([layer], name):
             torch.testing.assert_close(grouped[rows], layer(x[rows]), atol=1e-5, rtol=1e-5)
+
+
+def test_folded_adapters_compute_what_the_low_rank_branches_did_and_leave_the_frozen_weight_alone():
+    _, wrapped = wrapped_vit()
+    layers = lora_layers(wrapped)
+    randomize(layers, "a", seed=1)
+    randomize(layers, "b", seed=2)
+    x = torch.cat([images(0), images(1), images(2)])  # rows 0-1 "a", 2-3 "b", 4-5 none
+    groups = (("a", 2), ("b", 2), (None, 2))
+    frozen = [layer.weight.clone() for layer in layers]
+    with torch.no_grad():
+        before = {name: use_and_run(wrapped, layers, name, x) for name in ("a", "b", None)}
+        before["rows"] = use_and_run(wrapped, layers, groups, x)
+        fold_adapters(wrapped)
+        for name in ("a", "b", None, "rows"):
+            after = use_and_run(wrapped, layers, groups if name == "rows" else name, x)
+            torch.testing.assert_close(after, before[name], atol=1e-5, rtol=1e-5)
+    assert all(torch.equal(layer.weight, w) for layer, w in zip(layers, frozen)), "the frozen weight is not changed"
+    assert all(set(layer.folded) == {"a", "b"} for layer in layers)
+    with pytest.raises(LoRAError, match="folded"):
+        merge_adapter(wrapped, "a")
+
+
+def use_and_run(model, layers, active, x):
+    with use_adapter(layers, active):
+        return model(x)

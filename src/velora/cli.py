@@ -1,4 +1,5 @@
-"""The `velora` command: demo, train, eval, predict, bench, info, check-data, convert, convert-weights, pretrain.
+"""The `velora` command: demo, train, eval, predict, export, package, bench, info, check-data, convert,
+convert-weights, pretrain.
 
 Every command that takes a config accepts `--config FILE` (a YAML path or a shipped name:
 demo, pokerevent_vitb16, hardvs_vitb16) followed by `section.field=value` overrides.
@@ -17,6 +18,8 @@ from velora import __version__
 def _expected_errors() -> tuple[type[Exception], ...]:
     from velora.config import ConfigError
     from velora.errors import CheckpointError, DataError
+    from velora.evaluation.package import PackageError
+    from velora.export.onnx import ExportError
     from velora.model.backbone import BackboneError
     from velora.model.lora import LoRAError
     from velora.model.weights import WeightsError
@@ -24,7 +27,7 @@ def _expected_errors() -> tuple[type[Exception], ...]:
     # FloatingPointError: a NaN or infinite training loss (VELoRAModule.training_step).
     return (
         ConfigError, DataError, BackboneError, LoRAError, CheckpointError, WeightsError, FileNotFoundError,
-        FloatingPointError,
+        FloatingPointError, ExportError, PackageError,
     )
 
 
@@ -89,12 +92,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="folder for eval_<split>.json and confusion_<split>.png (default: next to the checkpoint)")
     p.add_argument("--device", default="cpu")
     p.add_argument(
+        "--weights", metavar="FILE",
+        help="backbone weights instead of the checkpoint's model.weights (a model trained on a local file that is "
+        "elsewhere here; its sha256 is checked)",
+    )
+    p.add_argument(
         "overrides", nargs="*", metavar="data.field=value",
         help="data settings other than the checkpoint's, e.g. data.layout=recordings data.num_workers=8",
     )
 
     p = sub.add_parser("predict", help="top-5 classes of one clip, optionally with an image panel")
-    p.add_argument("checkpoint", help="adapter checkpoint (.safetensors)")
+    p.add_argument(
+        "checkpoint",
+        help="adapter checkpoint (.safetensors), run folder, package folder, hf:org/name, or an ONNX file written by "
+        "velora export (.onnx: run by onnxruntime)",
+    )
     p.add_argument(
         "clips", nargs="+", metavar="clip",
         help="clip folder <sample>/ holding <sample>_aps/ and <sample>_dvs/ frames, or a raw .aedat4 recording; "
@@ -104,6 +116,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modalities", help="comma-separated subset of rgb,event")
     p.add_argument("--panel", metavar="PNG", help="write a prediction panel (RGB frames, event frames, top-5)")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--weights", metavar="FILE",
+        help="backbone weights instead of the checkpoint's model.weights (a model trained on a local file that is "
+        "elsewhere here; its sha256 is checked)",
+    )
+
+    p = sub.add_parser(
+        "export",
+        help="write a checkpoint as one ONNX file (inputs rgb, events; dynamic batch) for onnxruntime",
+        description="Export a trained model to ONNX: inputs rgb and events, uint8 (batch, T, 3, S, S) with a dynamic "
+        "batch (T and S are the config's); output logits (batch, classes). A model with both modalities holds its "
+        "three graphs (both, RGB alone, events alone) in one file: an empty input (batch 0) is a missing sensor. "
+        "The config, class names, weights source, opset and velora version are in the file's metadata, so "
+        "`velora predict OUT.onnx CLIP` needs nothing else. After writing, the file is run by onnxruntime against "
+        "PyTorch on random clips of every case and the largest logit difference is printed.",
+    )
+    p.add_argument("checkpoint", help="adapter checkpoint (.safetensors), run folder, package folder or hf:org/name")
+    p.add_argument("output", help="the .onnx file to write")
+    p.add_argument(
+        "--merge", action="store_true",
+        help="fold each stream's LoRA into its own copy of the weights it touches: no low-rank branches in the graph",
+    )
+    p.add_argument("--opset", type=int, help="ai.onnx opset to write (18 or later; default: torch's exporter's)")
+    p.add_argument("--no-check", action="store_true", help="skip the onnxruntime-against-PyTorch check")
+    p.add_argument(
+        "--weights", metavar="FILE",
+        help="backbone weights instead of the checkpoint's model.weights (a model trained on a local file that is "
+        "elsewhere here; its sha256 is checked)",
+    )
+
+    p = sub.add_parser(
+        "package",
+        help="a training run -> a folder to share (adapters, config, class names, model card) that velora.load reads",
+        description="Write OUT_DIR with the run's best adapters (adapters.safetensors), config.yaml, class_names.json, "
+        "weights_source.json (the base weights' id and sha256) and a README.md model card (task, data, splits, "
+        "selection protocol, metrics with the eval command, trainable share, licence of the base weights). "
+        "velora.load(OUT_DIR) loads it; uploaded to the Hugging Face hub, velora.load('hf:org/name') does.",
+    )
+    p.add_argument("run", help="a training run's folder (with best.safetensors) or one of its adapter files")
+    p.add_argument("out_dir", help="the folder to write (must not exist, unless --force)")
+    p.add_argument("--name", help="the model card's title (default: OUT_DIR's name)")
+    p.add_argument("--dataset", help="the dataset's name in the model card (default: the name of data.root's folder)")
+    p.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
 
     p = sub.add_parser(
         "bench",
@@ -262,7 +317,7 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     import velora
 
-    report = velora.load(args.checkpoint, device=args.device).evaluate(
+    report = velora.load(args.checkpoint, device=args.device, weights=args.weights).evaluate(
         split=args.split, data_root=args.data_root, modalities=_split(args.modalities), output_dir=args.output,
         overrides=args.overrides,
     )
@@ -274,7 +329,7 @@ def cmd_eval(args) -> int:
 def cmd_predict(args) -> int:
     import velora
 
-    recognizer = velora.load(args.checkpoint, device=args.device)
+    recognizer = velora.load(args.checkpoint, device=args.device, weights=args.weights)
     results = recognizer.predict(args.clips, modalities=_split(args.modalities), panel=args.panel)
     for result in results:
         if len(results) > 1:
@@ -287,6 +342,33 @@ def cmd_predict(args) -> int:
         print(f"predictions: {args.json}")
     if args.panel:
         print(f"panel: {args.panel}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from velora.export.onnx import TOLERANCE, export_onnx
+
+    report = export_onnx(
+        args.checkpoint, args.output, merge=args.merge, opset=args.opset, check=not args.no_check, weights=args.weights
+    )
+    kind = "LoRA merged" if report.merged else "LoRA branches kept"
+    print(
+        f"wrote {report.path} ({report.bytes / 1e6:.2f} MB, opset {report.opset}, {kind}; graphs: "
+        f"{', '.join(report.cases)}) in {report.seconds:.0f} s"
+    )
+    for case, diff in report.max_abs_diff.items():
+        verdict = "ok" if diff <= TOLERANCE else f"ABOVE {TOLERANCE:g}"
+        print(f"  {case:>10s}: max |onnxruntime - PyTorch| logit {diff:.1e} ({verdict})")
+    print(f"run it with: velora predict {report.path} CLIP")
+    return 0
+
+
+def cmd_package(args) -> int:
+    from velora.evaluation.package import write_package
+
+    out = write_package(args.run, args.out_dir, force=args.force, name=args.name, dataset=args.dataset)
+    print(f"wrote {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
+    print(f"load it with velora.load('{out}'); after uploading to the Hugging Face hub, velora.load('hf:<org>/<name>')")
     return 0
 
 
@@ -429,6 +511,8 @@ COMMANDS = {
     "train": cmd_train,
     "eval": cmd_eval,
     "predict": cmd_predict,
+    "export": cmd_export,
+    "package": cmd_package,
     "bench": cmd_bench,
     "info": cmd_info,
     "check-data": cmd_check_data,

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-import torch
-
 from velora.config import RELEASE_MODEL, Config
-from velora.model.velora import VELoRA, count_parameters
+from velora.model.velora import count_parameters, meta_model
 from velora.model.weights_source import describe_source, resolve_source
 
 PART_NAMES = {
@@ -29,7 +27,7 @@ PART_NAMES = {
 
 
 def describe(cfg: Config) -> str:
-    model = _counting_model(cfg)
+    model = meta_model(cfg)
     total, trainable = count_parameters(model)
     groups = model.parameter_groups()
     mb = trainable * 4 / 1e6  # fp32 safetensors payload; the header adds a few kB
@@ -68,17 +66,9 @@ def describe(cfg: Config) -> str:
     return "\n".join(lines)
 
 
-def _counting_model(cfg: Config) -> VELoRA:
-    """The model of `cfg` on the meta device: shapes only, no memory, no weights read."""
-    raw = cfg.to_dict()
-    raw["model"]["weights"] = "none"
-    with torch.device("meta"):
-        return VELoRA.from_config(Config.from_dict(raw))
-
-
 def _trainable(cfg: Config, model_fields: dict) -> int:
     raw = cfg.to_dict()
     raw["model"].update(model_fields)
     if model_fields.get("shared_lora") == "mlp_bottleneck":
         raw["lora"]["targets"] = sorted(set(raw["lora"]["targets"]) | {"fc1", "fc2"})
-    return count_parameters(_counting_model(Config.from_dict(raw)))[1]
+    return count_parameters(meta_model(Config.from_dict(raw)))[1]

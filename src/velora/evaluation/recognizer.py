@@ -1,7 +1,7 @@
 """The Python API: `velora.load(...)` gives a `Recognizer`; `recognizer.predict(...)` gives top-k.
 
     import velora
-    recognizer = velora.load("runs/poker/best.safetensors")     # or the run folder
+    recognizer = velora.load("runs/poker/best.safetensors")     # or the run folder, a package, hf:org/name, an .onnx
     print(recognizer.predict("data/PokerEvent/<class>/<sample>"))  # a clip folder
     recognizer.predict(["a.aedat4", "b.aedat4"], top_k=3)           # several: one batched forward
 
@@ -14,7 +14,8 @@
   frames, either key optional; T frames are sampled as in evaluation and resized to the model's
   size.
 It returns a `Prediction` (top-k labels and scores) per input. `velora predict` and `velora eval`
-run through this class.
+run through this class. An ONNX file written by `velora export` loads as an `OnnxRecognizer`
+(velora.evaluation.onnx_recognizer): the same inputs, read the same way, run by onnxruntime.
 """
 
 from __future__ import annotations
@@ -33,15 +34,15 @@ from velora.data.event_only import event_frames
 from velora.data.factory import clip_dataset, clip_sampling
 from velora.data.recordings import recording_frames
 from velora.data.sampling import segment_indices
+from velora.errors import CheckpointError
 from velora.evaluation.evaluate import data_config, evaluate_model
 from velora.evaluation.metrics import topk_indices
+from velora.evaluation.package import model_file
 from velora.evaluation.panel import panel_row, plot_prediction_panel
 from velora.events.aedat4 import Recording
 from velora.events.render import EventStream
 from velora.model.adapter_file import AdapterCheckpoint, load_model
 from velora.model.velora import VELoRA
-
-BEST = "best.safetensors"
 
 
 @dataclass
@@ -154,10 +155,13 @@ class Recognizer:
                 self._said_missing = True
             for start in range(0, len(indices), self.config.train.batch_size):
                 chunk = indices[start : start + self.config.train.batch_size]
-                batch = {k: torch.stack([items[i][k] for i in chunk]).to(self.device) for k in keys}
-                logits = self.model(batch.get("rgb"), batch.get("events")).logits
-                out[chunk] = logits.float().softmax(-1).cpu().numpy()
+                batch = {k: torch.stack([items[i][k] for i in chunk]) for k in keys}
+                out[chunk] = self.logits(batch).float().softmax(-1).cpu().numpy()
         return out
+
+    def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Class scores (B, classes) of a batch {"rgb"?: (B, T, 3, S, S), "events"?: ...} uint8."""
+        return self.model(*(batch[k].to(self.device) if k in batch else None for k in ("rgb", "events"))).logits
 
     def predict(
         self,
@@ -211,15 +215,27 @@ def folder_class(clip: str | Path, class_names: list[str]) -> str | None:
     return folder if folder in class_names else None
 
 
-def load(path_or_id: str | Path, *, device: str | torch.device = "cpu") -> Recognizer:
-    """A Recognizer from an adapter file (`best.safetensors`) or a training run's folder (its best)."""
-    path = Path(path_or_id)
-    if path.is_dir():
-        if not (path / BEST).is_file():
-            raise FileNotFoundError(
-                f"{path} is a folder without {BEST}; give an adapter file (.safetensors) written by velora train, "
-                "or the output folder of a run"
+def load(
+    path_or_id: str | Path, *, device: str | torch.device = "cpu", weights: str | Path | None = None
+) -> Recognizer:
+    """A Recognizer from any of:
+    - a training run's folder (its best.safetensors) or an adapter file (.safetensors);
+    - a folder written by `velora package` (its adapters.safetensors), or `hf:org/name[@revision]`,
+      such a folder on the Hugging Face hub, fetched through the hub's cache (HF_HUB_OFFLINE,
+      HF_HUB_CACHE and HF_HOME are read at the call);
+    - an ONNX file written by `velora export`: an OnnxRecognizer, run by onnxruntime, with no torch
+      model built.
+    weights: the frozen backbone's weights, instead of the stored config's model.weights (for a
+      model trained on a local file that is elsewhere on this machine; its sha256 is checked).
+    """
+    path = model_file(path_or_id)
+    if path.suffix == ".onnx":
+        from velora.evaluation.onnx_recognizer import OnnxRecognizer
+
+        if weights is not None:
+            raise CheckpointError(
+                f"'{path}' is an ONNX file, which holds its backbone weights; weights= is for adapter files"
             )
-        path = path / BEST
-    model, checkpoint = load_model(path, device)
+        return OnnxRecognizer(path, device=device)
+    model, checkpoint = load_model(path, device, weights)
     return Recognizer(model, checkpoint, path, device)

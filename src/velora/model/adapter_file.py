@@ -19,7 +19,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from velora.config import Config, ConfigError
+from velora.config import Config, ConfigError, merge
 from velora.errors import CheckpointError
 
 FORMAT = "velora-adapters/1"
@@ -94,11 +94,19 @@ def read_adapters(path: str | Path) -> AdapterCheckpoint:
     return AdapterCheckpoint(config=config, class_names=class_names, state=state, info=info, weights_source=source)
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu"):
-    """Rebuild the VELoRA model stored in an adapter checkpoint, ready for inference."""
+def load_model(path: str | Path, device: str | torch.device = "cpu", weights: str | Path | None = None):
+    """Rebuild the VELoRA model stored in an adapter checkpoint, ready for inference.
+
+    weights: backbone weights to use instead of the stored config's model.weights (a file, hub,
+        shipped:<name>), e.g. where the file it was trained on sits at another path; the returned
+        checkpoint's config says which. A file with another sha256 than the recorded one warns.
+    """
     from velora.model.velora import VELoRA
 
     ckpt = read_adapters(path)
+    if weights is not None:
+        raw = merge(ckpt.config.to_dict(), {"model": {"weights": str(weights)}})
+        ckpt.config = Config.from_dict(raw, source=f"{path} (stored config) with model.weights={weights}")
     model = VELoRA.from_config(ckpt.config)
     load_trainable(model, ckpt.state, str(path))
     trained_on, now = ckpt.weights_source.get("sha256"), model.weights_source.get("sha256")

@@ -10,6 +10,10 @@ All adapters of a layer run as one pair of thin products (their A and B matrices
 boolean row x column selection keeps each row's own adapter: the choice is tensor data, not Python
 state, so `torch.compile` traces a block once for every mix of streams and batch size.
 
+For inference without low-rank branches, `fold_adapters` gives every adapter its own copy of the
+weight, W + (alpha / rank) B A: a call with one adapter is one product with its copy, and a call
+with one adapter per row group becomes one product per group (`velora export --merge`).
+
 Reference: Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models", 2021.
 """
 
@@ -65,6 +69,7 @@ class LoRALinear(nn.Module):
         self.bias = base.bias
         self.adapters = nn.ModuleDict()
         self.merged: str | None = None
+        self.folded: nn.ParameterDict | None = None  # adapter name -> its own merged weight (fold)
         self._active: str | AdapterRows | None = None
         self.selection: torch.Tensor | None = None  # (rows or 1, adapter columns) bool
 
@@ -83,6 +88,8 @@ class LoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (rows, ..., in_features); the selection's rows index x's first axis."""
+        if self.folded is not None:
+            return self.forward_folded(x)
         out = F.linear(x, self.weight, self.bias)  # the frozen product, once for every row
         if self.selection is None:
             return out
@@ -94,6 +101,18 @@ class LoRALinear(nn.Module):
         h = F.linear(adapters[0].dropout(x), lora_a) * keep  # (rows, ..., C), other adapters' columns zero
         out += F.linear(h, lora_b)  # in place: the frozen product's output is not kept for backward
         return out
+
+    def forward_folded(self, x: torch.Tensor) -> torch.Tensor:
+        """The folded layer: each row group's product with its own adapter's weight copy (the
+        frozen weight for rows without an adapter of this layer)."""
+        active = self._active
+        if active is None or isinstance(active, str):
+            return F.linear(x, self.folded_weight(active), self.bias)
+        groups = x.split([rows for _, rows in active])
+        return torch.cat([F.linear(g, self.folded_weight(name), self.bias) for g, (name, _) in zip(groups, active)])
+
+    def folded_weight(self, name: str | None) -> torch.Tensor:
+        return self.folded[name] if name is not None and name in self.folded else self.weight
 
     def adapter_columns(self) -> dict[str, slice]:
         """Each adapter's columns among the stacked ranks."""
@@ -109,6 +128,8 @@ class LoRALinear(nn.Module):
         """Fold adapter `name` into `weight` (for export or inference with that adapter only)."""
         if self.merged is not None:
             raise LoRAError(f"adapter '{self.merged}' is already merged; unmerge it first")
+        if self.folded is not None:
+            raise LoRAError("the adapters are folded into their own weights already (fold_adapters)")
         self.weight += self.adapters[name].delta_weight().to(self.weight.dtype)
         self.merged = name
         self.active = self._active  # a merged adapter is no longer added on top
@@ -119,6 +140,17 @@ class LoRALinear(nn.Module):
             self.weight -= self.adapters[self.merged].delta_weight().to(self.weight.dtype)
             self.merged = None
             self.active = self._active
+
+    @torch.no_grad()
+    def fold(self) -> None:
+        """Give each adapter its own weight, W + (alpha / rank) B A; the adapters stay (the
+        released M-shared path calls them directly) but no call adds them any more."""
+        if self.merged is not None:
+            raise LoRAError(f"adapter '{self.merged}' is merged into the weight; unmerge it before folding")
+        self.folded = nn.ParameterDict({
+            name: nn.Parameter(self.weight + adapter.delta_weight().to(self.weight.dtype), requires_grad=False)
+            for name, adapter in self.adapters.items()
+        })
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, adapters={list(self.adapters)}"
@@ -223,6 +255,13 @@ def merge_adapter(model: nn.Module, name: str) -> None:
         raise LoRAError(f"adapter '{name}' not found; the model's adapters are: {', '.join(known) or 'none'}")
     for layer in layers:
         layer.merge(name)
+
+
+def fold_adapters(model: nn.Module) -> None:
+    """Fold every adapter of every LoRALinear of `model` into its own copy of the layer's weight
+    (LoRALinear.fold), in place: the model computes the same, without low-rank branches."""
+    for layer in lora_layers(model):
+        layer.fold()
 
 
 def unmerge_all(model: nn.Module) -> None:

@@ -334,6 +334,15 @@ def random_block(dim: int, heads: int, style: str) -> Block:
     return block
 
 
+def meta_model(cfg: Config) -> VELoRA:
+    """The model of `cfg` on the meta device, for parameter counts: shapes only, no memory, no
+    weights read (the architecture is the config's)."""
+    raw = cfg.to_dict()
+    raw["model"]["weights"] = "none"
+    with torch.device("meta"):
+        return VELoRA.from_config(Config.from_dict(raw))
+
+
 def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(total, trainable) parameter counts."""
     total = sum(p.numel() for p in model.parameters())
@@ -341,4 +350,4 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return total, trainable
 
 
-__all__ = ["VELoRA", "VELoRAOutput", "Features", "LoRALinear", "count_parameters"]
+__all__ = ["VELoRA", "VELoRAOutput", "Features", "LoRALinear", "count_parameters", "meta_model"]

@@ -83,7 +83,7 @@ def hub_weights(name: str) -> HubWeights:
     return HubWeights(backbone=arch, tag=tag, repo_id=cfg.hf_hub_id)
 
 
-def _hub_cache_dir() -> str | None:
+def hub_cache_dir() -> str | None:
     """The hub cache as the environment says now (huggingface_hub reads it once, at import)."""
     if os.environ.get("HF_HUB_CACHE"):
         return os.environ["HF_HUB_CACHE"]
@@ -92,7 +92,7 @@ def _hub_cache_dir() -> str | None:
     return None
 
 
-def _offline() -> bool:
+def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() not in ("", "0", "false", "no")
 
 
@@ -100,7 +100,7 @@ def cached_hub_file(hub: HubWeights) -> Path | None:
     """The hub file in the local cache, or None: no network."""
     from huggingface_hub import try_to_load_from_cache
 
-    found = try_to_load_from_cache(hub.repo_id, hub.filename, cache_dir=_hub_cache_dir())
+    found = try_to_load_from_cache(hub.repo_id, hub.filename, cache_dir=hub_cache_dir())
     return Path(found) if isinstance(found, str) else None
 
 
@@ -109,9 +109,11 @@ def fetch_hub_file(hub: HubWeights) -> Path:
     from huggingface_hub import hf_hub_download
 
     try:
-        return Path(hf_hub_download(hub.repo_id, hub.filename, cache_dir=_hub_cache_dir(), local_files_only=_offline()))
+        path = hf_hub_download(hub.repo_id, hub.filename, cache_dir=hub_cache_dir(), local_files_only=hub_offline())
+        return Path(path)
     except Exception as error:  # offline, no network, a proxy, an HTTP error: one message for all
-        reason = "HF_HUB_OFFLINE is set and it is not in the cache" if _offline() else f"{type(error).__name__}: {error}"
+        offline = "HF_HUB_OFFLINE is set and it is not in the cache"
+        reason = offline if hub_offline() else f"{type(error).__name__}: {error}"
         archive = OPENAI_ARCHIVES.get(hub.backbone) if hub.tag == "openai" else None
         convert = (
             f" Or, from OpenAI's own archive ({archive}): velora convert-weights ViT-B-16.pt vit_b16_openai.safetensors "
@@ -122,7 +124,7 @@ def fetch_hub_file(hub: HubWeights) -> Path:
             f"model.weights: hub needs {hub.repo_id}/{hub.filename} ({reason}). Fetch that one file on a machine "
             f"with network ({hub.url}, or `huggingface-cli download {hub.repo_id} {hub.filename}`), then either "
             f"put it anywhere and set model.weights=/path/to/{hub.filename}, or copy the Hugging Face cache "
-            f"({_hub_cache_dir() or '~/.cache/huggingface/hub'}) to this machine.{convert}"
+            f"({hub_cache_dir() or '~/.cache/huggingface/hub'}) to this machine.{convert}"
         ) from None
 
 
