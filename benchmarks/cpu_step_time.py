@@ -53,7 +53,7 @@ def main() -> None:
 
     cfg = load_config(args.config, args.overrides)
     torch.manual_seed(0)
-    model = VELoRA(cfg)
+    model = VELoRA.from_config(cfg)
     rgb, events, labels = random_clips(cfg, args.batch_size)
     optimizer = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-4)
 

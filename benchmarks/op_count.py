@@ -41,7 +41,7 @@ def main() -> None:
 
     cfg = load_config(args.config, args.overrides)
     torch.manual_seed(0)
-    model = VELoRA(cfg)
+    model = VELoRA.from_config(cfg)
     rgb, events, labels = random_clips(cfg, args.batch_size)
     result = {"velora": velora.__file__, "batch_size": args.batch_size}
     model.train()

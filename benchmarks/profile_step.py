@@ -63,7 +63,7 @@ def main() -> None:
     cfg = load_config(args.config, ["model.weights=none", "data.num_frames=8", *args.overrides])
     cuda = args.device.startswith("cuda")
     torch.manual_seed(0)
-    model = VELoRA(cfg).to(args.device)
+    model = VELoRA.from_config(cfg).to(args.device)
     step = bench_step(model, cfg, args.mode, args.device, args.batch_size, args.precision)
 
     def sync() -> None:
