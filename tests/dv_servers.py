@@ -36,7 +36,8 @@ class DvServers:
     compression: a dv.CompressionType name (NONE, LZ4, LZ4_HIGH, ZSTD, ZSTD_HIGH).
     """
 
-    def __init__(self, path: str | Path, *, frames: bool = True, compression: str = "NONE", source: str = "DAVIS346_TEST"):
+    def __init__(self, path: str | Path, *, frames: bool = True, compression: str = "NONE",
+                 source: str = "DAVIS346_TEST"):
         self.path = str(path)
         recording = dv.io.MonoCameraRecording(self.path)
         streams = {"events": dv.io.Stream.EventStream(0, "events", source, recording.getEventResolution())}
@@ -92,15 +93,16 @@ def capture(writer: dv.io.NetworkWriter, port: int, send) -> bytes:
 
 class BytesServer:
     """A TCP server on loopback that sends `data` to its first client, then closes the connection
-    (close=True) or keeps it open without sending anything more (a stalled sender)."""
+    (close=True) or keeps it open without sending anything more (a stalled sender). With
+    `pause_at`, it sends the first pause_at bytes, waits until `resume()`, then the rest."""
 
-    def __init__(self, data: bytes, *, close: bool = True):
+    def __init__(self, data: bytes, *, close: bool = True, pause_at: int | None = None):
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(1)
         self.port = self.sock.getsockname()[1]
-        self.data, self.close_after = data, close
-        self._done = threading.Event()
+        self.data, self.close_after, self.pause_at = data, close, pause_at
+        self._done, self._resume = threading.Event(), threading.Event()
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
@@ -111,11 +113,20 @@ class BytesServer:
     def _serve(self) -> None:
         client, _ = self.sock.accept()
         with client:
-            client.sendall(self.data)
+            if self.pause_at is not None:
+                client.sendall(self.data[: self.pause_at])
+                self._resume.wait(30)
+                client.sendall(self.data[self.pause_at :])
+            else:
+                client.sendall(self.data)
             if not self.close_after:
                 self._done.wait(30)
 
+    def resume(self) -> None:
+        self._resume.set()
+
     def close(self) -> None:
         self._done.set()
+        self._resume.set()
         self.thread.join(5)
         self.sock.close()

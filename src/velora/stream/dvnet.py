@@ -40,9 +40,9 @@ import socket
 import struct
 import tempfile
 import time
-import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from pathlib import Path
+from xml.etree import ElementTree
 
 import aedat
 import numpy as np
@@ -178,8 +178,9 @@ def parse_header(raw: bytes) -> StreamHeader:
             width = int(info["sizeX"]) if "sizeX" in info else None
             height = int(info["sizeY"]) if "sizeY" in info else None
         except ValueError:
-            raise ProtocolError(f"the IOHeader's stream description has a malformed stream node {node.attrib}") from None
-        streams[stream_id] = StreamInfo(stream_id, attributes.get("typeIdentifier", ""), width, height, info.get("source", ""))
+            raise ProtocolError(f"the IOHeader's stream description has a malformed node {node.attrib}") from None
+        type_id, source = attributes.get("typeIdentifier", ""), info.get("source", "")
+        streams[stream_id] = StreamInfo(stream_id, type_id, width, height, source)
     if not streams:
         raise ProtocolError("the IOHeader's stream description declares no stream")
     return StreamHeader(compression, streams, bytes(raw))
@@ -270,17 +271,21 @@ class Connection:
         self.sock, self.address = sock, address
         self.what = f"tcp://{address}"  # how messages name the connection
         self._buffer = bytearray()
-        size_bytes = self._read_exact(4, "the header")
+        self._fill(4, "the header")
+        size_bytes = self._take(4)
         (size,) = struct.unpack("<i", size_bytes)
         if not 8 <= size <= MAX_HEADER_BYTES:
             raise ProtocolError(
                 f"the first bytes ({size_bytes!r}) are not a DV IOHeader: is this a DV network server "
                 "(dv-processing NetworkWriter, DV's TCP output)?"
             )
-        self.header = parse_header(size_bytes + self._read_exact(size, "the header"))
+        self._fill(size, "the header")
+        self.header = parse_header(size_bytes + self._take(size))
         self._compressed = CompressedPackets(self.header) if self.header.compression else None
 
-    def _read_exact(self, count: int, what: str) -> bytes:
+    def _fill(self, count: int, what: str) -> None:
+        """Receive until the buffer holds `count` bytes. A socket timeout leaves what came in the
+        buffer, so the next call goes on where this one stopped and the framing is kept."""
         while len(self._buffer) < count:
             chunk = self.sock.recv(max(1 << 16, count - len(self._buffer)))
             if not chunk:
@@ -289,20 +294,24 @@ class Connection:
                                         f"({len(self._buffer)} of {count} bytes received)")
                 raise EOFError
             self._buffer += chunk
+
+    def _take(self, count: int) -> bytes:
         data = bytes(self._buffer[:count])
         del self._buffer[:count]
         return data
 
     def read_packet(self) -> tuple[EventBatch | Frame | None, float]:
-        stream_id, size = struct.unpack("<iI", self._read_exact(8, "a packet"))
+        self._fill(8, "a packet")
+        stream_id, size = struct.unpack_from("<iI", self._buffer, 0)
         stream = self.header.streams.get(stream_id)
         if stream is None:
             raise ProtocolError(f"a packet of stream {stream_id}, which the header does not declare "
                                 f"({sorted(self.header.streams)})")
         if size > MAX_PACKET_BYTES:
             raise ProtocolError(f"a packet declares {size} bytes; the stream is corrupt")
-        payload = self._read_exact(size, f"a packet ({size} bytes)")
+        self._fill(8 + size, f"a packet ({size} bytes)")
         received = time.perf_counter()
+        payload = self._take(8 + size)[8:]
         if stream.type_id not in (EVENTS_ID, FRAME_ID):
             return None, received
         if self._compressed is not None:
