@@ -145,7 +145,8 @@ def test_without_frames_windows_are_virtual_frames_every_period_said_once():
     window = SlidingWindow(3, (8, 6), expect_frames=False, frame_period_us=20_000, notify=said.append)
     ready = []
     for start in range(0, len(t), 37):
-        window.add_events(t[start : start + 37], x[start : start + 37], y[start : start + 37], p[start : start + 37], 0.0)
+        part = slice(start, start + 37)
+        window.add_events(t[part], x[part], y[part], p[part], 0.0)
         ready += window.pop_ready()
     assert ready and all(w.event_only and w.aps_frames is None for w in ready)
     for k, w in enumerate(ready):

@@ -144,7 +144,9 @@ class SlidingWindow:
         if hop_us is not None and hop_us <= 0:
             problems.append(f"hop_us must be > 0, got {hop_us}")
         if frame_period_us <= 0 or frame_timeout_us <= 0:
-            problems.append(f"frame_period_us and frame_timeout_us must be > 0, got {frame_period_us}, {frame_timeout_us}")
+            problems.append(
+                f"frame_period_us and frame_timeout_us must be > 0, got {frame_period_us}, {frame_timeout_us}"
+            )
         if problems:
             raise ValueError("invalid SlidingWindow: " + "; ".join(problems))
         self.num_frames = num_frames
