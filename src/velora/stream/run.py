@@ -364,7 +364,7 @@ def _loop(recognizer, source, options, on_window, notify, writer, clock) -> Stre
         prediction = WindowPrediction(
             window=w.index, t_start_us=w.t_start_us, t_end_us=w.t_end_us,
             t_start_s=(w.t_start_us - first_us) / 1e6, t_end_s=(w.t_end_us - first_us) / 1e6,
-            frames=0 if w.event_only else len(w.boundaries_us), events=len(w.events), modalities=fed,
+            frames=0 if w.event_only else len(w.boundaries_us), events=w.num_events, modalities=fed,
             topk=[(recognizer.class_names[c], float(probs[c])) for c in ranked],
             latency_ms=(done - w.last_event_received) * 1e3,
             wait_ms=(w.completed_received - w.last_event_received) * 1e3, compute_ms=(done - started) * 1e3,

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -47,18 +48,22 @@ class Window:
     boundaries_us: int64 (T + 1,), the APS frames' start of exposure, or the virtual frame times
         of an event-only window, microseconds.
     aps_frames: uint8 (T + 1, H, W) or (T + 1, H, W, 3); None for an event-only window.
-    events: the events with boundaries_us[0] <= t < boundaries_us[-1].
     last_event_received: receive time of the packet holding the window's last event (of the
         packet that completed the window when it has no events), seconds.
     completed_received: receive time of the packet that completed the window, seconds.
+    sensor_size: (width, height) of the events.
+    packets: the event packets (t, x, y, p) that overlap the window, in time order; the window's
+        events are cut from them only when asked for (`events`, `sample`), since a busy sensor
+        puts hundreds of thousands in a window and a sliding window needs one new sample each.
     """
 
     index: int
     boundaries_us: np.ndarray
     aps_frames: np.ndarray | None
-    events: EventStream
     last_event_received: float
     completed_received: float
+    sensor_size: tuple[int, int]
+    packets: tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], ...]
 
     @property
     def num_samples(self) -> int:
@@ -76,6 +81,40 @@ class Window:
     def t_end_us(self) -> int:
         return int(self.boundaries_us[-1])
 
+    @cached_property
+    def events(self) -> EventStream:
+        """The events with boundaries_us[0] <= t < boundaries_us[-1]."""
+        return self.events_between(self.t_start_us, self.t_end_us)
+
+    @cached_property
+    def num_events(self) -> int:
+        return sum(cut.stop - cut.start for _, cut in self._cuts(self.t_start_us, self.t_end_us))
+
+    @cached_property
+    def _packet_spans(self) -> tuple[np.ndarray, np.ndarray]:
+        """First and last timestamp of every packet."""
+        return np.array([p[0][0] for p in self.packets]), np.array([p[0][-1] for p in self.packets])
+
+    def _cuts(self, t_start_us: int, t_end_us: int) -> list[tuple[int, slice]]:
+        """(packet index, slice of its events) of the events with t_start_us <= t < t_end_us."""
+        first, last = self._packet_spans
+        cuts = []
+        for k in np.flatnonzero((last >= t_start_us) & (first < t_end_us)).tolist():
+            t = self.packets[k][0]
+            if first[k] >= t_start_us and last[k] < t_end_us:  # most packets: whole, no search
+                cuts.append((k, slice(0, len(t))))
+            else:
+                start, stop = np.searchsorted(t, [t_start_us, t_end_us], side="left").tolist()
+                cuts.append((k, slice(start, stop)))
+        return cuts
+
+    def events_between(self, t_start_us: int, t_end_us: int) -> EventStream:
+        """The window's events with t_start_us <= t < t_end_us."""
+        cuts = self._cuts(t_start_us, t_end_us)
+        columns = [np.concatenate([self.packets[k][i][cut] for k, cut in cuts]) if cuts else np.zeros(0)
+                   for i in range(4)]
+        return EventStream(*columns, *self.sensor_size)
+
     def recording(self) -> Recording:
         """The window as a decoded recording, what `Recognizer.predict` takes (frame windows only)."""
         if self.aps_frames is None:
@@ -87,11 +126,9 @@ class Window:
         """Sample j alone (boundaries j and j + 1 and the events between them) as a two-frame
         recording: `recording_frames` gives it the same image as in the whole window. In an
         event-only window the recording's aps_frames are empty (0, H, W): read its events only."""
-        start, stop = np.searchsorted(self.events.t, self.boundaries_us[j : j + 2], side="left")
-        e = self.events
-        events = EventStream(e.t[start:stop], e.x[start:stop], e.y[start:stop], e.p[start:stop], e.width, e.height)
+        events = self.events_between(int(self.boundaries_us[j]), int(self.boundaries_us[j + 1]))
         if self.aps_frames is None:
-            frames = np.zeros((0, e.height, e.width), dtype=np.uint8)
+            frames = np.zeros((0, events.height, events.width), dtype=np.uint8)
         else:
             frames = self.aps_frames[j : j + 2]
         return Recording(events, frames, self.boundaries_us[j : j + 2], np.zeros(2, dtype=np.int64), STREAM_PATH)
@@ -179,6 +216,9 @@ class SlidingWindow:
             self._last_frame_received = received  # the frame timeout starts with the stream
         if len(t) == 0:
             return
+        if np.any(t[1:] < t[:-1]):  # a packet out of time order: sort it, as read_aedat4 sorts a file
+            order = np.argsort(t, kind="stable")
+            t, x, y, p = t[order], x[order], y[order], p[order]
         self._chunks.append(_Chunk(t, x, y, p, received))
         if self._first_event_t is None:
             self._first_event_t = int(t[0])
@@ -242,17 +282,16 @@ class SlidingWindow:
         frames = None if picked[0][1] is None else np.stack([image for _, image in picked])
         t_start, t_end = int(boundaries[0]), int(boundaries[-1])
         chunks = [c for c in self._chunks if c.t[-1] >= t_start and c.t[0] < t_end]
-        columns = [np.concatenate([getattr(c, name) for c in chunks]) if chunks else np.zeros(0) for name in "txyp"]
-        t = columns[0]
-        if np.any(t[1:] < t[:-1]):  # packets out of order: sort as read_aedat4 does
-            order = np.argsort(t, kind="stable")
-            columns = [column[order] for column in columns]
-            t = columns[0]
-        start, stop = np.searchsorted(t, [t_start, t_end], side="left")
-        events = EventStream(*(column[start:stop] for column in columns), self.width, self.height)
-        holding = [c for c in chunks if c.t[0] < t_end and len(c.t)]
-        last_event = holding[-1].received if stop > start else self._last_received
-        return Window(self.windows_emitted, boundaries, frames, events, last_event, self._last_received)
+        packets = tuple((c.t, c.x, c.y, c.p) for c in chunks)
+        if any(b.t[0] < a.t[-1] for a, b in zip(chunks, chunks[1:])):  # packets out of order: merge them
+            columns = [np.concatenate([getattr(c, name) for c in chunks]) for name in "txyp"]
+            order = np.argsort(columns[0], kind="stable")  # as read_aedat4 sorts a file's events
+            packets = (tuple(column[order] for column in columns),)
+        holding = [c for c in chunks if c.t[0] < t_end]
+        window = Window(self.windows_emitted, boundaries, frames, 0.0, self._last_received,
+                        (self.width, self.height), packets)
+        last_event = max(c.received for c in holding) if window.num_events else self._last_received
+        return replace(window, last_event_received=last_event)
 
     def _advance(self, end: int) -> None:
         """Move on past the window ending at `end`: drop boundaries and events no later window needs."""
