@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=5.0, metavar="S", help="seconds of silence that count as a stall (default 5)")
     p.add_argument("--all-windows", action="store_true", help="live sources: predict every window, even late ones "
                    "(default: a window is skipped when a newer one is ready before it was predicted)")
-    p.add_argument("--max-windows", type=int, metavar="N", help="stop after N predictions")
+    p.add_argument("--max-windows", type=int, metavar="N", help="stop after N windows (predicted or skipped late)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch threads for the forward pass (default 1: one small "
                    "window at a time gains little from more, and the reading threads need a core)")

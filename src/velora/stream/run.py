@@ -14,10 +14,10 @@ velora.stream.sources) to the moment its class probabilities are in memory. It i
 for the packet that proves the window complete (the next event, or a frame that lags behind on
 its own connection), building the model input, and the forward pass.
 
-Real-time factor: the sensor time the stream covered (first to last timestamp received) over the
-wall time from the first packet to the end of the last prediction. A live source gives about 1;
-a recording replayed as fast as possible gives how much faster than real time the whole pipeline
-runs.
+Real-time factor: the sensor time the stream covered (first to last timestamp received by the
+last prediction) over the wall time from the first packet to the end of the last prediction. A
+live source gives about 1; a recording replayed as fast as possible gives how much faster than
+real time the whole pipeline runs.
 
 Late windows: with a live source, when a window is ready but more packets are already waiting,
 the window is late; it is skipped if a newer one becomes ready before the backlog is read, so
@@ -64,7 +64,8 @@ class StreamOptions:
     resize: accept a sensor of another size than the model's training data (frames and event
         images are resized to the model's size, as `predict` does).
     all_windows: predict every window, even late ones from a live source.
-    max_windows: stop after this many predictions (None: until the stream ends or Ctrl-C).
+    max_windows: stop after this many windows, predicted or skipped late (None: until the stream
+        ends or Ctrl-C).
     timeout_s: a source silent this long has stalled (an error).
     """
 
@@ -351,15 +352,17 @@ def _loop(recognizer, source, options, on_window, notify, writer, clock) -> Stre
     encoder = WindowEncoder(config.model.image_size, modalities)
     summary = StreamSummary(source.name)
     skip_late = source.live and not options.all_windows
-    first_wall = first_us = last_us = None
+    first_wall = first_us = last_us = last_done = last_us_at_done = None
     ready: list[Window] = []
 
     def predict(w: Window) -> None:
+        nonlocal last_done, last_us_at_done
         started = clock()
         item = encoder.item(w)
         fed = encoder.fed(w)
         probs = recognizer.probabilities([item], expected=fed)[0]
-        done = clock()
+        done = last_done = clock()
+        last_us_at_done = last_us
         ranked = topk_indices(probs[None], min(options.top_k, len(probs)))[0]
         prediction = WindowPrediction(
             window=w.index, t_start_us=w.t_start_us, t_end_us=w.t_end_us,
@@ -384,7 +387,7 @@ def _loop(recognizer, source, options, on_window, notify, writer, clock) -> Stre
             ready = ready[-1:]
         for w in ready:
             predict(w)
-            if options.max_windows is not None and summary.windows >= options.max_windows:
+            if options.max_windows is not None and summary.windows + summary.skipped >= options.max_windows:
                 return True
         ready = []
         return False
@@ -419,9 +422,9 @@ def _loop(recognizer, source, options, on_window, notify, writer, clock) -> Stre
         summary.ended = "interrupted (Ctrl-C)"
     except SourceError as error:
         summary.ended = summary.error = str(error)
-    if first_wall is not None:
-        summary.wall_s = clock() - first_wall
-        summary.sensor_s = (last_us - first_us) / 1e6
+    if first_wall is not None:  # up to the last prediction: a stall's timeout or a quiet tail is no work
+        summary.wall_s = (last_done if last_done is not None else clock()) - first_wall
+        summary.sensor_s = ((last_us_at_done if last_done is not None else last_us) - first_us) / 1e6
     summary.finish()
     writer.write({"summary": summary.as_dict()})
     return summary

@@ -10,9 +10,10 @@ last byte, or when a replay released it), and says what it carries (`sensor_size
 before the first packet. `next(timeout)` returns None at the end of the stream and raises
 `SourceError` when nothing arrives for `timeout` seconds (a stall) or a connection breaks.
 
-Replay timing. A recording's events are released in packets of `packet_us` (1 ms) of event time,
-each when its last microsecond has passed; an APS frame when its exposure has ended (start of
-exposure + exposure time), the earliest a camera could deliver it. With `realtime` a packet is
+Replay timing. A recording's events are released in packets of `packet_us` (10 ms) of event
+time, as DV packs a DAVIS346's events (the street recording's packets are 10 ms), each when its
+last microsecond has passed; an APS frame when its exposure has ended (start of exposure +
+exposure time), the earliest a camera could deliver it. With `realtime` a packet is
 released when that much wall time has passed since the start; otherwise at once.
 
 The DV network protocol (velora.stream.dvnet) carries one stream per server, so a DAVIS's events
@@ -125,7 +126,7 @@ class RecordingReplay(Source):
         name: str,
         *,
         realtime: bool = False,
-        packet_us: int = 1000,
+        packet_us: int = 10_000,
         clock: Callable[[], float] = time.perf_counter,
         sleep: Callable[[float], None] = time.sleep,
     ):
