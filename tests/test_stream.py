@@ -295,3 +295,21 @@ def test_the_command_prints_windows_and_a_summary(recognizer, real_data_dir, tmp
     assert [len(line["topk"]) for line in lines[:2]] == [3, 3] and lines[2]["summary"]["ended"] == "end of stream"
     assert main(["stream", "tcp://127.0.0.1:1", str(recognizer.checkpoint), "--realtime"]) == 2
     assert main(["stream", str(real_data_dir / STREET), str(recognizer.checkpoint), "--hop", "0"]) == 2
+
+
+def test_an_event_file_replays_its_events_alone(recognizer, real_data_dir):
+    """An N-MNIST file (34 x 34, no frames): event-only windows; another sensor size needs --resize."""
+    path = str(real_data_dir / "nmnist" / "1.bs2")
+    source = open_source(path)
+    assert source.sensor_size == (34, 34) and source.frame_size is None
+    with pytest.raises(DataError, match="34 x 34 pixels but the model was trained on 32 x 32"):
+        run_stream(recognizer, source, StreamOptions())
+    predictions, summary, _ = stream(recognizer, open_source(path), num_frames=2, frame_period_ms=50)
+    assert predictions and all(p.frames == 0 and p.modalities == ["event"] for p in predictions)
+    assert summary.error is None and summary.windows == summary.event_only_windows
+
+
+def test_a_jsonl_path_that_cannot_be_written_is_refused_before_streaming(recognizer, real_data_dir, tmp_path):
+    for bad, message in ((tmp_path, "is a folder"), (tmp_path / "missing" / "w.jsonl", "does not exist")):
+        with pytest.raises(DataError, match=message):
+            run_stream(recognizer, open_source(str(real_data_dir / STREET)), StreamOptions(resize=True), jsonl=bad)
