@@ -64,7 +64,8 @@ def synthetic_recording(seconds: float, events_per_s: int, seed: int = 0) -> Rec
     """A DAVIS346 recording: the street's frames and event windows, shifted, at events_per_s."""
     street = read_aedat4(STREET)
     e = street.events
-    windows = [e.window(int(a), int(b)) for a, b in zip(street.frame_timestamps_us[:-1], street.frame_timestamps_us[1:])]
+    street_t = street.frame_timestamps_us
+    windows = [e.window(int(a), int(b)) for a, b in zip(street_t[:-1], street_t[1:])]
     rng = np.random.default_rng(seed)
     num_frames = int(seconds * 1e6 // FRAME_PERIOD_US) + 1
     start = 1_700_000_000_000_000

@@ -75,6 +75,12 @@ class DvServers:
         wait_until(lambda: all(w.getClientCount() == 0 for w in self.writers.values()), what="clients to leave")
         self.writers.clear()
 
+    def __enter__(self) -> DvServers:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 def capture(writer: dv.io.NetworkWriter, port: int, send) -> bytes:
     """The bytes a NetworkWriter sends a client that connects, then `send()` writes, until 0.3 s of quiet."""

@@ -81,14 +81,17 @@ def test_the_tcp_stream_of_a_network_writer_predicts_what_predict_gives_on_the_f
 ):
     """The real recording served by dv-processing's NetworkWriter on loopback, events and frames
     on two ports, read by velora's own decoder."""
-    servers = DvServers(real_data_dir / STREET)
-    source = open_source(servers.address)
-    assert source.sensor_size == source.frame_size == (346, 260)
-    servers.wait_for_clients()
-    servers.send_recording()
     windows = len(street.aps_frames) - num_frames
-    predictions, summary, _ = stream(recognizer, source, num_frames=num_frames, all_windows=True, max_windows=windows)
-    servers.close()
+    with DvServers(real_data_dir / STREET) as servers:  # waits for the client to leave: close the source first
+        source = open_source(servers.address)
+        try:
+            servers.wait_for_clients()
+            servers.send_recording()
+            predictions, summary, _ = stream(recognizer, source, num_frames=num_frames, all_windows=True,
+                                             max_windows=windows)
+        finally:
+            source.close()
+    assert source.sensor_size == source.frame_size == (346, 260)
     assert [p.topk for p in predictions] == [expected_topk(recognizer, street, num_frames, k) for k in range(windows)]
     assert summary.ended == "max windows" and summary.p95_latency_ms > 0 and summary.realtime_factor > 0
     if num_frames == 3:
@@ -121,14 +124,16 @@ def test_without_aps_frames_windows_are_event_only_and_the_model_takes_its_missi
 
 
 def test_an_event_only_tcp_stream_too(recognizer, street, real_data_dir):
-    servers = DvServers(real_data_dir / STREET, frames=False)
-    source = open_source(servers.address)
+    with DvServers(real_data_dir / STREET, frames=False) as servers:
+        source = open_source(servers.address)
+        try:
+            servers.wait_for_clients()
+            servers.send_recording()
+            predictions, summary, notices = stream(recognizer, source, num_frames=2, frame_period_ms=30,
+                                                   all_windows=True, max_windows=4)
+        finally:
+            source.close()
     assert source.frame_size is None
-    servers.wait_for_clients()
-    servers.send_recording()
-    predictions, summary, notices = stream(recognizer, source, num_frames=2, frame_period_ms=30, all_windows=True,
-                                           max_windows=4)
-    servers.close()
     for prediction in predictions:
         boundaries = np.arange(prediction.t_start_us, prediction.t_end_us + 1, 30_000)
         assert prediction.topk == event_only_expected(recognizer, street.events, boundaries)
@@ -161,9 +166,8 @@ def test_a_refused_port_is_one_clear_error_and_no_file(recognizer, tmp_path, cap
 @pytest.fixture(scope="module")
 def event_bytes(real_data_dir) -> tuple[bytes, int]:
     """What a NetworkWriter sends for the street recording's events, and the length of its header."""
-    servers = DvServers(real_data_dir / STREET, frames=False)
-    data = capture(servers.writers["events"], servers.ports["events"], servers.send_recording)
-    servers.close()
+    with DvServers(real_data_dir / STREET, frames=False) as servers:
+        data = capture(servers.writers["events"], servers.ports["events"], servers.send_recording)
     return data, 4 + struct.unpack_from("<i", data)[0]
 
 

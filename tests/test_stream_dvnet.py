@@ -30,8 +30,8 @@ def read_until(connection: Connection, done) -> list:
 def test_a_network_writer_serving_a_real_recording_decodes_to_what_read_aedat4_reads(real_data_dir, compression):
     expected = read_aedat4(real_data_dir / STREET)
     servers = DvServers(real_data_dir / STREET, compression=compression)
-    events = Connection(socket.create_connection(("127.0.0.1", servers.ports["events"])), "events")
-    frames = Connection(socket.create_connection(("127.0.0.1", servers.ports["frames"])), "frames")
+    events = Connection(socket.create_connection(("127.0.0.1", servers.ports["events"]), timeout=5), "events")
+    frames = Connection(socket.create_connection(("127.0.0.1", servers.ports["frames"]), timeout=5), "frames")
     try:
         assert events.header.compression_name == frames.header.compression_name == compression
         (event_info,), (frame_info,) = events.header.streams.values(), frames.header.streams.values()
@@ -99,10 +99,8 @@ def test_colour_and_16_bit_frames_decode_as_read_aedat4_reads_them_from_a_file(t
 @pytest.fixture(scope="module")
 def network_bytes(real_data_dir) -> bytes:
     """The bytes a NetworkWriter sends for the street recording's events."""
-    servers = DvServers(real_data_dir / STREET, frames=False)
-    data = capture(servers.writers["events"], servers.ports["events"], servers.send_recording)
-    servers.close()
-    return data
+    with DvServers(real_data_dir / STREET, frames=False) as servers:
+        return capture(servers.writers["events"], servers.ports["events"], servers.send_recording)
 
 
 def test_the_stream_is_an_aedat4_file_without_magic_and_data_table(network_bytes):

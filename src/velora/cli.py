@@ -131,17 +131,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("source", help="a recording file, tcp://HOST:PORT[,PORT], or camera:[SERIAL]")
     p.add_argument("checkpoint", help="adapter checkpoint (.safetensors) or a training run's folder")
-    p.add_argument("--realtime", action="store_true", help="replay a recording at its own pace (default: as fast as possible)")
+    p.add_argument("--realtime", action="store_true",
+                   help="replay a recording at its own pace (default: as fast as possible)")
     p.add_argument("--hop", default="1", help="predict every N frames (2) or milliseconds (100ms); default 1 frame")
-    p.add_argument("--frames", type=int, metavar="T", help="samples per window, T + 1 APS frames (default: the model's data.num_frames)")
+    p.add_argument("--frames", type=int, metavar="T",
+                   help="samples per window, T + 1 APS frames (default: the model's data.num_frames)")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--jsonl", metavar="FILE", help="also write each window (and the summary, last) as a JSON line")
     p.add_argument("--resize", action="store_true", help="accept a sensor of another size than the model's training "
                    "data: frames and event images are resized to the model's size, as predict does")
-    p.add_argument("--frame-ms", type=float, default=40.0, help="event-only windows: milliseconds per sample (default 40)")
+    p.add_argument("--frame-ms", type=float, default=40.0,
+                   help="event-only windows: milliseconds per sample (default 40)")
     p.add_argument("--frame-timeout", type=float, default=1.0, metavar="S",
                    help="seconds of events without an APS frame before event-only windows (default 1)")
-    p.add_argument("--timeout", type=float, default=5.0, metavar="S", help="seconds of silence that count as a stall (default 5)")
+    p.add_argument("--timeout", type=float, default=5.0, metavar="S",
+                   help="seconds of silence that count as a stall (default 5)")
     p.add_argument("--all-windows", action="store_true", help="live sources: predict every window, even late ones "
                    "(default: a window is skipped when a newer one is ready before it was predicted)")
     p.add_argument("--max-windows", type=int, metavar="N", help="stop after N windows (predicted or skipped late)")
@@ -327,10 +331,6 @@ def cmd_predict(args) -> int:
 
 
 def cmd_stream(args) -> int:
-    import torch
-
-    import velora
-    from velora.stream import StreamOptions, open_source, run_stream
     from velora.stream.run import parse_hop
 
     live = args.source.startswith(("tcp://", "camera:"))
@@ -351,6 +351,19 @@ def cmd_stream(args) -> int:
     if problems:
         print("velora stream: " + "; ".join(problems), file=sys.stderr)
         return 2
+    try:
+        return _stream(args, hop_frames, hop_ms)
+    except KeyboardInterrupt:  # while loading or connecting; once streaming, Ctrl-C ends with the summary
+        print("velora stream: interrupted before the stream started", file=sys.stderr)
+        return 130
+
+
+def _stream(args, hop_frames: int, hop_ms: float | None) -> int:
+    import torch
+
+    import velora
+    from velora.stream import StreamOptions, open_source, run_stream
+
     torch.set_num_threads(args.threads)
     options = StreamOptions(
         num_frames=args.frames, hop_frames=hop_frames, hop_ms=hop_ms, top_k=args.top_k, frame_period_ms=args.frame_ms,
