@@ -410,7 +410,7 @@ def _loop(recognizer, source, options, on_window, notify, writer, clock) -> Stre
                 first_t = int(data.t[0]) if len(data.t) else None
             if first_t is not None:
                 first_us = first_t if first_us is None else min(first_us, first_t)
-                last_us = max(last_us or packet.last_timestamp_us, packet.last_timestamp_us)
+                last_us = packet.last_timestamp_us if last_us is None else max(last_us, packet.last_timestamp_us)
             if first_wall is None:
                 first_wall = packet.received
             ready.extend(window.pop_ready())
@@ -422,7 +422,7 @@ def _loop(recognizer, source, options, on_window, notify, writer, clock) -> Stre
         summary.ended = "interrupted (Ctrl-C)"
     except SourceError as error:
         summary.ended = summary.error = str(error)
-    if first_wall is not None:  # up to the last prediction: a stall's timeout or a quiet tail is no work
+    if first_us is not None:  # up to the last prediction: a stall's timeout or a quiet tail is no work
         summary.wall_s = (last_done if last_done is not None else clock()) - first_wall
         summary.sensor_s = ((last_us_at_done if last_done is not None else last_us) - first_us) / 1e6
     summary.finish()
