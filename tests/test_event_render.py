@@ -66,3 +66,23 @@ def test_event_stream_rejects_unsorted_time_and_binary_polarity():
         EventStream(t=[0, 1], x=[0, 0], y=[0, 0], p=[0, 1], width=1, height=1)
     with pytest.raises(ValueError, match="outside"):
         EventStream(t=[0], x=[3], y=[0], p=[1], width=2, height=1)
+
+
+def test_event_image_equals_a_per_event_reference_on_random_windows():
+    """Net count per pixel, ties to the last event's polarity: checked against a plain loop, with
+    many events per pixel (counted over the image) and few (sorted)."""
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        n = int(rng.integers(0, 400))
+        width, height = (int(rng.integers(1, 9)), int(rng.integers(1, 7))) if trial % 2 else (60, 40)
+        x, y = rng.integers(0, width, n), rng.integers(0, height, n)
+        p = rng.choice([-1, 1], n)
+        expected = np.full((height, width, 3), 255, np.uint8)
+        net, last = {}, {}
+        for xi, yi, pi in zip(x.tolist(), y.tolist(), p.tolist()):
+            net[xi, yi] = net.get((xi, yi), 0) + pi
+            last[xi, yi] = pi
+        for (xi, yi), value in net.items():
+            on = value > 0 or (value == 0 and last[xi, yi] > 0)
+            expected[yi, xi] = (255, 0, 0) if on else (0, 0, 255)
+        np.testing.assert_array_equal(event_image(x, y, p, height, width), expected, err_msg=f"trial {trial}")

@@ -1,5 +1,5 @@
-"""The `velora` command: demo, train, eval, predict, export, package, bench, info, check-data, convert,
-convert-weights, pretrain.
+"""The `velora` command: demo, train, eval, predict, stream, export, package, bench, info, check-data, split,
+convert, convert-weights, pretrain.
 
 Every command that takes a config accepts `--config FILE` (a YAML path or a shipped name:
 demo, pokerevent_vitb16, hardvs_vitb16) followed by `section.field=value` overrides.
@@ -23,11 +23,12 @@ def _expected_errors() -> tuple[type[Exception], ...]:
     from velora.model.backbone import BackboneError
     from velora.model.lora import LoRAError
     from velora.model.weights import WeightsError
+    from velora.stream.sources import SourceError
 
     # FloatingPointError: a NaN or infinite training loss (VELoRAModule.training_step).
     return (
         ConfigError, DataError, BackboneError, LoRAError, CheckpointError, WeightsError, FileNotFoundError,
-        FloatingPointError, ExportError, PackageError,
+        FloatingPointError, ExportError, PackageError, SourceError,
     )
 
 
@@ -159,6 +160,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="the model card's title (default: OUT_DIR's name)")
     p.add_argument("--dataset", help="the dataset's name in the model card (default: the name of data.root's folder)")
     p.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
+
+    p = sub.add_parser(
+        "stream",
+        help="live recognition: a sliding window over a recording, a DV network stream or a camera",
+        description=textwrap.dedent(
+            """\
+            Predict continuously from SOURCE with a sliding window of the last T APS frames and the events
+            between them (T + 1 frames give the model's T samples, exactly as predict reads a recording),
+            every --hop frames or milliseconds. Each window prints its time range, top-k and latency (from
+            the receipt of the window's last event to its prediction); Ctrl-C or the end of the stream prints
+            a summary: windows, mean and p95 latency, real-time factor.
+
+            SOURCE:
+              FILE.aedat4               a recording, replayed as fast as possible (--realtime: at its own pace);
+                                        other event files replay their events alone
+              tcp://HOST:PORT[,PORT]    DV network servers (DV's TCP output, dv-processing's NetworkWriter):
+                                        the events port and, for APS frames, the frames port
+              camera: | camera:SERIAL   a camera through dv-processing (pip install dv-processing)
+            Without APS frames the windows are event-only (T x --frame-ms) and an RGB + event model takes
+            its missing-modality path."""
+        ),
+        formatter_class=fmt,
+    )
+    p.add_argument("source", help="a recording file, tcp://HOST:PORT[,PORT], or camera:[SERIAL]")
+    p.add_argument("checkpoint", help="adapter checkpoint (.safetensors) or a training run's folder")
+    p.add_argument("--realtime", action="store_true",
+                   help="replay a recording at its own pace (default: as fast as possible)")
+    p.add_argument("--hop", default="1", help="predict every N frames (2) or milliseconds (100ms); default 1 frame")
+    p.add_argument("--frames", type=int, metavar="T",
+                   help="samples per window, T + 1 APS frames (default: the model's data.num_frames)")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--jsonl", metavar="FILE", help="also write each window (and the summary, last) as a JSON line")
+    p.add_argument("--resize", action="store_true", help="accept a sensor of another size than the model's training "
+                   "data: frames and event images are resized to the model's size, as predict does")
+    p.add_argument("--frame-ms", type=float, default=40.0,
+                   help="event-only windows: milliseconds per sample (default 40)")
+    p.add_argument("--frame-timeout", type=float, default=1.0, metavar="S",
+                   help="seconds of events without an APS frame before event-only windows (default 1)")
+    p.add_argument("--timeout", type=float, default=5.0, metavar="S",
+                   help="seconds of silence that count as a stall (default 5)")
+    p.add_argument("--all-windows", action="store_true", help="live sources: predict every window, even late ones "
+                   "(default: a window is skipped when a newer one is ready before it was predicted)")
+    p.add_argument("--max-windows", type=int, metavar="N", help="stop after N windows (predicted or skipped late)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for the forward pass (default 1: one small "
+                   "window at a time gains little from more, and the reading threads need a core)")
 
     p = sub.add_parser(
         "bench",
@@ -372,6 +419,64 @@ def cmd_package(args) -> int:
     return 0
 
 
+def cmd_stream(args) -> int:
+    from velora.stream.run import parse_hop
+
+    live = args.source.startswith(("tcp://", "camera:"))
+    problems = []
+    if args.realtime and live:
+        problems.append("--realtime replays a recording at its own pace; a tcp:// or camera: source is live already")
+    try:
+        hop_frames, hop_ms = parse_hop(args.hop)
+    except ValueError as error:
+        problems.append(str(error))
+    for name in ("frames", "top_k", "max_windows", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            problems.append(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    for name in ("frame_ms", "frame_timeout", "timeout"):
+        if not getattr(args, name) > 0:
+            problems.append(f"--{name.replace('_', '-')} must be greater than 0, got {getattr(args, name)}")
+    if problems:
+        print("velora stream: " + "; ".join(problems), file=sys.stderr)
+        return 2
+    try:
+        return _stream(args, hop_frames, hop_ms)
+    except KeyboardInterrupt:  # while loading or connecting; once streaming, Ctrl-C ends with the summary
+        print("velora stream: interrupted before the stream started", file=sys.stderr)
+        return 130
+
+
+def _stream(args, hop_frames: int, hop_ms: float | None) -> int:
+    import torch
+
+    import velora
+    from velora.stream import StreamOptions, open_source, run_stream
+
+    torch.set_num_threads(args.threads)
+    options = StreamOptions(
+        num_frames=args.frames, hop_frames=hop_frames, hop_ms=hop_ms, top_k=args.top_k, frame_period_ms=args.frame_ms,
+        frame_timeout_s=args.frame_timeout, resize=args.resize, all_windows=args.all_windows,
+        max_windows=args.max_windows, timeout_s=args.timeout,
+    )
+    recognizer = velora.load(args.checkpoint, device=args.device)
+
+    def notify(message: str) -> None:
+        print(f"velora stream: {message}", file=sys.stderr, flush=True)
+
+    source = open_source(args.source, realtime=args.realtime)
+    summary = run_stream(
+        recognizer, source, options, on_window=lambda p: print(p.line(), flush=True), notify=notify, jsonl=args.jsonl,
+    )
+    print(summary.text())
+    if args.jsonl:
+        print(f"windows: {args.jsonl}")
+    if summary.error:
+        print(f"velora stream: error: {summary.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_bench(args) -> int:
     from velora.bench.run import run_bench
 
@@ -511,6 +616,7 @@ COMMANDS = {
     "train": cmd_train,
     "eval": cmd_eval,
     "predict": cmd_predict,
+    "stream": cmd_stream,
     "export": cmd_export,
     "package": cmd_package,
     "bench": cmd_bench,

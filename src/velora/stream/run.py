@@ -1,0 +1,430 @@
+"""The streaming loop: packets in, a prediction per window out, a summary at the end.
+
+    recognizer = velora.load("runs/demo/velora")
+    source = open_source("tcp://127.0.0.1:7777,7778")
+    summary = run_stream(recognizer, source, StreamOptions(hop_frames=2), on_window=print)
+
+Each window (velora.stream.window) becomes exactly the model input `Recognizer.predict` makes of
+its frames and events as a recording: every sample goes through `recording_frames`, the function
+the recordings dataset and `predict` use, on the sample's two frames and the events between them.
+A sample is computed once and reused by the next T - 1 windows, which changes no value.
+
+Latency of a window: from the receive time of the packet holding the window's last event (see
+velora.stream.sources) to the moment its class probabilities are in memory. It includes waiting
+for the packet that proves the window complete (the next event, or a frame that lags behind on
+its own connection), building the model input, and the forward pass.
+
+Real-time factor: the sensor time the stream covered (first to last timestamp received by the
+last prediction) over the wall time from the first packet to the end of the last prediction. A
+live source gives about 1; a recording replayed as fast as possible gives how much faster than
+real time the whole pipeline runs.
+
+Late windows: with a live source, when a window is ready but more packets are already waiting,
+the window is late; it is skipped if a newer one becomes ready before the backlog is read, so
+predictions keep up with the sensor instead of falling further behind (`all_windows` predicts
+every window; a replay as fast as possible never skips).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from velora.data.layout import BATCH_KEY
+from velora.data.recordings import recording_frames
+from velora.data.sampling import FULL_FRAME
+from velora.errors import DataError
+from velora.evaluation.metrics import topk_indices
+from velora.evaluation.recognizer import Recognizer
+from velora.stream.sources import Source, SourceError
+from velora.stream.window import SlidingWindow, Window
+
+NEVER_US = 1 << 62  # a frame timeout that never fires (an RGB-only model waits for frames)
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """How a stream is cut into windows and predicted (the options of `velora stream`).
+
+    num_frames: T, samples per window (T + 1 APS frames); None: the model's data.num_frames.
+    hop_frames / hop_ms: predict every hop_frames frames, or (hop_ms given) at the first frame
+        at least hop_ms milliseconds after the previous window's end.
+    top_k: classes per prediction.
+    frame_period_ms: spacing of the virtual frames of event-only windows (no APS frames).
+    frame_timeout_s: events this far past the last APS frame (in sensor time, and for sources whose
+        frames travel apart, also in receive time) switch to event-only windows.
+    resize: accept a sensor of another size than the model's training data (frames and event
+        images are resized to the model's size, as `predict` does).
+    all_windows: predict every window, even late ones from a live source.
+    max_windows: stop after this many windows, predicted or skipped late (None: until the stream
+        ends or Ctrl-C).
+    timeout_s: a source silent this long has stalled (an error).
+    """
+
+    num_frames: int | None = None
+    hop_frames: int = 1
+    hop_ms: float | None = None
+    top_k: int = 5
+    frame_period_ms: float = 40.0
+    frame_timeout_s: float = 1.0
+    resize: bool = False
+    all_windows: bool = False
+    max_windows: int | None = None
+    timeout_s: float = 5.0
+
+
+@dataclass
+class WindowPrediction:
+    """One window's prediction: time range (microseconds, and seconds since the stream's first
+    timestamp), what it held, top-k, and timings in milliseconds."""
+
+    window: int
+    t_start_us: int
+    t_end_us: int
+    t_start_s: float
+    t_end_s: float
+    frames: int  # APS frames (T + 1), 0 for an event-only window
+    events: int
+    modalities: list[str]
+    topk: list[tuple[str, float]]
+    latency_ms: float  # last event received -> probabilities ready
+    wait_ms: float  # last event received -> the packet completing the window received
+    compute_ms: float  # model input + forward pass
+
+    def line(self) -> str:
+        classes = ", ".join(f"{name} {score:.3f}" for name, score in self.topk)
+        kind = "" if self.frames else "  [events only]"
+        return (f"window {self.window:>5}  {self.t_start_s:8.3f}-{self.t_end_s:8.3f} s  {classes}  "
+                f"latency {self.latency_ms:6.1f} ms{kind}")
+
+
+@dataclass
+class StreamSummary:
+    """What a stream run did. latency in milliseconds; realtime_factor: sensor seconds / wall seconds."""
+
+    source: str
+    windows: int = 0
+    skipped: int = 0
+    event_only_windows: int = 0
+    mean_latency_ms: float | None = None
+    p95_latency_ms: float | None = None
+    max_latency_ms: float | None = None
+    mean_compute_ms: float | None = None
+    p95_compute_ms: float | None = None
+    sensor_s: float = 0.0
+    wall_s: float = 0.0
+    realtime_factor: float | None = None
+    ended: str = ""  # "end of stream", "interrupted (Ctrl-C)", "max windows", or the error
+    error: str | None = None
+    latencies_ms: list[float] = field(default_factory=list, repr=False)
+    compute_ms: list[float] = field(default_factory=list, repr=False)
+
+    def finish(self) -> None:
+        if self.latencies_ms:
+            latency, compute = np.asarray(self.latencies_ms), np.asarray(self.compute_ms)
+            self.mean_latency_ms, self.max_latency_ms = float(latency.mean()), float(latency.max())
+            self.p95_latency_ms = float(np.percentile(latency, 95))
+            self.mean_compute_ms, self.p95_compute_ms = float(compute.mean()), float(np.percentile(compute, 95))
+        self.realtime_factor = self.sensor_s / self.wall_s if self.wall_s > 0 and self.sensor_s > 0 else None
+
+    def as_dict(self) -> dict:
+        summary = asdict(self)
+        del summary["latencies_ms"], summary["compute_ms"]
+        return summary
+
+    def text(self) -> str:
+        def ms(value):
+            return "-" if value is None else f"{value:.1f} ms"
+
+        rtf = "-" if self.realtime_factor is None else f"{self.realtime_factor:.2f}x"
+        lines = [
+            (f"summary: {self.windows} windows ({self.event_only_windows} event-only, {self.skipped} skipped late), "
+             f"{self.ended}"),
+            (f"  latency mean {ms(self.mean_latency_ms)}, p95 {ms(self.p95_latency_ms)}, "
+             f"max {ms(self.max_latency_ms)}; model input + forward mean {ms(self.mean_compute_ms)}, "
+             f"p95 {ms(self.p95_compute_ms)}"),
+            f"  {self.sensor_s:.3f} s of sensor time in {self.wall_s:.3f} s: real-time factor {rtf}",
+        ]
+        return "\n".join(lines)
+
+
+class JsonlWriter:
+    """One JSON object per line, each written whole and flushed; the file is created with its
+    first line, so a run that fails before predicting leaves no file (and an older one intact)."""
+
+    def __init__(self, path: str | Path | None):
+        self.path = Path(path) if path else None
+        self._file = None
+        if self.path is not None:
+            if self.path.is_dir():
+                raise DataError(f"--jsonl {self.path} is a folder; give a file name")
+            if not self.path.parent.is_dir():
+                raise DataError(f"--jsonl {self.path}: the folder {self.path.parent} does not exist")
+
+    def write(self, record: dict) -> None:
+        if self.path is None:
+            return
+        if self._file is None:
+            self._file = open(self.path, "w", encoding="utf-8")
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+class WindowEncoder:
+    """Windows -> the model input `Recognizer.item` makes of them, each sample computed once.
+
+    modalities: the model's data.modalities ("rgb", "event"); an event-only window feeds "event" only.
+    """
+
+    def __init__(self, image_size: int, modalities: list[str]):
+        self.image_size, self.modalities = image_size, list(modalities)
+        self._samples: dict[tuple, dict[str, torch.Tensor]] = {}
+
+    def fed(self, window: Window) -> list[str]:
+        """The modalities a window gives the model."""
+        return [m for m in self.modalities if m == "event"] if window.event_only else list(self.modalities)
+
+    def item(self, window: Window) -> dict[str, torch.Tensor]:
+        """{"rgb"?: (T, 3, S, S), "events"?: (T, 3, S, S)} uint8."""
+        modalities = self.fed(window)
+        one = (np.zeros(1, dtype=np.int64), FULL_FRAME, False)  # sample 0 of a two-frame recording, as evaluation draws
+        samples = []
+        for j in range(window.num_samples):
+            key = (window.event_only, int(window.boundaries_us[j]), int(window.boundaries_us[j + 1]))
+            if key not in self._samples:
+                self._samples[key] = recording_frames(window.sample(j), one, self.image_size, modalities)
+            samples.append(self._samples[key])
+        for key in [k for k in self._samples if k[1] < window.t_start_us]:
+            del self._samples[key]  # before this window: no later window needs it
+        return {BATCH_KEY[m]: torch.cat([s[BATCH_KEY[m]] for s in samples]) for m in modalities}
+
+
+def parse_hop(text: str) -> tuple[int, float | None]:
+    """'--hop' -> (hop_frames, hop_ms): '2' is every 2 frames, '100ms' every 100 milliseconds."""
+    value = text.strip().lower()
+    try:
+        if value.endswith("ms"):
+            hop_ms = float(value[:-2])
+            if hop_ms > 0 and math.isfinite(hop_ms):
+                return 1, hop_ms
+        elif value.isdecimal() and int(value) > 0:
+            return int(value), None
+    except ValueError:
+        pass
+    raise ValueError(f"--hop {text!r}: give a number of frames (2) or milliseconds (100ms), greater than 0")
+
+
+def training_sensor_size(recognizer: Recognizer) -> tuple[tuple[int, int], str] | None:
+    """(width, height) of the model's training data and where that was read, or None when unknown.
+
+    From data.sensor_size when the config sets it, else from the training data if it is still at
+    data.root: the first APS frame of a frame dataset, the event stream of the first recording of
+    a recordings dataset. The checkpoint itself does not store it.
+    """
+    d = recognizer.config.data
+    if d.sensor_size:
+        return (int(d.sensor_size[0]), int(d.sensor_size[1])), "data.sensor_size of its config"
+    root = Path(d.root) if d.root else None
+    if root is None or not root.is_dir():
+        return None
+    if d.layout == "recordings":
+        import aedat
+
+        for path in sorted(root.glob("*/*.aedat4")):
+            try:
+                streams = aedat.Decoder(str(path)).id_to_stream()
+            except Exception:  # unreadable: try the next one
+                continue
+            for stream in streams.values():
+                if stream["type"] == "events":
+                    return (stream["width"], stream["height"]), str(path)
+        return None
+    if d.layout == "frames":
+        for folder in sorted(root.glob("*/*/*_aps")):
+            for path in sorted(folder.iterdir()):
+                try:
+                    with Image.open(path) as image:
+                        return image.size, str(path)
+                except (OSError, ValueError):
+                    continue
+    return None
+
+
+def check_source(recognizer: Recognizer, source: Source, options: StreamOptions, notify: Callable[[str], None]) -> None:
+    """Refuse a stream the model cannot take as it is: a sensor size other than its training
+    data's (unless resize), frames of another size than the events, RGB-only without frames."""
+    modalities = list(recognizer.config.data.modalities)
+    if source.frame_size is None and "event" not in modalities:
+        raise DataError(f"{source.name} has no APS frames and the model takes RGB only ({recognizer.checkpoint})")
+    sizes = [source.sensor_size] + ([source.frame_size] if source.frame_size else [])
+
+    def show(size):
+        return f"{size[0]} x {size[1]}"
+
+    if source.frame_size and source.frame_size != source.sensor_size and not options.resize:
+        raise DataError(
+            f"{source.name}: its APS frames are {show(source.frame_size)} pixels but its events "
+            f"{show(source.sensor_size)}, so they do not line up; pass --resize to resize each to the model's size "
+            "anyway"
+        )
+    trained = training_sensor_size(recognizer)
+    size = recognizer.config.model.image_size
+    if trained is None:
+        notify(f"the model's training sensor size is unknown (its data.root is not here); frames and event images "
+               f"are resized from {show(source.sensor_size)} to {size} x {size}, as predict does")
+        return
+    trained_size, where = trained
+    if any(tuple(s) != tuple(trained_size) for s in sizes) and not options.resize:
+        raise DataError(
+            f"{source.name}: the sensor is {show(source.sensor_size)} pixels but the model was trained on "
+            f"{show(trained_size)} data ({where}). The model sees everything resized to {size} x {size}, so another "
+            "sensor changes the scale and aspect ratio of what it sees. Pass --resize to go on (the stream is resized "
+            "as predict resizes a recording), or use a model trained on this sensor"
+        )
+
+
+def run_stream(
+    recognizer: Recognizer,
+    source: Source,
+    options: StreamOptions = StreamOptions(),
+    *,
+    on_window: Callable[[WindowPrediction], None] = lambda prediction: None,
+    notify: Callable[[str], None] = lambda message: None,
+    jsonl: str | Path | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> StreamSummary:
+    """Predict every window of `source` until it ends, stalls, breaks, reaches max_windows or
+    Ctrl-C (KeyboardInterrupt), and return the summary; the source is closed on return.
+
+    Raises DataError before reading any packet when the source does not fit the model (see
+    check_source) and for a --jsonl path that cannot be written; a stall or a broken connection
+    ends the run with `summary.error` set. `on_window` gets each prediction as it is made;
+    `notify` the notices of the run and of the source (event-only windows, a connection that ended);
+    `jsonl` receives them too, one line each, and the summary as a last line. `clock` must be the
+    clock of the source's receive times (time.perf_counter unless a test injects one).
+    """
+    writer = None
+    source.notify = notify
+    try:
+        writer = JsonlWriter(jsonl)
+        check_source(recognizer, source, options, notify)
+        return _loop(recognizer, source, options, on_window, notify, writer, clock)
+    finally:
+        source.close()
+        if writer is not None:
+            writer.close()
+
+
+def _loop(recognizer, source, options, on_window, notify, writer, clock) -> StreamSummary:
+    config = recognizer.config
+    modalities = list(config.data.modalities)
+    num_frames = options.num_frames or config.data.num_frames
+    rgb_only = "event" not in modalities
+
+    def window_notice(message: str) -> None:
+        if message.startswith("no") and "rgb" in modalities:
+            message += f"; the model (trained on {'+'.join(modalities)}) takes its missing-modality path"
+        notify(message)
+
+    window = SlidingWindow(
+        num_frames, source.sensor_size, hop_frames=options.hop_frames,
+        hop_us=None if options.hop_ms is None else round(options.hop_ms * 1000),
+        expect_frames=source.frame_size is not None, frame_period_us=round(options.frame_period_ms * 1000),
+        frame_timeout_us=NEVER_US if rgb_only else round(options.frame_timeout_s * 1e6),
+        frame_timeout_s=options.frame_timeout_s if source.frames_apart else None, notify=window_notice,
+    )
+    if source.frame_size is None:
+        window_notice(
+            f"no APS frames in {source.name}: event-only windows of {num_frames} x {options.frame_period_ms:g} ms"
+        )
+    encoder = WindowEncoder(config.model.image_size, modalities)
+    summary = StreamSummary(source.name)
+    skip_late = source.live and not options.all_windows
+    first_wall = first_us = last_us = last_done = last_us_at_done = None
+    ready: list[Window] = []
+
+    def predict(w: Window) -> None:
+        nonlocal last_done, last_us_at_done
+        started = clock()
+        item = encoder.item(w)
+        fed = encoder.fed(w)
+        probs = recognizer.probabilities([item], expected=fed)[0]
+        done = last_done = clock()
+        last_us_at_done = last_us
+        ranked = topk_indices(probs[None], min(options.top_k, len(probs)))[0]
+        prediction = WindowPrediction(
+            window=w.index, t_start_us=w.t_start_us, t_end_us=w.t_end_us,
+            t_start_s=(w.t_start_us - first_us) / 1e6, t_end_s=(w.t_end_us - first_us) / 1e6,
+            frames=0 if w.event_only else len(w.boundaries_us), events=w.num_events, modalities=fed,
+            topk=[(recognizer.class_names[c], float(probs[c])) for c in ranked],
+            latency_ms=(done - w.last_event_received) * 1e3,
+            wait_ms=(w.completed_received - w.last_event_received) * 1e3, compute_ms=(done - started) * 1e3,
+        )
+        summary.windows += 1
+        summary.event_only_windows += w.event_only
+        summary.latencies_ms.append(prediction.latency_ms)
+        summary.compute_ms.append(prediction.compute_ms)
+        writer.write(asdict(prediction))
+        on_window(prediction)
+
+    def flush() -> bool:
+        """Predict the ready windows (the newest only when skipping); True at max_windows."""
+        nonlocal ready
+        if skip_late and len(ready) > 1:
+            summary.skipped += len(ready) - 1
+            ready = ready[-1:]
+        for w in ready:
+            predict(w)
+            if options.max_windows is not None and summary.windows + summary.skipped >= options.max_windows:
+                return True
+        ready = []
+        return False
+
+    try:
+        while True:
+            packet = source.next(options.timeout_s)
+            if packet is None:
+                window.finish()
+                ready.extend(window.pop_ready())
+                flush()
+                summary.ended = "end of stream"
+                break
+            data = packet.data
+            if packet.kind == "frame":
+                window.add_frame(data.image, data.timestamp_us, packet.received)
+                first_t = data.timestamp_us
+            else:
+                window.add_events(data.t, data.x, data.y, data.p, packet.received)
+                first_t = int(data.t[0]) if len(data.t) else None
+            if first_t is not None:
+                first_us = first_t if first_us is None else min(first_us, first_t)
+                last_us = packet.last_timestamp_us if last_us is None else max(last_us, packet.last_timestamp_us)
+            if first_wall is None:
+                first_wall = packet.received
+            ready.extend(window.pop_ready())
+            if ready and not (skip_late and source.backlog()):
+                if flush():
+                    summary.ended = "max windows"
+                    break
+    except KeyboardInterrupt:
+        summary.ended = "interrupted (Ctrl-C)"
+    except SourceError as error:
+        summary.ended = summary.error = str(error)
+    if first_us is not None:  # up to the last prediction: a stall's timeout or a quiet tail is no work
+        summary.wall_s = (last_done if last_done is not None else clock()) - first_wall
+        summary.sensor_s = ((last_us_at_done if last_done is not None else last_us) - first_us) / 1e6
+    summary.finish()
+    writer.write({"summary": summary.as_dict()})
+    return summary

@@ -1,0 +1,344 @@
+"""The sliding window of a stream: the last T + 1 APS frames and the events between them.
+
+A window is what `Recognizer.predict` takes from a recording (velora.data.recordings): T + 1 APS
+frames give T samples, sample j pairing frame j + 1 with the image of the events
+`t_j <= t < t_j+1` (`t_k`: frame k's start of exposure, microseconds). Frame 0 of a window only
+opens its first event interval, as the first frame of a recording does; so T + 1 frames, not T,
+make the model's T samples, and `Recognizer.item(window.recording())` is exactly the model input
+`predict` makes of those frames and events.
+
+Boundaries. The window's T + 1 boundaries are APS frames. Without frames (an event-only sensor, a
+stream without its frame connection, frames that stopped) they are virtual frame times every
+`frame_period_us` of event time, from the first event (or the last frame); the window then holds
+events only, and the model takes its missing-modality path. Windows never mix the two kinds: a
+switch starts a new window from scratch.
+
+When a window is complete. Events arrive in time order, so once an event with t >= t_T (the
+window's last boundary) is in, every event of the window is in. A window is complete when its last
+frame and such an event have arrived, or when the stream has ended (`finish`).
+
+Hop. A window is emitted every `hop_frames` boundaries, or (with `hop_us`) at the first boundary
+at least `hop_us` after the previous window's end.
+
+Pure: no clock, no I/O. Receive times are given with each packet (any monotonic clock, seconds)
+and only travel into the windows, for latency.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from velora.events.aedat4 import Recording
+from velora.events.render import EventStream
+
+STREAM_PATH = Path("<stream>")  # the `path` of a window's Recording: it comes from no file
+
+
+@dataclass(frozen=True, eq=False)
+class Window:
+    """T + 1 boundaries and the events between the first and the last.
+
+    index: 0, 1, ... in the order windows are emitted.
+    boundaries_us: int64 (T + 1,), the APS frames' start of exposure, or the virtual frame times
+        of an event-only window, microseconds.
+    aps_frames: uint8 (T + 1, H, W) or (T + 1, H, W, 3); None for an event-only window.
+    last_event_received: receive time of the packet holding the window's last event (of the
+        packet that completed the window when it has no events), seconds.
+    completed_received: receive time of the packet that completed the window, seconds.
+    sensor_size: (width, height) of the events.
+    packets: the event packets (t, x, y, p) that overlap the window, in time order; the window's
+        events are cut from them only when asked for (`events`, `sample`), since a busy sensor
+        puts hundreds of thousands in a window and a sliding window needs one new sample each.
+    """
+
+    index: int
+    boundaries_us: np.ndarray
+    aps_frames: np.ndarray | None
+    last_event_received: float
+    completed_received: float
+    sensor_size: tuple[int, int]
+    packets: tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], ...]
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.boundaries_us) - 1
+
+    @property
+    def event_only(self) -> bool:
+        return self.aps_frames is None
+
+    @property
+    def t_start_us(self) -> int:
+        return int(self.boundaries_us[0])
+
+    @property
+    def t_end_us(self) -> int:
+        return int(self.boundaries_us[-1])
+
+    @cached_property
+    def events(self) -> EventStream:
+        """The events with boundaries_us[0] <= t < boundaries_us[-1]."""
+        return self.events_between(self.t_start_us, self.t_end_us)
+
+    @cached_property
+    def num_events(self) -> int:
+        return sum(cut.stop - cut.start for _, cut in self._cuts(self.t_start_us, self.t_end_us))
+
+    @cached_property
+    def _packet_spans(self) -> tuple[np.ndarray, np.ndarray]:
+        """First and last timestamp of every packet."""
+        return np.array([p[0][0] for p in self.packets]), np.array([p[0][-1] for p in self.packets])
+
+    def _cuts(self, t_start_us: int, t_end_us: int) -> list[tuple[int, slice]]:
+        """(packet index, slice of its events) of the events with t_start_us <= t < t_end_us."""
+        first, last = self._packet_spans
+        cuts = []
+        for k in np.flatnonzero((last >= t_start_us) & (first < t_end_us)).tolist():
+            t = self.packets[k][0]
+            if first[k] >= t_start_us and last[k] < t_end_us:  # most packets: whole, no search
+                cuts.append((k, slice(0, len(t))))
+            else:
+                start, stop = np.searchsorted(t, [t_start_us, t_end_us], side="left").tolist()
+                cuts.append((k, slice(start, stop)))
+        return cuts
+
+    def events_between(self, t_start_us: int, t_end_us: int) -> EventStream:
+        """The window's events with t_start_us <= t < t_end_us."""
+        cuts = self._cuts(t_start_us, t_end_us)
+        columns = [np.concatenate([self.packets[k][i][cut] for k, cut in cuts]) if cuts else np.zeros(0)
+                   for i in range(4)]
+        return EventStream(*columns, *self.sensor_size)
+
+    def recording(self) -> Recording:
+        """The window as a decoded recording, what `Recognizer.predict` takes (frame windows only)."""
+        if self.aps_frames is None:
+            raise ValueError("an event-only window has no APS frames; use sample() for its event samples")
+        exposure = np.zeros(len(self.boundaries_us), dtype=np.int64)
+        return Recording(self.events, self.aps_frames, self.boundaries_us, exposure, STREAM_PATH)
+
+    def sample(self, j: int) -> Recording:
+        """Sample j alone (boundaries j and j + 1 and the events between them) as a two-frame
+        recording: `recording_frames` gives it the same image as in the whole window. In an
+        event-only window the recording's aps_frames are empty (0, H, W): read its events only."""
+        events = self.events_between(int(self.boundaries_us[j]), int(self.boundaries_us[j + 1]))
+        if self.aps_frames is None:
+            frames = np.zeros((0, events.height, events.width), dtype=np.uint8)
+        else:
+            frames = self.aps_frames[j : j + 2]
+        return Recording(events, frames, self.boundaries_us[j : j + 2], np.zeros(2, dtype=np.int64), STREAM_PATH)
+
+
+@dataclass
+class _Chunk:
+    t: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    p: np.ndarray
+    received: float
+
+
+class SlidingWindow:
+    """Packets in (events, frames, in arrival order), complete windows out.
+
+    num_frames: T, samples per window (T + 1 boundaries).
+    sensor_size: (width, height) of the event sensor.
+    hop_frames / hop_us: emit a window every hop_frames boundaries, or at the first boundary
+        hop_us microseconds or more after the previous window's end (hop_us wins when given).
+    expect_frames: the stream has APS frames; False starts in event-only mode.
+    frame_period_us: the spacing of virtual frame times in event-only mode.
+    frame_timeout_us: events this far (microseconds of event time) past the last frame, or past
+        the first event before any frame, with no new frame switch to event-only mode.
+    frame_timeout_s: also require this much receive time without a frame (None: not required).
+        Sources whose frames and events travel apart (two TCP connections, a camera) set it, so
+        frames that merely lag behind the events do not count as missing.
+    notify: called with a sentence when the mode changes (event-only, frames again).
+    """
+
+    def __init__(
+        self,
+        num_frames: int,
+        sensor_size: tuple[int, int],
+        *,
+        hop_frames: int = 1,
+        hop_us: int | None = None,
+        expect_frames: bool = True,
+        frame_period_us: int = 40_000,
+        frame_timeout_us: int = 1_000_000,
+        frame_timeout_s: float | None = None,
+        notify: Callable[[str], None] = lambda message: None,
+    ):
+        problems = []
+        if num_frames < 1:
+            problems.append(f"num_frames must be >= 1, got {num_frames}")
+        if hop_frames < 1:
+            problems.append(f"hop_frames must be >= 1, got {hop_frames}")
+        if hop_us is not None and hop_us <= 0:
+            problems.append(f"hop_us must be > 0, got {hop_us}")
+        if frame_period_us <= 0 or frame_timeout_us <= 0:
+            problems.append(
+                f"frame_period_us and frame_timeout_us must be > 0, got {frame_period_us}, {frame_timeout_us}"
+            )
+        if problems:
+            raise ValueError("invalid SlidingWindow: " + "; ".join(problems))
+        self.num_frames = num_frames
+        self.width, self.height = sensor_size
+        self.hop_frames, self.hop_us = hop_frames, hop_us
+        self.frame_period_us, self.frame_timeout_us = frame_period_us, frame_timeout_us
+        self.frame_timeout_s, self.notify = frame_timeout_s, notify
+        self.frame_mode = expect_frames
+        self.expect_frames = expect_frames
+        self.windows_emitted = 0
+        self.frames_ignored = 0  # frames not after the previous one (repeated or out of order)
+        self._boundaries: deque[tuple[int, np.ndarray | None]] = deque()  # (t_us, image or None)
+        self._first = 0  # absolute index of _boundaries[0]
+        self._next_end = num_frames  # absolute index of the next window's last boundary
+        self._previous_end_t: int | None = None  # the last window's end (hop_us counts from it)
+        self._chunks: deque[_Chunk] = deque()
+        self._first_event_t: int | None = None
+        self._max_event_t: int | None = None
+        self._last_frame_t: int | None = None
+        self._last_frame_received: float | None = None
+        self._last_received = 0.0
+        self._finished = False
+        self._said_event_only = False
+
+    # ------------------------------------------------------------------ packets in
+    def add_events(self, t: np.ndarray, x: np.ndarray, y: np.ndarray, p: np.ndarray, received: float) -> None:
+        """One packet of events (t int64 microseconds, sorted; x, y pixels; p +1/-1)."""
+        self._last_received = received
+        if self._last_frame_received is None:
+            self._last_frame_received = received  # the frame timeout starts with the stream
+        if len(t) == 0:
+            return
+        if np.any(t[1:] < t[:-1]):  # a packet out of time order: sort it, as read_aedat4 sorts a file
+            order = np.argsort(t, kind="stable")
+            t, x, y, p = t[order], x[order], y[order], p[order]
+        self._chunks.append(_Chunk(t, x, y, p, received))
+        if self._first_event_t is None:
+            self._first_event_t = int(t[0])
+        self._max_event_t = int(t[-1]) if self._max_event_t is None else max(self._max_event_t, int(t[-1]))
+        if self.frame_mode and self.expect_frames and self._frames_missing(received):
+            self._switch_to_ticks()
+        if not self.frame_mode:
+            self._add_ticks()
+
+    def add_frame(self, image: np.ndarray, t_us: int, received: float) -> None:
+        """One APS frame (uint8 (H, W) or (H, W, 3)) with its start of exposure, microseconds."""
+        self._last_received = received
+        self._last_frame_received = received
+        t_us = int(t_us)
+        if self._last_frame_t is not None and t_us <= self._last_frame_t:
+            self.frames_ignored += 1
+            return
+        self._last_frame_t = t_us
+        if not self.frame_mode:
+            if self._boundaries and t_us <= self._boundaries[-1][0]:
+                return  # inside event-only windows already cut
+            self.frame_mode = True
+            self._restart()
+            self.notify("APS frames again: windows of APS frames and events")
+        self._boundaries.append((t_us, image))
+
+    def finish(self) -> None:
+        """The stream has ended: every event there will be is in."""
+        self._finished = True
+
+    # ------------------------------------------------------------------ windows out
+    def pop_ready(self) -> list[Window]:
+        """The windows completed since the last call, oldest first."""
+        ready = []
+        while True:
+            end = self._due_end()
+            if end is None or not self._complete(end):
+                break
+            ready.append(self._window(end))
+            self.windows_emitted += 1
+            self._advance(end)
+        return ready
+
+    def _due_end(self) -> int | None:
+        """Absolute index of the next window's last boundary, if that boundary exists yet."""
+        last = self._first + len(self._boundaries) - 1
+        if self.hop_us is None or self._previous_end_t is None:
+            return self._next_end if self._next_end <= last else None
+        for index in range(self._next_end, last + 1):
+            if self._boundaries[index - self._first][0] - self._previous_end_t >= self.hop_us:
+                return index
+        return None
+
+    def _complete(self, end: int) -> bool:
+        t_end = self._boundaries[end - self._first][0]
+        return self._finished or (self._max_event_t is not None and self._max_event_t >= t_end)
+
+    def _window(self, end: int) -> Window:
+        picked = [self._boundaries[i - self._first] for i in range(end - self.num_frames, end + 1)]
+        boundaries = np.array([t for t, _ in picked], dtype=np.int64)
+        frames = None if picked[0][1] is None else np.stack([image for _, image in picked])
+        t_start, t_end = int(boundaries[0]), int(boundaries[-1])
+        chunks = [c for c in self._chunks if c.t[-1] >= t_start and c.t[0] < t_end]
+        packets = tuple((c.t, c.x, c.y, c.p) for c in chunks)
+        if any(b.t[0] < a.t[-1] for a, b in zip(chunks, chunks[1:])):  # packets out of order: merge them
+            columns = [np.concatenate([getattr(c, name) for c in chunks]) for name in "txyp"]
+            order = np.argsort(columns[0], kind="stable")  # as read_aedat4 sorts a file's events
+            packets = (tuple(column[order] for column in columns),)
+        holding = [c for c in chunks if c.t[0] < t_end]
+        window = Window(self.windows_emitted, boundaries, frames, 0.0, self._last_received,
+                        (self.width, self.height), packets)
+        last_event = max(c.received for c in holding) if window.num_events else self._last_received
+        return replace(window, last_event_received=last_event)
+
+    def _advance(self, end: int) -> None:
+        """Move on past the window ending at `end`: drop boundaries and events no later window needs."""
+        self._previous_end_t = self._boundaries[end - self._first][0]
+        self._next_end = end + (1 if self.hop_us is not None else self.hop_frames)
+        keep_from = self._next_end - self.num_frames  # the next window's first boundary
+        while self._first < keep_from and self._boundaries:
+            self._boundaries.popleft()
+            self._first += 1
+        if self._boundaries:
+            self._drop_events_before(self._boundaries[0][0])
+
+    def _drop_events_before(self, t_us: int) -> None:
+        while self._chunks and self._chunks[0].t[-1] < t_us:
+            self._chunks.popleft()
+
+    # ------------------------------------------------------------------ event-only mode
+    def _frames_missing(self, now: float) -> bool:
+        reference = self._last_frame_t if self._last_frame_t is not None else self._first_event_t
+        if self._max_event_t - reference < self.frame_timeout_us:
+            return False
+        return self.frame_timeout_s is None or now - self._last_frame_received >= self.frame_timeout_s
+
+    def _switch_to_ticks(self) -> None:
+        start = self._last_frame_t if self._last_frame_t is not None else self._first_event_t
+        self.frame_mode = False
+        self._restart()
+        self._boundaries.append((start, None))
+        if not self._said_event_only:
+            self._said_event_only = True
+            what = "no APS frame" if self._last_frame_t is None else "no new APS frame"
+            self.notify(
+                f"{what} for {self.frame_timeout_us / 1e6:g} s of events: event-only windows of {self.num_frames} x "
+                f"{self.frame_period_us / 1000:g} ms"
+            )
+
+    def _add_ticks(self) -> None:
+        if not self._boundaries:
+            self._boundaries.append((self._first_event_t, None))
+        t = self._boundaries[-1][0] + self.frame_period_us
+        while t <= self._max_event_t:
+            self._boundaries.append((t, None))
+            t += self.frame_period_us
+
+    def _restart(self) -> None:
+        """Forget the boundaries (a mode switch): the next window starts from the next boundary."""
+        self._first += len(self._boundaries)
+        self._boundaries.clear()
+        self._next_end = self._first + self.num_frames
+        self._previous_end_t = None
