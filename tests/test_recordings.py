@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import assert_items_equal
+from conftest import REAL_DATA, assert_items_equal
 from velora.data.clips import ClipDataset
 from velora.data.convert import LABEL_FILE, convert_recordings
 from velora.data.recordings import RecordingDataset
@@ -25,7 +25,7 @@ from velora.data.sampling import ClipSampling
 from velora.errors import DataError
 from velora.events.aedat4 import read_aedat4
 
-DAVIS346 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / "davis346"
+DAVIS346 = REAL_DATA / "davis346"
 STREET = DAVIS346 / "street_davis346.aedat4"
 SIZE = 40
 
@@ -33,7 +33,7 @@ SIZE = 40
 @pytest.fixture
 def raw_root(tmp_path) -> Path:
     """<tmp>/raw/street/{take1,take2}.aedat4 and <tmp>/raw/tunnel/take3.aedat4: copies of the real one."""
-    assert STREET.is_file(), f"real recording not found at {STREET}: check out shared/ beside the repository"
+    assert STREET.is_file(), f"real recording not found at {STREET}: restore tests/data/real with git"
     root = tmp_path / "raw"
     for class_dir, name in (("street", "take1"), ("street", "take2"), ("tunnel", "take3")):
         (root / class_dir).mkdir(parents=True, exist_ok=True)

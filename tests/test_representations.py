@@ -1,10 +1,10 @@
 """Contracts of the event representations, the event windows and the representation factory."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import REAL_DATA
 from velora.events.render import EventStream
 from velora.events.representations import (
     count_frame,
@@ -17,7 +17,7 @@ from velora.events.representations import (
 )
 from velora.events.transforms import REPRESENTATIONS, make_representation
 
-NMNIST_SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / "nmnist" / "1.bs2"
+NMNIST_SAMPLE = REAL_DATA / "nmnist" / "1.bs2"
 H, W = 6, 8
 
 
@@ -235,7 +235,7 @@ def decode_nmnist(path):
 
 
 def test_representations_of_a_real_nmnist_sample_conserve_counts():
-    assert NMNIST_SAMPLE.exists(), f"{NMNIST_SAMPLE} missing: check out shared/ beside the repository"
+    assert NMNIST_SAMPLE.exists(), f"{NMNIST_SAMPLE} missing: restore tests/data/real with git"
     t, x, y, p = decode_nmnist(NMNIST_SAMPLE)
     size = 34  # the ATIS crop of N-MNIST
     signed = np.where(p == 1, 1, -1)
