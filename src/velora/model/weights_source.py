@@ -122,7 +122,7 @@ def fetch_hub_file(hub: HubWeights) -> Path:
         )
         raise BackboneError(
             f"model.weights: hub needs {hub.repo_id}/{hub.filename} ({reason}). Fetch that one file on a machine "
-            f"with network ({hub.url}, or `huggingface-cli download {hub.repo_id} {hub.filename}`), then either "
+            f"with network ({hub.url}, or `hf download {hub.repo_id} {hub.filename}`), then either "
             f"put it anywhere and set model.weights=/path/to/{hub.filename}, or copy the Hugging Face cache "
             f"({hub_cache_dir() or '~/.cache/huggingface/hub'}) to this machine.{convert}"
         ) from None
