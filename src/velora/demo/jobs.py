@@ -1,9 +1,11 @@
 """Run the demo's trainings side by side, one per CPU core, with one progress bar for all of them.
 
 The demo model is tiny (a 128-wide, 4-block ViT on 64 px frames): its matrix products are too
-small for several threads to share well. On a 2-core machine two intra-op threads bought 1.2x
-over one when nothing else ran, and when anything else ran (the DataLoader's own workers, another
-program) their spin-waiting made steps 5-15x slower than one thread's (benchmarks/demo_speed.md).
+small for several threads to share well. On a 2-core machine two intra-op threads made a step
+1.6x faster than one when nothing else ran (two one-thread trainings side by side do 1.3x the
+steps of one two-thread training), and next to one busy process (a DataLoader worker, another
+training, another program) their spin-waiting made each step 13x slower than one thread's
+(benchmarks/demo_speed.md).
 So every training runs in its own process with one torch thread, and the demo runs as many
 trainings at once as there are cores. One thread per training also makes each result independent
 of the machine's core count and of which process ran it.
