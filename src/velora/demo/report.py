@@ -171,13 +171,14 @@ def format_table(results: dict) -> str:
             return pct(r["test_top1"])
         return f"{r['test_top1']:.1%} +/- {100 * r['test_top1_std']:.1f} ({len(r['seeds'])} seeds)"
 
+    width = max([34] + [len(r["title"]) for r in results.values()])  # ablation titles are longer
     lines = [
-        f"{'model':34s} {'modalities':10s} {'test top-1':>24s} {'top-5':>7s} {'no RGB':>7s} {'no event':>8s} "
+        f"{'model':{width}s} {'modalities':10s} {'test top-1':>24s} {'top-5':>7s} {'no RGB':>7s} {'no event':>8s} "
         f"{'trainable':>10s} {'share':>6s} {'backbone':>18s} {'train s':>8s}"
     ]
     for r in results.values():
         lines.append(
-            f"{r['title']:34s} {'+'.join(r['modalities']):10s} {top1(r):>24s} {pct(r['test_top5']):>7s} "
+            f"{r['title']:{width}s} {'+'.join(r['modalities']):10s} {top1(r):>24s} {pct(r['test_top5']):>7s} "
             f"{pct(r['test_top1_without_rgb']):>7s} {pct(r['test_top1_without_event']):>8s} "
             f"{r['trainable_parameters']:10,d} {r['trainable_fraction']:6.1%} {backbone_label(r):>18s} "
             f"{r['train_seconds']:8.0f}"
