@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -11,6 +12,7 @@ import yaml
 from conftest import make_tiny_config
 from velora import __version__
 from velora.cli import main
+from velora.demo.report import SPREAD_FIELDS
 
 SUBCOMMANDS = ["demo", "train", "eval", "predict", "export", "package", "bench", "info", "pretrain"]
 
@@ -144,7 +146,7 @@ def test_cli_train_then_predict(tiny_dataset, tmp_path, capsys):
 @pytest.mark.slow
 def test_demo_quick_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--output", str(out)]) == 0
+    assert main(["demo", "--quick", "--compare", "--output", str(out)]) == 0
     report = out / "report"
     for name in ("metrics.json", "summary.md", "prediction_panel.png", "confusion.png", "curves.png"):
         assert (report / name).is_file() and (report / name).stat().st_size > 0, name
@@ -152,18 +154,34 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     variants = metrics["variants"]
     assert set(variants) == {"velora", "rgb_only", "event_only", "linear_probe", "random_backbone", "full_finetune"}
     for name, result in variants.items():
+        # every variant carries its spread over training seeds (one seed: no standard deviation)
+        assert all(field in result for field in SPREAD_FIELDS), name
+        assert len(result["test_top1_per_seed"]) == len(result["seeds"]) == (3 if name == "velora" else 1), name
+        assert result["test_top1_min"] <= result["test_top1"] <= result["test_top1_max"], name
+        assert (result["test_top1_std"] is None) == (len(result["seeds"]) == 1), name
+        assert result["test_clips"] == 16, name
         assert 0.0 <= result["test_top1"] <= result["test_top5"] <= 1.0, name
-        assert (out / "runs" / name / "best.safetensors").is_file()
+        assert Path(result["checkpoint"]).is_file(), name
+    assert variants["velora"]["seeds"] == [0, 1, 2]
+    assert (out / "runs" / "velora_seed2" / "best.safetensors").is_file()
+    sweep = variants["full_finetune"]
+    assert len(sweep["lr_sweep"]) >= 3 and sweep["chosen_lr"] in [row["lr"] for row in sweep["lr_sweep"]]
+    best_val = max(row["best_val_top1"] for row in sweep["lr_sweep"])
+    assert next(row for row in sweep["lr_sweep"] if row["lr"] == sweep["chosen_lr"])["best_val_top1"] == best_val
     assert variants["rgb_only"]["modalities"] == ["rgb"] and variants["event_only"]["modalities"] == ["event"]
     assert variants["linear_probe"]["trainable_parameters"] < variants["rgb_only"]["trainable_parameters"]
     assert variants["rgb_only"]["trainable_parameters"] < variants["velora"]["trainable_parameters"]
     assert variants["velora"]["trainable_fraction"] < 0.05 < 0.99 < variants["full_finetune"]["trainable_fraction"]
     assert variants["velora"]["backbone_source"].startswith("shipped fractal-pretrained")
     assert variants["random_backbone"]["backbone_source"].startswith("random initialisation")
+    # matched test split: one modality alone is capped by the data, whatever the model learned
+    assert metrics["caps"] == {"rgb": 0.5, "event": 0.25}
+    assert variants["rgb_only"]["test_top1"] <= 0.5 and variants["event_only"]["test_top1"] <= 0.25
     assert len(metrics["class_names"]) == 8
     summary = (report / "summary.md").read_text()
     assert "VELoRA (RGB + event)" in summary and "frozen-backbone linear probe" in summary
-    assert "full fine-tuning" in summary and "fractal, frozen" in summary and "random, frozen" in summary
+    assert "full fine-tuning (lr " in summary and "chosen on the validation split" in summary
+    assert "fractal, frozen" in summary and "random, frozen" in summary and "3 seeds" in summary
 
 
 @pytest.mark.slow

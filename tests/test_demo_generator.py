@@ -136,7 +136,7 @@ def test_the_shape_shows_in_rgb_as_its_own_colour():
         chroma = mean_rgb - mean_rgb.min()
         return max(names, key=lambda name: hue(ISOLUMINANT_COLOURS[name]) @ chroma)
 
-    scene = SceneConfig(low_light_fraction=0.0)
+    scene = SceneConfig(shape_colours=("magenta", "yellow"), surround_colours=("cyan", "green"))
     for seed in range(6):
         clip = render_clip(SHAPES[seed % 4], "left", 3, 64, scene, seed=seed)
         p = clip.params
@@ -145,15 +145,29 @@ def test_the_shape_shows_in_rgb_as_its_own_colour():
         outside = ~(shape_mask("disc", 64, p.shape_centre_xy, p.shape_radius_px + 2, 0.0) > 0) & (ring < p.radius_px - 2)
         frame = clip.aps_frames[1].astype(float)
         assert p.shape_colour != p.surround_colour
-        assert nearest(frame[inside].mean(0), scene.colours) == p.shape_colour, seed
-        assert nearest(frame[outside].mean(0), scene.colours) == p.surround_colour, seed
+        colours = scene.shape_colours + scene.surround_colours
+        assert nearest(frame[inside].mean(0), colours) == p.shape_colour, seed
+        assert nearest(frame[outside].mean(0), colours) == p.surround_colour, seed
+
+
+def test_the_shape_shows_in_the_dark_gaps_too():
+    """The filter colours the whole frame: the gaps between stripes carry the shape's hue as well."""
+    clip = render_clip("disc", "left", 3, 64, SceneConfig(), seed=3)
+    p = clip.params
+    inside = shape_mask("disc", 64, p.shape_centre_xy, p.shape_radius_px, p.shape_angle) > 0.99
+    frame = clip.aps_frames[1].astype(float)
+    darkest = frame.sum(-1) <= np.quantile(frame.sum(-1)[inside], 0.2)  # the gaps of the grating
+    magenta, cyan = frame[inside & darkest].mean(0), frame[~inside & darkest].mean(0)
+    assert magenta[0] > magenta[1] + 10 and cyan[1] > cyan[0] + 10, (magenta, cyan)
 
 
 def test_scene_config_lists_every_problem():
     with pytest.raises(ValueError) as error:
-        SceneConfig(shapes=("hexagon",), colours=("purple",), directions=("sideways",), exposure_fraction=(0.5, 1.5))
+        SceneConfig(shapes=("hexagon",), shape_colours=("purple",), directions=("sideways",), exposure_fraction=(0.5, 1.5))
     message = str(error.value)
     assert "hexagon" in message and "purple" in message and "sideways" in message and "exposure_fraction" in message
+    with pytest.raises(ValueError, match="share"):
+        SceneConfig(shape_colours=("cyan",), surround_colours=("cyan",))
 
 
 # ---- the dataset on disk -----------------------------------------------------------------
@@ -266,3 +280,42 @@ def test_direction_needs_events_not_rgb(tmp_path):
     accuracy = {name: float(np.mean(values)) for name, values in hits.items()}
     assert accuracy["event direction"] >= 0.95, accuracy
     assert 0.3 <= accuracy["rgb direction"] <= 0.7, accuracy
+
+
+def _frames(root: Path, split: str) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
+    """{(class_dir, sample): (RGB frames, event frames)} of a split."""
+    out = {}
+    for line in (root / f"{split}_label.txt").read_text().splitlines():
+        sample = line.split()[0]
+        out[tuple(sample.split("/"))] = (_read_frames(root, sample, "aps"), _read_frames(root, sample, "dvs"))
+    return out
+
+
+def test_matched_splits_cap_each_modality_exactly(tmp_path):
+    """In val and test, clip k of every class is one scene: its two directions have bit-identical RGB
+    frames and its shapes bit-identical event frames, so one modality alone cannot tell them apart.
+    Training clips are each a scene of their own."""
+    scene = SceneConfig(shapes=("disc", "cross", "bar"))
+    info = generate_demo_dataset(
+        tmp_path / "demo", clips_per_class={"train": 2, "val": 1, "test": 2}, image_size=32, frames_range=(3, 4),
+        scene=scene, progress=False, workers=1,
+    )
+    for split in ("val", "test"):
+        frames = _frames(info.root, split)
+        samples = sorted({sample for _, sample in frames})
+        assert len(samples) == {"val": 1, "test": 2}[split]
+        for sample in samples:
+            for shape in scene.shapes:
+                rgb_left, _ = frames[(f"{shape}_left", sample)]
+                rgb_right, _ = frames[(f"{shape}_right", sample)]
+                assert np.array_equal(rgb_left, rgb_right), (split, sample, shape)
+            for direction in scene.directions:
+                events = [frames[(f"{shape}_{direction}", sample)][1] for shape in scene.shapes]
+                assert all(np.array_equal(events[0], other) for other in events[1:]), (split, sample, direction)
+                rgbs = [frames[(f"{shape}_{direction}", sample)][0] for shape in scene.shapes]
+                assert not np.array_equal(rgbs[0], rgbs[1])  # the shapes themselves differ
+            _, left_events = frames[("disc_left", sample)]
+            assert not np.array_equal(left_events, frames[("disc_right", sample)][1])  # so do the directions
+    train = _frames(info.root, "train")
+    rgb = [value[0] for key, value in train.items() if key[0].startswith("disc_")]
+    assert not any(np.array_equal(a, b) for i, a in enumerate(rgb) for b in rgb[i + 1 :])

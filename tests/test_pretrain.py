@@ -59,11 +59,26 @@ def test_a_tiny_pretraining_run_writes_loadable_weights_and_a_manifest(tmp_path)
     assert stored["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest() == manifest["sha256"]
     assert stored["settings"]["steps"] == 3 and stored["settings"]["seed"] == 0
     assert "python -m velora.pretrain" in stored["command"] and len(stored["history"]) == 3
+    assert stored["cpu"]["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert stored["cpu"]["machine"] and isinstance(stored["cpu"]["isa_flags"], list)
     tensors = load_file(str(out))
     assert not any(k.startswith("head.") for k in tensors)
     model = VELoRA.from_config(make_tiny_config(model={"weights": str(out), "backbone_args": {}, "high_level_blocks": 1}))
     assert len(model.backbone.blocks) == 2 and model.backbone.embed_dim == 32
     assert torch.equal(model.backbone.blocks[1].mlp.fc2.weight, tensors["blocks.1.mlp.fc2.weight"])
+
+
+def test_a_rerun_writes_the_same_file(tmp_path):
+    """Bit-identical on one machine: the same weights, and the same bytes around them (safetensors
+    writes its metadata map in a random order, so the file holds one metadata key)."""
+    digests = []
+    for name in ("a", "b"):
+        cfg = PretrainConfig(
+            output=str(tmp_path / name / "tiny.safetensors"), embed_dim=32, depth=2, num_heads=2, image_size=32,
+            num_categories=4, steps=2, batch_size=8, warmup_steps=1, val_images=8, log_every=1,
+        )
+        digests.append(pretrain(cfg, log=lambda line: None)["sha256"])
+    assert digests[0] == digests[1]
 
 
 # ---- the weights inside the package ------------------------------------------------------------

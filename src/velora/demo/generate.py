@@ -7,8 +7,17 @@
     <root>/<class_dir>/<sample>/<sample>_dvs/0000.png  event images, same count
     <root>/velora_demo.json                          parameters; written last = dataset complete
 
-Every clip has its own seed, derived from (seed, class index, clip index), so the result
-does not depend on the number of worker processes. A rerun with the same parameters finds
+Seeds. In the training split every clip has its own seed, derived from (seed, split, class
+index, clip index): each clip is a new scene. In a matched split (by default val and test)
+the seed is derived from (seed, split, clip index) alone, so clip k of every class shows the
+same scene (aperture, grating, shape placement, sensor noise), only with that class's shape
+and direction. Since the events do not depend on the shape and the RGB frames do not depend
+on the direction (see velora.demo.scenes), the four shapes of one scene and direction have
+bit-identical event frames, and its two directions bit-identical RGB frames: a model that
+sees one modality alone gives them one answer, so on a matched split RGB alone scores at most
+50 % and events alone at most 25 %, exactly, whatever the model.
+
+Seeds never depend on the number of worker processes. A rerun with the same parameters finds
 the marker and returns at once; with other parameters (or after an interrupted run, which
 leaves `velora_demo.partial.json`) it deletes what the generator wrote and starts over.
 """
@@ -20,6 +29,7 @@ import json
 import multiprocessing
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,11 +39,13 @@ from tqdm import tqdm
 
 from velora.demo.scenes import SceneConfig, render_clip
 
-GENERATOR_VERSION = 3  # bump whenever the same parameters would give different files
+GENERATOR_VERSION = 4  # bump whenever the same parameters would give different files
 MARKER = "velora_demo.json"
 PARTIAL_MARKER = "velora_demo.partial.json"
 SPLITS = ("train", "val", "test")
-DEFAULT_CLIPS_PER_CLASS = {"train": 60, "val": 15, "test": 25}
+SPLIT_CODES = {"train": 0, "val": 1, "test": 2}  # part of every clip's seed
+DEFAULT_CLIPS_PER_CLASS = {"train": 30, "val": 10, "test": 25}
+DEFAULT_MATCHED_SPLITS = ("val", "test")
 
 
 @dataclass(frozen=True)
@@ -60,7 +72,7 @@ class _ClipTask:
     sample: str
     shape: str
     direction: str
-    seed_entropy: tuple[int, int, int]  # (seed, class index, clip index)
+    seed_entropy: tuple[int, ...]  # (seed, split, class index, clip index), or (seed, split, clip index) when matched
     image_size: int
     frames_range: tuple[int, int]
     scene: SceneConfig
@@ -71,34 +83,41 @@ def generate_demo_dataset(
     *,
     clips_per_class: dict[str, int] | None = None,
     image_size: int = 64,
-    frames_range: tuple[int, int] = (8, 12),
+    frames_range: tuple[int, int] = (5, 7),
     seed: int = 0,
     scene: SceneConfig | None = None,
+    matched_splits: tuple[str, ...] = DEFAULT_MATCHED_SPLITS,
     workers: int | None = None,
     progress: bool = True,
+    on_clip: Callable[[int], None] | None = None,
 ) -> DemoDatasetInfo:
     """Generate (or reuse) the demo dataset under `root`.
 
     Args:
         root: output folder; must be new, empty, or hold an earlier demo dataset.
         clips_per_class: clips of each class per split, keys from "train", "val", "test"
-            (a missing split gets 0 clips); default 60 / 15 / 25.
+            (a missing split gets 0 clips); default 30 / 10 / 25.
         image_size: side of the square frames in pixels.
         frames_range: (min, max) frames per clip, inclusive; each clip draws its own.
         seed: master seed; the same parameters give the same files.
         scene: look of the clips and the classes (shapes x directions); default SceneConfig().
+        matched_splits: splits whose clip k shows the same scene in every class (see the
+            module docstring); the others draw a new scene for every clip.
         workers: processes to render with; default the number of CPUs.
         progress: show a tqdm progress bar.
+        on_clip: called with the clip's frame count after each clip is written (a progress
+            report for a caller's own bar).
     """
     root = Path(root)
     scene = scene or SceneConfig()
-    clips_per_class = _check_arguments(clips_per_class, image_size, frames_range)
+    clips_per_class = _check_arguments(clips_per_class, image_size, frames_range, matched_splits)
     params = {
         "generator_version": GENERATOR_VERSION,
         "clips_per_class": clips_per_class,
         "image_size": image_size,
         "frames_range": list(frames_range),
         "seed": seed,
+        "matched_splits": sorted(matched_splits),
         "scene": dataclasses.asdict(scene),
     }
     params = json.loads(json.dumps(params))  # tuples -> lists, as they come back from the file
@@ -118,15 +137,19 @@ def generate_demo_dataset(
     tasks, label_of, split_of = [], {}, {}
     for class_index, class_dir in enumerate(class_names):
         shape, direction = class_dir.split("_", 1)
-        clip_index = 0
+        clip_index = 0  # sample names run on over the splits: clip k is the same sample name in every class
         for split in SPLITS:
-            for _ in range(clips_per_class[split]):
+            for k in range(clips_per_class[split]):
                 sample = f"clip_{clip_index:05d}"
-                tasks.append(_ClipTask(root, class_dir, sample, shape, direction, (seed, class_index, clip_index), image_size, tuple(frames_range), scene))
+                if split in matched_splits:
+                    entropy = (seed, SPLIT_CODES[split], k)
+                else:
+                    entropy = (seed, SPLIT_CODES[split], class_index, k)
+                tasks.append(_ClipTask(root, class_dir, sample, shape, direction, entropy, image_size, tuple(frames_range), scene))
                 label_of[(class_dir, sample)], split_of[(class_dir, sample)] = class_index, split
                 clip_index += 1
 
-    num_frames = _run(tasks, workers, progress)
+    num_frames = _run(tasks, workers, progress, on_clip)
 
     lines = {split: [] for split in SPLITS}
     for task, frames in zip(tasks, num_frames):  # task order: class, then clip index
@@ -140,22 +163,28 @@ def generate_demo_dataset(
     return DemoDatasetInfo(root, tuple(class_names), counts, reused=False)
 
 
-def _run(tasks: list[_ClipTask], workers: int | None, progress: bool) -> list[int]:
+def _run(tasks: list[_ClipTask], workers: int | None, progress: bool, on_clip: Callable[[int], None] | None) -> list[int]:
     """Render and write every clip; returns the frame counts in task order."""
     workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
+    results = []
     with tqdm(total=len(tasks), desc="demo clips", unit="clip", disable=not progress) as bar:
         if workers == 1:
-            results = []
-            for task in tasks:
-                results.append(_write_clip(task))
-                bar.update()
-            return results
-        with multiprocessing.get_context().Pool(workers) as pool:
-            results = []
-            for frames in pool.imap(_write_clip, tasks, chunksize=4):
+            frame_counts = map(_write_clip, tasks)
+            pool = None
+        else:
+            pool = multiprocessing.get_context().Pool(workers)
+            frame_counts = pool.imap(_write_clip, tasks, chunksize=4)
+        try:
+            for frames in frame_counts:
                 results.append(frames)
                 bar.update()
-            return results
+                if on_clip is not None:
+                    on_clip(frames)
+        finally:
+            if pool is not None:
+                pool.terminate()  # all results are in (or an error stops the run): no work is lost
+                pool.join()
+    return results
 
 
 def _write_clip(task: _ClipTask) -> int:
@@ -173,8 +202,13 @@ def _write_clip(task: _ClipTask) -> int:
     return num_frames
 
 
-def _check_arguments(clips_per_class: dict[str, int] | None, image_size: int, frames_range: tuple[int, int]) -> dict[str, int]:
+def _check_arguments(
+    clips_per_class: dict[str, int] | None, image_size: int, frames_range: tuple[int, int], matched_splits: tuple[str, ...]
+) -> dict[str, int]:
     problems = []
+    unknown = sorted(set(matched_splits) - set(SPLITS))
+    if unknown:
+        problems.append(f"matched_splits has unknown splits {unknown}; use names from {list(SPLITS)}")
     clips_per_class = dict(DEFAULT_CLIPS_PER_CLASS if clips_per_class is None else clips_per_class)
     unknown = sorted(set(clips_per_class) - set(SPLITS))
     if unknown:

@@ -1,13 +1,20 @@
 """`velora demo`: synthetic data -> train VELoRA and baselines -> evaluate -> report folder.
 
 <output>/data       the synthetic dataset (PokerEvent layout; reused when complete)
-<output>/runs/<v>   one training run per variant (checkpoints, curves, eval JSON)
+<output>/packed     the same clips in the packed format, which the trainings read
+<output>/runs/<r>   one training run per variant and seed (checkpoints, curves, eval JSON)
 <output>/report     metrics.json, summary.md, confusion.png, curves.png, prediction_panel.png
+
+By default the demo trains VELoRA with three training seeds and the two single-modality
+baselines; `compare` adds the frozen-backbone linear probe, LoRA on a random backbone and full
+fine-tuning, whose learning rate is chosen on the validation split. The trainings run side by
+side, one per CPU core (velora.demo.jobs), under one progress bar (velora.demo.progress).
 """
 
 from __future__ import annotations
 
-import json
+import os
+import platform
 import shutil
 import time
 from pathlib import Path
@@ -15,15 +22,13 @@ from pathlib import Path
 import torch
 
 from velora.config import RELEASE_MODEL, Config, ConfigError, load_config, merge
-from velora.data.factory import make_dataset
-from velora.demo.generate import generate_demo_dataset
-from velora.evaluation.evaluate import evaluate, predict_scores
-from velora.evaluation.panel import panel_row, plot_prediction_panel
-from velora.evaluation.metrics import topk_indices
-from velora.model.adapter_file import load_model
-from velora.model.velora import count_parameters
+from velora.data.packed.writer import pack_dataset
+from velora.demo.generate import DEFAULT_MATCHED_SPLITS, generate_demo_dataset
+from velora.demo.jobs import Job, evaluate_checkpoint, run_jobs
+from velora.demo.progress import UNITS_PER_FRAME, UNITS_PER_PACKED_CLIP, UNITS_REPORT, DemoBar, job_units
+from velora.demo.report import aggregate, format_table, write_report
+from velora.demo.scenes import SceneConfig
 from velora.model.weights_source import describe_source, resolve_source
-from velora.training.run import train
 
 # Each baseline is the demo config with these overrides.
 VARIANTS: dict[str, tuple[str, dict]] = {
@@ -32,8 +37,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "event_only": ("event only", {"model": {"modalities": ["event"]}, "data": {"modalities": ["event"]}}),
     "linear_probe": ("frozen-backbone linear probe", {"lora": {"rank": 0}}),
     "random_backbone": ("LoRA on a random backbone", {"model": {"weights": "none"}}),
-    # Full fine-tuning at the LoRA learning rate wrecks the pre-trained weights; 3e-4 is the usual lower rate.
-    "full_finetune": ("full fine-tuning (lr 3e-4)", {"model": {"finetune_backbone": True}, "train": {"lr": 3.0e-4}}),
+    # Full fine-tuning's learning rate is chosen on the validation split from FULL_FINETUNE_LRS.
+    "full_finetune": ("full fine-tuning", {"model": {"finetune_backbone": True}}),
     # Ablations of where our reading departs from the original code (not run by default).
     "fusion_random": ("fusion: random trainable block", {"model": {"fusion_block": "random_trainable"}}),
     "recon_block": ("recon decoder: ViT block", {"model": {"recon_decoder": "block"}}),
@@ -55,7 +60,11 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     ),
     "release": ("the released code's model (all fields)", {"model": dict(RELEASE_MODEL)}),
 }
-DEFAULT_VARIANTS = ["velora", "rgb_only", "event_only", "linear_probe", "random_backbone", "full_finetune"]
+DEFAULT_VARIANTS = ["velora", "rgb_only", "event_only"]
+COMPARE_VARIANTS = ["linear_probe", "random_backbone", "full_finetune"]
+# Learning rates tried for full fine-tuning; the best on the validation split is reported.
+FULL_FINETUNE_LRS = (1e-4, 3e-4, 1e-3)
+VELORA_SEEDS = 3
 FULL_SPLITS = {"train": 30, "val": 10, "test": 25}
 QUICK_SPLITS = {"train": 4, "val": 2, "test": 2}
 
@@ -66,151 +75,188 @@ def run_demo(
     config: str = "demo",
     overrides: list[str] | None = None,
     quick: bool = False,
+    compare: bool = False,
     variants: list[str] | None = None,
+    seeds: int = VELORA_SEEDS,
+    workers: int | None = None,
     progress: bool = True,
 ) -> dict:
+    """Run the demo; returns metrics.json's content.
+
+    variants: the models to train (default DEFAULT_VARIANTS, plus COMPARE_VARIANTS with `compare`).
+    seeds: training seeds of VELoRA (train.seed, +1, ...); the other variants train once.
+    workers: trainings at once (default: one per CPU core).
+    """
     start = time.perf_counter()
     output = Path(output)
-    variants = variants or DEFAULT_VARIANTS
+    command = demo_command(quick, compare, variants, seeds, overrides)
+    variants = list(dict.fromkeys(list(variants or DEFAULT_VARIANTS) + (COMPARE_VARIANTS if compare else [])))
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise ConfigError(f"unknown demo variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {seeds}")
     base = load_config(config, overrides)
     splits = QUICK_SPLITS if quick else FULL_SPLITS
+    scene = SceneConfig()
+    frames_range = (5, 7)
+    num_classes = len(scene.class_names)
+    clips = {split: n * num_classes for split, n in splits.items()}
 
-    print(f"[1/3] synthetic RGB-Event dataset -> {output / 'data'}")
-    info = generate_demo_dataset(
-        output / "data", clips_per_class=splits, image_size=base.model.image_size, progress=progress,
-        seed=base.train.seed,
-    )
-    print(f"      {len(info.class_names)} classes, clips {info.counts}{' (reused)' if info.reused else ''}")
-
-    results = {}
-    for i, name in enumerate(variants, 1):
-        title, extra = VARIANTS[name]
-        cfg = variant_config(base, extra, output, name, len(info.class_names), quick)
-        print(f"[2/3] training {i}/{len(variants)}: {title}")
+    jobs = plan_jobs(base, variants, seeds, output, num_classes, quick, clips)
+    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    data_units = sum(clips.values()) * (sum(frames_range) / 2 * UNITS_PER_FRAME + UNITS_PER_PACKED_CLIP)
+    bar = DemoBar(data_units + sum(job.units for job in jobs) + UNITS_REPORT, enabled=progress)
+    timings = {}
+    try:
+        bar.write(f"[1/3] synthetic RGB-Event dataset -> {output / 'data'}")
+        bar.stage("rendering clips")
         t0 = time.perf_counter()
-        result = train(cfg)
-        seconds = time.perf_counter() - t0
-        report = evaluate(result.best_checkpoint, split="test", progress=progress)
-        model, _ = load_model(result.best_checkpoint)
-        total, trainable = count_parameters(model)
-        # The same model with one sensor missing at test time.
-        missing = {}
-        if len(model.modalities) == 2:
-            for absent, present in (("rgb", "event"), ("event", "rgb")):
-                missing[absent] = evaluate(
-                    result.best_checkpoint, split="test", modalities=[present], progress=False,
-                    output_dir=result.output_dir / f"without_{absent}",
-                )["top1"]
-        results[name] = {
-            "title": title,
+        info = generate_demo_dataset(
+            output / "data", clips_per_class=splits, image_size=base.model.image_size, frames_range=frames_range,
+            scene=scene, seed=base.train.seed, progress=False,
+            on_clip=lambda frames: bar.add("data", frames * UNITS_PER_FRAME),
+        )
+        bar.stage("packing clips")
+        packed = pack(info, output / "packed", base.model.image_size)
+        bar.set("data", data_units)
+        timings["data_seconds"] = round(time.perf_counter() - t0, 1)
+        bar.write(f"      {len(info.class_names)} classes, clips {info.counts}{' (reused)' if info.reused else ''}")
+
+        bar.write(f"[2/3] training {len(jobs)} models, {workers} at a time: {', '.join(job.name for job in jobs)}")
+        bar.stage("training")
+        t0 = time.perf_counter()
+        done = run_jobs(jobs, workers=workers, on_progress=lambda name, units: bar.set(name, units))
+        results = collect(jobs, done, base, bar)
+        timings["training_seconds"] = round(time.perf_counter() - t0, 1)
+
+        bar.write("[3/3] report")
+        bar.stage("report")
+        metrics = {
+            "variants": results,
+            "class_names": list(info.class_names),
+            "caps": {"rgb": 1 / len(scene.directions), "event": 1 / len(scene.shapes)},
+            "note": backbone_note(base),
+            "command": command,
+            "workers": workers,
+            "data": {"clips": info.counts, "packed": str(packed), "matched_splits": list(DEFAULT_MATCHED_SPLITS)},
+            "machine": machine_description(),
+            "timings": timings,
+        }
+        report_dir = write_report(output, metrics, start)
+        bar.set("report", UNITS_REPORT)
+    finally:
+        bar.close()
+    print(format_table(results))
+    print(f"report: {report_dir} ({metrics['seconds']:.0f} s)")
+    return metrics
+
+
+def plan_jobs(
+    base: Config, variants: list[str], seeds: int, output: Path, num_classes: int, quick: bool, clips: dict[str, int]
+) -> list[Job]:
+    """One job per variant and seed (VELoRA: `seeds` seeds) and per learning rate of a sweep."""
+    jobs = []
+    for name in variants:
+        extra = VARIANTS[name][1]
+        if name == "full_finetune":
+            for lr in FULL_FINETUNE_LRS:
+                run_name = f"{name}_lr{format_lr(lr)}"
+                cfg = variant_config(base, merge(extra, {"train": {"lr": lr}}), output, run_name, num_classes, quick, 0)
+                jobs.append(Job(run_name, name, cfg.to_dict(), evaluate=False, units=job_units(cfg, clips, False)))
+            continue
+        for k in range(seeds if name == "velora" else 1):
+            run_name = name if k == 0 else f"{name}_seed{k}"
+            cfg = variant_config(base, extra, output, run_name, num_classes, quick, k)
+            jobs.append(Job(run_name, name, cfg.to_dict(), evaluate=True, units=job_units(cfg, clips, True)))
+    return jobs
+
+
+def variant_config(
+    base: Config, extra: dict, output: Path, run_name: str, num_classes: int, quick: bool, seed_offset: int
+) -> Config:
+    raw = merge(base.to_dict(), extra)
+    raw["data"]["root"] = str(output / "data")
+    raw["data"]["format"] = "packed"
+    raw["data"]["packed_root"] = str(output / "packed")
+    raw["model"]["num_classes"] = num_classes
+    raw["train"]["output_dir"] = str(output / "runs" / run_name)
+    raw["train"]["seed"] = base.train.seed + seed_offset
+    raw["train"]["progress"] = False  # the demo's one bar stands for every training
+    if quick:
+        raw["train"]["epochs"] = 1
+    return Config.from_dict(raw, source=f"demo run {run_name}")
+
+
+def pack(info, packed_root: Path, image_size: int) -> Path:
+    """The demo's clips in the packed format (kept when the data was reused and the pack is complete)."""
+    if not info.reused:
+        shutil.rmtree(packed_root, ignore_errors=True)  # made from the clips just replaced
+    pack_dataset(
+        info.root, packed_root, splits={split: f"{split}_label.txt" for split in ("train", "val", "test")},
+        image_size=image_size, progress=False,
+    )
+    return packed_root
+
+
+def collect(jobs: list[Job], done: dict[str, dict], base: Config, bar: DemoBar) -> dict:
+    """Per variant: its runs aggregated over seeds; a sweep's best run on the validation split, evaluated."""
+    results = {}
+    for variant in dict.fromkeys(job.variant for job in jobs):
+        runs = [(job, done[job.name]) for job in jobs if job.variant == variant]
+        sweep = None
+        if variant == "full_finetune":
+            sweep = [{"lr": job.config["train"]["lr"], "best_val_top1": run["best_val_top1"], "run": job.name} for job, run in runs]
+            # ties go to the smaller learning rate (listed first)
+            job, run = max(runs, key=lambda pair: pair[1]["best_val_top1"])
+            bar.stage(f"evaluating full fine-tuning at lr {format_lr(job.config['train']['lr'])}")
+            run = {**run, **evaluate_checkpoint(run["best_checkpoint"])}
+            runs = [(job, run)]
+        cfg = Config.from_dict(runs[0][0].config)
+        title = VARIANTS[variant][0]
+        results[variant] = {
+            "title": title if sweep is None else f"{title} (lr {format_lr(cfg.train.lr)})",
             "modalities": cfg.data.modalities,
             "backbone_weights": cfg.model.weights,
             "backbone_source": describe_source(resolve_source(cfg.model.weights, cfg.model.backbone)),
             "backbone_trained": cfg.model.finetune_backbone,
-            "test_top1": report["top1"],
-            "test_top5": report["top5"],
-            "mean_class_accuracy": report["mean_class_accuracy"],
-            "test_top1_without_rgb": missing.get("rgb"),
-            "test_top1_without_event": missing.get("event"),
-            "best_val_top1": result.best_val_top1,
-            "best_epoch": result.best_epoch,
-            "trainable_parameters": trainable,
-            "total_parameters": total,
-            "trainable_fraction": trainable / total,
-            "train_seconds": round(seconds, 1),
-            "checkpoint": str(result.best_checkpoint),
+            "lr": cfg.train.lr,
+            **aggregate([{**run, "seed": job.config["train"]["seed"]} for job, run in runs]),
         }
-
-    print("[3/3] report")
-    report_dir = write_report(output, base, results, info.class_names, time.perf_counter() - start)
-    print(format_table(results))
-    print(f"report: {report_dir}")
+        if sweep is not None:
+            results[variant]["lr_sweep"] = sweep
+            results[variant]["chosen_lr"] = cfg.train.lr
     return results
 
 
-def variant_config(base: Config, extra: dict, output: Path, name: str, num_classes: int, quick: bool) -> Config:
-    raw = merge(base.to_dict(), extra)
-    raw["data"]["root"] = str(output / "data")
-    raw["model"]["num_classes"] = num_classes
-    raw["train"]["output_dir"] = str(output / "runs" / name)
-    if quick:
-        raw["train"]["epochs"] = 1
-        raw["data"]["num_workers"] = 0
-    return Config.from_dict(raw, source=f"demo variant {name}")
+def format_lr(lr: float) -> str:
+    """3e-4, not 0.0003."""
+    return f"{lr:.0e}".replace("e-0", "e-").replace("e+0", "e")
 
 
-def write_report(output: Path, base: Config, results: dict, class_names, seconds: float) -> Path:
-    report_dir = output / "report"
-    report_dir.mkdir(parents=True, exist_ok=True)
-    backbone_note = (
+def backbone_note(base: Config) -> str:
+    return (
         f"Backbone weights (model.weights: {base.model.weights}): "
         f"{describe_source(resolve_source(base.model.weights, base.model.backbone))}; frozen unless the table says "
         "'trained'. Each variant's weights are in metrics.json (backbone_source)."
     )
-    metrics = {"variants": results, "class_names": list(class_names), "seconds": round(seconds, 1), "note": backbone_note}
-    (report_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    (report_dir / "summary.md").write_text(
-        "# velora demo\n\n" + backbone_note + "\n\n```\n" + format_table(results) + "\n```\n"
-        f"\nTotal time {seconds:.0f} s.\n"
+
+
+def demo_command(quick: bool, compare: bool, variants: list[str] | None, seeds: int, overrides: list[str] | None) -> str:
+    """The command line that repeats this run (output folder aside)."""
+    words = ["velora demo"] + (["--quick"] if quick else []) + (["--compare"] if compare else [])
+    if variants:
+        words.append(f"--variants {','.join(variants)}")
+    if seeds != VELORA_SEEDS:
+        words.append(f"--seeds {seeds}")
+    return " ".join(words + list(overrides or []))
+
+
+def machine_description() -> str:
+    return (
+        f"{os.cpu_count()} CPUs, {platform.machine()}, torch {torch.__version__} "
+        f"({torch.backends.cpu.get_cpu_capability()}), one torch thread per training"
     )
-    if "velora" in results:
-        run = Path(results["velora"]["checkpoint"]).parent
-        for src, dst in (("confusion_test.png", "confusion.png"), ("curves.png", "curves.png")):
-            if (run / src).exists():
-                shutil.copyfile(run / src, report_dir / dst)
-        write_panel(Path(results["velora"]["checkpoint"]), report_dir / "prediction_panel.png")
-    return report_dir
 
 
-def write_panel(checkpoint: Path, path: Path, rows: int = 4) -> None:
-    """Prediction panel of the first test clips of distinct classes."""
-    model, ckpt = load_model(checkpoint)
-    dataset = make_dataset(ckpt.config, "test")
-    seen, picked = set(), []
-    for i, entry in enumerate(dataset.entries):
-        if entry.label not in seen:
-            seen.add(entry.label)
-            picked.append(i)
-        if len(picked) == rows:
-            break
-    subset = torch.utils.data.Subset(dataset, picked)
-    scores, labels = predict_scores(model, subset, progress=False)
-    top = topk_indices(scores, 5)
-    panel_rows = []
-    for row, i in enumerate(picked):
-        topk = [(ckpt.class_names[c], float(scores[row, c])) for c in top[row]]
-        panel_rows.append(panel_row(dataset[i], topk, ckpt.class_names[int(labels[row])]))
-    plot_prediction_panel(panel_rows, path)
-
-
-def format_table(results: dict) -> str:
-    def pct(value: float | None) -> str:
-        return "-" if value is None else f"{value:.1%}"
-
-    lines = [
-        f"{'model':32s} {'modalities':10s} {'test top-1':>10s} {'top-5':>7s} {'no RGB':>7s} {'no event':>8s} "
-        f"{'trainable':>10s} {'share':>6s} {'backbone':>18s} {'train s':>8s}"
-    ]
-    for r in results.values():
-        lines.append(
-            f"{r['title']:32s} {'+'.join(r['modalities']):10s} {pct(r['test_top1']):>10s} {pct(r['test_top5']):>7s} "
-            f"{pct(r['test_top1_without_rgb']):>7s} {pct(r['test_top1_without_event']):>8s} "
-            f"{r['trainable_parameters']:10,d} {r['trainable_fraction']:6.1%} {backbone_label(r):>18s} "
-            f"{r['train_seconds']:8.0f}"
-        )
-    lines.append("no RGB / no event: the same model evaluated with that sensor missing at test time.")
-    lines.append("share: trainable parameters / all parameters (frozen backbone included).")
-    return "\n".join(lines)
-
-
-def backbone_label(result: dict) -> str:
-    """'pretrained, frozen', 'random, frozen', 'pretrained, trained', ..."""
-    weights = result.get("backbone_weights", "none")
-    origin = "random" if weights == "none" else "fractal" if weights.startswith("shipped:fractal") else "pretrained"
-    return f"{origin}, {'trained' if result.get('backbone_trained') else 'frozen'}"
-
-
-__all__ = ["run_demo", "VARIANTS"]
+__all__ = ["run_demo", "VARIANTS", "DEFAULT_VARIANTS", "COMPARE_VARIANTS", "FULL_FINETUNE_LRS"]

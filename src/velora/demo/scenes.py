@@ -1,11 +1,12 @@
 """Synthetic RGB + event clips whose class needs both modalities.
 
-A clip shows a sawtooth grating (brightness ramps up across each period, then drops
-sharply) drifting behind a static circular aperture on a static gray background. The
-grating is coloured: one isoluminant colour inside a static shape (disc, ring, cross, bar)
-and another outside it, as if seen through a coloured filter. The class is shape x drift
-direction (e.g. `ring_left`). The shape has a random size, rotation,
-position and pair of colours, so recognising it is a small visual task in its own right.
+A clip shows a gray sawtooth grating (brightness ramps up across each period, then drops
+sharply) drifting behind a static circular aperture on a static gray background, all seen
+through a static two-colour filter: one colour inside a shape (disc, ring, cross, bar) and
+another around it. The two colours pass the same luminance (they are isoluminant), so the
+filter changes the hue of the scene but never its brightness. The class is shape x drift
+direction (e.g. `ring_left`). The shape has a random size, rotation and position, so
+recognising it is a small visual task in its own right.
 
 Why RGB alone cannot tell the direction
 - Nothing but the grating moves: aperture, shape and background are static, so no object
@@ -21,10 +22,11 @@ Why RGB alone cannot tell the direction
   and a right clip drawn with one seed give identical RGB frames.
 
 Why events alone cannot tell the shape
-- The colours are isoluminant: each has luma Y = 0.299 R + 0.587 G + 0.114 B =
-  `STRIPE_LUMA` (0.299, the luma of pure red), and the simulated event camera sees luma
-  only. The shape is a change of colour, not of luma, so the event stream of a clip does
-  not depend on the shape at all: one seed gives bit-identical events for every shape.
+- The filter colours are isoluminant: each has luma Y = 0.299 R + 0.587 G + 0.114 B =
+  `STRIPE_LUMA` (0.299, the luma of pure red), so a gray level g seen through either
+  colour has luma g x STRIPE_LUMA. The simulated event camera sees luma only. The shape is
+  a change of colour, not of luma, so the event stream of a clip does not depend on the
+  shape at all: one seed gives bit-identical events for every shape.
 
 Why events do tell the direction
 - The event image of a frame holds only a short window before the frame (about 1-2 px of
@@ -36,9 +38,15 @@ Why events do tell the direction
   direction shows as which colour dominates the event image, a feature that needs no
   spatial reasoning.
 
-The shape stays visible in RGB despite long exposure blur (80-95 % of the frame interval)
-and a fraction of low-light clips (dim scene, shot and read noise, 10-bit ADC, 8-bit PNG),
-but only as a chromatic edge, which a backbone must learn to see.
+Why RGB does tell the shape
+- The filter colours the whole frame, bright stripes and dark gaps alike, so the shape is
+  a chromatic edge everywhere along its outline, whatever the grating's phase and despite
+  the long exposure blur (80-95 % of the frame interval) and the sensor noise (shot and
+  read noise, 10-bit ADC, 8-bit PNG). The shape always takes the shape colour and its
+  surround the surround colour (by default magenta on cyan): with the two swapped at
+  random, the tiny demo backbone needed several times the data to learn the shapes.
+- Optional low-light clips (`low_light_fraction`, off by default) dim the scene so that
+  sensor noise hides much of the hue; they make the RGB cue, not the fusion, the hard part.
 
 Units: intensities are linear in [0, 1]; PNG values are gamma encoded (1 / 2.2); times are
 microseconds; lengths are pixels (pixel i spans [i - 0.5, i + 0.5]); angles are radians.
@@ -84,8 +92,10 @@ class SceneConfig:
 
     Attributes:
         shapes: shape classes, names from `SHAPES`.
-        colours: stripe colours, names from `ISOLUMINANT_COLOURS`; each clip draws two
-            different ones, for inside and outside the shape.
+        shape_colours: filter colours inside the shape, names from `ISOLUMINANT_COLOURS`;
+            each clip draws one.
+        surround_colours: filter colours around the shape (none of `shape_colours`); each
+            clip draws one.
         directions: drift directions, from "left", "right", "up", "down".
         frame_interval_us: time between RGB frames (and event images), microseconds.
         exposure_fraction: RGB exposure time as a fraction of the frame interval.
@@ -110,7 +120,8 @@ class SceneConfig:
     """
 
     shapes: tuple[str, ...] = ("disc", "ring", "cross", "bar")
-    colours: tuple[str, ...] = ("magenta", "cyan")
+    shape_colours: tuple[str, ...] = ("magenta",)
+    surround_colours: tuple[str, ...] = ("cyan",)
     directions: tuple[str, ...] = ("left", "right")
     frame_interval_us: int = 40_000
     exposure_fraction: tuple[float, float] = (0.8, 0.95)
@@ -119,13 +130,13 @@ class SceneConfig:
     aperture_jitter_fraction: float = 0.04
     shape_radius_fraction: tuple[float, float] = (0.24, 0.32)
     background_luma: tuple[float, float] = (0.06, 0.16)
-    low_light_fraction: float = 0.3
+    low_light_fraction: float = 0.0
     low_light_brightness: tuple[float, float] = (0.04, 0.12)
     full_well_electrons: float = 10_000.0
     read_noise_electrons: float = 4.0
     adc_bits: int = 10
     gamma: float = 2.2
-    event_window_us: int = 8_000
+    event_window_us: int = 16_000
     max_shift_per_sample_px: float = 0.5
     dvs: DvsConfig = field(default_factory=_demo_dvs)
 
@@ -134,13 +145,16 @@ class SceneConfig:
         unknown = [c for c in self.shapes if c not in SHAPES]
         if unknown or not self.shapes:
             problems.append(f"shapes {list(unknown) or '()'} not available; choose from {list(SHAPES)}")
-        unknown = [c for c in self.colours if c not in ISOLUMINANT_COLOURS]
-        if unknown or len(self.colours) < 2:
-            problems.append(f"colours {list(self.colours)} must name at least two of {sorted(ISOLUMINANT_COLOURS)}")
+        for name in ("shape_colours", "surround_colours"):
+            colours = getattr(self, name)
+            if not colours or any(c not in ISOLUMINANT_COLOURS for c in colours):
+                problems.append(f"{name} {list(colours)} must name one or more of {sorted(ISOLUMINANT_COLOURS)}")
+        if set(self.shape_colours) & set(self.surround_colours):
+            problems.append(f"shape_colours and surround_colours share {sorted(set(self.shape_colours) & set(self.surround_colours))}; the shape would be invisible")
         unknown = [d for d in self.directions if d not in DIRECTIONS]
         if unknown or not self.directions:
             problems.append(f"directions {list(unknown) or '()'} not available; choose from {list(DIRECTIONS)}")
-        if any(len(set(names)) != len(names) for names in (self.shapes, self.colours, self.directions)):
+        if any(len(set(names)) != len(names) for names in (self.shapes, self.shape_colours, self.surround_colours, self.directions)):
             problems.append("shapes, colours and directions must not repeat")
         if not (0 < self.background_luma[0] <= self.background_luma[1] < STRIPE_LUMA):
             problems.append(f"background_luma {self.background_luma} must lie in (0, {STRIPE_LUMA}) so stripes are brighter")
@@ -215,7 +229,7 @@ def sample_clip_params(config: SceneConfig, image_size: int, rng: np.random.Gene
     # uniform over the disc of centres that keep the shape inside the aperture
     offset = max(radius - shape_radius - 1.0, 0.0) * math.sqrt(rng.random())
     offset_angle = rng.uniform(0, 2 * math.pi)
-    shape_colour, surround_colour = rng.choice(len(config.colours), size=2, replace=False)
+    shape_colour, surround_colour = rng.integers(len(config.shape_colours)), rng.integers(len(config.surround_colours))
     return ClipParams(
         period_px=period,
         phase_px=phase,
@@ -228,8 +242,8 @@ def sample_clip_params(config: SceneConfig, image_size: int, rng: np.random.Gene
         shape_centre_xy=(float(centre[0] + offset * math.cos(offset_angle)), float(centre[1] + offset * math.sin(offset_angle))),
         shape_radius_px=shape_radius,
         shape_angle=rng.uniform(0, 2 * math.pi),
-        shape_colour=config.colours[shape_colour],
-        surround_colour=config.colours[surround_colour],
+        shape_colour=config.shape_colours[shape_colour],
+        surround_colour=config.surround_colours[surround_colour],
     )
 
 
@@ -351,9 +365,10 @@ def render_clip(
     coverage = coverage.reshape(num_frames, n_exposure, image_size, image_size).mean(axis=1)  # (T, H, W)
     inside = shape_mask(shape, image_size, params.shape_centre_xy, params.shape_radius_px, params.shape_angle)[..., None]
     surround_rgb = np.asarray(ISOLUMINANT_COLOURS[params.surround_colour])
-    stripe_rgb = surround_rgb + inside * (np.asarray(ISOLUMINANT_COLOURS[params.shape_colour]) - surround_rgb)  # (H, W, 3)
-    background_rgb = np.full(3, params.background_luma)
-    rgb_linear = background_rgb + coverage[..., None] * (stripe_rgb - background_rgb)  # (T, H, W, 3)
+    filter_rgb = surround_rgb + inside * (np.asarray(ISOLUMINANT_COLOURS[params.shape_colour]) - surround_rgb)  # (H, W, 3)
+    # the gray scene behind the filter, relative to the stripes: background / STRIPE_LUMA in the gaps, 1 on a stripe
+    gray = params.background_luma / STRIPE_LUMA + coverage * (1 - params.background_luma / STRIPE_LUMA)  # (T, H, W)
+    rgb_linear = gray[..., None] * filter_rgb  # (T, H, W, 3); luma = gray * STRIPE_LUMA, as the events see it
     aps_frames = expose(brightness * rgb_linear, config, np.random.default_rng(sensor_seed))
 
     # events: the simulator sees the instantaneous luma, sampled finely from t = 0

@@ -19,6 +19,8 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -132,7 +134,9 @@ def write_weights(
         "pretrain": {"data": f"fractal IFS categories ({cfg.num_categories}), rendered on the fly", **recipe},
     }
     output.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(output), metadata={"format": "pt", HEADER_KEY: json.dumps(meta)})
+    # One metadata key: safetensors writes its metadata map in a random order, so two keys gave
+    # two possible files (two sha256) for the same weights.
+    save_file(state, str(output), metadata={HEADER_KEY: json.dumps(meta)})
     manifest = {
         "file": output.name,
         "sha256": sha256(output),
@@ -146,9 +150,41 @@ def write_weights(
         "history": history,
         "torch": torch.__version__,
         "timm": timm.__version__,
+        # Float results depend on the kernels the CPU runs: a rerun on this CPU (same capability,
+        # same versions, --threads as recorded) writes the same file; another CPU may not.
+        "cpu": cpu_description(),
     }
     Path(f"{output}.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
+
+
+# Instruction-set flags of /proc/cpuinfo that change which float kernels torch, MKL and oneDNN run.
+ISA_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
+# Variables that cap the instruction set of torch's own kernels, MKL and oneDNN below the CPU's.
+ISA_ENV = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+
+
+def cpu_description() -> dict:
+    """The CPU a build ran on, as far as float results depend on it: model, torch's kernel capability, ISA flags."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:  # not Linux
+        pass
+    return {
+        "model": model,
+        "machine": platform.machine(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "isa_flags": [flag for flag in ISA_FLAGS if flag in flags],
+        "isa_limits": {name: os.environ[name] for name in ISA_ENV if name in os.environ},
+        "logical_cpus": os.cpu_count(),
+    }
 
 
 def sha256(path: Path) -> str:

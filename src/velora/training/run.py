@@ -8,14 +8,18 @@ Output folder (train.output_dir):
                          at epoch ends and every train.checkpoint_every_steps steps
 
 All files are written by rank zero only, each to a temporary name and renamed into place.
-    history.json, curves.png  training curves
+    history.json, curves.png  training curves: history.json after every validation; curves.png
+                         at most every CURVES_EVERY_S seconds (drawing it takes about a second)
+                         and once more at the end, so its final state is the last history.json
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +36,9 @@ from velora.training.checkpoint import AtomicCheckpointIO, read_resume_state
 from velora.training.datamodule import ClipDataModule
 from velora.training.loggers import close_logger, make_logger
 from velora.training.module import VELoRAModule
+
+# Redrawing curves.png after every validation cost a tenth of a short training's time.
+CURVES_EVERY_S = 30.0
 
 
 @dataclass
@@ -50,6 +57,8 @@ class AdapterCheckpoints(L.Callback):
         self.output_dir = output_dir
         self.best_top1 = -1.0
         self.best_epoch = -1
+        self.last_plot = -float("inf")  # time.monotonic() of the last curves.png
+        self.unplotted: dict | None = None  # the history last written to history.json, if curves.png lags it
 
     def on_validation_end(self, trainer: L.Trainer, module: VELoRAModule) -> None:
         if trainer.sanity_checking:
@@ -63,7 +72,22 @@ class AdapterCheckpoints(L.Callback):
             if trainer.is_global_zero:
                 save_adapters(self.output_dir / "best.safetensors", module.model, module.cfg, module.class_names, info)
         if trainer.is_global_zero:
-            write_history(self.output_dir, module.history)
+            self.write_history(module.history)
+
+    def write_history(self, history: dict) -> None:
+        (self.output_dir / "history.json").write_text(json.dumps(history))
+        self.unplotted = json.loads(json.dumps(history))  # a copy: the module keeps appending to its lists
+        if time.monotonic() - self.last_plot >= CURVES_EVERY_S:
+            self.plot_pending()
+
+    def plot_pending(self) -> None:
+        if self.unplotted is not None:
+            plot_training_curves(self.unplotted, self.output_dir / "curves.png")
+            self.unplotted, self.last_plot = None, time.monotonic()
+
+    def on_train_end(self, trainer: L.Trainer, module: VELoRAModule) -> None:
+        if trainer.is_global_zero:
+            self.plot_pending()
 
     def state_dict(self) -> dict:
         return {"best_top1": self.best_top1, "best_epoch": self.best_epoch}
@@ -114,11 +138,6 @@ class ProgressBar(L.pytorch.callbacks.TQDMProgressBar):
         return {k: f"{v:.3f}" for k, v in module.progress.items()}
 
 
-def write_history(output_dir: Path, history: dict) -> None:
-    (output_dir / "history.json").write_text(json.dumps(history))
-    plot_training_curves(history, output_dir / "curves.png")
-
-
 def preflight(cfg: Config, skip_log: Path | None, resume: str | None) -> None:
     """Check the train and val splits before the first step (see velora.data.skipping for the policy).
 
@@ -153,8 +172,12 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
 
 
-def train(cfg: Config, resume: str | None = None) -> TrainResult:
-    """Train VELoRA as `cfg` says; `resume` is a `checkpoints/last.ckpt` of an earlier run."""
+def train(cfg: Config, resume: str | None = None, callbacks: Sequence[L.Callback] = ()) -> TrainResult:
+    """Train VELoRA as `cfg` says; `resume` is a `checkpoints/last.ckpt` of an earlier run.
+
+    callbacks: extra Lightning callbacks, run after velora's own (e.g. `velora demo`'s progress
+    reports for its one bar over the whole run).
+    """
     quiet_lightning()
     if resume is not None:
         read_resume_state(resume)  # refuse an unsafe or broken file before any work starts
@@ -191,7 +214,7 @@ def train(cfg: Config, resume: str | None = None) -> TrainResult:
         log_every_n_steps=t.log_every,
         deterministic=True if t.accelerator == "cpu" else None,
         reload_dataloaders_every_n_epochs=1,
-        callbacks=[adapters, resume_state, *([ProgressBar()] if t.progress else [])],
+        callbacks=[adapters, resume_state, *([ProgressBar()] if t.progress else []), *callbacks],
         plugins=[AtomicCheckpointIO()],
         # ClipDataModule shards every split itself: training resumable mid-epoch, evaluation
         # without the repeated clips of torch's DistributedSampler.
