@@ -19,7 +19,7 @@ from conftest import fill_adapters, make_tiny_config, random_clip
 from velora.cli import main
 from velora.config import RELEASE_MODEL
 from velora.data.factory import make_dataset
-from velora.errors import CheckpointError
+from velora.errors import CheckpointError, DataError
 from velora.evaluation.onnx_recognizer import OnnxRecognizer
 from velora.export import onnx as export_module
 from velora.export.onnx import ExportError, export_onnx
@@ -240,3 +240,26 @@ def test_an_onnx_file_with_corrupt_velora_metadata_says_so(tmp_path):
     onnx.save(proto, str(path))
     with pytest.raises(CheckpointError, match="corrupt velora metadata"):
         velora.load(path)
+
+
+@pytest.mark.slow
+def test_velora_stream_runs_the_onnx_file_and_gives_the_windows_pytorch_gives(exported, checkpoint, real_data_dir):
+    """`velora stream RECORDING model.onnx`: the stream's windows through onnxruntime, as through PyTorch."""
+    from velora.stream import StreamOptions, open_source, run_stream
+
+    street = str(real_data_dir / "davis346" / "street_davis346.aedat4")
+    windows = {}
+    for name, recognizer in (("torch", velora.load(checkpoint)), ("onnx", velora.load(exported[True].path))):
+        got = []
+        summary = run_stream(recognizer, open_source(street), StreamOptions(resize=True, top_k=8),
+                             on_window=got.append, notify=lambda text: None)
+        assert summary.error is None and summary.windows == len(got) > 0, name
+        windows[name] = got
+    assert len(windows["onnx"]) == len(windows["torch"])
+    for a, b in zip(windows["torch"], windows["onnx"]):
+        assert [label for label, _ in a.topk] == [label for label, _ in b.topk]
+        assert [score for _, score in b.topk] == pytest.approx([score for _, score in a.topk], abs=1e-5)
+    # the graph's clip length is fixed at export: another one is refused by name
+    with pytest.raises(DataError, match="fixed when it was exported"):
+        run_stream(velora.load(exported[True].path), open_source(street), StreamOptions(resize=True, num_frames=1),
+                   on_window=lambda window: None, notify=lambda text: None)

@@ -77,6 +77,8 @@ class OnnxRecognizer(Recognizer):
         self.checkpoint = path
         self.device = torch.device(device)
         self.inputs = {i.name: i for i in self.session.get_inputs()}
+        # The graph's clip length is fixed at export (its batch is the one dynamic axis).
+        self.fixed_num_frames = self.config.data.num_frames
         self._said_missing = False
 
     def __repr__(self) -> str:

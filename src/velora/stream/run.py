@@ -331,6 +331,12 @@ def _loop(recognizer, source, options, on_window, notify, writer, clock) -> Stre
     config = recognizer.config
     modalities = list(config.data.modalities)
     num_frames = options.num_frames or config.data.num_frames
+    fixed = getattr(recognizer, "fixed_num_frames", None)
+    if fixed is not None and num_frames != fixed:
+        raise DataError(
+            f"{recognizer.checkpoint} takes clips of {fixed} frames (fixed when it was exported), not "
+            f"--num-frames {num_frames}: leave --num-frames out, or stream the adapter file instead"
+        )
     rgb_only = "event" not in modalities
 
     def window_notice(message: str) -> None:
