@@ -67,8 +67,10 @@ def trace_walk(run) -> dict:
     for level, key in (("files", lambda m: m), ("packages", lambda m: m.split("/")[0])):
         walk = list(dict.fromkeys((key(a), key(b)) for a, b in moves if key(a) != key(b)))
         up = [(a, b) for a, b in walk if LAYER[b.split("/")[0]] < LAYER[a.split("/")[0]]]
+        crossings = [(a, b) for a, b in walk if {a.split("/")[0], b.split("/")[0]} == {"training", "data"}]
         result[level] = {
-            "moves": len(walk), "up": len(up), "walk": [f"{a} -> {b}" for a, b in walk],
+            "moves": len(walk), "up": len(up), "training_data_crossings": len(crossings),
+            "walk": [f"{a} -> {b}" for a, b in walk],
             "up_moves": [f"{a} -> {b}" for a, b in up],
         }
     return result
@@ -83,8 +85,15 @@ def main() -> None:
 
     from conftest import make_tiny_config  # the tests' tiny config
     from velora.demo.generate import generate_demo_dataset
-    from velora.evaluation.evaluate import predict_clips
     from velora.training.run import train
+
+    try:  # before issue #13
+        from velora.evaluation.evaluate import predict_clips
+    except ImportError:  # since: what `velora predict` runs
+        import velora
+
+        def predict_clips(checkpoint, clips):
+            return velora.load(checkpoint).predict(clips)
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -98,7 +107,8 @@ def main() -> None:
         walks["checkpoint to prediction (velora predict)"] = trace_walk(lambda: predict_clips(checkpoint, [clip]))
     for name, walk in walks.items():
         for level, found in walk.items():
-            print(f"{name}: {found['moves']} moves between {level}, {found['up']} of them up")
+            print(f"{name}: {found['moves']} moves between {level}, {found['up']} of them up, "
+                  f"{found['training_data_crossings']} between training/ and data/")
             print("  up: " + (", ".join(found["up_moves"]) or "none"))
     if args.json:
         Path(args.json).write_text(json.dumps(walks, indent=1))
