@@ -370,3 +370,25 @@ def test_corrupt_bytes_raise_naming_the_file(tmp_path, suffix):
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with raises_data_error_naming(path):
         read_events(path)
+
+
+def test_aedat4_packets_become_columns_in_order_and_out_of_order_across_packets(tmp_path):
+    """The AEDAT 4.0 reader's one pass over aedat's packets: exact columns, a decrease of t within or
+    across packets sorted stably, packets of another layout cast, and coordinates still checked."""
+    from velora.events.aedat4 import PACKET_DTYPE, _event_stream
+
+    def packet(*rows, dtype=PACKET_DTYPE):
+        return np.array([(t, x, y, on) for t, x, y, on in rows], dtype=dtype)
+
+    path = tmp_path / "r.aedat4"
+    events = _event_stream(path, [packet((5, 1, 2, True), (7, 3, 4, False)), packet((9, 5, 6, True))], 8, 8)
+    assert (events.t.tolist(), events.x.tolist(), events.y.tolist(), events.p.tolist()) == (
+        [5, 7, 9], [1, 3, 5], [2, 4, 6], [1, -1, 1])
+    events = _event_stream(path, [packet((9, 1, 1, True)), packet((4, 2, 2, False), (9, 3, 3, True))], 8, 8)
+    assert events.t.tolist() == [4, 9, 9] and events.x.tolist() == [2, 1, 3]  # stable: equal t keep file order
+    aligned = np.dtype([("t", "<u8"), ("x", "<u2"), ("y", "<u2"), ("on", "?")], align=True)
+    events = _event_stream(path, [packet((3, 7, 7, False), dtype=aligned)], 8, 8)
+    assert events.t.tolist() == [3] and events.x.tolist() == [7] and events.p.tolist() == [-1]
+    with raises_data_error_naming(path, "invalid"):
+        _event_stream(path, [packet((3, 9, 0, True))], 8, 8)
+    assert len(_event_stream(path, [], 8, 8)) == 0
