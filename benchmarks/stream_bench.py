@@ -265,6 +265,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", help="a trained run (default: the demo config with fresh adapters)")
     parser.add_argument("--modes", default="replay,realtime,tcp,tcp-dv", help="runs: replay (at each --hops), "
                         "realtime, tcp and tcp-dv (hop 1; tcp needs dv-processing), comma-separated")
+    parser.add_argument("--reuse-frames", action="store_true", help="velora stream --reuse-frames (each sample's "
+                        "low-level tokens kept for the next windows)")
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
@@ -275,7 +277,7 @@ def main() -> None:
     results = {
         "command": "benchmarks/stream_bench.py " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False, True)
-        ),
+        ) + (" --reuse-frames" if args.reuse_frames else ""),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
                    f"torch {torch.__version__}",
         "model": f"{config.model.backbone} {config.model.backbone_args}, {config.model.image_size} px, "
@@ -300,10 +302,11 @@ def main() -> None:
             assert pipe.recv() == "built"  # its packets are ready: it takes no CPU until a run
         for threads in thread_counts:
             torch.set_num_threads(threads)
-            run_stream(recognizer, RecordingReplay(recording, "warmup"), StreamOptions(resize=True, max_windows=5))
+            run_stream(recognizer, RecordingReplay(recording, "warmup"),
+                       StreamOptions(resize=True, max_windows=5, reuse_frames=args.reuse_frames))
             for repeat in range(args.repeats):  # modes interleaved, so the load of other processes hits them alike
                 for mode, hop in runs:
-                    options = StreamOptions(resize=True, hop_frames=hop)
+                    options = StreamOptions(resize=True, hop_frames=hop, reuse_frames=args.reuse_frames)
                     if mode.startswith("tcp"):
                         summary = run_tcp(recognizer, pipe, "dv" if mode == "tcp-dv" else "light", windows, options)
                     else:

@@ -16,6 +16,7 @@ import pytest
 from dv_servers import BytesServer, DvServers, capture, free_port
 
 import velora
+from conftest import fill_adapters
 from velora.cli import main
 from velora.errors import DataError
 from velora.events.aedat4 import Recording
@@ -317,3 +318,28 @@ def test_a_jsonl_path_that_cannot_be_written_is_refused_before_streaming(recogni
     for bad, message in ((tmp_path, "is a folder"), (tmp_path / "missing" / "w.jsonl", "does not exist")):
         with pytest.raises(DataError, match=message):
             run_stream(recognizer, open_source(str(real_data_dir / STREET)), StreamOptions(resize=True), jsonl=bad)
+
+
+def test_reusing_each_frames_tokens_gives_the_full_forward_passs_predictions(tiny_run, street, real_data_dir):
+    """--reuse-frames: the low-level tokens of a sample are computed once for all its windows; the
+    probabilities equal the full forward pass's up to float rounding, window by window (T = 1 and 2
+    on the street recording's frames, both modalities, and event-only windows). The adapters are
+    made large, so that every stream (the frame differences too) moves the probabilities."""
+    recognizer = velora.load(tiny_run)
+    fill_adapters(recognizer.model, seed=3, scale=0.3)
+    for num_frames in (1, 2):
+        full, _, _ = stream(recognizer, open_source(str(real_data_dir / STREET)), num_frames=num_frames, top_k=8)
+        reused, summary, _ = stream(recognizer, open_source(str(real_data_dir / STREET)), num_frames=num_frames,
+                                    top_k=8, reuse_frames=True)
+        assert summary.windows == len(full) == len(reused) >= 2
+        for a, b in zip(full, reused):
+            assert dict(b.topk) == pytest.approx(dict(a.topk), abs=1e-5)
+    events_only = RecordingReplay(Recording(street.events, street.aps_frames[:0], street.frame_timestamps_us[:0],
+                                            street.frame_exposure_us[:0], street.path), "events only")
+    full, _, _ = stream(recognizer, events_only, num_frames=2, top_k=8, frame_period_ms=30)
+    events_only = RecordingReplay(Recording(street.events, street.aps_frames[:0], street.frame_timestamps_us[:0],
+                                            street.frame_exposure_us[:0], street.path), "events only")
+    reused, _, _ = stream(recognizer, events_only, num_frames=2, top_k=8, frame_period_ms=30, reuse_frames=True)
+    assert len(full) == len(reused) >= 2 and all(w.modalities == ["event"] for w in reused)
+    for a, b in zip(full, reused):
+        assert dict(b.topk) == pytest.approx(dict(a.topk), abs=1e-5)

@@ -163,18 +163,22 @@ class VELoRA(nn.Module):
         All streams' images go through the frozen low-level blocks in one batched call; every
         LoRALinear adds each stream's adapter to that stream's rows only.
         """
-        sizes = [f.shape[0] * f.shape[1] for f in streams.values()]
+        images = self.encode_images({name: f.flatten(0, 1) for name, f in streams.items()})
+        return {name: images[name].view(*f.shape[:2], *images[name].shape[1:]).mean(dim=1) for name, f in streams.items()}
+
+    def encode_images(self, streams: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """{adapter: (n_s, 3, H, W) normalised images} -> {adapter: (n_s, N, D)}: each image's tokens
+        after the low-level blocks (and, on the released path, the projection), in one batched call.
+        Images are independent here, so a stream can reuse an image's tokens (velora stream does)."""
+        sizes = [f.shape[0] for f in streams.values()]
         rows: AdapterRows = tuple((name if self.use_lora else None, n) for name, n in zip(streams, sizes))
-        x = embed(self.backbone, torch.cat([f.flatten(0, 1) for f in streams.values()]))  # (sum B*T_s, N, D)
+        x = embed(self.backbone, torch.cat(list(streams.values())))  # (sum n_s, N, D)
         with use_adapter(self.low_lora, rows):
             for block in self.backbone.blocks[: self.num_low]:
                 x = self.run_low_block(block, x, rows)
         if self.project is not None:  # the released path: ln_post and CLIP's projection, per frame
             x = self.project_frames(x)
-        return {
-            name: part.view(*f.shape[:2], *part.shape[1:]).mean(dim=1)
-            for (name, f), part in zip(streams.items(), x.split(sizes))
-        }
+        return dict(zip(streams, x.split(sizes)))
 
     def run_low_block(self, block: nn.Module, x: torch.Tensor, rows: AdapterRows) -> torch.Tensor:
         """One low-level block (adapters already set to `rows`); checkpointed when configured."""
@@ -226,10 +230,18 @@ class VELoRA(nn.Module):
         # Modality-specific LoRA tuning (low-level blocks), every stream in one backbone call.
         streams = {name: f for name, f in (("rgb", rgb), ("event", events)) if f is not None}
         present = list(streams.values())
-        # Without adapters (linear probe) the fused tokens cannot reach the head: skip that work.
-        if self.use_lora and self.model_cfg.frame_diff and present[0].shape[1] > 1:
+        if self.uses_frame_difference(present[0].shape[1]):
             streams["diff"] = sum(self.frame_difference(f) for f in present)  # RGB diff (+) event diff
-        tokens = self.encode_low(streams)  # each (B, N, D)
+        return self.features_from_low(self.encode_low(streams))
+
+    def uses_frame_difference(self, num_frames: int) -> bool:
+        """Whether clips of `num_frames` get the frame-difference stream. Without adapters (linear
+        probe) the fused tokens cannot reach the head, so that work is skipped."""
+        return self.use_lora and self.model_cfg.frame_diff and num_frames > 1
+
+    def features_from_low(self, tokens: dict[str, torch.Tensor]) -> Features:
+        """From each stream's low-level tokens averaged over its frames ({"rgb"?, "event"?, "diff"?:
+        (B, N, D)}) to the final tokens and the reconstruction loss."""
         if self.project is not None:
             tokens = self.project_streams(tokens)
         rgb_tok, event_tok = tokens.get("rgb"), tokens.get("event")
