@@ -221,9 +221,8 @@ class ClipDataset(SampledClips):
                     f"clip folder {clip_dir} (listed in {self.label_file or 'the given entries'}) "
                     "does not exist; restore it or remove the line from the label file"
                 )
-            what = {"rgb": "RGB frame", "event": "event frame"}
             self._frame_folders[index] = {
-                m: list_frames(clip_dir / f"{entry.name}{FOLDER_SUFFIX[m]}", what[m])
+                m: list_frames(clip_dir / f"{entry.name}{FOLDER_SUFFIX[m]}", WHAT[m])
                 for m in self.modalities
             }
         folders = self._frame_folders[index]

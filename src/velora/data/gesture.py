@@ -152,10 +152,10 @@ class GestureDataset(SampledClips):
                     raise
                 self.label_problems.append(("missing_samples", str(labels), str(error)))
         written = [row[0] for rows in intervals.values() for row in rows]
-        self._class_names = list(classes) if classes is not None else gesture_class_names(self.root, written)
+        mapped = gesture_class_names(self.root, written)
+        self._class_names = list(classes) if classes is not None else mapped
         lookup = {name: i for i, name in enumerate(self._class_names)}
         if (self.root / MAPPING_FILE).is_file():  # the labels csv writes the mapping's numbers 1, 2, ...
-            mapped = gesture_class_names(self.root, written)
             lookup.update({str(k + 1): lookup[name] for k, name in enumerate(mapped) if name in lookup})
         self.entries: list[GestureEntry] = []
         for name, rows in intervals.items():
@@ -202,23 +202,36 @@ class GestureDataset(SampledClips):
         progress: bool = False,
     ) -> dict[str, list[Issue]]:
         """Every issue of every gesture, by sample: a missing or unreadable trial file, or (decode)
-        an interval without events. min_frames is accepted for the common signature."""
-        entries = [e for e in self.entries if e.sample not in exclude]
-        check = partial(gesture_problems, self.root, decode=decode)
-        found = map_checks(check, entries, total=len(entries), workers=workers, progress=progress)
-        return {entry.sample: issues for entry, issues in zip(entries, found)}
+        an interval without events. Each trial file is checked, and decoded, once for all its
+        gestures. min_frames is accepted for the common signature."""
+        trials: dict[str, list[GestureEntry]] = {}
+        for entry in self.entries:
+            if entry.sample not in exclude:
+                trials.setdefault(entry.trial, []).append(entry)
+        check = partial(trial_problems, self.root, decode=decode)
+        found = map_checks(check, list(trials.values()), total=len(trials), workers=workers, progress=progress)
+        return {
+            entry.sample: issues
+            for gestures, issues_of_trial in zip(trials.values(), found)
+            for entry, issues in zip(gestures, issues_of_trial)
+        }
 
 
-def gesture_problems(root: Path, entry: GestureEntry, *, decode: bool) -> list[Issue]:
-    path = root / entry.trial
+def trial_problems(root: Path, gestures: list[GestureEntry], *, decode: bool) -> list[list[Issue]]:
+    """The issues of each gesture of one trial file (all of `gestures` share it)."""
+    path = root / gestures[0].trial
     if not path.is_file():
-        return [("missing_samples", entry.where, f"trial file {path} does not exist")]
+        return [[("missing_samples", entry.where, f"trial file {path} does not exist")] for entry in gestures]
     if path.stat().st_size == 0:
-        return [("unreadable_files", str(path), "empty file (0 bytes)")]
-    if decode:
-        try:
-            if len(read_events(path).window(entry.start_us, entry.end_us)) == 0:
-                return [("unreadable_files", entry.where, f"no events of {path.name} in this interval")]
-        except DataError as error:
-            return [("unreadable_files", str(path), str(error))]
-    return []
+        return [[("unreadable_files", str(path), "empty file (0 bytes)")] for _ in gestures]
+    if not decode:
+        return [[] for _ in gestures]
+    try:
+        events = read_events(path)
+    except DataError as error:
+        return [[("unreadable_files", str(path), str(error))] for _ in gestures]
+    return [
+        [("unreadable_files", entry.where, f"no events of {path.name} in this interval")]
+        if len(events.window(entry.start_us, entry.end_us)) == 0 else []
+        for entry in gestures
+    ]

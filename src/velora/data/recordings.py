@@ -121,7 +121,6 @@ class RecordingDataset(SampledClips):
                     self.entries.append(ClipEntry(f"{class_dir}/{path.stem}", 0, label))
 
         self.sampling, self.num_classes = sampling, num_classes
-        self.cache_recordings = cache_recordings
         self.representation = representation
         self._cache = ProcessCache(cache_recordings)
 

@@ -103,8 +103,8 @@ def split_train_val(
         chosen = {members[i] for i in rng.permutation(len(members))[:take]}
         val_lines |= chosen
         counts[class_key] = (len(members) - take, take)
-    for _, class_key, line in lines:
-        if line not in val_lines and line in by_class.get(class_key, ()):
+    for sample, _, line in lines:
+        if line not in val_lines and sample not in test_samples:
             train_lines.append(line)
     ordered_val = [line for _, _, line in lines if line in val_lines]  # file order, not draw order
     _write(root / val_out, ordered_val, f"# validation split: {val_fraction:g} of each class of {train_labels}, seed {seed}")
