@@ -5,6 +5,7 @@ port, a stall, a cut connection, a sensor of another size; Ctrl-C and the end gi
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import struct
 import sys
 import time
@@ -67,6 +68,18 @@ def test_a_replay_predicts_what_predict_gives_on_the_same_windows(recognizer, st
         assert prediction.topk == expected_topk(recognizer, street, num_frames, k)
         assert prediction.frames == num_frames + 1 and prediction.modalities == ["rgb", "event"]
     assert summary.ended == "end of stream" and summary.error is None and summary.skipped == 0
+
+
+def test_a_replay_draws_events_as_the_models_representation(tiny_run, street, real_data_dir):
+    """A model trained on another event representation (here two-channel counts, from recordings)
+    streams with it."""
+    recognizer = velora.load(tiny_run)
+    data = replace(recognizer.config.data, layout="recordings", representation="count")
+    recognizer.config = replace(recognizer.config, data=data)
+    predictions, _, _ = stream(recognizer, open_source(str(real_data_dir / STREET)), num_frames=2, top_k=8)
+    assert len(predictions) == len(street.aps_frames) - 2
+    for k, prediction in enumerate(predictions):
+        assert prediction.topk == expected_topk(recognizer, street, 2, k, top_k=8)
 
 
 def test_a_window_of_the_whole_recording_is_predict_on_the_file(recognizer, real_data_dir):
