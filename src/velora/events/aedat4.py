@@ -109,7 +109,7 @@ def _read(path: Path, with_frames: bool) -> Recording:
             elif with_frames and frame_ids and frame_ids[0] == packet["stream_id"] and "frame" in packet:
                 frames.append(packet["frame"])
     except BaseException as error:
-        if not _decoder_failed(error):
+        if not decoder_failed(error):
             raise
         raise DataError(f"{path}: a packet could not be decoded ({error}); the file is corrupt, re-copy it.") from None
     del decoder  # the Rust decoder holds the file open until it is collected
@@ -165,14 +165,7 @@ def _stack_frames(path: Path, frames: list[dict], frame_size: tuple[int, int]) -
     """(N, H, W) or (N, H, W, 3) uint8 from aedat's frame dicts."""
     if not frames:
         return np.zeros((0, *frame_size), dtype=np.uint8)
-    images = []
-    for frame in frames:
-        pixels = frame["pixels"]
-        if pixels.ndim == 3:
-            pixels = pixels[..., :3]  # RGBA -> RGB
-        if pixels.dtype == np.uint16:
-            pixels = pixels >> 8  # 16-bit APS readout -> its high byte
-        images.append(pixels.astype(np.uint8))
+    images = [frame_uint8(frame["pixels"]) for frame in frames]
     shapes = sorted({image.shape for image in images})
     if len(shapes) > 1:
         raise DataError(
@@ -182,16 +175,26 @@ def _stack_frames(path: Path, frames: list[dict], frame_size: tuple[int, int]) -
     return np.stack(images)
 
 
+def frame_uint8(pixels: np.ndarray, bgr: bool = False) -> np.ndarray:
+    """An APS frame as velora reads it: uint8, RGB order without alpha (from RGB(A), or from BGR(A)
+    with `bgr`, as OpenCV and DV's network stream give it), a 16-bit readout's high byte."""
+    if pixels.ndim == 3:
+        pixels = pixels[..., 2::-1] if bgr else pixels[..., :3]
+    if pixels.dtype != np.uint8:
+        pixels = pixels >> 8  # 16-bit APS readout -> its high byte
+    return np.ascontiguousarray(pixels, dtype=np.uint8)
+
+
 def _open_decoder(path: Path) -> aedat.Decoder:
     try:
         return aedat.Decoder(str(path))
     except BaseException as error:
-        if not _decoder_failed(error):
+        if not decoder_failed(error):
             raise
         raise DataError(f"{path}: aedat cannot decode the stream list ({error}); the file is corrupt or unsupported.") from None
 
 
-def _decoder_failed(error: BaseException) -> bool:
+def decoder_failed(error: BaseException) -> bool:
     """Whether `error` is aedat's report of a malformed file.
 
     Besides its own errors, aedat's Rust code panics on some malformed flatbuffers (an index past

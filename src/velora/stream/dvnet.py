@@ -48,6 +48,7 @@ import aedat
 import numpy as np
 
 from velora.events.aedat4 import MAGIC as AEDAT4_MAGIC
+from velora.events.aedat4 import decoder_failed, frame_uint8
 
 IOHEADER_ID = b"IOHE"
 EVENTS_ID, FRAME_ID = "EVTS", "FRME"
@@ -188,10 +189,13 @@ def parse_header(raw: bytes) -> StreamHeader:
 
 def decode_events(content: memoryview) -> EventBatch:
     """An uncompressed EVTS packet -> EventBatch (a copy of its columns)."""
-    elements = np.frombuffer(_root(content, EVENTS_ID).vector(0, EVENT_DTYPE.itemsize), dtype=EVENT_DTYPE)
-    on = elements["on"].astype(np.int8)
+    return _batch(np.frombuffer(_root(content, EVENTS_ID).vector(0, EVENT_DTYPE.itemsize), dtype=EVENT_DTYPE))
+
+
+def _batch(elements: np.ndarray) -> EventBatch:
+    """EventBatch from event records with aedat's field names (t, x, y, on), as EVENT_DTYPE has."""
     return EventBatch(elements["t"].astype(np.int64), elements["x"].astype(np.int16), elements["y"].astype(np.int16),
-                      on * 2 - 1)
+                      elements["on"].astype(np.int8) * 2 - 1)
 
 
 def decode_frame(content: memoryview) -> Frame:
@@ -210,16 +214,7 @@ def decode_frame(content: memoryview) -> Frame:
     if len(pixels) != width * height * channels * dtype.itemsize:
         raise ProtocolError(f"a {width} x {height} frame of type {opencv_type} holds {len(pixels)} bytes of pixels")
     image = np.frombuffer(pixels, dtype=dtype).reshape((height, width, channels) if channels > 1 else (height, width))
-    return Frame(_as_read(image, bgr=True), start, end - start)
-
-
-def _as_read(image: np.ndarray, bgr: bool) -> np.ndarray:
-    """uint8 like read_aedat4's frames: RGB order, no alpha, 16-bit frames' high byte."""
-    if image.ndim == 3:
-        image = image[..., 2::-1] if bgr else image[..., :3]
-    if image.dtype != np.uint8:
-        image = image >> 8
-    return np.ascontiguousarray(image, dtype=np.uint8)
+    return Frame(frame_uint8(image, bgr=True), start, end - start)
 
 
 class CompressedPackets:
@@ -231,22 +226,20 @@ class CompressedPackets:
         self._folder = tempfile.TemporaryDirectory(prefix="velora-stream-")
         self._path = Path(self._folder.name) / "packet.aedat4"
 
-    def decode(self, stream_id: int, payload: bytes) -> EventBatch | Frame | None:
+    def decode(self, stream_id: int, payload: bytes | memoryview) -> EventBatch | Frame | None:
         self._path.write_bytes(AEDAT4_MAGIC + self.header.raw + struct.pack("<iI", stream_id, len(payload)) + payload)
         try:
             packets = list(aedat.Decoder(str(self._path)))
         except BaseException as error:  # aedat raises RuntimeError, or a PanicException (a BaseException)
-            if isinstance(error, (KeyboardInterrupt, SystemExit)):
+            if not decoder_failed(error):
                 raise
             raise ProtocolError(f"a {self.header.compression_name} packet could not be decoded ({error})") from None
         for packet in packets:
             if "events" in packet:
-                columns = packet["events"]
-                return EventBatch(columns["t"].astype(np.int64), columns["x"].astype(np.int16),
-                                  columns["y"].astype(np.int16), columns["on"].astype(np.int8) * 2 - 1)
+                return _batch(packet["events"])
             if "frame" in packet:
                 frame = packet["frame"]
-                image = _as_read(frame["pixels"], bgr=False)  # aedat already gives RGB order
+                image = frame_uint8(frame["pixels"])  # aedat already gives RGB order
                 start = frame["exposure_begin_t"]
                 return Frame(image, int(start), int(frame["exposure_end_t"] - start))
         return None
@@ -311,7 +304,7 @@ class Connection:
             raise ProtocolError(f"a packet declares {size} bytes; the stream is corrupt")
         self._fill(8 + size, f"a packet ({size} bytes)")
         received = time.perf_counter()
-        payload = self._take(8 + size)[8:]
+        payload = memoryview(self._take(8 + size))[8:]  # no copy of the packet's bytes
         if stream.type_id not in (EVENTS_ID, FRAME_ID):
             return None, received
         if self._compressed is not None:

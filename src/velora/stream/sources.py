@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from velora.errors import DataError
-from velora.events.aedat4 import Recording
+from velora.events.aedat4 import Recording, frame_uint8
 from velora.events.readers import SUFFIXES, read_aedat4, read_events, require_events
 from velora.stream.dvnet import EVENTS_ID, FRAME_ID, Connection, EventBatch, Frame, ProtocolError
 
@@ -163,11 +163,6 @@ class RecordingReplay(Source):
         if not self.live or self._position >= len(self._schedule):
             return False
         return self._due(self._schedule[self._position][0]) <= self.clock()
-
-    @property
-    def duration_us(self) -> int:
-        """Event time from the first to the last release."""
-        return self._schedule[-1][0] - self._schedule[0][0] if self._schedule else 0
 
 
 def _replay_schedule(recording: Recording, packet_us: int) -> list[tuple[int, str, EventBatch | Frame]]:
@@ -401,9 +396,9 @@ class CameraSource(_QueuedSource):
                     if frame is not None:
                         received = time.perf_counter()
                         image = frame.image
-                        if image.ndim == 3:
-                            image = image[..., 2::-1] if image.shape[2] >= 3 else image[..., 0]
-                        image = np.ascontiguousarray(image >> 8 if image.dtype == np.uint16 else image, dtype=np.uint8)
+                        if image.ndim == 3 and image.shape[2] < 3:  # gray with a second channel
+                            image = image[..., 0]
+                        image = frame_uint8(image, bgr=True)  # OpenCV's BGR(A)
                         exposure = int(frame.exposure.total_seconds() * 1e6)
                         self._queue.put(Packet("frame", Frame(image, int(frame.timestamp), exposure), received))
                         got = True

@@ -287,10 +287,9 @@ class SlidingWindow:
             columns = [np.concatenate([getattr(c, name) for c in chunks]) for name in "txyp"]
             order = np.argsort(columns[0], kind="stable")  # as read_aedat4 sorts a file's events
             packets = (tuple(column[order] for column in columns),)
-        holding = [c for c in chunks if c.t[0] < t_end]
         window = Window(self.windows_emitted, boundaries, frames, 0.0, self._last_received,
                         (self.width, self.height), packets)
-        last_event = max(c.received for c in holding) if window.num_events else self._last_received
+        last_event = max(c.received for c in chunks) if window.num_events else self._last_received
         return replace(window, last_event_received=last_event)
 
     def _advance(self, end: int) -> None:
