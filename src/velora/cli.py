@@ -41,6 +41,14 @@ def _add_config(p: argparse.ArgumentParser, default: str | None) -> None:
     p.add_argument("overrides", nargs="*", metavar="section.field=value", help="config overrides, e.g. train.lr=3e-4")
 
 
+def _add_weights(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--weights", metavar="FILE",
+        help="backbone weights instead of the checkpoint's model.weights (a model trained on a local file that is "
+        "elsewhere here; its sha256 is checked)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from velora.config import describe_fields
 
@@ -101,11 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modalities", help="comma-separated subset of rgb,event (e.g. event: a missing RGB sensor)")
     p.add_argument("--output", help="folder for eval_<split>.json and confusion_<split>.png (default: next to the checkpoint)")
     p.add_argument("--device", default="cpu")
-    p.add_argument(
-        "--weights", metavar="FILE",
-        help="backbone weights instead of the checkpoint's model.weights (a model trained on a local file that is "
-        "elsewhere here; its sha256 is checked)",
-    )
+    _add_weights(p)
     p.add_argument(
         "overrides", nargs="*", metavar="data.field=value",
         help="data settings other than the checkpoint's, e.g. data.layout=recordings data.num_workers=8",
@@ -126,11 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modalities", help="comma-separated subset of rgb,event")
     p.add_argument("--panel", metavar="PNG", help="write a prediction panel (RGB frames, event frames, top-5)")
     p.add_argument("--device", default="cpu")
-    p.add_argument(
-        "--weights", metavar="FILE",
-        help="backbone weights instead of the checkpoint's model.weights (a model trained on a local file that is "
-        "elsewhere here; its sha256 is checked)",
-    )
+    _add_weights(p)
 
     p = sub.add_parser(
         "export",
@@ -150,11 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--opset", type=int, help="ai.onnx opset to write (18 or later; default: torch's exporter's)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime-against-PyTorch check")
-    p.add_argument(
-        "--weights", metavar="FILE",
-        help="backbone weights instead of the checkpoint's model.weights (a model trained on a local file that is "
-        "elsewhere here; its sha256 is checked)",
-    )
+    _add_weights(p)
 
     p = sub.add_parser(
         "package",

@@ -45,6 +45,7 @@ PARTIAL_MARKER = "velora_demo.partial.json"
 SPLITS = ("train", "val", "test")
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}  # part of every clip's seed
 DEFAULT_CLIPS_PER_CLASS = {"train": 30, "val": 10, "test": 25}
+DEFAULT_FRAMES_RANGE = (5, 7)
 DEFAULT_MATCHED_SPLITS = ("val", "test")
 
 
@@ -83,7 +84,7 @@ def generate_demo_dataset(
     *,
     clips_per_class: dict[str, int] | None = None,
     image_size: int = 64,
-    frames_range: tuple[int, int] = (5, 7),
+    frames_range: tuple[int, int] = DEFAULT_FRAMES_RANGE,
     seed: int = 0,
     scene: SceneConfig | None = None,
     matched_splits: tuple[str, ...] = DEFAULT_MATCHED_SPLITS,

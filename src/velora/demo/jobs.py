@@ -17,7 +17,6 @@ progress in work units (velora.demo.progress) through a queue; the parent shows 
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import queue
 import time
@@ -31,12 +30,12 @@ from pathlib import Path
 import torch
 
 from velora.config import Config
-from velora.demo.progress import UnitsCallback
-from velora.evaluation.evaluate import data_config, predict_scores
-from velora.evaluation.metrics import evaluation_report, topk_accuracy
-from velora.model.velora import count_parameters
-from velora.model.adapter_file import load_model
 from velora.data.factory import make_dataset
+from velora.demo.progress import UnitsCallback
+from velora.evaluation.evaluate import data_config, evaluate_model, predict_scores
+from velora.evaluation.metrics import topk_accuracy
+from velora.model.adapter_file import load_model
+from velora.model.velora import count_parameters
 from velora.training.run import train
 
 
@@ -90,7 +89,6 @@ def run_jobs(
                 for future in done:
                     job = pending.pop(future)
                     results[job.name] = future.result()
-                    report(job.name, job.units)
         except BaseException:
             for future in pending:
                 future.cancel()
@@ -121,7 +119,6 @@ def _init_worker(progress_queue) -> None:
 def _quiet_worker() -> None:
     # The demo reads packed clips in the training process itself, on purpose (see module docstring).
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=r".*The number of training batches .* is smaller than the logging interval.*")
 
 
 def _run_job_in_worker(job: Job) -> dict:
@@ -158,6 +155,7 @@ def run_job(job: Job, send: Callable[[float], None]) -> dict:
     send(clips_seen.units_done)
     if job.evaluate:
         out.update(evaluate_checkpoint(result.best_checkpoint))
+    send(job.units)  # the job's whole estimate, evaluation included: the bar reaches its share
     return out
 
 
@@ -171,19 +169,12 @@ def evaluate_checkpoint(checkpoint: str | Path) -> dict:
     checkpoint = Path(checkpoint)
     model, ckpt = load_model(checkpoint)
     total, trainable = count_parameters(model)
-
-    def scores(modalities: list[str] | None) -> tuple:
-        cfg = data_config(ckpt.config, modalities=modalities)
-        dataset = make_dataset(cfg, "test", classes=ckpt.class_names)
-        return predict_scores(model, dataset, batch_size=64, progress=False)
-
-    report = evaluation_report(*scores(None), ckpt.class_names)
-    report.update(split="test", checkpoint=str(checkpoint), modalities=list(model.modalities))
-    (checkpoint.parent / "eval_test.json").write_text(json.dumps(report, indent=1, allow_nan=False))
+    report = evaluate_model(model, ckpt, checkpoint, batch_size=64, progress=False, plot=False)  # eval_test.json
     missing = {}
     if len(model.modalities) == 2:
         for absent, present in (("rgb", "event"), ("event", "rgb")):
-            test_scores, labels = scores([present])
+            dataset = make_dataset(data_config(ckpt.config, modalities=[present]), "test", classes=ckpt.class_names)
+            test_scores, labels = predict_scores(model, dataset, batch_size=64, progress=False)
             missing[absent] = topk_accuracy(test_scores, labels, 1)
     return {
         "test_top1": report["top1"],

@@ -14,7 +14,6 @@ side, one per CPU core (velora.demo.jobs), under one progress bar (velora.demo.p
 from __future__ import annotations
 
 import os
-import platform
 import shutil
 import time
 from pathlib import Path
@@ -23,12 +22,18 @@ import torch
 
 from velora.config import RELEASE_MODEL, Config, ConfigError, load_config, merge
 from velora.data.packed.writer import pack_dataset
-from velora.demo.generate import DEFAULT_MATCHED_SPLITS, generate_demo_dataset
+from velora.demo.generate import (
+    DEFAULT_CLIPS_PER_CLASS,
+    DEFAULT_FRAMES_RANGE,
+    DEFAULT_MATCHED_SPLITS,
+    generate_demo_dataset,
+)
 from velora.demo.jobs import Job, evaluate_checkpoint, run_jobs
 from velora.demo.progress import UNITS_PER_FRAME, UNITS_PER_PACKED_CLIP, UNITS_REPORT, DemoBar, job_units
 from velora.demo.report import aggregate, format_table, write_report
 from velora.demo.scenes import SceneConfig
 from velora.model.weights_source import describe_source, resolve_source
+from velora.pretrain.train import cpu_description
 
 # Each baseline is the demo config with these overrides.
 VARIANTS: dict[str, tuple[str, dict]] = {
@@ -65,7 +70,7 @@ COMPARE_VARIANTS = ["linear_probe", "random_backbone", "full_finetune"]
 # Learning rates tried for full fine-tuning; the best on the validation split is reported.
 FULL_FINETUNE_LRS = (1e-4, 3e-4, 1e-3)
 VELORA_SEEDS = 3
-FULL_SPLITS = {"train": 30, "val": 10, "test": 25}
+FULL_SPLITS = DEFAULT_CLIPS_PER_CLASS
 QUICK_SPLITS = {"train": 4, "val": 2, "test": 2}
 
 
@@ -98,8 +103,7 @@ def run_demo(
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
     base = load_config(config, overrides)
     splits = QUICK_SPLITS if quick else FULL_SPLITS
-    scene = SceneConfig()
-    frames_range = (5, 7)
+    scene, frames_range = SceneConfig(), DEFAULT_FRAMES_RANGE
     num_classes = len(scene.class_names)
     clips = {split: n * num_classes for split, n in splits.items()}
 
@@ -253,9 +257,10 @@ def demo_command(quick: bool, compare: bool, variants: list[str] | None, seeds: 
 
 
 def machine_description() -> str:
+    cpu = cpu_description()
     return (
-        f"{os.cpu_count()} CPUs, {platform.machine()}, torch {torch.__version__} "
-        f"({torch.backends.cpu.get_cpu_capability()}), one torch thread per training"
+        f"{cpu['logical_cpus']} CPUs, {cpu['machine']}, torch {torch.__version__} "
+        f"({cpu['torch_cpu_capability']}), one torch thread per training"
     )
 
 

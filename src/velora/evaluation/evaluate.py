@@ -63,11 +63,12 @@ def evaluate_model(
     batch_size: int | None = None,
     progress: bool = True,
     overrides: list[str] | None = None,
+    plot: bool = True,
 ) -> dict:
     """Top-1, top-5, per-class accuracy and confusion matrix of `model` (loaded from `checkpoint`)
     on a split of its dataset, or of `data_root`; `overrides`: `data.field=value` strings (see
-    data_config). Writes eval_<split>.json and confusion_<split>.png (next to the checkpoint by
-    default; eval_<split>_<modalities>.json when a modality is left out)."""
+    data_config). Writes eval_<split>.json and (`plot`) confusion_<split>.png (next to the
+    checkpoint by default; eval_<split>_<modalities>.json when a modality is left out)."""
     cfg = data_config(ckpt.config, data_root=data_root, modalities=modalities, overrides=overrides)
     # Layouts that number classes by name (recordings, events) number them as the model does.
     dataset = make_dataset(cfg, split, classes=ckpt.class_names)
@@ -82,10 +83,11 @@ def evaluate_model(
     trained = tuple(ckpt.config.model.modalities)
     tag = split if tuple(cfg.data.modalities) == trained else f"{split}_{'+'.join(cfg.data.modalities)}"
     (out / f"eval_{tag}.json").write_text(json.dumps(report, indent=1, allow_nan=False))
-    plot_confusion_matrix(
-        np.asarray(report["confusion_matrix"]), ckpt.class_names, out / f"confusion_{tag}.png",
-        title=f"{split}: top-1 {report['top1']:.1%}",
-    )
+    if plot:
+        plot_confusion_matrix(
+            np.asarray(report["confusion_matrix"]), ckpt.class_names, out / f"confusion_{tag}.png",
+            title=f"{split}: top-1 {report['top1']:.1%}",
+        )
     return report
 
 

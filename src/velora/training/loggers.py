@@ -23,7 +23,6 @@ from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoa
 
 from velora.config import Config, ConfigError
 
-LOGGERS = ("csv", "tensorboard", "wandb", "mlflow", "none")
 # logger -> (import names, any one of which is enough; the pip extra that installs one)
 NEEDS = {
     "tensorboard": (("tensorboard", "tensorboardX"), "tensorboard"),

@@ -75,8 +75,9 @@ class AdapterCheckpoints(L.Callback):
             self.write_history(module.history)
 
     def write_history(self, history: dict) -> None:
-        (self.output_dir / "history.json").write_text(json.dumps(history))
-        self.unplotted = json.loads(json.dumps(history))  # a copy: the module keeps appending to its lists
+        text = json.dumps(history)
+        (self.output_dir / "history.json").write_text(text)
+        self.unplotted = json.loads(text)  # a copy: the module keeps appending to its lists
         if time.monotonic() - self.last_plot >= CURVES_EVERY_S:
             self.plot_pending()
 
