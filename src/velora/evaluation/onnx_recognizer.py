@@ -23,7 +23,6 @@ from velora.errors import CheckpointError
 from velora.evaluation.recognizer import Recognizer
 
 FORMAT = "velora-onnx/1"
-INPUTS = ("rgb", "events")
 EXTRA = "pip install 'velora-rgbe[onnx]'"
 
 
@@ -57,6 +56,8 @@ class OnnxRecognizer(Recognizer):
     own choice). `evaluate` is not available: evaluate the adapter file.
     """
 
+    fixed_clip_length = True  # the graph's T is fixed at export (its batch is the one dynamic axis)
+
     def __init__(self, path: str | Path, device: str | torch.device = "cpu", threads: int | None = None):
         ort = import_onnxruntime()
         path = Path(path)
@@ -71,23 +72,13 @@ class OnnxRecognizer(Recognizer):
         self.metadata = read_metadata(self.session, path)
         self.model = None
         self.saved = None
-        self.config = self.metadata.pop("config")
-        self.class_names = self.metadata.pop("class_names")
-        self.weights_source = self.metadata.pop("weights_source", {})
-        self.checkpoint = path
-        self.device = torch.device(device)
+        metadata = self.metadata
+        self._attach(metadata.pop("config"), metadata.pop("class_names"), metadata.pop("weights_source", {}), path, device)
         self.inputs = {i.name: i for i in self.session.get_inputs()}
-        # The graph's clip length is fixed at export (its batch is the one dynamic axis).
-        self.fixed_num_frames = self.config.data.num_frames
-        self._said_missing = False
 
-    def __repr__(self) -> str:
+    def _repr_details(self) -> str:
         merged = ", merged" if self.metadata.get("merged") else ""
-        return (
-            f"OnnxRecognizer({self.checkpoint}, {len(self.class_names)} classes, modalities "
-            f"{'+'.join(self.config.model.modalities)}, {self.config.model.backbone}, opset "
-            f"{self.metadata.get('opset')}{merged})"
-        )
+        return f", opset {self.metadata.get('opset')}{merged}"
 
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Class scores (B, classes): the file's graph on the batch; an input the batch lacks is fed

@@ -77,21 +77,33 @@ class Recognizer:
     or path); checkpoint: the adapter file it was loaded from.
     """
 
+    # Runs each clip as one whole (a graph exported for a fixed T, e.g. OnnxRecognizer), so a
+    # caller cannot feed it clips of another length or parts of a clip.
+    fixed_clip_length = False
+
     def __init__(self, model: VELoRA, checkpoint: AdapterCheckpoint, path: Path, device: str | torch.device = "cpu"):
         self.model = model
         self.saved = checkpoint
-        self.class_names = list(checkpoint.class_names)
-        self.config: Config = checkpoint.config
-        self.weights_source = checkpoint.weights_source or model.weights_source
+        weights_source = checkpoint.weights_source or model.weights_source
+        self._attach(checkpoint.config, checkpoint.class_names, weights_source, path, device)
+
+    def _attach(self, config: Config, class_names, weights_source: dict, path: Path, device: str | torch.device) -> None:
+        """The fields of every recognizer, whatever runs it."""
+        self.config: Config = config
+        self.class_names = list(class_names)
+        self.weights_source = weights_source
         self.checkpoint = path
         self.device = torch.device(device)
         self._said_missing = False
 
     def __repr__(self) -> str:
         return (
-            f"Recognizer({self.checkpoint}, {len(self.class_names)} classes, modalities "
-            f"{'+'.join(self.config.model.modalities)}, {self.config.model.backbone})"
+            f"{type(self).__name__}({self.checkpoint}, {len(self.class_names)} classes, modalities "
+            f"{'+'.join(self.config.model.modalities)}, {self.config.model.backbone}{self._repr_details()})"
         )
+
+    def _repr_details(self) -> str:
+        return ""
 
     # ------------------------------------------------------------------ inputs
     def item(self, source, config: Config | None = None) -> dict[str, torch.Tensor]:

@@ -234,18 +234,15 @@ def parity(
 ) -> dict[str, float]:
     """Max |onnxruntime - PyTorch| logits of the file at `path`, per case, on random uint8 clips
     (batch, frames, 3, size, size); a batch unlike the export's example, to exercise the dynamic axis."""
-    from velora.evaluation.onnx_recognizer import import_onnxruntime
+    from velora.evaluation.onnx_recognizer import OnnxRecognizer
 
-    ort = import_onnxruntime()
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    names = [i.name for i in session.get_inputs()]
+    recognizer = OnnxRecognizer(path)  # on the CPU, as velora.load runs the file
     generator = torch.Generator().manual_seed(seed)
-    clips = {k: random_clips(batch, frames, size, generator) for k in names}
-    empty = np.zeros((0, frames, 3, size, size), np.uint8)
+    clips = {k: random_clips(batch, frames, size, generator) for k in recognizer.inputs}
     diffs = {}
     for keys in cases:
         expected = model(*(clips[k] if k in keys else None for k in ("rgb", "events"))).logits.numpy()
-        (got,) = session.run(["logits"], {k: clips[k].numpy() if k in keys else empty for k in names})
+        got = recognizer.logits({k: clips[k] for k in keys}).numpy()
         diffs["+".join(keys)] = float(np.abs(got - expected).max())
     return diffs
 

@@ -73,7 +73,6 @@ class VELoRA(nn.Module):
         self.model_cfg, self.lora_cfg = m, lo = model, lora
         projected = m.stream_path == "all_blocks_projected"
         self.backbone = build_backbone(m, keep_projection=projected)
-        self.weights_source = self.backbone.weights_source
         if m.finetune_backbone:  # the full fine-tuning baseline; adapters below stay trainable too
             self.backbone.requires_grad_(True)
         depth = len(self.backbone.blocks)
@@ -142,6 +141,11 @@ class VELoRA(nn.Module):
             # names and checkpoints stay those of eager mode.
             for block in low_blocks:
                 block.compile()
+
+    @property
+    def weights_source(self) -> dict:
+        """The record of the backbone's weights (hub id, tag, sha256 or path; velora.model.weights_source)."""
+        return self.backbone.weights_source
 
     @classmethod
     def from_config(cls, cfg: Config) -> "VELoRA":

@@ -343,10 +343,9 @@ def _loop(recognizer, source, options, on_window, notify, writer, clock) -> Stre
     config = recognizer.config
     modalities = list(config.data.modalities)
     num_frames = options.num_frames or config.data.num_frames
-    fixed = getattr(recognizer, "fixed_num_frames", None)
-    if fixed is not None and num_frames != fixed:
+    if recognizer.fixed_clip_length and num_frames != config.data.num_frames:
         raise DataError(
-            f"{recognizer.checkpoint} takes clips of {fixed} frames (fixed when it was exported), not "
+            f"{recognizer.checkpoint} takes clips of {config.data.num_frames} frames (fixed when it was exported), not "
             f"--num-frames {num_frames}: leave --num-frames out, or stream the adapter file instead"
         )
     rgb_only = "event" not in modalities
