@@ -31,8 +31,8 @@ from velora.data.clips import ClipDataset
 from velora.data.event_labels import event_class_names, read_event_labels
 from velora.data.event_only import EventFileDataset
 from velora.data.factory import label_file, make_dataset
-from velora.data.labels import CLASSES_FILE, read_class_names, read_class_file
-from velora.data.layout import MODALITIES
+from velora.data.labels import CLASSES_FILE, label_fields, read_class_file, read_class_names
+from velora.data.layout import FRAME_COUNT_POLICIES, MODALITIES
 from velora.data.sampling import ClipSampling, SampledClips
 from velora.errors import DataError
 
@@ -184,10 +184,10 @@ def check_dataset(
     workers: processes checking samples in parallel; 1 checks in this process.
     """
     bad_modalities = [m for m in modalities if m not in MODALITIES]
-    if bad_modalities or not modalities or frame_count_policy not in ("error", "min") or min_frames < 0:
+    if bad_modalities or not modalities or frame_count_policy not in FRAME_COUNT_POLICIES or min_frames < 0:
         raise ValueError(
             f"invalid check_dataset arguments: modalities {tuple(modalities)} must be a non-empty subset of "
-            f"{MODALITIES}, frame_count_policy {frame_count_policy!r} one of ('error', 'min'), "
+            f"{MODALITIES}, frame_count_policy {frame_count_policy!r} one of {FRAME_COUNT_POLICIES}, "
             f"min_frames ({min_frames}) >= 0"
         )
     root = Path(root)
@@ -274,8 +274,7 @@ def _detect_layout(path: Path, report: CheckReport) -> str | None:
     for raw in text.splitlines():
         line = raw.strip()
         if line and not line.startswith("#"):
-            fields = line.split("\t") if "\t" in line else line.split()
-            return "events" if len(fields) == 2 else "frames"
+            return "events" if len(label_fields(line)) == 2 else "frames"
     report.warnings.append((str(path), "holds no label lines"))
     return "frames"
 

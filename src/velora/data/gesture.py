@@ -30,7 +30,7 @@ import torch
 
 from velora.data.check_report import Issue, map_checks
 from velora.data.event_only import event_frames
-from velora.data.labels import read_text
+from velora.data.labels import natural_key, read_text
 from velora.data.sampling import ClipSampling, ProcessCache, SampledClips
 from velora.errors import DataError
 from velora.events.readers import read_events
@@ -99,7 +99,7 @@ def gesture_class_names(root: Path, written: Sequence[str]) -> list[str]:
                 pairs.append((int(row[1]), row[0].strip()))
         if pairs:
             return [name for _, name in sorted(pairs)]
-    return sorted(set(written), key=lambda c: (0, int(c), "") if c.isdecimal() else (1, 0, c))
+    return sorted(set(written), key=natural_key)
 
 
 class GestureDataset(SampledClips):

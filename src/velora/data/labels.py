@@ -55,6 +55,17 @@ class ClipEntry:
         return PurePosixPath(self.sample).name
 
 
+def label_fields(line: str) -> list[str]:
+    """A label line's fields: tab-separated when it holds a tab, else whitespace-separated. Their
+    count tells the layouts apart: 1 a recording list, 2 event labels (sample, class), 3 frames."""
+    return line.split("\t") if "\t" in line else line.split()
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key: class names that are numbers first, by value, then the others by name."""
+    return (0, int(name), "") if name.isdecimal() else (1, 0, name)
+
+
 def parse_label_line(line: str) -> ClipEntry:
     """Parse one non-comment line; raises ValueError with the reason on a malformed one."""
     # Split from the right so a sample path containing spaces still parses.

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from velora.data.event_labels import parse_event_label_line
-from velora.data.labels import parse_label_line, read_text
+from velora.data.labels import label_fields, natural_key, parse_label_line, read_text
 from velora.errors import DataError
 
 VAL_FILE = "val_label.txt"
@@ -96,7 +96,7 @@ def split_train_val(
             by_class.setdefault(class_key, []).append(line)
 
     val_lines, train_lines, counts = set(), [], {}
-    for class_key in sorted(by_class, key=_natural):
+    for class_key in sorted(by_class, key=natural_key):
         members = by_class[class_key]
         take = min(len(members) - 1, max(1, round(val_fraction * len(members)))) if len(members) > 1 else 0
         rng = np.random.default_rng([seed, zlib.crc32(class_key.encode())])
@@ -160,7 +160,7 @@ def _labelled_lines(path: Path) -> list[tuple[str, str, str]]:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        fields = line.split("\t") if "\t" in line else line.split()
+        fields = label_fields(line)
         try:
             if len(fields) == 1:  # a list of recordings with several classes each (DVS128 Gesture trials)
                 sample, class_key = line, "all"
@@ -175,10 +175,6 @@ def _labelled_lines(path: Path) -> list[tuple[str, str, str]]:
     if not found:
         raise DataError(f"{path} holds no samples")
     return found
-
-
-def _natural(key: str) -> tuple:
-    return (0, int(key), "") if key.isdigit() else (1, 0, key)
 
 
 def _write(path: Path, lines: list[str], header: str) -> None:
