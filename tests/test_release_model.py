@@ -3,6 +3,7 @@ release does (checked against the release's own maths written out here, on the t
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import fill_adapters, make_tiny_config, random_clip
-from velora.config import RELEASE_MODEL, ConfigError, load_config
+from velora.config import RELEASE_INPUTS, RELEASE_MODEL, ConfigError, load_config
 from velora.info import describe
 from velora.model.fusion import bottleneck
 from velora.model.velora import VELoRA, AttentionHead
@@ -26,8 +27,11 @@ def test_the_shipped_release_configs_are_the_release_fields():
     for name in ("pokerevent_vitb16_release", "hardvs_vitb16_release"):
         cfg = load_config(name)
         assert {k: getattr(cfg.model, k) for k in RELEASE_MODEL} == RELEASE_MODEL
+        for section, fields in RELEASE_INPUTS.items():
+            assert {k: getattr(getattr(cfg, section), k) for k in fields} == fields
         default = load_config(name.removesuffix("_release"))
-        assert cfg.lora == default.lora and cfg.data == default.data  # the same task and recipe
+        release_data = dataclasses.replace(default.data, **RELEASE_INPUTS["data"])
+        assert cfg.lora == default.lora and cfg.data == release_data  # the same task and recipe
         assert cfg.train.lr == default.train.lr and cfg.train.epochs == default.train.epochs
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from velora.data.recordings import recording_frames
-from velora.data.sampling import FULL_FRAME
+from velora.data.sampling import FULL_FRAME, ClipDraw
 from velora.events.readers import read_aedat4
 from velora.stream.window import SlidingWindow
 
@@ -208,9 +208,13 @@ def test_repeated_frames_are_ignored_and_memory_stays_bounded():
 def test_a_sample_alone_is_drawn_as_in_the_whole_window(street):
     """The encoder computes each sample once from sample(j): the same image as from the window."""
     (w,) = feed_in_time_order(SlidingWindow(3, street.sensor_size), street)
-    whole = recording_frames(w.recording(), (np.arange(3), FULL_FRAME, False), 32)
+
+    def samples(indices):
+        return ClipDraw({"rgb": indices, "event": indices}, FULL_FRAME, False)
+
+    whole = recording_frames(w.recording(), samples(np.arange(3)), 32)
     for j in range(3):
-        alone = recording_frames(w.sample(j), (np.zeros(1, np.int64), FULL_FRAME, False), 32)
+        alone = recording_frames(w.sample(j), samples(np.zeros(1, np.int64)), 32)
         for key in ("rgb", "events"):
             assert torch.equal(alone[key][0], whole[key][j])
 

@@ -142,6 +142,13 @@ class ModelConfig:
         "truncated-normal(0.02) weights).",
         choices=("timm", "release"),
     )
+    normalization: str = _f(
+        "weights",
+        "How frames are normalised before the backbone: 'weights' (the mean and std the weights were trained "
+        "with, CLIP's for CLIP) or 'half' (mean = std = 0.5 on every channel, as the released code's "
+        "torchvision Normalize).",
+        choices=("weights", "half"),
+    )
     head_dropout: float = _f(0.0, "Dropout before the classification layer.")
     modality_dropout: float = _f(
         0.0,
@@ -192,6 +199,24 @@ class DataConfig:
     test_labels: str = _f("test_label.txt", "Test label file (final evaluation only), relative to root.")
     num_frames: int = _f(8, "Frames T sampled per clip, in uniform segments.")
     modalities: list = _f(["rgb", "event"], "Modalities to load: any of rgb, event.")
+    frame_sampling: str = _f(
+        "segments",
+        "Which T frames of a clip are read (layouts frames and recordings): 'segments' (the clip cut into T "
+        "equal segments, one frame from each, in order, the same frames for RGB and events: random in training, "
+        "segment centres in evaluation) or 'release' (the released code: RGB and events each draw an unordered "
+        "random subset of T frames on their own, with repeats only when the clip is shorter than T, in training "
+        "and in evaluation too; evaluation draws are seeded by train.seed, so a rerun gives the same figure). "
+        "Independent draws pair an RGB frame with events of another moment and scramble the frame differences.",
+        choices=("segments", "release"),
+    )
+    augmentation: str = _f(
+        "clip",
+        "Training augmentation (layouts frames and recordings): 'clip' (one random resized crop, data.crop_scale, "
+        "and flip, data.hflip, for all frames of both modalities) or 'release' (the released code: every frame of "
+        "each modality on its own, after the resize: padded by 10 black pixels, cropped back at a random place, "
+        "flipped with probability 0.5). Evaluation never augments.",
+        choices=("clip", "release"),
+    )
     crop_scale: list = _f([0.8, 1.0], "Training random-resized-crop area range; [1, 1] disables it.")
     hflip: bool = _f(False, "Training horizontal flips. Off: a flip turns a left motion into a right one.")
     frame_count_policy: str = _f(
@@ -242,6 +267,11 @@ class TrainConfig:
     batch_size: int = _f(8, "Clips per batch per device.")
     lr: float = _f(1e-4, "Peak AdamW learning rate.")
     weight_decay: float = _f(1e-4, "AdamW weight decay (not applied to biases, norms and embeddings).")
+    weight_decay_all: bool = _f(
+        False,
+        "Apply train.weight_decay to every trainable parameter, biases, norms and embeddings too, as the "
+        "released code's AdamW does; default False decays matrices only.",
+    )
     warmup_epochs: float = _f(1.0, "Linear warmup length in epochs, then cosine decay to min_lr.")
     min_lr: float = _f(1e-6, "Learning rate at the end of the cosine schedule.")
     grad_clip: float = _f(1.0, "Gradient norm clipping; 0 disables it.")
@@ -279,6 +309,12 @@ class TrainConfig:
 RELEASE_MODEL = {
     "stream_path": "all_blocks_projected", "fusion_block": "random_trainable", "shared_lora": "mlp_bottleneck",
     "recon_decoder": "block", "recon_detach_target": False, "head": "attention_last_tokens", "random_block": "release",
+}
+# The input pipeline and optimizer fields where the released code differs (configs/*_release.yaml).
+RELEASE_INPUTS = {
+    "model": {"normalization": "half"},
+    "data": {"frame_sampling": "release", "augmentation": "release", "event_resize": "bilinear"},
+    "train": {"weight_decay_all": True},
 }
 
 
@@ -436,6 +472,9 @@ def validate(cfg: Config) -> list[str]:
             f"'data.representation' {d.representation} draws events, but layout frames reads event images already "
             "drawn (PNG); use a layout that reads events (events, recordings, gesture) or event_image"
         )
+    for name in ("frame_sampling", "augmentation"):
+        if getattr(d, name) == "release" and d.layout not in ("frames", "recordings"):
+            p.append(f"'data.{name}' release reads frames of a clip; it applies to layouts frames and recordings, not {d.layout}")
     if d.event_window == "fixed_duration" and d.event_window_us <= 0:
         p.append("'data.event_window' fixed_duration needs data.event_window_us > 0 (microseconds)")
     if d.sensor_size and (len(d.sensor_size) != 2 or not all(isinstance(v, int) and v > 0 for v in d.sensor_size)):

@@ -44,6 +44,7 @@ def describe(cfg: Config) -> str:
         f"recon_decoder {m.recon_decoder}, head {m.head}",
         f"LoRA            rank {cfg.lora.rank}, alpha {cfg.lora.alpha}, targets {', '.join(cfg.lora.targets)}",
         f"classes         {m.num_classes}, modalities {'+'.join(m.modalities)}",
+        *input_pipeline(cfg, model),
         "",
         f"{'part':58s} {'parameters':>12s}",
     ]
@@ -64,6 +65,38 @@ def describe(cfg: Config) -> str:
         "1,843,200 parameters; see the README)",
     ]
     return "\n".join(lines)
+
+
+def input_pipeline(cfg: Config, model) -> list[str]:
+    """How clips reach the model and what the optimizer decays: the choices where velora and the
+    released code differ (README "The paper, the released code, velora")."""
+    from velora.model.backbone import normalization
+
+    d, t = cfg.data, cfg.train
+    if cfg.model.normalization == "weights":
+        mean, std = normalization(model.backbone)
+        norm = f"the weights' own (mean {', '.join(f'{v:.3f}' for v in mean)}; std {', '.join(f'{v:.3f}' for v in std)})"
+    else:
+        norm = "mean = std = 0.5 (the released code)"
+    sampling = {
+        "segments": f"segments: {d.num_frames} frames in order, the same for RGB and events (random in training, "
+        "centres in evaluation)",
+        "release": f"release: {d.num_frames} unordered random frames, drawn for RGB and events on their own, in "
+        "evaluation too",
+    }[d.frame_sampling]
+    if d.augmentation == "clip":
+        flip = "with" if d.hflip else "no"
+        augment = f"clip: one random resized crop (area {d.crop_scale[0]:g}-{d.crop_scale[1]:g}), {flip} flip, for all frames"
+    else:
+        augment = "release: every frame on its own: pad 10, random crop, flip with p 0.5"
+    decay = "every trainable parameter" if t.weight_decay_all else "matrices only (not biases, norms, embeddings)"
+    return [
+        f"normalisation   {norm}",
+        f"frame sampling  {sampling}",
+        f"augmentation    {augment}",
+        f"event resize    {d.event_resize}",
+        f"weight decay    {t.weight_decay:g} on {decay}",
+    ]
 
 
 def _trainable(cfg: Config, model_fields: dict) -> int:

@@ -35,7 +35,7 @@ from PIL import Image
 from velora.data.check_report import Issue, map_checks
 from velora.data.labels import ClipEntry, read_class_names, read_label_file
 from velora.data.layout import BATCH_KEY, FOLDER_SUFFIX, FRAME_COUNT_POLICIES, MODALITIES
-from velora.data.sampling import ClipSampling, SampledClips, modality_problems
+from velora.data.sampling import ClipDraw, ClipSampling, SampledClips, modality_problems
 from velora.errors import DataError
 from velora.events.resize import EVENT_RESIZE, resize_event_image
 
@@ -263,26 +263,20 @@ class ClipDataset(SampledClips):
         # RGB leads when both exist; the counts are equal after frame_folders' check.
         num_clip_frames = len(folders["rgb" if "rgb" in folders else "event"].names)
 
-        frame_indices, box, flip = self.draw(index, num_clip_frames)
+        draw = self.draw(index, num_clip_frames, self.modalities)
 
         item: dict[str, torch.Tensor | int] = {}
         for modality in self.modalities:
-            item[BATCH_KEY[modality]] = self._load_frames(folders[modality], frame_indices, box, flip, modality)
+            item[BATCH_KEY[modality]] = self._load_frames(folders[modality], draw, modality)
         item["label"] = torch.tensor(entry.label, dtype=torch.int64)
         item["index"] = index
         return item
 
-    def _load_frames(
-        self,
-        frames: FrameFolder,
-        frame_indices: np.ndarray,
-        box: tuple[float, float, float, float],
-        flip: bool,
-        modality: str,
-    ) -> torch.Tensor:
-        """Decode, crop, resize (RGB bilinear, events by ``event_resize``) and flip the chosen frames:
-        uint8 (T, 3, S, S)."""
-        size = self.sampling.image_size
+    def _load_frames(self, frames: FrameFolder, draw: ClipDraw, modality: str) -> torch.Tensor:
+        """Decode, crop, resize (RGB bilinear, events by ``event_resize``) and augment the frames
+        ``draw`` chose: uint8 (T, 3, S, S)."""
+        size, box = self.sampling.image_size, draw.box
+        frame_indices = draw.frames[modality]
         decoded: dict[int, np.ndarray] = {}  # short clips repeat indices; decode each frame once
         first_path, first_size = None, None
         for frame_index in dict.fromkeys(frame_indices.tolist()):
@@ -302,8 +296,8 @@ class ClipDataset(SampledClips):
                 resized = np.asarray(image.resize((size, size), Image.Resampling.BILINEAR, box=pixel_box))
             else:
                 resized = resize_event_image(np.asarray(image), size, pixel_box, self.event_resize)
-            decoded[frame_index] = resized[:, ::-1] if flip else resized  # (S, S, 3)
-        clip = np.stack([decoded[i] for i in frame_indices.tolist()])  # (T, S, S, 3)
+            decoded[frame_index] = resized  # (S, S, 3)
+        clip = np.stack([draw.transform(modality, k, decoded[i]) for k, i in enumerate(frame_indices.tolist())])
         return torch.from_numpy(clip).permute(0, 3, 1, 2).contiguous()  # (T, 3, S, S)
 
 

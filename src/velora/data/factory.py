@@ -27,7 +27,8 @@ def clip_sampling(cfg: Config, *, train: bool = False) -> ClipSampling:
     d = cfg.data
     return ClipSampling(
         num_frames=d.num_frames, image_size=cfg.model.image_size, train=train, seed=cfg.train.seed,
-        crop_scale=tuple(d.crop_scale), horizontal_flip=d.hflip,
+        crop_scale=tuple(d.crop_scale), horizontal_flip=d.hflip, frame_sampling=d.frame_sampling,
+        augmentation=d.augmentation,
     )
 
 

@@ -43,7 +43,7 @@ from velora.data.check_report import Issue, map_checks
 from velora.data.convert import list_recordings
 from velora.data.labels import CLASSES_FILE, ClipEntry, read_class_file
 from velora.data.layout import BATCH_KEY, MODALITIES
-from velora.data.sampling import ClipSampling, ProcessCache, SampledClips, modality_problems
+from velora.data.sampling import ClipDraw, ClipSampling, ProcessCache, SampledClips, modality_problems
 from velora.errors import DataError
 from velora.events.aedat4 import MAGIC as AEDAT4_MAGIC
 from velora.events.readers import Recording, read_aedat4
@@ -156,7 +156,7 @@ class RecordingDataset(SampledClips):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
         index = range(len(self))[index]  # a plain non-negative int, also for -1 or numpy ints
         recording = self.recording(index)
-        draw = self.draw(index, len(recording.aps_frames) - 1)
+        draw = self.draw(index, len(recording.aps_frames) - 1, self.modalities)
         item: dict[str, torch.Tensor | int] = recording_frames(
             recording, draw, self.sampling.image_size, self.modalities, self.representation, self.event_resize
         )
@@ -167,7 +167,7 @@ class RecordingDataset(SampledClips):
 
 def recording_frames(
     recording: Recording,
-    draw: tuple[np.ndarray, tuple[float, float, float, float], bool],
+    draw: ClipDraw,
     image_size: int,
     modalities: Sequence[str] = MODALITIES,
     representation: str = "event_image",
@@ -175,13 +175,13 @@ def recording_frames(
 ) -> dict[str, torch.Tensor]:
     """The T samples `draw` picks of a decoded recording, each modality (T, 3, S, S) uint8.
 
-    draw: (sample indices among the recording's N - 1 samples, crop box, flip), see
-        ClipSampling.draw. Sample j pairs APS frame j + 1 with the image of the events since
+    draw: the sample indices among the recording's N - 1 samples, crop box, flip and per-frame
+        augmentation (ClipSampling.draw). Sample j pairs APS frame j + 1 with the image of the events since
         frame j, as convert_recordings writes it (events drawn as `representation`, see
         velora.events.representations.as_rgb); both are resized to S x S (bilinear for APS
         frames, ``event_resize`` for the events, velora.events.resize) after the crop, then flipped.
     """
-    sample_indices, box, flip = draw
+    box = draw.box
     events = recording.events
     windows = frame_windows(events.t, recording.frame_timestamps_us)[1:]  # (N - 1) slices
 
@@ -202,11 +202,9 @@ def recording_frames(
         if modality == "rgb":
             height, width = recording.aps_frames[0].shape[:2]
         pixel_box = (box[0] * width, box[1] * height, box[2] * width, box[3] * height)
-        resized = {}  # short recordings repeat indices; draw each sample once
-        for j in dict.fromkeys(sample_indices.tolist()):
-            image = sample(modality, j, pixel_box)
-            resized[j] = image[:, ::-1] if flip else image  # (S, S, 3)
-        clip = np.stack([resized[j] for j in sample_indices.tolist()])  # (T, S, S, 3)
+        sample_indices = draw.frames[modality].tolist()
+        resized = {j: sample(modality, j, pixel_box) for j in dict.fromkeys(sample_indices)}  # each sample once
+        clip = np.stack([draw.transform(modality, k, resized[j]) for k, j in enumerate(sample_indices)])  # (T, S, S, 3)
         item[BATCH_KEY[modality]] = torch.from_numpy(clip).permute(0, 3, 1, 2).contiguous()  # (T, 3, S, S)
     return item
 

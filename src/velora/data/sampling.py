@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -72,7 +73,59 @@ def random_crop_box(
     return (0.0, 0.0, 1.0, 1.0)
 
 
+def release_indices(num_frames: int, num_samples: int, rng: np.random.Generator) -> np.ndarray:
+    """The released code's frame choice: an unordered random subset of ``num_samples`` of a clip's
+    ``num_frames`` frames, without repeats (Python's ``random.sample``), or with repeats
+    (``np.random.choice``) when the clip has fewer than ``num_samples`` frames. Returns int64
+    (num_samples,), in draw order (not sorted), values in [0, num_frames)."""
+    if num_frames < 1:
+        raise DataError(f"cannot sample a clip with {num_frames} frames; it needs at least one")
+    replace = num_frames < num_samples
+    return rng.choice(num_frames, size=num_samples, replace=replace).astype(np.int64)
+
+
 FULL_FRAME = (0.0, 0.0, 1.0, 1.0)
+FRAME_SAMPLING = ("segments", "release")
+AUGMENTATION = ("clip", "release")
+# The released code's per-frame augmentation: torchvision Pad(10), then RandomCrop back to S x S.
+RELEASE_PAD = 10
+
+
+class ClipDraw(NamedTuple):
+    """What ClipSampling.draw chose for one item.
+
+    frames: modality -> (T,) int64 indices into the clip's frames (one array for all modalities
+        with frame_sampling "segments"; one per modality with "release").
+    box: the crop box (left, top, right, bottom) in fractions of the frame, for every frame of
+        every modality (augmentation "clip"; the whole frame otherwise).
+    flip: mirror every frame left-right (augmentation "clip").
+    per_frame: augmentation "release" in training: modality -> (T, 3) int64 rows (dx, dy, flip)
+        for each frame, applied after the resize by :func:`pad_crop_flip`; None otherwise.
+    """
+
+    frames: dict[str, np.ndarray]
+    box: tuple[float, float, float, float]
+    flip: bool
+    per_frame: dict[str, np.ndarray] | None = None
+
+    def transform(self, modality: str, k: int, frame: np.ndarray) -> np.ndarray:
+        """Frame ``k`` of ``modality`` (S, S, 3), resized from ``box``, with its flip and per-frame augmentation."""
+        if self.flip:
+            frame = frame[:, ::-1]
+        if self.per_frame is not None:
+            dx, dy, flip = self.per_frame[modality][k].tolist()
+            frame = pad_crop_flip(frame, dx, dy, bool(flip))
+        return frame
+
+
+def pad_crop_flip(frame: np.ndarray, dx: int, dy: int, flip: bool, pad: int = RELEASE_PAD) -> np.ndarray:
+    """torchvision's Pad(pad) (black), RandomCrop back to the frame's size at offset (dx, dy) of the
+    padded frame (each in [0, 2 * pad]), then a horizontal flip: (H, W, 3) uint8 -> (H, W, 3) uint8."""
+    height, width = frame.shape[:2]
+    padded = np.zeros((height + 2 * pad, width + 2 * pad, frame.shape[2]), dtype=frame.dtype)
+    padded[pad : pad + height, pad : pad + width] = frame
+    out = padded[dy : dy + height, dx : dx + width]
+    return out[:, ::-1] if flip else out
 
 
 @dataclass(frozen=True)
@@ -90,6 +143,11 @@ class ClipSampling:
     horizontal_flip: flip half the training clips left-right. Off by default: a flip turns a
         left-moving gesture into a right-moving one, and left vs right motion is a class in the
         demo data and in many action datasets.
+    frame_sampling: "segments" (segment_indices, the same frames for every modality) or "release"
+        (release_indices, drawn for each modality on its own, in evaluation too: seeded by
+        (seed, epoch, index), so an evaluation is repeatable).
+    augmentation: "clip" (one crop box and flip per item) or "release" (per frame and modality:
+        pad_crop_flip with random offsets and a coin flip; crop_scale and horizontal_flip unused).
 
     Invalid values raise ValueError listing every problem.
     """
@@ -101,9 +159,15 @@ class ClipSampling:
     crop_scale: tuple[float, float] = (0.8, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     horizontal_flip: bool = False
+    frame_sampling: str = "segments"
+    augmentation: str = "clip"
 
     def __post_init__(self) -> None:
         problems = []
+        if self.frame_sampling not in FRAME_SAMPLING:
+            problems.append(f"frame_sampling {self.frame_sampling!r} is not one of {FRAME_SAMPLING}")
+        if self.augmentation not in AUGMENTATION:
+            problems.append(f"augmentation {self.augmentation!r} is not one of {AUGMENTATION}")
         if self.num_frames < 1:
             problems.append(f"num_frames must be >= 1, got {self.num_frames}")
         if self.image_size is not None and self.image_size < 1:
@@ -123,21 +187,39 @@ class ClipSampling:
 
     def crop_and_flip(self, rng: np.random.Generator | None) -> tuple[tuple[float, float, float, float], bool]:
         """The crop box (fractions of the frame) and the flip, drawn from ``rng`` in that order."""
-        if rng is None:
+        if rng is None or self.augmentation != "clip":
             return FULL_FRAME, False
         box = random_crop_box(rng, self.crop_scale, self.crop_ratio)
         return box, self.horizontal_flip and bool(rng.random() < 0.5)
 
-    def draw(self, epoch: int, index: int, num_clip_frames: int) -> tuple[np.ndarray, tuple[float, float, float, float], bool]:
-        """(frame indices, crop box, flip) of item ``index`` of a clip with ``num_clip_frames`` frames.
+    def draw(self, epoch: int, index: int, num_clip_frames: int, modalities: Sequence[str] = ("rgb", "event")) -> ClipDraw:
+        """What item ``index`` of a clip with ``num_clip_frames`` frames reads in ``epoch`` (a ClipDraw).
 
-        In training one generator ``default_rng([seed, epoch, index])`` draws the frame offsets, then
-        the crop box, then the flip, so an item depends only on (seed, epoch, index) and every
-        dataset gives the same draws. In evaluation: segment centres, the whole frame, no flip.
+        In training one generator ``default_rng([seed, epoch, index])`` draws, in this order, the frame
+        indices (once, or for each modality in ``modalities``' order with frame_sampling "release"),
+        the crop box and the flip (augmentation "clip") or each modality's per-frame offsets and
+        flips (augmentation "release"); so an item depends only on (seed, epoch, index) and every
+        dataset gives the same draws. In evaluation: segment centres (or, with frame_sampling
+        "release", draws from ``default_rng([seed, epoch, index, 1])``), the whole frame, no flip.
         """
         rng = self.rng(epoch, index)
-        frame_indices = segment_indices(num_clip_frames, self.num_frames, random_offset=rng is not None, rng=rng)
-        return (frame_indices, *self.crop_and_flip(rng))
+        if self.frame_sampling == "release":
+            picker = rng if rng is not None else np.random.default_rng([self.seed, epoch, index, 1])
+            frames = {m: release_indices(num_clip_frames, self.num_frames, picker) for m in modalities}
+        else:
+            shared = segment_indices(num_clip_frames, self.num_frames, random_offset=rng is not None, rng=rng)
+            frames = {m: shared for m in modalities}
+        box, flip = self.crop_and_flip(rng)
+        per_frame = None
+        if rng is not None and self.augmentation == "release":
+            per_frame = {
+                m: np.column_stack([
+                    rng.integers(0, 2 * RELEASE_PAD + 1, size=(self.num_frames, 2)),
+                    rng.random(self.num_frames) < 0.5,
+                ]).astype(np.int64)
+                for m in modalities
+            }
+        return ClipDraw(frames, box, flip, per_frame)
 
 
 class SampledClips(Dataset):
@@ -172,9 +254,9 @@ class SampledClips(Dataset):
         """Every issue of every sample on disk, by sample (velora.data.check_report.Issue tuples)."""
         raise NotImplementedError
 
-    def draw(self, index: int, num_clip_frames: int) -> tuple[np.ndarray, tuple[float, float, float, float], bool]:
-        """This epoch's (frame indices, crop box, flip) of item ``index``, see ClipSampling.draw."""
-        return self.sampling.draw(self.epoch, index, num_clip_frames)
+    def draw(self, index: int, num_clip_frames: int, modalities: Sequence[str] = ("rgb", "event")) -> ClipDraw:
+        """This epoch's choices for item ``index`` (frame indices, crop, flip), see ClipSampling.draw."""
+        return self.sampling.draw(self.epoch, index, num_clip_frames, modalities)
 
 
 def modality_problems(modalities: tuple[str, ...], allowed: tuple[str, ...], allowed_name: str = "") -> list[str]:

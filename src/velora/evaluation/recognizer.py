@@ -117,7 +117,7 @@ class Recognizer:
         if isinstance(source, Recording):
             if len(source.aps_frames) < 2:
                 return self.item(source.events, cfg)
-            draw = sampling.draw(0, 0, len(source.aps_frames) - 1)
+            draw = sampling.draw(0, 0, len(source.aps_frames) - 1, modalities)
             return recording_frames(
                 source, draw, sampling.image_size, modalities, cfg.data.representation, cfg.data.event_resize
             )

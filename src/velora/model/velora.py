@@ -86,7 +86,8 @@ class VELoRA(nn.Module):
         # Low-level blocks: below the high-level ones (the figure), or all of them (the release).
         self.num_low = depth if projected else depth - m.high_level_blocks
         dim = self.backbone.embed_dim
-        mean, std = normalization(self.backbone)
+        # The weights' own statistics, or mean = std = 0.5 as the released code normalised (model.normalization).
+        mean, std = normalization(self.backbone) if m.normalization == "weights" else ((0.5,) * 3, (0.5,) * 3)
         self.register_buffer("mean", torch.tensor(mean).view(1, 1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 1, 3, 1, 1), persistent=False)
         self.grad_checkpointing = m.grad_checkpointing

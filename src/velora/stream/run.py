@@ -40,7 +40,7 @@ from PIL import Image
 
 from velora.data.layout import BATCH_KEY
 from velora.data.recordings import recording_frames
-from velora.data.sampling import FULL_FRAME
+from velora.data.sampling import FULL_FRAME, ClipDraw
 from velora.errors import DataError
 from velora.evaluation.metrics import topk_indices
 from velora.evaluation.recognizer import Recognizer
@@ -216,7 +216,8 @@ class WindowEncoder:
     def item(self, window: Window) -> dict[str, torch.Tensor]:
         """{"rgb"?: (T, 3, S, S), "events"?: (T, 3, S, S)} uint8."""
         modalities = self.fed(window)
-        one = (np.zeros(1, dtype=np.int64), FULL_FRAME, False)  # sample 0 of a two-frame recording, as evaluation draws
+        # Sample 0 of a two-frame recording, as evaluation draws it.
+        one = ClipDraw({m: np.zeros(1, dtype=np.int64) for m in modalities}, FULL_FRAME, False)
         samples = []
         for j, key in enumerate(self.keys(window)):
             if key not in self._samples:

@@ -136,7 +136,8 @@ class VELoRAModule(L.LightningModule):
         t = self.cfg.train
         # Fused AdamW (CUDA and CPU) takes the device-side skip flag of on_before_optimizer_step.
         fused = self.device.type in ("cuda", "cpu")
-        optimizer = torch.optim.AdamW(decay_groups(self.model, t.weight_decay), lr=t.lr, fused=fused or None)
+        groups = decay_groups(self.model, t.weight_decay, t.weight_decay_all)
+        optimizer = torch.optim.AdamW(groups, lr=t.lr, fused=fused or None)
         total = int(self.trainer.estimated_stepping_batches)
         warmup = int(round(t.warmup_epochs * total / max(1, t.epochs)))
         schedule = torch.optim.lr_scheduler.LambdaLR(

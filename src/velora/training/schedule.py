@@ -21,13 +21,14 @@ def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, min_ratio: 
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: weight decay on matrices only (not on biases, norms, or embedding vectors)."""
+def decay_groups(model: nn.Module, weight_decay: float, decay_all: bool = False) -> list[dict]:
+    """AdamW groups: weight decay on matrices only (not on biases, norms, or embedding vectors), or
+    with `decay_all` on every trainable parameter (the released code)."""
     decay, no_decay = [], []
     for _, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (decay if p.ndim >= 2 else no_decay).append(p)
+        (decay if decay_all or p.ndim >= 2 else no_decay).append(p)
     return [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},

@@ -215,18 +215,21 @@ class PackedClipDataset(SampledClips):
         }
         boxes = []
         for slot, index in enumerate(indices):
-            frame_indices, box, flip = self.draw(index, self.entries[index].num_frames)
-            if self.device_crop and self.sampling.train:
+            draw = self.draw(index, self.entries[index].num_frames, self.modalities)
+            box = draw.box
+            if self.device_crop and self.sampling.train and self.sampling.augmentation == "clip":
                 # The box travels with the batch; velora.data.augment crops on the training device.
                 boxes.append(box)
                 box = FULL_FRAME
             for modality in self.modalities:
                 frames = self.clip_frames(index, modality)  # (N, S, S, 3), a view of the shard
+                frame_indices = draw.frames[modality]
                 if box == FULL_FRAME:
                     chosen = [frames[i] for i in frame_indices.tolist()]  # views: no copy yet
                 else:
                     chosen = self._crop(frames, frame_indices, box, modality)
-                _channels_first(chosen, flip, out=batch[BATCH_KEY[modality]][slot].numpy())
+                chosen = [draw.transform(modality, k, frame) for k, frame in enumerate(chosen)]  # flips: views
+                _channels_first(chosen, out=batch[BATCH_KEY[modality]][slot].numpy())
         batch["label"] = torch.tensor([self.entries[i].label for i in indices], dtype=torch.int64)
         batch["index"] = torch.tensor(indices, dtype=torch.int64)
         if boxes:
@@ -273,16 +276,16 @@ def _uint8_batch(shape: tuple[int, ...]) -> torch.Tensor:
     return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
 
 
-def _channels_first(frames: Sequence[np.ndarray], flip: bool, out: np.ndarray | None = None) -> np.ndarray:
-    """T frames uint8 (S, S, 3) -> one contiguous (T, 3, S, S) array, mirrored left-right if ``flip``.
+def _channels_first(frames: Sequence[np.ndarray], out: np.ndarray | None = None) -> np.ndarray:
+    """T frames uint8 (S, S, 3) -> one contiguous (T, 3, S, S) array.
 
-    One strided copy per frame, reading straight from its source (the shard map or a resize
-    result), so an evaluation item is copied once. Reordering interleaved RGB is most of an
+    One strided copy per frame, reading straight from its source (the shard map, a resize result,
+    or a flipped view of either), so an evaluation item is copied once. Reordering interleaved RGB is most of an
     evaluation item's cost (~0.35 ms per modality at T=8, S=224 on one core); numpy does it about
     twice as fast as torch's permute().contiguous() on uint8.
     """
     height, width, channels = frames[0].shape
     clip = np.empty((len(frames), channels, height, width), dtype=np.uint8) if out is None else out
     for target, frame in zip(clip, frames):
-        target[...] = (frame[:, ::-1] if flip else frame).transpose(2, 0, 1)
+        target[...] = frame.transpose(2, 0, 1)
     return clip
