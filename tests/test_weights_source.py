@@ -235,6 +235,24 @@ def test_each_hub_layout_alone_builds_the_same_backbone_and_is_named_with_its_sh
         assert normalization(backbone) == normalization(built["model.safetensors"]), filename
 
 
+def test_the_named_architecture_and_its_tag_decide_whatever_an_open_clip_file_suggests(tmp_path, monkeypatch):
+    # LAION's ViT-L/14 tag is normalised with mean = std = 0.5 and uses GELU; an open_clip file does
+    # not record either, and one with OpenAI's `input_resolution` entry reads as QuickGELU.
+    repo, tiny_l14 = "timm/vit_large_patch14_clip_224.laion2b", {"patch_size": 16}
+    tensors = open_clip_tensors(tiny_clip_vit(arch="vit_large_patch14_clip_224", **tiny_l14))
+    tensors["input_resolution"] = torch.tensor(224)
+    offline_cache(monkeypatch, tmp_path / "cache")
+    write_hub_cache(tmp_path / "cache", repo, {"open_clip_model.safetensors": tensors})
+
+    cfg = make_tiny_config(model={"backbone": "vit_large_patch14_clip_224.laion2b", "weights": "hub",
+                                  "backbone_args": {**TINY_ARGS, **tiny_l14}})
+    backbone = build_backbone(cfg.model)
+
+    assert backbone.weights_source["file"] == "open_clip_model.safetensors"
+    assert normalization(backbone) == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    assert type(backbone.blocks[0].mlp.act) is torch.nn.GELU
+
+
 def test_velora_info_names_the_file_a_run_would_read(tmp_path, monkeypatch):
     cache = offline_cache(monkeypatch, tmp_path / "cache")
     hub_file = write_hub_cache(cache, OPENAI, {"pytorch_model.bin": tiny_clip_vit()})["pytorch_model.bin"]
