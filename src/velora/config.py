@@ -50,7 +50,7 @@ class ModelConfig:
         "vit_base_patch16_clip_quickgelu_224.openai",
         "timm architecture of the frozen backbone, with the pretrained tag whose weights model.weights: hub "
         "fetches after a dot: vit_base_patch16_clip_quickgelu_224.openai is OpenAI's CLIP ViT-B/16, the paper's "
-        "(hub file timm/vit_base_patch16_clip_224.openai). Without a tag, hub means timm's default tag, which for "
+        "(hub repository timm/vit_base_patch16_clip_224.openai). Without a tag, hub means timm's default tag, which for "
         "this architecture is MetaCLIP, not OpenAI's (a warning says so).",
     )
     backbone_args: dict = _f(

@@ -42,7 +42,10 @@ def build_backbone(cfg: ModelConfig, *, keep_projection: bool = False) -> Vision
         raise BackboneError(str(exc)) from None
     state, meta = read_weights(path) if path is not None else (None, {})
     # The file's own architecture (width, depth, heads, patch size, activation), then the config's.
-    arch_kwargs = {k: v for k, v in timm_model_kwargs(meta).items() if k != "img_size"}
+    # A hub file is a pretrained tag of the architecture model.backbone names, so that architecture
+    # and timm's config of the tag (its mean/std) hold whichever layout the repository has: what an
+    # open_clip file's names leave open (heads, activation, mean/std) would otherwise be guessed.
+    arch_kwargs = {} if hub else {k: v for k, v in timm_model_kwargs(meta).items() if k != "img_size"}
     kwargs = {**arch_kwargs, **cfg.backbone_args}
     head_width = 0
     if keep_projection:
@@ -64,7 +67,7 @@ def build_backbone(cfg: ModelConfig, *, keep_projection: bool = False) -> Vision
         raise BackboneError(f"model.backbone '{cfg.backbone}' is not a plain VisionTransformer")
     if state is not None:
         load_backbone_weights(model, state, path, keep_head=keep_projection)
-        if meta.get("mean") and meta.get("std"):  # the weights' own normalisation
+        if not hub and meta.get("mean") and meta.get("std"):  # the weights' own normalisation
             model.pretrained_cfg = {**model.pretrained_cfg, "mean": tuple(meta["mean"]), "std": tuple(meta["std"])}
     model.requires_grad_(False)
     model.eval()

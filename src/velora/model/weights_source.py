@@ -2,11 +2,12 @@
 
 `model.backbone` is a timm architecture with an optional pretrained tag after a dot:
 `vit_base_patch16_clip_quickgelu_224.openai` is OpenAI's CLIP ViT-B/16, the paper's weights. With
-`model.weights: hub`, velora fetches the tag's one file from the Hugging Face hub itself
-(`timm/vit_base_patch16_clip_224.openai`, `model.safetensors`, through the hub's cache; it honours
-HF_HUB_OFFLINE, HF_HOME and HF_HUB_CACHE), then reads it like any local weights file. So every
-source is a file on disk, and `velora info` and every checkpoint record which: the hub id, tag and
-file with its sha256, or the local path with its sha256 (`weights_source`).
+`model.weights: hub`, velora fetches one file of the tag's repository on the Hugging Face hub itself
+(`timm/vit_base_patch16_clip_224.openai`, through the hub's cache; it honours HF_HUB_OFFLINE,
+HF_HOME and HF_HUB_CACHE): the first of HUB_FILENAMES the repository has, then reads it like any
+local weights file. So every source is a file on disk, and `velora info` and every checkpoint
+record which: the hub id, tag and file with its sha256, or the local path with its sha256
+(`weights_source`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ from pathlib import Path
 
 import timm
 
-HUB_FILENAME = "model.safetensors"  # timm's own format of every timm hub repository
+# The files a timm hub repository may hold for its tag, in the order they are tried: timm's own
+# (safetensors, then the pickle timm's load_state_dict_from_hf falls back to), then open_clip's,
+# which hold both towers (velora reads the image tower, as `velora convert-weights` does). Not
+# every repository has every file, nor a model.safetensors.
+HUB_FILENAMES = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 # OpenAI's original archives of the architectures the shipped configs use (TorchScript: converted
 # once with `velora convert-weights --allow-torchscript`, see velora.model.weights).
 OPENAI_ARCHIVES = {
@@ -37,16 +42,14 @@ class BackboneError(ValueError):
 
 @dataclass(frozen=True)
 class HubWeights:
-    """The hub file `model.weights: hub` stands for."""
+    """The hub repository `model.weights: hub` stands for; its first file of HUB_FILENAMES is read."""
 
     backbone: str  # the architecture, without its tag
     tag: str  # the pretrained tag (e.g. "openai")
     repo_id: str  # e.g. "timm/vit_base_patch16_clip_224.openai"
-    filename: str = HUB_FILENAME
 
-    @property
-    def url(self) -> str:
-        return f"https://huggingface.co/{self.repo_id}/resolve/main/{self.filename}"
+    def url(self, filename: str) -> str:
+        return f"https://huggingface.co/{self.repo_id}/resolve/main/{filename}"
 
 
 def split_backbone(name: str) -> tuple[str, str | None]:
@@ -97,35 +100,63 @@ def hub_offline() -> bool:
 
 
 def cached_hub_file(hub: HubWeights) -> Path | None:
-    """The hub file in the local cache, or None: no network."""
+    """The cached hub file `fetch_hub_file` would read, or None when it is not known without asking
+    the hub: no network. Online, a file neither cached nor marked as missing from the repository
+    (the cache's .no_exist) is asked for before the names after it."""
     from huggingface_hub import try_to_load_from_cache
 
-    found = try_to_load_from_cache(hub.repo_id, hub.filename, cache_dir=hub_cache_dir())
-    return Path(found) if isinstance(found, str) else None
+    for filename in HUB_FILENAMES:
+        found = try_to_load_from_cache(hub.repo_id, filename, cache_dir=hub_cache_dir())
+        if isinstance(found, str):
+            return Path(found)
+        if found is None and not hub_offline():  # not the cache's mark of a file the repository lacks
+            return None
+    return None
 
 
 def fetch_hub_file(hub: HubWeights) -> Path:
-    """The hub file, from the cache or downloaded into it; BackboneError saying how to get it otherwise."""
+    """The first of HUB_FILENAMES the repository has, from the cache or downloaded into it (the
+    cache's snapshots/<commit>/<file>: the path's name is the file's). Once the hub does not give a
+    file (offline, no network, a proxy, an HTTP error) only cached files count. BackboneError listing
+    every file tried and how to get one otherwise."""
     from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError
 
-    try:
-        path = hf_hub_download(hub.repo_id, hub.filename, cache_dir=hub_cache_dir(), local_files_only=hub_offline())
-        return Path(path)
-    except Exception as error:  # offline, no network, a proxy, an HTTP error: one message for all
-        offline = "HF_HUB_OFFLINE is set and it is not in the cache"
-        reason = offline if hub_offline() else f"{type(error).__name__}: {error}"
-        archive = OPENAI_ARCHIVES.get(hub.backbone) if hub.tag == "openai" else None
-        convert = (
-            f" Or, from OpenAI's own archive ({archive}): velora convert-weights ViT-B-16.pt vit_b16_openai.safetensors "
-            "--allow-torchscript, then model.weights=vit_b16_openai.safetensors."
-            if archive else ""
-        )
-        raise BackboneError(
-            f"model.weights: hub needs {hub.repo_id}/{hub.filename} ({reason}). Fetch that one file on a machine "
-            f"with network ({hub.url}, or `hf download {hub.repo_id} {hub.filename}`), then either "
-            f"put it anywhere and set model.weights=/path/to/{hub.filename}, or copy the Hugging Face cache "
-            f"({hub_cache_dir() or '~/.cache/huggingface/hub'}) to this machine.{convert}"
-        ) from None
+    cache_only = hub_offline()
+    unreachable = "HF_HUB_OFFLINE is set" if cache_only else ""
+    tried = []
+    for filename in HUB_FILENAMES:
+        try:
+            return Path(hf_hub_download(hub.repo_id, filename, cache_dir=hub_cache_dir(), local_files_only=cache_only))
+        except Exception as error:
+            # The hub answered that the repository has no such file (a 404): try the next name.
+            if isinstance(error, EntryNotFoundError) and not isinstance(error, LocalEntryNotFoundError):
+                tried.append(f"{filename} (not in the repository)")
+                continue
+            tried.append(f"{filename} (not in the cache)")
+            if not cache_only:
+                cache_only, unreachable = True, f"the hub did not give {filename}: {type(error).__name__}: {error}"
+    raise BackboneError(_hub_advice(hub, tried, unreachable))
+
+
+def _hub_advice(hub: HubWeights, tried: list[str], unreachable: str) -> str:
+    """What went wrong with each hub file, and the ways to get one."""
+    tried = ", ".join(tried)
+    if not unreachable:  # the hub answered for every file: this repository has none velora reads
+        return f"model.weights: hub found no weights in {hub.repo_id}; tried {tried}. Give model.weights a local file."
+    archive = OPENAI_ARCHIVES.get(hub.backbone) if hub.tag == "openai" else None
+    convert = (
+        f" Or, from OpenAI's own archive ({archive}): velora convert-weights ViT-B-16.pt vit_b16_openai.safetensors "
+        "--allow-torchscript, then model.weights=vit_b16_openai.safetensors."
+        if archive else ""
+    )
+    first = HUB_FILENAMES[0]
+    return (
+        f"model.weights: hub found no weights of {hub.repo_id} ({unreachable}); tried {tried}. Fetch one of them on a machine with network (`hf download {hub.repo_id} {first}`, "
+        f"or {hub.url(first)}; the next name where the repository lacks it), then either put it anywhere and set "
+        f"model.weights=/path/to/{first} (or the file you fetched), or copy the Hugging Face cache "
+        f"({hub_cache_dir() or '~/.cache/huggingface/hub'}) to this machine.{convert}"
+    )
 
 
 def file_sha256(path: Path) -> str:
@@ -149,15 +180,17 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 def weights_source(weights: str, backbone: str, path: Path | None, hub: HubWeights | None = None) -> dict:
     """What a checkpoint records about its backbone's weights (JSON-able).
 
-    weights: the config's model.weights; path: the file or folder read (None for 'none').
+    weights: the config's model.weights; path: the file or folder read (None for 'none', and for a
+    hub file not fetched yet).
     """
     if weights == "none":
         return {"kind": "none", "backbone": backbone, "init": "random, seed 0"}
     source: dict = {"kind": "hub" if hub else "shipped" if weights.startswith("shipped:") else "local"}
     if hub:
-        source.update(hub_id=hub.repo_id, tag=hub.tag, file=hub.filename)
-    if path is None:  # a hub file not fetched yet (velora info)
-        return source
+        source.update(hub_id=hub.repo_id, tag=hub.tag)
+        if path is None:  # no hub file fetched yet (velora info)
+            return source
+        source["file"] = path.name  # the hub cache keeps each file under its own name
     source["path"] = str(path)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES)
@@ -192,9 +225,12 @@ def describe_source(source: dict) -> str:
         return f"local {source['path']} (missing: give an existing file)"
     digest = source.get("sha256") or ", ".join(f"{n} {d[:12]}" for n, d in source.get("files", {}).items())
     if kind == "hub":
-        where = source.get("path") or "not in the local cache: fetched on first use"
-        sha = f", sha256 {digest}" if digest else ""
-        return f"hub {source['hub_id']} (tag {source['tag']}, file {source['file']}{sha}), {where}"
+        if "path" not in source:
+            files, hub = ", ".join(HUB_FILENAMES), f"hub {source['hub_id']} (tag {source['tag']})"
+            if hub_offline():
+                return f"{hub}, none of {files} in the local cache and HF_HUB_OFFLINE is set: a run stops, saying how to get one"
+            return f"{hub}, not in the local cache: the first the repository has of {files} is fetched on first use"
+        return f"hub {source['hub_id']} (tag {source['tag']}, file {source['file']}, sha256 {digest}), {source['path']}"
     if kind == "shipped":
         from velora.model.weights import shipped_manifest
 
