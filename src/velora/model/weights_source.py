@@ -152,7 +152,8 @@ def _hub_advice(hub: HubWeights, tried: list[str], unreachable: str) -> str:
     )
     first = HUB_FILENAMES[0]
     return (
-        f"model.weights: hub found no weights of {hub.repo_id} ({unreachable}); tried {tried}. Fetch one of them on a machine with network (`hf download {hub.repo_id} {first}`, "
+        f"model.weights: hub found no weights of {hub.repo_id} ({unreachable}); tried {tried}. Fetch one of them "
+        f"on a machine with network (`hf download {hub.repo_id} {first}`, "
         f"or {hub.url(first)}; the next name where the repository lacks it), then either put it anywhere and set "
         f"model.weights=/path/to/{first} (or the file you fetched), or copy the Hugging Face cache "
         f"({hub_cache_dir() or '~/.cache/huggingface/hub'}) to this machine.{convert}"
@@ -228,7 +229,10 @@ def describe_source(source: dict) -> str:
         if "path" not in source:
             files, hub = ", ".join(HUB_FILENAMES), f"hub {source['hub_id']} (tag {source['tag']})"
             if hub_offline():
-                return f"{hub}, none of {files} in the local cache and HF_HUB_OFFLINE is set: a run stops, saying how to get one"
+                return (
+                    f"{hub}, none of {files} in the local cache and HF_HUB_OFFLINE is set: a run stops, saying how "
+                    "to get one"
+                )
             return f"{hub}, not in the local cache: the first the repository has of {files} is fetched on first use"
         return f"hub {source['hub_id']} (tag {source['tag']}, file {source['file']}, sha256 {digest}), {source['path']}"
     if kind == "shipped":
