@@ -194,9 +194,19 @@ class DataConfig:
     modalities: list = _f(["rgb", "event"], "Modalities to load: any of rgb, event.")
     crop_scale: list = _f([0.8, 1.0], "Training random-resized-crop area range; [1, 1] disables it.")
     hflip: bool = _f(False, "Training horizontal flips. Off: a flip turns a left motion into a right one.")
+    frame_pairing: str = _f(
+        "number",
+        "layout frames: which event frames go with each RGB frame, by the frame numbers in the file names: "
+        "'number' (the event frame of the same number), 'accumulate' (the event frames after the previous "
+        "RGB frame up to its own, combined into one image: for RGB stored every k-th frame, as in HARDVS) or "
+        "'position' (the k-th of each folder, whatever the numbers). data.format packed: chosen when packing.",
+        choices=("number", "accumulate", "position"),
+    )
     frame_count_policy: str = _f(
         "error",
-        "When a clip's RGB and event frame counts differ: 'error' or 'min' (use the common prefix).",
+        "layout frames: frames that data.frame_pairing leaves without a partner: 'error' (stop, naming what "
+        "the folders hold and the setting that fits) or 'min' (use the paired frames, leave the others "
+        "out and warn; under 'position' the first min(n_rgb, n_event) of both).",
         choices=("error", "min"),
     )
     num_workers: int = _f(2, "DataLoader worker processes.")

@@ -90,7 +90,8 @@ def make_dataset(
         )
     return ClipDataset(
         d.root, label_file(cfg, split), sampling, modalities=tuple(d.modalities),
-        frame_count_policy=d.frame_count_policy, num_classes=num_classes, lenient=lenient,
+        frame_pairing=d.frame_pairing, frame_count_policy=d.frame_count_policy, num_classes=num_classes,
+        lenient=lenient,
     )
 
 
@@ -126,7 +127,8 @@ def clip_dataset(clip: str | Path, cfg: Config) -> ClipDataset | RecordingDatase
         )
     entry = ClipEntry(sample=f"{clip.parent.name}/{clip.name}", num_frames=0, label=0)
     return ClipDataset(
-        clip.parent.parent, [entry], sampling, modalities=tuple(d.modalities), frame_count_policy=d.frame_count_policy
+        clip.parent.parent, [entry], sampling, modalities=tuple(d.modalities), frame_pairing=d.frame_pairing,
+        frame_count_policy=d.frame_count_policy,
     )
 
 
