@@ -9,6 +9,7 @@ images made it and which of them painted an overlapping pixel last.
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from velora.data.check import check_dataset
 from velora.data.clips import ClipDataset
 from velora.data.factory import clip_dataset, make_dataset
 from velora.data.layout import FRAME_PAIRINGS
+from velora.data.packed import PackedClipDataset, pack_dataset
 from velora.data.pairing import (
     FramePairs, accumulate_event_images, describe_numbers, every, number_relation, pair_frames,
 )
@@ -242,7 +244,7 @@ def test_config_reaches_every_dataset_and_names_the_pairings(tmp_path):
         make_tiny_config(data={"frame_pairing": "nearest"})
 
 
-# The dataset check.
+# The dataset check and packing.
 
 
 def test_check_data_reports_the_step_and_what_each_pairing_leaves_out(tmp_path, capsys):
@@ -268,3 +270,19 @@ def test_check_data_reports_the_step_and_what_each_pairing_leaves_out(tmp_path, 
     out = capsys.readouterr().out
     assert "2 clips RGB every 5th frame, events every frame" in out and "data.frame_pairing=accumulate" in out
     assert main(["check-data", f"data.root={tmp_path}", "data.frame_pairing=accumulate", "--splits", "train"]) == 0
+
+
+def test_packing_keeps_the_pairing_and_records_it(tmp_path):
+    root = hardvs_dataset(tmp_path / "data", equal_clips=1)
+    out_dir = tmp_path / "packed"
+    splits = {"train": "train_label.txt"}
+    pack_dataset(root, out_dir, splits=splits, image_size=S, frame_pairing="accumulate", progress=False)
+    assert json.loads((out_dir / "index.json").read_text())["header"]["frame_pairing"] == "accumulate"
+    reference = dataset(root, "accumulate")
+    packed = PackedClipDataset(out_dir, "train", ClipSampling(num_frames=3, image_size=S))
+    assert packed.header["frame_pairing"] == "accumulate"
+    for index in range(len(reference)):
+        assert_items_equal(packed[index], reference[index])
+    assert event_numbers(packed[0]) == [[0], [1, 2, 3, 4, 5], [6, 7, 8, 9, 10]]
+    with pytest.raises(DataError, match="differences: frame_pairing"):
+        pack_dataset(root, out_dir, splits=splits, image_size=S, progress=False)

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from velora.data.layout import EVENT_RESAMPLE, MODALITIES
+from velora.data.layout import EVENT_RESAMPLE, FRAME_PAIRINGS, MODALITIES
 from velora.errors import DataError
 
 FORMAT = "velora-packed"
@@ -15,6 +15,9 @@ INDEX_FILE = "index.json"
 SHARD_NAME = "shard_{:05d}.bin"
 DEFAULT_SHARD_BYTES = 1 << 30
 FULL_FRAME = (0.0, 0.0, 1.0, 1.0)
+# Header fields added after version 1 was first written, with the value an index without them was
+# written with: RGB and event frames were then paired by position.
+LATER_FIELDS = {"frame_pairing": "position"}
 
 
 def flush_to_disk(file) -> None:
@@ -50,6 +53,8 @@ def read_index(root: Path, missing_ok: bool = False) -> dict | None:
             f"{path} is format {written_by[0]!r} version {written_by[1]!r}; this "
             f"velora reads {FORMAT!r} version {VERSION}. Delete {root} and pack again"
         )
+    for name, written_with in LATER_FIELDS.items():
+        header.setdefault(name, written_with)
     problems = index_problems(index)
     if problems:
         raise DataError(f"{path} is not a valid packed index ({'; '.join(problems[:3])}); delete {root} and pack again")
@@ -77,6 +82,8 @@ def index_problems(index: dict) -> list[str]:
         problems.append("header.class_names is not a list of names")
     if not (isinstance(header.get("event_resample"), str) and header["event_resample"] in EVENT_RESAMPLE):
         problems.append(f"header.event_resample {header.get('event_resample')!r} is not one of {tuple(EVENT_RESAMPLE)}")
+    if header.get("frame_pairing") not in FRAME_PAIRINGS:
+        problems.append(f"header.frame_pairing {header.get('frame_pairing')!r} is not one of {FRAME_PAIRINGS}")
     splits = index.get("splits")
     if not (isinstance(splits, dict) and all(strings(samples) for samples in splits.values())):
         problems.append("splits is not a mapping of split names to lists of samples")
