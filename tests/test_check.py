@@ -124,7 +124,8 @@ def test_every_planted_problem_is_listed_with_its_file(tmp_path):
     messages = {file: message for found in report.problems.values() for file, message in found}
     assert "empty file" in messages[planted["unreadable_files"][2]]
     assert "12x8" in messages[planted["size_mismatches"][0]] and "16x8" in messages[planted["size_mismatches"][0]]
-    assert "4 RGB frames but 3 event frames" in messages[planted["count_mismatches"][0]]
+    found = "RGB every frame (0 to 3; 4 frames), events every frame (0 to 2; 3 frames)"
+    assert found in messages[planted["count_mismatches"][0]]
     assert "label 7, outside [0, 3)" in messages[planted["bad_labels"][0]]
     assert "ghost" in messages[planted["missing_samples"][0]]
     text = report.format()
@@ -151,7 +152,7 @@ def test_min_policy_makes_count_mismatch_a_warning(tmp_path):
     strict = check_dataset(tmp_path, progress=False)
     assert [file for file, _ in strict.problems["count_mismatches"]] == [str(tmp_path / "cls_b/train0")]
     lenient = check_dataset(tmp_path, progress=False, frame_count_policy="min")
-    assert lenient.ok and any("4 RGB frames but 3 event frames" in m for _, m in lenient.warnings)
+    assert lenient.ok and any("1 RGB frame has no partner (3); left out" in m for _, m in lenient.warnings)
 
 
 def test_missing_label_files_and_root(tmp_path):

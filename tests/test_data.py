@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from velora.data.clips import ClipDataset
 from velora.data.labels import ClipEntry, read_class_names, read_label_file
 from velora.data.sampling import ClipSampling, segment_indices
-from velora.errors import DataError
+from velora.errors import DataError, DataWarning
 
 FRAME_SIZE = (32, 24)  # (width, height) of the test PNGs
 S = 16  # image_size of the test datasets
@@ -394,7 +394,8 @@ def _truncate(path: Path) -> None:
         (lambda d: (d / "clip_aps" / "frame_7.png").write_bytes(b""),
          r"frame_7.png is not named by its frame number"),
         (lambda d: (d / "clip_dvs" / "0005.png").unlink(),
-         r"a/clip has 6 RGB frames but 5 event frames.*frame_count_policy='min'"),
+         r"a/clip: RGB every frame \(0 to 5; 6 frames\), events every frame \(0 to 4; 5 frames\).*"
+         r"1 RGB frame has no partner \(5\); set data.frame_count_policy=min"),
     ],
     ids=["clip", "aps", "dvs", "empty", "truncated", "text", "size", "name", "count"],
 )
@@ -407,7 +408,8 @@ def test_bad_clips_raise_data_error_naming_the_file(tmp_path, damage, pattern):
 def test_min_frame_count_policy_uses_the_common_frames(tmp_path):
     write_clip(tmp_path, "a/clip", 6, 4)
     write_labels(tmp_path, [("a/clip", 6, 0)])
-    item = make(tmp_path, frame_count_policy="min", train=True)[0]
+    with pytest.warns(DataWarning, match=r"2 RGB frames have no partner \(4, 5\)"):
+        item = make(tmp_path, frame_count_policy="min", train=True)[0]
     rgb_indices = frame_indices(item["rgb"], "rgb")
     assert rgb_indices == frame_indices(item["events"], "event")
     assert max(rgb_indices) == 3 and set(rgb_indices) == {0, 1, 2, 3}
@@ -421,11 +423,12 @@ def test_problems_lists_every_bad_clip(tmp_path):
     clips = [("a/ok", 5, 0), ("a/no_events", 5, 0), ("b/mismatch", 5, 1), ("c/gone", 5, 2)]
     write_labels(tmp_path, clips)
     found = make(tmp_path).problems(decode=False)
-    assert found["a/ok"] == []
     assert [kind for kind, _, _ in found["a/no_events"]] == ["missing_folders"]
     assert "no_events_dvs" in found["a/no_events"][0][1]
     assert [kind for kind, _, _ in found["c/gone"]] == ["missing_samples"]
     assert found["c/gone"][0][1].endswith("train_label.txt:6"), "the label line that points nowhere (after a comment and a blank line)"
-    assert [(kind, message) for kind, _, message in found["b/mismatch"]] == [
-        ("count_mismatches", "5 RGB frames but 4 event frames")
-    ]
+    assert [kind for kind, _, _ in found["b/mismatch"]] == ["frame_numbers", "count_mismatches"]
+    assert found["b/mismatch"][1][2].startswith(
+        "RGB every frame (0 to 4; 5 frames), events every frame (0 to 3; 4 frames)"
+    )
+    assert found["a/ok"] == [("frame_numbers", str(tmp_path / "a/ok"), "same numbers")]

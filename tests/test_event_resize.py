@@ -164,6 +164,7 @@ def test_the_old_adapter_files_read_their_events_as_they_were_trained(tmp_path):
 
     ckpt = read_adapters(REPO_ROOT / "tests" / "data" / "checkpoints" / "velora_default.safetensors")
     assert ckpt.config.data.event_resize == "nearest"
+    assert ckpt.config.data.frame_pairing == "position"
 
 
 def test_clip_dataset_reads_stored_346x260_event_images_by_the_configured_method(tmp_path, street_images):

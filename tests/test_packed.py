@@ -189,3 +189,19 @@ def test_a_config_asking_for_another_event_resize_than_packed_names_both_and_the
         "data.modalities=[rgb]", "model.modalities=[rgb]",
     )
     assert len(make_dataset(rgb_only, "train")) > 0  # no event images read: nothing to refuse
+def test_an_index_written_before_the_pairing_was_recorded_loads_as_it_was_written(tiny_dataset, packed_root, tmp_path):
+    """Packs made before frame_pairing was recorded paired RGB and event frames by position."""
+    out_dir = tmp_path / "packed"
+    shutil.copytree(packed_root, out_dir)
+    index = json.loads((out_dir / packed.INDEX_FILE).read_text())
+    assert index["header"].pop("frame_pairing") == "number"
+    (out_dir / packed.INDEX_FILE).write_text(json.dumps(index))
+    sampling = ClipSampling(num_frames=4, image_size=SIZE)
+    old, new = PackedClipDataset(out_dir, "test", sampling), PackedClipDataset(packed_root, "test", sampling)
+    assert old.header["frame_pairing"] == "position"
+    for i in range(len(new)):
+        assert_items_equal(old[i], new[i])
+    with pytest.raises(DataError, match="differences: frame_pairing"):
+        pack(tiny_dataset, out_dir, shard_bytes=3 * CLIP_BYTES)
+    stats = pack(tiny_dataset, out_dir, shard_bytes=3 * CLIP_BYTES, frame_pairing="position")
+    assert (stats.skipped, stats.written) == (32, 0)

@@ -158,3 +158,21 @@ def test_release_configs_set_the_releases_inputs_and_info_prints_them(capsys):
 def test_release_sampling_needs_a_layout_of_frames():
     with pytest.raises(ConfigError, match="data.frame_sampling' release reads frames"):
         make_tiny_config("data.frame_sampling=release", "data.layout=events", "data.modalities=[event]")
+
+
+def test_release_sampling_draws_from_each_folder_unpaired_as_the_release_does(tmp_path):
+    # HARDVS-style: RGB frames 0, 5, 10; event frames 0 .. 14. Segment sampling must pair them first
+    # (and refuses under frame_count_policy error); the release draws from each folder on its own.
+    clip = tmp_path / "c0" / "s0"
+    for suffix, numbers in (("_aps", range(0, 15, 5)), ("_dvs", range(15))):
+        (clip / f"s0{suffix}").mkdir(parents=True)
+        for k in numbers:
+            Image.fromarray(np.full((SIZE, SIZE, 3), 10 * (k + 1), np.uint8)).save(clip / f"s0{suffix}" / f"{k:08d}.png")
+    entries = [ClipEntry("c0/s0", 15, 0)]
+    from velora.errors import DataError
+
+    with pytest.raises(DataError, match="RGB every 5th frame"):
+        ClipDataset(tmp_path, entries, ClipSampling(num_frames=4, image_size=SIZE))[0]
+    item = ClipDataset(tmp_path, entries, ClipSampling(num_frames=4, image_size=SIZE, frame_sampling="release"))[0]
+    assert set(frame_numbers(item["rgb"])) <= {0, 5, 10}
+    assert len(set(frame_numbers(item["events"]))) == 4 and max(frame_numbers(item["events"])) < 15

@@ -204,8 +204,9 @@ class DataConfig:
         "Which T frames of a clip are read (layouts frames and recordings): 'segments' (the clip cut into T "
         "equal segments, one frame from each, in order, the same frames for RGB and events: random in training, "
         "segment centres in evaluation) or 'release' (the released code: RGB and events each draw an unordered "
-        "random subset of T frames on their own, with repeats only when the clip is shorter than T, in training "
-        "and in evaluation too; evaluation draws are seeded by train.seed, so a rerun gives the same figure). "
+        "random subset of T frames of their own folder, unpaired, with repeats only when it has fewer than T, in "
+        "training and in evaluation too; evaluation draws are seeded by train.seed, so a rerun gives the same "
+        "figure; packed data holds paired frames and draws from those). "
         "Independent draws pair an RGB frame with events of another moment and scramble the frame differences.",
         choices=("segments", "release"),
     )
@@ -219,9 +220,19 @@ class DataConfig:
     )
     crop_scale: list = _f([0.8, 1.0], "Training random-resized-crop area range; [1, 1] disables it.")
     hflip: bool = _f(False, "Training horizontal flips. Off: a flip turns a left motion into a right one.")
+    frame_pairing: str = _f(
+        "number",
+        "layout frames: which event frames go with each RGB frame, by the frame numbers in the file names: "
+        "'number' (the event frame of the same number), 'accumulate' (the event frames after the previous "
+        "RGB frame up to its own, combined into one image: for RGB stored every k-th frame, as in HARDVS) or "
+        "'position' (the k-th of each folder, whatever the numbers). data.format packed: chosen when packing.",
+        choices=("number", "accumulate", "position"),
+    )
     frame_count_policy: str = _f(
         "error",
-        "When a clip's RGB and event frame counts differ: 'error' or 'min' (use the common prefix).",
+        "layout frames: frames that data.frame_pairing leaves without a partner: 'error' (stop, naming what "
+        "the folders hold and the setting that fits) or 'min' (use the paired frames, leave the others "
+        "out and warn; under 'position' the first min(n_rgb, n_event) of both).",
         choices=("error", "min"),
     )
     num_workers: int = _f(2, "DataLoader worker processes.")
@@ -347,12 +358,17 @@ def stored_config(raw: dict, source: str) -> Config:
 
     A field added since with a default other than the behaviour it replaced takes that behaviour
     when the saved config lacks it, so a model is evaluated on inputs read as in its training:
-    data.event_resize (nearest for event images, area averaging for the other representations).
+    data.event_resize (nearest for event images, area averaging for the other representations) and
+    data.frame_pairing (position).
     """
     data = raw.get("data") if isinstance(raw, dict) else None
-    if isinstance(data, dict) and "event_resize" not in data:
-        drawn = data.get("representation", "event_image") == "event_image"
-        raw = merge(raw, {"data": {"event_resize": "nearest" if drawn else "box"}})
+    if isinstance(data, dict):
+        then = {}
+        if "event_resize" not in data:
+            then["event_resize"] = "nearest" if data.get("representation", "event_image") == "event_image" else "box"
+        if "frame_pairing" not in data:
+            then["frame_pairing"] = "position"
+        raw = merge(raw, {"data": then})
     return Config.from_dict(raw, source)
 
 

@@ -26,13 +26,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from velora.config import Config
-from velora.data.check_report import CheckReport, split_name
+from velora.data.check_report import NOTE_KINDS, PROBLEM_KINDS, CheckReport, split_name
 from velora.data.clips import ClipDataset
 from velora.data.event_labels import event_class_names, read_event_labels
 from velora.data.event_only import EventFileDataset
 from velora.data.factory import label_file, make_dataset
 from velora.data.labels import CLASSES_FILE, label_fields, read_class_file, read_class_names
-from velora.data.layout import FRAME_COUNT_POLICIES, MODALITIES
+from velora.data.layout import FRAME_COUNT_POLICIES, FRAME_PAIRINGS, MODALITIES
 from velora.data.sampling import ClipSampling, SampledClips
 from velora.errors import DataError
 
@@ -70,10 +70,18 @@ def check_datasets(
             for kind, where, message in issues:
                 if kind == "warning":
                     report.warnings.append((where, message))
-                else:
+                elif kind not in NOTE_KINDS:
                     report.problems[kind].append((where, message))
         checked.update(found)
-        bad = {e.sample for e in dataset.entries if any(kind != "warning" for kind, _, _ in checked[e.sample])}
+        samples = dict.fromkeys(e.sample for e in dataset.entries)  # label-file order: ties list in it
+        notes: dict[str, Counter] = {}
+        for sample in samples:
+            for kind, _, message in checked[sample]:
+                if kind in NOTE_KINDS:
+                    notes.setdefault(kind, Counter())[message] += 1
+        if notes:
+            report.notes[split] = {kind: dict(notes[kind].most_common()) for kind in NOTE_KINDS if kind in notes}
+        bad = {sample for sample in samples if any(kind in PROBLEM_KINDS for kind, _, _ in checked[sample])}
         report.clip_counts[split] = len(dataset.entries) + dataset.dropped_lines
         report.bad_clips[split] = sum(e.sample in bad for e in dataset.entries) + dataset.dropped_lines
         report.bad_clips = {s: n for s, n in report.bad_clips.items() if n}
@@ -118,7 +126,8 @@ def check_config(
     missing_ok: bool = False,
 ) -> CheckReport:
     """Check the datasets of `splits` as `cfg` describes them (the layout, the label files, the
-    modalities, model.num_classes, data.min_frames, data.frame_count_policy, data.sensor_size).
+    modalities, model.num_classes, data.min_frames, data.frame_pairing, data.frame_count_policy,
+    data.sensor_size).
 
     missing_ok: skip splits whose label file does not exist (``velora check-data`` checks the
     splits a dataset has); otherwise a missing one is a "label_files" problem.
@@ -164,6 +173,7 @@ def check_dataset(
     decode_images: bool = True,
     progress: bool = True,
     modalities: Sequence[str] = MODALITIES,
+    frame_pairing: str = "number",
     frame_count_policy: str = "error",
     sensor_size: tuple[int, int] | None = None,
     workers: int = 1,
@@ -178,17 +188,22 @@ def check_dataset(
     min_frames: clips with fewer frames (in either modality) are problems.
     decode_images: decode every PNG / read every event file (thorough), or headers only (fast).
     modalities: frame folders to check, a subset of ("rgb", "event").
-    frame_count_policy: "error": differing RGB / event frame counts are problems; "min": warnings
-        (ClipDataset then uses the common prefix).
+    frame_pairing: how RGB and event frames are paired, as for ClipDataset ("number",
+        "accumulate", "position"); the report counts per split how the folders' numbers relate.
+    frame_count_policy: "error": frames the pairing leaves without a partner are problems; "min":
+        warnings (ClipDataset then leaves them out).
     sensor_size: (width, height) for event files that do not store it, as in EventFileDataset.
     workers: processes checking samples in parallel; 1 checks in this process.
     """
     bad_modalities = [m for m in modalities if m not in MODALITIES]
-    if bad_modalities or not modalities or frame_count_policy not in FRAME_COUNT_POLICIES or min_frames < 0:
+    if (
+        bad_modalities or not modalities or frame_pairing not in FRAME_PAIRINGS
+        or frame_count_policy not in FRAME_COUNT_POLICIES or min_frames < 0
+    ):
         raise ValueError(
             f"invalid check_dataset arguments: modalities {tuple(modalities)} must be a non-empty subset of "
-            f"{MODALITIES}, frame_count_policy {frame_count_policy!r} one of {FRAME_COUNT_POLICIES}, "
-            f"min_frames ({min_frames}) >= 0"
+            f"{MODALITIES}, frame_pairing {frame_pairing!r} one of {FRAME_PAIRINGS}, frame_count_policy "
+            f"{frame_count_policy!r} one of {FRAME_COUNT_POLICIES}, min_frames ({min_frames}) >= 0"
         )
     root = Path(root)
     report = CheckReport(root=root)
@@ -214,8 +229,8 @@ def check_dataset(
             )
         else:
             dataset = ClipDataset(
-                root, path, sampling, modalities=tuple(modalities), frame_count_policy=frame_count_policy,
-                num_classes=num_classes, lenient=True,
+                root, path, sampling, modalities=tuple(modalities), frame_pairing=frame_pairing,
+                frame_count_policy=frame_count_policy, num_classes=num_classes, lenient=True,
             )
         datasets[split_name(path)] = dataset
     frame_sets = [datasets[split_name(p)] for p, layout in layouts.items() if layout == "frames"]

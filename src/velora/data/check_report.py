@@ -13,8 +13,9 @@ from tqdm import tqdm
 
 from velora.errors import DataError
 
-# One finding: (kind, where, message). kind: a PROBLEM_KINDS key, or "warning" for a finding that
-# does not stop training; where: a file, a folder, or "<label file>:<line number>".
+# One finding: (kind, where, message). kind: a PROBLEM_KINDS key, "warning" for a finding that
+# does not stop training, or a NOTE_KINDS key for a fact many clips share (counted per split, not
+# listed); where: a file, a folder, or "<label file>:<line number>".
 Issue = tuple[str, str, str]
 
 PROBLEM_KINDS = {
@@ -28,8 +29,13 @@ PROBLEM_KINDS = {
     "bad_frame_names": "frames not named by their number",
     "unreadable_files": "unreadable, corrupt or empty files",
     "size_mismatches": "clips whose frames differ in size",
-    "count_mismatches": "clips with different RGB and event frame counts",
+    "count_mismatches": "clips whose RGB and event frames do not all pair up",
     "short_clips": "clips with too few frames",
+}
+
+NOTE_KINDS = {
+    "frame_numbers": "RGB / event frame numbers",
+    "left_out": "left out by the pairing",
 }
 
 
@@ -41,6 +47,8 @@ class CheckReport:
     warnings: [(file, message)], findings that do not stop training.
     layouts: label file -> "frames" or "events".
     clip_counts: split -> label lines parsed; bad_clips: split -> those with a problem.
+    notes: split -> NOTE_KINDS key -> {message: clips}, e.g. {"frame_numbers":
+        {"RGB every 5th frame, events every frame": 40, "same numbers": 2}}.
     class_counts: split -> {label: clips}; class_names: names in label order, when known.
     num_classes: the number of classes checked against (argument, else classes.txt), when known.
     """
@@ -51,6 +59,7 @@ class CheckReport:
     layouts: dict[str, str] = field(default_factory=dict)
     clip_counts: dict[str, int] = field(default_factory=dict)
     bad_clips: dict[str, int] = field(default_factory=dict)
+    notes: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     class_counts: dict[str, dict[int, int]] = field(default_factory=dict)
     class_names: list[str] | None = None
     num_classes: int | None = None
@@ -72,6 +81,9 @@ class CheckReport:
                 f"  {Path(label_file).name}: {layout} layout, {self.clip_counts.get(split, 0)} clips, "
                 f"{self.bad_clips.get(split, 0)} with problems"
             )
+            for kind, counts in self.notes.get(split, {}).items():
+                found = "; ".join(f"{clips} clip{'s' * (clips != 1)} {message}" for message, clips in counts.items())
+                lines.append(f"    {NOTE_KINDS[kind]}: {found}")
         lines += self._format_classes(max_table_classes)
         for kind, found in self.problems.items():
             if found:

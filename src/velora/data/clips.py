@@ -5,7 +5,9 @@ Layout (``<sample>`` is the clip's folder name, the last part of the label-file 
     <root>/<class_dir>/<sample>/<sample>_aps/0000.png ...   RGB or grayscale APS frames
     <root>/<class_dir>/<sample>/<sample>_dvs/0000.png ...   event images: red / blue on white
 
-Frame names are zero-padded frame numbers of any width, sorted numerically.
+Frame names are zero-padded frame numbers of any width, sorted numerically. The two folders'
+frames are paired by their numbers (``frame_pairing``, velora.data.pairing): frame k of a clip is
+the k-th pair, and the folders may hold frames that have no partner (HARDVS: RGB every 5th frame).
 
 One item is a dict (``T`` = ``num_frames``, ``S`` = ``image_size``)::
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections import Counter
 from collections.abc import Collection, Sequence
 from functools import partial
@@ -34,9 +37,12 @@ from PIL import Image
 
 from velora.data.check_report import Issue, map_checks
 from velora.data.labels import ClipEntry, read_class_names, read_label_file
-from velora.data.layout import BATCH_KEY, FOLDER_SUFFIX, FRAME_COUNT_POLICIES, MODALITIES
+from velora.data.layout import BATCH_KEY, FOLDER_SUFFIX, FRAME_COUNT_POLICIES, FRAME_PAIRINGS, MODALITIES
+from velora.data.pairing import (
+    accumulate_event_images, number_relation, pair_frames, pairing_advice, pairing_problem,
+)
 from velora.data.sampling import ClipDraw, ClipSampling, SampledClips, modality_problems
-from velora.errors import DataError
+from velora.errors import DataError, DataWarning
 from velora.events.resize import EVENT_RESIZE, resize_event_image
 
 
@@ -44,10 +50,18 @@ WHAT = {"rgb": "RGB frame", "event": "event frame"}
 
 
 class FrameFolder(NamedTuple):
-    """The frame files of one folder, in frame-number order."""
+    """The frames of one folder, in order: frame k is the file ``names[k]``, or, when ``groups`` is
+    given (event frames under frame_pairing accumulate), the files ``groups[k]`` combined into one
+    image (``names[k]`` is the last of them)."""
 
     folder: Path
     names: tuple[str, ...]
+    groups: tuple[tuple[str, ...], ...] | None = None
+
+
+def frame_numbers(frames: FrameFolder) -> tuple[int, ...]:
+    """The frame numbers of ``frames.names`` (``00000005.png`` -> 5)."""
+    return tuple(int(name[: -len(".png")]) for name in frames.names)
 
 
 def scan_frames(folder: Path) -> tuple[FrameFolder, list[Issue]]:
@@ -102,6 +116,23 @@ def list_frames(folder: Path, what: str) -> FrameFolder:
     return frames
 
 
+def read_frame_at(frames: FrameFolder, index: int) -> Image.Image:
+    """Frame ``index`` of ``frames`` as an RGB image: its file, or its group of event images combined
+    at their stored resolution (accumulate_event_images), before any resize."""
+    if frames.groups is None or len(frames.groups[index]) == 1:
+        return read_frame(frames.folder / frames.names[index])
+    paths = [frames.folder / name for name in frames.groups[index]]
+    images = [np.asarray(read_frame(path)) for path in paths]
+    for path, image in zip(paths, images):
+        if image.shape != images[0].shape:
+            (height, width), (odd_height, odd_width) = images[0].shape[:2], image.shape[:2]
+            raise DataError(
+                f"frames of one clip differ in size: {paths[0]} is {width}x{height}, {path} is "
+                f"{odd_width}x{odd_height}; re-export the clip at one resolution"
+            )
+    return Image.fromarray(accumulate_event_images(images))
+
+
 def read_frame(path: Path) -> Image.Image:
     """Decode one PNG as an RGB image (grayscale APS frames get three equal channels)."""
     try:
@@ -126,8 +157,13 @@ class ClipDataset(SampledClips):
     modalities: a subset of ("rgb", "event"); only these folders are read and returned.
     event_resize: how event images are resized (velora.events.resize): "keep_events" (default)
         keeps every event pixel visible, in its own colour; "nearest", "box", "bilinear" are PIL's.
-    frame_count_policy: when a clip's RGB and event frame counts differ: "error" raises,
-        "min" uses the first min(n_rgb, n_event) frames of both.
+    frame_pairing: which event frames go with each RGB frame (velora.data.pairing): "number"
+        (the same frame number), "accumulate" (the event frames since the previous RGB frame,
+        combined), "position" (k-th with k-th).
+    frame_count_policy: when the pairing leaves frames without a partner: "error" raises, naming
+        what the folders hold and the settings that fit; "min" uses the paired frames (under
+        "position" the first min(n_rgb, n_event) of both) and leaves the others out, with a
+        DataWarning for the first such clip.
     num_classes: when given, every label must be in [0, num_classes).
     lenient: a malformed label line or a label out of range is recorded in ``label_problems`` and
         the line skipped (``dropped_lines`` counts them), instead of raising at the first; the
@@ -149,6 +185,7 @@ class ClipDataset(SampledClips):
         *,
         modalities: Sequence[str] = MODALITIES,
         event_resize: str = "keep_events",
+        frame_pairing: str = "number",
         frame_count_policy: str = "error",
         num_classes: int | None = None,
         lenient: bool = False,
@@ -165,6 +202,8 @@ class ClipDataset(SampledClips):
             problems.append("sampling.image_size must be set: frames are resized to S x S")
         if event_resize not in EVENT_RESIZE:
             problems.append(f"event_resize {event_resize!r} is not one of {EVENT_RESIZE}")
+        if frame_pairing not in FRAME_PAIRINGS:
+            problems.append(f"frame_pairing {frame_pairing!r} is not one of {FRAME_PAIRINGS}")
         if frame_count_policy not in FRAME_COUNT_POLICIES:
             problems.append(
                 f"frame_count_policy {frame_count_policy!r} is not one of {FRAME_COUNT_POLICIES}"
@@ -199,9 +238,10 @@ class ClipDataset(SampledClips):
 
         self.sampling, self.num_classes = sampling, num_classes
         self.event_resize = event_resize
-        self.frame_count_policy = frame_count_policy
+        self.frame_pairing, self.frame_count_policy = frame_pairing, frame_count_policy
         self._class_names: list[str] | None = None
         self._frame_folders: dict[int, dict[str, FrameFolder]] = {}
+        self._warned_lone_frames = False
 
     @property
     def class_names(self) -> list[str]:
@@ -211,7 +251,9 @@ class ClipDataset(SampledClips):
         return self._class_names
 
     def frame_folders(self, index: int) -> dict[str, FrameFolder]:
-        """The requested modalities' frame lists of clip ``index``, equal in length (cached)."""
+        """The requested modalities' frames of clip ``index``, paired and equal in length (cached).
+        With frame_sampling "release" each modality keeps its whole folder, unpaired: the released
+        code draws from each folder on its own."""
         if index not in self._frame_folders:
             entry = self.entries[index]
             clip_dir = self.root / entry.sample
@@ -220,23 +262,40 @@ class ClipDataset(SampledClips):
                     f"clip folder {clip_dir} (listed in {self.label_file or 'the given entries'}) "
                     "does not exist; restore it or remove the line from the label file"
                 )
-            self._frame_folders[index] = {
+            folders = {
                 m: list_frames(clip_dir / f"{entry.name}{FOLDER_SUFFIX[m]}", WHAT[m])
                 for m in self.modalities
             }
-        folders = self._frame_folders[index]
-        if len(folders) == 2:
-            n_rgb, n_event = len(folders["rgb"].names), len(folders["event"].names)
-            if n_rgb != n_event:
-                if self.frame_count_policy == "error":
-                    raise DataError(
-                        f"clip {self.root / self.entries[index].sample} has {n_rgb} RGB frames but "
-                        f"{n_event} event frames; fix the export, or pass "
-                        "frame_count_policy='min' to use the first min(n_rgb, n_event) of both"
-                    )
-                n = min(n_rgb, n_event)
-                folders = {m: FrameFolder(f.folder, f.names[:n]) for m, f in folders.items()}
-        return folders
+            if len(folders) == 2 and self.sampling.frame_sampling != "release":
+                folders = self._pair(clip_dir, folders["rgb"], folders["event"])
+            self._frame_folders[index] = folders
+        return self._frame_folders[index]
+
+    def _pair(self, clip_dir: Path, rgb: FrameFolder, event: FrameFolder) -> dict[str, FrameFolder]:
+        """The paired frames of both folders (frame_pairing). Frames without a partner raise under
+        frame_count_policy "error"; under "min" they are left out, and the first clip of this
+        dataset that leaves any out is warned about (DataWarning)."""
+        rgb_numbers, event_numbers = frame_numbers(rgb), frame_numbers(event)
+        pairs = pair_frames(rgb_numbers, event_numbers, self.frame_pairing)
+        if not pairs.complete:
+            problem = f"clip {clip_dir}: {pairing_problem(rgb_numbers, event_numbers, pairs, self.frame_pairing)}"
+            if self.frame_count_policy == "error" or not pairs.rgb:
+                raise DataError(f"{problem}; {pairing_advice(rgb_numbers, event_numbers, self.frame_pairing)}")
+            if not self._warned_lone_frames:
+                self._warned_lone_frames = True
+                warnings.warn(
+                    f"{problem}; data.frame_count_policy min leaves them out. Later clips are not "
+                    "warned about: `velora check-data` lists every one",
+                    DataWarning, stacklevel=3,
+                )
+        groups = tuple(tuple(event.names[k] for k in group) for group in pairs.event)
+        return {
+            "rgb": FrameFolder(rgb.folder, tuple(rgb.names[k] for k in pairs.rgb)),
+            "event": FrameFolder(
+                event.folder, tuple(group[-1] for group in groups),
+                groups if any(len(group) > 1 for group in groups) else None,
+            ),
+        }
 
     def problems(
         self, *, decode: bool = True, min_frames: int = 1, exclude: Collection[str] = (), workers: int = 1,
@@ -251,7 +310,7 @@ class ClipDataset(SampledClips):
         entries = list({e.sample: e for e in self.entries if e.sample not in exclude}.values())
         check = partial(
             clip_problems, self.root, modalities=self.modalities, decode=decode, min_frames=min_frames,
-            frame_count_policy=self.frame_count_policy,
+            frame_pairing=self.frame_pairing, frame_count_policy=self.frame_count_policy,
         )
         found = map_checks(check, entries, total=len(entries), workers=workers, progress=progress)
         return {entry.sample: issues for entry, issues in zip(entries, found)}
@@ -260,10 +319,8 @@ class ClipDataset(SampledClips):
         index = range(len(self))[index]  # a plain non-negative int, also for -1 or numpy ints
         entry = self.entries[index]
         folders = self.frame_folders(index)
-        # RGB leads when both exist; the counts are equal after frame_folders' check.
-        num_clip_frames = len(folders["rgb" if "rgb" in folders else "event"].names)
-
-        draw = self.draw(index, num_clip_frames, self.modalities)
+        # Paired by frame_folders, the counts are equal (release sampling: each folder its own).
+        draw = self.draw(index, {m: len(folders[m].names) for m in self.modalities}, self.modalities)
 
         item: dict[str, torch.Tensor | int] = {}
         for modality in self.modalities:
@@ -281,7 +338,7 @@ class ClipDataset(SampledClips):
         first_path, first_size = None, None
         for frame_index in dict.fromkeys(frame_indices.tolist()):
             path = frames.folder / frames.names[frame_index]
-            image = read_frame(path)
+            image = read_frame_at(frames, frame_index)
             if first_size is None:
                 first_path, first_size = path, image.size
             elif image.size != first_size:
@@ -323,18 +380,22 @@ def clip_problems(
     modalities: Sequence[str],
     decode: bool,
     min_frames: int,
+    frame_pairing: str,
     frame_count_policy: str,
 ) -> list[Issue]:
     """Every issue of one clip on disk, each with its file: a missing clip or modality folder, bad
-    frame names, no frames, unreadable frames, frames of differing sizes, RGB / event frame counts
-    that differ ("warning" under frame_count_policy "min"), fewer than ``min_frames`` frames, and a
-    frame count other than the label line's ("warning").
+    frame names, no frames, unreadable frames, frames of differing sizes, frames the pairing leaves
+    without a partner ("count_mismatches", a "warning" under frame_count_policy "min" when some
+    pair), fewer than ``min_frames`` frames (or pairs), and a frame count other than the label
+    line's ("warning"). With both modalities, two notes (NOTE_KINDS): how the folders' numbers relate
+    ("frame_numbers", always) and the event frames accumulate leaves out after the last RGB frame
+    ("left_out").
     """
     clip_dir = root / entry.sample
     if not clip_dir.is_dir():
         return [("missing_samples", entry.where or str(clip_dir), f"clip folder {clip_dir} does not exist")]
     issues: list[Issue] = []
-    counts: dict[str, int] = {}
+    numbers: dict[str, tuple[int, ...]] = {}
     for modality in modalities:
         folder = clip_dir / f"{entry.name}{FOLDER_SUFFIX[modality]}"
         if not folder.is_dir():
@@ -350,7 +411,7 @@ def clip_problems(
         if not frames.names:
             issues.append(("empty_folders", str(folder), f"{WHAT[modality]} folder holds no .png frames"))
             continue
-        counts[modality] = len(frames.names)
+        numbers[modality] = frame_numbers(frames)
         sizes: dict[Path, tuple[int, int]] = {}
         for name in frames.names:
             try:
@@ -365,9 +426,22 @@ def clip_problems(
                 f"is {sizes[odd[0]][0]}x{sizes[odd[0]][1]} but most frames of {folder.name} are "
                 f"{common[0]}x{common[1]}; {len(odd)} frame(s) differ: {', '.join(p.name for p in odd[:5])}",
             ))
-    if len(counts) == 2 and counts["rgb"] != counts["event"]:
-        kind = "count_mismatches" if frame_count_policy == "error" else "warning"
-        issues.append((kind, str(clip_dir), f"{counts['rgb']} RGB frames but {counts['event']} event frames"))
+    counts = {modality: len(found) for modality, found in numbers.items()}
+    if len(numbers) == 2:
+        rgb, event = numbers["rgb"], numbers["event"]
+        issues.append(("frame_numbers", str(clip_dir), number_relation(rgb, event)))
+        pairs = pair_frames(rgb, event, frame_pairing)
+        if not pairs.complete:
+            problem = pairing_problem(rgb, event, pairs, frame_pairing)
+            if frame_count_policy == "min" and pairs.rgb:
+                issues.append(("warning", str(clip_dir), f"{problem}; left out (data.frame_count_policy min)"))
+            else:
+                advice = pairing_advice(rgb, event, frame_pairing)
+                issues.append(("count_mismatches", str(clip_dir), f"{problem}; {advice}"))
+        if pairs.after_last:
+            issues.append(("left_out", str(clip_dir), "event frames after the last RGB frame (accumulate)"))
+        if len(pairs.rgb) < min(counts.values()):
+            counts["paired"] = len(pairs.rgb)
     if counts and entry.where and entry.num_frames not in counts.values():
         issues.append(("warning", entry.where, f"lists {entry.num_frames} frames, the clip has {counts}"))
     short = {m: n for m, n in counts.items() if n < min_frames}

@@ -92,7 +92,8 @@ def make_dataset(
         )
     return ClipDataset(
         d.root, label_file(cfg, split), sampling, modalities=tuple(d.modalities), event_resize=d.event_resize,
-        frame_count_policy=d.frame_count_policy, num_classes=num_classes, lenient=lenient,
+        frame_pairing=d.frame_pairing, frame_count_policy=d.frame_count_policy, num_classes=num_classes,
+        lenient=lenient,
     )
 
 
@@ -129,6 +130,7 @@ def clip_dataset(clip: str | Path, cfg: Config) -> ClipDataset | RecordingDatase
     entry = ClipEntry(sample=f"{clip.parent.name}/{clip.name}", num_frames=0, label=0)
     return ClipDataset(
         clip.parent.parent, [entry], sampling, modalities=tuple(d.modalities), event_resize=d.event_resize,
+        frame_pairing=d.frame_pairing,
         frame_count_policy=d.frame_count_policy,
     )
 

@@ -14,3 +14,6 @@ BATCH_KEY = {"rgb": "rgb", "event": "events"}
 # The frame folders of a clip in the PokerEvent / HARDVS layout: <sample>/<sample>_aps, _dvs.
 FOLDER_SUFFIX = {"rgb": "_aps", "event": "_dvs"}
 FRAME_COUNT_POLICIES = ("error", "min")
+# How a clip's RGB and event frames are paired (velora.data.pairing): by frame number, with the
+# event frames since the previous RGB frame accumulated, or k-th with k-th.
+FRAME_PAIRINGS = ("number", "accumulate", "position")

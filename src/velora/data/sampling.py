@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -192,8 +192,11 @@ class ClipSampling:
         box = random_crop_box(rng, self.crop_scale, self.crop_ratio)
         return box, self.horizontal_flip and bool(rng.random() < 0.5)
 
-    def draw(self, epoch: int, index: int, num_clip_frames: int, modalities: Sequence[str] = ("rgb", "event")) -> ClipDraw:
-        """What item ``index`` of a clip with ``num_clip_frames`` frames reads in ``epoch`` (a ClipDraw).
+    def draw(
+        self, epoch: int, index: int, num_clip_frames: int | Mapping[str, int], modalities: Sequence[str] = ("rgb", "event")
+    ) -> ClipDraw:
+        """What item ``index`` of a clip with ``num_clip_frames`` frames (one count, or a count per
+        modality: equal ones with frame_sampling "segments") reads in ``epoch`` (a ClipDraw).
 
         In training one generator ``default_rng([seed, epoch, index])`` draws, in this order, the frame
         indices (once, or for each modality in ``modalities``' order with frame_sampling "release"),
@@ -203,11 +206,14 @@ class ClipSampling:
         "release", draws from ``default_rng([seed, epoch, index, 1])``), the whole frame, no flip.
         """
         rng = self.rng(epoch, index)
+        counts = num_clip_frames if isinstance(num_clip_frames, Mapping) else dict.fromkeys(modalities, num_clip_frames)
         if self.frame_sampling == "release":
             picker = rng if rng is not None else np.random.default_rng([self.seed, epoch, index, 1])
-            frames = {m: release_indices(num_clip_frames, self.num_frames, picker) for m in modalities}
+            frames = {m: release_indices(counts[m], self.num_frames, picker) for m in modalities}
         else:
-            shared = segment_indices(num_clip_frames, self.num_frames, random_offset=rng is not None, rng=rng)
+            assert len({counts[m] for m in modalities}) == 1, f"segment sampling of unpaired frames: {counts}"
+            count = counts[modalities[0]]
+            shared = segment_indices(count, self.num_frames, random_offset=rng is not None, rng=rng)
             frames = {m: shared for m in modalities}
         box, flip = self.crop_and_flip(rng)
         per_frame = None
@@ -254,7 +260,9 @@ class SampledClips(Dataset):
         """Every issue of every sample on disk, by sample (velora.data.check_report.Issue tuples)."""
         raise NotImplementedError
 
-    def draw(self, index: int, num_clip_frames: int, modalities: Sequence[str] = ("rgb", "event")) -> ClipDraw:
+    def draw(
+        self, index: int, num_clip_frames: int | Mapping[str, int], modalities: Sequence[str] = ("rgb", "event")
+    ) -> ClipDraw:
         """This epoch's choices for item ``index`` (frame indices, crop, flip), see ClipSampling.draw."""
         return self.sampling.draw(self.epoch, index, num_clip_frames, modalities)
 

@@ -12,12 +12,16 @@ index.json::
 
     {"header": {"format": "velora-packed", "version": 1, "image_size": S,
                 "modalities": ["rgb", "event"], "class_names": [...], "event_resize": "keep_events",
-                "frame_count_policy": "error", "shard_bytes": 1073741824,
+                "frame_pairing": "number", "frame_count_policy": "error", "shard_bytes": 1073741824,
                 "source": {"root": "/abs/dataset", "label_files": {"train": {"path": ..., "sha256": ...}}}},
      "splits": {"train": ["<class_dir>/<sample>", ...], ...},   label-file order
      "clips": [{"sample": "<class_dir>/<sample>", "label": 0, "frames": N, "shard": 0,
                 "offsets": {"rgb": 0, "event": N*S*S*3}, "crc32": ...}, ...],
      "complete": true}
+
+The frames are a clip's paired frames (ClipDataset.frame_folders): under ``frame_pairing``
+accumulate an event frame is stored combined. An index written before ``frame_pairing`` was
+recorded reads as "position", the pairing it was written with (format.LATER_FIELDS).
 
 Modality m of a clip is the bytes ``[offsets[m], offsets[m] + N*S*S*3)`` of its shard: frames
 (N, S, S, 3) in C order (frame, row, column, RGB). The keys of ``offsets`` say which modalities a

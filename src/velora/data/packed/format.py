@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from velora.data.layout import MODALITIES
+from velora.data.layout import FRAME_PAIRINGS, MODALITIES
 from velora.errors import DataError
 from velora.events.resize import EVENT_RESIZE
 
@@ -16,6 +16,9 @@ INDEX_FILE = "index.json"
 SHARD_NAME = "shard_{:05d}.bin"
 DEFAULT_SHARD_BYTES = 1 << 30
 FULL_FRAME = (0.0, 0.0, 1.0, 1.0)
+# Header fields added after version 1 was first written, with the value an index without them was
+# written with: RGB and event frames were then paired by position.
+LATER_FIELDS = {"frame_pairing": "position"}
 
 
 def flush_to_disk(file) -> None:
@@ -51,6 +54,8 @@ def read_index(root: Path, missing_ok: bool = False) -> dict | None:
             f"{path} is format {written_by[0]!r} version {written_by[1]!r}; this "
             f"velora reads {FORMAT!r} version {VERSION}. Delete {root} and pack again"
         )
+    for name, written_with in LATER_FIELDS.items():
+        header.setdefault(name, written_with)
     problems = index_problems(index)
     if problems:
         raise DataError(f"{path} is not a valid packed index ({'; '.join(problems[:3])}); delete {root} and pack again")
@@ -84,6 +89,8 @@ def index_problems(index: dict) -> list[str]:
         problems.append("header.class_names is not a list of names")
     if packed_event_resize(header) not in EVENT_RESIZE:
         problems.append(f"header.event_resize {packed_event_resize(header)!r} is not one of {EVENT_RESIZE}")
+    if header.get("frame_pairing") not in FRAME_PAIRINGS:
+        problems.append(f"header.frame_pairing {header.get('frame_pairing')!r} is not one of {FRAME_PAIRINGS}")
     splits = index.get("splits")
     if not (isinstance(splits, dict) and all(strings(samples) for samples in splits.values())):
         problems.append("splits is not a mapping of split names to lists of samples")

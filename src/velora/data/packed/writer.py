@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from velora.data.clips import ClipDataset, FrameFolder, read_frame
+from velora.data.clips import ClipDataset, FrameFolder, read_frame_at
 from velora.data.labels import read_class_names
 from velora.data.layout import MODALITIES
 from velora.data.sampling import ClipSampling
@@ -47,6 +47,7 @@ def pack_dataset(
     image_size: int = 224,
     modalities: Sequence[str] = MODALITIES,
     event_resize: str = "keep_events",
+    frame_pairing: str = "number",
     frame_count_policy: str = "error",
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     workers: int = 0,
@@ -59,7 +60,9 @@ def pack_dataset(
         {"train": "train_label.txt", "test": "test_label.txt"}.
     image_size: S; every frame is resized to S x S exactly as ClipDataset does in evaluation
         (bilinear for RGB, ``event_resize`` for events), so eval items are bit-identical.
-    modalities, event_resize, frame_count_policy: as for ClipDataset.
+    modalities, event_resize, frame_pairing, frame_count_policy: as for ClipDataset; the packed
+        clips hold the paired frames (an accumulated event frame stored as one), and the index
+        records the pairing.
     shard_bytes: a new shard file starts when the next clip would make the current one larger
         (a clip is never split; a clip larger than this gets a shard of its own).
     workers: processes decoding PNGs (0: in this process); bytes are written in clip order either way.
@@ -76,7 +79,7 @@ def pack_dataset(
     sources = {
         split: ClipDataset(
             root, labels, ClipSampling(image_size=image_size), modalities=modalities,
-            event_resize=event_resize, frame_count_policy=frame_count_policy,
+            event_resize=event_resize, frame_pairing=frame_pairing, frame_count_policy=frame_count_policy,
         )
         for split, labels in splits.items()
     }
@@ -90,6 +93,7 @@ def pack_dataset(
             "modalities": list(next(iter(sources.values())).modalities),
             "class_names": read_class_names(root, all_entries),
             "event_resize": event_resize,
+            "frame_pairing": frame_pairing,
             "frame_count_policy": frame_count_policy,
             "shard_bytes": shard_bytes,
             "source": {
@@ -226,7 +230,7 @@ def _load_clip(task: _ClipTask) -> dict[str, np.ndarray]:
         first_size = None
         resized = np.empty((len(frames.names), size, size, 3), dtype=np.uint8)
         for i, name in enumerate(frames.names):
-            image = read_frame(frames.folder / name)
+            image = read_frame_at(frames, i)
             if first_size is None:
                 first_size = image.size
             elif image.size != first_size:
