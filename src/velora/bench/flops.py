@@ -1,33 +1,25 @@
-"""Analytic FLOP count of one VELoRA clip, for model FLOP utilisation (MFU).
+"""FLOP of one VELoRA clip, counted by torch over the model that runs, for model FLOP utilisation (MFU).
 
-Convention: 1 multiply-add = 2 FLOP, and only matrix products and convolutions are counted
-(what tensor cores run); LayerNorm, softmax, GELU, adds and the frame difference are left out
-(well under 1 % of the total at ViT-B/16 size). timm and many papers quote ViT-B/16 at 224 px as
-"17.6 GFLOPs": that figure counts multiply-adds; in FLOP it is 35.1 G (`image_forward`).
+`model_flops` builds the config's model on the meta device (shapes only: no memory, no weights
+read) and runs one clip forward, the training loss and its backward under torch's
+`FlopCounterMode`, with attention computed by the math kernel so its two matrix products are
+counted. So every model variant is counted as it is built (stream_path, fusion block, M-shared
+LoRA, head), with no second description to keep in step. `tests/flop_hand_count.py` writes the
+default and the released code's model out by hand; the test suite checks the two agree.
 
-Training step accounting (what the hardware must compute, not the 3x-forward rule of thumb):
-- a frozen matrix product whose input carries gradient costs its forward again (input gradient
-  only; frozen weights get no weight gradient);
-- the attention products (Q K^T, P V) cost twice their forward (both operands carry gradient);
-- a trainable product (LoRA A/B, M-shared LoRA, head, reconstruction decoder, random fusion
-  blocks) costs twice its forward (input and weight gradients), less the input gradient where its
-  input carries none;
-- nothing upstream of the first trainable parameter is differentiated: the patch embedding never,
-  and in the first low-level block only what follows its first LoRA target.
-Activation-checkpointing recomputation is not counted (MFU, not hardware FLOP utilisation), nor is
-FlashAttention's recomputation of the scores in its backward pass, nor the work `LoRALinear`
-discards: it runs all of a layer's adapters (rgb, event, diff) on every row and keeps each row's own
-(about 1 % of a ViT-B/16 clip; `clip_flops(..., stacked=True)` counts it, to check against torch).
+Convention: 1 multiply-add = 2 FLOP; torch counts matrix products and convolutions (what tensor
+cores run), not LayerNorm, softmax, GELU or adds. The count includes the work `LoRALinear` discards
+when it runs every stream's adapter on every row of a low-level block and keeps each row's own
+(about 1 % of a ViT-B/16 clip), and leaves out activation-checkpointing recomputation (MFU, not
+hardware FLOP utilisation).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import torch
+import torch.nn.functional as F
 
 from velora.config import Config
-
-# Order of the Linear layers inside a timm Block's forward pass.
-BLOCK_LINEARS = ("qkv", "proj", "fc1", "fc2")
 
 # Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s, from NVIDIA's data sheets. The first
 # name contained in torch.cuda.get_device_name() wins, so more specific names come first.
@@ -53,165 +45,32 @@ def peak_bf16_tflops(device_name: str) -> float | None:
     return None
 
 
-@dataclass(frozen=True)
-class ViTShape:
-    """The sizes of a ViT that set its FLOP count (all in elements)."""
+def model_flops(cfg: Config) -> dict[str, int]:
+    """Forward and training-step FLOP of one clip of `cfg` (every modality of data.modalities present),
+    as torch counts them over the model built from the config: {"forward", "backward", "train_step"
+    (= forward + backward), "images" (backbone images per clip)}."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
 
-    image_size: int
-    patch_size: int
-    dim: int  # D, token width
-    depth: int  # Transformer blocks
-    mlp_hidden: int  # hidden width of the MLP (4 D in ViT-B)
-    prefix_tokens: int = 1  # class token
-    in_chans: int = 3
+    from velora.model.velora import meta_model
 
-    @property
-    def patches(self) -> int:
-        return (self.image_size // self.patch_size) ** 2
-
-    @property
-    def tokens(self) -> int:
-        return self.prefix_tokens + self.patches
-
-
-def vit_shape(backbone) -> ViTShape:
-    """The ViTShape of a built timm VisionTransformer."""
-    block = backbone.blocks[0]
-    return ViTShape(
-        image_size=backbone.patch_embed.img_size[0],
-        patch_size=backbone.patch_embed.patch_size[0],
-        dim=backbone.embed_dim,
-        depth=len(backbone.blocks),
-        mlp_hidden=block.mlp.fc1.out_features,
-        prefix_tokens=backbone.num_prefix_tokens,
-        in_chans=backbone.patch_embed.proj.in_channels,
-    )
-
-
-def linear_flops(shape: ViTShape, n: int) -> dict[str, int]:
-    """Forward FLOP of each Linear of one block on n tokens."""
-    D, H = shape.dim, shape.mlp_hidden
-    return {"qkv": 2 * n * D * 3 * D, "proj": 2 * n * D * D, "fc1": 2 * n * D * H, "fc2": 2 * n * H * D}
-
-
-def lora_io(shape: ViTShape) -> dict[str, tuple[int, int]]:
-    """(in_features, out_features) of each adaptable Linear of a block."""
-    D, H = shape.dim, shape.mlp_hidden
-    return {"qkv": (D, 3 * D), "proj": (D, D), "fc1": (D, H), "fc2": (H, D)}
-
-
-def attention_flops(shape: ViTShape, n: int) -> int:
-    """Q K^T and P V of one block on n tokens: 2 * (2 n^2 D)."""
-    return 4 * n * n * shape.dim
-
-
-def image_forward(shape: ViTShape) -> int:
-    """FLOP of a plain forward pass of one image through the whole backbone (no LoRA)."""
-    patch = 2 * shape.patches * shape.in_chans * shape.patch_size**2 * shape.dim
-    n = shape.tokens
-    return patch + shape.depth * (sum(linear_flops(shape, n).values()) + attention_flops(shape, n))
-
-
-@dataclass
-class _Tally:
-    forward: int = 0
-    backward: int = 0
-
-    def frozen(self, flops: int, grad_in: bool, operands: int = 1) -> None:
-        self.forward += flops
-        self.backward += operands * flops if grad_in else 0
-
-    def trainable(self, flops: int, grad_in: bool) -> None:
-        self.forward += flops
-        self.backward += flops * (2 if grad_in else 1)
-
-
-def _lora(t: _Tally, n: int, d_in: int, d_out: int, rank: int, grad_in: bool) -> None:
-    # x -> A (rank x d_in) -> B (d_out x rank); B's input (A's output) always carries gradient.
-    t.trainable(2 * n * rank * d_in, grad_in)
-    t.trainable(2 * n * rank * d_out, True)
-
-
-def _block(t: _Tally, shape: ViTShape, n: int, targets: set[str], rank: int, grad_in: bool, trainable: bool) -> bool:
-    """Add one block on n tokens; returns whether its output carries gradient."""
-    lin, io = linear_flops(shape, n), lora_io(shape)
-    for name in BLOCK_LINEARS:
-        if trainable:
-            t.trainable(lin[name], grad_in)
-        else:
-            t.frozen(lin[name], grad_in)
-        if name in targets and rank > 0:
-            _lora(t, n, *io[name], rank, grad_in)
-        grad_in = grad_in or trainable or (name in targets and rank > 0)
-        if name == "qkv":
-            # Attention (no weights): both operands carry gradient once the qkv output does.
-            t.forward += attention_flops(shape, n)
-            t.backward += 2 * attention_flops(shape, n) if grad_in else 0
-    return grad_in
-
-
-def clip_flops(cfg: Config, shape: ViTShape, stacked: bool = False) -> dict[str, int]:
-    """Forward and training-step FLOP of one clip of `cfg` (every configured modality present).
-
-    stacked: count the low-level adapters as executed (every stream's adapter on every row)
-    instead of the model's FLOP (each row's own adapter).
-    Returns {"forward", "backward", "train_step" (= forward + backward), "images" (backbone
-    images per clip)}.
-    """
-    m, lo = cfg.model, cfg.lora
-    rank = lo.rank
-    targets = set(lo.targets) & set(BLOCK_LINEARS) if rank > 0 else set()
-    T, N, D = cfg.data.num_frames, shape.tokens, shape.dim
-    num_low = shape.depth - m.high_level_blocks
-    modalities = [x for x in ("rgb", "event") if x in cfg.model.modalities]
-    streams = {x: T for x in modalities}
-    if rank > 0 and m.frame_diff and T > 1:
-        streams["diff"] = T - 1
-    t = _Tally()
-    low_rank = rank * len(streams) if stacked else rank
-
-    # Low-level streams: patch embedding (never differentiated) and num_low LoRA blocks per image.
-    patch = 2 * shape.patches * shape.in_chans * shape.patch_size**2 * D
-    for images in streams.values():
-        s = _Tally()
-        s.frozen(patch, grad_in=False)
-        grad = False
-        for _ in range(num_low):
-            grad = _block(s, shape, N, targets, low_rank, grad, trainable=False)
-        t.forward += images * s.forward
-        t.backward += images * s.backward
-
-    # Reconstruction decoder, both directions, on the time-averaged tokens.
-    if m.recon_weight > 0 and rank > 0 and len(modalities) == 2:
-        for _ in range(2):
-            if m.recon_decoder == "block":
-                _block(t, shape, N, set(), 0, True, trainable=True)
-            else:
-                t.trainable(2 * N * D * D, True)
-
-    # High-level blocks: the fusion block over [diff; rgb; event], the frozen block per modality,
-    # and the M-shared LoRA (D -> D) per modality.
-    grad_in = rank > 0
-    for _ in range(m.high_level_blocks):
-        if rank > 0:
-            fused = len(streams) * N
-            if m.fusion_block == "random_trainable":
-                _block(t, shape, fused, set(), 0, True, trainable=True)
-            else:
-                _block(t, shape, fused, targets, rank, True, trainable=False)
-        for _ in modalities:
-            _block(t, shape, N, set(), 0, grad_in, trainable=False)
-            if rank > 0:
-                _lora(t, N, D, D, rank, True)
-
-    # Head: Linear(2 D -> classes) on the pooled features.
-    t.trainable(2 * 2 * D * m.num_classes, grad_in)
-    return {
-        "forward": t.forward,
-        "backward": t.backward,
-        "train_step": t.forward + t.backward,
-        "images": sum(streams.values()),
-    }
+    raw = cfg.to_dict()
+    raw["model"].update(grad_checkpointing=False, compile=False)  # model FLOP: no recomputation
+    model = meta_model(Config.from_dict(raw, source="flop count")).train()
+    T, S = cfg.data.num_frames, cfg.model.image_size
+    with torch.device("meta"):
+        clips = {m: torch.empty(1, T, 3, S, S, dtype=torch.uint8) for m in cfg.data.modalities}
+        label = torch.zeros(1, dtype=torch.long)
+        with sdpa_kernel(SDPBackend.MATH):
+            with FlopCounterMode(display=False) as forward:
+                out = model(clips.get("rgb"), clips.get("event"))
+                loss = F.cross_entropy(out.logits, label) + cfg.model.recon_weight * out.recon_loss
+            with FlopCounterMode(display=False) as backward:
+                loss.backward()
+    present = len(clips)
+    images = present * T + (T - 1 if model.uses_frame_difference(T) else 0)
+    fwd, bwd = forward.get_total_flops(), backward.get_total_flops()
+    return {"forward": fwd, "backward": bwd, "train_step": fwd + bwd, "images": images}
 
 
 def mfu(flops_per_clip: float, clips_per_s: float, peak_tflops: float) -> float:

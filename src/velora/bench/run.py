@@ -34,7 +34,7 @@ STYLES = ("velora", "original_style")
 
 def measure(config: dict, style: str, mode: str, device: str, batch_size: int, steps: int, precision: str) -> dict:
     """Time `steps` training steps, inference batches or one-clip forward passes; runs in a child process."""
-    from velora.bench.flops import clip_flops, vit_shape
+    from velora.bench.flops import model_flops
     from velora.bench.reference import OriginalStyleVELoRA
     from velora.model.velora import VELoRA
 
@@ -81,7 +81,7 @@ def measure(config: dict, style: str, mode: str, device: str, batch_size: int, s
         times = [a.elapsed_time(b) / 1000 for a, b in zip(marks, marks[1:])]
     cpu_seconds = time.process_time() - cpu_start
     peak = torch.cuda.max_memory_allocated() if cuda else _peak_rss_bytes() - baseline_rss
-    flops = clip_flops(cfg, vit_shape(model.backbone))
+    flops = model_flops(cfg)
     frozen = [p for n, p in model.named_parameters() if not p.requires_grad and not n.startswith("absent_")]
     return {
         "style": style,
@@ -252,8 +252,8 @@ def run_bench(
         "grad_checkpointing": checkpointing,
         "peak_tflops": peak_tflops,
         "peak_source": peak_source,
-        "flop_accounting": "model FLOP (2 per multiply-add): forward; training step = forward + input "
-        "gradients of frozen products + input and weight gradients of trainable ones (velora.bench.flops)",
+        "flop_accounting": "model FLOP (2 per multiply-add) of one clip, counted by torch's FlopCounterMode over "
+        "the config's model: forward, and forward + backward of the training loss (velora.bench.flops)",
         "rows": rows,
         "speedup": speedup,
         "frozen_weight_bytes": {s: by[(s, modes[0])]["frozen_weight_bytes"] for s in styles},
