@@ -13,7 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from velora import __version__
+from velora.version import __version__
 
 def _expected_errors() -> tuple[type[Exception], ...]:
     from velora.config import ConfigError

@@ -64,7 +64,7 @@ def model_card(
 ) -> str:
     """The README.md of a package: task, data and splits, selection protocol, metrics with the
     command that measures them, trainable share, the weights and their licence."""
-    from velora import __version__
+    from velora.version import __version__
 
     cfg: Config = checkpoint.config
     m, d, lo, t = cfg.model, cfg.data, cfg.lora, cfg.train

@@ -92,7 +92,7 @@ def hub_folder(spec: str) -> Path:
     downloaded into it; offline (HF_HUB_OFFLINE) only the cache is read."""
     from huggingface_hub import snapshot_download
 
-    from velora import __version__
+    from velora.version import __version__
 
     repo, revision = parse_hub_id(spec)
     cache = hub_cache_dir()

@@ -34,15 +34,13 @@ from velora.data.event_only import event_frames
 from velora.data.factory import clip_dataset, clip_sampling
 from velora.data.recordings import recording_frames
 from velora.data.sampling import segment_indices
-from velora.errors import CheckpointError
 from velora.evaluation.evaluate import data_config, evaluate_model
 from velora.evaluation.metrics import topk_indices
-from velora.evaluation.package import model_file
 from velora.evaluation.panel import panel_row, plot_prediction_panel
 from velora.events.aedat4 import Recording
 from velora.events.render import EventStream
 from velora.events.resize import resize_event_image
-from velora.model.adapter_file import AdapterCheckpoint, load_model
+from velora.model.adapter_file import AdapterCheckpoint
 from velora.model.velora import VELoRA
 
 
@@ -235,28 +233,3 @@ def folder_class(clip: str | Path, class_names: list[str]) -> str | None:
     folder = Path(clip).resolve().parent.name
     return folder if folder in class_names else None
 
-
-def load(
-    path_or_id: str | Path, *, device: str | torch.device = "cpu", weights: str | Path | None = None
-) -> Recognizer:
-    """A Recognizer from any of:
-    - a training run's folder (its best.safetensors) or an adapter file (.safetensors);
-    - a folder written by `velora package` (its adapters.safetensors), or `hf:org/name[@revision]`,
-      such a folder on the Hugging Face hub, fetched through the hub's cache (HF_HUB_OFFLINE,
-      HF_HUB_CACHE and HF_HOME are read at the call);
-    - an ONNX file written by `velora export`: an OnnxRecognizer, run by onnxruntime, with no torch
-      model built.
-    weights: the frozen backbone's weights, instead of the stored config's model.weights (for a
-      model trained on a local file that is elsewhere on this machine; its sha256 is checked).
-    """
-    path = model_file(path_or_id)
-    if path.suffix == ".onnx":
-        from velora.evaluation.onnx_recognizer import OnnxRecognizer
-
-        if weights is not None:
-            raise CheckpointError(
-                f"'{path}' is an ONNX file, which holds its backbone weights; weights= is for adapter files"
-            )
-        return OnnxRecognizer(path, device=device)
-    model, checkpoint = load_model(path, device, weights)
-    return Recognizer(model, checkpoint, path, device)

@@ -253,6 +253,6 @@ def random_clips(batch: int, frames: int, size: int, generator: torch.Generator)
 
 
 def velora_version() -> str:
-    from velora import __version__
+    from velora.version import __version__
 
     return __version__
