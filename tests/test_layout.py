@@ -17,7 +17,7 @@ SRC = Path(velora.__file__).resolve().parent
 # package -> velora packages it may import from (besides itself)
 ALLOWED = {
     "version": set(),
-    "config": {"errors"},
+    "config": {"errors", "events"},  # the names of the representations, windows and resizes
     "errors": set(),
     "events": {"errors"},
     "model": {"config", "errors", "events"},

@@ -15,7 +15,7 @@ from velora.events.representations import (
     time_surface,
     voxel_grid,
 )
-from velora.events.transforms import REPRESENTATIONS, make_representation
+from velora.events.transforms import ToCountFrame, ToEventImage, ToTimeSurface, ToVoxelGrid
 
 NMNIST_SAMPLE = REAL_DATA / "nmnist" / "1.bs2"
 H, W = 6, 8
@@ -195,33 +195,62 @@ def test_windows_refuse_unsorted_timestamps():
         fixed_duration_windows(np.array([3, 1, 2]), 10)
 
 
-# --- transforms and factory --------------------------------------------------------------------------
+# --- transforms and the registry ------------------------------------------------------------------
 
 
 def test_transforms_on_an_event_stream():
     t, x, y, is_on = random_events()
     stream = EventStream(t, x, y, np.where(is_on, 1, -1), width=W, height=H)
-    shapes = {"event_image": (H, W, 3), "count": (2, H, W), "voxel_grid": (3, H, W), "time_surface": (2, H, W)}
-    params = {"voxel_grid": {"num_bins": 3}, "time_surface": {"tau_us": 500.0}}
-    for name, shape in shapes.items():
-        transform = make_representation(name, **params.get(name, {}))
+    transforms = {
+        "event_image": (ToEventImage(), (H, W, 3)), "count": (ToCountFrame(), (2, H, W)),
+        "voxel_grid": (ToVoxelGrid(num_bins=3), (3, H, W)), "time_surface": (ToTimeSurface(tau_us=500.0), (2, H, W)),
+    }
+    for name, (transform, shape) in transforms.items():
         out = transform(stream)
         assert out.shape == shape
         assert out.dtype == (np.uint8 if name == "event_image" else np.float32)
         assert transform.num_channels == (shape[2] if name == "event_image" else shape[0])
         assert transform(stream.window(-10, -5)).shape == shape  # an empty window
     expected = voxel_grid(t, x, y, is_on, 3, H, W)
-    np.testing.assert_array_equal(make_representation("voxel_grid", num_bins=3)(stream), expected)
+    np.testing.assert_array_equal(ToVoxelGrid(num_bins=3)(stream), expected)
 
 
-def test_factory_errors_list_what_exists():
-    with pytest.raises(ValueError, match="event_image, count, voxel_grid, time_surface"):
-        make_representation("histogram")
-    with pytest.raises(ValueError, match="num_bins"):
-        make_representation("voxel_grid")
-    with pytest.raises(ValueError, match="unknown.*bins"):
-        make_representation("voxel_grid", num_bins=3, bins=4)
-    assert set(REPRESENTATIONS) == {"event_image", "count", "voxel_grid", "time_surface"}
+def test_a_representation_is_one_registered_function_and_the_config_offers_it(monkeypatch):
+    from velora.config import ConfigError
+    from velora.events import representations
+    from conftest import make_tiny_config
+
+    assert set(representations.RGB_REPRESENTATIONS) == {"event_image", "count", "voxel_grid", "time_surface"}
+    with pytest.raises(ValueError, match="not one of .*event_image"):
+        representations.as_rgb("histogram", *random_events(), H, W)
+    with pytest.raises(ConfigError, match="data.representation"):
+        make_tiny_config("data.representation=histogram", "data.layout=events", "data.modalities=[event]")
+
+    # Adding one: a function and its registry line; as_rgb, the datasets and the config find it by name.
+    monkeypatch.setitem(representations.RGB_REPRESENTATIONS, "on_mask", None)
+    monkeypatch.delitem(representations.RGB_REPRESENTATIONS, "on_mask")
+
+    @representations.rgb_representation("on_mask")
+    def on_mask(t, x, y, p, height, width):
+        """White where an ON event fell, black elsewhere."""
+        image = np.zeros((height, width, 3), np.uint8)
+        image[np.asarray(y)[np.asarray(p) > 0], np.asarray(x)[np.asarray(p) > 0]] = 255
+        return image
+
+    try:
+        t, x, y, is_on = random_events()
+        out = representations.as_rgb("on_mask", t, x, y, np.where(is_on, 1, -1), H, W)
+        assert out.shape == (H, W, 3) and out.max() == 255
+        import importlib
+
+        import velora.config
+
+        importlib.reload(velora.config)  # the config's choices are read from the registry
+        assert velora.config.load_config(None, ["data.layout=events", "data.modalities=[event]",
+                                                "model.modalities=[event]", "data.representation=on_mask"])
+    finally:
+        del representations.RGB_REPRESENTATIONS["on_mask"]
+        importlib.reload(velora.config)
 
 
 # --- a real recording -------------------------------------------------------------------------------

@@ -20,9 +20,17 @@ from typing import Any
 
 import yaml
 
+from velora.events.representations import RGB_REPRESENTATIONS, WINDOWS
+from velora.events.resize import EVENT_RESIZE
+
 
 class ConfigError(ValueError):
     """A configuration file or override is wrong; the message lists every problem found."""
+
+
+def _summary(function: Any) -> str:
+    """A registered function's docstring as one line of help text."""
+    return " ".join((function.__doc__ or "").split()).rstrip(".")
 
 
 def _f(default: Any, help: str, choices: tuple | None = None, **kw: Any) -> Any:
@@ -239,27 +247,25 @@ class DataConfig:
     representation: str = _f(
         "event_image",
         "How a window of events becomes the 3-channel image the frozen ViT takes (layouts events, recordings, "
-        "gesture; frame folders hold images already drawn): 'event_image' (red ON / blue OFF on white, as "
-        "PokerEvent and HARDVS store them), 'count' (R = ON, B = OFF counts, scaled by the window's 99th "
-        "percentile), 'voxel_grid' (3 time bins of signed polarity as R, G, B around grey 128) or "
-        "'time_surface' (R = ON, B = OFF exponential decay at the window's end, tau a quarter of the window).",
-        choices=("event_image", "count", "voxel_grid", "time_surface"),
+        "gesture; frame folders hold images already drawn): "
+        + "; ".join(f"'{name}': {_summary(f)}" for name, f in RGB_REPRESENTATIONS.items()) + ".",
+        choices=tuple(RGB_REPRESENTATIONS),
     )
     event_resize: str = _f(
         "keep_events",
-        "How event images are brought to model.image_size: 'keep_events' (every event stays visible: events read "
-        "from recordings are drawn at the model's size directly; stored event images are resampled so that each "
-        "output pixel shows the most event-like pixel that falls in it, in its own colour), 'nearest' (velora's "
-        "choice before this field; from 346x260 to 224 it loses about a quarter of the isolated event pixels), "
+        "How event images are brought to model.image_size: 'keep_events' (every event stays visible: each output "
+        "pixel shows the most event-like pixel that falls in it, in its own colour; events read from recordings "
+        "are drawn at the sensor's size first, as their PNG conversion is), 'nearest' (velora's "
+        "choice before this field; from 346x260 to 224 it loses about one isolated event pixel in eight), "
         "'box' (area average: keeps them but blends them pale) or 'bilinear' (the released code's torchvision "
         "Resize, which blends too). Packed data records the choice it was packed with.",
-        choices=("keep_events", "nearest", "box", "bilinear"),
+        choices=EVENT_RESIZE,
     )
     event_window: str = _f(
         "fixed_count",
         "layout events: how a recording is cut into T windows: equal event counts, equal durations "
         "('uniform'), or T windows of data.event_window_us ('fixed_duration').",
-        choices=("fixed_count", "uniform", "fixed_duration"),
+        choices=WINDOWS,
     )
     event_window_us: int = _f(0, "layout events, fixed_duration: window length in microseconds.")
     sensor_size: list = _f([], "layout events: [width, height] of the sensor; empty: from the file or the events.")

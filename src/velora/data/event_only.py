@@ -97,7 +97,7 @@ class EventFileDataset(SampledClips):
         if sampling.image_size is None:
             problems.append("sampling.image_size must be set: event images are resized to S x S")
         if representation not in RGB_REPRESENTATIONS:
-            problems.append(f"representation {representation!r} is not one of {RGB_REPRESENTATIONS}")
+            problems.append(f"representation {representation!r} is not one of {tuple(RGB_REPRESENTATIONS)}")
         if window not in WINDOWS:
             problems.append(f"window {window!r} is not one of {WINDOWS}")
         if window == "fixed_duration" and not (window_us and window_us > 0):

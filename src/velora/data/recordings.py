@@ -97,7 +97,7 @@ class RecordingDataset(SampledClips):
         if cache_recordings < 0:
             problems.append(f"cache_recordings must be >= 0, got {cache_recordings}")
         if representation not in RGB_REPRESENTATIONS:
-            problems.append(f"representation {representation!r} is not one of {RGB_REPRESENTATIONS}")
+            problems.append(f"representation {representation!r} is not one of {tuple(RGB_REPRESENTATIONS)}")
         if event_resize not in EVENT_RESIZE:
             problems.append(f"event_resize {event_resize!r} is not one of {EVENT_RESIZE}")
         if problems:

@@ -21,6 +21,8 @@ between consecutive APS frames, in windows of a fixed duration, or of a fixed nu
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 
@@ -304,42 +306,67 @@ def window_bounds(
 
 # The representations a model can be trained on, each drawn as a 3-channel uint8 image for the
 # frozen RGB ViT (`as_rgb`).
-RGB_REPRESENTATIONS = ("event_image", "count", "voxel_grid", "time_surface")
+# The ways a window of events becomes the 3-channel uint8 image the frozen ViT takes, by name
+# (data.representation; the config's choices come from here). Each is a function
+# (t, x, y, p, height, width) -> (H, W, 3) uint8; adding one is a function and its decorator line.
+RGB_REPRESENTATIONS: dict[str, Callable[..., np.ndarray]] = {}
+
+
+def rgb_representation(name: str) -> Callable[[Callable[..., np.ndarray]], Callable[..., np.ndarray]]:
+    """Register a function (t, x, y, p, height, width) -> (H, W, 3) uint8 as representation `name`."""
+
+    def register(function: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+        RGB_REPRESENTATIONS[name] = function
+        return function
+
+    return register
 
 
 def as_rgb(representation: str, t: np.ndarray, x: np.ndarray, y: np.ndarray, p: np.ndarray, height: int, width: int) -> np.ndarray:
-    """One window of events as an (H, W, 3) uint8 image of `representation`, for the frozen ViT.
+    """One window of events as an (H, W, 3) uint8 image of `representation`, for the frozen ViT
+    (the functions registered in RGB_REPRESENTATIONS, below)."""
+    if representation not in RGB_REPRESENTATIONS:
+        raise ValueError(f"representation {representation!r} is not one of {tuple(RGB_REPRESENTATIONS)}")
+    return RGB_REPRESENTATIONS[representation](t, x, y, p, height, width)
 
-    - "event_image": the red/blue-on-white image of PokerEvent / HARDVS (`render.event_image`).
-    - "count": R = ON counts, B = OFF counts, G = 0, each count scaled by the window's 99th
-      percentile of non-zero counts (at least 1) and clipped at 255: a busy window and a quiet one
-      use the same range of colours.
-    - "voxel_grid": 3 time bins of the signed, bilinearly binned polarity as R, G, B (earliest
-      first), 128 for zero and 128 +- 127 at the window's largest magnitude.
-    - "time_surface": R = ON and B = OFF exponential decay read at the window's last event, with
-      a decay constant of a quarter of the window's duration (at least 1 us), G = 0; 255 for an
-      event at the last moment.
-    """
-    if representation == "event_image":
-        from velora.events.render import event_image
 
-        return event_image(x, y, p, height, width)
-    if representation == "count":
-        counts = count_frame(x, y, p, height, width)  # (2, H, W)
-        nonzero = counts[counts > 0]
-        scale = max(1.0, float(np.percentile(nonzero, 99))) if nonzero.size else 1.0
-        channels = (counts[0], np.zeros_like(counts[0]), counts[1])
-        return np.clip(np.stack(channels, axis=-1) * (255.0 / scale), 0, 255).round().astype(np.uint8)
-    if representation == "voxel_grid":
-        grid = voxel_grid(t, x, y, p, 3, height, width)  # (3, H, W)
-        peak = float(np.abs(grid).max()) or 1.0
-        return np.clip(128.0 + 127.0 * grid.transpose(1, 2, 0) / peak, 0, 255).round().astype(np.uint8)
-    if representation == "time_surface":
-        t = np.asarray(t, dtype=np.int64)
-        if t.size == 0:
-            return np.zeros((height, width, 3), np.uint8)
-        tau = max(1.0, (int(t.max()) - int(t.min())) / 4)
-        surface = time_surface(t, x, y, p, height, width, int(t.max()), tau)  # (2, H, W) in [0, 1]
-        channels = (surface[0], np.zeros_like(surface[0]), surface[1])
-        return (np.stack(channels, axis=-1) * 255.0).round().astype(np.uint8)
-    raise ValueError(f"representation {representation!r} is not one of {RGB_REPRESENTATIONS}")
+@rgb_representation("event_image")
+def event_image_rgb(t, x, y, p, height: int, width: int) -> np.ndarray:
+    """The red/blue-on-white image of PokerEvent / HARDVS (`render.event_image`)."""
+    from velora.events.render import event_image
+
+    return event_image(x, y, p, height, width)
+
+
+@rgb_representation("count")
+def count_rgb(t, x, y, p, height: int, width: int) -> np.ndarray:
+    """R = ON counts, B = OFF counts, G = 0, each count scaled by the window's 99th percentile of
+    non-zero counts (at least 1) and clipped at 255: a busy window and a quiet one use the same
+    range of colours."""
+    counts = count_frame(x, y, p, height, width)  # (2, H, W)
+    nonzero = counts[counts > 0]
+    scale = max(1.0, float(np.percentile(nonzero, 99))) if nonzero.size else 1.0
+    channels = (counts[0], np.zeros_like(counts[0]), counts[1])
+    return np.clip(np.stack(channels, axis=-1) * (255.0 / scale), 0, 255).round().astype(np.uint8)
+
+
+@rgb_representation("voxel_grid")
+def voxel_grid_rgb(t, x, y, p, height: int, width: int) -> np.ndarray:
+    """3 time bins of the signed, bilinearly binned polarity as R, G, B (earliest first), 128 for
+    zero and 128 +- 127 at the window's largest magnitude."""
+    grid = voxel_grid(t, x, y, p, 3, height, width)  # (3, H, W)
+    peak = float(np.abs(grid).max()) or 1.0
+    return np.clip(128.0 + 127.0 * grid.transpose(1, 2, 0) / peak, 0, 255).round().astype(np.uint8)
+
+
+@rgb_representation("time_surface")
+def time_surface_rgb(t, x, y, p, height: int, width: int) -> np.ndarray:
+    """R = ON and B = OFF exponential decay read at the window's last event, with a decay constant
+    of a quarter of the window's duration (at least 1 us), G = 0; 255 for an event at the last moment."""
+    t = np.asarray(t, dtype=np.int64)
+    if t.size == 0:
+        return np.zeros((height, width, 3), np.uint8)
+    tau = max(1.0, (int(t.max()) - int(t.min())) / 4)
+    surface = time_surface(t, x, y, p, height, width, int(t.max()), tau)  # (2, H, W) in [0, 1]
+    channels = (surface[0], np.zeros_like(surface[0]), surface[1])
+    return (np.stack(channels, axis=-1) * 255.0).round().astype(np.uint8)

@@ -1,14 +1,14 @@
-"""Thin callable wrappers around the event representations, in the style of tonic's transforms.
+"""Thin callable wrappers around the event representations, in the style of tonic's transforms,
+for users who feed events to their own models.
 
 Each transform takes one window of events as an `EventStream` and returns a numpy array:
 (C, H, W) float32 for the tensor representations, (H, W, 3) uint8 for the event image of
-PokerEvent / HARDVS. `make_representation` builds one from the name a config field
-`data.event_representation` holds: "event_image", "count", "voxel_grid" or "time_surface".
+PokerEvent / HARDVS. The images velora's models take are drawn by name from
+`velora.events.representations.RGB_REPRESENTATIONS` (data.representation), not from here.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,31 +81,3 @@ class ToTimeSurface:
             t_ref_us = int(events.t[-1]) if len(events) else 0
         return time_surface(events.t, events.x, events.y, events.p, events.height, events.width, t_ref_us, self.tau_us)
 
-
-REPRESENTATIONS = {
-    "event_image": ToEventImage,
-    "count": ToCountFrame,
-    "voxel_grid": ToVoxelGrid,
-    "time_surface": ToTimeSurface,
-}
-
-
-def make_representation(name: str, **params) -> ToEventImage | ToCountFrame | ToVoxelGrid | ToTimeSurface:
-    """The transform for a representation name, e.g. make_representation("voxel_grid", num_bins=5).
-
-    Raises:
-        ValueError: the name is unknown, or params miss a required parameter or name one the
-            representation does not take; the message lists what exists.
-    """
-    if name not in REPRESENTATIONS:
-        raise ValueError(f"unknown event representation '{name}'; the valid names are: {', '.join(REPRESENTATIONS)}.")
-    cls = REPRESENTATIONS[name]
-    fields = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(params) - set(fields))
-    missing = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.name not in params]
-    if unknown or missing:
-        problems = ([f"unknown {unknown}"] if unknown else []) + ([f"missing {missing}"] if missing else [])
-        raise ValueError(
-            f"event representation '{name}' takes the parameters {fields or 'none'}; got {'; '.join(problems)}."
-        )
-    return cls(**params)
