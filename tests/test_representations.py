@@ -227,8 +227,7 @@ def test_a_representation_is_one_registered_function_and_the_config_offers_it(mo
         make_tiny_config("data.representation=histogram", "data.layout=events", "data.modalities=[event]")
 
     # Adding one: a function and its registry line; as_rgb, the datasets and the config find it by name.
-    monkeypatch.setitem(representations.RGB_REPRESENTATIONS, "on_mask", None)
-    monkeypatch.delitem(representations.RGB_REPRESENTATIONS, "on_mask")
+    monkeypatch.setitem(representations.RGB_REPRESENTATIONS, "on_mask", None)  # removed again after the test
 
     @representations.rgb_representation("on_mask")
     def on_mask(t, x, y, p, height, width):
@@ -237,20 +236,11 @@ def test_a_representation_is_one_registered_function_and_the_config_offers_it(mo
         image[np.asarray(y)[np.asarray(p) > 0], np.asarray(x)[np.asarray(p) > 0]] = 255
         return image
 
-    try:
-        t, x, y, is_on = random_events()
-        out = representations.as_rgb("on_mask", t, x, y, np.where(is_on, 1, -1), H, W)
-        assert out.shape == (H, W, 3) and out.max() == 255
-        import importlib
-
-        import velora.config
-
-        importlib.reload(velora.config)  # the config's choices are read from the registry
-        assert velora.config.load_config(None, ["data.layout=events", "data.modalities=[event]",
-                                                "model.modalities=[event]", "data.representation=on_mask"])
-    finally:
-        del representations.RGB_REPRESENTATIONS["on_mask"]
-        importlib.reload(velora.config)
+    t, x, y, is_on = random_events()
+    out = representations.as_rgb("on_mask", t, x, y, np.where(is_on, 1, -1), H, W)
+    assert out.shape == (H, W, 3) and out.max() == 255
+    cfg = make_tiny_config("data.representation=on_mask", "data.layout=events", "data.modalities=[event]")
+    assert cfg.data.representation == "on_mask"
 
 
 # --- a real recording -------------------------------------------------------------------------------

@@ -33,6 +33,13 @@ def _summary(function: Any) -> str:
     return " ".join((function.__doc__ or "").split()).rstrip(".")
 
 
+def field_choices(f: dataclasses.Field) -> tuple | None:
+    """The values a config field accepts, or None for any; a registry's names are read when asked, so
+    a representation registered after this module was imported is accepted too."""
+    choices = f.metadata.get("choices")
+    return tuple(choices) if choices is not None else None
+
+
 def _f(default: Any, help: str, choices: tuple | None = None, **kw: Any) -> Any:
     metadata = {"help": help, "choices": choices}
     if isinstance(default, (list, dict)):
@@ -249,7 +256,7 @@ class DataConfig:
         "How a window of events becomes the 3-channel image the frozen ViT takes (layouts events, recordings, "
         "gesture; frame folders hold images already drawn): "
         + "; ".join(f"'{name}': {_summary(f)}" for name, f in RGB_REPRESENTATIONS.items()) + ".",
-        choices=tuple(RGB_REPRESENTATIONS),
+        choices=RGB_REPRESENTATIONS.keys(),  # a live view of the registry
     )
     event_resize: str = _f(
         "keep_events",
@@ -403,7 +410,7 @@ def _build(cls: type, raw: Any, source: str, prefix: str, problems: list[str]) -
             kind = "a finite float" if hint is float else getattr(hint, "__name__", hint)
             problems.append(f"'{name}' must be {kind}, got {value!r}")
             continue
-        choices = fields[key].metadata.get("choices")
+        choices = field_choices(fields[key])
         if choices and coerced not in choices:
             problems.append(f"'{name}' must be one of {', '.join(choices)}, got {value!r}")
             continue
