@@ -23,6 +23,7 @@ from velora.errors import CheckpointError, DataError
 from velora.evaluation.evaluate import evaluate
 from velora.model.adapter_file import load_model, read_adapters, save_adapters
 from velora.model.velora import VELoRA
+from velora.model.weights_source import random_backbone_warning
 from velora.training.checkpoint import read_resume_state
 from velora.training.datamodule import ClipDataModule
 from velora.training.module import VELoRAModule
@@ -100,6 +101,56 @@ def test_weight_decay_skips_biases_norms_and_vectors(tiny_config):
     assert all(p.ndim >= 2 for p in decay["params"]) and all(p.ndim < 2 for p in no_decay["params"])
     in_groups = {id(p) for g in (decay, no_decay) for p in g["params"]}
     assert in_groups == {id(p) for p in model.parameters() if p.requires_grad}
+
+
+# ---------------------------------------------------------------- the weights, said before the first step
+class FirstStep(Exception):
+    """Raised by StopAtFirstStep."""
+
+
+class StopAtFirstStep(L.Callback):
+    """Reads what was printed before the first training step, then stops the run there."""
+
+    def __init__(self, capsys):
+        self.capsys, self.before_first_step = capsys, None
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.before_first_step = self.capsys.readouterr()
+        raise FirstStep
+
+
+def printed_before_first_step(cfg: Config, capsys):
+    stop = StopAtFirstStep(capsys)
+    with pytest.raises(FirstStep):
+        train(cfg, callbacks=[stop])
+    return stop.before_first_step
+
+
+def test_train_says_its_weight_source_before_the_first_step(tiny_dataset, tmp_path, capsys):
+    out = printed_before_first_step(run_config(tiny_dataset, tmp_path, "train.logger=none", epochs=1), capsys)
+    assert "backbone weights: random initialisation" in out.out
+    assert "warning" not in out.err, "a tiny test backbone trained from random weights is not a mistake"
+
+
+def test_a_random_clip_sized_backbone_warns_in_one_line_naming_the_field(tiny_dataset, tmp_path, capsys):
+    # CLIP ViT-B's width (768) with two blocks: the rule is the width, and two blocks keep it fast.
+    cfg = make_tiny_config(
+        data={"root": str(tiny_dataset)}, model={"backbone_args": {"depth": 2}},
+        train={"output_dir": str(tmp_path), "logger": "none"},
+    )
+    out = printed_before_first_step(cfg, capsys)
+    assert "backbone weights: random initialisation" in out.out
+    lines = [line for line in out.err.splitlines() if "model.weights" in line]
+    assert len(lines) == 1 and "randomly initialised" in lines[0]
+    assert "model.weights=hub" in lines[0] and "768-wide" in lines[0]
+
+
+def test_the_random_backbone_rule():
+    random, hub = {"kind": "none"}, {"kind": "hub", "sha256": "ab"}
+    assert random_backbone_warning(random, 768) and random_backbone_warning(random, 1024)
+    assert random_backbone_warning(random, 767) is None and random_backbone_warning(random, 128) is None
+    assert random_backbone_warning(hub, 768) is None
+    assert "\n" not in random_backbone_warning(random, 768)
 
 
 # ---------------------------------------------------------------- the smoke run and its files

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -32,6 +33,7 @@ from velora.data.check import check_config
 from velora.data.skipping import clear_skip_log, read_skip_report
 from velora.evaluation.plots import plot_training_curves
 from velora.model.adapter_file import save_adapters
+from velora.model.weights_source import describe_source, random_backbone_warning
 from velora.training.checkpoint import AtomicCheckpointIO, read_resume_state
 from velora.training.datamodule import ClipDataModule
 from velora.training.loggers import close_logger, make_logger
@@ -173,11 +175,25 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
 
 
-def train(cfg: Config, resume: str | None = None, callbacks: Sequence[L.Callback] = ()) -> TrainResult:
+def announce_weights(model) -> None:
+    """Say where the backbone's weights come from (stdout), and warn (stderr, one line) when a
+    CLIP-sized backbone is random: before any step, so a forgotten model.weights costs no GPU hours."""
+    source = model.weights_source
+    print(f"backbone weights: {describe_source(source)}", flush=True)
+    warning = random_backbone_warning(source, model.backbone.embed_dim)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+
+
+def train(
+    cfg: Config, resume: str | None = None, callbacks: Sequence[L.Callback] = (), *, announce: bool = True
+) -> TrainResult:
     """Train VELoRA as `cfg` says; `resume` is a `checkpoints/last.ckpt` of an earlier run.
 
     callbacks: extra Lightning callbacks, run after velora's own (e.g. `velora demo`'s progress
     reports for its one bar over the whole run).
+    announce: print the backbone's weight source before the first step (announce_weights); the
+    demo, which says it once for all its trainings, turns it off.
     """
     quiet_lightning()
     if resume is not None:
@@ -193,6 +209,8 @@ def train(cfg: Config, resume: str | None = None, callbacks: Sequence[L.Callback
     data = ClipDataModule(cfg, skip_log)  # raises the targeted errors: root, label files, class count
     preflight(cfg, skip_log, resume)
     module = VELoRAModule(cfg, data.class_names)
+    if announce and rank_zero_only.rank == 0:
+        announce_weights(module.model)
     if logger is not None:
         logger.log_hyperparams(cfg.to_dict())  # the resolved config, once (rank zero only)
     adapters = AdapterCheckpoints(out)
