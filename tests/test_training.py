@@ -170,6 +170,43 @@ def test_cpu_smoke_run_writes_the_expected_files(trained):
     assert read_adapters(out / "last.safetensors").info["global_step"] == 2 * steps_per_epoch
 
 
+@pytest.mark.slow
+def test_the_papers_protocol_is_recorded_beside_and_changes_nothing(trained, tiny_dataset, tmp_path, capsys):
+    # eval.test_every_epoch scores the test split at every validation, for comparison with the
+    # paper's protocol: training, the history velora selects on and best.safetensors stay the same.
+    out = tmp_path / "paper"
+    assert main(["train", "--config", write_config(run_config(tiny_dataset, out, "eval.test_every_epoch=true"), tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "paper's protocol, for comparison only" in printed
+    for name in ("best.safetensors", "last.safetensors"):
+        same, diff = adapters_equal(trained.output / name, out / name)
+        assert same, f"{name} differs by up to {diff:.3g} when the test split is also scored"
+    history = json.loads((out / "history.json").read_text())
+    assert history["val/top1"] == json.loads((trained.output / "history.json").read_text())["val/top1"]
+    steps = math.ceil(CLASSES * 3 / 4)
+    assert [s for s, _ in history["paper_protocol/test_top1"]] == [steps, 2 * steps]
+
+    record = json.loads((out / "paper_protocol.json").read_text())
+    assert "comparison" in record["note"] and "Nothing here was used to select" in record["note"]
+    assert [row["epoch"] for row in record["epochs"]] == [0, 1]
+    # Each recorded figure is the full test split's top-1 of that epoch's adapters.
+    last = evaluate(out / "last.safetensors", output_dir=tmp_path / "eval", progress=False, plot=False)
+    assert record["epochs"][1]["test_top1"] == pytest.approx(last["top1"])
+    assert last["num_clips"] == CLASSES
+    best = max(record["epochs"], key=lambda row: row["test_top1"])
+    assert record["best_epoch_on_test"] == best
+    assert record["val_selected_epoch"]["epoch"] == trained.result.best_epoch
+    assert main(["eval", str(out / "best.safetensors"), "--output", str(tmp_path / "cli")]) == 0
+    printed = capsys.readouterr().out
+    assert f"top-1 {best['test_top1']:.2%} at epoch {best['epoch']}" in printed.split("paper's protocol")[1]
+
+
+def write_config(cfg: Config, folder: Path) -> str:
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    return str(path)
+
+
 def test_adapter_checkpoint_is_small_and_holds_only_trainable_tensors(trained):
     path = trained.output / "best.safetensors"
     assert path.stat().st_size < 1_000_000

@@ -368,18 +368,30 @@ def cmd_train(args) -> int:
     result = train(load_config(args.config, args.overrides), resume=args.resume)
     if rank_zero_only.rank == 0:  # under torchrun / SLURM every rank runs this
         print(f"best val top-1 {result.best_val_top1:.2%} at epoch {result.best_epoch}: {result.best_checkpoint}")
+        if result.paper_protocol:
+            best = result.paper_protocol["best_epoch_on_test"]
+            print(
+                f"paper's protocol, for comparison only (selected on the test set, not velora's figure): best test "
+                f"top-1 {best['test_top1']:.2%} at epoch {best['epoch']} ({result.output_dir / 'paper_protocol.json'})"
+            )
     return 0
 
 
 def cmd_eval(args) -> int:
     import velora
 
-    report = velora.load(args.checkpoint, device=args.device, weights=args.weights).evaluate(
+    recognizer = velora.load(args.checkpoint, device=args.device, weights=args.weights)
+    report = recognizer.evaluate(
         split=args.split, data_root=args.data_root, modalities=_split(args.modalities), output_dir=args.output,
         overrides=args.overrides,
     )
     print(f"{args.split}: {report['num_clips']} clips, top-1 {report['top1']:.2%}, top-5 {report['top5']:.2%}, "
           f"mean class accuracy {report['mean_class_accuracy']:.2%}")
+    paper = Path(recognizer.checkpoint).parent / "paper_protocol.json"  # a run trained with eval.test_every_epoch
+    if args.split == "test" and not args.data_root and paper.is_file():
+        best = json.loads(paper.read_text())["best_epoch_on_test"]
+        print(f"paper's protocol, for comparison only (best epoch on the test set, {paper}): top-1 "
+              f"{best['test_top1']:.2%} at epoch {best['epoch']}")
     return 0
 
 

@@ -1,6 +1,6 @@
 """One typed source of truth for configuration.
 
-A run is described by `Config` (model, adapters, data, training). It is loaded from YAML,
+A run is described by `Config` (model, adapters, data, training, evaluation). It is loaded from YAML,
 overridden from the command line with `section.field=value` pairs, validated once with every
 problem listed, and saved inside every checkpoint (`Config.to_dict`).
 
@@ -265,6 +265,16 @@ class TrainConfig:
     )
 
 
+@dataclass
+class EvalConfig:
+    test_every_epoch: bool = _f(
+        False,
+        "Also score the test split after every validation, recorded as paper_protocol/test_top1 (history.json) "
+        "and in paper_protocol.json: the paper's protocol (the best epoch on the test set), for comparison with "
+        "its figures only. Never used to select a checkpoint: best.safetensors is chosen on the val split.",
+    )
+
+
 # The model fields where the released code's model differs from velora's default (configs/*_release.yaml).
 RELEASE_MODEL = {
     "stream_path": "all_blocks_projected", "fusion_block": "random_trainable", "shared_lora": "mlp_bottleneck",
@@ -278,6 +288,8 @@ class Config:
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # Evaluation settings (checkpoints written before this section load with its defaults).
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
         if not self.model.modalities:  # configs and checkpoints from before model.modalities existed
@@ -492,7 +504,7 @@ def load_config(path: str | None = None, overrides: list[str] | None = None) -> 
         except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deeply
             raise ConfigError(f"{resolved} is not valid YAML: {exc}") from None
         if not isinstance(raw, dict):
-            raise ConfigError(f"{resolved} must hold a mapping of sections (model, lora, data, train)")
+            raise ConfigError(f"{resolved} must hold a mapping of sections (model, lora, data, train, eval)")
     if overrides:
         raw = merge(raw, parse_overrides(overrides))
         source += " + command-line overrides"
