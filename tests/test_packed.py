@@ -160,3 +160,32 @@ def test_resume_with_other_settings_or_damage_raises_data_error(tiny_dataset, pa
     shard.write_bytes(bytes(data[:-1]))
     with pytest.raises(DataError, match=str(shard)):
         PackedClipDataset(out_dir, "train")
+
+
+def test_data_packed_before_event_resize_existed_loads_as_it_was_packed(tiny_dataset, tmp_path):
+    out_dir = tmp_path / "packed"
+    pack(tiny_dataset, out_dir, event_resize="nearest")
+    index = json.loads((out_dir / "index.json").read_text())
+    index["header"]["event_resample"] = index["header"].pop("event_resize")  # the old header's key
+    (out_dir / "index.json").write_text(json.dumps(index))
+    reader = PackedClipDataset(out_dir, "test", ClipSampling(num_frames=6, image_size=SIZE))
+    assert reader.event_resize == "nearest"
+    reference = ClipDataset(tiny_dataset, SPLITS["test"], ClipSampling(num_frames=6, image_size=SIZE), event_resize="nearest")
+    assert_items_equal(reader[0], reference[0])
+
+
+def test_a_config_asking_for_another_event_resize_than_packed_names_both_and_the_fixes(tiny_dataset, packed_root):
+    from conftest import make_tiny_config
+    from velora.data.factory import make_dataset
+
+    assert PackedClipDataset(packed_root, "train").event_resize == "keep_events"
+    cfg = make_tiny_config(
+        "data.format=packed", f"data.packed_root={packed_root}", f"model.image_size={SIZE}", "data.event_resize=bilinear"
+    )
+    with pytest.raises(DataError, match=r"resized by 'keep_events'.*data.event_resize is 'bilinear'.*velora convert packed"):
+        make_dataset(cfg, "train")
+    rgb_only = make_tiny_config(
+        "data.format=packed", f"data.packed_root={packed_root}", f"model.image_size={SIZE}", "data.event_resize=bilinear",
+        "data.modalities=[rgb]", "model.modalities=[rgb]",
+    )
+    assert len(make_dataset(rgb_only, "train")) > 0  # no event images read: nothing to refuse

@@ -595,7 +595,7 @@ def cmd_convert(args) -> int:
     }
     stats = pack_dataset(
         root, args.paths[0], splits=splits, image_size=cfg.model.image_size, modalities=tuple(d.modalities),
-        frame_count_policy=d.frame_count_policy, workers=args.workers,
+        event_resize=d.event_resize, frame_count_policy=d.frame_count_policy, workers=args.workers,
     )
     print(stats)
     if args.verify:

@@ -209,6 +209,16 @@ class DataConfig:
         "'time_surface' (R = ON, B = OFF exponential decay at the window's end, tau a quarter of the window).",
         choices=("event_image", "count", "voxel_grid", "time_surface"),
     )
+    event_resize: str = _f(
+        "keep_events",
+        "How event images are brought to model.image_size: 'keep_events' (every event stays visible: events read "
+        "from recordings are drawn at the model's size directly; stored event images are resampled so that each "
+        "output pixel shows the most event-like pixel that falls in it, in its own colour), 'nearest' (velora's "
+        "choice before this field; from 346x260 to 224 it loses about a quarter of the isolated event pixels), "
+        "'box' (area average: keeps them but blends them pale) or 'bilinear' (the released code's torchvision "
+        "Resize, which blends too). Packed data records the choice it was packed with.",
+        choices=("keep_events", "nearest", "box", "bilinear"),
+    )
     event_window: str = _f(
         "fixed_count",
         "layout events: how a recording is cut into T windows: equal event counts, equal durations "
@@ -306,6 +316,20 @@ class Config:
         if problems:
             raise ConfigError(f"{len(problems)} problem(s) in {source}:\n  - " + "\n  - ".join(problems))
         return cfg
+
+
+def stored_config(raw: dict, source: str) -> Config:
+    """A config saved inside a checkpoint or an exported model, as the velora that saved it meant it.
+
+    A field added since with a default other than the behaviour it replaced takes that behaviour
+    when the saved config lacks it, so a model is evaluated on inputs read as in its training:
+    data.event_resize (nearest for event images, area averaging for the other representations).
+    """
+    data = raw.get("data") if isinstance(raw, dict) else None
+    if isinstance(data, dict) and "event_resize" not in data:
+        drawn = data.get("representation", "event_image") == "event_image"
+        raw = merge(raw, {"data": {"event_resize": "nearest" if drawn else "box"}})
+    return Config.from_dict(raw, source)
 
 
 def _build(cls: type, raw: Any, source: str, prefix: str, problems: list[str]) -> Any:

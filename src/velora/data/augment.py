@@ -36,8 +36,10 @@ def crop_resize(frames: torch.Tensor, boxes: torch.Tensor, mode: str) -> torch.T
     return out.round_().clamp_(0, 255).to(torch.uint8).view(B, T, C, H, W)
 
 
-def apply_device_crop(batch: dict) -> dict:
-    """Crop the batch's frames by its `crop_box` (if any) and drop the box: RGB bilinear, events nearest."""
+def apply_device_crop(batch: dict, event_resize: str = "keep_events") -> dict:
+    """Crop the batch's frames by its `crop_box` (if any) and drop the box: RGB bilinear; events
+    nearest, or bilinear when `event_resize` (data.event_resize) is bilinear. A crop box lies inside
+    the frame, so the crop is enlarged: nearest then shows every event pixel of the box."""
     if "crop_box" not in batch:
         return batch
     batch = dict(batch)
@@ -45,5 +47,5 @@ def apply_device_crop(batch: dict) -> dict:
     if "rgb" in batch:
         batch["rgb"] = crop_resize(batch["rgb"], boxes, "bilinear")
     if "events" in batch:
-        batch["events"] = crop_resize(batch["events"], boxes, "nearest")
+        batch["events"] = crop_resize(batch["events"], boxes, "bilinear" if event_resize == "bilinear" else "nearest")
     return batch

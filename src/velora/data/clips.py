@@ -34,9 +34,10 @@ from PIL import Image
 
 from velora.data.check_report import Issue, map_checks
 from velora.data.labels import ClipEntry, read_class_names, read_label_file
-from velora.data.layout import BATCH_KEY, EVENT_RESAMPLE, FOLDER_SUFFIX, FRAME_COUNT_POLICIES, MODALITIES
+from velora.data.layout import BATCH_KEY, FOLDER_SUFFIX, FRAME_COUNT_POLICIES, MODALITIES
 from velora.data.sampling import ClipSampling, SampledClips, modality_problems
 from velora.errors import DataError
+from velora.events.resize import EVENT_RESIZE, resize_event_image
 
 
 WHAT = {"rgb": "RGB frame", "event": "event frame"}
@@ -121,10 +122,10 @@ class ClipDataset(SampledClips):
     labels: a label file (a relative path is looked up under ``root`` first) or clip entries.
     sampling: T frames per clip (:func:`segment_indices`: random offsets in training, segment
         centres otherwise; short clips repeat frames), the size S (bilinear resize for RGB,
-        ``event_resample`` for events), the training crop and flip, the seed (ClipSampling).
+        ``event_resize`` for events), the training crop and flip, the seed (ClipSampling).
     modalities: a subset of ("rgb", "event"); only these folders are read and returned.
-    event_resample: "nearest" (default) keeps event images pure red / blue / white; "box"
-        (area) keeps every event's contribution when downsampling but blends colours.
+    event_resize: how event images are resized (velora.events.resize): "keep_events" (default)
+        keeps every event pixel visible, in its own colour; "nearest", "box", "bilinear" are PIL's.
     frame_count_policy: when a clip's RGB and event frame counts differ: "error" raises,
         "min" uses the first min(n_rgb, n_event) frames of both.
     num_classes: when given, every label must be in [0, num_classes).
@@ -147,7 +148,7 @@ class ClipDataset(SampledClips):
         sampling: ClipSampling = ClipSampling(),
         *,
         modalities: Sequence[str] = MODALITIES,
-        event_resample: str = "nearest",
+        event_resize: str = "keep_events",
         frame_count_policy: str = "error",
         num_classes: int | None = None,
         lenient: bool = False,
@@ -162,10 +163,8 @@ class ClipDataset(SampledClips):
         problems = modality_problems(self.modalities, MODALITIES)
         if sampling.image_size is None:
             problems.append("sampling.image_size must be set: frames are resized to S x S")
-        if event_resample not in EVENT_RESAMPLE:
-            problems.append(
-                f"event_resample {event_resample!r} is not one of {tuple(EVENT_RESAMPLE)}"
-            )
+        if event_resize not in EVENT_RESIZE:
+            problems.append(f"event_resize {event_resize!r} is not one of {EVENT_RESIZE}")
         if frame_count_policy not in FRAME_COUNT_POLICIES:
             problems.append(
                 f"frame_count_policy {frame_count_policy!r} is not one of {FRAME_COUNT_POLICIES}"
@@ -199,7 +198,7 @@ class ClipDataset(SampledClips):
         self.dropped_lines = len(self.label_problems)
 
         self.sampling, self.num_classes = sampling, num_classes
-        self.event_resample = event_resample
+        self.event_resize = event_resize
         self.frame_count_policy = frame_count_policy
         self._class_names: list[str] | None = None
         self._frame_folders: dict[int, dict[str, FrameFolder]] = {}
@@ -266,12 +265,9 @@ class ClipDataset(SampledClips):
 
         frame_indices, box, flip = self.draw(index, num_clip_frames)
 
-        resample = {"rgb": Image.Resampling.BILINEAR, "event": EVENT_RESAMPLE[self.event_resample]}
         item: dict[str, torch.Tensor | int] = {}
         for modality in self.modalities:
-            item[BATCH_KEY[modality]] = self._load_frames(
-                folders[modality], frame_indices, box, flip, resample[modality]
-            )
+            item[BATCH_KEY[modality]] = self._load_frames(folders[modality], frame_indices, box, flip, modality)
         item["label"] = torch.tensor(entry.label, dtype=torch.int64)
         item["index"] = index
         return item
@@ -282,9 +278,10 @@ class ClipDataset(SampledClips):
         frame_indices: np.ndarray,
         box: tuple[float, float, float, float],
         flip: bool,
-        resample: Image.Resampling,
+        modality: str,
     ) -> torch.Tensor:
-        """Decode, crop, resize and flip the chosen frames: uint8 (T, 3, S, S)."""
+        """Decode, crop, resize (RGB bilinear, events by ``event_resize``) and flip the chosen frames:
+        uint8 (T, 3, S, S)."""
         size = self.sampling.image_size
         decoded: dict[int, np.ndarray] = {}  # short clips repeat indices; decode each frame once
         first_path, first_size = None, None
@@ -301,10 +298,11 @@ class ClipDataset(SampledClips):
                 )
             width, height = image.size
             pixel_box = (box[0] * width, box[1] * height, box[2] * width, box[3] * height)
-            image = image.resize((size, size), resample, box=pixel_box)
-            if flip:
-                image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-            decoded[frame_index] = np.asarray(image)  # (S, S, 3)
+            if modality == "rgb":
+                resized = np.asarray(image.resize((size, size), Image.Resampling.BILINEAR, box=pixel_box))
+            else:
+                resized = resize_event_image(np.asarray(image), size, pixel_box, self.event_resize)
+            decoded[frame_index] = resized[:, ::-1] if flip else resized  # (S, S, 3)
         clip = np.stack([decoded[i] for i in frame_indices.tolist()])  # (T, S, S, 3)
         return torch.from_numpy(clip).permute(0, 3, 1, 2).contiguous()  # (T, 3, S, S)
 

@@ -36,6 +36,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
@@ -46,6 +47,7 @@ from velora.events.aedat4 import read_aedat4
 from velora.events.readers import SUFFIXES, read_events, require_events
 from velora.events.render import EventStream, event_image
 from velora.events.representations import fixed_duration_windows, frame_windows
+from velora.events.resize import resize_event_image
 
 CONVERTER_VERSION = 1  # bump whenever the same recording and settings would give other files
 RECORDING_SUFFIX = ".aedat4"
@@ -118,7 +120,8 @@ def convert_recordings(
     """Convert every ``<src_root>/<class>/<recording>.aedat4`` into PokerEvent sample folders.
 
     image_size: None keeps the sensor resolution (346 x 260 for a DAVIS346); S resizes both
-        modalities to S x S (bilinear for APS frames, nearest for event images, as ClipDataset).
+        modalities to S x S (bilinear for APS frames; event images by keep_events, which keeps every
+        event pixel visible, velora.events.resize).
     skip_bad: a recording that cannot be read (DataError) is recorded in ``failures`` and left
         out of the label file, and conversion goes on; off, the first one stops the run with a
         DataError naming the file. Finished recordings stay done either way.
@@ -203,7 +206,7 @@ def _convert_one(path: Path, sample_dir: Path, image_size: int | None, event_win
         )  # (H, W, 3)
         if image_size is not None:
             aps = aps.resize((image_size, image_size), Image.Resampling.BILINEAR)
-            drawn = drawn.resize((image_size, image_size), Image.Resampling.NEAREST)
+            drawn = Image.fromarray(resize_event_image(np.asarray(drawn), image_size))
         name = f"{j:0{width}d}.png"
         aps.save(folders["rgb"] / name, compress_level=PNG_COMPRESS_LEVEL)
         drawn.save(folders["event"] / name, compress_level=PNG_COMPRESS_LEVEL)
@@ -221,7 +224,7 @@ def _convert_events(events: EventStream, sample_dir: Path, image_size: int | Non
     for j, window in enumerate(windows):
         drawn = Image.fromarray(event_image(events.x[window], events.y[window], events.p[window], events.height, events.width))
         if image_size is not None:
-            drawn = drawn.resize((image_size, image_size), Image.Resampling.NEAREST)
+            drawn = Image.fromarray(resize_event_image(np.asarray(drawn), image_size))
         drawn.save(folder / f"{j:0{width}d}.png", compress_level=PNG_COMPRESS_LEVEL)
     return len(windows)
 
@@ -236,6 +239,8 @@ def _settings(src_root: Path, path: Path, image_size: int | None, event_window_u
         "source_mtime_ns": stat.st_mtime_ns,
         "image_size": image_size,
         "event_window_us": event_window_us,
+        # Resized frames: how event images were brought to image_size (nearest before keep_events).
+        **({"event_resize": "keep_events"} if image_size is not None else {}),
     }
 
 

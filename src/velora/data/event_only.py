@@ -24,17 +24,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from velora.data.check_report import Issue, map_checks
 from velora.data.event_labels import EventEntry, event_class_names, label_index, read_event_labels, resolve_event_file
 from velora.data.labels import CLASSES_FILE
-from velora.data.layout import EVENT_RESAMPLE
 from velora.data.sampling import ClipSampling, SampledClips
 from velora.errors import DataError
 from velora.events.readers import SUFFIXES, read_events, require_events
 from velora.events.render import EventStream
-from velora.events.representations import RGB_REPRESENTATIONS, WINDOWS, as_rgb, window_bounds
+from velora.events.representations import RGB_REPRESENTATIONS, WINDOWS, window_bounds
+from velora.events.resize import EVENT_RESIZE, draw_events
 
 
 
@@ -51,7 +50,7 @@ class EventFileDataset(SampledClips):
     window, window_us: how a recording is cut into T windows, see :func:`window_bounds`.
     sensor_size: (width, height) for files that do not store it; None: the reader's default
         (34 x 34 for N-MNIST files, the stored size or max coordinate + 1 otherwise).
-    event_resample: as in ClipDataset.
+    event_resize: how event images are brought to S x S (velora.events.resize), as in ClipDataset.
     classes: class names in label order (pass the training set's to the other splits).
     num_classes: when given, every label must be in [0, num_classes).
     files: read exactly these event files, each one item labelled 0, instead of a labels file
@@ -76,7 +75,7 @@ class EventFileDataset(SampledClips):
         window: str = "fixed_count",
         window_us: int | None = None,
         sensor_size: tuple[int, int] | None = None,
-        event_resample: str = "nearest",
+        event_resize: str = "keep_events",
         classes: Sequence[str] | None = None,
         num_classes: int | None = None,
         files: Sequence[str | Path] | None = None,
@@ -103,8 +102,8 @@ class EventFileDataset(SampledClips):
             problems.append(f"window {window!r} is not one of {WINDOWS}")
         if window == "fixed_duration" and not (window_us and window_us > 0):
             problems.append(f"window 'fixed_duration' needs window_us > 0 (microseconds), got {window_us}")
-        if event_resample not in EVENT_RESAMPLE:
-            problems.append(f"event_resample {event_resample!r} is not one of {tuple(EVENT_RESAMPLE)}")
+        if event_resize not in EVENT_RESIZE:
+            problems.append(f"event_resize {event_resize!r} is not one of {EVENT_RESIZE}")
         if problems:
             raise ValueError("invalid EventFileDataset arguments: " + "; ".join(problems))
 
@@ -124,7 +123,7 @@ class EventFileDataset(SampledClips):
         self.window = window
         self.window_us = window_us
         self.sensor_size = sensor_size
-        self.event_resample = event_resample
+        self.event_resize = event_resize
         self._paths: dict[int, Path] = {}
 
     def _labelled_entries(
@@ -199,7 +198,7 @@ class EventFileDataset(SampledClips):
 
         clip = event_frames(
             events, self.sampling, self.sampling.rng(self.epoch, index), self.window, self.window_us,
-            self.event_resample, self.representation,
+            self.event_resize, self.representation,
         )
         return {"events": clip, "label": torch.tensor(self.entries[index].label, dtype=torch.int64), "index": index}
 
@@ -210,29 +209,25 @@ def event_frames(
     rng: np.random.Generator | None = None,
     window: str = "fixed_count",
     window_us: int | None = None,
-    event_resample: str = "nearest",
+    event_resize: str = "keep_events",
     representation: str = "event_image",
 ) -> torch.Tensor:
     """An event recording as T event images, (T, 3, S, S) uint8: cut into sampling.num_frames
     windows (window_bounds), each drawn at the sensor's size as `representation` (as_rgb) and
-    resized to S x S (`event_resample` for the event image, area averaging for the others); with
+    resized to S x S by `event_resize` (velora.events.resize.draw_events); with
     `rng` (training) a random crop and flip, then the window placement, drawn in that order."""
     box, flip = sampling.crop_and_flip(rng)
     bounds = window_bounds(events.t, sampling.num_frames, window, window_us=window_us, rng=rng)
     size = sampling.image_size
-    resample = EVENT_RESAMPLE[event_resample] if representation == "event_image" else EVENT_RESAMPLE["box"]
     pixel_box = (box[0] * events.width, box[1] * events.height, box[2] * events.width, box[3] * events.height)
     frames = []
     for start, stop in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
         window_events = slice(start, stop)
-        pixels = as_rgb(
+        image = draw_events(
             representation, events.t[window_events], events.x[window_events], events.y[window_events],
-            events.p[window_events], events.height, events.width,
-        )  # (H, W, 3)
-        image = Image.fromarray(pixels).resize((size, size), resample, box=pixel_box)
-        if flip:
-            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        frames.append(np.asarray(image))
+            events.p[window_events], events.height, events.width, size, pixel_box, event_resize,
+        )  # (S, S, 3)
+        frames.append(image[:, ::-1] if flip else image)
     return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous()  # (T, 3, S, S)
 
 

@@ -36,7 +36,7 @@ def event_windows(cfg: Config) -> dict:
     d = cfg.data
     return {
         "window": d.event_window, "window_us": d.event_window_us or None, "sensor_size": tuple(d.sensor_size) or None,
-        "representation": d.representation,
+        "representation": d.representation, "event_resize": d.event_resize,
     }
 
 
@@ -69,19 +69,20 @@ def make_dataset(
     if d.format == "packed":
         return PackedClipDataset(
             d.packed_root, split, sampling, modalities=tuple(d.modalities), device_crop=d.device_crop,
-            num_classes=num_classes,
+            num_classes=num_classes, event_resize=d.event_resize,
         )
     if not d.root:
         raise DataError("data.root is empty; set it in the config or with data.root=/path/to/dataset")
     if d.layout == "recordings":
         return RecordingDataset(
             Path(d.root) / split, sampling, modalities=tuple(d.modalities), classes=classes, num_classes=num_classes,
-            representation=d.representation,
+            representation=d.representation, event_resize=d.event_resize,
         )
     if d.layout == "gesture":
         return GestureDataset(
             d.root, label_file(cfg, split), sampling, window=d.event_window, window_us=d.event_window_us or None,
-            representation=d.representation, classes=classes, num_classes=num_classes, lenient=lenient,
+            representation=d.representation, event_resize=d.event_resize, classes=classes, num_classes=num_classes,
+            lenient=lenient,
         )
     if d.layout == "events":
         return EventFileDataset(
@@ -89,7 +90,7 @@ def make_dataset(
             lenient=lenient,
         )
     return ClipDataset(
-        d.root, label_file(cfg, split), sampling, modalities=tuple(d.modalities),
+        d.root, label_file(cfg, split), sampling, modalities=tuple(d.modalities), event_resize=d.event_resize,
         frame_count_policy=d.frame_count_policy, num_classes=num_classes, lenient=lenient,
     )
 
@@ -118,7 +119,7 @@ def clip_dataset(clip: str | Path, cfg: Config) -> ClipDataset | RecordingDatase
     if clip.is_file() or clip.suffix.lower() == ".aedat4":
         return RecordingDataset(
             clip.parent, sampling, files=[clip], modalities=tuple(d.modalities), cache_recordings=0,
-            representation=d.representation,
+            representation=d.representation, event_resize=d.event_resize,
         )
     if not clip.is_dir():
         raise DataError(
@@ -126,7 +127,8 @@ def clip_dataset(clip: str | Path, cfg: Config) -> ClipDataset | RecordingDatase
         )
     entry = ClipEntry(sample=f"{clip.parent.name}/{clip.name}", num_frames=0, label=0)
     return ClipDataset(
-        clip.parent.parent, [entry], sampling, modalities=tuple(d.modalities), frame_count_policy=d.frame_count_policy
+        clip.parent.parent, [entry], sampling, modalities=tuple(d.modalities), event_resize=d.event_resize,
+        frame_count_policy=d.frame_count_policy,
     )
 
 

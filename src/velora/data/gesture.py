@@ -107,8 +107,8 @@ class GestureDataset(SampledClips):
 
     root: the folder holding the .aedat trials and their _labels.csv files.
     trials: a trial list file (e.g. trials_to_train.txt; relative to root) or trial file names.
-    sampling, window, window_us, representation: as for EventFileDataset (T windows of the
-        gesture's events, each drawn as a 3-channel image and resized to S x S).
+    sampling, window, window_us, representation, event_resize: as for EventFileDataset (T windows
+        of the gesture's events, each drawn as a 3-channel image and resized to S x S).
     classes: class names in label order (pass the training set's); default from the data.
     num_classes: every label must be below it.
     lenient: malformed label lines and unknown classes go to `label_problems` (the dataset check).
@@ -126,6 +126,7 @@ class GestureDataset(SampledClips):
         window: str = "fixed_count",
         window_us: int | None = None,
         representation: str = "event_image",
+        event_resize: str = "keep_events",
         classes: Sequence[str] | None = None,
         num_classes: int | None = None,
         lenient: bool = False,
@@ -174,6 +175,7 @@ class GestureDataset(SampledClips):
         self.dropped_lines = sum(kind != "missing_samples" for kind, _, _ in self.label_problems)
         self.sampling, self.num_classes = sampling, num_classes
         self.window, self.window_us, self.representation = window, window_us, representation
+        self.event_resize = event_resize
         self._cache = ProcessCache(cache_trials)
 
     @property
@@ -194,7 +196,9 @@ class GestureDataset(SampledClips):
                 f"({entry.where}); the labels do not fit the recording"
             )
         rng = self.sampling.rng(self.epoch, index)
-        clip = event_frames(events, self.sampling, rng, self.window, self.window_us, "nearest", self.representation)
+        clip = event_frames(
+            events, self.sampling, rng, self.window, self.window_us, self.event_resize, self.representation
+        )
         return {"events": clip, "label": torch.tensor(entry.label, dtype=torch.int64), "index": index}
 
     def problems(

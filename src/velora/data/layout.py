@@ -9,13 +9,8 @@ place that maps one to the other.
 
 from __future__ import annotations
 
-from PIL import Image
-
 MODALITIES = ("rgb", "event")
 BATCH_KEY = {"rgb": "rgb", "event": "events"}
 # The frame folders of a clip in the PokerEvent / HARDVS layout: <sample>/<sample>_aps, _dvs.
 FOLDER_SUFFIX = {"rgb": "_aps", "event": "_dvs"}
 FRAME_COUNT_POLICIES = ("error", "min")
-# NEAREST keeps every event pixel pure red, blue or white; BOX (area) keeps every event's mass
-# when downsampling but blends neighbours into pink / purple. Bilinear would do the latter too.
-EVENT_RESAMPLE = {"nearest": Image.Resampling.NEAREST, "box": Image.Resampling.BOX}

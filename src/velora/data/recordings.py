@@ -13,8 +13,8 @@ Samples follow ``velora.data.convert.convert_recordings``: a recording with N AP
 N - 1 samples, sample j pairs APS frame j + 1 with the event image of the events
 ``t_j <= t < t_j+1`` (``t_k``: start of frame k's exposure, microseconds), drawn by
 ``velora.events.render.event_image``. An item then goes through ClipDataset's steps (T samples
-at the same indices for both modalities, one crop box and flip for all frames, PIL resize to
-S x S: bilinear for APS frames, nearest for event images), so it is bit-identical to ClipDataset's
+at the same indices for both modalities, one crop box and flip for all frames, resize to S x S:
+bilinear for APS frames, ``event_resize`` for event images), so it is bit-identical to ClipDataset's
 item over the converted folder for the same (seed, epoch, index), in training as in evaluation.
 
 One item (``T`` = ``num_frames``, ``S`` = ``image_size``), the ClipDataset contract::
@@ -42,12 +42,13 @@ from PIL import Image
 from velora.data.check_report import Issue, map_checks
 from velora.data.convert import list_recordings
 from velora.data.labels import CLASSES_FILE, ClipEntry, read_class_file
-from velora.data.layout import BATCH_KEY, EVENT_RESAMPLE, MODALITIES
+from velora.data.layout import BATCH_KEY, MODALITIES
 from velora.data.sampling import ClipSampling, ProcessCache, SampledClips, modality_problems
 from velora.errors import DataError
 from velora.events.aedat4 import MAGIC as AEDAT4_MAGIC
 from velora.events.readers import Recording, read_aedat4
-from velora.events.representations import RGB_REPRESENTATIONS, as_rgb, frame_windows
+from velora.events.representations import RGB_REPRESENTATIONS, frame_windows
+from velora.events.resize import EVENT_RESIZE, draw_events
 
 
 class RecordingDataset(SampledClips):
@@ -65,6 +66,7 @@ class RecordingDataset(SampledClips):
         class folders (``velora predict`` on a new recording); ``root`` is then ignored.
     representation: how the events between two frames are drawn (default the event image of
         PokerEvent / HARDVS; see velora.events.representations.as_rgb).
+    event_resize: how event images are brought to S x S (velora.events.resize).
 
     ``entries`` are ClipEntry("<class_dir>/<recording>", 0, label) in class then file-name
     order; their num_frames is 0 because a recording's sample count is known once it is decoded.
@@ -85,6 +87,7 @@ class RecordingDataset(SampledClips):
         cache_recordings: int = 2,
         files: Sequence[str | Path] | None = None,
         representation: str = "event_image",
+        event_resize: str = "keep_events",
     ) -> None:
         self.root = Path(root)
         self.modalities = tuple(modalities)
@@ -95,6 +98,8 @@ class RecordingDataset(SampledClips):
             problems.append(f"cache_recordings must be >= 0, got {cache_recordings}")
         if representation not in RGB_REPRESENTATIONS:
             problems.append(f"representation {representation!r} is not one of {RGB_REPRESENTATIONS}")
+        if event_resize not in EVENT_RESIZE:
+            problems.append(f"event_resize {event_resize!r} is not one of {EVENT_RESIZE}")
         if problems:
             raise ValueError("invalid RecordingDataset arguments: " + "; ".join(problems))
 
@@ -122,6 +127,7 @@ class RecordingDataset(SampledClips):
 
         self.sampling, self.num_classes = sampling, num_classes
         self.representation = representation
+        self.event_resize = event_resize
         self._cache = ProcessCache(cache_recordings)
 
     @property
@@ -152,7 +158,7 @@ class RecordingDataset(SampledClips):
         recording = self.recording(index)
         draw = self.draw(index, len(recording.aps_frames) - 1)
         item: dict[str, torch.Tensor | int] = recording_frames(
-            recording, draw, self.sampling.image_size, self.modalities, self.representation
+            recording, draw, self.sampling.image_size, self.modalities, self.representation, self.event_resize
         )
         item["label"] = torch.tensor(self.entries[index].label, dtype=torch.int64)
         item["index"] = index
@@ -165,6 +171,7 @@ def recording_frames(
     image_size: int,
     modalities: Sequence[str] = MODALITIES,
     representation: str = "event_image",
+    event_resize: str = "keep_events",
 ) -> dict[str, torch.Tensor]:
     """The T samples `draw` picks of a decoded recording, each modality (T, 3, S, S) uint8.
 
@@ -172,36 +179,33 @@ def recording_frames(
         ClipSampling.draw. Sample j pairs APS frame j + 1 with the image of the events since
         frame j, as convert_recordings writes it (events drawn as `representation`, see
         velora.events.representations.as_rgb); both are resized to S x S (bilinear for APS
-        frames, nearest for event images, area averaging for the other representations) after
-        the crop, then flipped.
+        frames, ``event_resize`` for the events, velora.events.resize) after the crop, then flipped.
     """
     sample_indices, box, flip = draw
     events = recording.events
     windows = frame_windows(events.t, recording.frame_timestamps_us)[1:]  # (N - 1) slices
 
-    def sample(modality: str, j: int) -> Image.Image:
-        """Sample j of one modality at sensor size."""
+    def sample(modality: str, j: int, pixel_box: tuple[float, float, float, float]) -> np.ndarray:
+        """Sample j of one modality, ``pixel_box`` of it resized to S x S: (S, S, 3)."""
         if modality == "rgb":
-            return Image.fromarray(recording.aps_frames[j + 1]).convert("RGB")  # as read_frame
+            aps = Image.fromarray(recording.aps_frames[j + 1]).convert("RGB")  # as read_frame
+            return np.asarray(aps.resize((image_size, image_size), Image.Resampling.BILINEAR, box=pixel_box))
         window = windows[j]
-        return Image.fromarray(as_rgb(
+        return draw_events(
             representation, events.t[window], events.x[window], events.y[window], events.p[window], events.height,
-            events.width,
-        ))
+            events.width, image_size, pixel_box, event_resize,
+        )
 
-    events_resample = EVENT_RESAMPLE["nearest" if representation == "event_image" else "box"]
-    resample = {"rgb": Image.Resampling.BILINEAR, "event": events_resample}
     item: dict[str, torch.Tensor] = {}
     for modality in modalities:
+        width, height = (events.width, events.height)
+        if modality == "rgb":
+            height, width = recording.aps_frames[0].shape[:2]
+        pixel_box = (box[0] * width, box[1] * height, box[2] * width, box[3] * height)
         resized = {}  # short recordings repeat indices; draw each sample once
         for j in dict.fromkeys(sample_indices.tolist()):
-            image = sample(modality, j)
-            width, height = image.size
-            pixel_box = (box[0] * width, box[1] * height, box[2] * width, box[3] * height)
-            image = image.resize((image_size, image_size), resample[modality], box=pixel_box)
-            if flip:
-                image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-            resized[j] = np.asarray(image)  # (S, S, 3)
+            image = sample(modality, j, pixel_box)
+            resized[j] = image[:, ::-1] if flip else image  # (S, S, 3)
         clip = np.stack([resized[j] for j in sample_indices.tolist()])  # (T, S, S, 3)
         item[BATCH_KEY[modality]] = torch.from_numpy(clip).permute(0, 3, 1, 2).contiguous()  # (T, 3, S, S)
     return item

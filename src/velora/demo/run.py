@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from velora.config import RELEASE_MODEL, Config, ConfigError, load_config, merge
+from velora.data.packed.format import packed_event_resize, read_index
 from velora.data.packed.writer import pack_dataset
 from velora.demo.generate import (
     DEFAULT_CLIPS_PER_CLASS,
@@ -122,7 +123,7 @@ def run_demo(
             on_clip=lambda frames: bar.add("data", frames * UNITS_PER_FRAME),
         )
         bar.stage("packing clips")
-        packed = pack(info, output / "packed", base.model.image_size)
+        packed = pack(info, output / "packed", base.model.image_size, base.data.event_resize)
         bar.set("data", data_units)
         timings["data_seconds"] = round(time.perf_counter() - t0, 1)
         bar.write(f"      {len(info.class_names)} classes, clips {info.counts}{' (reused)' if info.reused else ''}")
@@ -192,13 +193,15 @@ def variant_config(
     return Config.from_dict(raw, source=f"demo run {run_name}")
 
 
-def pack(info, packed_root: Path, image_size: int) -> Path:
-    """The demo's clips in the packed format (kept when the data was reused and the pack is complete)."""
-    if not info.reused:
-        shutil.rmtree(packed_root, ignore_errors=True)  # made from the clips just replaced
+def pack(info, packed_root: Path, image_size: int, event_resize: str) -> Path:
+    """The demo's clips in the packed format (kept when the data was reused and the pack is complete,
+    with the same event resizing)."""
+    existing = read_index(packed_root, missing_ok=True) if packed_root.is_dir() else None
+    if not info.reused or (existing and packed_event_resize(existing["header"]) != event_resize):
+        shutil.rmtree(packed_root, ignore_errors=True)  # made from the clips just replaced, or resized otherwise
     pack_dataset(
         info.root, packed_root, splits={split: f"{split}_label.txt" for split in ("train", "val", "test")},
-        image_size=image_size, progress=False,
+        image_size=image_size, event_resize=event_resize, progress=False,
     )
     return packed_root
 

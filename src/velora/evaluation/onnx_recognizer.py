@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from velora.config import Config, ConfigError
+from velora.config import ConfigError, stored_config
 from velora.errors import CheckpointError
 from velora.evaluation.recognizer import Recognizer
 
@@ -117,7 +117,7 @@ def read_metadata(session, path: Path) -> dict:
         )
     try:
         meta = {key: json.loads(value) if key in JSON_KEYS else value for key, value in props.items()}
-        meta["config"] = Config.from_dict(meta["config"], source=f"{path} (stored config)")
+        meta["config"] = stored_config(meta["config"], source=f"{path} (stored config)")
         names = meta["class_names"]
     except (json.JSONDecodeError, KeyError, ConfigError) as exc:
         raise CheckpointError(

@@ -41,6 +41,7 @@ from velora.evaluation.package import model_file
 from velora.evaluation.panel import panel_row, plot_prediction_panel
 from velora.events.aedat4 import Recording
 from velora.events.render import EventStream
+from velora.events.resize import resize_event_image
 from velora.model.adapter_file import AdapterCheckpoint, load_model
 from velora.model.velora import VELoRA
 
@@ -117,34 +118,42 @@ class Recognizer:
             if len(source.aps_frames) < 2:
                 return self.item(source.events, cfg)
             draw = sampling.draw(0, 0, len(source.aps_frames) - 1)
-            return recording_frames(source, draw, sampling.image_size, modalities, cfg.data.representation)
+            return recording_frames(
+                source, draw, sampling.image_size, modalities, cfg.data.representation, cfg.data.event_resize
+            )
         if isinstance(source, EventStream):
             d = cfg.data
-            frames = event_frames(source, sampling, None, d.event_window, d.event_window_us or None, "nearest", d.representation)
+            frames = event_frames(
+                source, sampling, None, d.event_window, d.event_window_us or None, d.event_resize, d.representation
+            )
             return {"events": frames}
         if isinstance(source, dict):
             unknown = set(source) - {"rgb", "events"}
             if unknown or not source:
                 raise ValueError(f"an array input is a dict with keys 'rgb' and/or 'events', got {sorted(source)}")
-            return {key: self._frames(np.asarray(value), key) for key, value in source.items()}
+            return {key: self._frames(np.asarray(value), key, cfg) for key, value in source.items()}
         raise TypeError(
             f"cannot predict from {type(source).__name__}: give a clip folder or file path, a Recording, an "
             "EventStream, or a dict of uint8 arrays {'rgb': ..., 'events': ...}"
         )
 
-    def _frames(self, frames: np.ndarray, key: str) -> torch.Tensor:
-        """uint8 (T, H, W, 3) or (T, 3, H, W) -> the model's T frames, (T, 3, S, S) uint8."""
+    def _frames(self, frames: np.ndarray, key: str, config: Config) -> torch.Tensor:
+        """uint8 (T, H, W, 3) or (T, 3, H, W) -> the model's T frames, (T, 3, S, S) uint8: RGB resized
+        bilinearly, event images by data.event_resize, as the datasets do."""
         if frames.dtype != np.uint8 or frames.ndim != 4 or 3 not in (frames.shape[1], frames.shape[3]):
             raise ValueError(f"'{key}' must be uint8 frames (T, H, W, 3) or (T, 3, H, W), got {frames.dtype} {frames.shape}")
         clip = torch.from_numpy(np.ascontiguousarray(frames))
         if clip.shape[1] != 3:
             clip = clip.permute(0, 3, 1, 2)
-        picked = segment_indices(len(clip), self.config.data.num_frames, random_offset=False)
-        clip = clip[torch.from_numpy(picked)].float()
-        size = self.config.model.image_size
-        mode = "bilinear" if key == "rgb" else "nearest"  # event images stay pure red, blue, white
-        resized = F.interpolate(clip, size=(size, size), mode=mode, **({"antialias": True} if mode == "bilinear" else {}))
-        return resized.round().clamp(0, 255).to(torch.uint8)
+        picked = segment_indices(len(clip), config.data.num_frames, random_offset=False)
+        clip = clip[torch.from_numpy(picked)]
+        size = config.model.image_size
+        if key == "rgb":
+            resized = F.interpolate(clip.float(), size=(size, size), mode="bilinear", antialias=True)
+            return resized.round().clamp(0, 255).to(torch.uint8)
+        images = clip.permute(0, 2, 3, 1).numpy()  # (T, H, W, 3)
+        resized = np.stack([resize_event_image(image, size, None, config.data.event_resize) for image in images])
+        return torch.from_numpy(resized).permute(0, 3, 1, 2).contiguous()
 
     # ------------------------------------------------------------------ predictions
     @torch.no_grad()

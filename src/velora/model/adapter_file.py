@@ -19,7 +19,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from velora.config import Config, ConfigError, merge
+from velora.config import Config, ConfigError, merge, stored_config
 from velora.errors import CheckpointError
 
 FORMAT = "velora-adapters/1"
@@ -88,7 +88,7 @@ def read_adapters(path: str | Path) -> AdapterCheckpoint:
             "an info mapping); write it again with velora train"
         )
     try:
-        config = Config.from_dict(raw_config, source=f"{path} (stored config)")
+        config = stored_config(raw_config, source=f"{path} (stored config)")
     except ConfigError as exc:
         raise CheckpointError(str(exc)) from None
     return AdapterCheckpoint(config=config, class_names=class_names, state=state, info=info, weights_source=source)

@@ -191,11 +191,15 @@ class WindowEncoder:
     """Windows -> the model input `Recognizer.item` makes of them, each sample computed once.
 
     modalities: the model's data.modalities ("rgb", "event"); an event-only window feeds "event" only.
-    representation: the model's data.representation (how events become images).
+    representation, event_resize: the model's data.representation and data.event_resize (how events
+        become images of the model's size).
     """
 
-    def __init__(self, image_size: int, modalities: list[str], representation: str = "event_image"):
+    def __init__(
+        self, image_size: int, modalities: list[str], representation: str = "event_image", event_resize: str = "keep_events"
+    ):
         self.image_size, self.modalities, self.representation = image_size, list(modalities), representation
+        self.event_resize = event_resize
         self._samples: dict[tuple, dict[str, torch.Tensor]] = {}
 
     def fed(self, window: Window) -> list[str]:
@@ -216,7 +220,9 @@ class WindowEncoder:
         samples = []
         for j, key in enumerate(self.keys(window)):
             if key not in self._samples:
-                self._samples[key] = recording_frames(window.sample(j), one, self.image_size, modalities, self.representation)
+                self._samples[key] = recording_frames(
+                    window.sample(j), one, self.image_size, modalities, self.representation, self.event_resize
+                )
             samples.append(self._samples[key])
         for key in [k for k in self._samples if k[1] < window.t_start_us]:
             del self._samples[key]  # before this window: no later window needs it
@@ -366,7 +372,7 @@ def _loop(recognizer, source, options, on_window, notify, writer, clock) -> Stre
         window_notice(
             f"no APS frames in {source.name}: event-only windows of {num_frames} x {options.frame_period_ms:g} ms"
         )
-    encoder = WindowEncoder(config.model.image_size, modalities, config.data.representation)
+    encoder = WindowEncoder(config.model.image_size, modalities, config.data.representation, config.data.event_resize)
     tokens = None
     if options.reuse_frames:
         if getattr(recognizer, "model", None) is None:

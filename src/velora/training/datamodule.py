@@ -158,7 +158,7 @@ class ClipDataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: dict | None, dataloader_idx: int) -> dict | None:
         # The packed loader can leave the random resized crop to the device (data.device_crop).
-        return apply_device_crop(batch) if batch is not None else batch
+        return apply_device_crop(batch, self.cfg.data.event_resize) if batch is not None else batch
 
     def val_dataloader(self) -> list[DataLoader]:
         rank_and_world = self._rank_and_world()

@@ -11,7 +11,7 @@ every epoch. Layout of a packed folder::
 index.json::
 
     {"header": {"format": "velora-packed", "version": 1, "image_size": S,
-                "modalities": ["rgb", "event"], "class_names": [...], "event_resample": "nearest",
+                "modalities": ["rgb", "event"], "class_names": [...], "event_resize": "keep_events",
                 "frame_count_policy": "error", "shard_bytes": 1073741824,
                 "source": {"root": "/abs/dataset", "label_files": {"train": {"path": ..., "sha256": ...}}}},
      "splits": {"train": ["<class_dir>/<sample>", ...], ...},   label-file order

@@ -6,8 +6,9 @@ import json
 import os
 from pathlib import Path
 
-from velora.data.layout import EVENT_RESAMPLE, MODALITIES
+from velora.data.layout import MODALITIES
 from velora.errors import DataError
+from velora.events.resize import EVENT_RESIZE
 
 FORMAT = "velora-packed"
 VERSION = 1
@@ -56,6 +57,12 @@ def read_index(root: Path, missing_ok: bool = False) -> dict | None:
     return index
 
 
+def packed_event_resize(header: dict) -> object:
+    """How a packed dataset's event images were resized (velora.events.resize). Data packed before
+    data.event_resize existed records PIL's filter under "event_resample" ("nearest" or "box")."""
+    return header.get("event_resize", header.get("event_resample"))
+
+
 def index_problems(index: dict) -> list[str]:
     """What in an index (format and version already checked) does not have the layout of the module
     docstring; empty when every field the readers use has its type and range."""
@@ -75,8 +82,8 @@ def index_problems(index: dict) -> list[str]:
         modalities = []
     if not strings(header.get("class_names")):
         problems.append("header.class_names is not a list of names")
-    if not (isinstance(header.get("event_resample"), str) and header["event_resample"] in EVENT_RESAMPLE):
-        problems.append(f"header.event_resample {header.get('event_resample')!r} is not one of {tuple(EVENT_RESAMPLE)}")
+    if packed_event_resize(header) not in EVENT_RESIZE:
+        problems.append(f"header.event_resize {packed_event_resize(header)!r} is not one of {EVENT_RESIZE}")
     splits = index.get("splits")
     if not (isinstance(splits, dict) and all(strings(samples) for samples in splits.values())):
         problems.append("splits is not a mapping of split names to lists of samples")

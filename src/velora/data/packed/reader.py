@@ -11,15 +11,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from tqdm import tqdm
 
 from velora.data.labels import ClipEntry
 from velora.data.check_report import Issue
-from velora.data.layout import BATCH_KEY, EVENT_RESAMPLE, MODALITIES
-from velora.data.packed.format import FULL_FRAME, SHARD_NAME, read_index
+from velora.data.layout import BATCH_KEY, MODALITIES
+from velora.data.packed.format import FULL_FRAME, SHARD_NAME, packed_event_resize, read_index
 from velora.data.sampling import ClipSampling, SampledClips, modality_problems
 from velora.errors import DataError
+from velora.events.resize import resize_event_image
 
 class PackedClipDataset(SampledClips):
     """One split of a packed dataset, with ClipDataset's item contract and randomness.
@@ -33,6 +33,9 @@ class PackedClipDataset(SampledClips):
         uncropped frames and a ``crop_box`` (4,) float tensor, applied to the batch by
         ``velora.data.augment.apply_device_crop`` (the LightningModule does this after the copy to
         the device). The loader then costs what an evaluation item costs.
+    event_resize: the event resize method the caller expects (data.event_resize); a DataError when
+        the data was packed with another, since the stored event images cannot be redrawn. None:
+        take the packed one (``self.event_resize``).
 
     ``entries`` are ClipEntry(sample, frames stored, label) in label-file order; ``class_names``,
     ``image_size`` and ``header`` come from the index.
@@ -59,6 +62,7 @@ class PackedClipDataset(SampledClips):
         modalities: Sequence[str] = MODALITIES,
         num_classes: int | None = None,
         device_crop: bool = False,
+        event_resize: str | None = None,
     ) -> None:
         self.root = Path(root)
         index = read_index(self.root)
@@ -78,6 +82,13 @@ class PackedClipDataset(SampledClips):
             raise DataError(
                 f"{self.root} was packed at {header['image_size']} px but image_size is {sampling.image_size}; "
                 f"set image_size={header['image_size']}, or pack again with image_size={sampling.image_size}"
+            )
+        packed_with = packed_event_resize(header)
+        if event_resize is not None and "event" in self.modalities and event_resize != packed_with:
+            raise DataError(
+                f"{self.root} was packed with event images resized by {packed_with!r}, but data.event_resize is "
+                f"{event_resize!r}; pack again (velora convert packed) to resize them by {event_resize!r}, or set "
+                f"data.event_resize={packed_with} to use this copy as it is"
             )
         if split not in index["splits"]:
             raise DataError(f"{self.root} has no split {split!r}; its splits are {sorted(index['splits'])}")
@@ -108,7 +119,7 @@ class PackedClipDataset(SampledClips):
         self.label_file = None
         self.sampling = dataclasses.replace(sampling, image_size=header["image_size"])
         self.num_classes = num_classes
-        self.event_resample = header["event_resample"]
+        self.event_resize = packed_with
         self.device_crop = device_crop
         self._shards: dict[int, np.ndarray] = {}
 
@@ -230,9 +241,8 @@ class PackedClipDataset(SampledClips):
         The fractional box is rounded to whole pixels of the S x S frame (at most half a pixel
         off, so both modalities use one pixel grid). RGB: torch's uint8 bilinear interpolation
         of all T crops in one call (half-pixel centres, PIL's convention; ~5x faster than PIL
-        here), reading only the crop from the shard. Events: PIL with the packed event_resample
-        filter (nearest keeps pure red / blue / white), frame by frame straight from the shard;
-        PIL's nearest resize beats torch's and numpy's gathers of 3-byte pixels here.
+        here), reading only the crop from the shard. Events: the packed event_resize method
+        (velora.events.resize), frame by frame straight from the shard.
         """
         size = self.sampling.image_size
         left, top, right, bottom = (round(edge * size) for edge in box)
@@ -243,9 +253,8 @@ class PackedClipDataset(SampledClips):
                 crops.permute(0, 3, 1, 2), size=(size, size), mode="bilinear", antialias=True, align_corners=False
             )  # (T, 3, S, S) in channels-last memory, as its input
             return resized.permute(0, 2, 3, 1).numpy()  # (T, S, S, 3)
-        resample = EVENT_RESAMPLE[self.event_resample]
         return [
-            np.asarray(Image.fromarray(frames[i]).resize((size, size), resample, box=(left, top, right, bottom)))
+            resize_event_image(frames[i], size, (left, top, right, bottom), self.event_resize)
             for i in frame_indices.tolist()
         ]
 

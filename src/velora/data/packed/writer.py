@@ -17,9 +17,10 @@ from tqdm import tqdm
 
 from velora.data.clips import ClipDataset, FrameFolder, read_frame
 from velora.data.labels import read_class_names
-from velora.data.layout import EVENT_RESAMPLE, MODALITIES
+from velora.data.layout import MODALITIES
 from velora.data.sampling import ClipSampling
 from velora.errors import DataError
+from velora.events.resize import resize_event_image
 from velora.data.packed.format import (
     DEFAULT_SHARD_BYTES, FORMAT, FULL_FRAME, SHARD_NAME, VERSION, flush_to_disk, read_index, write_index,
 )
@@ -45,7 +46,7 @@ def pack_dataset(
     splits: Mapping[str, str | Path],
     image_size: int = 224,
     modalities: Sequence[str] = MODALITIES,
-    event_resample: str = "nearest",
+    event_resize: str = "keep_events",
     frame_count_policy: str = "error",
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     workers: int = 0,
@@ -57,8 +58,8 @@ def pack_dataset(
     splits: split name -> label file (relative paths are looked up under ``root`` first), e.g.
         {"train": "train_label.txt", "test": "test_label.txt"}.
     image_size: S; every frame is resized to S x S exactly as ClipDataset does in evaluation
-        (bilinear for RGB, ``event_resample`` for events), so eval items are bit-identical.
-    modalities, event_resample, frame_count_policy: as for ClipDataset.
+        (bilinear for RGB, ``event_resize`` for events), so eval items are bit-identical.
+    modalities, event_resize, frame_count_policy: as for ClipDataset.
     shard_bytes: a new shard file starts when the next clip would make the current one larger
         (a clip is never split; a clip larger than this gets a shard of its own).
     workers: processes decoding PNGs (0: in this process); bytes are written in clip order either way.
@@ -75,7 +76,7 @@ def pack_dataset(
     sources = {
         split: ClipDataset(
             root, labels, ClipSampling(image_size=image_size), modalities=modalities,
-            event_resample=event_resample, frame_count_policy=frame_count_policy,
+            event_resize=event_resize, frame_count_policy=frame_count_policy,
         )
         for split, labels in splits.items()
     }
@@ -88,7 +89,7 @@ def pack_dataset(
             "image_size": image_size,
             "modalities": list(next(iter(sources.values())).modalities),
             "class_names": read_class_names(root, all_entries),
-            "event_resample": event_resample,
+            "event_resize": event_resize,
             "frame_count_policy": frame_count_policy,
             "shard_bytes": shard_bytes,
             "source": {
@@ -113,7 +114,7 @@ def pack_dataset(
     stats = PackStats(skipped=len(index["clips"]))
     todo = list(plan)[len(index["clips"]):]
     tasks = (
-        _ClipTask(sources[split].frame_folders(i), image_size, event_resample)
+        _ClipTask(sources[split].frame_folders(i), image_size, event_resize)
         for split, i in (plan[sample] for sample in todo)
     )
     writer = _ShardWriter(out_dir, shard_sizes, shard_bytes)
@@ -214,12 +215,11 @@ class _ShardWriter:
 class _ClipTask:
     folders: dict[str, FrameFolder]
     image_size: int
-    event_resample: str
+    event_resize: str
 
 
 def _load_clip(task: _ClipTask) -> dict[str, np.ndarray]:
     """All frames of one clip resized to S x S as ClipDataset's eval path: modality -> (N, S, S, 3)."""
-    resample = {"rgb": Image.Resampling.BILINEAR, "event": EVENT_RESAMPLE[task.event_resample]}
     size = task.image_size
     clip = {}
     for modality, frames in task.folders.items():
@@ -238,7 +238,10 @@ def _load_clip(task: _ClipTask) -> dict[str, np.ndarray]:
             width, height = image.size
             # The same box argument as ClipDataset's full-frame crop, so PIL takes the same path.
             box = (FULL_FRAME[0] * width, FULL_FRAME[1] * height, FULL_FRAME[2] * width, FULL_FRAME[3] * height)
-            resized[i] = np.asarray(image.resize((size, size), resample[modality], box=box))
+            if modality == "rgb":
+                resized[i] = np.asarray(image.resize((size, size), Image.Resampling.BILINEAR, box=box))
+            else:
+                resized[i] = resize_event_image(np.asarray(image), size, box, task.event_resize)
         clip[modality] = resized
     return clip
 
