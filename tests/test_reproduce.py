@@ -124,6 +124,9 @@ def test_pokerevent_end_to_end_cut_off_after_an_epoch_then_continued(tiny_datase
     assert figures["paper_protocol"]["top1_pct"] == pytest.approx(100 * max(r["test_top1"] for r in paper["epochs"]))
     assert "comparison only" in figures["paper_protocol"]["protocol"]
     assert figures["published"]["VELoRA"] == 57.99 and figures["published"]["SAFE"] == 58.15
+    # Test-time views: the shipped config's 3 temporal views x 3 crops, beside the single view.
+    assert figures["views"]["top1_pct"] == pytest.approx(100 * evaluation["views"]["top1"], abs=0.01)
+    assert (figures["views"]["temporal_views"], figures["views"]["crops"]) == (3, 3)
     params = report["parameters"]
     assert 0 < params["trainable"] < params["total"]
     assert report["hardware"]["cpu"] and report["training_device"] == "cpu" and report["wall_time_s"] > 0
@@ -132,6 +135,7 @@ def test_pokerevent_end_to_end_cut_off_after_an_epoch_then_continued(tiny_datase
     markdown = (out / "report.md").read_text()
     rows = [line for line in markdown.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert "velora's figure" in rows[0] and f"{figures['velora']['top1_pct']:.2f} %" in rows[0]
+    assert "test-time views (3 x 3)" in rows[1] and f"{figures['views']['top1_pct']:.2f} %" in rows[1]
     paper_row = next(row for row in rows if "best epoch on the test split" in row)
     assert "for comparison only" in paper_row and "not velora's result" in paper_row
     assert "57.99 %" in markdown and "58.15 %" in markdown and "## Commands" in markdown

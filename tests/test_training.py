@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
 from types import SimpleNamespace
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -20,7 +22,9 @@ from velora.cli import main
 from velora.config import Config, ConfigError
 from velora.data.factory import make_dataset
 from velora.errors import CheckpointError, DataError
-from velora.evaluation.evaluate import evaluate
+from velora.data.sampling import eval_views
+from velora.evaluation.evaluate import evaluate, predict_views
+from velora.evaluation.metrics import topk_accuracy
 from velora.model.adapter_file import load_model, read_adapters, save_adapters
 from velora.model.velora import VELoRA
 from velora.model.weights_source import random_backbone_warning
@@ -408,6 +412,36 @@ def test_velora_eval_writes_the_report(trained, tmp_path, capsys):
     assert report["top1"] == pytest.approx((predictions == batch["label"]).float().mean().item())
 
 
+def test_velora_eval_reports_the_single_view_and_the_multi_view_figure(trained, tmp_path, capsys):
+    ckpt = trained.output / "best.safetensors"
+    assert main(["eval", str(ckpt), "--output", str(tmp_path), "eval.views=3", "eval.crops=3"]) == 0
+    printed = capsys.readouterr().out
+    assert "(one view: segment centres, whole frame)" in printed
+    assert "9 views (3 temporal x 3 crops, probabilities averaged)" in printed
+    report = json.loads((tmp_path / "eval_test.json").read_text())
+    single = evaluate(ckpt, output_dir=tmp_path / "single", progress=False, plot=False)
+    assert single["views"] is None and report["top1"] == single["top1"], "the single view is unchanged by views"
+
+    # The multi-view figure: each clip's scores averaged over its 9 views, each view its own input.
+    model, saved = load_model(ckpt)
+    dataset = make_dataset(saved.config, "test")
+    views = eval_views(3, 3, saved.config.eval.crop_fraction)
+    logits = []
+    for view in views:
+        dataset.sampling = dataclasses.replace(dataset.sampling, view=view)
+        batch = torch.utils.data.default_collate([dataset[i] for i in range(len(dataset))])
+        with torch.no_grad():
+            logits.append(model(batch["rgb"], batch["events"]).logits)
+    logits = torch.stack(logits)  # (views, N, C)
+    assert not torch.allclose(logits[0], logits[-1]), "the views must be different inputs"
+    labels = batch["label"].numpy()
+    by_probabilities = logits.softmax(-1).mean(0).numpy()
+    assert report["views"]["top1"] == pytest.approx(topk_accuracy(by_probabilities, labels, 1))
+    assert report["views"]["views"] == 9 and report["views"]["average"] == "probabilities"
+    scores, _ = predict_views(model, make_dataset(saved.config, "test"), views, average="logits")
+    assert np.allclose(scores, logits.mean(0).softmax(-1).numpy(), atol=1e-6)
+
+
 def test_evaluate_without_rgb_on_a_two_modality_model(trained, tmp_path):
     report = evaluate(trained.output / "best.safetensors", modalities=["event"], output_dir=tmp_path, progress=False)
     assert report["modalities"] == ["event"] and report["num_clips"] == CLASSES
@@ -481,7 +515,7 @@ def test_evaluate_on_raw_recordings_with_data_overrides(trained, real_data_dir, 
 
     assert main(["eval", str(checkpoint), "--output", str(tmp_path / "cli"), *overrides]) == 0
     assert "test: 2 clips" in capsys.readouterr().out
-    with pytest.raises(ConfigError, match="only data.. settings can be changed at evaluation, not model"):
+    with pytest.raises(ConfigError, match=r"only data.\* and eval.\* settings can be changed at evaluation, not model"):
         evaluate(checkpoint, overrides=["model.image_size=64"], progress=False)
     with pytest.raises(ConfigError, match="data.nonsense"):
         evaluate(checkpoint, overrides=["data.nonsense=1"], progress=False)

@@ -103,7 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="CKPT", help="resume from <output_dir>/checkpoints/last.ckpt of an earlier run")
     _add_config(p, None)
 
-    p = sub.add_parser("eval", help="evaluate a checkpoint: top-1/top-5, per-class accuracy, confusion matrix")
+    p = sub.add_parser(
+        "eval", help="evaluate a checkpoint: top-1/top-5, per-class accuracy, confusion matrix",
+        description="Evaluate an adapter checkpoint on a split of its dataset with one view (segment centres, the "
+        "whole frame) and, when eval.views x eval.crops > 1 (the checkpoint's config, or eval.* overrides), with "
+        "test-time views too, each clip's scores averaged: both figures are printed and written to eval_<split>.json.",
+    )
     p.add_argument("checkpoint", help="adapter checkpoint (.safetensors) written by velora train")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--data-root", help="dataset root (default: the one stored in the checkpoint)")
@@ -113,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_weights(p)
     p.add_argument(
         "overrides", nargs="*", metavar="data.field=value",
-        help="data settings other than the checkpoint's, e.g. data.layout=recordings data.num_workers=8",
+        help="data and evaluation settings other than the checkpoint's, e.g. data.layout=recordings "
+        "data.num_workers=8, or eval.views=3 eval.crops=3 for the multi-view figure beside the single view",
     )
 
     p = sub.add_parser("predict", help="top-5 classes of one clip, optionally with an image panel")
@@ -425,7 +431,12 @@ def cmd_eval(args) -> int:
         overrides=args.overrides,
     )
     print(f"{args.split}: {report['num_clips']} clips, top-1 {report['top1']:.2%}, top-5 {report['top5']:.2%}, "
-          f"mean class accuracy {report['mean_class_accuracy']:.2%}")
+          f"mean class accuracy {report['mean_class_accuracy']:.2%} (one view: segment centres, whole frame)")
+    views = report["views"]
+    if views:
+        print(f"{args.split}, {views['views']} views ({views['temporal_views']} temporal x {views['crops']} crops, "
+              f"{views['average']} averaged): top-1 {views['top1']:.2%}, top-5 {views['top5']:.2%}, "
+              f"mean class accuracy {views['mean_class_accuracy']:.2%}")
     paper = Path(recognizer.checkpoint).parent / "paper_protocol.json"  # a run trained with eval.test_every_epoch
     if args.split == "test" and not args.data_root and paper.is_file():
         best = json.loads(paper.read_text())["best_epoch_on_test"]

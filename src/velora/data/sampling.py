@@ -18,6 +18,8 @@ def segment_indices(
     *,
     random_offset: bool,
     rng: np.random.Generator | None = None,
+    view: int = 0,
+    views: int = 1,
 ) -> np.ndarray:
     """Pick one frame index per segment of a clip.
 
@@ -25,7 +27,9 @@ def segment_indices(
     integer bounds are ``start_k = floor(k * num_frames / num_segments)``. With ``random_offset``
     (training) each segment contributes a uniformly random frame of itself, drawn from ``rng``;
     otherwise (evaluation) its centre frame ``(start_k + end_k - 1) // 2``, so evaluation is
-    deterministic.
+    deterministic. Test-time view ``view`` of ``views`` takes instead the frame at the
+    ``(2 view + 1) / (2 views)`` quantile of each segment, ``start_k + ((2 view + 1) len_k - 1) //
+    (2 views)`` (evenly spread views; one view is the centre frame).
 
     A clip shorter than ``num_segments`` is padded by repetition in both modes: index ``k`` is
     ``floor(k * num_frames / num_segments)``, so every frame is used, in order, each one repeated
@@ -41,6 +45,8 @@ def segment_indices(
         raise ValueError(f"num_segments must be >= 1, got {num_segments}")
     if random_offset and rng is None:
         raise ValueError("random_offset=True needs an rng (a np.random.Generator)")
+    if not 0 <= view < views:
+        raise ValueError(f"view must be in [0, views), got view {view} of {views}")
 
     k = np.arange(num_segments + 1, dtype=np.int64)
     bounds = (k * num_frames) // num_segments  # (num_segments + 1,)
@@ -49,7 +55,7 @@ def segment_indices(
         return starts
     if random_offset:
         return rng.integers(starts, ends, dtype=np.int64)
-    return (starts + ends - 1) // 2
+    return starts + ((2 * view + 1) * (ends - starts) - 1) // (2 * views)
 
 
 def random_crop_box(
@@ -73,6 +79,49 @@ def random_crop_box(
 
 
 FULL_FRAME = (0.0, 0.0, 1.0, 1.0)
+CROP_COUNTS = (1, 3, 5)
+
+
+@dataclass(frozen=True)
+class EvalView:
+    """One test-time view of a clip (eval.views x eval.crops, as mmaction's num_clips x crops):
+    temporal view ``temporal`` of ``temporal_views`` (see segment_indices) and crop ``crop`` of ``crops``.
+
+    Crops, as fractions of the frame: 1, the whole frame (the single view); 3, a box of
+    ``crop_fraction`` of the width and height at the left, the centre and the right, vertically
+    centred (mmaction's ThreeCrop along the longer side: event sensors are wider than tall); 5, the
+    four corners and the centre (FiveCrop).
+    """
+
+    temporal: int = 0
+    temporal_views: int = 1
+    crop: int = 0
+    crops: int = 1
+    crop_fraction: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.crops not in CROP_COUNTS or not 0 <= self.crop < self.crops or not 0 <= self.temporal < self.temporal_views:
+            raise ValueError(f"invalid EvalView {self}: crops one of {CROP_COUNTS}, 0 <= crop < crops, 0 <= temporal < temporal_views")
+        if not 0 < self.crop_fraction <= 1:
+            raise ValueError(f"EvalView crop_fraction must be in (0, 1], got {self.crop_fraction}")
+
+    def box(self) -> tuple[float, float, float, float]:
+        """The crop box (left, top, right, bottom) in fractions of the frame."""
+        if self.crops == 1:
+            return FULL_FRAME
+        side, middle = self.crop_fraction, (1 - self.crop_fraction) / 2
+        far = 1 - side
+        corners = {3: [(0.0, middle), (middle, middle), (far, middle)],
+                   5: [(0.0, 0.0), (far, 0.0), (0.0, far), (far, far), (middle, middle)]}[self.crops]
+        left, top = corners[self.crop]
+        return (left, top, left + side, top + side)
+
+
+def eval_views(temporal_views: int, crops: int, crop_fraction: float) -> list[EvalView]:
+    """Every view of a clip, temporal views outer, crops inner."""
+    return [
+        EvalView(t, temporal_views, c, crops, crop_fraction) for t in range(temporal_views) for c in range(crops)
+    ]
 
 
 @dataclass(frozen=True)
@@ -90,6 +139,8 @@ class ClipSampling:
     horizontal_flip: flip half the training clips left-right. Off by default: a flip turns a
         left-moving gesture into a right-moving one, and left vs right motion is a class in the
         demo data and in many action datasets.
+    view: the test-time view evaluation draws (EvalView; the default is the single view: segment
+        centres, the whole frame). Training ignores it.
 
     Invalid values raise ValueError listing every problem.
     """
@@ -101,6 +152,7 @@ class ClipSampling:
     crop_scale: tuple[float, float] = (0.8, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     horizontal_flip: bool = False
+    view: EvalView = EvalView()
 
     def __post_init__(self) -> None:
         problems = []
@@ -122,9 +174,10 @@ class ClipSampling:
         return np.random.default_rng([self.seed, epoch, index]) if self.train else None
 
     def crop_and_flip(self, rng: np.random.Generator | None) -> tuple[tuple[float, float, float, float], bool]:
-        """The crop box (fractions of the frame) and the flip, drawn from ``rng`` in that order."""
+        """The crop box (fractions of the frame) and the flip, drawn from ``rng`` in that order; in
+        evaluation (no ``rng``) the view's box, unflipped."""
         if rng is None:
-            return FULL_FRAME, False
+            return self.view.box(), False
         box = random_crop_box(rng, self.crop_scale, self.crop_ratio)
         return box, self.horizontal_flip and bool(rng.random() < 0.5)
 
@@ -133,10 +186,14 @@ class ClipSampling:
 
         In training one generator ``default_rng([seed, epoch, index])`` draws the frame offsets, then
         the crop box, then the flip, so an item depends only on (seed, epoch, index) and every
-        dataset gives the same draws. In evaluation: segment centres, the whole frame, no flip.
+        dataset gives the same draws. In evaluation: the view's frames and box (one view: segment
+        centres, the whole frame), no flip.
         """
         rng = self.rng(epoch, index)
-        frame_indices = segment_indices(num_clip_frames, self.num_frames, random_offset=rng is not None, rng=rng)
+        view, views = (0, 1) if rng is not None else (self.view.temporal, self.view.temporal_views)
+        frame_indices = segment_indices(
+            num_clip_frames, self.num_frames, random_offset=rng is not None, rng=rng, view=view, views=views
+        )
         return (frame_indices, *self.crop_and_flip(rng))
 
 

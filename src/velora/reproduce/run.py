@@ -348,8 +348,8 @@ def _measure(cfg: Config, options: ReproduceOptions, device: torch.device, resum
 
 
 def views_per_clip(cfg: Config) -> int:
-    """Views per clip of the final evaluation (1: the single view only)."""
-    return 1
+    """Views per clip of the final evaluation's multi-view figure (1: the single view only)."""
+    return cfg.eval.views * cfg.eval.crops
 
 
 def hardware() -> dict:
