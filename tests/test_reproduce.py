@@ -197,3 +197,9 @@ def test_without_a_gpu_it_says_what_it_expects_and_asks_for_cpu(tiny_dataset, tm
     # A rerun with other settings would mix two experiments in one folder: refused, naming the field.
     assert reproduce("hardvs", tiny_dataset, out, "lora.rank=3") == 2
     assert "lora.rank: 2 before, 3 now" in capsys.readouterr().err
+
+
+def test_one_device_only(tiny_dataset, tmp_path, capsys):
+    assert reproduce("pokerevent", tiny_dataset, tmp_path / "out", "train.devices=2") == 2
+    assert "velora reproduce trains on one device" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "split").exists()

@@ -182,6 +182,12 @@ def _reproduce(options: ReproduceOptions, out: Path, journal: Journal) -> Reprod
         base += ["train.accelerator=cpu", "train.precision=32-true"]
     overrides = base + list(options.overrides)
     cfg = load_config(options.config_name, overrides)
+    t = cfg.train
+    if t.devices not in (1, "1") or t.num_nodes != 1:
+        raise ConfigError(
+            f"velora reproduce trains on one device (train.devices {t.devices!r}, train.num_nodes {t.num_nodes} given): "
+            "leave them out, or train on several GPUs with velora train and this folder's run/config.yaml"
+        )
     split = _validation_split(cfg, options, out, journal)
     if split:
         overrides = base + split + list(options.overrides)
@@ -319,8 +325,13 @@ def _measure(cfg: Config, options: ReproduceOptions, device: torch.device, resum
         batch, warmup, steps = 1, 1, 1
         cfg = copy.deepcopy(cfg)
         cfg.train.precision = "32-true"  # as --cpu sets it
-    else:  # the warmup absorbs the loader's start, cuDNN's autotuning and the first kernel compilations
-        batch, warmup, steps = cfg.train.batch_size, *((1, 2) if device.type == "cpu" else (2, 5))
+    elif device.type == "cpu":
+        batch, warmup, steps = cfg.train.batch_size, 1, 2
+    else:
+        # The warmup absorbs the loader's start, cuDNN's autotuning and the first kernel compilations;
+        # the timed steps outlast the batches the workers load ahead (prefetch 4 each), so data loading
+        # is timed at its steady pace.
+        batch, warmup, steps = cfg.train.batch_size, 2, 5 + 4 * cfg.data.num_workers
     with journal.step("measure", None):
         throughput = measure_throughput(cfg, data, model, device, batch_size=batch, warmup=warmup, steps=steps)
     del model
