@@ -222,10 +222,13 @@ def _reproduce(options: ReproduceOptions, out: Path, journal: Journal) -> Reprod
 
     if "eval" not in journal.done:
         best = run / "best.safetensors"
-        with journal.step("eval", ["velora", "eval", str(best), "--output", str(out / "eval"), "--device", device.type]):
+        views = [f"eval.{key}={value}" for key, value in cfg.to_dict()["eval"].items() if key != "test_every_epoch"]
+        command = ["velora", "eval", str(best), "--output", str(out / "eval"), "--device", device.type, *views]
+        with journal.step("eval", command):
             model, checkpoint = load_model(best, device)
             report = evaluate_model(
-                model, checkpoint, best, split="test", output_dir=out / "eval", progress=cfg.train.progress
+                model, checkpoint, best, split="test", output_dir=out / "eval", progress=cfg.train.progress,
+                overrides=views,
             )
         total, trainable = count_parameters(model)
         journal.done["eval"] = {
