@@ -14,7 +14,7 @@ from velora import __version__
 from velora.cli import main
 from velora.demo.report import SPREAD_FIELDS
 
-SUBCOMMANDS = ["demo", "train", "eval", "predict", "export", "package", "bench", "info", "pretrain"]
+SUBCOMMANDS = ["demo", "train", "eval", "predict", "export", "package", "bench", "info", "pretrain", "reproduce"]
 
 
 def exit_code(argv: list[str]) -> int:

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from velora.data.clips import ClipDataset
 from velora.data.labels import ClipEntry, read_class_names, read_label_file
-from velora.data.sampling import ClipSampling, segment_indices
+from velora.data.sampling import ClipSampling, EvalView, eval_views, segment_indices
 from velora.errors import DataError, DataWarning
 
 FRAME_SIZE = (32, 24)  # (width, height) of the test PNGs
@@ -192,6 +192,57 @@ def test_segment_indices_rejects_empty_clip_and_missing_rng():
         segment_indices(0, 8, random_offset=False)
     with pytest.raises(ValueError, match="rng"):
         segment_indices(10, 8, random_offset=True, rng=None)
+
+
+@pytest.mark.parametrize("num_frames", [1, 3, 8, 9, 28, 85])
+@pytest.mark.parametrize("views", [1, 2, 3, 5])
+def test_test_time_views_spread_inside_each_segment_and_one_view_is_the_centre(num_frames, views):
+    bounds = np.arange(8 + 1) * num_frames // 8
+    centre = segment_indices(num_frames, 8, random_offset=False)
+    spread = np.stack([segment_indices(num_frames, 8, random_offset=False, view=v, views=views) for v in range(views)])
+    if views == 1:
+        assert np.array_equal(spread[0], centre)
+    if num_frames >= 8:
+        assert ((bounds[:-1] <= spread) & (spread < bounds[1:])).all(), "each view stays inside its segments"
+        assert (np.diff(spread, axis=0) >= 0).all(), "later views take later frames of each segment"
+    else:
+        assert (spread == bounds[:-1]).all(), "a short clip has one sampling"
+    if num_frames >= 8 * views:  # segments long enough: every view its own frames
+        assert len({tuple(row) for row in spread}) == views
+    # Evenly spread: 85 frames, 8 segments of 10-11, 3 views at 1/6, 3/6, 5/6 of each segment.
+    assert segment_indices(85, 8, random_offset=False, view=2, views=3)[0] == 8
+    with pytest.raises(ValueError, match="view"):
+        segment_indices(10, 8, random_offset=False, view=3, views=3)
+
+
+def test_eval_view_crop_boxes():
+    assert EvalView().box() == (0.0, 0.0, 1.0, 1.0)
+    three = [view.box() for view in eval_views(1, 3, 0.5)]
+    assert three == [(0.0, 0.25, 0.5, 0.75), (0.25, 0.25, 0.75, 0.75), (0.5, 0.25, 1.0, 0.75)]
+    five = np.array([view.box() for view in eval_views(1, 5, 0.8)])
+    corners_and_centre = [(0, 0, 0.8, 0.8), (0.2, 0, 1, 0.8), (0, 0.2, 0.8, 1), (0.2, 0.2, 1, 1), (0.1, 0.1, 0.9, 0.9)]
+    assert np.allclose(five, corners_and_centre)
+    assert [(v.temporal, v.crop) for v in eval_views(2, 3, 0.9)] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+    with pytest.raises(ValueError, match="crops"):
+        EvalView(crops=4)
+
+
+def test_an_eval_view_picks_its_frames_and_crop_and_training_ignores_it(root):
+    sampling = ClipSampling(num_frames=8, image_size=S)
+    view = EvalView(temporal=1, temporal_views=2, crop=0, crops=3, crop_fraction=0.5)
+    dataset = ClipDataset(root, "train_label.txt", dataclasses.replace(sampling, view=view))
+    index, n = 1, 12  # left/clip1
+    item = dataset[index]
+    expected = segment_indices(n, 8, random_offset=False, view=1, views=2).tolist()
+    assert frame_indices(item["rgb"], "rgb") == expected == frame_indices(item["events"], "event")
+    assert expected != segment_indices(n, 8, random_offset=False).tolist()
+    x = item["rgb"][:, 1].float()  # channel 1 holds the frame's x position, 0 at the left edge to 255 at the right
+    assert x.min() < 20 and x.max() < 140, "the left crop holds the left half"
+    right = ClipDataset(root, "train_label.txt", dataclasses.replace(sampling, view=dataclasses.replace(view, crop=2)))
+    assert right[index]["rgb"][:, 1].float().min() > 115
+    training = dataclasses.replace(sampling, train=True, seed=3)
+    a, b = training.draw(2, index, n), dataclasses.replace(training, view=view).draw(2, index, n)
+    assert all(np.array_equal(a.frames[m], b.frames[m]) for m in a.frames) and (a.box, a.flip) == (b.box, b.flip)
 
 
 # Items

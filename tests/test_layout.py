@@ -1,8 +1,8 @@
 """The folder layout is the architecture: each package imports only from the layers below it.
 
-Layers, top first: the command line, the demo and the tools (cli, info, demo, bench, pretrain);
+Layers, top first: the command line, the demo and the tools (cli, info, demo, reproduce, bench, pretrain);
 training, evaluation and export, side by side; data and model; events; config and errors. Only the code
-that trains (the `train` command and the demo) imports from training/. Checked on the source's
+that trains (the `train` command, the demo and `reproduce`) imports from training/. Checked on the source's
 import statements (lazy imports inside functions included), so it needs no import side effects.
 """
 
@@ -110,4 +110,5 @@ def test_only_the_code_that_trains_imports_training():
         str(path.relative_to(SRC)) for path in SRC.rglob("*.py")
         if package_of(path) != "training" and "training" in velora_imports(path)
     )
-    assert importers == ["cli.py", "demo/jobs.py"]  # the two that train: the train command and the demo
+    # The code that trains: the train command, the demo, and velora reproduce (its run and its throughput measurement).
+    assert importers == ["cli.py", "demo/jobs.py", "reproduce/run.py", "reproduce/throughput.py"]

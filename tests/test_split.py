@@ -71,6 +71,18 @@ def test_split_refuses_to_overwrite_without_force(tmp_path, capsys):
         split_train_val(tmp_path / "nowhere")
 
 
+def test_split_can_write_outside_a_read_only_dataset(tmp_path, capsys):
+    root, out = tmp_path / "data", tmp_path / "lists"
+    write_lists(root)
+    assert main(["split", str(root), "--output", str(out)]) == 0
+    assert sorted(p.name for p in root.iterdir()) == ["test_label.txt", "train_label.txt"]
+    in_root = split_train_val(tmp_path / "data", seed=0)  # the same split, written into the dataset
+    for name in ("val_label.txt", "train_split_label.txt"):
+        assert [e.sample for e in read_label_file(out / name)] == [e.sample for e in read_label_file(root / name)]
+    assert in_root.val_file == root / "val_label.txt"
+    assert main(["split", str(root), "--output", str(out), "--from-folders"]) == 2
+
+
 def test_split_reads_event_label_files_too(tmp_path):
     (tmp_path / "train_label.txt").write_text("".join(f"{i}\t{i % 3}\n" for i in range(30)))
     result = split_train_val(tmp_path, val_fraction=0.2)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
 from types import SimpleNamespace
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -20,9 +22,12 @@ from velora.cli import main
 from velora.config import Config, ConfigError
 from velora.data.factory import make_dataset
 from velora.errors import CheckpointError, DataError
-from velora.evaluation.evaluate import evaluate
+from velora.data.sampling import eval_views
+from velora.evaluation.evaluate import evaluate, predict_views
+from velora.evaluation.metrics import topk_accuracy
 from velora.model.adapter_file import load_model, read_adapters, save_adapters
 from velora.model.velora import VELoRA
+from velora.model.weights_source import random_backbone_warning
 from velora.training.checkpoint import read_resume_state
 from velora.training.datamodule import ClipDataModule
 from velora.training.module import VELoRAModule
@@ -102,6 +107,56 @@ def test_weight_decay_skips_biases_norms_and_vectors(tiny_config):
     assert in_groups == {id(p) for p in model.parameters() if p.requires_grad}
 
 
+# ---------------------------------------------------------------- the weights, said before the first step
+class FirstStep(Exception):
+    """Raised by StopAtFirstStep."""
+
+
+class StopAtFirstStep(L.Callback):
+    """Reads what was printed before the first training step, then stops the run there."""
+
+    def __init__(self, capsys):
+        self.capsys, self.before_first_step = capsys, None
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.before_first_step = self.capsys.readouterr()
+        raise FirstStep
+
+
+def printed_before_first_step(cfg: Config, capsys):
+    stop = StopAtFirstStep(capsys)
+    with pytest.raises(FirstStep):
+        train(cfg, callbacks=[stop])
+    return stop.before_first_step
+
+
+def test_train_says_its_weight_source_before_the_first_step(tiny_dataset, tmp_path, capsys):
+    out = printed_before_first_step(run_config(tiny_dataset, tmp_path, "train.logger=none", epochs=1), capsys)
+    assert "backbone weights: random initialisation" in out.out
+    assert "warning" not in out.err, "a tiny test backbone trained from random weights is not a mistake"
+
+
+def test_a_random_clip_sized_backbone_warns_in_one_line_naming_the_field(tiny_dataset, tmp_path, capsys):
+    # CLIP ViT-B's width (768) with two blocks: the rule is the width, and two blocks keep it fast.
+    cfg = make_tiny_config(
+        data={"root": str(tiny_dataset)}, model={"backbone_args": {"depth": 2}},
+        train={"output_dir": str(tmp_path), "logger": "none"},
+    )
+    out = printed_before_first_step(cfg, capsys)
+    assert "backbone weights: random initialisation" in out.out
+    lines = [line for line in out.err.splitlines() if "model.weights" in line]
+    assert len(lines) == 1 and "randomly initialised" in lines[0]
+    assert "model.weights=hub" in lines[0] and "768-wide" in lines[0]
+
+
+def test_the_random_backbone_rule():
+    random, hub = {"kind": "none"}, {"kind": "hub", "sha256": "ab"}
+    assert random_backbone_warning(random, 768) and random_backbone_warning(random, 1024)
+    assert random_backbone_warning(random, 767) is None and random_backbone_warning(random, 128) is None
+    assert random_backbone_warning(hub, 768) is None
+    assert "\n" not in random_backbone_warning(random, 768)
+
+
 # ---------------------------------------------------------------- the smoke run and its files
 @pytest.mark.slow
 def test_cpu_smoke_run_writes_the_expected_files(trained):
@@ -117,6 +172,43 @@ def test_cpu_smoke_run_writes_the_expected_files(trained):
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert 0.0 <= trained.result.best_val_top1 <= 1.0 and trained.result.best_epoch in (0, 1)
     assert read_adapters(out / "last.safetensors").info["global_step"] == 2 * steps_per_epoch
+
+
+@pytest.mark.slow
+def test_the_papers_protocol_is_recorded_beside_and_changes_nothing(trained, tiny_dataset, tmp_path, capsys):
+    # eval.test_every_epoch scores the test split at every validation, for comparison with the
+    # paper's protocol: training, the history velora selects on and best.safetensors stay the same.
+    out = tmp_path / "paper"
+    assert main(["train", "--config", write_config(run_config(tiny_dataset, out, "eval.test_every_epoch=true"), tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "paper's protocol, for comparison only" in printed
+    for name in ("best.safetensors", "last.safetensors"):
+        same, diff = adapters_equal(trained.output / name, out / name)
+        assert same, f"{name} differs by up to {diff:.3g} when the test split is also scored"
+    history = json.loads((out / "history.json").read_text())
+    assert history["val/top1"] == json.loads((trained.output / "history.json").read_text())["val/top1"]
+    steps = math.ceil(CLASSES * 3 / 4)
+    assert [s for s, _ in history["paper_protocol/test_top1"]] == [steps, 2 * steps]
+
+    record = json.loads((out / "paper_protocol.json").read_text())
+    assert "comparison" in record["note"] and "Nothing here was used to select" in record["note"]
+    assert [row["epoch"] for row in record["epochs"]] == [0, 1]
+    # Each recorded figure is the full test split's top-1 of that epoch's adapters.
+    last = evaluate(out / "last.safetensors", output_dir=tmp_path / "eval", progress=False, plot=False)
+    assert record["epochs"][1]["test_top1"] == pytest.approx(last["top1"])
+    assert last["num_clips"] == CLASSES
+    best = max(record["epochs"], key=lambda row: row["test_top1"])
+    assert record["best_epoch_on_test"] == best
+    assert record["val_selected_epoch"]["epoch"] == trained.result.best_epoch
+    assert main(["eval", str(out / "best.safetensors"), "--output", str(tmp_path / "cli")]) == 0
+    printed = capsys.readouterr().out
+    assert f"top-1 {best['test_top1']:.2%} at epoch {best['epoch']}" in printed.split("paper's protocol")[1]
+
+
+def write_config(cfg: Config, folder: Path) -> str:
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    return str(path)
 
 
 def test_adapter_checkpoint_is_small_and_holds_only_trainable_tensors(trained):
@@ -320,6 +412,36 @@ def test_velora_eval_writes_the_report(trained, tmp_path, capsys):
     assert report["top1"] == pytest.approx((predictions == batch["label"]).float().mean().item())
 
 
+def test_velora_eval_reports_the_single_view_and_the_multi_view_figure(trained, tmp_path, capsys):
+    ckpt = trained.output / "best.safetensors"
+    assert main(["eval", str(ckpt), "--output", str(tmp_path), "eval.views=3", "eval.crops=3"]) == 0
+    printed = capsys.readouterr().out
+    assert "(one view: segment centres, whole frame)" in printed
+    assert "9 views (3 temporal x 3 crops, probabilities averaged)" in printed
+    report = json.loads((tmp_path / "eval_test.json").read_text())
+    single = evaluate(ckpt, output_dir=tmp_path / "single", progress=False, plot=False)
+    assert single["views"] is None and report["top1"] == single["top1"], "the single view is unchanged by views"
+
+    # The multi-view figure: each clip's scores averaged over its 9 views, each view its own input.
+    model, saved = load_model(ckpt)
+    dataset = make_dataset(saved.config, "test")
+    views = eval_views(3, 3, saved.config.eval.crop_fraction)
+    logits = []
+    for view in views:
+        dataset.sampling = dataclasses.replace(dataset.sampling, view=view)
+        batch = torch.utils.data.default_collate([dataset[i] for i in range(len(dataset))])
+        with torch.no_grad():
+            logits.append(model(batch["rgb"], batch["events"]).logits)
+    logits = torch.stack(logits)  # (views, N, C)
+    assert not torch.allclose(logits[0], logits[-1]), "the views must be different inputs"
+    labels = batch["label"].numpy()
+    by_probabilities = logits.softmax(-1).mean(0).numpy()
+    assert report["views"]["top1"] == pytest.approx(topk_accuracy(by_probabilities, labels, 1))
+    assert report["views"]["views"] == 9 and report["views"]["average"] == "probabilities"
+    scores, _ = predict_views(model, make_dataset(saved.config, "test"), views, average="logits")
+    assert np.allclose(scores, logits.mean(0).softmax(-1).numpy(), atol=1e-6)
+
+
 def test_evaluate_without_rgb_on_a_two_modality_model(trained, tmp_path):
     report = evaluate(trained.output / "best.safetensors", modalities=["event"], output_dir=tmp_path, progress=False)
     assert report["modalities"] == ["event"] and report["num_clips"] == CLASSES
@@ -393,7 +515,7 @@ def test_evaluate_on_raw_recordings_with_data_overrides(trained, real_data_dir, 
 
     assert main(["eval", str(checkpoint), "--output", str(tmp_path / "cli"), *overrides]) == 0
     assert "test: 2 clips" in capsys.readouterr().out
-    with pytest.raises(ConfigError, match="only data.. settings can be changed at evaluation, not model"):
+    with pytest.raises(ConfigError, match=r"only data.\* and eval.\* settings can be changed at evaluation, not model"):
         evaluate(checkpoint, overrides=["model.image_size=64"], progress=False)
     with pytest.raises(ConfigError, match="data.nonsense"):
         evaluate(checkpoint, overrides=["data.nonsense=1"], progress=False)

@@ -1,5 +1,5 @@
 """The `velora` command: demo, train, eval, predict, stream, export, package, bench, info, check-data, split,
-convert, convert-weights, pretrain.
+convert, convert-weights, pretrain, reproduce.
 
 Every command that takes a config accepts `--config FILE` (a YAML path or a shipped name:
 demo, pokerevent_vitb16, hardvs_vitb16) followed by `section.field=value` overrides.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -102,7 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="CKPT", help="resume from <output_dir>/checkpoints/last.ckpt of an earlier run")
     _add_config(p, None)
 
-    p = sub.add_parser("eval", help="evaluate a checkpoint: top-1/top-5, per-class accuracy, confusion matrix")
+    p = sub.add_parser(
+        "eval", help="evaluate a checkpoint: top-1/top-5, per-class accuracy, confusion matrix",
+        description="Evaluate an adapter checkpoint on a split of its dataset with one view (segment centres, the "
+        "whole frame) and, when eval.views x eval.crops > 1 (the checkpoint's config, or eval.* overrides), with "
+        "test-time views too, each clip's scores averaged: both figures are printed and written to eval_<split>.json.",
+    )
     p.add_argument("checkpoint", help="adapter checkpoint (.safetensors) written by velora train")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--data-root", help="dataset root (default: the one stored in the checkpoint)")
@@ -112,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_weights(p)
     p.add_argument(
         "overrides", nargs="*", metavar="data.field=value",
-        help="data settings other than the checkpoint's, e.g. data.layout=recordings data.num_workers=8",
+        help="data and evaluation settings other than the checkpoint's, e.g. data.layout=recordings "
+        "data.num_workers=8, or eval.views=3 eval.crops=3 for the multi-view figure beside the single view",
     )
 
     p = sub.add_parser("predict", help="top-5 classes of one clip, optionally with an image panel")
@@ -304,11 +311,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-labels", default="test_label.txt", help="the test list, read for overlaps only")
     p.add_argument("--force", action="store_true", help="overwrite the lists it writes")
     p.add_argument(
+        "--output", metavar="DIR",
+        help="write val_label.txt and train_split_label.txt to DIR instead of ROOT (a read-only dataset); train "
+        "with data.train_labels and data.val_labels set to their full paths",
+    )
+    p.add_argument(
         "--from-folders", action="store_true",
         help="a dataset of class folders of event files with no lists (N-Caltech101): write train/val/test_label.txt "
         "and classes.txt, each class split --val-fraction / --test-fraction / the rest",
     )
     p.add_argument("--test-fraction", type=float, default=0.2, help="--from-folders: share of each class for test")
+
+    p = sub.add_parser(
+        "reproduce",
+        help="the paper's table on your machine: check, split, train, evaluate with both protocols, report",
+        description=textwrap.dedent(
+            """\
+            Reproduce VELoRA's PokerEvent or HARDVS figure with the shipped config (--release: the released
+            code's model) in OUTPUT: check every clip (stops with the full report on bad files), make a seeded
+            validation split if the dataset ships none (PokerEvent; written to OUTPUT/split, never to ROOT),
+            print the backbone's weight source, measure throughput on a few steps and print the expected wall
+            time, train (recording the test top-1 of every epoch for the paper's protocol), evaluate the
+            val-selected checkpoint on the full test split with one view and with the config's test-time views,
+            and write OUTPUT/report.md and report.json: velora's figure, the views figure and the paper's
+            protocol (best epoch on test, for comparison only) next to the published VELoRA and SAFE figures,
+            trainable parameters, hardware, wall time and every command run. Rerun the same command after an
+            interruption: finished steps are kept and training resumes. Without a GPU it stops after the
+            estimate and asks for --cpu. One device; for several GPUs use velora train with OUTPUT/run/config.yaml."""
+        ),
+        formatter_class=fmt,
+    )
+    p.add_argument("dataset", choices=("pokerevent", "hardvs"))
+    p.add_argument("root", help="the dataset root (frame folders and its label files)")
+    p.add_argument("--release", action="store_true", help="the released code's model (<dataset>_vitb16_release)")
+    p.add_argument("--output", help="folder for everything it writes (default: runs/reproduce_<config>)")
+    p.add_argument("--cpu", action="store_true", help="train on the CPU when there is no GPU (days for ViT-B/16)")
+    p.add_argument("--fast-check", action="store_true", help="check image headers only instead of decoding every image")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes decoding images in the check")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the validation split it makes (default 0)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share of each class for validation (default 0.1)")
+    p.add_argument(
+        "overrides", nargs="*", metavar="section.field=value",
+        help="config overrides after ROOT, e.g. model.weights=/weights/vit_b16_clip.safetensors train.batch_size=32",
+    )
 
     p = sub.add_parser("info", help="parameters per part and adapter checkpoint size for a config")
     _add_config(p, "pokerevent_vitb16")
@@ -368,18 +413,35 @@ def cmd_train(args) -> int:
     result = train(load_config(args.config, args.overrides), resume=args.resume)
     if rank_zero_only.rank == 0:  # under torchrun / SLURM every rank runs this
         print(f"best val top-1 {result.best_val_top1:.2%} at epoch {result.best_epoch}: {result.best_checkpoint}")
+        if result.paper_protocol:
+            best = result.paper_protocol["best_epoch_on_test"]
+            print(
+                f"paper's protocol, for comparison only (selected on the test set, not velora's figure): best test "
+                f"top-1 {best['test_top1']:.2%} at epoch {best['epoch']} ({result.output_dir / 'paper_protocol.json'})"
+            )
     return 0
 
 
 def cmd_eval(args) -> int:
     import velora
 
-    report = velora.load(args.checkpoint, device=args.device, weights=args.weights).evaluate(
+    recognizer = velora.load(args.checkpoint, device=args.device, weights=args.weights)
+    report = recognizer.evaluate(
         split=args.split, data_root=args.data_root, modalities=_split(args.modalities), output_dir=args.output,
         overrides=args.overrides,
     )
     print(f"{args.split}: {report['num_clips']} clips, top-1 {report['top1']:.2%}, top-5 {report['top5']:.2%}, "
-          f"mean class accuracy {report['mean_class_accuracy']:.2%}")
+          f"mean class accuracy {report['mean_class_accuracy']:.2%} (one view: segment centres, whole frame)")
+    views = report["views"]
+    if views:
+        print(f"{args.split}, {views['views']} views ({views['temporal_views']} temporal x {views['crops']} crops, "
+              f"{views['average']} averaged): top-1 {views['top1']:.2%}, top-5 {views['top5']:.2%}, "
+              f"mean class accuracy {views['mean_class_accuracy']:.2%}")
+    paper = Path(recognizer.checkpoint).parent / "paper_protocol.json"  # a run trained with eval.test_every_epoch
+    if args.split == "test" and not args.data_root and paper.is_file():
+        best = json.loads(paper.read_text())["best_epoch_on_test"]
+        print(f"paper's protocol, for comparison only (best epoch on the test set, {paper}): top-1 "
+              f"{best['test_top1']:.2%} at epoch {best['epoch']}")
     return 0
 
 
@@ -589,16 +651,24 @@ def cmd_check_data(args) -> int:
 
 
 def cmd_split(args) -> int:
-    from velora.data.split import split_folders, split_train_val
+    from velora.config import ConfigError
+    from velora.data.split import TRAIN_SPLIT_FILE, VAL_FILE, split_folders, split_train_val
 
     if args.from_folders:
+        if args.output:
+            raise ConfigError("--output writes a validation split of a training list; --from-folders writes to ROOT")
         result = split_folders(
             args.root, val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed, force=args.force
         )
     else:
+        folder = Path(args.output).resolve() if args.output else None
+        if folder:
+            folder.mkdir(parents=True, exist_ok=True)
         result = split_train_val(
             args.root, val_fraction=args.val_fraction, seed=args.seed, train_labels=args.train_labels,
             test_labels=args.test_labels, force=args.force,
+            val_out=str(folder / VAL_FILE) if folder else VAL_FILE,
+            train_out=str(folder / TRAIN_SPLIT_FILE) if folder else TRAIN_SPLIT_FILE,
         )
     print(result.format())
     return 0
@@ -611,6 +681,23 @@ def cmd_pretrain(args) -> int:
     cfg = config_from_args(args)
     manifest = pretrain(cfg, log=lambda line: print(line, flush=True))
     print(f"wrote {cfg.output} ({manifest['bytes'] / 1e6:.2f} MB, sha256 {manifest['sha256'][:16]}) in {manifest['train_seconds']:.0f} s")
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    from velora.reproduce import ReproduceOptions, reproduce
+    from velora.reproduce.report import report_markdown
+
+    options = ReproduceOptions(
+        dataset=args.dataset, root=args.root, output=args.output, release=args.release, cpu=args.cpu,
+        fast_check=args.fast_check, workers=args.workers, split_seed=args.split_seed, val_fraction=args.val_fraction,
+        overrides=list(args.overrides),
+    )
+    result = reproduce(options)
+    if result.status != "done":
+        return 1
+    print(report_markdown(result.report).split("\n## Commands")[0].rstrip())
+    print(f"\nwrote {result.output_dir / 'report.md'} and report.json")
     return 0
 
 
@@ -637,6 +724,7 @@ COMMANDS = {
     "convert": cmd_convert,
     "convert-weights": cmd_convert_weights,
     "pretrain": cmd_pretrain,
+    "reproduce": cmd_reproduce,
 }
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """One typed source of truth for configuration.
 
-A run is described by `Config` (model, adapters, data, training). It is loaded from YAML,
+A run is described by `Config` (model, adapters, data, training, evaluation). It is loaded from YAML,
 overridden from the command line with `section.field=value` pairs, validated once with every
 problem listed, and saved inside every checkpoint (`Config.to_dict`).
 
@@ -329,6 +329,38 @@ class TrainConfig:
     )
 
 
+@dataclass
+class EvalConfig:
+    test_every_epoch: bool = _f(
+        False,
+        "Also score the test split after every validation, recorded as paper_protocol/test_top1 (history.json) "
+        "and in paper_protocol.json: the paper's protocol (the best epoch on the test set), for comparison with "
+        "its figures only. Never used to select a checkpoint: best.safetensors is chosen on the val split.",
+    )
+    views: int = _f(
+        1,
+        "Test-time temporal views per clip (mmaction's num_clips): view v of V takes the frame at the (2v+1)/2V "
+        "point of each of the data.num_frames segments. With views x crops > 1, `velora eval` also reports the "
+        "multi-view figure (scores averaged over all views) beside the single view (segment centres, whole frame).",
+    )
+    crops: int = _f(
+        1,
+        "Test-time spatial crops per temporal view: 1 (the whole frame), 3 (left, centre, right) or 5 (the four "
+        "corners and the centre), each eval.crop_fraction of the frame's width and height.",
+    )
+    crop_fraction: float = _f(
+        0.9,
+        "Side of each test-time crop as a fraction of the frame's width and height (eval.crops 3 or 5); training's "
+        "random resized crops (data.crop_scale 0.8-1 of the area) have sides of about 0.9 to 1.",
+    )
+    average: str = _f(
+        "probabilities",
+        "How the views' scores are combined: the mean of their class probabilities (softmax of each view's "
+        "logits; mmaction's 'prob') or the mean of their logits ('score').",
+        choices=("probabilities", "logits"),
+    )
+
+
 # The model fields where the released code's model differs from velora's default (configs/*_release.yaml).
 RELEASE_MODEL = {
     "stream_path": "all_blocks_projected", "fusion_block": "random_trainable", "shared_lora": "mlp_bottleneck",
@@ -348,6 +380,8 @@ class Config:
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # Evaluation settings (checkpoints written before this section load with its defaults).
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
         if not self.model.modalities:  # configs and checkpoints from before model.modalities existed
@@ -519,6 +553,13 @@ def validate(cfg: Config) -> list[str]:
         p.append(f"'train.min_lr' must be in [0, train.lr], got {t.min_lr}")
     if t.checkpoint_every_steps < 0:
         p.append(f"'train.checkpoint_every_steps' must be >= 0 (0: epoch ends only), got {t.checkpoint_every_steps}")
+    e = cfg.eval
+    if e.views < 1:
+        p.append(f"'eval.views' must be at least 1, got {e.views}")
+    if e.crops not in (1, 3, 5):
+        p.append(f"'eval.crops' must be 1, 3 or 5, got {e.crops}")
+    if not 0 < e.crop_fraction <= 1:
+        p.append(f"'eval.crop_fraction' must be in (0, 1], got {e.crop_fraction}")
     if t.warmup_epochs < 0 or t.weight_decay < 0 or t.grad_clip < 0:
         p.append("'train.warmup_epochs', 'train.weight_decay' and 'train.grad_clip' must be >= 0")
     return p
@@ -584,7 +625,7 @@ def load_config(path: str | None = None, overrides: list[str] | None = None) -> 
         except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deeply
             raise ConfigError(f"{resolved} is not valid YAML: {exc}") from None
         if not isinstance(raw, dict):
-            raise ConfigError(f"{resolved} must hold a mapping of sections (model, lora, data, train)")
+            raise ConfigError(f"{resolved} must hold a mapping of sections (model, lora, data, train, eval)")
     if overrides:
         raw = merge(raw, parse_overrides(overrides))
         source += " + command-line overrides"

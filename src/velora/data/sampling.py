@@ -19,6 +19,8 @@ def segment_indices(
     *,
     random_offset: bool,
     rng: np.random.Generator | None = None,
+    view: int = 0,
+    views: int = 1,
 ) -> np.ndarray:
     """Pick one frame index per segment of a clip.
 
@@ -26,7 +28,9 @@ def segment_indices(
     integer bounds are ``start_k = floor(k * num_frames / num_segments)``. With ``random_offset``
     (training) each segment contributes a uniformly random frame of itself, drawn from ``rng``;
     otherwise (evaluation) its centre frame ``(start_k + end_k - 1) // 2``, so evaluation is
-    deterministic.
+    deterministic. Test-time view ``view`` of ``views`` takes instead the frame at the
+    ``(2 view + 1) / (2 views)`` quantile of each segment, ``start_k + ((2 view + 1) len_k - 1) //
+    (2 views)`` (evenly spread views; one view is the centre frame).
 
     A clip shorter than ``num_segments`` is padded by repetition in both modes: index ``k`` is
     ``floor(k * num_frames / num_segments)``, so every frame is used, in order, each one repeated
@@ -42,6 +46,8 @@ def segment_indices(
         raise ValueError(f"num_segments must be >= 1, got {num_segments}")
     if random_offset and rng is None:
         raise ValueError("random_offset=True needs an rng (a np.random.Generator)")
+    if not 0 <= view < views:
+        raise ValueError(f"view must be in [0, views), got view {view} of {views}")
 
     k = np.arange(num_segments + 1, dtype=np.int64)
     bounds = (k * num_frames) // num_segments  # (num_segments + 1,)
@@ -50,7 +56,7 @@ def segment_indices(
         return starts
     if random_offset:
         return rng.integers(starts, ends, dtype=np.int64)
-    return (starts + ends - 1) // 2
+    return starts + ((2 * view + 1) * (ends - starts) - 1) // (2 * views)
 
 
 def random_crop_box(
@@ -126,6 +132,49 @@ def pad_crop_flip(frame: np.ndarray, dx: int, dy: int, flip: bool, pad: int = RE
     padded[pad : pad + height, pad : pad + width] = frame
     out = padded[dy : dy + height, dx : dx + width]
     return out[:, ::-1] if flip else out
+CROP_COUNTS = (1, 3, 5)
+
+
+@dataclass(frozen=True)
+class EvalView:
+    """One test-time view of a clip (eval.views x eval.crops, as mmaction's num_clips x crops):
+    temporal view ``temporal`` of ``temporal_views`` (see segment_indices) and crop ``crop`` of ``crops``.
+
+    Crops, as fractions of the frame: 1, the whole frame (the single view); 3, a box of
+    ``crop_fraction`` of the width and height at the left, the centre and the right, vertically
+    centred (mmaction's ThreeCrop along the longer side: event sensors are wider than tall); 5, the
+    four corners and the centre (FiveCrop).
+    """
+
+    temporal: int = 0
+    temporal_views: int = 1
+    crop: int = 0
+    crops: int = 1
+    crop_fraction: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.crops not in CROP_COUNTS or not 0 <= self.crop < self.crops or not 0 <= self.temporal < self.temporal_views:
+            raise ValueError(f"invalid EvalView {self}: crops one of {CROP_COUNTS}, 0 <= crop < crops, 0 <= temporal < temporal_views")
+        if not 0 < self.crop_fraction <= 1:
+            raise ValueError(f"EvalView crop_fraction must be in (0, 1], got {self.crop_fraction}")
+
+    def box(self) -> tuple[float, float, float, float]:
+        """The crop box (left, top, right, bottom) in fractions of the frame."""
+        if self.crops == 1:
+            return FULL_FRAME
+        side, middle = self.crop_fraction, (1 - self.crop_fraction) / 2
+        far = 1 - side
+        corners = {3: [(0.0, middle), (middle, middle), (far, middle)],
+                   5: [(0.0, 0.0), (far, 0.0), (0.0, far), (far, far), (middle, middle)]}[self.crops]
+        left, top = corners[self.crop]
+        return (left, top, left + side, top + side)
+
+
+def eval_views(temporal_views: int, crops: int, crop_fraction: float) -> list[EvalView]:
+    """Every view of a clip, temporal views outer, crops inner."""
+    return [
+        EvalView(t, temporal_views, c, crops, crop_fraction) for t in range(temporal_views) for c in range(crops)
+    ]
 
 
 @dataclass(frozen=True)
@@ -148,6 +197,8 @@ class ClipSampling:
         (seed, epoch, index), so an evaluation is repeatable).
     augmentation: "clip" (one crop box and flip per item) or "release" (per frame and modality:
         pad_crop_flip with random offsets and a coin flip; crop_scale and horizontal_flip unused).
+    view: the test-time view evaluation draws (EvalView; the default is the single view: segment
+        centres, the whole frame). Training ignores it.
 
     Invalid values raise ValueError listing every problem.
     """
@@ -161,6 +212,7 @@ class ClipSampling:
     horizontal_flip: bool = False
     frame_sampling: str = "segments"
     augmentation: str = "clip"
+    view: EvalView = EvalView()
 
     def __post_init__(self) -> None:
         problems = []
@@ -186,8 +238,12 @@ class ClipSampling:
         return np.random.default_rng([self.seed, epoch, index]) if self.train else None
 
     def crop_and_flip(self, rng: np.random.Generator | None) -> tuple[tuple[float, float, float, float], bool]:
-        """The crop box (fractions of the frame) and the flip, drawn from ``rng`` in that order."""
-        if rng is None or self.augmentation != "clip":
+        """The crop box (fractions of the frame) and the flip, drawn from ``rng`` in that order; in
+        evaluation (no ``rng``) the view's box, unflipped; with augmentation "release", the whole frame
+        (its shifts are per frame, see draw)."""
+        if rng is None:
+            return self.view.box(), False
+        if self.augmentation != "clip":
             return FULL_FRAME, False
         box = random_crop_box(rng, self.crop_scale, self.crop_ratio)
         return box, self.horizontal_flip and bool(rng.random() < 0.5)
@@ -202,18 +258,21 @@ class ClipSampling:
         indices (once, or for each modality in ``modalities``' order with frame_sampling "release"),
         the crop box and the flip (augmentation "clip") or each modality's per-frame offsets and
         flips (augmentation "release"); so an item depends only on (seed, epoch, index) and every
-        dataset gives the same draws. In evaluation: segment centres (or, with frame_sampling
-        "release", draws from ``default_rng([seed, epoch, index, 1])``), the whole frame, no flip.
+        dataset gives the same draws. In evaluation: the view's frames and box (one view: segment
+        centres, the whole frame), no flip; with frame_sampling "release", the frames are drawn from
+        ``default_rng([seed, epoch, index, 1 + temporal view])``.
         """
         rng = self.rng(epoch, index)
         counts = num_clip_frames if isinstance(num_clip_frames, Mapping) else dict.fromkeys(modalities, num_clip_frames)
+        view, views = (0, 1) if rng is not None else (self.view.temporal, self.view.temporal_views)
         if self.frame_sampling == "release":
-            picker = rng if rng is not None else np.random.default_rng([self.seed, epoch, index, 1])
+            picker = rng if rng is not None else np.random.default_rng([self.seed, epoch, index, 1 + view])
             frames = {m: release_indices(counts[m], self.num_frames, picker) for m in modalities}
         else:
             assert len({counts[m] for m in modalities}) == 1, f"segment sampling of unpaired frames: {counts}"
-            count = counts[modalities[0]]
-            shared = segment_indices(count, self.num_frames, random_offset=rng is not None, rng=rng)
+            shared = segment_indices(
+                counts[modalities[0]], self.num_frames, random_offset=rng is not None, rng=rng, view=view, views=views
+            )
             frames = {m: shared for m in modalities}
         box, flip = self.crop_and_flip(rng)
         per_frame = None

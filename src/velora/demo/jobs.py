@@ -143,7 +143,7 @@ def run_job(job: Job, send: Callable[[float], None]) -> dict:
     cfg = Config.from_dict(job.config, source=f"demo job {job.name}")
     clips_seen = UnitsCallback(cfg, send)
     wall, cpu = time.perf_counter(), time.process_time()
-    result = train(cfg, callbacks=[clips_seen])
+    result = train(cfg, callbacks=[clips_seen], announce=False)
     out = {
         "name": job.name,
         "best_checkpoint": str(result.best_checkpoint),

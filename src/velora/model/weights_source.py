@@ -217,6 +217,25 @@ def resolve_source(weights: str, backbone: str) -> dict:
     return weights_source(weights, backbone, path)
 
 
+# A backbone at least as wide as CLIP's ViT-B (768) is "CLIP-sized": trained from random weights, it is
+# almost always a config that forgot model.weights (the paper's figures need the pre-trained CLIP).
+# Narrower models (the demo's 128-wide ViT, the tests' 32-wide one) are trained from random
+# weights on purpose, so they get no warning.
+CLIP_SIZED_WIDTH = 768
+
+
+def random_backbone_warning(source: dict, width: int) -> str | None:
+    """One line warning that a CLIP-sized backbone (width >= CLIP_SIZED_WIDTH) is random, saying
+    which field to set; None when the weights are pre-trained or the backbone is smaller."""
+    if source.get("kind") != "none" or width < CLIP_SIZED_WIDTH:
+        return None
+    return (
+        f"warning: model.weights is none: the {width}-wide backbone is randomly initialised, not pre-trained, "
+        "so accuracy will be far below the paper's; set model.weights=hub (the backbone tag's weights from the "
+        "Hugging Face hub) or model.weights=/path/to/weights.safetensors"
+    )
+
+
 def describe_source(source: dict) -> str:
     """One line for `velora info` and reports."""
     kind = source.get("kind")

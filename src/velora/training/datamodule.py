@@ -100,7 +100,12 @@ def make_loader(dataset: Dataset, cfg: Config, sampler: Sampler | None = None) -
 
 
 class ClipDataModule(L.LightningDataModule):
-    """Train and val splits; with data.bad_clips = skip both are wrapped in SkipBadClips."""
+    """Train and val splits, and the test split with eval.test_every_epoch (the paper's protocol,
+    recorded for comparison only); with data.bad_clips = skip each is wrapped in SkipBadClips.
+
+    The validation loop runs over `eval_splits` in order: "val" (dataloader 0, model selection),
+    then "test" when eval.test_every_epoch is set.
+    """
 
     def __init__(self, cfg: Config, skip_log: Path | None = None):
         super().__init__()
@@ -115,10 +120,16 @@ class ClipDataModule(L.LightningDataModule):
                 f"the dataset at {cfg.data.root} has {len(self.class_names)} classes but "
                 f"model.num_classes is {cfg.model.num_classes}; set model.num_classes={len(self.class_names)}"
             )
-        self.val_set = make_dataset(cfg, "val", classes=self.class_names)
+        self.eval_sets = {split: make_dataset(cfg, split, classes=self.class_names) for split in eval_splits(cfg)}
         if skip_log is not None:
             self.train_set = SkipBadClips(self.train_set, skip_log, name="train")
-            self.val_set = SkipBadClips(self.val_set, skip_log, name="val", replace=False)
+            self.eval_sets = {
+                split: SkipBadClips(dataset, skip_log, name=split, replace=False) for split, dataset in self.eval_sets.items()
+            }
+
+    @property
+    def val_set(self) -> Dataset:
+        return self.eval_sets["val"]
 
     def train_dataloader(self) -> DataLoader:
         epoch = self.trainer.current_epoch if self.trainer else 0
@@ -149,5 +160,14 @@ class ClipDataModule(L.LightningDataModule):
         # The packed loader can leave the random resized crop to the device (data.device_crop).
         return apply_device_crop(batch, self.cfg.data.event_resize) if batch is not None else batch
 
-    def val_dataloader(self) -> DataLoader:
-        return make_loader(self.val_set, self.cfg, ShardSampler(len(self.val_set), *self._rank_and_world()))
+    def val_dataloader(self) -> list[DataLoader]:
+        rank_and_world = self._rank_and_world()
+        return [
+            make_loader(dataset, self.cfg, ShardSampler(len(dataset), *rank_and_world)) for dataset in self.eval_sets.values()
+        ]
+
+
+def eval_splits(cfg: Config) -> tuple[str, ...]:
+    """The splits the validation loop scores, in dataloader order: val (selection), then test when
+    eval.test_every_epoch records the paper's protocol."""
+    return ("val", "test") if cfg.eval.test_every_epoch else ("val",)

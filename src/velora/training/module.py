@@ -15,8 +15,13 @@ import torch.nn.functional as F
 from velora.config import Config
 from velora.model.adapter_file import migrate_keys
 from velora.model.velora import VELoRA
+from velora.training.datamodule import eval_splits
 from velora.training.nonfinite import StepStats, nonfinite_flag, raise_if_nonfinite, skips_on_device
 from velora.training.schedule import decay_groups, warmup_cosine
+
+# The history name of the test top-1 recorded at every validation with eval.test_every_epoch: the
+# paper's protocol (best epoch on the test set), for comparison with its figures, never for selection.
+PAPER_TEST_TOP1 = "paper_protocol/test_top1"
 
 
 class VELoRAModule(L.LightningModule):
@@ -28,7 +33,8 @@ class VELoRAModule(L.LightningModule):
         # Resume checkpoints hold only trainable tensors (see on_save_checkpoint).
         self.strict_loading = False
         self.history: dict[str, list[tuple[int, float]]] = {}
-        self._val_correct = self._val_count = 0
+        self.eval_splits = eval_splits(cfg)  # the validation loop's dataloaders, in order
+        self._eval_counts = self._zero_counts()
         self.stats = StepStats()
         self._lr_at: dict[int, float] = {}  # the learning rate of each log step, until recorded
         self.progress: dict[str, float] = {}  # host-side values for the progress bar (run.ProgressBar)
@@ -107,25 +113,38 @@ class VELoRAModule(L.LightningModule):
             return {k: v for k, v in batch.items() if k != "events"}
         return batch
 
-    def validation_step(self, batch: dict | None, batch_idx: int) -> None:
+    def _zero_counts(self) -> list[list]:
+        return [[0, 0] for _ in self.eval_splits]  # (correct, clips) per split
+
+    def validation_step(self, batch: dict | None, batch_idx: int, dataloader_idx: int = 0) -> None:
         if batch is None:  # every clip of the batch was unreadable and skipped (data.bad_clips = skip)
             return
         out = self(batch)
         labels = batch["label"]
-        self._val_correct += (out.logits.argmax(-1) == labels).sum()
-        self._val_count += labels.numel()
-        self.log("val/ce", F.cross_entropy(out.logits, labels), batch_size=labels.numel(), sync_dist=True)
+        counts = self._eval_counts[dataloader_idx]
+        counts[0] += (out.logits.argmax(-1) == labels).sum()
+        counts[1] += labels.numel()
+        if self.eval_splits[dataloader_idx] == "val":
+            ce = F.cross_entropy(out.logits, labels)
+            self.log("val/ce", ce, batch_size=labels.numel(), sync_dist=True, add_dataloader_idx=False)
 
     def on_validation_epoch_end(self) -> None:
         # Global accuracy: sum correct and counts over ranks before dividing.
-        stats = torch.tensor([float(self._val_correct), float(self._val_count)], device=self.device)
-        stats = self.all_gather(stats).reshape(-1, 2).sum(0) if self.trainer.world_size > 1 else stats
-        top1 = (stats[0] / stats[1].clamp(min=1)).item()
-        self.log("val/top1", top1, sync_dist=True)  # already global: the mean of equal values
-        self.progress["val/top1"] = top1
+        stats = torch.tensor([[float(c), float(n)] for c, n in self._eval_counts], device=self.device)  # (splits, 2)
+        if self.trainer.world_size > 1:
+            stats = self.all_gather(stats).reshape(-1, len(self.eval_splits), 2).sum(0)
+        top1 = dict(zip(self.eval_splits, (stats[:, 0] / stats[:, 1].clamp(min=1)).tolist()))
+        # Already global: the mean of equal values.
+        self.log("val/top1", top1["val"], sync_dist=True, add_dataloader_idx=False)
+        self.progress["val/top1"] = top1["val"]
+        if "test" in top1:
+            # The paper's protocol, for comparison only: nothing reads this name to select a checkpoint.
+            self.log(PAPER_TEST_TOP1, top1["test"], sync_dist=True, add_dataloader_idx=False)
         if not self.trainer.sanity_checking:
-            self.record("val/top1", top1)
-        self._val_correct = self._val_count = 0
+            self.record("val/top1", top1["val"])
+            if "test" in top1:
+                self.record(PAPER_TEST_TOP1, top1["test"])
+        self._eval_counts = self._zero_counts()
 
     def record(self, name: str, value: float, step: int | None = None) -> None:
         step = self.global_step if step is None else step

@@ -11,12 +11,16 @@ All files are written by rank zero only, each to a temporary name and renamed in
     history.json, curves.png  training curves: history.json after every validation; curves.png
                          at most every CURVES_EVERY_S seconds (drawing it takes about a second)
                          and once more at the end, so its final state is the last history.json
+    paper_protocol.json  with eval.test_every_epoch: the test top-1 of every validated epoch and
+                         the best of them, the paper's protocol, for comparison only (see
+                         paper_protocol); best.safetensors never depends on it
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -32,10 +36,11 @@ from velora.data.check import check_config
 from velora.data.skipping import clear_skip_log, read_skip_report
 from velora.evaluation.plots import plot_training_curves
 from velora.model.adapter_file import save_adapters
+from velora.model.weights_source import describe_source, random_backbone_warning
 from velora.training.checkpoint import AtomicCheckpointIO, read_resume_state
-from velora.training.datamodule import ClipDataModule
+from velora.training.datamodule import ClipDataModule, eval_splits
 from velora.training.loggers import close_logger, make_logger
-from velora.training.module import VELoRAModule
+from velora.training.module import PAPER_TEST_TOP1, VELoRAModule
 
 # Redrawing curves.png after every validation cost a tenth of a short training's time.
 CURVES_EVERY_S = 30.0
@@ -48,15 +53,43 @@ class TrainResult:
     best_val_top1: float
     best_epoch: int
     history: dict
+    finished: bool = True  # all train.epochs ran (False: a callback stopped the run early)
+    paper_protocol: dict | None = None  # with eval.test_every_epoch: paper_protocol.json's content
+
+
+PAPER_PROTOCOL_NOTE = (
+    "Test-set top-1 after every validated epoch, and the best of them: the paper's protocol (its reported "
+    "figure is the best epoch on the test set), recorded for comparison with the paper only. It selects on the "
+    "test set, so it overstates accuracy; velora's figure is the checkpoint selected on the validation split "
+    "(best.safetensors), scored once on the full test set. Nothing here was used to select a checkpoint."
+)
+
+
+def paper_protocol(epochs: list[dict], best_val_epoch: int) -> dict:
+    """paper_protocol.json: `epochs` ({epoch, global_step, val_top1, test_top1} per validation), the
+    best epoch on the test set (the first of equal ones), and the val-selected epoch's test top-1."""
+    best = max(epochs, key=lambda row: row["test_top1"], default=None)  # max keeps the first of equal values
+    selected = next((row for row in epochs if row["epoch"] == best_val_epoch), None)
+    return {
+        "note": PAPER_PROTOCOL_NOTE,
+        "best_epoch_on_test": best,
+        "val_selected_epoch": selected,
+        "epochs": epochs,
+    }
 
 
 class AdapterCheckpoints(L.Callback):
-    """Writes best/last adapter checkpoints and the curves after each validation, on rank zero."""
+    """Writes best/last adapter checkpoints and the curves after each validation, on rank zero.
+
+    Selection reads val/top1 only. With eval.test_every_epoch the test top-1 of each validation is
+    kept beside it (paper_protocol.json), for comparison with the paper's protocol.
+    """
 
     def __init__(self, output_dir: Path):
         self.output_dir = output_dir
         self.best_top1 = -1.0
         self.best_epoch = -1
+        self.test_by_epoch: list[dict] = []  # eval.test_every_epoch: one row per validation
         self.last_plot = -float("inf")  # time.monotonic() of the last curves.png
         self.unplotted: dict | None = None  # the history last written to history.json, if curves.png lags it
 
@@ -71,8 +104,16 @@ class AdapterCheckpoints(L.Callback):
             self.best_top1, self.best_epoch = top1, trainer.current_epoch
             if trainer.is_global_zero:
                 save_adapters(self.output_dir / "best.safetensors", module.model, module.cfg, module.class_names, info)
+        if PAPER_TEST_TOP1 in trainer.callback_metrics:
+            self.test_by_epoch.append({**info, "test_top1": float(trainer.callback_metrics[PAPER_TEST_TOP1])})
+            if trainer.is_global_zero:
+                text = json.dumps(self.paper_protocol(), indent=1)
+                write_atomic(self.output_dir / "paper_protocol.json", text)
         if trainer.is_global_zero:
             self.write_history(module.history)
+
+    def paper_protocol(self) -> dict | None:
+        return paper_protocol(self.test_by_epoch, self.best_epoch) if self.test_by_epoch else None
 
     def write_history(self, history: dict) -> None:
         text = json.dumps(history)
@@ -91,10 +132,18 @@ class AdapterCheckpoints(L.Callback):
             self.plot_pending()
 
     def state_dict(self) -> dict:
-        return {"best_top1": self.best_top1, "best_epoch": self.best_epoch}
+        return {"best_top1": self.best_top1, "best_epoch": self.best_epoch, "test_by_epoch": self.test_by_epoch}
 
     def load_state_dict(self, state: dict) -> None:
         self.best_top1, self.best_epoch = state["best_top1"], state["best_epoch"]
+        self.test_by_epoch = list(state.get("test_by_epoch", []))  # resume files from before it existed
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to a temporary name and rename it into place: a kill never leaves half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 class ResumeCheckpoint(L.Callback):
@@ -147,7 +196,7 @@ def preflight(cfg: Config, skip_log: Path | None, resume: str | None) -> None:
     """
     # Headers and file sizes only: a frame or recording that is corrupt inside raises a DataError
     # naming it when it is first read (or is skipped, with data.bad_clips = skip).
-    report = check_config(cfg, ("train", "val"), decode=False, progress=cfg.train.progress)
+    report = check_config(cfg, ("train", *eval_splits(cfg)), decode=False, progress=cfg.train.progress)
     if skip_log is None:
         report.raise_for_problems()
         return
@@ -173,11 +222,25 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
 
 
-def train(cfg: Config, resume: str | None = None, callbacks: Sequence[L.Callback] = ()) -> TrainResult:
+def announce_weights(model) -> None:
+    """Say where the backbone's weights come from (stdout), and warn (stderr, one line) when a
+    CLIP-sized backbone is random: before any step, so a forgotten model.weights costs no GPU hours."""
+    source = model.weights_source
+    print(f"backbone weights: {describe_source(source)}", flush=True)
+    warning = random_backbone_warning(source, model.backbone.embed_dim)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+
+
+def train(
+    cfg: Config, resume: str | None = None, callbacks: Sequence[L.Callback] = (), *, announce: bool = True
+) -> TrainResult:
     """Train VELoRA as `cfg` says; `resume` is a `checkpoints/last.ckpt` of an earlier run.
 
     callbacks: extra Lightning callbacks, run after velora's own (e.g. `velora demo`'s progress
     reports for its one bar over the whole run).
+    announce: print the backbone's weight source before the first step (announce_weights); the
+    demo, which says it once for all its trainings, turns it off.
     """
     quiet_lightning()
     if resume is not None:
@@ -193,6 +256,8 @@ def train(cfg: Config, resume: str | None = None, callbacks: Sequence[L.Callback
     data = ClipDataModule(cfg, skip_log)  # raises the targeted errors: root, label files, class count
     preflight(cfg, skip_log, resume)
     module = VELoRAModule(cfg, data.class_names)
+    if announce and rank_zero_only.rank == 0:
+        announce_weights(module.model)
     if logger is not None:
         logger.log_hyperparams(cfg.to_dict())  # the resolved config, once (rank zero only)
     adapters = AdapterCheckpoints(out)
@@ -239,4 +304,6 @@ def train(cfg: Config, resume: str | None = None, callbacks: Sequence[L.Callback
         best_val_top1=adapters.best_top1,
         best_epoch=adapters.best_epoch,
         history=module.history,
+        finished=trainer.current_epoch >= t.epochs,
+        paper_protocol=adapters.paper_protocol(),
     )
