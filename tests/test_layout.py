@@ -17,21 +17,33 @@ SRC = Path(velora.__file__).resolve().parent
 # package -> velora packages it may import from (besides itself)
 ALLOWED = {
     "version": set(),
-    "config": {"errors", "events"},  # the names of the representations, windows and resizes
+    # The config takes its choices from the registries below it: the layouts table (data/layouts) and
+    # the event representations, windows and resizes (events/).
+    "config": {"errors", "events", "data"},
     "errors": set(),
     "events": {"errors"},
     "model": {"config", "errors", "events"},
-    "data": {"config", "errors", "events"},
+    "data": {"errors", "events"},  # the factory and the check name Config for type checkers only
     "evaluation": {"config", "errors", "events", "data", "model", "version"},
     "training": {"config", "errors", "events", "data", "model", "evaluation", "version"},
     "export": {"config", "errors", "events", "data", "model", "evaluation", "version"},
 }
 
 
+def runtime_nodes(path: Path) -> list[ast.AST]:
+    """Every node of a source file but those under `if TYPE_CHECKING:` (imports for type checkers only)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skipped = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            skipped.update(id(n) for child in node.body for n in ast.walk(child))
+    return [node for node in ast.walk(tree) if id(node) not in skipped]
+
+
 def imported_modules(path: Path) -> set[str]:
     """The velora modules (dotted names of files under src/velora) a source file imports, lazily or not."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in runtime_nodes(path):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.startswith("velora"):
             for alias in node.names:  # `from velora.x import y` names module velora.x.y when y is a file
                 candidate = f"{node.module}.{alias.name}"
@@ -77,7 +89,7 @@ def test_no_module_imports_itself_through_others():
 def velora_imports(path: Path) -> set[str]:
     """The velora packages (first part after `velora.`) a source file imports from."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in runtime_nodes(path):
         names = []
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names = [node.module]

@@ -23,7 +23,7 @@ from velora.config import DataConfig
 from velora.data.check import check_dataset
 from velora.data.clips import ClipDataset
 from velora.data.factory import clip_dataset, make_dataset
-from velora.data.layout import FRAME_PAIRINGS
+from velora.data.names import FRAME_PAIRINGS
 from velora.data.packed import PackedClipDataset, pack_dataset
 from velora.data.pairing import (
     FramePairs, accumulate_event_images, describe_numbers, every, number_relation, pair_frames,

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from velora.data.layouts import LAYOUTS
 from velora.events.representations import RGB_REPRESENTATIONS, WINDOWS
 from velora.events.resize import EVENT_RESIZE
 
@@ -201,13 +202,9 @@ class DataConfig:
     )
     layout: str = _f(
         "frames",
-        "'frames': PNG frame folders (PokerEvent, HARDVS, velora convert output); 'events': event files "
-        "(.bs2/.bin/.npy/.npz/.h5/.aedat4) listed in a labels file, rendered into event images "
-        "(event-only data such as N-MNIST, N-Caltech101; needs data.modalities: [event]); 'recordings': raw DAVIS "
-        "recordings <root>/<split>/<class>/<recording>.aedat4 read directly (APS frames + event images); "
-        "'gesture': DVS128 Gesture (AEDAT 3.1 trials, each labelled interval one sample; label files: the "
-        "trial lists trials_to_train.txt, trials_to_test.txt; needs data.modalities: [event]).",
-        choices=("frames", "events", "recordings", "gesture"),
+        "How the dataset sits on disk (velora.data.layouts): "
+        + "; ".join(f"'{name}': {layout.description}" for name, layout in LAYOUTS.items()) + ".",
+        choices=LAYOUTS.keys(),  # a live view of the table
     )
     train_labels: str = _f("train_label.txt", "Training label file, relative to root.")
     val_labels: str = _f("val_label.txt", "Validation label file (model selection), relative to root.")
@@ -526,18 +523,8 @@ def validate(cfg: Config) -> list[str]:
         p.append(f"'data.crop_scale' must be [low, high] with 0 < low <= high <= 1, got {d.crop_scale}")
     if d.format == "packed" and not d.packed_root:
         p.append("'data.format' packed needs data.packed_root (the output of `velora convert packed`)")
-    if d.format == "packed" and d.layout != "frames":
-        p.append("'data.format' packed holds frame clips; use data.layout=frames with it")
-    if d.layout in ("events", "gesture") and list(d.modalities) != ["event"]:
-        p.append(f"'data.layout' {d.layout} holds event files only; set data.modalities=[event] (got {d.modalities})")
-    if d.representation != "event_image" and d.layout == "frames":
-        p.append(
-            f"'data.representation' {d.representation} draws events, but layout frames reads event images already "
-            "drawn (PNG); use a layout that reads events (events, recordings, gesture) or event_image"
-        )
-    for name in ("frame_sampling", "augmentation"):
-        if getattr(d, name) == "release" and d.layout not in ("frames", "recordings"):
-            p.append(f"'data.{name}' release reads frames of a clip; it applies to layouts frames and recordings, not {d.layout}")
+    if d.layout in LAYOUTS:  # an unknown name is reported with the choices
+        p.extend(LAYOUTS[d.layout].problems(cfg))
     if d.event_window == "fixed_duration" and d.event_window_us <= 0:
         p.append("'data.event_window' fixed_duration needs data.event_window_us > 0 (microseconds)")
     if d.sensor_size and (len(d.sensor_size) != 2 or not all(isinstance(v, int) and v > 0 for v in d.sensor_size)):

@@ -24,17 +24,20 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from velora.config import Config
 from velora.data.check_report import NOTE_KINDS, PROBLEM_KINDS, CheckReport, split_name
-from velora.data.clips import ClipDataset
 from velora.data.event_labels import event_class_names, read_event_labels
-from velora.data.event_only import EventFileDataset
-from velora.data.factory import label_file, make_dataset
+from velora.data.factory import label_file, layout, make_dataset
 from velora.data.labels import CLASSES_FILE, label_fields, read_class_file, read_class_names
-from velora.data.layout import FRAME_COUNT_POLICIES, FRAME_PAIRINGS, MODALITIES
+from velora.data.layouts import LAYOUTS, Layout
+from velora.data.layouts.base import ReadOptions
+from velora.data.names import FRAME_COUNT_POLICIES, FRAME_PAIRINGS, MODALITIES
 from velora.data.sampling import ClipSampling, SampledClips
 from velora.errors import DataError
+
+if TYPE_CHECKING:
+    from velora.config import Config
 
 SPLIT_FILES = ("train_label.txt", "val_label.txt", "test_label.txt")
 EVENT_LABELS_FILE = "labels.txt"  # looked for when no split file exists
@@ -132,13 +135,13 @@ def check_config(
     missing_ok: skip splits whose label file does not exist (``velora check-data`` checks the
     splits a dataset has); otherwise a missing one is a "label_files" problem.
     """
-    d = cfg.data
+    d, kind = cfg.data, layout(cfg)
     report = CheckReport(root=Path(d.packed_root if d.format == "packed" else d.root))
     datasets: dict[str, SampledClips] = {}
     class_names = None
     for split in splits:
         source = label_file(cfg, split)
-        listed = d.layout in ("frames", "events", "gesture") and d.format != "packed"
+        listed = kind.label_files and d.format != "packed"
         is_file = not listed or source.is_file()
         if not is_file and missing_ok:
             continue
@@ -149,12 +152,12 @@ def check_config(
             continue
         if listed:
             report.layouts[str(source)] = d.layout
-        if class_names is None and d.layout != "frames":  # recordings and events number classes by name
+        if class_names is None and kind.names_classes:  # the other splits number classes by these names
             class_names = datasets[split].class_names
     if not datasets and missing_ok and not report.problems["label_files"]:
         report.problems["label_files"].append((str(report.root), f"none of the label files of {list(splits)} exist"))
     names = class_names
-    if d.layout == "frames" and d.format != "packed" and datasets:
+    if not kind.names_classes and d.format != "packed" and datasets:
         names = _frame_class_names(Path(d.root), datasets.values(), report)
     elif d.format == "packed" and datasets:
         names = next(iter(datasets.values())).class_names
@@ -213,28 +216,24 @@ def check_dataset(
     num_classes = _classes_file_count(root, num_classes, report)
     files = _find_label_files(root, label_files, report)
     layouts = {path: _detect_layout(path, report) for path in files}
-    layouts = {path: layout for path, layout in layouts.items() if layout is not None}
-    report.layouts = {str(path): layout for path, layout in layouts.items()}
+    layouts = {path: found for path, found in layouts.items() if found is not None}
+    report.layouts = {str(path): found.name for path, found in layouts.items()}
 
-    event_files = [path for path, layout in layouts.items() if layout == "events"]
-    classes = _event_classes(root, event_files, num_classes, report) if event_files else None
+    # Layouts that name classes number them over all their label files together.
+    named = [path for path, found in layouts.items() if found.names_classes]
+    classes = _event_classes(root, named, num_classes, report) if named else None
     sampling = ClipSampling(image_size=1)  # a check reads no frames through the sampling
+    options = ReadOptions(
+        tuple(modalities), frame_pairing=frame_pairing, frame_count_policy=frame_count_policy,
+        sensor_size=sensor_size, classes=classes, num_classes=num_classes, lenient=True,
+    )
     datasets: dict[str, SampledClips] = {}
-    for path, layout in layouts.items():
-        if layout == "events":
-            if classes is None:
-                continue
-            dataset = EventFileDataset(
-                root, path, sampling, sensor_size=sensor_size, classes=classes, num_classes=num_classes, lenient=True
-            )
-        else:
-            dataset = ClipDataset(
-                root, path, sampling, modalities=tuple(modalities), frame_pairing=frame_pairing,
-                frame_count_policy=frame_count_policy, num_classes=num_classes, lenient=True,
-            )
-        datasets[split_name(path)] = dataset
-    frame_sets = [datasets[split_name(p)] for p, layout in layouts.items() if layout == "frames"]
-    names = _frame_class_names(root, frame_sets, report) if frame_sets else classes
+    for path, found in layouts.items():
+        if found.names_classes and classes is None:
+            continue  # their class names are a problem already
+        datasets[split_name(path)] = found.from_label_file(root, path, sampling, options)
+    numbered = [datasets[split_name(p)] for p, found in layouts.items() if not found.names_classes]
+    names = _frame_class_names(root, numbered, report) if numbered else classes
     return check_datasets(
         root, datasets, num_classes=num_classes, class_names=names, decode=decode_images, min_frames=min_frames,
         workers=workers, progress=progress, report=report,
@@ -278,9 +277,10 @@ def _find_label_files(root: Path, label_files, report: CheckReport) -> list[Path
     return found
 
 
-def _detect_layout(path: Path, report: CheckReport) -> str | None:
-    """"events" when the first data line has 2 fields (``sample<TAB>class``), else "frames";
-    None (and a problem) when the file cannot be read as UTF-8 text."""
+def _detect_layout(path: Path, report: CheckReport) -> Layout | None:
+    """The layout whose label lines have as many fields as the file's first data line (events:
+    ``sample<TAB>class``, 2; frames otherwise); None (and a problem) when the file cannot be read
+    as UTF-8 text."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
@@ -289,9 +289,10 @@ def _detect_layout(path: Path, report: CheckReport) -> str | None:
     for raw in text.splitlines():
         line = raw.strip()
         if line and not line.startswith("#"):
-            return "events" if len(label_fields(line)) == 2 else "frames"
+            fields = len(label_fields(line))
+            return next((found for found in LAYOUTS.values() if found.label_line_fields == fields), LAYOUTS["frames"])
     report.warnings.append((str(path), "holds no label lines"))
-    return "frames"
+    return LAYOUTS["frames"]
 
 
 def _event_classes(root: Path, files: list[Path], num_classes: int | None, report: CheckReport) -> list[str] | None:

@@ -37,7 +37,7 @@ from PIL import Image
 
 from velora.data.check_report import Issue, map_checks
 from velora.data.labels import ClipEntry, read_class_names, read_label_file
-from velora.data.layout import BATCH_KEY, FOLDER_SUFFIX, FRAME_COUNT_POLICIES, FRAME_PAIRINGS, MODALITIES
+from velora.data.names import BATCH_KEY, FOLDER_SUFFIX, FRAME_COUNT_POLICIES, FRAME_PAIRINGS, MODALITIES
 from velora.data.pairing import (
     accumulate_event_images, number_relation, pair_frames, pairing_advice, pairing_problem,
 )

@@ -40,7 +40,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from velora.data.layout import FOLDER_SUFFIX
+from velora.data.names import FOLDER_SUFFIX
 from velora.errors import DataError
 from velora.data.labels import CLASSES_FILE
 from velora.events.aedat4 import read_aedat4

@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from velora.data.layout import FRAME_PAIRINGS
+from velora.data.names import FRAME_PAIRINGS
 
 WHITE = 255  # the background of PokerEvent / HARDVS event images, in every channel
 

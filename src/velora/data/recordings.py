@@ -42,7 +42,7 @@ from PIL import Image
 from velora.data.check_report import Issue, map_checks
 from velora.data.convert import list_recordings
 from velora.data.labels import CLASSES_FILE, ClipEntry, read_class_file
-from velora.data.layout import BATCH_KEY, MODALITIES
+from velora.data.names import BATCH_KEY, MODALITIES
 from velora.data.sampling import ClipDraw, ClipSampling, ProcessCache, SampledClips, modality_problems
 from velora.errors import DataError
 from velora.events.aedat4 import MAGIC as AEDAT4_MAGIC

@@ -36,9 +36,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from velora.data.layout import BATCH_KEY
+from velora.data.factory import layout
+from velora.data.names import BATCH_KEY
 from velora.data.recordings import recording_frames
 from velora.data.sampling import FULL_FRAME, ClipDraw
 from velora.errors import DataError
@@ -258,27 +258,7 @@ def training_sensor_size(recognizer: Recognizer) -> tuple[tuple[int, int], str] 
     root = Path(d.root) if d.root else None
     if root is None or not root.is_dir():
         return None
-    if d.layout == "recordings":
-        import aedat
-
-        for path in sorted(root.glob("*/*.aedat4")):
-            try:
-                streams = aedat.Decoder(str(path)).id_to_stream()
-            except Exception:  # unreadable: try the next one
-                continue
-            for stream in streams.values():
-                if stream["type"] == "events":
-                    return (stream["width"], stream["height"]), str(path)
-        return None
-    if d.layout == "frames":
-        for folder in sorted(root.glob("*/*/*_aps")):
-            for path in sorted(folder.iterdir()):
-                try:
-                    with Image.open(path) as image:
-                        return image.size, str(path)
-                except (OSError, ValueError):
-                    continue
-    return None
+    return layout(recognizer.config).sensor_size(root)
 
 
 def check_source(recognizer: Recognizer, source: Source, options: StreamOptions, notify: Callable[[str], None]) -> None:

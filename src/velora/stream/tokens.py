@@ -19,7 +19,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from velora.data.layout import BATCH_KEY
+from velora.data.names import BATCH_KEY
 from velora.model.velora import VELoRA
 
 

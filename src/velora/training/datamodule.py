@@ -12,19 +12,19 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from velora.config import Config
 from velora.data.augment import apply_device_crop
-from velora.data.factory import label_file, loader_collate, make_dataset
+from velora.data.factory import label_file, layout, loader_collate, make_dataset
 from velora.data.skipping import SkipBadClips
 from velora.errors import DataError
 
 
 def require_val_split(cfg: Config) -> None:
     """Stop before any work when the validation list is missing, with the command that makes one."""
-    d = cfg.data
-    if d.format == "packed" or d.layout == "recordings" or not d.root:  # no label files
+    d, kind = cfg.data, layout(cfg)
+    if d.format == "packed" or not kind.label_files or not d.root:  # no label files
         return  # packed data has its splits inside; recordings their <root>/val folder
     val = label_file(cfg, "val")
     if not val.is_file():
-        source = "--train-labels trials_to_train.txt " if d.layout == "gesture" else ""
+        source = kind.split_arguments()
         raise DataError(
             f"the validation list {val} (data.val_labels) does not exist, and model selection needs one (never "
             f"the test split). Make it from the training list: velora split {d.root} {source}--val-fraction 0.1 "

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from velora.data.layout import FRAME_PAIRINGS, MODALITIES
+from velora.data.names import FRAME_PAIRINGS, MODALITIES
 from velora.errors import DataError
 from velora.events.resize import EVENT_RESIZE
 

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from velora.data.labels import ClipEntry
 from velora.data.check_report import Issue
-from velora.data.layout import BATCH_KEY, MODALITIES
+from velora.data.names import BATCH_KEY, MODALITIES
 from velora.data.packed.format import FULL_FRAME, SHARD_NAME, packed_event_resize, read_index
 from velora.data.sampling import ClipSampling, SampledClips, modality_problems
 from velora.errors import DataError

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from velora.data.clips import ClipDataset, FrameFolder, read_frame_at
 from velora.data.labels import read_class_names
-from velora.data.layout import MODALITIES
+from velora.data.names import MODALITIES
 from velora.data.sampling import ClipSampling
 from velora.errors import DataError
 from velora.events.resize import resize_event_image
