@@ -325,8 +325,8 @@ def test_head_pool_cls_and_mean(tiny_config):
     cls_model = build(tiny_config(model={"head_pool": "cls"})).eval()
     mean_model = build(tiny_config(model={"head_pool": "mean"})).eval()
     normed = cls_model.backbone.norm(tokens)
-    torch.testing.assert_close(cls_model.pool(tokens), normed[:, 0])
-    torch.testing.assert_close(mean_model.pool(tokens), normed.mean(dim=1))
+    torch.testing.assert_close(cls_model.head.pool(tokens), normed[:, 0])
+    torch.testing.assert_close(mean_model.head.pool(tokens), normed.mean(dim=1))
     clips = random_clip()
     with torch.no_grad():
         assert not torch.allclose(cls_model(clips, clips).logits, mean_model(clips, clips).logits)

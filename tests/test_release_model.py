@@ -60,7 +60,7 @@ def test_the_final_block_runs_again_with_its_stream_adapter_plus_the_bottleneck(
     fill_adapters(model, seed=1)
     block = model.backbone.blocks[-1]
     tokens, fused_part = torch.randn(2, 5, 32), torch.randn(2, 5, 32)
-    out = model.fusion.final_block(0, block, "rgb", tokens, fused_part)
+    out = model.fusion.final_block(block, "rgb", tokens) + model.fusion.shared(0, block, "rgb", fused_part)
     # By hand: the block with the "rgb" LoRA active (scaled alpha/r), then fused + the unscaled
     # fc1/fc2 bottleneck of the same adapters, QuickGELU between (the release's c_fc, gelu, c_proj).
     a1, b1 = block.mlp.fc1.adapters["rgb"].lora_a, block.mlp.fc1.adapters["rgb"].lora_b
@@ -85,7 +85,12 @@ def test_attention_head_as_released():
     weights = torch.softmax(head.query(x) @ head.key(x).transpose(1, 2) / math.sqrt(8), dim=-1)
     attended = weights @ head.value(x)
     summed = attended[:, :4] + attended[:, 4:]
-    assert torch.allclose(head(rgb, event), head.fc(summed[:, -2:].flatten(1)), atol=1e-6)
+    absent = torch.zeros(8), torch.zeros(8)
+    assert torch.allclose(head(rgb, event, *absent), head.fc(summed[:, -2:].flatten(1)), atol=1e-6)
+    # A missing modality's tokens are its absent embedding, repeated.
+    absent_rgb = torch.randn(8)
+    expected = head(absent_rgb.expand(2, 4, 8), event, *absent)
+    assert torch.allclose(head(None, event, absent_rgb, absent[1]), expected, atol=1e-6)
 
 
 def test_release_blocks_are_built_as_the_release_builds_them():

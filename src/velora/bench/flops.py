@@ -17,7 +17,6 @@ hardware FLOP utilisation).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from velora.config import Config
 
@@ -64,7 +63,7 @@ def model_flops(cfg: Config) -> dict[str, int]:
         with sdpa_kernel(SDPBackend.MATH):
             with FlopCounterMode(display=False) as forward:
                 out = model(clips.get("rgb"), clips.get("event"))
-                loss = F.cross_entropy(out.logits, label) + cfg.model.recon_weight * out.recon_loss
+                loss = model.loss(out, label).total
             with FlopCounterMode(display=False) as backward:
                 loss.backward()
     present = len(clips)

@@ -80,7 +80,6 @@ class HighLevelFusion(nn.Module):
         self.final_adapters = final_adapters
         self.use_lora = rank > 0
         self.blocks = nn.ModuleList(make_block() for _ in blocks) if fusion_block == "random_trainable" and self.use_lora else None
-        self.shared_lora = shared_lora
 
         def linear_shared() -> nn.ModuleList:
             return nn.ModuleList(LoRAAdapter(dim, dim, rank, alpha, dropout) for _ in blocks)
@@ -88,33 +87,57 @@ class HighLevelFusion(nn.Module):
         linear = self.use_lora and shared_lora == "linear"
         self.shared_rgb = linear_shared() if linear and "rgb" in modalities else None
         self.shared_event = linear_shared() if linear and "event" in modalities else None
-        self.bottleneck = self.use_lora and shared_lora == "mlp_bottleneck"
+        # The variants, chosen once: how the fused tokens pass a high-level block, and what the
+        # M-shared path adds to a final block's output. Without adapters (linear probe) nothing
+        # carries the fused tokens to the head, so they are not computed.
+        if not self.use_lora:
+            self.fuse, self.shared = self.skip_fusion, self.no_shared
+        else:
+            self.fuse = self.random_fusion if self.blocks is not None else self.backbone_fusion
+            self.shared = self.bottleneck_shared if shared_lora == "mlp_bottleneck" else self.linear_shared
 
     def forward(self, streams: StreamTokens) -> StreamTokens:
         """The final RGB and event tokens (B, N, D) after the high-level blocks (diff: None)."""
         fused, where = streams.fused()  # (B, k*N, D)
         rgb, event = streams.rgb, streams.event
         for i, block in enumerate(self.final_blocks):
-            # Without adapters (linear probe) nothing carries the fused tokens to the head.
-            if self.use_lora and self.blocks is not None:
-                fused = self.blocks[i](fused)
-            elif self.use_lora:
-                with use_adapter(self.lora_layers, FUSION_ADAPTER):
-                    fused = block(fused)
+            fused = self.fuse(i, block, fused)
             if rgb is not None:
-                rgb = self.final_block(i, block, "rgb", rgb, fused[:, where["rgb"]])
+                rgb = self.final_block(block, "rgb", rgb) + self.shared(i, block, "rgb", fused[:, where["rgb"]])
             if event is not None:
-                event = self.final_block(i, block, "event", event, fused[:, where["event"]])
+                event = self.final_block(block, "event", event) + self.shared(i, block, "event", fused[:, where["event"]])
         return StreamTokens(diff=None, rgb=rgb, event=event)
 
-    def final_block(self, i: int, block: nn.Module, stream: str, tokens: torch.Tensor, fused_part: torch.Tensor) -> torch.Tensor:
-        """High-level block i of `stream`'s own tokens, plus its M-shared LoRA fed by its fused tokens."""
+    def final_block(self, block: nn.Module, stream: str, tokens: torch.Tensor) -> torch.Tensor:
+        """A high-level block on `stream`'s own tokens, with the stream's adapter when configured."""
         with use_adapter(self.lora_layers, stream if self.final_adapters and self.use_lora else None):
-            tokens = block(tokens)
-        if self.bottleneck:
-            return tokens + fused_part + bottleneck(block, stream, fused_part)
+            return block(tokens)
+
+    # ---- how the fused tokens pass high-level block i (model.fusion_block)
+    def backbone_fusion(self, i: int, block: nn.Module, fused: torch.Tensor) -> torch.Tensor:
+        """The backbone's own frozen block with the modality-shared "fusion" adapter (the figure)."""
+        with use_adapter(self.lora_layers, FUSION_ADAPTER):
+            return block(fused)
+
+    def random_fusion(self, i: int, block: nn.Module, fused: torch.Tensor) -> torch.Tensor:
+        """A random, fully trainable block of its own (the released code)."""
+        return self.blocks[i](fused)
+
+    def skip_fusion(self, i: int, block: nn.Module, fused: torch.Tensor) -> torch.Tensor:
+        return fused
+
+    # ---- what the M-shared path adds to a final block's output (model.shared_lora)
+    def linear_shared(self, i: int, block: nn.Module, stream: str, fused_part: torch.Tensor) -> torch.Tensor:
+        """One rank-r adapter D -> D per modality and block, fed by the stream's fused tokens."""
         adapters = self.shared_rgb if stream == "rgb" else self.shared_event
-        return tokens + adapters[i](fused_part) if adapters is not None else tokens
+        return adapters[i](fused_part) if adapters is not None else 0.0
+
+    def bottleneck_shared(self, i: int, block: nn.Module, stream: str, fused_part: torch.Tensor) -> torch.Tensor:
+        """The released code's: the fused tokens added back, plus the block's fc1/fc2 adapters as a bottleneck."""
+        return fused_part + bottleneck(block, stream, fused_part)
+
+    def no_shared(self, i: int, block: nn.Module, stream: str, fused_part: torch.Tensor) -> float:
+        return 0.0
 
 
 def bottleneck(block: nn.Module, stream: str, x: torch.Tensor) -> torch.Tensor:

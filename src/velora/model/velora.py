@@ -47,15 +47,20 @@ from torch.utils.checkpoint import checkpoint
 from velora.config import Config, LoRAConfig, ModelConfig
 from velora.model.backbone import build_backbone, embed, normalization
 from velora.model.fusion import FUSION_ADAPTER, HighLevelFusion, StreamTokens
+from velora.model.heads import RELEASE_HEAD_TOKENS, AttentionHead, LinearHead
 from velora.model.lora import AdapterRows, LoRALinear, inject_lora, lora_layers, use_adapter
-
-RELEASE_HEAD_TOKENS = 10  # the released head flattens the last 10 tokens
-
 
 @dataclass
 class VELoRAOutput:
     logits: torch.Tensor  # (B, classes)
     recon_loss: torch.Tensor  # scalar: sum of both reconstruction MSE terms (0 without both modalities)
+
+
+@dataclass
+class Loss:
+    total: torch.Tensor  # scalar: what training minimises
+    ce: torch.Tensor  # scalar: cross-entropy of the class scores
+    recon: torch.Tensor  # scalar: the reconstruction loss, before its weight
 
 
 @dataclass
@@ -131,12 +136,11 @@ class VELoRA(nn.Module):
         dropout = both and m.modality_dropout > 0
         self.absent_rgb = nn.Parameter(torch.zeros(dim), requires_grad=dropout or "rgb" not in self.modalities)
         self.absent_event = nn.Parameter(torch.zeros(dim), requires_grad=dropout or "event" not in self.modalities)
-        self.head_drop = nn.Dropout(m.head_dropout)
         if m.head == "attention_last_tokens":
             tokens = self.backbone.patch_embed.num_patches + self.backbone.num_prefix_tokens
-            self.head = AttentionHead(dim, m.num_classes, min(RELEASE_HEAD_TOKENS, tokens))
+            self.head = AttentionHead(dim, m.num_classes, min(RELEASE_HEAD_TOKENS, tokens), m.head_dropout)
         else:
-            self.head = nn.Linear(2 * dim, m.num_classes)
+            self.head = LinearHead(dim, m.num_classes, m.head_pool, m.head_dropout, self.backbone.norm)
         if m.compile:
             # The low-level blocks hold ~98 % of the FLOP. In place (nn.Module.compile): parameter
             # names and checkpoints stay those of eager mode.
@@ -258,22 +262,15 @@ class VELoRA(nn.Module):
         return Features(rgb=final.rgb, event=final.event, recon_loss=recon_loss)
 
     def forward_head(self, features: Features) -> torch.Tensor:
-        """Class scores (B, classes) from the final tokens; a missing modality's place is its
-        learned "absent" embedding."""
-        present = features.rgb if features.rgb is not None else features.event
-        B, N = present.shape[:2]
-        if isinstance(self.head, AttentionHead):
-            rgb = features.rgb if features.rgb is not None else self.absent_rgb.expand(B, N, -1)
-            event = features.event if features.event is not None else self.absent_event.expand(B, N, -1)
-            return self.head(self.head_drop(rgb), self.head_drop(event))
-        rgb_feat = self.pool(features.rgb) if features.rgb is not None else self.absent_rgb.expand(B, -1)
-        event_feat = self.pool(features.event) if features.event is not None else self.absent_event.expand(B, -1)
-        return self.head(self.head_drop(torch.cat([rgb_feat, event_feat], dim=-1)))
+        """Class scores (B, classes) from the final tokens (velora.model.heads); a missing modality's
+        place is its learned "absent" embedding."""
+        return self.head(features.rgb, features.event, self.absent_rgb, self.absent_event)
 
-    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, N, D) -> (B, D): the backbone's final norm, then class token or mean of tokens."""
-        tokens = self.backbone.norm(tokens)
-        return tokens[:, 0] if self.model_cfg.head_pool == "cls" else tokens.mean(dim=1)
+    def loss(self, out: VELoRAOutput, labels: torch.Tensor) -> Loss:
+        """The training objective: cross-entropy of the class scores plus model.recon_weight times the
+        reconstruction loss (both MSE directions, computed by forward_features)."""
+        ce = F.cross_entropy(out.logits, labels)
+        return Loss(total=ce + self.model_cfg.recon_weight * out.recon_loss, ce=ce, recon=out.recon_loss)
 
     def reconstruction_loss(self, rgb_tok: torch.Tensor | None, event_tok: torch.Tensor | None) -> torch.Tensor:
         """MSE(decoder(event) -> rgb) + MSE(decoder(rgb) -> event), each modality reconstructing the other."""
@@ -319,25 +316,6 @@ class VELoRA(nn.Module):
         return groups
 
 
-class AttentionHead(nn.Module):
-    """The released head: single-head self-attention over [rgb; event] tokens (B, 2N, D), the rgb
-    and event halves of its output summed, the last `tokens` tokens flattened, a Linear."""
-
-    def __init__(self, dim: int, num_classes: int, tokens: int):
-        super().__init__()
-        self.query, self.key, self.value = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
-        self.tokens = tokens
-        self.fc = nn.Linear(dim * tokens, num_classes)
-
-    def forward(self, rgb: torch.Tensor, event: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([rgb, event], dim=1)  # (B, 2N, D)
-        scores = self.query(x) @ self.key(x).transpose(-2, -1) / math.sqrt(x.shape[-1])  # (B, 2N, 2N)
-        attended = scores.softmax(dim=-1) @ self.value(x)  # (B, 2N, D)
-        n = rgb.shape[1]
-        summed = attended[:, :n] + attended[:, n:]  # (B, N, D)
-        return self.fc(summed[:, -self.tokens :].flatten(1))
-
-
 def random_block(dim: int, heads: int, style: str) -> Block:
     """A randomly initialised, trainable ViT block: timm's defaults, or as the released code built
     them (qkv bias, drop path 0.1, LayerNorm eps 1e-6, truncated-normal(0.02) Linear weights)."""
@@ -367,4 +345,4 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return total, trainable
 
 
-__all__ = ["VELoRA", "VELoRAOutput", "Features", "LoRALinear", "count_parameters", "meta_model"]
+__all__ = ["VELoRA", "VELoRAOutput", "Features", "Loss", "LoRALinear", "count_parameters", "meta_model"]

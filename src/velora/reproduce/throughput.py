@@ -16,7 +16,6 @@ import time
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from velora.config import Config
@@ -107,7 +106,7 @@ def measure_throughput(
         batch = _on_device(batch, data, device)
         with autocast:
             out = model(batch.get("rgb"), batch.get("events"))
-            loss = F.cross_entropy(out.logits, batch["label"]) + cfg.model.recon_weight * out.recon_loss
+            loss = model.loss(out, batch["label"]).total
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

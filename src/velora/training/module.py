@@ -51,13 +51,12 @@ class VELoRAModule(L.LightningModule):
         assert "crop_box" not in batch, "ClipDataModule.on_after_batch_transfer did not apply the device crop"
         batch = self.drop_modalities(batch)
         out = self(batch)
-        ce = F.cross_entropy(out.logits, batch["label"])
-        loss = ce + self.cfg.model.recon_weight * out.recon_loss
+        loss = self.model.loss(out, batch["label"])
         # Read on the host only at log steps and checkpoints (see StepStats): no GPU sync per step.
-        self._loss_parts = torch.stack([loss, ce, out.recon_loss]).detach().float()
+        self._loss_parts = torch.stack([loss.total, loss.ce, loss.recon]).detach().float()
         if self.global_step % self.cfg.train.log_every == 0:
             self._lr_at[self.global_step] = self.optimizers().param_groups[0]["lr"]
-        return loss
+        return loss.total
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Skip the update of a step whose loss or gradients are not finite, without a GPU sync.
