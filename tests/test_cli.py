@@ -227,3 +227,21 @@ def test_bench_options_on_the_cpu(tmp_path, capsys):
     assert main([*args, "--max-batch"]) == 2  # a GPU memory search
     assert main([*args, "--modes", "train,fly"]) == 2
     assert "--max-batch" in capsys.readouterr().err
+
+
+def test_every_error_velora_raises_for_a_user_is_a_velora_error_the_cli_reports():
+    import ast
+    import importlib
+
+    from velora.errors import VeloraError
+
+    src = Path(__file__).resolve().parents[1] / "src" / "velora"
+    found = []
+    for path in src.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef) and node.name.endswith("Error") and node.name != "VeloraError":
+                module = ".".join(("velora", *path.relative_to(src).with_suffix("").parts))
+                found.append(getattr(importlib.import_module(module), node.name))
+    internal = {"ProtocolError"}  # the DV network decoder's; the stream turns it into its summary's error
+    assert len(found) >= 9
+    assert [e.__name__ for e in found if e.__name__ not in internal and not issubclass(e, VeloraError)] == []

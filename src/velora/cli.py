@@ -17,20 +17,11 @@ from pathlib import Path
 from velora.version import __version__
 
 def _expected_errors() -> tuple[type[Exception], ...]:
-    from velora.config import ConfigError
-    from velora.errors import CheckpointError, DataError
-    from velora.evaluation.package import PackageError
-    from velora.export.onnx import ExportError
-    from velora.model.backbone import BackboneError
-    from velora.model.lora import LoRAError
-    from velora.model.weights import WeightsError
-    from velora.stream.sources import SourceError
+    from velora.errors import VeloraError
 
+    # VeloraError: every error for a user to act on (a bad file, field, checkpoint, weights, source).
     # FloatingPointError: a NaN or infinite training loss (VELoRAModule.training_step).
-    return (
-        ConfigError, DataError, BackboneError, LoRAError, CheckpointError, WeightsError, FileNotFoundError,
-        FloatingPointError, ExportError, PackageError, SourceError,
-    )
+    return (VeloraError, FileNotFoundError, FloatingPointError)
 
 
 def _add_config(p: argparse.ArgumentParser, default: str | None) -> None:

@@ -23,9 +23,10 @@ import yaml
 from velora.data.layouts import LAYOUTS
 from velora.events.representations import RGB_REPRESENTATIONS, WINDOWS
 from velora.events.resize import EVENT_RESIZE
+from velora.errors import VeloraError
 
 
-class ConfigError(ValueError):
+class ConfigError(VeloraError, ValueError):
     """A configuration file or override is wrong; the message lists every problem found."""
 
 

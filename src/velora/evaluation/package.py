@@ -29,7 +29,7 @@ from pathlib import Path
 
 import yaml
 
-from velora.errors import CheckpointError
+from velora.errors import CheckpointError, VeloraError
 from velora.evaluation.model_card import model_card
 from velora.model.adapter_file import read_adapters
 from velora.model.weights_source import hub_cache_dir, hub_offline
@@ -44,7 +44,7 @@ ACCEPTED = (
 )
 
 
-class PackageError(ValueError):
+class PackageError(VeloraError, ValueError):
     """A package cannot be written (its output folder exists, the run has no adapters)."""
 
 

@@ -48,13 +48,14 @@ from velora.model.adapter_file import AdapterCheckpoint, load_model
 from velora.model.lora import fold_adapters
 from velora.model.velora import VELoRA
 from velora.model.weights_source import file_sha256
+from velora.errors import VeloraError
 
 MIN_OPSET = 18  # torch's torch.export-based exporter writes opset 18 and later
 TOLERANCE = 1e-4  # the check's bound on |onnxruntime - PyTorch| logits, fp32
 MAX_PROTO_BYTES = 2**31 - 1  # protobuf's limit: larger models keep their weights in OUT.onnx.data
 
 
-class ExportError(ValueError):
+class ExportError(VeloraError, ValueError):
     """A checkpoint cannot be exported as asked (the option is named), or the output is unusable."""
 
 

@@ -26,13 +26,14 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from velora.errors import VeloraError
 
 
 # One adapter per consecutive group of rows along the batch axis: (("rgb", 16), ("event", 16), ...).
 AdapterRows = tuple[tuple[str | None, int], ...]
 
 
-class LoRAError(ValueError):
+class LoRAError(VeloraError, ValueError):
     """A LoRA target or adapter name does not exist in the model."""
 
 

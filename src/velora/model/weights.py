@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from velora.errors import VeloraError
 
 # The statistics of OpenAI's CLIP training images; open_clip uses them for its OpenAI and most
 # LAION checkpoints (open_clip.constants.OPENAI_DATASET_MEAN / _STD).
@@ -70,7 +71,7 @@ SHIPPED_PREFIX = "shipped:"
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 
 
-class WeightsError(ValueError):
+class WeightsError(VeloraError, ValueError):
     """A weights file cannot be read safely or is not a ViT checkpoint we know."""
 
 

@@ -20,6 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import timm
+from velora.errors import VeloraError
 
 # The files a timm hub repository may hold for its tag, in the order they are tried: timm's own
 # (safetensors, then the pickle timm's load_state_dict_from_hf falls back to), then open_clip's,
@@ -36,7 +37,7 @@ OPENAI_ARCHIVES = {
 }
 
 
-class BackboneError(ValueError):
+class BackboneError(VeloraError, ValueError):
     """The backbone architecture or its weights cannot be loaded."""
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from velora.errors import DataError
+from velora.errors import DataError, VeloraError
 from velora.events.aedat4 import Recording, frame_uint8
 from velora.events.readers import SUFFIXES, read_aedat4, read_events, require_events
 from velora.stream.dvnet import EVENTS_ID, FRAME_ID, Connection, EventBatch, Frame, ProtocolError
@@ -42,7 +42,7 @@ TCP_PREFIX, CAMERA_PREFIX = "tcp://", "camera:"
 CONNECT_TIMEOUT_S = 5.0
 
 
-class SourceError(RuntimeError):
+class SourceError(VeloraError, RuntimeError):
     """A stream source cannot be opened, stalled, or broke: the message says which and what to do."""
 
 
