@@ -20,7 +20,17 @@ import numpy as np
 from velora.errors import DataError, DataWarning
 from velora.events.render import EventStream
 
+# The names a column of t, x, y or p goes by in the files of other tools (NumPy, HDF5, CSV headers),
+# lower case: the one table every reader of named columns looks them up in.
+COLUMN_NAMES = {
+    "t": ("t", "ts", "timestamp", "timestamps", "time"),
+    "x": ("x",),
+    "y": ("y",),
+    "p": ("p", "polarity", "polarities", "pol", "on"),
+}
+
 __all__ = [
+    "COLUMN_NAMES",
     "check_file",
     "decoded_stream",
     "event_stream",

@@ -30,18 +30,12 @@ from pathlib import Path
 import numpy as np
 
 from velora.errors import DataError
-from velora.events.columns import decoded_stream, read_file_bytes, sensor_size
+from velora.events.columns import COLUMN_NAMES, decoded_stream, read_file_bytes, sensor_size
 from velora.events.jit import compiled
 from velora.events.render import EventStream
 
 __all__ = ["read_csv"]
 
-ALIASES = {
-    "t": ("t", "ts", "timestamp", "timestamps", "time"),
-    "x": ("x",),
-    "y": ("y",),
-    "p": ("p", "polarity", "pol", "on"),
-}
 MAX_DIGITS = 18  # every 18-digit number fits int64
 # error codes of the parsing loop
 BAD_CHARACTER, TOO_FEW_FIELDS, TOO_MANY_FIELDS, EMPTY_FIELD, TOO_LONG, OUT_OF_RANGE, BAD_POLARITY = range(1, 8)
@@ -117,7 +111,7 @@ def _columns_from_header(path: Path, header: str) -> tuple[tuple[str | None, ...
     columns, sizes = [], {}
     for field in header.split(","):
         name, _, size = field.strip().partition("@")
-        canonical = next((key for key, aliases in ALIASES.items() if name.strip().lower() in aliases), None)
+        canonical = next((key for key, aliases in COLUMN_NAMES.items() if name.strip().lower() in aliases), None)
         if canonical in columns:
             canonical = None  # a second column of the same meaning is ignored
         columns.append(canonical)
@@ -127,11 +121,11 @@ def _columns_from_header(path: Path, header: str) -> tuple[tuple[str | None, ...
                     f"{path}: the header gives the sensor size {field.strip()!r}, which is not 1 to 32767 pixels."
                 )
             sizes[canonical] = int(size)
-    missing = [key for key in ALIASES if key not in columns]
+    missing = [key for key in COLUMN_NAMES if key not in columns]
     if missing:
         raise DataError(
             f"{path}: the header line {header[:80]!r} names no column for {', '.join(missing)}; name the columns "
-            f"t, x, y, p (or {', '.join('/'.join(aliases) for aliases in ALIASES.values())}), or pass "
+            f"t, x, y, p (or {', '.join('/'.join(aliases) for aliases in COLUMN_NAMES.values())}), or pass "
             "columns=(...) with each column's name in file order."
         )
     return tuple(columns), sizes

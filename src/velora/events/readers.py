@@ -55,7 +55,7 @@ import numpy as np
 from velora.errors import DataError
 from velora.events.aedat4 import Recording, read_aedat4, read_aedat4_events
 from velora.events.aedat_legacy import read_aedat
-from velora.events.columns import check_file, event_stream, read_file_bytes
+from velora.events.columns import COLUMN_NAMES, check_file, event_stream, read_file_bytes
 from velora.events.csv_events import read_csv
 from velora.events.eventstream import EsRecording, read_es, read_es_events
 from velora.events.prophesee import RawRecording, read_dat, read_raw, read_raw_events
@@ -80,12 +80,6 @@ __all__ = [
 ]
 
 # accepted names of each column in .npy fields, .npz arrays and HDF5 datasets, preferred first
-COLUMN_NAMES = {
-    "t": ("t", "ts", "timestamp", "timestamps", "time"),
-    "x": ("x",),
-    "y": ("y",),
-    "p": ("p", "polarity", "polarities", "pol"),
-}
 NMNIST_BYTES_PER_EVENT = 5
 NMNIST_OVERFLOW_Y = 240  # an event with y == 240 marks a timestamp overflow, not a pixel
 NMNIST_OVERFLOW_US = 1 << 13
