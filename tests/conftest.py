@@ -66,6 +66,19 @@ def make_tiny_config(*overrides: str, **sections: dict) -> Config:
     return Config.from_dict(raw, source="tiny test config")
 
 
+@pytest.fixture(autouse=True)
+def torch_determinism_restored():
+    """Put torch's deterministic-algorithms switches back after each test: a Lightning Trainer with
+    deterministic=True (CPU training) turns them on for the whole process, and a later test would
+    run under them unasked (torch.compile's CPU kernels built for AVX2 then give NaN, as seen with
+    ATEN_CPU_CAPABILITY=avx2)."""
+    enabled, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    fill = torch.utils.deterministic.fill_uninitialized_memory
+    yield
+    torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+    torch.utils.deterministic.fill_uninitialized_memory = fill
+
+
 @pytest.fixture
 def tiny_config():
     """A factory: tiny_config("lora.rank=0", model={...}) -> Config of a tiny model."""
