@@ -88,4 +88,3 @@ def test_compiled_blocks_give_the_same_outputs_gradients_and_state_dict(tiny_con
     rgb, events = random_clip(2, 3, seed=4), random_clip(2, 3, seed=5)
     with torch.no_grad():
         torch.testing.assert_close(compiled(rgb, events).logits, eager(rgb, events).logits, atol=1e-5, rtol=1e-5)
-
