@@ -123,4 +123,4 @@ def test_only_the_code_that_trains_imports_training():
         if package_of(path) != "training" and "training" in velora_imports(path)
     )
     # The code that trains: the train command, the demo, and velora reproduce (its run and its throughput measurement).
-    assert importers == ["cli.py", "demo/jobs.py", "reproduce/run.py", "reproduce/throughput.py"]
+    assert importers == ["commands/train.py", "demo/jobs.py", "reproduce/run.py", "reproduce/throughput.py"]

@@ -6,12 +6,26 @@
     window.py   the sliding window of the last T + 1 APS frames and the events between them (pure)
     run.py      the loop: windows -> the model input predict makes of them -> top-k, latency, summary
 
+    options.py  StreamOptions, the command's options (no torch: `velora --help` reads them)
+
 A top-layer package, like demo/: it uses evaluation (Recognizer), data (recording_frames) and events.
+Its names are imported on first use, so `velora --help` does not load torch.
 """
 
-from velora.stream.run import StreamOptions, StreamSummary, WindowPrediction, run_stream
-from velora.stream.sources import RecordingReplay, SourceError, open_source
-from velora.stream.window import SlidingWindow, Window
+import importlib
+
+_WHERE = {
+    "StreamOptions": "options", "StreamSummary": "run", "WindowPrediction": "run", "run_stream": "run",
+    "RecordingReplay": "sources", "SourceError": "sources", "open_source": "sources",
+    "SlidingWindow": "window", "Window": "window",
+}
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"velora.stream.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'velora.stream' has no attribute {name!r}")
+
 
 __all__ = [
     "RecordingReplay",

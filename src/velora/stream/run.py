@@ -28,7 +28,6 @@ every window; a replay as fast as possible never skips).
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -44,46 +43,12 @@ from velora.data.sampling import FULL_FRAME, ClipDraw
 from velora.errors import DataError
 from velora.evaluation.metrics import topk_indices
 from velora.evaluation.recognizer import Recognizer
+from velora.stream.options import StreamOptions, parse_hop  # noqa: F401 (parse_hop: the API of this module)
 from velora.stream.sources import Source, SourceError
 from velora.stream.tokens import FrameTokens
 from velora.stream.window import SlidingWindow, Window
 
 NEVER_US = 1 << 62  # a frame timeout that never fires (an RGB-only model waits for frames)
-
-
-@dataclass(frozen=True)
-class StreamOptions:
-    """How a stream is cut into windows and predicted (the options of `velora stream`).
-
-    num_frames: T, samples per window (T + 1 APS frames); None: the model's data.num_frames.
-    hop_frames / hop_ms: predict every hop_frames frames, or (hop_ms given) at the first frame
-        at least hop_ms milliseconds after the previous window's end.
-    top_k: classes per prediction.
-    frame_period_ms: spacing of the virtual frames of event-only windows (no APS frames).
-    frame_timeout_s: events this far past the last APS frame (in sensor time, and for sources whose
-        frames travel apart, also in receive time) switch to event-only windows.
-    resize: accept a sensor of another size than the model's training data (frames and event
-        images are resized to the model's size, as `predict` does).
-    all_windows: predict every window, even late ones from a live source.
-    max_windows: stop after this many windows, predicted or skipped late (None: until the stream
-        ends or Ctrl-C).
-    timeout_s: a source silent this long has stalled (an error).
-    reuse_frames: keep each sample's low-level tokens for the next windows (velora.stream.tokens):
-        about twice as fast predicting every frame, equal to the full forward pass up to float
-        rounding; PyTorch models only.
-    """
-
-    num_frames: int | None = None
-    hop_frames: int = 1
-    hop_ms: float | None = None
-    top_k: int = 5
-    frame_period_ms: float = 40.0
-    frame_timeout_s: float = 1.0
-    resize: bool = False
-    all_windows: bool = False
-    max_windows: int | None = None
-    timeout_s: float = 5.0
-    reuse_frames: bool = False
 
 
 @dataclass
@@ -228,21 +193,6 @@ class WindowEncoder:
         for key in [k for k in self._samples if k[1] < window.t_start_us]:
             del self._samples[key]  # before this window: no later window needs it
         return {BATCH_KEY[m]: torch.cat([s[BATCH_KEY[m]] for s in samples]) for m in modalities}
-
-
-def parse_hop(text: str) -> tuple[int, float | None]:
-    """'--hop' -> (hop_frames, hop_ms): '2' is every 2 frames, '100ms' every 100 milliseconds."""
-    value = text.strip().lower()
-    try:
-        if value.endswith("ms"):
-            hop_ms = float(value[:-2])
-            if hop_ms > 0 and math.isfinite(hop_ms):
-                return 1, hop_ms
-        elif value.isdecimal() and int(value) > 0:
-            return int(value), None
-    except ValueError:
-        pass
-    raise ValueError(f"--hop {text!r}: give a number of frames (2) or milliseconds (100ms), greater than 0")
 
 
 def training_sensor_size(recognizer: Recognizer) -> tuple[tuple[int, int], str] | None:
