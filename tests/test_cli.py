@@ -245,3 +245,9 @@ def test_every_error_velora_raises_for_a_user_is_a_velora_error_the_cli_reports(
     internal = {"ProtocolError"}  # the DV network decoder's; the stream turns it into its summary's error
     assert len(found) >= 9
     assert [e.__name__ for e in found if e.__name__ not in internal and not issubclass(e, VeloraError)] == []
+
+
+def test_train_on_a_root_that_does_not_exist_names_it(tmp_path, capsys):
+    code = main(["train", "--config", "pokerevent_vitb16", "model.weights=none", f"data.root={tmp_path / 'missing'}"])
+    assert code == 2
+    assert f"data.root {tmp_path / 'missing'} does not exist" in capsys.readouterr().err

@@ -22,6 +22,11 @@ def require_val_split(cfg: Config) -> None:
     d, kind = cfg.data, layout(cfg)
     if d.format == "packed" or not kind.label_files or not d.root:  # no label files
         return  # packed data has its splits inside; recordings their <root>/val folder
+    if not Path(d.root).is_dir():
+        raise DataError(
+            f"data.root {d.root} does not exist or is not a folder; set data.root to the folder that holds the "
+            "class folders and the label files"
+        )
     val = label_file(cfg, "val")
     if not val.is_file():
         source = kind.split_arguments()
