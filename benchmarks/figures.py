@@ -130,7 +130,8 @@ def demo_findings() -> str:
         f"{points('velora', 'linear_probe')} points and LoRA on a random backbone by {points('velora', 'random_backbone')} "
         f"(so the pre-trained features matter), and is {points('full_finetune', 'velora')} points below full "
         f"fine-tuning at its best learning rate (validation top-1 for {lrs}: {sweep} %) while training "
-        f"{100 * v['velora']['trainable_fraction']:.1f} % of the parameters ({cite('issue12/demo_compare.json')})."
+        f"{100 * v['velora']['trainable_fraction']:.1f} % of the parameters ({cite('issue12/demo_compare.json')}, "
+        f"{compare['date']})."
     )
 
 

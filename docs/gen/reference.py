@@ -21,7 +21,7 @@ HELP_COLUMNS = "100"
 
 # API pages: one per package (or top-level module) of velora, in the order of the layers, top first.
 API_GROUPS = [
-    ("velora", "The package: velora.load, Recognizer, Prediction"),
+    ("velora", "The package: velora.load, Recognizer, Prediction; the command line, velora info"),
     ("config", "The typed configuration"),
     ("errors", "The errors a user acts on"),
     ("evaluation", "Loading, predicting, evaluating, packaging"),
@@ -150,8 +150,9 @@ def config_page() -> str:
 
 def api_modules(group: str) -> list[str]:
     """The dotted names of the modules of one API group, in file order (no private modules)."""
-    if group == "velora":
-        return ["velora", "velora.version"]
+    if group == "velora":  # the package and its top-level modules that are no group of their own
+        own = {g for g, _ in API_GROUPS}
+        return ["velora", *(f"velora.{f.stem}" for f in sorted(PACKAGE.glob("*.py")) if f.stem not in own and not f.stem.startswith("_"))]
     path = PACKAGE / group
     if path.with_suffix(".py").is_file():
         return [f"velora.{group}"]
