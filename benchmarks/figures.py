@@ -187,6 +187,17 @@ def event_resize() -> str:
     return "\n".join(lines)
 
 
+def flops() -> str:
+    """Model FLOP of one clip (T = 8, both modalities), velora's default and the released code's model."""
+    f = load("flops_vitb16.json")
+    titles = {"pokerevent_vitb16": "velora default", "pokerevent_vitb16_release": "released code's"}
+    lines = ["| model | forward | training step |", "| --- | --- | --- |"]
+    for name, r in f["configs"].items():
+        lines.append(f"| {titles.get(name, name)} (`{name}`) | {r['forward'] / 1e12:.3f} TFLOP | {r['train_step'] / 1e12:.3f} TFLOP |")
+    lines += ["", _wrap(f"{f['machine']}, {f['date']} ({cite('flops_vitb16.json')}).")]
+    return "\n".join(lines)
+
+
 def _clock(result: dict) -> str:
     """'4m13.351s (time, real; ...)' -> '4 min 13 s'."""
     match = re.match(r"(\d+)m([\d.]+)s", result["wall_clock_including_imports"])
@@ -233,6 +244,7 @@ FIGURES = {
     "pretrain_rebuild": pretrain_rebuild,
     "info_params": info_params,
     "event_resize": event_resize,
+    "flops": flops,
 }
 
 

@@ -3,11 +3,14 @@
 - on_files: the generated references (commands from the parsers, configuration from the dataclasses, one
   API page per package for mkdocstrings), and the benchmark pages and their result files, read from
   benchmarks/ where they live (benchmarks/README.md is the benchmarks' index page).
-- on_page_markdown: every glossary term is linked to its entry at its first use on a page.
+- on_page_markdown: every glossary term is linked to its entry at its first use on a page; the benchmark
+  pages' links into docs/ (`../docs/glossary.md`, right where they lie in the repository) point to the
+  site's pages.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path, PurePosixPath
 
@@ -51,6 +54,8 @@ def on_files(files: Files, config) -> Files:
 
 def on_page_markdown(markdown: str, page, config, files) -> str:
     uri = page.file.src_uri
+    if uri.startswith("benchmarks/"):
+        markdown = re.sub(r"\]\(((?:\.\./)+)docs/", r"](\1", markdown)
     if uri == glossary.PAGE or uri.startswith("reference/"):
         return markdown
     depth = len(PurePosixPath(uri).parts) - 1
