@@ -254,13 +254,16 @@ ROOTS = ("src/", "tests/", "benchmarks/", "docs/", "scripts/", "configs/", ".ci/
 def named_paths(text: str) -> list[str]:
     """Repository paths in inline code and in shell blocks (a `src/...`, `tests/...`, ... token)."""
     tokens = re.findall(r"`([^`\s]+)`", text) + re.findall(r"(?<![\w/.(-])((?:%s)[\w./*-]+)" % "|".join(map(re.escape, ROOTS)), text)
-    return sorted({t.rstrip(".,:;)") for t in tokens if t.startswith(ROOTS)})
+    return sorted({t.split("::")[0].rstrip(".,:;)") for t in tokens if t.startswith(ROOTS)})  # a::b: a test's id
 
 
-@pytest.mark.parametrize("page", pages(), ids=lambda p: str(p.relative_to(REPO)))
+@pytest.mark.parametrize("page", [*pages(), *BENCHMARK_PAGES], ids=lambda p: str(p.relative_to(REPO)))
 def test_every_path_a_page_names_exists(page):
     text = page.read_text()
     missing = [p for p in named_paths(text) if p not in PENDING and not glob.glob(str(REPO / p))]
+    if page.is_relative_to(REPO / "benchmarks"):  # results/... from the benchmark pages' own folder
+        results = {t.rstrip(".,:;)") for t in re.findall(r"`(results/[^`\s{<]+)`", text)}
+        missing += [p for p in results if not glob.glob(str(REPO / "benchmarks" / p))]
     assert not missing, f"{page.relative_to(REPO)} names paths that do not exist: {missing}"
     # a package path is written from the repository root: src/velora/..., not velora/...
     bare = re.findall(r"`(velora/[\w/]+\.\w+)`", text)
