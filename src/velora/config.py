@@ -268,11 +268,13 @@ class DataConfig:
     )
     event_window: str = _f(
         "fixed_count",
-        "layout events: how a recording is cut into T windows: equal event counts, equal durations "
-        "('uniform'), or T windows of data.event_window_us ('fixed_duration').",
+        "layouts events and gesture (and a model trained on them predicting from an event file): how a recording "
+        "is cut into T windows: 'fixed_count' (equal event counts, so every image is equally dense), 'uniform' "
+        "(equal durations from the first event to the last) or 'fixed_duration' (T windows of "
+        "data.event_window_us each, placed at random in training and centred in evaluation).",
         choices=WINDOWS,
     )
-    event_window_us: int = _f(0, "layout events, fixed_duration: window length in microseconds.")
+    event_window_us: int = _f(0, "data.event_window fixed_duration: window length in microseconds.")
     sensor_size: list = _f([], "layout events: [width, height] of the sensor; empty: from the file or the events.")
     bad_clips: str = _f(
         "stop",

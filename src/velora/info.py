@@ -62,14 +62,14 @@ def describe(cfg: Config) -> str:
     lines += [
         f"the same task, trainable: velora's default model {default:,d}; the released code's model {release:,d}",
         "(the paper's \"7.02 MB\" is the peft LoRA of three whole CLIP models, text towers included: "
-        "1,843,200 parameters; see the README)",
+        "1,843,200 parameters; see docs/model.md)",
     ]
     return "\n".join(lines)
 
 
 def input_pipeline(cfg: Config, model) -> list[str]:
     """How clips reach the model and what the optimizer decays: the choices where velora and the
-    released code differ (README "The paper, the released code, velora")."""
+    released code differ (docs/model.md, "The paper, the released code, velora")."""
     from velora.model.backbone import normalization
 
     d, t = cfg.data, cfg.train
