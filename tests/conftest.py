@@ -14,6 +14,16 @@ from pathlib import Path
 # Tiny tensors gain nothing from intra-op threads, and on a shared CI machine thread contention
 # makes each op ~1000x slower. Set before torch loads so spawned children (velora bench) inherit it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# torch.compile's kernels go to a cache of this test session's own, not the machine's shared
+# /tmp/torchinductor_<user>: kernels left there by other runs (another ATEN_CPU_CAPABILITY, another
+# torch build) have crashed the process with "free(): invalid pointer" when loaded again.
+if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="velora-tests-inductor-")
+    atexit.register(shutil.rmtree, os.environ["TORCHINDUCTOR_CACHE_DIR"], ignore_errors=True)
 
 import lightning as L  # noqa: E402
 import pytest  # noqa: E402
