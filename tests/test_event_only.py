@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from velora.data.check import check_dataset
 from conftest import REAL_DATA
+from velora.data.check import check_dataset
 from velora.data.event_labels import read_event_labels
 from velora.data.event_only import EventFileDataset
 from velora.data.sampling import ClipSampling
@@ -173,8 +173,8 @@ def test_predict_on_one_event_file_reads_it_as_training_does(nmnist, tmp_path):
     # An event-only model (data.layout events): `velora predict` on one N-MNIST file cuts it into
     # the same windows as the training dataset, so its scores equal the model's on that item.
     from conftest import make_tiny_config
-    from velora.data.factory import make_dataset
     from conftest import predict_topk as predict
+    from velora.data.factory import make_dataset
     from velora.model.adapter_file import save_adapters
     from velora.model.velora import VELoRA
 

@@ -21,9 +21,9 @@ from typing import Any
 import yaml
 
 from velora.data.layouts import LAYOUTS
+from velora.errors import VeloraError
 from velora.events.representations import RGB_REPRESENTATIONS, WINDOWS
 from velora.events.resize import EVENT_RESIZE
-from velora.errors import VeloraError
 
 
 class ConfigError(VeloraError, ValueError):
@@ -391,7 +391,7 @@ class Config:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: dict, source: str = "config") -> "Config":
+    def from_dict(cls, raw: dict, source: str = "config") -> Config:
         problems: list[str] = []
         cfg = _build(cls, raw, source, "", problems)  # fields with a wrong type keep their default
         problems.extend(validate(cfg))

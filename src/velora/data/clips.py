@@ -39,12 +39,15 @@ from velora.data.check_report import Issue, map_checks
 from velora.data.labels import ClipEntry, read_class_names, read_label_file
 from velora.data.names import BATCH_KEY, FOLDER_SUFFIX, FRAME_COUNT_POLICIES, FRAME_PAIRINGS, MODALITIES
 from velora.data.pairing import (
-    accumulate_event_images, number_relation, pair_frames, pairing_advice, pairing_problem,
+    accumulate_event_images,
+    number_relation,
+    pair_frames,
+    pairing_advice,
+    pairing_problem,
 )
 from velora.data.sampling import ClipDraw, ClipSampling, SampledClips, modality_problems
 from velora.errors import DataError, DataWarning
 from velora.events.resize import EVENT_RESIZE, resize_event_image
-
 
 WHAT = {"rgb": "RGB frame", "event": "event frame"}
 

@@ -36,7 +36,6 @@ from velora.events.representations import RGB_REPRESENTATIONS, WINDOWS, window_b
 from velora.events.resize import EVENT_RESIZE, draw_events
 
 
-
 class EventFileDataset(SampledClips):
     """Event recordings as clips of T event images, with labels from a labels file.
 

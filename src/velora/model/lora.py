@@ -20,14 +20,14 @@ Reference: Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models", 2021
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from velora.errors import VeloraError
 
+from velora.errors import VeloraError
 
 # One adapter per consecutive group of rows along the batch axis: (("rgb", 16), ("event", 16), ...).
 AdapterRows = tuple[tuple[str | None, int], ...]

@@ -33,7 +33,6 @@ reconstruction loss is zero. Training with `model.modality_dropout > 0` teaches 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import partial
 
@@ -49,6 +48,7 @@ from velora.model.backbone import build_backbone, embed, normalization
 from velora.model.fusion import FUSION_ADAPTER, HighLevelFusion, StreamTokens
 from velora.model.heads import RELEASE_HEAD_TOKENS, AttentionHead, LinearHead
 from velora.model.lora import AdapterRows, LoRALinear, inject_lora, lora_layers, use_adapter
+
 
 @dataclass
 class VELoRAOutput:
@@ -153,7 +153,7 @@ class VELoRA(nn.Module):
         return self.backbone.weights_source
 
     @classmethod
-    def from_config(cls, cfg: Config) -> "VELoRA":
+    def from_config(cls, cfg: Config) -> VELoRA:
         return cls(cfg.model, cfg.lora)
 
     # ------------------------------------------------------------------ streams
@@ -285,7 +285,7 @@ class VELoRA(nn.Module):
         )
 
     # ------------------------------------------------------------------ parameters
-    def train(self, mode: bool = True) -> "VELoRA":
+    def train(self, mode: bool = True) -> VELoRA:
         super().train(mode)
         # The frozen backbone stays in eval mode (no dropout / drop-path in the frozen weights);
         # the adapters inside it follow `mode`.

@@ -20,6 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import timm
+
 from velora.errors import VeloraError
 
 # The files a timm hub repository may hold for its tag, in the order they are tried: timm's own

@@ -13,13 +13,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from velora.data.labels import ClipEntry
 from velora.data.check_report import Issue
+from velora.data.labels import ClipEntry
 from velora.data.names import BATCH_KEY, MODALITIES
 from velora.data.packed.format import FULL_FRAME, SHARD_NAME, packed_event_resize, read_index
 from velora.data.sampling import ClipSampling, SampledClips, modality_problems
 from velora.errors import DataError
 from velora.events.resize import resize_event_image
+
 
 class PackedClipDataset(SampledClips):
     """One split of a packed dataset, with ClipDataset's item contract and randomness.

@@ -18,12 +18,19 @@ from tqdm import tqdm
 from velora.data.clips import ClipDataset, FrameFolder, read_frame_at
 from velora.data.labels import read_class_names
 from velora.data.names import MODALITIES
+from velora.data.packed.format import (
+    DEFAULT_SHARD_BYTES,
+    FORMAT,
+    FULL_FRAME,
+    SHARD_NAME,
+    VERSION,
+    flush_to_disk,
+    read_index,
+    write_index,
+)
 from velora.data.sampling import ClipSampling
 from velora.errors import DataError
 from velora.events.resize import resize_event_image
-from velora.data.packed.format import (
-    DEFAULT_SHARD_BYTES, FORMAT, FULL_FRAME, SHARD_NAME, VERSION, flush_to_disk, read_index, write_index,
-)
 
 COMMIT_INTERVAL_S = 2.0  # how often a running pack commits its index; a kill loses at most this
 
