@@ -82,8 +82,8 @@ class CheckReport:
                 f"{self.bad_clips.get(split, 0)} with problems"
             )
             for kind, counts in self.notes.get(split, {}).items():
-                found = "; ".join(f"{clips} clip{'s' * (clips != 1)} {message}" for message, clips in counts.items())
-                lines.append(f"    {NOTE_KINDS[kind]}: {found}")
+                noted = "; ".join(f"{clips} clip{'s' * (clips != 1)} {message}" for message, clips in counts.items())
+                lines.append(f"    {NOTE_KINDS[kind]}: {noted}")
         lines += self._format_classes(max_table_classes)
         for kind, found in self.problems.items():
             if found:

@@ -306,6 +306,11 @@ class SampledClips(Dataset):
     def __len__(self) -> int:
         return len(self.entries)
 
+    @property
+    def class_names(self) -> list[str]:
+        """Class names in label order."""
+        raise NotImplementedError
+
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose random draws (frame offsets, crops, flips, windows) the next items use."""
         if epoch < 0:
