@@ -336,6 +336,7 @@ class ClipDataset(SampledClips):
         """Decode, crop, resize (RGB bilinear, events by ``event_resize``) and augment the frames
         ``draw`` chose: uint8 (T, 3, S, S)."""
         size, box = self.sampling.image_size, draw.box
+        assert size is not None  # the constructor requires it
         frame_indices = draw.frames[modality]
         decoded: dict[int, np.ndarray] = {}  # short clips repeat indices; decode each frame once
         first_path, first_size = None, None

@@ -55,6 +55,7 @@ def segment_indices(
     if num_frames < num_segments:
         return starts
     if random_offset:
+        assert rng is not None  # checked above
         return rng.integers(starts, ends, dtype=np.int64)
     return starts + ((2 * view + 1) * (ends - starts) - 1) // (2 * views)
 
@@ -370,4 +371,4 @@ class ProcessCache:
         return {"size": self.size}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["size"])
+        type(self).__init__(self, state["size"])

@@ -117,7 +117,7 @@ class Recognizer:
                 return self.item(source.events, cfg)
             draw = sampling.draw(0, 0, len(source.aps_frames) - 1, modalities)
             return recording_frames(
-                source, draw, sampling.image_size, modalities, cfg.data.representation, cfg.data.event_resize
+                source, draw, cfg.model.image_size, modalities, cfg.data.representation, cfg.data.event_resize
             )
         if isinstance(source, EventStream):
             d = cfg.data
@@ -150,8 +150,8 @@ class Recognizer:
             resized = F.interpolate(clip.float(), size=(size, size), mode="bilinear", antialias=True)
             return resized.round().clamp(0, 255).to(torch.uint8)
         images = clip.permute(0, 2, 3, 1).numpy()  # (T, H, W, 3)
-        resized = np.stack([resize_event_image(image, size, None, config.data.event_resize) for image in images])
-        return torch.from_numpy(resized).permute(0, 3, 1, 2).contiguous()
+        event_images = np.stack([resize_event_image(image, size, None, config.data.event_resize) for image in images])
+        return torch.from_numpy(event_images).permute(0, 3, 1, 2).contiguous()
 
     # ------------------------------------------------------------------ predictions
     @torch.no_grad()
