@@ -96,6 +96,12 @@ def test_fixed_duration_windows_are_centred_in_eval_and_random_in_training(nmnis
         EventFileDataset(nmnist, "labels.txt", window="fixed_duration")
 
 
+def test_without_a_labels_file_the_files_to_read_are_needed(nmnist):
+    with pytest.raises(ValueError, match="labels_file is needed, unless files names the event files"):
+        EventFileDataset(nmnist, None)
+    assert len(EventFileDataset(nmnist, None, files=[nmnist / "1.bs2"])) == 1
+
+
 def test_training_items_depend_only_on_seed_epoch_and_index(nmnist):
     def item(epoch: int, seed: int = 0) -> torch.Tensor:
         dataset = EventFileDataset(nmnist, "labels.txt", ClipSampling(num_frames=3, image_size=16, train=True, seed=seed, crop_scale=(0.3, 0.6)))

@@ -93,6 +93,8 @@ class EventFileDataset(SampledClips):
                 "holds the event files and the labels file"
             )
         problems = []
+        if labels_file is None and files is None:
+            problems.append("labels_file is needed, unless files names the event files to read")
         if sampling.image_size is None:
             problems.append("sampling.image_size must be set: event images are resized to S x S")
         if representation not in RGB_REPRESENTATIONS:
@@ -113,6 +115,7 @@ class EventFileDataset(SampledClips):
             self._class_names = list(classes or ["unlabelled"])
             self.entries = [EventEntry(str(path.resolve()), self._class_names[0], 0) for path in paths]
         else:
+            assert labels_file is not None  # checked with the arguments above
             self.label_file, self._class_names, self.entries = self._labelled_entries(
                 labels_file, classes, num_classes, lenient
             )
