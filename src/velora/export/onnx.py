@@ -206,6 +206,7 @@ def export_case(model: VELoRA, keys: tuple[str, ...], frames: int, size: int, op
             ModalityCase(model).eval(), (), kwargs=examples, input_names=list(keys), output_names=["logits"],
             dynamic_shapes={k: {0: batch} for k in keys}, opset_version=opset, dynamo=True, verbose=False,
         )
+    assert program is not None  # the dynamo exporter returns its program
     return program.model_proto
 
 
