@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader
 
 from velora.data.augment import apply_device_crop

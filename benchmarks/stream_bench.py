@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import socket
 import struct
 import tempfile
-import multiprocessing
 import time
 from dataclasses import replace
 from pathlib import Path

@@ -13,8 +13,8 @@ import torch
 
 import velora
 from velora.data.factory import make_dataset
-from velora.events.aedat4 import read_aedat4
 from velora.evaluation.recognizer import Prediction, Recognizer
+from velora.events.aedat4 import read_aedat4
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

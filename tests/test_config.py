@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 import yaml
 
-from velora.config import Config, ConfigError, describe_fields, load_config, parse_overrides, shipped_config_path
 from conftest import REPO_ROOT
+from velora.config import Config, ConfigError, describe_fields, load_config, parse_overrides, shipped_config_path
 
 SHIPPED = ["demo", "pokerevent_vitb16", "hardvs_vitb16", "pokerevent_vitb16_release", "hardvs_vitb16_release", "dvs128_gesture", "ncaltech101"]
 

@@ -8,8 +8,8 @@ import pytest
 
 from conftest import REAL_DATA, make_tiny_config
 from velora.cli import main
-from velora.errors import DataError
 from velora.data.skipping import read_skip_report
+from velora.errors import DataError
 from velora.training.run import train
 
 

@@ -253,7 +253,8 @@ ROOTS = ("src/", "tests/", "benchmarks/", "docs/", "scripts/", "configs/", ".ci/
 
 def named_paths(text: str) -> list[str]:
     """Repository paths in inline code and in shell blocks (a `src/...`, `tests/...`, ... token)."""
-    tokens = re.findall(r"`([^`\s]+)`", text) + re.findall(r"(?<![\w/.(-])((?:%s)[\w./*-]+)" % "|".join(map(re.escape, ROOTS)), text)
+    roots = "|".join(map(re.escape, ROOTS))
+    tokens = re.findall(r"`([^`\s]+)`", text) + re.findall(rf"(?<![\w/.(-])((?:{roots})[\w./*-]+)", text)
     return sorted({t.split("::")[0].rstrip(".,:;)") for t in tokens if t.startswith(ROOTS)})  # a::b: a test's id
 
 

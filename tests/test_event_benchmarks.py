@@ -16,8 +16,8 @@ from velora.config import ConfigError, load_config
 from velora.data.factory import make_dataset
 from velora.data.gesture import GestureDataset
 from velora.data.split import split_folders
-from velora.events.representations import RGB_REPRESENTATIONS, as_rgb
 from velora.errors import DataError
+from velora.events.representations import RGB_REPRESENTATIONS, as_rgb
 
 GESTURES = ("hand_clapping", "right_hand_wave", "left_hand_wave")
 
@@ -38,7 +38,7 @@ def write_gesture_dataset(root, users=(1, 2, 3, 4, 5, 6)):
     for user in users:
         name = f"user{user:02d}_fluorescent"
         columns, rows, clock = [[], [], [], []], ["class,startTime_usec,endTime_usec"], 1_000_000
-        for repeat in range(2):
+        for _repeat in range(2):
             for gesture in range(len(GESTURES)):
                 start, end = clock, clock + 200_000
                 for column, values in zip(columns, gesture_events(rng, gesture, start, end)):

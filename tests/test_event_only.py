@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from velora.data.check import check_dataset
 from conftest import REAL_DATA
+from velora.data.check import check_dataset
 from velora.data.event_labels import read_event_labels
 from velora.data.event_only import EventFileDataset
 from velora.data.sampling import ClipSampling
@@ -96,6 +96,12 @@ def test_fixed_duration_windows_are_centred_in_eval_and_random_in_training(nmnis
         EventFileDataset(nmnist, "labels.txt", window="fixed_duration")
 
 
+def test_without_a_labels_file_the_files_to_read_are_needed(nmnist):
+    with pytest.raises(ValueError, match="labels_file is needed, unless files names the event files"):
+        EventFileDataset(nmnist, None)
+    assert len(EventFileDataset(nmnist, None, files=[nmnist / "1.bs2"])) == 1
+
+
 def test_training_items_depend_only_on_seed_epoch_and_index(nmnist):
     def item(epoch: int, seed: int = 0) -> torch.Tensor:
         dataset = EventFileDataset(nmnist, "labels.txt", ClipSampling(num_frames=3, image_size=16, train=True, seed=seed, crop_scale=(0.3, 0.6)))
@@ -173,8 +179,8 @@ def test_predict_on_one_event_file_reads_it_as_training_does(nmnist, tmp_path):
     # An event-only model (data.layout events): `velora predict` on one N-MNIST file cuts it into
     # the same windows as the training dataset, so its scores equal the model's on that item.
     from conftest import make_tiny_config
-    from velora.data.factory import make_dataset
     from conftest import predict_topk as predict
+    from velora.data.factory import make_dataset
     from velora.model.adapter_file import save_adapters
     from velora.model.velora import VELoRA
 

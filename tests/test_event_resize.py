@@ -158,9 +158,8 @@ def test_a_config_saved_before_the_field_existed_means_nearest_or_box():
 
 
 def test_the_old_adapter_files_read_their_events_as_they_were_trained(tmp_path):
-    from velora.model.adapter_file import read_adapters
-
     from conftest import REPO_ROOT
+    from velora.model.adapter_file import read_adapters
 
     ckpt = read_adapters(REPO_ROOT / "tests" / "data" / "checkpoints" / "velora_default.safetensors")
     assert ckpt.config.data.event_resize == "nearest"

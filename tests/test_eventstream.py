@@ -17,13 +17,13 @@ from pathlib import Path
 import faery
 import numpy as np
 import pytest
+
 from faery_reference import (
     assert_same_events,
     faery_decode,
     random_events,
     write_with_faery,
 )
-
 from velora.errors import DataError
 from velora.events.eventstream import read_es
 from velora.events.readers import read_events

@@ -19,12 +19,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from velora.data.sampling import ClipSampling
 import velora.data.packed as packed
 import velora.data.packed.writer as packed_writer
 from conftest import assert_items_equal
 from velora.data.clips import ClipDataset
 from velora.data.packed import PackedClipDataset, pack_dataset
+from velora.data.sampling import ClipSampling
 from velora.errors import DataError
 
 SIZE = 24  # smaller than the 32 px demo frames, so packing really resizes

@@ -26,7 +26,12 @@ from velora.data.factory import clip_dataset, make_dataset
 from velora.data.names import FRAME_PAIRINGS
 from velora.data.packed import PackedClipDataset, pack_dataset
 from velora.data.pairing import (
-    FramePairs, accumulate_event_images, describe_numbers, every, number_relation, pair_frames,
+    FramePairs,
+    accumulate_event_images,
+    describe_numbers,
+    every,
+    number_relation,
+    pair_frames,
 )
 from velora.data.sampling import ClipSampling
 from velora.errors import DataError, DataWarning

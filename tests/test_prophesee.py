@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from conftest import REAL_DATA
 from faery_reference import (
     assert_same_events,
@@ -26,7 +27,6 @@ from faery_reference import (
     write_with_faery,
 )
 from spec_writers import evt21_file
-
 from velora.errors import DataError, DataWarning
 from velora.events import evt
 from velora.events.prophesee import read_dat, read_raw

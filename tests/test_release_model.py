@@ -14,7 +14,7 @@ from conftest import fill_adapters, make_tiny_config, random_clip
 from velora.config import RELEASE_INPUTS, RELEASE_MODEL, ConfigError, load_config
 from velora.info import describe
 from velora.model.fusion import bottleneck
-from velora.model.velora import VELoRA, AttentionHead
+from velora.model.velora import AttentionHead, VELoRA
 
 RELEASE = dict(RELEASE_MODEL, high_level_blocks=1, backbone_args={"embed_dim": 32, "depth": 3, "num_heads": 2, "num_classes": 24})
 

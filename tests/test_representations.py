@@ -216,9 +216,9 @@ def test_transforms_on_an_event_stream():
 
 
 def test_a_representation_is_one_registered_function_and_the_config_offers_it(monkeypatch):
+    from conftest import make_tiny_config
     from velora.config import ConfigError
     from velora.events import representations
-    from conftest import make_tiny_config
 
     assert set(representations.RGB_REPRESENTATIONS) == {"event_image", "count", "voxel_grid", "time_surface"}
     with pytest.raises(ValueError, match="not one of .*event_image"):

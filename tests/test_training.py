@@ -21,8 +21,8 @@ from conftest import predict_topk as predict
 from velora.cli import main
 from velora.config import Config, ConfigError
 from velora.data.factory import make_dataset
-from velora.errors import CheckpointError, DataError
 from velora.data.sampling import eval_views
+from velora.errors import CheckpointError, DataError
 from velora.evaluation.evaluate import evaluate, predict_views
 from velora.evaluation.metrics import topk_accuracy
 from velora.model.adapter_file import load_model, read_adapters, save_adapters

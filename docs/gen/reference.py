@@ -88,7 +88,7 @@ def commands_page() -> str:
         "```",
         "",
     ]
-    for name, parser in parsers.items():
+    for name in parsers:
         summary = _one_line_help(name)
         lines += [f"## velora {name}", "", f"{summary}.", "", "```text", command_help(name).rstrip(), "```", ""]
         if name == "train":

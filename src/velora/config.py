@@ -13,7 +13,9 @@ import dataclasses
 import difflib
 import math
 import typing
+from collections.abc import Collection
 from dataclasses import dataclass, field
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -21,9 +23,9 @@ from typing import Any
 import yaml
 
 from velora.data.layouts import LAYOUTS
+from velora.errors import VeloraError
 from velora.events.representations import RGB_REPRESENTATIONS, WINDOWS
 from velora.events.resize import EVENT_RESIZE
-from velora.errors import VeloraError
 
 
 class ConfigError(VeloraError, ValueError):
@@ -42,10 +44,10 @@ def field_choices(f: dataclasses.Field) -> tuple | None:
     return tuple(choices) if choices is not None else None
 
 
-def _f(default: Any, help: str, choices: tuple | None = None, **kw: Any) -> Any:
+def _f(default: Any, help: str, choices: Collection | None = None, **kw: Any) -> Any:
     metadata = {"help": help, "choices": choices}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata=metadata, **kw)
+        return field(default_factory=partial(type(default), default), metadata=metadata, **kw)  # a copy each
     return field(default=default, metadata=metadata, **kw)
 
 
@@ -391,7 +393,7 @@ class Config:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: dict, source: str = "config") -> "Config":
+    def from_dict(cls, raw: dict, source: str = "config") -> Config:
         problems: list[str] = []
         cfg = _build(cls, raw, source, "", problems)  # fields with a wrong type keep their default
         problems.extend(validate(cfg))
@@ -436,7 +438,7 @@ def _build(cls: type, raw: Any, source: str, prefix: str, problems: list[str]) -
             problems.append(f"unknown key '{name}'{hint} (valid keys here: {', '.join(fields)})")
             continue
         hint = hints[key]
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             values[key] = _build(hint, value, source, f"{name}.", problems)
             continue
         coerced = _coerce(value, hint)
@@ -627,8 +629,9 @@ def describe_fields() -> str:
     lines = []
     for section in dataclasses.fields(Config):
         lines.append(f"{section.name}:")
+        assert callable(section.default_factory)  # each section is field(default_factory=its dataclass)
         for f in dataclasses.fields(section.default_factory()):
-            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            default = f.default_factory() if callable(f.default_factory) else f.default
             lines.append(f"  {section.name}.{f.name} = {default!r}")
             lines.append(f"      {f.metadata.get('help', '')}")
     return "\n".join(lines)

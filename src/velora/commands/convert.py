@@ -61,12 +61,12 @@ def run(args) -> int:
         split: name for split, name in (("train", d.train_labels), ("val", d.val_labels), ("test", d.test_labels))
         if (root / name).is_file()
     }
-    stats = pack_dataset(
+    packed = pack_dataset(
         root, args.paths[0], splits=splits, image_size=cfg.model.image_size, modalities=tuple(d.modalities),
         event_resize=d.event_resize, frame_pairing=d.frame_pairing, frame_count_policy=d.frame_count_policy,
         workers=args.workers,
     )
-    print(stats)
+    print(packed)
     if args.verify:
         for split in splits:
             PackedClipDataset(args.paths[0], split).verify()

@@ -55,6 +55,7 @@ def run(args) -> int:
     result = reproduce(options)
     if result.status != "done":
         return 1
+    assert result.report is not None  # a finished run has its report
     print(report_markdown(result.report).split("\n## Commands")[0].rstrip())
     print(f"\nwrote {result.output_dir / 'report.md'} and report.json")
     return 0

@@ -31,7 +31,9 @@ def run(args) -> int:
     if not args.config and not args.overrides:
         raise SystemExit("velora train: give --config FILE and/or section.field=value overrides (see --help)")
     result = train(load_config(args.config, args.overrides), resume=args.resume)
-    if rank_zero_only.rank == 0:  # under torchrun / SLURM every rank runs this
+    # under torchrun / SLURM every rank runs this; lightning sets `rank` on the function at import,
+    # which its annotations do not declare
+    if rank_zero_only.rank == 0:  # type: ignore[attr-defined]
         print(f"best val top-1 {result.best_val_top1:.2%} at epoch {result.best_epoch}: {result.best_checkpoint}")
         if result.paper_protocol:
             best = result.paper_protocol["best_epoch_on_test"]

@@ -215,8 +215,8 @@ def check_dataset(
         return report
     num_classes = _classes_file_count(root, num_classes, report)
     files = _find_label_files(root, label_files, report)
-    layouts = {path: _detect_layout(path, report) for path in files}
-    layouts = {path: found for path, found in layouts.items() if found is not None}
+    detected = {path: _detect_layout(path, report) for path in files}
+    layouts = {path: found for path, found in detected.items() if found is not None}
     report.layouts = {str(path): found.name for path, found in layouts.items()}
 
     # Layouts that name classes number them over all their label files together.

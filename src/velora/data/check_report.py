@@ -82,8 +82,8 @@ class CheckReport:
                 f"{self.bad_clips.get(split, 0)} with problems"
             )
             for kind, counts in self.notes.get(split, {}).items():
-                found = "; ".join(f"{clips} clip{'s' * (clips != 1)} {message}" for message, clips in counts.items())
-                lines.append(f"    {NOTE_KINDS[kind]}: {found}")
+                noted = "; ".join(f"{clips} clip{'s' * (clips != 1)} {message}" for message, clips in counts.items())
+                lines.append(f"    {NOTE_KINDS[kind]}: {noted}")
         lines += self._format_classes(max_table_classes)
         for kind, found in self.problems.items():
             if found:
@@ -132,11 +132,12 @@ def _format_items(items: list[tuple[str, str]], limit: int) -> list[str]:
 
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 def map_checks(
-    check: Callable[[T], list[Issue]], items: Iterable[T], *, total: int, workers: int = 1, progress: bool = False
-) -> Iterator[list[Issue]]:
+    check: Callable[[T], R], items: Iterable[T], *, total: int, workers: int = 1, progress: bool = False
+) -> Iterator[R]:
     """check(item) for every item, in order, in `workers` processes (1: this process), with a bar.
 
     `check` must be a module-level function (a functools.partial of one) so worker processes can

@@ -39,12 +39,15 @@ from velora.data.check_report import Issue, map_checks
 from velora.data.labels import ClipEntry, read_class_names, read_label_file
 from velora.data.names import BATCH_KEY, FOLDER_SUFFIX, FRAME_COUNT_POLICIES, FRAME_PAIRINGS, MODALITIES
 from velora.data.pairing import (
-    accumulate_event_images, number_relation, pair_frames, pairing_advice, pairing_problem,
+    accumulate_event_images,
+    number_relation,
+    pair_frames,
+    pairing_advice,
+    pairing_problem,
 )
 from velora.data.sampling import ClipDraw, ClipSampling, SampledClips, modality_problems
 from velora.errors import DataError, DataWarning
 from velora.events.resize import EVENT_RESIZE, resize_event_image
-
 
 WHAT = {"rgb": "RGB frame", "event": "event frame"}
 
@@ -333,6 +336,7 @@ class ClipDataset(SampledClips):
         """Decode, crop, resize (RGB bilinear, events by ``event_resize``) and augment the frames
         ``draw`` chose: uint8 (T, 3, S, S)."""
         size, box = self.sampling.image_size, draw.box
+        assert size is not None  # the constructor requires it
         frame_indices = draw.frames[modality]
         decoded: dict[int, np.ndarray] = {}  # short clips repeat indices; decode each frame once
         first_path, first_size = None, None

@@ -40,9 +40,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from velora.data.labels import CLASSES_FILE
 from velora.data.names import FOLDER_SUFFIX
 from velora.errors import DataError
-from velora.data.labels import CLASSES_FILE
 from velora.events.aedat4 import read_aedat4
 from velora.events.readers import SUFFIXES, read_events, require_events
 from velora.events.render import EventStream, event_image

@@ -36,7 +36,6 @@ from velora.events.representations import RGB_REPRESENTATIONS, WINDOWS, window_b
 from velora.events.resize import EVENT_RESIZE, draw_events
 
 
-
 class EventFileDataset(SampledClips):
     """Event recordings as clips of T event images, with labels from a labels file.
 
@@ -82,10 +81,10 @@ class EventFileDataset(SampledClips):
         lenient: bool = False,
     ) -> None:
         self.root = Path(root)
-        if files is not None:  # read exactly these files, one item each, labelled 0 (velora predict)
-            files = [Path(f) for f in files]
-            self.root = files[0].parent if files else self.root
-            for path in files:
+        paths = [Path(f) for f in files] if files is not None else None
+        if paths is not None:  # read exactly these files, one item each, labelled 0 (velora predict)
+            self.root = paths[0].parent if paths else self.root
+            for path in paths:
                 if not path.is_file():
                     raise DataError(f"event file '{path}' does not exist; give one of {', '.join(SUFFIXES)}")
         if not self.root.is_dir():
@@ -94,6 +93,8 @@ class EventFileDataset(SampledClips):
                 "holds the event files and the labels file"
             )
         problems = []
+        if labels_file is None and files is None:
+            problems.append("labels_file is needed, unless files names the event files to read")
         if sampling.image_size is None:
             problems.append("sampling.image_size must be set: event images are resized to S x S")
         if representation not in RGB_REPRESENTATIONS:
@@ -108,11 +109,13 @@ class EventFileDataset(SampledClips):
             raise ValueError("invalid EventFileDataset arguments: " + "; ".join(problems))
 
         self.label_problems: list[Issue] = []
-        if files is not None:
+        self.label_file: Path | None
+        if paths is not None:
             self.label_file = None
             self._class_names = list(classes or ["unlabelled"])
-            self.entries = [EventEntry(str(path.resolve()), self._class_names[0], 0) for path in files]
+            self.entries = [EventEntry(str(path.resolve()), self._class_names[0], 0) for path in paths]
         else:
+            assert labels_file is not None  # checked with the arguments above
             self.label_file, self._class_names, self.entries = self._labelled_entries(
                 labels_file, classes, num_classes, lenient
             )
@@ -219,6 +222,7 @@ def event_frames(
     box, flip = sampling.crop_and_flip(rng)
     bounds = window_bounds(events.t, sampling.num_frames, window, window_us=window_us, rng=rng)
     size = sampling.image_size
+    assert size is not None  # None (keep the stored size) is for packed frames only
     pixel_box = (box[0] * events.width, box[1] * events.height, box[2] * events.width, box[3] * events.height)
     frames = []
     for start, stop in zip(bounds[:-1].tolist(), bounds[1:].tolist()):

@@ -13,7 +13,7 @@ from torch.utils.data import Dataset, Subset
 
 from velora.data.layouts import LAYOUTS, Layout
 from velora.data.packed import PackedClipDataset, collate_packed
-from velora.data.sampling import ClipSampling
+from velora.data.sampling import ClipSampling, SampledClips
 from velora.data.skipping import SkipBadClips, collate_skipping
 from velora.errors import DataError
 
@@ -50,7 +50,7 @@ def make_dataset(
     check_labels: bool = True,
     classes: list[str] | None = None,
     lenient: bool = False,
-) -> Dataset:
+) -> SampledClips:
     """The dataset of `split` ('train', 'val' or 'test') as the config describes it.
 
     check_labels: require every label below model.num_classes.
@@ -72,7 +72,7 @@ def make_dataset(
     return layout(cfg).dataset(cfg, split, sampling, classes=classes, num_classes=num_classes, lenient=lenient)
 
 
-def clip_dataset(clip: str | Path, cfg: Config) -> Dataset:
+def clip_dataset(clip: str | Path, cfg: Config) -> SampledClips:
     """A one-clip dataset read as the config's training data was (``velora predict``): what each
     layout takes is in its ``clip`` (velora.data.layouts), e.g. a clip folder or a raw ``.aedat4``
     recording for frames and recordings, one event file for the event layouts."""

@@ -67,10 +67,10 @@ def pair_frames(rgb: Sequence[int], event: Sequence[int], pairing: str) -> Frame
     if pairing == "number":
         event_position = {number: k for k, number in enumerate(event)}
         rgb_numbers = set(rgb)
-        rgb_paired = tuple(k for k, number in enumerate(rgb) if number in event_position)
+        paired = tuple(k for k, number in enumerate(rgb) if number in event_position)
         return FramePairs(
-            rgb_paired,
-            tuple((event_position[rgb[k]],) for k in rgb_paired),
+            paired,
+            tuple((event_position[rgb[k]],) for k in paired),
             tuple(number for number in rgb if number not in event_position),
             tuple(number for number in event if number not in rgb_numbers),
         )

@@ -157,12 +157,11 @@ class RecordingDataset(SampledClips):
         index = range(len(self))[index]  # a plain non-negative int, also for -1 or numpy ints
         recording = self.recording(index)
         draw = self.draw(index, len(recording.aps_frames) - 1, self.modalities)
-        item: dict[str, torch.Tensor | int] = recording_frames(
+        assert self.sampling.image_size is not None  # the constructor requires it
+        frames = recording_frames(
             recording, draw, self.sampling.image_size, self.modalities, self.representation, self.event_resize
         )
-        item["label"] = torch.tensor(self.entries[index].label, dtype=torch.int64)
-        item["index"] = index
-        return item
+        return {**frames, "label": torch.tensor(self.entries[index].label, dtype=torch.int64), "index": index}
 
 
 def recording_frames(

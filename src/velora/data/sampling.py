@@ -55,6 +55,7 @@ def segment_indices(
     if num_frames < num_segments:
         return starts
     if random_offset:
+        assert rng is not None  # checked above
         return rng.integers(starts, ends, dtype=np.int64)
     return starts + ((2 * view + 1) * (ends - starts) - 1) // (2 * views)
 
@@ -306,6 +307,11 @@ class SampledClips(Dataset):
     def __len__(self) -> int:
         return len(self.entries)
 
+    @property
+    def class_names(self) -> list[str]:
+        """Class names in label order."""
+        raise NotImplementedError
+
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose random draws (frame offsets, crops, flips, windows) the next items use."""
         if epoch < 0:
@@ -365,4 +371,4 @@ class ProcessCache:
         return {"size": self.size}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["size"])
+        type(self).__init__(self, state["size"])

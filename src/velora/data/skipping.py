@@ -37,6 +37,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset, default_collate
 
+from velora.data.sampling import SampledClips
 from velora.errors import DataError
 
 LOG_PREFIX = "skipped"
@@ -59,7 +60,7 @@ class SkipBadClips(Dataset):
 
     def __init__(
         self,
-        dataset: Dataset,
+        dataset: SampledClips,
         log_dir: str | Path,
         *,
         name: str = "train",

@@ -29,7 +29,7 @@ import json
 import multiprocessing
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,17 +142,18 @@ def generate_demo_dataset(
         for split in SPLITS:
             for k in range(clips_per_class[split]):
                 sample = f"clip_{clip_index:05d}"
+                entropy: tuple[int, ...]
                 if split in matched_splits:
                     entropy = (seed, SPLIT_CODES[split], k)
                 else:
                     entropy = (seed, SPLIT_CODES[split], class_index, k)
-                tasks.append(_ClipTask(root, class_dir, sample, shape, direction, entropy, image_size, tuple(frames_range), scene))
+                tasks.append(_ClipTask(root, class_dir, sample, shape, direction, entropy, image_size, (frames_range[0], frames_range[1]), scene))
                 label_of[(class_dir, sample)], split_of[(class_dir, sample)] = class_index, split
                 clip_index += 1
 
     num_frames = _run(tasks, workers, progress, on_clip)
 
-    lines = {split: [] for split in SPLITS}
+    lines: dict[str, list[str]] = {split: [] for split in SPLITS}
     for task, frames in zip(tasks, num_frames):  # task order: class, then clip index
         key = (task.class_dir, task.sample)
         lines[split_of[key]].append(f"{task.class_dir}/{task.sample} {frames} {label_of[key]}\n")
@@ -168,6 +169,7 @@ def _run(tasks: list[_ClipTask], workers: int | None, progress: bool, on_clip: C
     """Render and write every clip; returns the frame counts in task order."""
     workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
     results = []
+    frame_counts: Iterator[int]
     with tqdm(total=len(tasks), desc="demo clips", unit="clip", disable=not progress) as bar:
         if workers == 1:
             frame_counts = map(_write_clip, tasks)

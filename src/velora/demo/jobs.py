@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -75,7 +76,7 @@ def run_jobs(
     report = on_progress or (lambda name, units: None)
     if workers <= 1:
         with one_thread():
-            return {job.name: run_job(job, lambda units, name=job.name: report(name, units)) for job in ordered}
+            return {job.name: run_job(job, partial(report, job.name)) for job in ordered}
 
     context = multiprocessing.get_context("spawn")  # no fork of a process that has threads running
     progress_queue = context.Queue()
@@ -122,7 +123,9 @@ def _quiet_worker() -> None:
 
 
 def _run_job_in_worker(job: Job) -> dict:
-    return run_job(job, lambda units: _QUEUE.put((job.name, units)))
+    progress = _QUEUE
+    assert progress is not None  # _init_worker set it in this worker process
+    return run_job(job, lambda units: progress.put((job.name, units)))
 
 
 @contextmanager

@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from velora.data.factory import make_dataset
 from velora.evaluation.evaluate import predict_scores
-from velora.evaluation.panel import panel_row, plot_prediction_panel
 from velora.evaluation.metrics import topk_indices
+from velora.evaluation.panel import panel_row, plot_prediction_panel
 from velora.evaluation.plots import plot_confusion_matrix
 from velora.model.adapter_file import load_model
-from velora.data.factory import make_dataset
 
 SPREAD_FIELDS = ("seeds", "test_top1", "test_top1_per_seed", "test_top1_std", "test_top1_min", "test_top1_max", "test_clips")
 

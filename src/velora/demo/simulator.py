@@ -116,6 +116,7 @@ class DvsSimulator:
             self.reference = log_frames[0].ravel().copy()
             self.last_log, self.last_t_us = log_frames[0].ravel(), int(timestamps_us[0])
             start = 1
+        assert self.last_t_us is not None  # the first frame ever seen set the state
         span_start_us = self.last_t_us
 
         chunks = []  # per crossing: (t, flat pixel, polarity)
@@ -136,6 +137,7 @@ class DvsSimulator:
         State arrays are flat (H*W,); only pixels that crossed a threshold are touched.
         """
         log_now = log_now.ravel()
+        assert self.reference is not None and self.last_log is not None and self.last_t_us is not None  # simulate set them
         log_before, t_before = self.last_log, self.last_t_us
         change = log_now - self.reference  # (H*W,)
         # a pixel moves one way within a step, so it crosses ON or OFF thresholds, not both

@@ -16,13 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from velora.config import Config, ConfigError, merge, parse_overrides
-from velora.data.clips import ClipDataset
 from velora.data.factory import loader_collate, make_dataset
-from velora.data.sampling import EvalView, eval_views
+from velora.data.sampling import EvalView, SampledClips, eval_views
 from velora.errors import DataError
 from velora.evaluation.metrics import evaluation_report
 from velora.evaluation.plots import plot_confusion_matrix
@@ -31,7 +30,7 @@ from velora.model.adapter_file import AdapterCheckpoint, load_model
 
 @torch.no_grad()
 def predict_logits(
-    model, dataset: ClipDataset, *, batch_size: int = 16, num_workers: int = 0, progress: bool = True,
+    model, dataset: Dataset, *, batch_size: int = 16, num_workers: int = 0, progress: bool = True,
     desc: str = "evaluate",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Logits (N, C) float32 and labels (N,) for every clip of `dataset`, in order."""
@@ -50,7 +49,7 @@ def predict_logits(
     return torch.cat(logits).numpy(), torch.cat(labels).numpy()
 
 
-def predict_scores(model, dataset: ClipDataset, **options) -> tuple[np.ndarray, np.ndarray]:
+def predict_scores(model, dataset: Dataset, **options) -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities (N, C) and labels (N,) for every clip of `dataset`, in order (options: predict_logits')."""
     logits, labels = predict_logits(model, dataset, **options)
     return softmax(logits), labels
@@ -68,7 +67,7 @@ def configured_views(cfg: Config) -> list[EvalView]:
 
 
 def predict_views(
-    model, dataset: ClipDataset, views: list[EvalView], *, average: str = "probabilities", **options
+    model, dataset: SampledClips, views: list[EvalView], *, average: str = "probabilities", **options
 ) -> tuple[np.ndarray, np.ndarray]:
     """Class scores (N, C) of every clip averaged over `views` (one pass over `dataset` per view),
     and labels (N,). average: 'probabilities' (the mean of each view's softmax) or 'logits' (the
@@ -87,6 +86,7 @@ def predict_views(
             total, labels = (scores if total is None else total + scores), view_labels
     finally:
         dataset.sampling = single
+    assert total is not None and labels is not None, "no views given"
     mean = total / len(views)
     return (mean if average == "probabilities" else softmax(mean)), labels
 

@@ -80,6 +80,10 @@ class Recognizer:
     # caller cannot feed it clips of another length or parts of a clip.
     fixed_clip_length = False
 
+    # None in a recognizer that runs an exported graph instead (OnnxRecognizer)
+    model: VELoRA | None
+    saved: AdapterCheckpoint | None
+
     def __init__(self, model: VELoRA, checkpoint: AdapterCheckpoint, path: Path, device: str | torch.device = "cpu"):
         self.model = model
         self.saved = checkpoint
@@ -117,7 +121,7 @@ class Recognizer:
                 return self.item(source.events, cfg)
             draw = sampling.draw(0, 0, len(source.aps_frames) - 1, modalities)
             return recording_frames(
-                source, draw, sampling.image_size, modalities, cfg.data.representation, cfg.data.event_resize
+                source, draw, cfg.model.image_size, modalities, cfg.data.representation, cfg.data.event_resize
             )
         if isinstance(source, EventStream):
             d = cfg.data
@@ -150,8 +154,8 @@ class Recognizer:
             resized = F.interpolate(clip.float(), size=(size, size), mode="bilinear", antialias=True)
             return resized.round().clamp(0, 255).to(torch.uint8)
         images = clip.permute(0, 2, 3, 1).numpy()  # (T, H, W, 3)
-        resized = np.stack([resize_event_image(image, size, None, config.data.event_resize) for image in images])
-        return torch.from_numpy(resized).permute(0, 3, 1, 2).contiguous()
+        event_images = np.stack([resize_event_image(image, size, None, config.data.event_resize) for image in images])
+        return torch.from_numpy(event_images).permute(0, 3, 1, 2).contiguous()
 
     # ------------------------------------------------------------------ predictions
     @torch.no_grad()
@@ -180,6 +184,7 @@ class Recognizer:
 
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Class scores (B, classes) of a batch {"rgb"?: (B, T, 3, S, S), "events"?: ...} uint8."""
+        assert self.model is not None  # a recognizer without one overrides this
         return self.model(*(batch[k].to(self.device) if k in batch else None for k in ("rgb", "events"))).logits
 
     def predict(
@@ -225,6 +230,7 @@ class Recognizer:
     def evaluate(self, split: str = "test", **options) -> dict:
         """Top-1, top-5, per-class accuracy and confusion matrix on a split, written next to the
         checkpoint (options: those of velora.evaluation.evaluate.evaluate_model)."""
+        assert self.model is not None and self.saved is not None  # a recognizer without them overrides this
         return evaluate_model(self.model, self.saved, self.checkpoint, split=split, **options)
 
 

@@ -134,7 +134,8 @@ def _event_stream(path: Path, chunks: list[np.ndarray], width: int, height: int)
     concatenation per column, then a separate order check) took a third of the reader's time, more
     than the gap to faery (benchmarks/README.md, "Event-file readers")."""
     if not chunks:
-        return decoded_stream(path, *(np.zeros(0, dtype) for dtype in (np.int64, np.int16, np.int16, np.int8)), width, height)
+        t, x, y, p = (np.zeros(0, dtype) for dtype in (np.int64, np.int16, np.int16, np.int8))
+        return decoded_stream(path, t, x, y, p, width, height)
     dtype = chunks[0].dtype
     if dtype != PACKET_DTYPE or not all(chunk.dtype == dtype and chunk.flags.c_contiguous for chunk in chunks):
         chunks = [np.ascontiguousarray(chunk.astype(PACKET_DTYPE)) for chunk in chunks]  # never seen so far

@@ -68,7 +68,7 @@ def read_csv(
     first_end = len(data) if first_end < 0 else first_end + 1
     has_header = re.search(rb"[A-Za-z_@]", data[:first_end]) is not None
     header = data[:first_end].decode("utf-8", "replace").strip() if has_header else None
-    sizes = {}
+    sizes: dict[str, int] = {}
     if columns is None:
         columns, sizes = _columns_from_header(path, header) if header is not None else (("t", "x", "y", "p"), {})
     else:
@@ -92,7 +92,11 @@ def read_csv(
             f"({', '.join(name or 'ignored' for name in columns)})."
         )
     t, x, y, p = t[:rows], x[:rows], y[:rows], p[:rows]
-    size = (known_width, known_height) if limits[0] != NO_SIZE else sensor_size(path, x, y, known_width, known_height)
+    if limits[0] != NO_SIZE:  # the size was known: the limits are it
+        assert known_width is not None and known_height is not None
+        size = (known_width, known_height)
+    else:
+        size = sensor_size(path, x, y, known_width, known_height)
     return decoded_stream(path, t, x, y, p, *size, in_order=bool(in_order))
 
 

@@ -70,7 +70,7 @@ def read_es(path: str | Path) -> EsRecording:
         )
     if len(data) < 16:
         raise DataError(f"{path}: truncated inside the Event Stream header ({len(data)} bytes); re-copy the file.")
-    version, stream_type = tuple(data[12:15]), data[15]
+    version, stream_type = (data[12], data[13], data[14]), data[15]
     if version[0] != 2:
         raise DataError(
             f"{path}: Event Stream version {'.'.join(map(str, version))}; this reader knows version 2.x. "

@@ -86,7 +86,10 @@ class PropheseeHeader:
         """`% format EVT3;height=720;width=1280` -> {"name": "EVT3", "height": "720", "width": "1280"}."""
         parts = [part.strip() for part in (self.get("format") or "").split(";")]
         options = {"name": parts[0]} if parts[0] else {}
-        options.update(part.split("=", 1) for part in parts[1:] if "=" in part)
+        for part in parts[1:]:
+            key, equals, value = part.partition("=")
+            if equals:
+                options[key] = value
         return {key.strip().lower(): value.strip() for key, value in options.items()}
 
 
@@ -113,7 +116,8 @@ class RawRecording:
 
 def read_prophesee_header(data: bytes) -> PropheseeHeader:
     """Parse the leading '%' lines of a file's bytes, line by line."""
-    fields, position = {}, 0
+    fields: dict[str, str] = {}
+    position = 0
     while position < len(data) and data[position] == ord("%"):
         end = data.find(b"\n", position)
         end = len(data) if end < 0 else end + 1
@@ -285,8 +289,9 @@ def _header_size(path: Path, header: PropheseeHeader) -> tuple[int, int] | None:
         if not match:
             raise DataError(f"{path}: the header's geometry {geometry!r} is not WIDTHxHEIGHT; the header is corrupt.")
         return _positive(path, match[1], "width"), _positive(path, match[2], "height")
-    if header.get("Width") is not None and header.get("Height") is not None:
-        return _positive(path, header.get("Width"), "width"), _positive(path, header.get("Height"), "height")
+    width, height = header.get("Width"), header.get("Height")
+    if width is not None and height is not None:
+        return _positive(path, width, "width"), _positive(path, height, "height")
     return None
 
 

@@ -76,7 +76,7 @@ class EventStream:
         """Time from the first to the last event in microseconds (0 when empty)."""
         return int(self.t[-1] - self.t[0]) if len(self.t) else 0
 
-    def window(self, t_start_us: int, t_end_us: int) -> "EventStream":
+    def window(self, t_start_us: int, t_end_us: int) -> EventStream:
         """The events with t_start_us <= t < t_end_us (half-open, microseconds)."""
         start, end = np.searchsorted(self.t, [t_start_us, t_end_us], side="left")
         return EventStream(self.t[start:end], self.x[start:end], self.y[start:end], self.p[start:end], self.width, self.height)

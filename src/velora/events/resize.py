@@ -60,7 +60,8 @@ def resize_event_image(image: np.ndarray, size: int, box: Box | None = None, met
     """
     image = np.ascontiguousarray(image)
     height, width = image.shape[:2]
-    box = (0.0, 0.0, float(width), float(height)) if box is None else tuple(float(v) for v in box)
+    left, top, right, bottom = (0, 0, width, height) if box is None else box
+    box = (float(left), float(top), float(right), float(bottom))
     if check_method(method) != "keep_events":
         return np.asarray(Image.fromarray(image).resize((size, size), PIL_FILTERS[method], box=box))
     out = np.array(Image.fromarray(image).resize((size, size), Image.Resampling.NEAREST, box=box))

@@ -34,7 +34,8 @@ def combine_cases(cases: dict[tuple[str, ...], onnx.ModelProto]) -> onnx.ModelPr
     output = copy(cases[BOTH].graph.output[0])  # logits
     shared: dict[tuple, onnx.TensorProto] = {}  # (type, dims, bytes digest) -> the outer initializer
     names: set[str] = set()
-    branches, functions = {}, {}
+    branches: dict[tuple[str, ...], onnx.GraphProto] = {}
+    functions: dict[tuple[str, str, str], onnx.FunctionProto] = {}
     for keys, model in cases.items():
         graph = model.graph
         assert not graph.sparse_initializer, "sparse initializers are not combined"

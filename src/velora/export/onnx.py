@@ -42,13 +42,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from velora.errors import VeloraError
 from velora.evaluation.onnx_recognizer import EXTRA, FORMAT
 from velora.evaluation.package import model_file
 from velora.model.adapter_file import AdapterCheckpoint, load_model
 from velora.model.lora import fold_adapters
 from velora.model.velora import VELoRA
 from velora.model.weights_source import file_sha256
-from velora.errors import VeloraError
 
 MIN_OPSET = 18  # torch's torch.export-based exporter writes opset 18 and later
 TOLERANCE = 1e-4  # the check's bound on |onnxruntime - PyTorch| logits, fp32
@@ -206,6 +206,7 @@ def export_case(model: VELoRA, keys: tuple[str, ...], frames: int, size: int, op
             ModalityCase(model).eval(), (), kwargs=examples, input_names=list(keys), output_names=["logits"],
             dynamic_shapes={k: {0: batch} for k in keys}, opset_version=opset, dynamo=True, verbose=False,
         )
+    assert program is not None  # the dynamo exporter returns its program
     return program.model_proto
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import timm
 import torch
-import torch.nn as nn
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
 from velora.config import ModelConfig
@@ -65,13 +64,17 @@ def build_backbone(cfg: ModelConfig, *, keep_projection: bool = False) -> Vision
         raise BackboneError(f"model.backbone_args {cfg.backbone_args} not accepted by {cfg.backbone}: {exc}") from None
     if not isinstance(model, VisionTransformer):
         raise BackboneError(f"model.backbone '{cfg.backbone}' is not a plain VisionTransformer")
+    # pretrained_cfg and weights_source are plain attributes; the ignores below are for torch's stubs,
+    # which type every attribute a Module does not declare as Tensor | Module
     if state is not None:
+        assert path is not None  # the state was read from it
         load_backbone_weights(model, state, path, keep_head=keep_projection)
         if not hub and meta.get("mean") and meta.get("std"):  # the weights' own normalisation
-            model.pretrained_cfg = {**model.pretrained_cfg, "mean": tuple(meta["mean"]), "std": tuple(meta["std"])}
+            normalisation = {"mean": tuple(meta["mean"]), "std": tuple(meta["std"])}
+            model.pretrained_cfg = {**model.pretrained_cfg, **normalisation}  # type: ignore[assignment, dict-item]
     model.requires_grad_(False)
     model.eval()
-    model.weights_source = weights_source(cfg.weights, cfg.backbone, path, hub)
+    model.weights_source = weights_source(cfg.weights, cfg.backbone, path, hub)  # type: ignore[assignment]
     return model
 
 
@@ -88,7 +91,7 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise BackboneError(str(exc)) from None
 
 
-def load_backbone_weights(model: nn.Module, state: dict[str, torch.Tensor], path: Path, keep_head: bool = False) -> None:
+def load_backbone_weights(model: VisionTransformer, state: dict[str, torch.Tensor], path: Path, keep_head: bool = False) -> None:
     """Load timm-named tensors into `model`, resampling the position embedding to its image size.
 
     The head (a classifier or CLIP's projection) is dropped unless `keep_head`; then it loads when

@@ -18,6 +18,7 @@ calls peft's lora_A and lora_B modules directly (`mlp_bottleneck`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -90,6 +91,8 @@ class HighLevelFusion(nn.Module):
         # The variants, chosen once: how the fused tokens pass a high-level block, and what the
         # M-shared path adds to a final block's output. Without adapters (linear probe) nothing
         # carries the fused tokens to the head, so they are not computed.
+        self.fuse: Callable[[int, nn.Module, torch.Tensor], torch.Tensor]
+        self.shared: Callable[[int, nn.Module, str, torch.Tensor], torch.Tensor | float]
         if not self.use_lora:
             self.fuse, self.shared = self.skip_fusion, self.no_shared
         else:
@@ -121,13 +124,14 @@ class HighLevelFusion(nn.Module):
 
     def random_fusion(self, i: int, block: nn.Module, fused: torch.Tensor) -> torch.Tensor:
         """A random, fully trainable block of its own (the released code)."""
+        assert self.blocks is not None  # chosen only when the blocks are built
         return self.blocks[i](fused)
 
     def skip_fusion(self, i: int, block: nn.Module, fused: torch.Tensor) -> torch.Tensor:
         return fused
 
     # ---- what the M-shared path adds to a final block's output (model.shared_lora)
-    def linear_shared(self, i: int, block: nn.Module, stream: str, fused_part: torch.Tensor) -> torch.Tensor:
+    def linear_shared(self, i: int, block: nn.Module, stream: str, fused_part: torch.Tensor) -> torch.Tensor | float:
         """One rank-r adapter D -> D per modality and block, fed by the stream's fused tokens."""
         adapters = self.shared_rgb if stream == "rgb" else self.shared_event
         return adapters[i](fused_part) if adapters is not None else 0.0
@@ -143,7 +147,9 @@ class HighLevelFusion(nn.Module):
 def bottleneck(block: nn.Module, stream: str, x: torch.Tensor) -> torch.Tensor:
     """The released M-shared path: `block`'s fc1 then fc2 adapters of `stream`, with the block's
     activation between them, unscaled: fc2.B fc2.A act(fc1.B fc1.A x), (B, N, D) -> (B, N, D)."""
-    fc1, fc2 = block.mlp.fc1.adapters[stream], block.mlp.fc2.adapters[stream]
+    fc1_layer, fc2_layer = block.get_submodule("mlp.fc1"), block.get_submodule("mlp.fc2")
+    assert isinstance(fc1_layer, LoRALinear) and isinstance(fc2_layer, LoRALinear)  # config validation: both are targets
+    fc1, fc2 = fc1_layer.adapter(stream), fc2_layer.adapter(stream)
     h = F.linear(F.linear(fc1.dropout(x), fc1.lora_a), fc1.lora_b)  # (B, N, 4D)
-    h = block.mlp.act(h)
+    h = block.get_submodule("mlp.act")(h)
     return F.linear(F.linear(fc2.dropout(h), fc2.lora_a), fc2.lora_b)

@@ -24,6 +24,8 @@ class LinearHead(nn.Linear):
     A Linear itself, so its weights keep the names `head.weight` and `head.bias` adapter files store.
     """
 
+    norm: nn.Module  # the backbone's, set without registering it
+
     def __init__(self, dim: int, num_classes: int, pool: str, dropout: float, norm: nn.Module):
         super().__init__(2 * dim, num_classes)
         self.pool_kind = pool
@@ -36,7 +38,8 @@ class LinearHead(nn.Linear):
         tokens = self.norm(tokens)
         return tokens[:, 0] if self.pool_kind == "cls" else tokens.mean(dim=1)
 
-    def forward(self, rgb, event, absent_rgb: torch.Tensor, absent_event: torch.Tensor) -> torch.Tensor:
+    # a Linear for its parameter names, not for its call: it takes the heads' arguments
+    def forward(self, rgb, event, absent_rgb: torch.Tensor, absent_event: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         B = (rgb if rgb is not None else event).shape[0]
         rgb_feat = self.pool(rgb) if rgb is not None else absent_rgb.expand(B, -1)
         event_feat = self.pool(event) if event is not None else absent_event.expand(B, -1)

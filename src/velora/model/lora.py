@@ -20,14 +20,15 @@ Reference: Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models", 2021
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
+from typing import cast
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from velora.errors import VeloraError
 
+from velora.errors import VeloraError
 
 # One adapter per consecutive group of rows along the batch axis: (("rgb", 16), ("event", 16), ...).
 AdapterRows = tuple[tuple[str | None, int], ...]
@@ -87,6 +88,11 @@ class LoRALinear(nn.Module):
         adapter = LoRAAdapter(self.in_features, self.out_features, rank, alpha, dropout)
         self.adapters[name] = adapter.to(device=self.weight.device, dtype=self.weight.dtype)
 
+    def adapter(self, name: str) -> LoRAAdapter:
+        """Adapter `name`. (`adapters` is a ModuleDict, typed as holding any Module; add_adapter puts
+        only LoRAAdapters there.)"""
+        return cast(LoRAAdapter, self.adapters[name])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (rows, ..., in_features); the selection's rows index x's first axis."""
         if self.folded is not None:
@@ -94,7 +100,7 @@ class LoRALinear(nn.Module):
         out = F.linear(x, self.weight, self.bias)  # the frozen product, once for every row
         if self.selection is None:
             return out
-        adapters = list(self.adapters.values())
+        adapters = [self.adapter(name) for name in self.adapters]
         lora_a = torch.cat([a.lora_a for a in adapters])  # (C, in): C = the adapters' ranks summed
         lora_b = torch.cat([a.lora_b * a.scale for a in adapters], dim=1)  # (out, C)
         keep = self.selection.view(-1, *[1] * (x.dim() - 2), lora_a.shape[0])
@@ -113,13 +119,17 @@ class LoRALinear(nn.Module):
         return torch.cat([F.linear(g, self.folded_weight(name), self.bias) for g, (name, _) in zip(groups, active)])
 
     def folded_weight(self, name: str | None) -> torch.Tensor:
-        return self.folded[name] if name is not None and name in self.folded else self.weight
+        """Adapter `name`'s folded copy of the weight; the frozen weight for no adapter, or one this
+        layer has not folded."""
+        if self.folded is None or name is None or name not in self.folded:
+            return self.weight
+        return self.folded[name]
 
     def adapter_columns(self) -> dict[str, slice]:
         """Each adapter's columns among the stacked ranks."""
         columns, start = {}, 0
-        for name, adapter in self.adapters.items():
-            rank = adapter.lora_a.shape[0]
+        for name in self.adapters:
+            rank = self.adapter(name).lora_a.shape[0]
             columns[name] = slice(start, start + rank)
             start += rank
         return columns
@@ -131,14 +141,14 @@ class LoRALinear(nn.Module):
             raise LoRAError(f"adapter '{self.merged}' is already merged; unmerge it first")
         if self.folded is not None:
             raise LoRAError("the adapters are folded into their own weights already (fold_adapters)")
-        self.weight += self.adapters[name].delta_weight().to(self.weight.dtype)
+        self.weight += self.adapter(name).delta_weight().to(self.weight.dtype)
         self.merged = name
         self.active = self._active  # a merged adapter is no longer added on top
 
     @torch.no_grad()
     def unmerge(self) -> None:
         if self.merged is not None:
-            self.weight -= self.adapters[self.merged].delta_weight().to(self.weight.dtype)
+            self.weight -= self.adapter(self.merged).delta_weight().to(self.weight.dtype)
             self.merged = None
             self.active = self._active
 
@@ -149,8 +159,8 @@ class LoRALinear(nn.Module):
         if self.merged is not None:
             raise LoRAError(f"adapter '{self.merged}' is merged into the weight; unmerge it before folding")
         self.folded = nn.ParameterDict({
-            name: nn.Parameter(self.weight + adapter.delta_weight().to(self.weight.dtype), requires_grad=False)
-            for name, adapter in self.adapters.items()
+            name: nn.Parameter(self.weight + self.adapter(name).delta_weight().to(self.weight.dtype), requires_grad=False)
+            for name in self.adapters
         })
 
     def extra_repr(self) -> str:
@@ -162,16 +172,17 @@ def adapter_selection(layer: LoRALinear, active: str | AdapterRows | None) -> to
     one adapter on every row, or None when no row uses an unmerged adapter of this layer."""
     segments = ((active, 1),) if active is None or isinstance(active, str) else active
     columns = layer.adapter_columns()
-    used = [name in columns and name != layer.merged for name, _ in segments]
-    if not any(used):
+    # each row group's adapter columns, or None where it uses none of this layer's unmerged adapters
+    used = [columns[name] if name in columns and name != layer.merged else None for name, _ in segments]
+    if all(c is None for c in used):
         return None
     width = sum(c.stop - c.start for c in columns.values())
     rows = sum(n for _, n in segments)
     selection = torch.zeros(rows, width, dtype=torch.bool, device=layer.weight.device)
     start = 0
-    for (name, n), use in zip(segments, used):
-        if use:
-            selection[start : start + n, columns[name]] = True
+    for (_, n), use in zip(segments, used):
+        if use is not None:
+            selection[start : start + n, use] = True
         start += n
     return selection
 

@@ -33,15 +33,15 @@ reconstruction loss is zero. Training with `model.modality_dropout > 0` teaches 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import partial
+from typing import cast
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import trunc_normal_
-from timm.models.vision_transformer import Block
+from timm.models.vision_transformer import Attention, Block
 from torch.utils.checkpoint import checkpoint
 
 from velora.config import Config, LoRAConfig, ModelConfig
@@ -49,6 +49,7 @@ from velora.model.backbone import build_backbone, embed, normalization
 from velora.model.fusion import FUSION_ADAPTER, HighLevelFusion, StreamTokens
 from velora.model.heads import RELEASE_HEAD_TOKENS, AttentionHead, LinearHead
 from velora.model.lora import AdapterRows, LoRALinear, inject_lora, lora_layers, use_adapter
+
 
 @dataclass
 class VELoRAOutput:
@@ -73,6 +74,9 @@ class Features:
 
 
 class VELoRA(nn.Module):
+    mean: torch.Tensor  # (1, 1, 3, 1, 1) buffers: the backbone's normalisation
+    std: torch.Tensor
+
     def __init__(self, model: ModelConfig, lora: LoRAConfig):
         super().__init__()
         self.model_cfg, self.lora_cfg = m, lo = model, lora
@@ -109,10 +113,15 @@ class VELoRA(nn.Module):
                 inject_lora(high_blocks, lo.targets, [FUSION_ADAPTER], lo.rank, lo.alpha, lo.dropout)
         self.low_lora = [layer for b in low_blocks for layer in lora_layers(b)]
 
-        make_block = partial(random_block, dim, self.backbone.blocks[0].attn.num_heads, m.random_block)
+        # (timm types a block's attention as any Module; its attention layers all keep num_heads)
+        heads = cast(Attention, self.backbone.blocks[0].attn).num_heads
+        make_block = partial(random_block, dim, heads, m.random_block)
         # The released path: the CLIP projection's output back to the width, shared by the streams,
         # plus a learned embedding per stream.
-        self.project = nn.Linear(self.backbone.head.out_features, dim) if projected else None
+        self.project: nn.Linear | None = None
+        if projected:
+            assert isinstance(self.backbone.head, nn.Linear)  # build_backbone(keep_projection=True) keeps one
+            self.project = nn.Linear(self.backbone.head.out_features, dim)
         self.stream_embed = (
             nn.ParameterDict({s: nn.Parameter(torch.zeros(1, 1, dim)) for s in self.low_adapters}) if projected else None
         )
@@ -122,6 +131,7 @@ class VELoRA(nn.Module):
         )
 
         both = len(self.modalities) == 2
+        self.recon_decoder: nn.Sequential | None
         if m.recon_weight > 0 and self.use_lora and both:
             if m.recon_decoder == "block":
                 eps = 1e-6 if m.random_block == "release" else 1e-5
@@ -136,6 +146,7 @@ class VELoRA(nn.Module):
         dropout = both and m.modality_dropout > 0
         self.absent_rgb = nn.Parameter(torch.zeros(dim), requires_grad=dropout or "rgb" not in self.modalities)
         self.absent_event = nn.Parameter(torch.zeros(dim), requires_grad=dropout or "event" not in self.modalities)
+        self.head: AttentionHead | LinearHead
         if m.head == "attention_last_tokens":
             tokens = self.backbone.patch_embed.num_patches + self.backbone.num_prefix_tokens
             self.head = AttentionHead(dim, m.num_classes, min(RELEASE_HEAD_TOKENS, tokens), m.head_dropout)
@@ -150,10 +161,10 @@ class VELoRA(nn.Module):
     @property
     def weights_source(self) -> dict:
         """The record of the backbone's weights (hub id, tag, sha256 or path; velora.model.weights_source)."""
-        return self.backbone.weights_source
+        return cast(dict, self.backbone.weights_source)  # a plain attribute build_backbone sets
 
     @classmethod
-    def from_config(cls, cfg: Config) -> "VELoRA":
+    def from_config(cls, cfg: Config) -> VELoRA:
         return cls(cfg.model, cfg.lora)
 
     # ------------------------------------------------------------------ streams
@@ -210,6 +221,7 @@ class VELoRA(nn.Module):
     def project_streams(self, tokens: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The released path after the mean over frames: the trainable Linear E -> D (shared by
         the streams) plus the stream's learned embedding; (B, N, E) -> (B, N, D) each."""
+        assert self.project is not None and self.stream_embed is not None  # built together, on the released path
         return {name: self.project(t) + self.stream_embed[name] for name, t in tokens.items()}
 
     @staticmethod
@@ -240,7 +252,8 @@ class VELoRA(nn.Module):
         streams = {name: f for name, f in (("rgb", rgb), ("event", events)) if f is not None}
         present = list(streams.values())
         if self.uses_frame_difference(present[0].shape[1]):
-            streams["diff"] = sum(self.frame_difference(f) for f in present)  # RGB diff (+) event diff
+            diffs = [self.frame_difference(f) for f in present]
+            streams["diff"] = sum(diffs[1:], start=diffs[0])  # RGB diff (+) event diff
         return self.features_from_low(self.encode_low(streams))
 
     def uses_frame_difference(self, num_frames: int) -> bool:
@@ -276,6 +289,7 @@ class VELoRA(nn.Module):
         """MSE(decoder(event) -> rgb) + MSE(decoder(rgb) -> event), each modality reconstructing the other."""
         if self.recon_decoder is None or rgb_tok is None or event_tok is None:
             ref = rgb_tok if rgb_tok is not None else event_tok
+            assert ref is not None  # forward_features needs at least one modality
             return ref.new_zeros(())
         rgb_target, event_target = rgb_tok, event_tok
         if self.model_cfg.recon_detach_target:
@@ -285,7 +299,7 @@ class VELoRA(nn.Module):
         )
 
     # ------------------------------------------------------------------ parameters
-    def train(self, mode: bool = True) -> "VELoRA":
+    def train(self, mode: bool = True) -> VELoRA:
         super().train(mode)
         # The frozen backbone stays in eval mode (no dropout / drop-path in the frozen weights);
         # the adapters inside it follow `mode`.
@@ -321,7 +335,9 @@ def random_block(dim: int, heads: int, style: str) -> Block:
     them (qkv bias, drop path 0.1, LayerNorm eps 1e-6, truncated-normal(0.02) Linear weights)."""
     if style == "timm":
         return Block(dim, heads, mlp_ratio=4.0)
-    block = Block(dim, heads, mlp_ratio=4.0, qkv_bias=True, drop_path=0.1, norm_layer=partial(nn.LayerNorm, eps=1e-6))
+    # timm annotates norm_layer as a class, but calls it: a partial works (timm's own models pass one)
+    norm = partial(nn.LayerNorm, eps=1e-6)
+    block = Block(dim, heads, mlp_ratio=4.0, qkv_bias=True, drop_path=0.1, norm_layer=norm)  # type: ignore[arg-type]
     for module in block.modules():
         if isinstance(module, nn.Linear):
             trunc_normal_(module.weight, std=0.02)

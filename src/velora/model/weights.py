@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+
 from velora.errors import VeloraError
 
 # The statistics of OpenAI's CLIP training images; open_clip uses them for its OpenAI and most

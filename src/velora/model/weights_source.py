@@ -20,6 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import timm
+
 from velora.errors import VeloraError
 
 # The files a timm hub repository may hold for its tag, in the order they are tried: timm's own
@@ -46,7 +47,7 @@ class HubWeights:
     """The hub repository `model.weights: hub` stands for; its first file of HUB_FILENAMES is read."""
 
     backbone: str  # the architecture, without its tag
-    tag: str  # the pretrained tag (e.g. "openai")
+    tag: str | None  # the pretrained tag (e.g. "openai"); None where timm's default weights have none
     repo_id: str  # e.g. "timm/vit_base_patch16_clip_224.openai"
 
     def url(self, filename: str) -> str:
@@ -142,9 +143,9 @@ def fetch_hub_file(hub: HubWeights) -> Path:
 
 def _hub_advice(hub: HubWeights, tried: list[str], unreachable: str) -> str:
     """What went wrong with each hub file, and the ways to get one."""
-    tried = ", ".join(tried)
+    names = ", ".join(tried)
     if not unreachable:  # the hub answered for every file: this repository has none velora reads
-        return f"model.weights: hub found no weights in {hub.repo_id}; tried {tried}. Give model.weights a local file."
+        return f"model.weights: hub found no weights in {hub.repo_id}; tried {names}. Give model.weights a local file."
     archive = OPENAI_ARCHIVES.get(hub.backbone) if hub.tag == "openai" else None
     convert = (
         f" Or, from OpenAI's own archive ({archive}): velora convert-weights ViT-B-16.pt vit_b16_openai.safetensors "
@@ -153,7 +154,7 @@ def _hub_advice(hub: HubWeights, tried: list[str], unreachable: str) -> str:
     )
     first = HUB_FILENAMES[0]
     return (
-        f"model.weights: hub found no weights of {hub.repo_id} ({unreachable}); tried {tried}. Fetch one of them "
+        f"model.weights: hub found no weights of {hub.repo_id} ({unreachable}); tried {names}. Fetch one of them "
         f"on a machine with network (`hf download {hub.repo_id} {first}`, "
         f"or {hub.url(first)}; the next name where the repository lacks it), then either put it anywhere and set "
         f"model.weights=/path/to/{first} (or the file you fetched), or copy the Hugging Face cache "
@@ -193,6 +194,7 @@ def weights_source(weights: str, backbone: str, path: Path | None, hub: HubWeigh
         if path is None:  # no hub file fetched yet (velora info)
             return source
         source["file"] = path.name  # the hub cache keeps each file under its own name
+    assert path is not None  # only 'none' and a hub file not fetched yet have none
     source["path"] = str(path)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES)
@@ -213,6 +215,7 @@ def resolve_source(weights: str, backbone: str) -> dict:
         hub = hub_weights(backbone)
         return weights_source(weights, backbone, cached_hub_file(hub), hub)
     path = resolve_weights(weights)
+    assert path is not None  # None only for 'none' and 'hub'
     if not path.exists():
         return {"kind": "local", "path": str(path), "missing": True}
     return weights_source(weights, backbone, path)

@@ -50,7 +50,7 @@ class FractalCategories:
 def sample_ifs(rng: np.random.Generator, max_singular: float = 0.9) -> np.ndarray:
     """One random IFS: (K, 2, 3) affine maps with entries in [-1, 1], each with largest singular value < max_singular."""
     num_maps = int(rng.integers(2, MAX_MAPS + 1))
-    maps = []
+    maps: list[np.ndarray] = []
     while len(maps) < num_maps:
         m = rng.uniform(-1.0, 1.0, size=(2, 3))
         if np.linalg.norm(m[:, :2], ord=2) < max_singular:
@@ -127,10 +127,10 @@ def render_masks(
     if augment:
         angle = 2 * math.pi * rotation * torch.rand(B, generator=generator)
         cos, sin = torch.cos(angle), torch.sin(angle)
-        rotation = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)  # (B, 2, 2)
+        turn = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)  # (B, 2, 2)
         mirror = torch.where(torch.rand(B, generator=generator) < 0.5, -1.0, 1.0)
-        rotation[:, :, 0] *= mirror[:, None]
-        points = points @ rotation.transpose(1, 2)
+        turn[:, :, 0] *= mirror[:, None]
+        points = points @ turn.transpose(1, 2)
         size = image_size * (0.45 + 0.55 * torch.rand(B, generator=generator))  # px, longest side
         shift = (torch.rand(B, 2, generator=generator) - 0.5) * (image_size - size[:, None] / 1.5).clamp_min(0)
     else:

@@ -24,10 +24,12 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 import timm
 import torch
 import torch.nn.functional as F
+from timm.layers import PatchEmbed
 
 from velora.model.weights import HEADER_KEY
 from velora.pretrain.config import PretrainConfig, add_arguments, config_from_args, recipe_flags
@@ -119,10 +121,12 @@ def write_weights(
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items() if not k.startswith("head.")}
     recipe = dataclasses.asdict(cfg)
     recipe.pop("output")
+    # timm types a ViT's patch_embed as any Module; its patch embeddings keep patch_size (h, w)
+    patch_embed = cast(PatchEmbed, model.get_submodule("patch_embed"))
     meta = {
         "source_format": "timm",
         "image_size": cfg.image_size,
-        "patch_size": model.patch_embed.patch_size[0],
+        "patch_size": patch_embed.patch_size[0],
         "embed_dim": cfg.embed_dim,
         "depth": cfg.depth,
         "num_heads": cfg.num_heads,

@@ -203,8 +203,8 @@ def _reproduce(options: ReproduceOptions, out: Path, journal: Journal) -> Reprod
     device = torch.device("cuda" if torch.cuda.is_available() and not options.cpu else "cpu")
     run = out / "run"
     if "train" not in journal.done:
-        resume = run / "checkpoints" / "last.ckpt"
-        resume = resume if resume.is_file() else None
+        last = run / "checkpoints" / "last.ckpt"
+        resume = last if last.is_file() else None
         if not _measure(cfg, options, device, resume, journal):
             return ReproduceResult("needs_cpu", out)
         command = ["velora", "train", *config_words, *(["--resume", str(resume)] if resume else [])]

@@ -67,7 +67,9 @@ def _batches(dataset: Dataset, cfg: Config, count: int):
 
 def _on_device(batch: dict, data: ClipDataModule, device: torch.device) -> dict:
     batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-    return data.on_after_batch_transfer(batch, 0)
+    moved = data.on_after_batch_transfer(batch, 0)
+    assert moved is not None  # None only for a batch of None
+    return moved
 
 
 def _timed(batches, warmup: int, run, device: torch.device) -> float:

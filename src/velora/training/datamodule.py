@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from velora.config import Config
 from velora.data.augment import apply_device_crop
 from velora.data.factory import label_file, layout, loader_collate, make_dataset
+from velora.data.sampling import SampledClips
 from velora.data.skipping import SkipBadClips
 from velora.errors import DataError
 
@@ -118,22 +119,24 @@ class ClipDataModule(L.LightningDataModule):
         require_val_split(cfg)
         # Count the classes before checking label ranges, so a wrong model.num_classes gets the
         # message that names the right value.
-        self.train_set = make_dataset(cfg, "train", train=True, check_labels=False)
-        self.class_names = self.train_set.class_names
+        train_set = make_dataset(cfg, "train", train=True, check_labels=False)
+        self.class_names = train_set.class_names
         if len(self.class_names) != cfg.model.num_classes:
             raise DataError(
                 f"the dataset at {cfg.data.root} has {len(self.class_names)} classes but "
                 f"model.num_classes is {cfg.model.num_classes}; set model.num_classes={len(self.class_names)}"
             )
-        self.eval_sets = {split: make_dataset(cfg, split, classes=self.class_names) for split in eval_splits(cfg)}
+        eval_sets = {split: make_dataset(cfg, split, classes=self.class_names) for split in eval_splits(cfg)}
+        self.train_set: SampledClips | SkipBadClips = train_set
+        self.eval_sets: dict[str, SampledClips | SkipBadClips] = dict(eval_sets)
         if skip_log is not None:
-            self.train_set = SkipBadClips(self.train_set, skip_log, name="train")
+            self.train_set = SkipBadClips(train_set, skip_log, name="train")
             self.eval_sets = {
-                split: SkipBadClips(dataset, skip_log, name=split, replace=False) for split, dataset in self.eval_sets.items()
+                split: SkipBadClips(dataset, skip_log, name=split, replace=False) for split, dataset in eval_sets.items()
             }
 
     @property
-    def val_set(self) -> Dataset:
+    def val_set(self) -> SampledClips | SkipBadClips:
         return self.eval_sets["val"]
 
     def train_dataloader(self) -> DataLoader:

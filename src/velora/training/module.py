@@ -55,7 +55,9 @@ class VELoRAModule(L.LightningModule):
         # Read on the host only at log steps and checkpoints (see StepStats): no GPU sync per step.
         self._loss_parts = torch.stack([loss.total, loss.ce, loss.recon]).detach().float()
         if self.global_step % self.cfg.train.log_every == 0:
-            self._lr_at[self.global_step] = self.optimizers().param_groups[0]["lr"]
+            optimizer = self.optimizers()
+            assert not isinstance(optimizer, list)  # configure_optimizers gives one
+            self._lr_at[self.global_step] = optimizer.param_groups[0]["lr"]
         return loss.total
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -131,7 +133,9 @@ class VELoRAModule(L.LightningModule):
         # Global accuracy: sum correct and counts over ranks before dividing.
         stats = torch.tensor([[float(c), float(n)] for c, n in self._eval_counts], device=self.device)  # (splits, 2)
         if self.trainer.world_size > 1:
-            stats = self.all_gather(stats).reshape(-1, len(self.eval_splits), 2).sum(0)
+            gathered = self.all_gather(stats)
+            assert isinstance(gathered, torch.Tensor)  # a tensor gathers as one
+            stats = gathered.reshape(-1, len(self.eval_splits), 2).sum(0)
         top1 = dict(zip(self.eval_splits, (stats[:, 0] / stats[:, 1].clamp(min=1)).tolist()))
         # Already global: the mean of equal values.
         self.log("val/top1", top1["val"], sync_dist=True, add_dataloader_idx=False)

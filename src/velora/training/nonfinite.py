@@ -44,7 +44,8 @@ def nonfinite_flag(
             grads.setdefault((p.grad.device, p.grad.dtype), []).append(p.grad)
     for group in grads.values():  # sets found to 1 if any gradient has a nan or inf
         torch._amp_foreach_non_finite_check_and_unscale_(group, found, found.new_ones(()))
-    optimizer.found_inf = found
+    # torch's Adam and AdamW read it with getattr(self, "found_inf", None); Optimizer does not declare it
+    optimizer.found_inf = found  # type: ignore[attr-defined]
     return found
 
 

@@ -24,7 +24,8 @@ def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, min_ratio: 
 def decay_groups(model: nn.Module, weight_decay: float, decay_all: bool = False) -> list[dict]:
     """AdamW groups: weight decay on matrices only (not on biases, norms, or embedding vectors), or
     with `decay_all` on every trainable parameter (the released code)."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for _, p in model.named_parameters():
         if not p.requires_grad:
             continue

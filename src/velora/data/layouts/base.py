@@ -20,10 +20,8 @@ from typing import TYPE_CHECKING
 from velora.errors import DataError
 
 if TYPE_CHECKING:
-    from torch.utils.data import Dataset
-
     from velora.config import Config
-    from velora.data.sampling import ClipSampling
+    from velora.data.sampling import ClipSampling, SampledClips
 
 
 class Layout:
@@ -77,16 +75,16 @@ class Layout:
     def dataset(
         self, cfg: Config, split: str, sampling: ClipSampling, *, classes: list[str] | None, num_classes: int | None,
         lenient: bool,
-    ) -> Dataset:
+    ) -> SampledClips:
         """The dataset of ``split`` ("train", "val" or "test") under data.root."""
         raise NotImplementedError
 
-    def from_label_file(self, root: Path, labels: Path, sampling: ClipSampling, options: ReadOptions) -> Dataset:
+    def from_label_file(self, root: Path, labels: Path, sampling: ClipSampling, options: ReadOptions) -> SampledClips:
         """The dataset of one label file read with explicit options (the dataset check of a folder
         on its own, ``velora check-data ROOT``, which has no config); layouts with label_line_fields."""
         raise NotImplementedError
 
-    def clip(self, path: Path, cfg: Config, sampling: ClipSampling) -> Dataset:
+    def clip(self, path: Path, cfg: Config, sampling: ClipSampling) -> SampledClips:
         """A one-item dataset of one clip given by a user (``velora predict``), read as training read its data."""
         raise NotImplementedError
 
@@ -138,14 +136,14 @@ def event_windows(cfg: Config) -> dict:
     }
 
 
-def event_file_clip(path: Path, cfg: Config, sampling: ClipSampling) -> Dataset:
+def event_file_clip(path: Path, cfg: Config, sampling: ClipSampling) -> SampledClips:
     """One event file (any reader's format), cut into windows as an event-only dataset is."""
     from velora.data.event_only import EventFileDataset
 
     return EventFileDataset(path.parent, None, sampling, files=[path], **event_windows(cfg))
 
 
-def frame_or_recording_clip(path: Path, cfg: Config, sampling: ClipSampling) -> Dataset:
+def frame_or_recording_clip(path: Path, cfg: Config, sampling: ClipSampling) -> SampledClips:
     """What a model trained on frames or recordings predicts from: a clip folder (``<sample>/`` with
     ``<sample>_aps/`` and/or ``<sample>_dvs/``), a raw ``.aedat4`` recording (sampled over its whole
     length, as training on recordings does), or another event file (its events alone: a model with

@@ -15,7 +15,7 @@ class EventsLayout(Layout):
     modalities = ("event",)
     draws_events = True
     names_classes = True
-    label_line_fields = 2  # sample<TAB>class
+    label_line_fields: int | None = 2  # sample<TAB>class (None in the gesture layout, a subclass)
 
     def dataset(self, cfg, split, sampling, *, classes, num_classes, lenient):
         from velora.data.event_only import EventFileDataset

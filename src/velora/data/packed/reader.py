@@ -13,13 +13,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from velora.data.labels import ClipEntry
 from velora.data.check_report import Issue
+from velora.data.labels import ClipEntry
 from velora.data.names import BATCH_KEY, MODALITIES
 from velora.data.packed.format import FULL_FRAME, SHARD_NAME, packed_event_resize, read_index
 from velora.data.sampling import ClipSampling, SampledClips, modality_problems
 from velora.errors import DataError
 from velora.events.resize import resize_event_image
+
 
 class PackedClipDataset(SampledClips):
     """One split of a packed dataset, with ClipDataset's item contract and randomness.
@@ -66,6 +67,7 @@ class PackedClipDataset(SampledClips):
     ) -> None:
         self.root = Path(root)
         index = read_index(self.root)
+        assert index is not None  # a missing index raises (missing_ok is False)
         header = self.header = index["header"]
         self.modalities = tuple(modalities)
         packed = tuple(header["modalities"])
@@ -84,6 +86,7 @@ class PackedClipDataset(SampledClips):
                 f"set image_size={header['image_size']}, or pack again with image_size={sampling.image_size}"
             )
         packed_with = packed_event_resize(header)
+        assert isinstance(packed_with, str)  # read_index checked it is one of EVENT_RESIZE
         if event_resize is not None and "event" in self.modalities and event_resize != packed_with:
             raise DataError(
                 f"{self.root} was packed with event images resized by {packed_with!r}, but data.event_resize is "
@@ -147,13 +150,18 @@ class PackedClipDataset(SampledClips):
         """Class names in label order, as pack_dataset found them (classes.txt or class folders)."""
         return list(self.header["class_names"])
 
+    @property
+    def frame_size(self) -> int:
+        """S, the side of the packed frames (the header's image_size, which the sampling holds)."""
+        return self.header["image_size"]
+
     def clip_frames(self, index: int, modality: str) -> np.ndarray:
         """All stored frames of one clip and modality, a read-only view: uint8 (N, S, S, 3)."""
         shard = int(self._shard_ids[index])
         if shard not in self._shards:
             path = self.root / SHARD_NAME.format(shard)
             self._shards[shard] = np.memmap(path, dtype=np.uint8, mode="r").view(np.ndarray)
-        size, count = self.sampling.image_size, self.entries[index].num_frames
+        size, count = self.frame_size, self.entries[index].num_frames
         start = int(self._offsets[modality][index])
         return self._shards[shard][start : start + count * size * size * 3].reshape(count, size, size, 3)
 
@@ -181,7 +189,7 @@ class PackedClipDataset(SampledClips):
     def _crc(self, index: int) -> int:
         crc = 0
         for modality in self.header["modalities"]:  # the CRC covers every packed modality
-            crc = zlib.crc32(memoryview(np.ascontiguousarray(self.clip_frames(index, modality))).cast("B"), crc)
+            crc = zlib.crc32(np.ascontiguousarray(self.clip_frames(index, modality)).data.cast("B"), crc)
         return crc
 
     def verify(self) -> None:
@@ -209,7 +217,7 @@ class PackedClipDataset(SampledClips):
         of ``__getitem__``, which is this with B = 1.
         """
         indices = [range(len(self))[i] for i in indices]
-        size, count = self.sampling.image_size, len(indices)
+        size, count = self.frame_size, len(indices)
         batch: dict[str, torch.Tensor] = {
             BATCH_KEY[m]: _uint8_batch((count, self.sampling.num_frames, 3, size, size)) for m in self.modalities
         }
@@ -224,6 +232,7 @@ class PackedClipDataset(SampledClips):
             for modality in self.modalities:
                 frames = self.clip_frames(index, modality)  # (N, S, S, 3), a view of the shard
                 frame_indices = draw.frames[modality]
+                chosen: np.ndarray | Sequence[np.ndarray]
                 if box == FULL_FRAME:
                     chosen = [frames[i] for i in frame_indices.tolist()]  # views: no copy yet
                 else:
@@ -238,7 +247,7 @@ class PackedClipDataset(SampledClips):
 
     def _crop(
         self, frames: np.ndarray, frame_indices: np.ndarray, box: tuple[float, float, float, float], modality: str
-    ) -> Sequence[np.ndarray]:
+    ) -> np.ndarray | list[np.ndarray]:
         """Resize ``box`` of the chosen frames back to S x S: (N, S, S, 3) -> T frames (S, S, 3).
 
         The fractional box is rounded to whole pixels of the S x S frame (at most half a pixel
@@ -247,7 +256,7 @@ class PackedClipDataset(SampledClips):
         here), reading only the crop from the shard. Events: the packed event_resize method
         (velora.events.resize), frame by frame straight from the shard.
         """
-        size = self.sampling.image_size
+        size = self.frame_size
         left, top, right, bottom = (round(edge * size) for edge in box)
         right, bottom = max(right, left + 1), max(bottom, top + 1)
         if modality == "rgb":

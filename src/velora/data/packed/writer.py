@@ -10,6 +10,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 from PIL import Image
@@ -18,12 +19,19 @@ from tqdm import tqdm
 from velora.data.clips import ClipDataset, FrameFolder, read_frame_at
 from velora.data.labels import read_class_names
 from velora.data.names import MODALITIES
+from velora.data.packed.format import (
+    DEFAULT_SHARD_BYTES,
+    FORMAT,
+    FULL_FRAME,
+    SHARD_NAME,
+    VERSION,
+    flush_to_disk,
+    read_index,
+    write_index,
+)
 from velora.data.sampling import ClipSampling
 from velora.errors import DataError
 from velora.events.resize import resize_event_image
-from velora.data.packed.format import (
-    DEFAULT_SHARD_BYTES, FORMAT, FULL_FRAME, SHARD_NAME, VERSION, flush_to_disk, read_index, write_index,
-)
 
 COMMIT_INTERVAL_S = 2.0  # how often a running pack commits its index; a kill loses at most this
 
@@ -85,7 +93,11 @@ def pack_dataset(
     }
     plan = _plan(sources)
     all_entries = [entry for source in sources.values() for entry in source.entries]
-    index = {
+    label_files: dict[str, Path] = {}
+    for split, source in sources.items():
+        assert source.label_file is not None  # read from the label file `splits` names
+        label_files[split] = source.label_file
+    index: dict[str, Any] = {
         "header": {
             "format": FORMAT,
             "version": VERSION,
@@ -99,8 +111,7 @@ def pack_dataset(
             "source": {
                 "root": str(Path(root).resolve()),
                 "label_files": {
-                    split: {"path": str(s.label_file.resolve()), "sha256": _sha256(s.label_file)}
-                    for split, s in sources.items()
+                    split: {"path": str(path.resolve()), "sha256": _sha256(path)} for split, path in label_files.items()
                 },
             },
         },
@@ -182,7 +193,7 @@ class _ShardWriter:
         self.out_dir, self.shard_bytes = out_dir, shard_bytes
         self.sizes = shard_sizes  # shard -> bytes, the committed ones after _truncate_uncommitted
         self.shard = max(shard_sizes, default=0)
-        self.file = None
+        self.file: IO[bytes] | None = None
 
     def append(self, frames: dict[str, np.ndarray]) -> tuple[int, dict[str, int], int]:
         """Write modality -> (N, S, S, 3) arrays back to back; returns (shard, offsets, crc32)."""
@@ -195,7 +206,7 @@ class _ShardWriter:
             self.file = open(self.out_dir / SHARD_NAME.format(self.shard), "ab")  # noqa: SIM115
         offsets, crc = {}, 0
         for modality, array in frames.items():
-            data = memoryview(np.ascontiguousarray(array)).cast("B")
+            data = np.ascontiguousarray(array).data.cast("B")
             offsets[modality] = size
             self.file.write(data)
             crc = zlib.crc32(data, crc)
