@@ -153,7 +153,11 @@ def main() -> int:
         ("data packing", wall["data packing"], cpu["data packing"]),
         ("training: optimizer steps", wall["steps"], cpu["steps"]),
         ("training: validation", wall["validation"], cpu["validation"]),
-        ("training: loading and loop overhead", epochs_wall - wall["steps"] - wall["validation"], epochs_cpu - cpu["steps"] - cpu["validation"]),
+        (
+            "training: loading and loop overhead",
+            epochs_wall - wall["steps"] - wall["validation"],
+            epochs_cpu - cpu["steps"] - cpu["validation"],
+        ),
         ("training: set-up and checkpoints", wall["training"] - epochs_wall, cpu["training"] - epochs_cpu),
         ("evaluation", wall["evaluation"], cpu["evaluation"]),
         ("report", wall["report"], cpu["report"]),
@@ -166,13 +170,19 @@ def main() -> int:
     print(f"\n{'phase':40s} {'wall s':>8s} {'share':>6s} {'CPU s':>8s} {'share':>6s}")
     for name, w, c in rows:
         print(f"{name:40s} {w:8.1f} {w / wall['total']:6.1%} {c:8.1f} {c / cpu['total']:6.1%}")
-    print(f"training steps: {CLOCK.calls['steps']}, epochs: {CLOCK.calls['epochs']}, validations: {CLOCK.calls['validation']}")
+    print(
+        f"training steps: {CLOCK.calls['steps']}, epochs: {CLOCK.calls['epochs']}, validations: {CLOCK.calls['validation']}"
+    )
     if args.json:
         result = {
             "date": date.today().isoformat(),
             "command": "velora demo " + " ".join(demo_args),
             "note": args.note,
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_average_at_end": os.getloadavg()},
+            "machine": {
+                "cpus": os.cpu_count(),
+                "platform": platform.platform(),
+                "load_average_at_end": os.getloadavg(),
+            },
             "phases": [{"phase": n, "wall_s": round(w, 2), "cpu_s": round(c, 2)} for n, w, c in rows],
             "training_steps": CLOCK.calls["steps"],
             "epochs": CLOCK.calls["epochs"],

@@ -93,17 +93,38 @@ def main() -> int:
     rows = []
     for busy in ("alone", "busy"):
         for threads in (1, 2):
-            command = [sys.executable, __file__, "--one", str(threads), busy, "--steps", str(args.steps),
-                       "--warmup", str(args.warmup), "--modalities", args.modalities]
-            result = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+            command = [
+                sys.executable,
+                __file__,
+                "--one",
+                str(threads),
+                busy,
+                "--steps",
+                str(args.steps),
+                "--warmup",
+                str(args.warmup),
+                "--modalities",
+                args.modalities,
+            ]
+            result = json.loads(
+                subprocess.run(command, check=True, capture_output=True, text=True).stdout.splitlines()[-1]
+            )
             rows.append({"threads": threads, "neighbour": busy, **result})
-            print(f"{threads} thread(s), {busy:5s}: {result['ms_per_step_wall']:7.1f} ms/step wall, "
-                  f"{result['ms_per_step_cpu']:7.1f} ms CPU", flush=True)
+            print(
+                f"{threads} thread(s), {busy:5s}: {result['ms_per_step_wall']:7.1f} ms/step wall, "
+                f"{result['ms_per_step_cpu']:7.1f} ms CPU",
+                flush=True,
+            )
     if args.json:
         import torch
 
-        out = {"cpus": os.cpu_count(), "torch": torch.__version__, "modalities": args.modalities,
-               "load_average_before": os.getloadavg(), "rows": rows}
+        out = {
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "modalities": args.modalities,
+            "load_average_before": os.getloadavg(),
+            "rows": rows,
+        }
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
     return 0

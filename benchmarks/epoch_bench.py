@@ -38,7 +38,9 @@ POKEREVENT_TRAIN_CLIPS = 16_216
 POKEREVENT_CLASSES = 114
 
 
-def write_packed(root: Path, *, clips: int, distinct: int, frames: int, image_size: int, classes: int, val: int) -> float:
+def write_packed(
+    root: Path, *, clips: int, distinct: int, frames: int, image_size: int, classes: int, val: int
+) -> float:
     """Write a packed dataset of generated clips; returns the seconds it took."""
     from velora.data.packed import FORMAT, INDEX_FILE, SHARD_NAME, VERSION
 
@@ -71,15 +73,26 @@ def write_packed(root: Path, *, clips: int, distinct: int, frames: int, image_si
     for split in ("train", "val"):
         for k, sample in enumerate(samples[split]):
             offsets, crc = stored[k % distinct]
-            records.append({
-                "sample": sample, "label": k % classes, "frames": frames, "shard": 0,
-                "offsets": offsets, "crc32": crc,
-            })
+            records.append(
+                {
+                    "sample": sample,
+                    "label": k % classes,
+                    "frames": frames,
+                    "shard": 0,
+                    "offsets": offsets,
+                    "crc32": crc,
+                }
+            )
     index = {
         "header": {
-            "format": FORMAT, "version": VERSION, "image_size": S, "modalities": ["rgb", "event"],
-            "class_names": [f"class_{c:03d}" for c in range(classes)], "event_resample": "nearest",
-            "frame_count_policy": "error", "shard_bytes": 1 << 40,
+            "format": FORMAT,
+            "version": VERSION,
+            "image_size": S,
+            "modalities": ["rgb", "event"],
+            "class_names": [f"class_{c:03d}" for c in range(classes)],
+            "event_resample": "nearest",
+            "frame_count_policy": "error",
+            "shard_bytes": 1 << 40,
             "source": {"generated": f"benchmarks/epoch_bench.py, {distinct} distinct clips"},
         },
         "splits": samples,
@@ -145,15 +158,27 @@ def run(args) -> dict:
     T, S = base.data.num_frames, base.model.image_size
     root = Path(args.root or tempfile.mkdtemp(prefix="velora_epoch_bench_"))
     gen_seconds = write_packed(
-        root, clips=args.clips, distinct=min(args.distinct, args.clips), frames=max(T, args.frames),
-        image_size=S, classes=POKEREVENT_CLASSES, val=args.batch_size,
+        root,
+        clips=args.clips,
+        distinct=min(args.distinct, args.clips),
+        frames=max(T, args.frames),
+        image_size=S,
+        classes=POKEREVENT_CLASSES,
+        val=args.batch_size,
     )
     overrides = [
-        "model.weights=none", f"model.num_classes={POKEREVENT_CLASSES}", "data.format=packed",
-        f"data.packed_root={root}", f"data.num_workers={args.workers}", f"train.batch_size={args.batch_size}",
-        "train.epochs=1", f"train.precision={args.precision or ('bf16-mixed' if cuda else '32-true')}",
-        f"train.accelerator={'gpu' if cuda else 'cpu'}", "train.progress=false",
-        f"model.compile={str(args.compile).lower()}", f"model.grad_checkpointing={str(args.checkpointing).lower()}",
+        "model.weights=none",
+        f"model.num_classes={POKEREVENT_CLASSES}",
+        "data.format=packed",
+        f"data.packed_root={root}",
+        f"data.num_workers={args.workers}",
+        f"train.batch_size={args.batch_size}",
+        "train.epochs=1",
+        f"train.precision={args.precision or ('bf16-mixed' if cuda else '32-true')}",
+        f"train.accelerator={'gpu' if cuda else 'cpu'}",
+        "train.progress=false",
+        f"model.compile={str(args.compile).lower()}",
+        f"model.grad_checkpointing={str(args.checkpointing).lower()}",
         *args.overrides,
     ]
     cfg = load_config(args.config, overrides)
@@ -162,10 +187,20 @@ def run(args) -> dict:
     module = VELoRAModule(cfg, data.class_names)
     timer = EpochTimer(cuda)
     trainer = L.Trainer(
-        max_epochs=1, accelerator=cfg.train.accelerator, devices=1, precision=cfg.train.precision,
-        gradient_clip_val=cfg.train.grad_clip or None, limit_val_batches=0, num_sanity_val_steps=0,
-        use_distributed_sampler=False, enable_progress_bar=False, enable_model_summary=False,
-        enable_checkpointing=False, logger=False, callbacks=[timer], default_root_dir=str(root),
+        max_epochs=1,
+        accelerator=cfg.train.accelerator,
+        devices=1,
+        precision=cfg.train.precision,
+        gradient_clip_val=cfg.train.grad_clip or None,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        logger=False,
+        callbacks=[timer],
+        default_root_dir=str(root),
     )
     with warnings.catch_warnings(record=cuda) as caught:  # on the CPU, warnings print as usual
         if cuda:

@@ -82,8 +82,12 @@ def measure(images: list[np.ndarray], size: int, method: str, repeats: int) -> d
             resize_event_image(image, size, None, method)
         seconds.append((time.perf_counter() - start) / repeats)
     return {
-        "event_pixels": marked, "kept": kept, "kept_share": kept / max(1, marked), "own_colour_share": same / max(1, marked),
-        "pure_share": pure / max(1, output_events), "ms_per_image": 1000 * statistics.median(seconds),
+        "event_pixels": marked,
+        "kept": kept,
+        "kept_share": kept / max(1, marked),
+        "own_colour_share": same / max(1, marked),
+        "pure_share": pure / max(1, output_events),
+        "ms_per_image": 1000 * statistics.median(seconds),
     }
 
 
@@ -98,8 +102,12 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
     results: dict = {
-        "command": " ".join(sys.argv), "size": args.size, "window_ms": args.window_ms, "step_ms": args.step_ms,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "recordings": {},
+        "command": " ".join(sys.argv),
+        "size": args.size,
+        "window_ms": args.window_ms,
+        "step_ms": args.step_ms,
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "recordings": {},
     }
     for name, (path, limit_ms) in RECORDINGS.items():
         images = windows(path, int(args.window_ms * 1000), int(args.step_ms * 1000), limit_ms)
@@ -108,8 +116,10 @@ def main() -> None:
         print(f"{name}: {len(images)} windows, {per_method['nearest']['event_pixels']:,} event pixels")
         print(f"  {'method':12s} {'kept':>8s} {'own colour':>11s} {'pure':>8s} {'ms/image':>9s}")
         for method, r in per_method.items():
-            print(f"  {method:12s} {r['kept_share']:8.2%} {r['own_colour_share']:11.2%} {r['pure_share']:8.2%} "
-                  f"{r['ms_per_image']:9.3f}")
+            print(
+                f"  {method:12s} {r['kept_share']:8.2%} {r['own_colour_share']:11.2%} {r['pure_share']:8.2%} "
+                f"{r['ms_per_image']:9.3f}"
+            )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1))

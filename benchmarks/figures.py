@@ -100,9 +100,7 @@ def demo_table() -> str:
         default["metrics"]["variants"][name]["test_top1_per_seed"] == variants[name]["test_top1_per_seed"]
         for name in default["metrics"]["variants"]
     )
-    agree = (
-        "gave the same test figures" if same else "gave other test figures (see its file)"
-    )
+    agree = "gave the same test figures" if same else "gave other test figures (see its file)"
     lines += [
         "",
         _wrap(
@@ -153,8 +151,14 @@ def pretrain_rebuild() -> str:
     """Rebuilding the shipped backbone on this machine, and the demo with each rebuild."""
     rebuild = load("issue12/pretrain_rebuild.json")
     shipped, same, capped = rebuild["builds"]
-    demo = lambda b: b["demo"]  # noqa: E731
-    velora = lambda b: f"{100 * demo(b)['velora']['test_top1']:.1f} % +/- {100 * demo(b)['velora']['test_top1_std']:.1f}"  # noqa: E731
+
+    def demo(build: dict) -> dict:
+        return build["demo"]
+
+    def velora(build: dict) -> str:
+        runs = demo(build)["velora"]
+        return f"{100 * runs['test_top1']:.1f} % +/- {100 * runs['test_top1_std']:.1f}"
+
     return _wrap(
         f"Rebuilt on this project's 2-core machine ({same['cpu']['torch_cpu_capability']} kernels) the recipe "
         f"reached {100 * same['held_out_top1']:.1f} % held-out top-1 where the shipped file's manifest says "
@@ -171,19 +175,25 @@ def pretrain_rebuild() -> str:
 def event_resize() -> str:
     """How many event pixels each resize keeps, per recording, and what keep_events costs."""
     r = load("event_resize.json")
-    lines = ["| recording | event pixels | nearest keeps | box keeps | bilinear keeps | keep_events keeps | keep_events ms per image |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| recording | event pixels | nearest keeps | box keeps | bilinear keeps | keep_events keeps | keep_events ms per image |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for name, rec in r["recordings"].items():
         m = rec["methods"]
         lines.append(
-            f"| {name} | {m['nearest']['event_pixels']:,} | " + " | ".join(f"{100 * m[k]['kept_share']:.1f} %" for k in ("nearest", "box", "bilinear", "keep_events"))
+            f"| {name} | {m['nearest']['event_pixels']:,} | "
+            + " | ".join(f"{100 * m[k]['kept_share']:.1f} %" for k in ("nearest", "box", "bilinear", "keep_events"))
             + f" | {m['keep_events']['ms_per_image']:.2f} |"
         )
-    lines += ["", _wrap(
-        f"Event pixels of {r['window_ms']:.0f} ms windows brought to {r['size']} x {r['size']}; \"keeps\": the share still "
-        f"visible after resizing (box and bilinear keep them blended into pale colours). `{r['command']}` on "
-        f"{r['machine']}, {r['date']} ({cite('event_resize.json')})."
-    )]
+    lines += [
+        "",
+        _wrap(
+            f'Event pixels of {r["window_ms"]:.0f} ms windows brought to {r["size"]} x {r["size"]}; "keeps": the share still '
+            f"visible after resizing (box and bilinear keep them blended into pale colours). `{r['command']}` on "
+            f"{r['machine']}, {r['date']} ({cite('event_resize.json')})."
+        ),
+    ]
     return "\n".join(lines)
 
 
@@ -193,7 +203,9 @@ def flops() -> str:
     titles = {"pokerevent_vitb16": "velora default", "pokerevent_vitb16_release": "released code's"}
     lines = ["| model | forward | training step |", "| --- | --- | --- |"]
     for name, r in f["configs"].items():
-        lines.append(f"| {titles.get(name, name)} (`{name}`) | {r['forward'] / 1e12:.3f} TFLOP | {r['train_step'] / 1e12:.3f} TFLOP |")
+        lines.append(
+            f"| {titles.get(name, name)} (`{name}`) | {r['forward'] / 1e12:.3f} TFLOP | {r['train_step'] / 1e12:.3f} TFLOP |"
+        )
     lines += ["", _wrap(f"{f['machine']}, {f['date']} ({cite('flops_vitb16.json')}).")]
     return "\n".join(lines)
 

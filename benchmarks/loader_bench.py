@@ -88,7 +88,11 @@ def warm_page_cache(folder: Path) -> int:
 def clips_per_second(dataset, batches: int, seed: int = 0) -> float:
     order = np.random.default_rng(seed).integers(0, len(dataset), (WARMUP_BATCHES + batches) * BATCH_SIZE)
     loader = DataLoader(
-        dataset, batch_size=BATCH_SIZE, sampler=order.tolist(), num_workers=WORKERS, prefetch_factor=4,
+        dataset,
+        batch_size=BATCH_SIZE,
+        sampler=order.tolist(),
+        num_workers=WORKERS,
+        prefetch_factor=4,
         collate_fn=loader_collate(dataset),  # as training uses it
     )
     iterator = iter(loader)
@@ -129,7 +133,9 @@ def dataloader_bound(batches: int) -> float:
 
 
 def packed_train_item(packed_root: Path, index: int) -> dict:
-    dataset = PackedClipDataset(packed_root, "train", ClipSampling(num_frames=NUM_FRAMES, image_size=IMAGE_SIZE, train=True), device_crop=True)
+    dataset = PackedClipDataset(
+        packed_root, "train", ClipSampling(num_frames=NUM_FRAMES, image_size=IMAGE_SIZE, train=True), device_crop=True
+    )
     return dataset[index]
 
 
@@ -139,7 +145,9 @@ def folder_megabytes(folder: Path, pattern: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work", type=Path, default=Path("/tmp/velora_loader_bench"), help="scratch folder (deleted first)")
+    parser.add_argument(
+        "--work", type=Path, default=Path("/tmp/velora_loader_bench"), help="scratch folder (deleted first)"
+    )
     parser.add_argument("--clips", type=int, default=48, help=f"synthetic clips of {FRAMES_PER_CLIP} frames")
     parser.add_argument("--batches", type=int, default=60, help="timed batches per loader and mode")
     parser.add_argument("--rounds", type=int, default=2, help="alternating PNG / packed rounds; the best is reported")
@@ -152,18 +160,34 @@ def main() -> None:
 
     start = time.perf_counter()
     write_dataset(png_root, args.clips)
-    print(f"wrote {args.clips} clips x {FRAMES_PER_CLIP} frames at 346x260 in {time.perf_counter() - start:.1f} s: "
-          f"APS PNG {folder_megabytes(png_root, '*_aps/*.png') / (args.clips * FRAMES_PER_CLIP) * 1e3:.0f} kB, "
-          f"event PNG {folder_megabytes(png_root, '*_dvs/*.png') / (args.clips * FRAMES_PER_CLIP) * 1e3:.0f} kB each")
-    stats = pack_dataset(png_root, packed_root, splits={"train": "train_label.txt"}, image_size=IMAGE_SIZE,
-                         workers=WORKERS, progress=False)
-    results["pack"] = {"seconds": stats.seconds, "clips_per_s": stats.written / stats.seconds,
-                       "packed_mb": folder_megabytes(packed_root, "shard_*.bin"), "png_mb": folder_megabytes(png_root, "*.png")}
-    print(f"packed at {IMAGE_SIZE} px in {stats.seconds:.1f} s ({stats.written / stats.seconds:.1f} clips/s, "
-          f"{WORKERS} workers): {results['pack']['packed_mb']:.0f} MB of shards from {results['pack']['png_mb']:.0f} MB of PNGs")
+    print(
+        f"wrote {args.clips} clips x {FRAMES_PER_CLIP} frames at 346x260 in {time.perf_counter() - start:.1f} s: "
+        f"APS PNG {folder_megabytes(png_root, '*_aps/*.png') / (args.clips * FRAMES_PER_CLIP) * 1e3:.0f} kB, "
+        f"event PNG {folder_megabytes(png_root, '*_dvs/*.png') / (args.clips * FRAMES_PER_CLIP) * 1e3:.0f} kB each"
+    )
+    stats = pack_dataset(
+        png_root,
+        packed_root,
+        splits={"train": "train_label.txt"},
+        image_size=IMAGE_SIZE,
+        workers=WORKERS,
+        progress=False,
+    )
+    results["pack"] = {
+        "seconds": stats.seconds,
+        "clips_per_s": stats.written / stats.seconds,
+        "packed_mb": folder_megabytes(packed_root, "shard_*.bin"),
+        "png_mb": folder_megabytes(png_root, "*.png"),
+    }
+    print(
+        f"packed at {IMAGE_SIZE} px in {stats.seconds:.1f} s ({stats.written / stats.seconds:.1f} clips/s, "
+        f"{WORKERS} workers): {results['pack']['packed_mb']:.0f} MB of shards from {results['pack']['png_mb']:.0f} MB of PNGs"
+    )
 
-    print(f"\nDataLoader: {WORKERS} workers, batch {BATCH_SIZE}, T={NUM_FRAMES}, {IMAGE_SIZE} px, rgb + event, "
-          f"{args.batches} batches after {WARMUP_BATCHES} warmup, page cache warm")
+    print(
+        f"\nDataLoader: {WORKERS} workers, batch {BATCH_SIZE}, T={NUM_FRAMES}, {IMAGE_SIZE} px, rgb + event, "
+        f"{args.batches} batches after {WARMUP_BATCHES} warmup, page cache warm"
+    )
     print(f"{'mode':<6} {'PNG clips/s':>12} {'packed clips/s':>15} {'packed / PNG':>13}")
     results["loader"] = {}
     # "train+dc": the packed loader leaves the random resized crop to the training device
@@ -177,22 +201,32 @@ def main() -> None:
         for round_ in range(args.rounds):
             rates["png"].append(clips_per_second(png, args.batches, seed=round_))
             rates["packed"].append(clips_per_second(packed, args.batches, seed=round_))
-            print(f"{mode:<6} {rates['png'][-1]:>12.1f} {rates['packed'][-1]:>15.1f} "
-                  f"{rates['packed'][-1] / rates['png'][-1]:>12.1f}x   round {round_ + 1}")
+            print(
+                f"{mode:<6} {rates['png'][-1]:>12.1f} {rates['packed'][-1]:>15.1f} "
+                f"{rates['packed'][-1] / rates['png'][-1]:>12.1f}x   round {round_ + 1}"
+            )
         best_png, best_packed = max(rates["png"]), max(rates["packed"])
         print(f"{mode:<6} {best_png:>12.1f} {best_packed:>15.1f} {best_packed / best_png:>12.1f}x   best")
         cost = {"png": milliseconds_per_clip(png, 48), "packed": milliseconds_per_clip(packed, 240)}
-        print(f"{mode:<6} {cost['png']:>9.1f} ms {cost['packed']:>12.2f} ms {cost['png'] / cost['packed']:>12.1f}x   "
-              "one process, per clip (no DataLoader)")
-        results["loader"][mode] = {"png_clips_per_s": rates["png"], "packed_clips_per_s": rates["packed"],
-                                   "png_ms_per_clip": cost["png"], "packed_ms_per_clip": cost["packed"]}
+        print(
+            f"{mode:<6} {cost['png']:>9.1f} ms {cost['packed']:>12.2f} ms {cost['png'] / cost['packed']:>12.1f}x   "
+            "one process, per clip (no DataLoader)"
+        )
+        results["loader"][mode] = {
+            "png_clips_per_s": rates["png"],
+            "packed_clips_per_s": rates["packed"],
+            "png_ms_per_clip": cost["png"],
+            "packed_ms_per_clip": cost["packed"],
+        }
     batch = torch.utils.data.default_collate([packed_train_item(packed_root, i) for i in range(BATCH_SIZE)])
     start = time.perf_counter()
     for _ in range(5):
         apply_device_crop(batch)
     crop_ms = (time.perf_counter() - start) / 5 / BATCH_SIZE * 1e3
     results["loader"]["device_crop_cpu_ms_per_clip"] = crop_ms
-    print(f"the device crop itself, run here on the CPU: {crop_ms:.2f} ms per clip (on a GPU it is one small kernel per batch)")
+    print(
+        f"the device crop itself, run here on the CPU: {crop_ms:.2f} ms per clip (on a GPU it is one small kernel per batch)"
+    )
     bound = dataloader_bound(args.batches)
     results["loader"]["ready_tensors_clips_per_s"] = bound
     print(f"the same DataLoader over ready tensors (no loading at all): {bound:.1f} clips/s")
@@ -201,11 +235,19 @@ def main() -> None:
     for copy in range(args.recordings):
         shutil.copy(STREET, raw_root / "street" / f"street_{copy:03d}.aedat4")
     stats = convert_recordings(raw_root, args.work / "converted", progress=False)
-    results["convert"] = {"recordings": stats.recordings, "events": stats.events, "frames": stats.frames,
-                          "seconds": stats.seconds, "events_per_s": stats.events_per_s, "frames_per_s": stats.frames_per_s}
-    print(f"\nconvert_recordings: {stats.recordings} copies of {STREET.name} (346x260, PNG at sensor size): "
-          f"{stats.events} events, {stats.frames} sample frames (APS + event PNG) in {stats.seconds:.2f} s = "
-          f"{stats.events_per_s:,.0f} events/s, {stats.frames_per_s:.1f} frames/s")
+    results["convert"] = {
+        "recordings": stats.recordings,
+        "events": stats.events,
+        "frames": stats.frames,
+        "seconds": stats.seconds,
+        "events_per_s": stats.events_per_s,
+        "frames_per_s": stats.frames_per_s,
+    }
+    print(
+        f"\nconvert_recordings: {stats.recordings} copies of {STREET.name} (346x260, PNG at sensor size): "
+        f"{stats.events} events, {stats.frames} sample frames (APS + event PNG) in {stats.seconds:.2f} s = "
+        f"{stats.events_per_s:,.0f} events/s, {stats.frames_per_s:.1f} frames/s"
+    )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

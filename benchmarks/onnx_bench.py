@@ -134,7 +134,7 @@ def main() -> None:
         for _ in range(args.rounds):
             times: dict[str, list[float]] = {name: [] for name in engines}
             for i in range(args.calls):
-                for name in names[i % len(names):] + names[: i % len(names)]:  # one call each, order rotated
+                for name in names[i % len(names) :] + names[: i % len(names)]:  # one call each, order rotated
                     start = time.perf_counter()
                     engines[name]()
                     times[name].append(time.perf_counter() - start)
@@ -143,25 +143,49 @@ def main() -> None:
         base = statistics.median(rounds["PyTorch eager"])
         for name, per_round in rounds.items():
             median = statistics.median(per_round)
-            results.append({
-                "batch": batch, "engine": name, "median_ms": round(median, 3), "min_round_ms": round(min(per_round), 3),
-                "max_round_ms": round(max(per_round), 3), "speedup_vs_eager": round(base / median, 2),
-                "max_abs_logit_diff_vs_eager": diffs[name],
-            })
-            print(f"batch {batch:3d}  {name:24s} {median:8.2f} ms  ({min(per_round):.2f}-{max(per_round):.2f})  "
-                  f"{base / median:5.2f}x  |diff| {diffs[name]:.1e}", flush=True)
+            results.append(
+                {
+                    "batch": batch,
+                    "engine": name,
+                    "median_ms": round(median, 3),
+                    "min_round_ms": round(min(per_round), 3),
+                    "max_round_ms": round(max(per_round), 3),
+                    "speedup_vs_eager": round(base / median, 2),
+                    "max_abs_logit_diff_vs_eager": diffs[name],
+                }
+            )
+            print(
+                f"batch {batch:3d}  {name:24s} {median:8.2f} ms  ({min(per_round):.2f}-{max(per_round):.2f})  "
+                f"{base / median:5.2f}x  |diff| {diffs[name]:.1e}",
+                flush=True,
+            )
 
     record = {
         "command": "PYTHONPATH=src .venv/bin/python benchmarks/onnx_bench.py " + " ".join(sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "load_average_before": load_before, "load_average_after": load_average()},
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "load_average_before": load_before,
+            "load_average_after": load_average(),
+        },
         "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__, "python": platform.python_version()},
-        "config": args.config, "threads": args.threads, "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
-        "rounds": args.rounds, "calls": args.calls,
-        "frames": T, "image_size": S,
-        "export": {("merged" if m else "lora"): {"bytes": r.bytes, "opset": r.opset, "seconds": round(r.seconds, 1),
-                                                  "max_abs_diff": r.max_abs_diff} for m, r in exports.items()},
+        "config": args.config,
+        "threads": args.threads,
+        "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
+        "rounds": args.rounds,
+        "calls": args.calls,
+        "frames": T,
+        "image_size": S,
+        "export": {
+            ("merged" if m else "lora"): {
+                "bytes": r.bytes,
+                "opset": r.opset,
+                "seconds": round(r.seconds, 1),
+                "max_abs_diff": r.max_abs_diff,
+            }
+            for m, r in exports.items()
+        },
         "results": results,
     }
     print(f"load average before {load_before}, after {record['machine']['load_average_after']}")

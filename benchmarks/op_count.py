@@ -53,7 +53,9 @@ def main() -> None:
         model(rgb[:1], events[:1])
     result["train_step_ops"] = sum(train.counts.values())
     result["one_clip_inference_ops"] = sum(infer.counts.values())
-    result["train_step_matmuls"] = sum(v for k, v in train.counts.items() if k.split("::")[-1] in ("mm", "addmm", "bmm"))
+    result["train_step_matmuls"] = sum(
+        v for k, v in train.counts.items() if k.split("::")[-1] in ("mm", "addmm", "bmm")
+    )
     print(json.dumps(result))
 
 

@@ -109,9 +109,11 @@ def main() -> None:
         ],
     }
     where = "device" if cuda else "CPU"
-    print(f"{results['device']}, {args.mode} step, batch {args.batch_size}, {args.precision}: "
-          f"{results['step_ms']:.1f} ms per step, {where} busy {results['busy_ms']:.1f} ms "
-          f"({100 * (1 - results['idle_share']):.0f} %)")
+    print(
+        f"{results['device']}, {args.mode} step, batch {args.batch_size}, {args.precision}: "
+        f"{results['step_ms']:.1f} ms per step, {where} busy {results['busy_ms']:.1f} ms "
+        f"({100 * (1 - results['idle_share']):.0f} %)"
+    )
     for kind, ms in results["ms_by_kind"].items():
         print(f"  {kind:<45} {ms:8.2f} ms  {100 * ms / results['busy_ms']:5.1f} %")
     print("ops by their own time:")

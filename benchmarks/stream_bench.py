@@ -263,10 +263,17 @@ def main() -> None:
     parser.add_argument("--hops", default="1,2,4", help="replay runs: predict every N frames, comma-separated")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--checkpoint", help="a trained run (default: the demo config with fresh adapters)")
-    parser.add_argument("--modes", default="replay,realtime,tcp,tcp-dv", help="runs: replay (at each --hops), "
-                        "realtime, tcp and tcp-dv (hop 1; tcp needs dv-processing), comma-separated")
-    parser.add_argument("--reuse-frames", action="store_true", help="velora stream --reuse-frames (each sample's "
-                        "low-level tokens kept for the next windows)")
+    parser.add_argument(
+        "--modes",
+        default="replay,realtime,tcp,tcp-dv",
+        help="runs: replay (at each --hops), "
+        "realtime, tcp and tcp-dv (hop 1; tcp needs dv-processing), comma-separated",
+    )
+    parser.add_argument(
+        "--reuse-frames",
+        action="store_true",
+        help="velora stream --reuse-frames (each sample's low-level tokens kept for the next windows)",
+    )
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
@@ -275,19 +282,21 @@ def main() -> None:
     recognizer = demo_recognizer(Path(tempfile.mkdtemp(prefix="velora-stream-bench-")), args.checkpoint)
     config = recognizer.config
     results = {
-        "command": "benchmarks/stream_bench.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False, True)
-        ) + (" --reuse-frames" if args.reuse_frames else ""),
+        "command": "benchmarks/stream_bench.py "
+        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False, True))
+        + (" --reuse-frames" if args.reuse_frames else ""),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-                   f"torch {torch.__version__}",
+        f"torch {torch.__version__}",
         "model": f"{config.model.backbone} {config.model.backbone_args}, {config.model.image_size} px, "
-                 f"T = {config.data.num_frames}, {'+'.join(config.data.modalities)}",
+        f"T = {config.data.num_frames}, {'+'.join(config.data.modalities)}",
         "load_average_1min_before": load_average(),
         "runs": [],
     }
     print(results["machine"], "|", results["model"], "| load", results["load_average_1min_before"])
-    print(f"{'events/s':>9} {'threads':>7} {'mode':>8} {'hop':>3} {'windows':>7} {'skipped':>7} {'lat mean':>8} "
-          f"{'lat p95':>8} {'lat max':>8} {'compute p95':>11} {'RTF':>6} {'load':>5}")
+    print(
+        f"{'events/s':>9} {'threads':>7} {'mode':>8} {'hop':>3} {'windows':>7} {'skipped':>7} {'lat mean':>8} "
+        f"{'lat p95':>8} {'lat max':>8} {'compute p95':>11} {'RTF':>6} {'load':>5}"
+    )
     modes = args.modes.split(",")
     runs = [("replay", hop) for hop in hops if "replay" in modes]
     runs += [(m, 1) for m in ("realtime", "tcp", "tcp-dv") if m in modes]
@@ -302,8 +311,11 @@ def main() -> None:
             assert pipe.recv() == "built"  # its packets are ready: it takes no CPU until a run
         for threads in thread_counts:
             torch.set_num_threads(threads)
-            run_stream(recognizer, RecordingReplay(recording, "warmup"),
-                       StreamOptions(resize=True, max_windows=5, reuse_frames=args.reuse_frames))
+            run_stream(
+                recognizer,
+                RecordingReplay(recording, "warmup"),
+                StreamOptions(resize=True, max_windows=5, reuse_frames=args.reuse_frames),
+            )
             for repeat in range(args.repeats):  # modes interleaved, so the load of other processes hits them alike
                 for mode, hop in runs:
                     options = StreamOptions(resize=True, hop_frames=hop, reuse_frames=args.reuse_frames)
@@ -312,47 +324,76 @@ def main() -> None:
                     else:
                         source = RecordingReplay(recording, "synthetic", realtime=mode == "realtime")
                         summary = run_stream(recognizer, source, options)
-                    run = {"events_per_s": rate, "threads": threads, "mode": mode, "hop": hop, "repeat": repeat,
-                           "load_average_1min": load_average(), **summary.as_dict()}
+                    run = {
+                        "events_per_s": rate,
+                        "threads": threads,
+                        "mode": mode,
+                        "hop": hop,
+                        "repeat": repeat,
+                        "load_average_1min": load_average(),
+                        **summary.as_dict(),
+                    }
                     results["runs"].append(run)
                     if summary.error or not summary.windows:
                         print(f"{rate:>9} {threads:>7} {mode:>8} {hop:>3} failed: {summary.ended}", flush=True)
                         continue
-                    print(f"{rate:>9} {threads:>7} {mode:>8} {hop:>3} {summary.windows:>7} {summary.skipped:>7} "
-                          f"{summary.mean_latency_ms:>8.1f} {summary.p95_latency_ms:>8.1f} "
-                          f"{summary.max_latency_ms:>8.1f} {summary.p95_compute_ms:>11.1f} "
-                          f"{summary.realtime_factor:>6.2f} {run['load_average_1min']:>5.2f}", flush=True)
+                    print(
+                        f"{rate:>9} {threads:>7} {mode:>8} {hop:>3} {summary.windows:>7} {summary.skipped:>7} "
+                        f"{summary.mean_latency_ms:>8.1f} {summary.p95_latency_ms:>8.1f} "
+                        f"{summary.max_latency_ms:>8.1f} {summary.p95_compute_ms:>11.1f} "
+                        f"{summary.realtime_factor:>6.2f} {run['load_average_1min']:>5.2f}",
+                        flush=True,
+                    )
         if pipe is not None:
             pipe.send("stop")
             child.join()
     results["load_average_1min_after"] = load_average()
     results["medians"] = medians(results["runs"])
     print("\nmedians over repeats")
-    print("| events/s | threads | mode | hop | windows | skipped | latency mean ms | p95 ms | max ms | "
-          "input + forward p95 ms | real-time factor | load (1 min) |")
+    print(
+        "| events/s | threads | mode | hop | windows | skipped | latency mean ms | p95 ms | max ms | "
+        "input + forward p95 ms | real-time factor | load (1 min) |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in results["medians"]:
-        print(f"| {row['events_per_s']:,} | {row['threads']} | {row['mode']} | {row['hop']} | {row['windows']:.0f} | "
-              f"{row['skipped']:.0f} | {row['mean_latency_ms']:.1f} | {row['p95_latency_ms']:.1f} | "
-              f"{row['max_latency_ms']:.1f} | {row['p95_compute_ms']:.1f} | {row['realtime_factor']:.2f}x | "
-              f"{row['load_average_1min']:.1f} |")
+        print(
+            f"| {row['events_per_s']:,} | {row['threads']} | {row['mode']} | {row['hop']} | {row['windows']:.0f} | "
+            f"{row['skipped']:.0f} | {row['mean_latency_ms']:.1f} | {row['p95_latency_ms']:.1f} | "
+            f"{row['max_latency_ms']:.1f} | {row['p95_compute_ms']:.1f} | {row['realtime_factor']:.2f}x | "
+            f"{row['load_average_1min']:.1f} |"
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 
 
 def medians(runs: list[dict]) -> list[dict]:
     order = {"replay": 0, "realtime": 1, "tcp": 2, "tcp-dv": 3}
-    keys = sorted({(r["events_per_s"], r["threads"], r["mode"], r["hop"]) for r in runs},
-                  key=lambda k: (k[0], k[1], order[k[2]], k[3]))
+    keys = sorted(
+        {(r["events_per_s"], r["threads"], r["mode"], r["hop"]) for r in runs},
+        key=lambda k: (k[0], k[1], order[k[2]], k[3]),
+    )
     rows = []
     for rate, threads, mode, hop in keys:
-        group = [r for r in runs if (r["events_per_s"], r["threads"], r["mode"], r["hop"]) == (rate, threads, mode, hop)
-                 and not r["error"] and r["windows"]]
+        group = [
+            r
+            for r in runs
+            if (r["events_per_s"], r["threads"], r["mode"], r["hop"]) == (rate, threads, mode, hop)
+            and not r["error"]
+            and r["windows"]
+        ]
         if not group:
             continue
         row = {"events_per_s": rate, "threads": threads, "mode": mode, "hop": hop, "repeats": len(group)}
-        for name in ("windows", "skipped", "mean_latency_ms", "p95_latency_ms", "max_latency_ms", "p95_compute_ms",
-                     "realtime_factor", "load_average_1min"):
+        for name in (
+            "windows",
+            "skipped",
+            "mean_latency_ms",
+            "p95_latency_ms",
+            "max_latency_ms",
+            "p95_compute_ms",
+            "realtime_factor",
+            "load_average_1min",
+        ):
             row[name] = float(np.median([r[name] for r in group]))
         rows.append(row)
     return rows

@@ -26,11 +26,18 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 LAYER = {
-    "cli": 0, "demo": 0, "info": 0, "bench": 0, "pretrain": 0,
-    "evaluation": 1, "training": 1,
-    "data": 2, "model": 2,
+    "cli": 0,
+    "demo": 0,
+    "info": 0,
+    "bench": 0,
+    "pretrain": 0,
+    "evaluation": 1,
+    "training": 1,
+    "data": 2,
+    "model": 2,
     "events": 3,
-    "config": 4, "errors": 4,
+    "config": 4,
+    "errors": 4,
 }
 
 
@@ -40,7 +47,7 @@ def module(filename: str) -> str | None:
     folders = parts[:-1]  # model/velora.py: the package folder, not the file named velora
     if "velora" not in folders:
         return None
-    rest = parts[len(folders) - folders[::-1].index("velora"):]
+    rest = parts[len(folders) - folders[::-1].index("velora") :]
     return "/".join(rest) if rest and rest[0] in LAYER else None
 
 
@@ -69,7 +76,9 @@ def trace_walk(run) -> dict:
         up = [(a, b) for a, b in walk if LAYER[b.split("/")[0]] < LAYER[a.split("/")[0]]]
         crossings = [(a, b) for a, b in walk if {a.split("/")[0], b.split("/")[0]} == {"training", "data"}]
         result[level] = {
-            "moves": len(walk), "up": len(up), "training_data_crossings": len(crossings),
+            "moves": len(walk),
+            "up": len(up),
+            "training_data_crossings": len(crossings),
             "walk": [f"{a} -> {b}" for a, b in walk],
             "up_moves": [f"{a} -> {b}" for a, b in up],
         }
@@ -98,8 +107,14 @@ def main() -> None:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "data"
-        generate_demo_dataset(root, clips_per_class={"train": 1, "val": 1, "test": 1}, image_size=32,
-                              frames_range=(4, 5), progress=False, workers=1)
+        generate_demo_dataset(
+            root,
+            clips_per_class={"train": 1, "val": 1, "test": 1},
+            image_size=32,
+            frames_range=(4, 5),
+            progress=False,
+            workers=1,
+        )
         cfg = make_tiny_config(data={"root": str(root)}, train={"output_dir": str(Path(tmp) / "run")})
         walks = {"config to loss (velora train)": trace_walk(lambda: train(cfg))}
         clip = next(p for p in sorted(root.glob("*/*")) if p.is_dir())
@@ -107,8 +122,10 @@ def main() -> None:
         walks["checkpoint to prediction (velora predict)"] = trace_walk(lambda: predict_clips(checkpoint, [clip]))
     for name, walk in walks.items():
         for level, found in walk.items():
-            print(f"{name}: {found['moves']} moves between {level}, {found['up']} of them up, "
-                  f"{found['training_data_crossings']} between training/ and data/")
+            print(
+                f"{name}: {found['moves']} moves between {level}, {found['up']} of them up, "
+                f"{found['training_data_crossings']} between training/ and data/"
+            )
             print("  up: " + (", ".join(found["up_moves"]) or "none"))
     if args.json:
         Path(args.json).write_text(json.dumps(walks, indent=1))

@@ -140,8 +140,13 @@ def config_page() -> str:
                 f"| `{section.name}.{f.name}` | `{_cell(repr(_default(f)))}` | {shown} | {_cell(f.metadata.get('help', ''))} |"
             )
         lines.append("")
-    lines += ["## Shipped configs", "", "`--config NAME` takes any of these (they are in `src/velora/configs/`; "
-              "`configs/` at the repository root links there). Each opens with what it is for.", ""]
+    lines += [
+        "## Shipped configs",
+        "",
+        "`--config NAME` takes any of these (they are in `src/velora/configs/`; "
+        "`configs/` at the repository root links there). Each opens with what it is for.",
+        "",
+    ]
     for name, path in shipped_configs().items():
         text = path.read_text(encoding="utf-8")
         lines += [f"### {name}", "", "```yaml", text.rstrip(), "```", ""]
@@ -152,7 +157,14 @@ def api_modules(group: str) -> list[str]:
     """The dotted names of the modules of one API group, in file order (no private modules)."""
     if group == "velora":  # the package and its top-level modules that are no group of their own
         own = {g for g, _ in API_GROUPS}
-        return ["velora", *(f"velora.{f.stem}" for f in sorted(PACKAGE.glob("*.py")) if f.stem not in own and not f.stem.startswith("_"))]
+        return [
+            "velora",
+            *(
+                f"velora.{f.stem}"
+                for f in sorted(PACKAGE.glob("*.py"))
+                if f.stem not in own and not f.stem.startswith("_")
+            ),
+        ]
     path = PACKAGE / group
     if path.with_suffix(".py").is_file():
         return [f"velora.{group}"]

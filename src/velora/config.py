@@ -206,7 +206,8 @@ class DataConfig:
     layout: str = _f(
         "frames",
         "How the dataset sits on disk (velora.data.layouts): "
-        + "; ".join(f"'{name}': {layout.description}" for name, layout in LAYOUTS.items()) + ".",
+        + "; ".join(f"'{name}': {layout.description}" for name, layout in LAYOUTS.items())
+        + ".",
         choices=LAYOUTS.keys(),  # a live view of the table
     )
     train_labels: str = _f("train_label.txt", "Training label file, relative to root.")
@@ -255,7 +256,8 @@ class DataConfig:
         "event_image",
         "How a window of events becomes the 3-channel image the frozen ViT takes (layouts events, recordings, "
         "gesture; frame folders hold images already drawn): "
-        + "; ".join(f"'{name}': {_summary(f)}" for name, f in RGB_REPRESENTATIONS.items()) + ".",
+        + "; ".join(f"'{name}': {_summary(f)}" for name, f in RGB_REPRESENTATIONS.items())
+        + ".",
         choices=RGB_REPRESENTATIONS.keys(),  # a live view of the registry
     )
     event_resize: str = _f(
@@ -285,6 +287,7 @@ class DataConfig:
         choices=("stop", "skip"),
     )
     min_frames: int = _f(1, "Clips with fewer frames are problems for the pre-training check.")
+
 
 @dataclass
 class TrainConfig:
@@ -317,9 +320,7 @@ class TrainConfig:
         "Also write the resume checkpoint (checkpoints/last.ckpt) every N optimizer steps, not only at "
         "epoch ends; a killed run resumes there and loses at most N steps. 0: epoch ends only.",
     )
-    log_every: int = _f(
-        10, "Record training metrics every N steps; a NaN/inf step is reported there at the latest."
-    )
+    log_every: int = _f(10, "Record training metrics every N steps; a NaN/inf step is reported there at the latest.")
     progress: bool = _f(True, "Show progress bars.")
     logger: str = _f(
         "csv",
@@ -365,8 +366,13 @@ class EvalConfig:
 
 # The model fields where the released code's model differs from velora's default (configs/*_release.yaml).
 RELEASE_MODEL = {
-    "stream_path": "all_blocks_projected", "fusion_block": "random_trainable", "shared_lora": "mlp_bottleneck",
-    "recon_decoder": "block", "recon_detach_target": False, "head": "attention_last_tokens", "random_block": "release",
+    "stream_path": "all_blocks_projected",
+    "fusion_block": "random_trainable",
+    "shared_lora": "mlp_bottleneck",
+    "recon_decoder": "block",
+    "recon_detach_target": False,
+    "head": "attention_last_tokens",
+    "random_block": "release",
 }
 # The input pipeline and optimizer fields where the released code differs (configs/*_release.yaml).
 RELEASE_INPUTS = {
@@ -522,8 +528,10 @@ def validate(cfg: Config) -> list[str]:
             )
     if d.num_frames < 1:
         p.append(f"'data.num_frames' must be at least 1, got {d.num_frames}")
-    if len(d.crop_scale) != 2 or not all(isinstance(s, (int, float)) for s in d.crop_scale) or not (
-        0 < min(d.crop_scale) and d.crop_scale[0] <= d.crop_scale[1] <= 1
+    if (
+        len(d.crop_scale) != 2
+        or not all(isinstance(s, (int, float)) for s in d.crop_scale)
+        or not (0 < min(d.crop_scale) and d.crop_scale[0] <= d.crop_scale[1] <= 1)
     ):
         p.append(f"'data.crop_scale' must be [low, high] with 0 < low <= high <= 1, got {d.crop_scale}")
     if d.format == "packed" and not d.packed_root:

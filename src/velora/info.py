@@ -57,11 +57,13 @@ def describe(cfg: Config) -> str:
         "",
         f"adapter checkpoint size: {mb:.2f} MB (fp32 safetensors)",
     ]
-    default = _trainable(cfg, {f.name: getattr(type(m)(), f.name) for f in dataclasses.fields(m) if f.name in RELEASE_MODEL})
+    default = _trainable(
+        cfg, {f.name: getattr(type(m)(), f.name) for f in dataclasses.fields(m) if f.name in RELEASE_MODEL}
+    )
     release = _trainable(cfg, RELEASE_MODEL)
     lines += [
         f"the same task, trainable: velora's default model {default:,d}; the released code's model {release:,d}",
-        "(the paper's \"7.02 MB\" is the peft LoRA of three whole CLIP models, text towers included: "
+        '(the paper\'s "7.02 MB" is the peft LoRA of three whole CLIP models, text towers included: '
         "1,843,200 parameters; see docs/model.md)",
     ]
     return "\n".join(lines)
@@ -75,7 +77,9 @@ def input_pipeline(cfg: Config, model) -> list[str]:
     d, t = cfg.data, cfg.train
     if cfg.model.normalization == "weights":
         mean, std = normalization(model.backbone)
-        norm = f"the weights' own (mean {', '.join(f'{v:.3f}' for v in mean)}; std {', '.join(f'{v:.3f}' for v in std)})"
+        norm = (
+            f"the weights' own (mean {', '.join(f'{v:.3f}' for v in mean)}; std {', '.join(f'{v:.3f}' for v in std)})"
+        )
     else:
         norm = "mean = std = 0.5 (the released code)"
     sampling = {
@@ -86,7 +90,9 @@ def input_pipeline(cfg: Config, model) -> list[str]:
     }[d.frame_sampling]
     if d.augmentation == "clip":
         flip = "with" if d.hflip else "no"
-        augment = f"clip: one random resized crop (area {d.crop_scale[0]:g}-{d.crop_scale[1]:g}), {flip} flip, for all frames"
+        augment = (
+            f"clip: one random resized crop (area {d.crop_scale[0]:g}-{d.crop_scale[1]:g}), {flip} flip, for all frames"
+        )
     else:
         augment = "release: every frame on its own: pad 10, random crop, flip with p 0.5"
     decay = "every trainable parameter" if t.weight_decay_all else "matrices only (not biases, norms, embeddings)"

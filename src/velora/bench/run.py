@@ -186,8 +186,10 @@ def find_max_batch(
     batch = start
     while batch <= limit:
         try:
-            row = first if first and batch == start else measure_in_process(
-                raw, "velora", "train", device, batch, steps, precision
+            row = (
+                first
+                if first and batch == start
+                else measure_in_process(raw, "velora", "train", device, batch, steps, precision)
             )
         except RuntimeError as exc:
             if "out of memory" not in str(exc).lower():
@@ -201,10 +203,21 @@ def find_max_batch(
 
 
 def run_bench(
-    config: str, overrides: list[str] | None, *, device: str = "cpu", batch_size: int = 4, steps: int = 5,
-    precision: str = "fp32", peak_tflops: float | None = None, compile: bool = False, checkpointing: bool = False,
-    max_batch: bool = False, original: bool = True, original_batch_size: int | None = None,
-    modes: tuple[str, ...] = MODES, print_table: bool = True,
+    config: str,
+    overrides: list[str] | None,
+    *,
+    device: str = "cpu",
+    batch_size: int = 4,
+    steps: int = 5,
+    precision: str = "fp32",
+    peak_tflops: float | None = None,
+    compile: bool = False,
+    checkpointing: bool = False,
+    max_batch: bool = False,
+    original: bool = True,
+    original_batch_size: int | None = None,
+    modes: tuple[str, ...] = MODES,
+    print_table: bool = True,
 ) -> dict:
     """Measure `modes` for VELoRA and (original=True) the original-style execution, each in its own process.
 
@@ -290,14 +303,18 @@ def format_table(results: dict) -> str:
         lines.append(f"MFU against {results['peak_tflops']:g} TFLOP/s ({results['peak_source']})")
     sdpa = results["sdpa"]
     ok = [k for k, v in sdpa["available"].items() if v == "ok"]
-    lines.append(f"attention: F.scaled_dot_product_attention -> {sdpa['used']} kernel ({', '.join(sdpa['ops'])}); "
-                 f"backends that run alone: {', '.join(ok)}")
+    lines.append(
+        f"attention: F.scaled_dot_product_attention -> {sdpa['used']} kernel ({', '.join(sdpa['ops'])}); "
+        f"backends that run alone: {', '.join(ok)}"
+    )
     if "max_batch" in results:
         mb = results["max_batch"]
         fits = ", ".join(f"{t['batch_size']}: {t['result']}" for t in mb["tried"])
         best = mb["largest"]
-        lines.append(f"largest training batch: {best['batch_size'] if best else 'none'} ({fits})"
-                     + (f", {best['clips_per_s']:.1f} clips/s, peak {best['peak_memory_mb']:.0f} MB" if best else ""))
+        lines.append(
+            f"largest training batch: {best['batch_size'] if best else 'none'} ({fits})"
+            + (f", {best['clips_per_s']:.1f} clips/s, peak {best['peak_memory_mb']:.0f} MB" if best else "")
+        )
     return "\n".join(lines)
 
 
@@ -310,7 +327,10 @@ def _device_name(device: str) -> str:
 def _driver_version() -> str | None:
     try:
         out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True, text=True, timeout=30
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
     except (OSError, subprocess.TimeoutExpired):

@@ -21,8 +21,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=5, help="timed steps per measurement (after warmup)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     p.add_argument(
-        "--peak-tflops", type=float, help="peak FLOP rate for MFU (default on CUDA: the card's dense bf16 peak "
-        "from a table; on the CPU MFU is printed only with this)"
+        "--peak-tflops",
+        type=float,
+        help="peak FLOP rate for MFU (default on CUDA: the card's dense bf16 peak "
+        "from a table; on the CPU MFU is printed only with this)",
     )
     p.add_argument("--compile", action="store_true", help="model.compile: torch.compile the low-level blocks")
     p.add_argument("--checkpointing", action="store_true", help="model.grad_checkpointing: activation checkpointing")
@@ -49,10 +51,19 @@ def run(args) -> int:
         print("velora bench: --max-batch searches up to the GPU's memory; use it with --device cuda", file=sys.stderr)
         return 2
     results = run_bench(
-        args.config, args.overrides, device=args.device, batch_size=args.batch_size, steps=args.steps,
-        precision=args.precision, peak_tflops=args.peak_tflops, compile=args.compile,
-        checkpointing=args.checkpointing, max_batch=args.max_batch, original=not args.no_original,
-        original_batch_size=args.original_batch_size, modes=modes,
+        args.config,
+        args.overrides,
+        device=args.device,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        precision=args.precision,
+        peak_tflops=args.peak_tflops,
+        compile=args.compile,
+        checkpointing=args.checkpointing,
+        max_batch=args.max_batch,
+        original=not args.no_original,
+        original_batch_size=args.original_batch_size,
+        modes=modes,
     )
     if args.json:
         with open(args.json, "w") as f:

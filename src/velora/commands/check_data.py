@@ -18,10 +18,17 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "of a config, read exactly as training reads it (--config, with data.*/model.num_classes overrides, "
         "e.g. data.root=/data/poker). Exit code 1 when anything is wrong.",
     )
-    p.add_argument("root", nargs="?", help="dataset folder (PokerEvent/HARDVS frame layout, or event files with a "
-                   "labels file); leave it out with --config")
-    p.add_argument("--splits", default="train,val,test", help="--config: splits to check, those whose label files "
-                   "exist (default train,val,test)")
+    p.add_argument(
+        "root",
+        nargs="?",
+        help="dataset folder (PokerEvent/HARDVS frame layout, or event files with a "
+        "labels file); leave it out with --config",
+    )
+    p.add_argument(
+        "--splits",
+        default="train,val,test",
+        help="--config: splits to check, those whose label files exist (default train,val,test)",
+    )
     p.add_argument("--fast", action="store_true", help="read image headers only, do not decode")
     p.add_argument("--workers", type=int, default=1, help="processes decoding images")
     p.add_argument("--max-shown", type=int, default=20, help="problems shown per kind")
@@ -42,7 +49,12 @@ def run(args) -> int:
             )
         cfg = load_config(args.config, args.overrides)
         report = check_config(
-            cfg, split_list(args.splits) or [], decode=not args.fast, workers=args.workers, progress=True, missing_ok=True
+            cfg,
+            split_list(args.splits) or [],
+            decode=not args.fast,
+            workers=args.workers,
+            progress=True,
+            missing_ok=True,
         )
     elif args.root:
         report = check_dataset(args.root, decode_images=not args.fast, workers=args.workers)

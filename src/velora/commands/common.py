@@ -18,7 +18,8 @@ def add_config(p: argparse.ArgumentParser, default: str | None) -> None:
 def add_weights(p: argparse.ArgumentParser) -> None:
     """--weights FILE: the backbone's weights instead of the checkpoint's model.weights."""
     p.add_argument(
-        "--weights", metavar="FILE",
+        "--weights",
+        metavar="FILE",
         help="backbone weights instead of the checkpoint's model.weights (a model trained on a local file that is "
         "elsewhere here; its sha256 is checked)",
     )

@@ -22,8 +22,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="section.field=value")
     p.add_argument("--image-size", type=int, help="recordings: resize to S x S (default: sensor size)")
     p.add_argument("--skip-bad", action="store_true", help="recordings: list unreadable recordings and go on")
-    p.add_argument("--event-window-ms", type=float, default=33.333,
-                   help="recordings without APS frames (.raw, .dat, ...): one event image per this many ms")
+    p.add_argument(
+        "--event-window-ms",
+        type=float,
+        default=33.333,
+        help="recordings without APS frames (.raw, .dat, ...): one event image per this many ms",
+    )
     p.add_argument("--workers", type=int, default=0, help="packed: processes decoding PNGs")
     p.add_argument("--verify", action="store_true", help="packed: re-read every clip and check its CRC")
     return p
@@ -38,11 +42,16 @@ def run(args) -> int:
         if len(args.paths) != 2:
             raise ConfigError("velora convert recordings needs SRC and OUT")
         stats = convert_recordings(
-            args.paths[0], args.paths[1], image_size=args.image_size, skip_bad=args.skip_bad,
+            args.paths[0],
+            args.paths[1],
+            image_size=args.image_size,
+            skip_bad=args.skip_bad,
             event_window_us=max(1, round(args.event_window_ms * 1000)),
         )
-        print(f"{stats.recordings} recordings, {stats.frames} frames, {stats.events} events in {stats.seconds:.1f} s "
-              f"({stats.events_per_s:,.0f} events/s, {stats.frames_per_s:,.1f} frames/s)")
+        print(
+            f"{stats.recordings} recordings, {stats.frames} frames, {stats.events} events in {stats.seconds:.1f} s "
+            f"({stats.events_per_s:,.0f} events/s, {stats.frames_per_s:,.1f} frames/s)"
+        )
         for failure in stats.failures:
             print(f"failed: {failure}")
         return 1 if stats.failures else 0
@@ -58,12 +67,19 @@ def run(args) -> int:
     d = cfg.data
     root = Path(d.root)
     splits = {
-        split: name for split, name in (("train", d.train_labels), ("val", d.val_labels), ("test", d.test_labels))
+        split: name
+        for split, name in (("train", d.train_labels), ("val", d.val_labels), ("test", d.test_labels))
         if (root / name).is_file()
     }
     packed = pack_dataset(
-        root, args.paths[0], splits=splits, image_size=cfg.model.image_size, modalities=tuple(d.modalities),
-        event_resize=d.event_resize, frame_pairing=d.frame_pairing, frame_count_policy=d.frame_count_policy,
+        root,
+        args.paths[0],
+        splits=splits,
+        image_size=cfg.model.image_size,
+        modalities=tuple(d.modalities),
+        event_resize=d.event_resize,
+        frame_pairing=d.frame_pairing,
+        frame_count_policy=d.frame_count_policy,
         workers=args.workers,
     )
     print(packed)

@@ -23,10 +23,15 @@ def add_parser(sub) -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--output", default="velora-demo", help="folder for data, runs and the report (default: velora-demo)")
-    p.add_argument("--quick", action="store_true", help="a tiny dataset and one epoch: checks the pipeline in under a minute")
     p.add_argument(
-        "--compare", action="store_true",
+        "--output", default="velora-demo", help="folder for data, runs and the report (default: velora-demo)"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="a tiny dataset and one epoch: checks the pipeline in under a minute"
+    )
+    p.add_argument(
+        "--compare",
+        action="store_true",
         help="also train the linear probe, LoRA on a random backbone and full fine-tuning (a learning-rate sweep)",
     )
     p.add_argument(
@@ -46,7 +51,13 @@ def run(args) -> int:
     from velora.demo.run import run_demo
 
     run_demo(
-        args.output, config=args.config, overrides=args.overrides, quick=args.quick, compare=args.compare,
-        variants=split_list(args.variants), seeds=args.seeds, workers=args.workers,
+        args.output,
+        config=args.config,
+        overrides=args.overrides,
+        quick=args.quick,
+        compare=args.compare,
+        variants=split_list(args.variants),
+        seeds=args.seeds,
+        workers=args.workers,
     )
     return 0

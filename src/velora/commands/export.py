@@ -21,7 +21,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="adapter checkpoint (.safetensors), run folder, package folder or hf:org/name")
     p.add_argument("output", help="the .onnx file to write")
     p.add_argument(
-        "--merge", action="store_true",
+        "--merge",
+        action="store_true",
         help="fold each stream's LoRA into its own copy of the weights it touches: no low-rank branches in the graph",
     )
     p.add_argument("--opset", type=int, help="ai.onnx opset to write (18 or later; default: torch's exporter's)")

@@ -17,7 +17,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "velora export (.onnx: run by onnxruntime)",
     )
     p.add_argument(
-        "clips", nargs="+", metavar="clip",
+        "clips",
+        nargs="+",
+        metavar="clip",
         help="clip folder <sample>/ holding <sample>_aps/ and <sample>_dvs/ frames, or a raw .aedat4 recording; "
         "for a model trained on event files (data.layout events), one event file. Several clips: one panel row each",
     )

@@ -25,5 +25,7 @@ def run(args) -> int:
 
     cfg = config_from_args(args)
     manifest = pretrain(cfg, log=lambda line: print(line, flush=True))
-    print(f"wrote {cfg.output} ({manifest['bytes'] / 1e6:.2f} MB, sha256 {manifest['sha256'][:16]}) in {manifest['train_seconds']:.0f} s")
+    print(
+        f"wrote {cfg.output} ({manifest['bytes'] / 1e6:.2f} MB, sha256 {manifest['sha256'][:16]}) in {manifest['train_seconds']:.0f} s"
+    )
     return 0

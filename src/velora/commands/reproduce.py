@@ -37,7 +37,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--split-seed", type=int, default=0, help="seed of the validation split it makes (default 0)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="share of each class for validation (default 0.1)")
     p.add_argument(
-        "overrides", nargs="*", metavar="section.field=value",
+        "overrides",
+        nargs="*",
+        metavar="section.field=value",
         help="config overrides after ROOT, e.g. model.weights=/weights/vit_b16_clip.safetensors train.batch_size=32",
     )
     return p
@@ -48,8 +50,15 @@ def run(args) -> int:
     from velora.reproduce.report import report_markdown
 
     options = ReproduceOptions(
-        dataset=args.dataset, root=args.root, output=args.output, release=args.release, cpu=args.cpu,
-        fast_check=args.fast_check, workers=args.workers, split_seed=args.split_seed, val_fraction=args.val_fraction,
+        dataset=args.dataset,
+        root=args.root,
+        output=args.output,
+        release=args.release,
+        cpu=args.cpu,
+        fast_check=args.fast_check,
+        workers=args.workers,
+        split_seed=args.split_seed,
+        val_fraction=args.val_fraction,
         overrides=list(args.overrides),
     )
     result = reproduce(options)

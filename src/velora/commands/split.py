@@ -22,12 +22,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--test-labels", default="test_label.txt", help="the test list, read for overlaps only")
     p.add_argument("--force", action="store_true", help="overwrite the lists it writes")
     p.add_argument(
-        "--output", metavar="DIR",
+        "--output",
+        metavar="DIR",
         help="write val_label.txt and train_split_label.txt to DIR instead of ROOT (a read-only dataset); train "
         "with data.train_labels and data.val_labels set to their full paths",
     )
     p.add_argument(
-        "--from-folders", action="store_true",
+        "--from-folders",
+        action="store_true",
         help="a dataset of class folders of event files with no lists (N-Caltech101): write train/val/test_label.txt "
         "and classes.txt, each class split --val-fraction / --test-fraction / the rest",
     )
@@ -48,15 +50,23 @@ def run(args) -> int:
         if args.output:
             raise ConfigError("--output writes a validation split of a training list; --from-folders writes to ROOT")
         result = split_folders(
-            args.root, val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed, force=args.force
+            args.root,
+            val_fraction=args.val_fraction,
+            test_fraction=args.test_fraction,
+            seed=args.seed,
+            force=args.force,
         )
     else:
         folder = Path(args.output).resolve() if args.output else None
         if folder:
             folder.mkdir(parents=True, exist_ok=True)
         result = split_train_val(
-            args.root, val_fraction=args.val_fraction, seed=args.seed, train_labels=args.train_labels,
-            test_labels=args.test_labels, force=args.force,
+            args.root,
+            val_fraction=args.val_fraction,
+            seed=args.seed,
+            train_labels=args.train_labels,
+            test_labels=args.test_labels,
+            force=args.force,
             val_out=str(folder / VAL_FILE) if folder else VAL_FILE,
             train_out=str(folder / TRAIN_SPLIT_FILE) if folder else TRAIN_SPLIT_FILE,
         )

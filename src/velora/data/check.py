@@ -103,7 +103,9 @@ def _warn_repeats(datasets: Mapping[str, SampledClips], report: CheckReport) -> 
         for entry in dataset.entries:
             where = getattr(entry, "where", "") or split
             if entry.sample in first:
-                report.warnings.append((where, f"sample {entry.sample} is listed again (first at {first[entry.sample]})"))
+                report.warnings.append(
+                    (where, f"sample {entry.sample} is listed again (first at {first[entry.sample]})")
+                )
             first.setdefault(entry.sample, where)
             splits_of.setdefault(entry.sample, set()).add(split)
     overlaps = Counter(tuple(sorted(s)) for s in splits_of.values() if len(s) > 1)
@@ -162,8 +164,15 @@ def check_config(
     elif d.format == "packed" and datasets:
         names = next(iter(datasets.values())).class_names
     return check_datasets(
-        report.root, datasets, num_classes=cfg.model.num_classes, class_names=names, decode=decode,
-        min_frames=d.min_frames, workers=workers, progress=progress, report=report,
+        report.root,
+        datasets,
+        num_classes=cfg.model.num_classes,
+        class_names=names,
+        decode=decode,
+        min_frames=d.min_frames,
+        workers=workers,
+        progress=progress,
+        report=report,
     )
 
 
@@ -200,8 +209,11 @@ def check_dataset(
     """
     bad_modalities = [m for m in modalities if m not in MODALITIES]
     if (
-        bad_modalities or not modalities or frame_pairing not in FRAME_PAIRINGS
-        or frame_count_policy not in FRAME_COUNT_POLICIES or min_frames < 0
+        bad_modalities
+        or not modalities
+        or frame_pairing not in FRAME_PAIRINGS
+        or frame_count_policy not in FRAME_COUNT_POLICIES
+        or min_frames < 0
     ):
         raise ValueError(
             f"invalid check_dataset arguments: modalities {tuple(modalities)} must be a non-empty subset of "
@@ -224,8 +236,13 @@ def check_dataset(
     classes = _event_classes(root, named, num_classes, report) if named else None
     sampling = ClipSampling(image_size=1)  # a check reads no frames through the sampling
     options = ReadOptions(
-        tuple(modalities), frame_pairing=frame_pairing, frame_count_policy=frame_count_policy,
-        sensor_size=sensor_size, classes=classes, num_classes=num_classes, lenient=True,
+        tuple(modalities),
+        frame_pairing=frame_pairing,
+        frame_count_policy=frame_count_policy,
+        sensor_size=sensor_size,
+        classes=classes,
+        num_classes=num_classes,
+        lenient=True,
     )
     datasets: dict[str, SampledClips] = {}
     for path, found in layouts.items():
@@ -235,8 +252,15 @@ def check_dataset(
     numbered = [datasets[split_name(p)] for p, found in layouts.items() if not found.names_classes]
     names = _frame_class_names(root, numbered, report) if numbered else classes
     return check_datasets(
-        root, datasets, num_classes=num_classes, class_names=names, decode=decode_images, min_frames=min_frames,
-        workers=workers, progress=progress, report=report,
+        root,
+        datasets,
+        num_classes=num_classes,
+        class_names=names,
+        decode=decode_images,
+        min_frames=min_frames,
+        workers=workers,
+        progress=progress,
+        report=report,
     )
 
 
@@ -251,7 +275,9 @@ def _classes_file_count(root: Path, num_classes: int | None, report: CheckReport
         report.problems["class_names"].append((str(classes_file), str(error)))
         return num_classes
     if num_classes is not None and listed != num_classes:
-        report.problems["class_names"].append((str(classes_file), f"lists {listed} classes but num_classes is {num_classes}"))
+        report.problems["class_names"].append(
+            (str(classes_file), f"lists {listed} classes but num_classes is {num_classes}")
+        )
     return num_classes if num_classes is not None else listed
 
 

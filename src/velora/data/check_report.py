@@ -145,7 +145,9 @@ def map_checks(
     """
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
-            yield from tqdm(pool.map(check, items, chunksize=16), total=total, desc="check", unit="clip", disable=not progress)
+            yield from tqdm(
+                pool.map(check, items, chunksize=16), total=total, desc="check", unit="clip", disable=not progress
+            )
     else:
         yield from tqdm(map(check, items), total=total, desc="check", unit="clip", disable=not progress)
 

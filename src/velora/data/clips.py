@@ -86,7 +86,9 @@ def scan_frames(folder: Path) -> tuple[FrameFolder, list[Issue]]:
             issues.append(("bad_frame_names", str(folder / name), "is not named by its frame number (e.g. 0000.png)"))
         elif int(stem) in numbered:
             other = numbered[int(stem)]
-            issues.append(("bad_frame_names", str(folder / name), f"is a second frame numbered {int(stem)} (also {other})"))
+            issues.append(
+                ("bad_frame_names", str(folder / name), f"is a second frame numbered {int(stem)} (also {other})")
+            )
         else:
             # Interned: "0000.png" of every clip is then one string, which keeps the cache small.
             numbered[int(stem)] = sys.intern(name)
@@ -113,8 +115,7 @@ def list_frames(folder: Path, what: str) -> FrameFolder:
         raise DataError(f"frame {path} {message}; {fix}")
     if not frames.names:
         raise DataError(
-            f"{what} folder {folder} holds no .png frames; re-export the clip or remove it from "
-            "the label file"
+            f"{what} folder {folder} holds no .png frames; re-export the clip or remove it from the label file"
         )
     return frames
 
@@ -208,9 +209,7 @@ class ClipDataset(SampledClips):
         if frame_pairing not in FRAME_PAIRINGS:
             problems.append(f"frame_pairing {frame_pairing!r} is not one of {FRAME_PAIRINGS}")
         if frame_count_policy not in FRAME_COUNT_POLICIES:
-            problems.append(
-                f"frame_count_policy {frame_count_policy!r} is not one of {FRAME_COUNT_POLICIES}"
-            )
+            problems.append(f"frame_count_policy {frame_count_policy!r} is not one of {FRAME_COUNT_POLICIES}")
         if problems:
             raise ValueError("invalid ClipDataset arguments: " + "; ".join(problems))
 
@@ -265,10 +264,7 @@ class ClipDataset(SampledClips):
                     f"clip folder {clip_dir} (listed in {self.label_file or 'the given entries'}) "
                     "does not exist; restore it or remove the line from the label file"
                 )
-            folders = {
-                m: list_frames(clip_dir / f"{entry.name}{FOLDER_SUFFIX[m]}", WHAT[m])
-                for m in self.modalities
-            }
+            folders = {m: list_frames(clip_dir / f"{entry.name}{FOLDER_SUFFIX[m]}", WHAT[m]) for m in self.modalities}
             if len(folders) == 2 and self.sampling.frame_sampling != "release":
                 folders = self._pair(clip_dir, folders["rgb"], folders["event"])
             self._frame_folders[index] = folders
@@ -289,19 +285,26 @@ class ClipDataset(SampledClips):
                 warnings.warn(
                     f"{problem}; data.frame_count_policy min leaves them out. Later clips are not "
                     "warned about: `velora check-data` lists every one",
-                    DataWarning, stacklevel=3,
+                    DataWarning,
+                    stacklevel=3,
                 )
         groups = tuple(tuple(event.names[k] for k in group) for group in pairs.event)
         return {
             "rgb": FrameFolder(rgb.folder, tuple(rgb.names[k] for k in pairs.rgb)),
             "event": FrameFolder(
-                event.folder, tuple(group[-1] for group in groups),
+                event.folder,
+                tuple(group[-1] for group in groups),
                 groups if any(len(group) > 1 for group in groups) else None,
             ),
         }
 
     def problems(
-        self, *, decode: bool = True, min_frames: int = 1, exclude: Collection[str] = (), workers: int = 1,
+        self,
+        *,
+        decode: bool = True,
+        min_frames: int = 1,
+        exclude: Collection[str] = (),
+        workers: int = 1,
         progress: bool = False,
     ) -> dict[str, list[Issue]]:
         """Every issue of every clip on disk, by sample (see clip_problems), skipping ``exclude``d samples.
@@ -312,8 +315,13 @@ class ClipDataset(SampledClips):
         """
         entries = list({e.sample: e for e in self.entries if e.sample not in exclude}.values())
         check = partial(
-            clip_problems, self.root, modalities=self.modalities, decode=decode, min_frames=min_frames,
-            frame_pairing=self.frame_pairing, frame_count_policy=self.frame_count_policy,
+            clip_problems,
+            self.root,
+            modalities=self.modalities,
+            decode=decode,
+            min_frames=min_frames,
+            frame_pairing=self.frame_pairing,
+            frame_count_policy=self.frame_count_policy,
         )
         found = map_checks(check, entries, total=len(entries), workers=workers, progress=progress)
         return {entry.sample: issues for entry, issues in zip(entries, found)}
@@ -404,7 +412,9 @@ def clip_problems(
         folder = clip_dir / f"{entry.name}{FOLDER_SUFFIX[modality]}"
         if not folder.is_dir():
             holds = sorted(p.name for p in clip_dir.iterdir())[:6]
-            issues.append(("missing_folders", str(folder), f"{WHAT[modality]} folder is missing (the clip folder holds {holds})"))
+            issues.append(
+                ("missing_folders", str(folder), f"{WHAT[modality]} folder is missing (the clip folder holds {holds})")
+            )
             continue
         try:
             frames, name_issues = scan_frames(folder)
@@ -425,11 +435,14 @@ def clip_problems(
         if len(set(sizes.values())) > 1:
             common, _ = Counter(sizes.values()).most_common(1)[0]
             odd = [p for p, s in sizes.items() if s != common]
-            issues.append((
-                "size_mismatches", str(odd[0]),
-                f"is {sizes[odd[0]][0]}x{sizes[odd[0]][1]} but most frames of {folder.name} are "
-                f"{common[0]}x{common[1]}; {len(odd)} frame(s) differ: {', '.join(p.name for p in odd[:5])}",
-            ))
+            issues.append(
+                (
+                    "size_mismatches",
+                    str(odd[0]),
+                    f"is {sizes[odd[0]][0]}x{sizes[odd[0]][1]} but most frames of {folder.name} are "
+                    f"{common[0]}x{common[1]}; {len(odd)} frame(s) differ: {', '.join(p.name for p in odd[:5])}",
+                )
+            )
     counts = {modality: len(found) for modality, found in numbers.items()}
     if len(numbers) == 2:
         rgb, event = numbers["rgb"], numbers["event"]

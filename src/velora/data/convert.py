@@ -94,7 +94,8 @@ def list_recordings(src_root: Path, suffixes: tuple[str, ...] = (RECORDING_SUFFI
     classes = {}
     for class_dir in sorted(p for p in src_root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files = sorted(
-            p for p in class_dir.iterdir()
+            p
+            for p in class_dir.iterdir()
             if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith(".")
         )
         if files:
@@ -222,7 +223,9 @@ def _convert_events(events: EventStream, sample_dir: Path, image_size: int | Non
     folder = sample_dir / f"{sample_dir.name}{FOLDER_SUFFIX['event']}"
     folder.mkdir(parents=True)
     for j, window in enumerate(windows):
-        drawn = Image.fromarray(event_image(events.x[window], events.y[window], events.p[window], events.height, events.width))
+        drawn = Image.fromarray(
+            event_image(events.x[window], events.y[window], events.p[window], events.height, events.width)
+        )
         if image_size is not None:
             drawn = Image.fromarray(resize_event_image(np.asarray(drawn), image_size))
         drawn.save(folder / f"{j:0{width}d}.png", compress_level=PNG_COMPRESS_LEVEL)

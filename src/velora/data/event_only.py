@@ -169,7 +169,12 @@ class EventFileDataset(SampledClips):
         return label_file, class_names, entries
 
     def problems(
-        self, *, decode: bool = True, min_frames: int = 1, exclude: Collection[str] = (), workers: int = 1,
+        self,
+        *,
+        decode: bool = True,
+        min_frames: int = 1,
+        exclude: Collection[str] = (),
+        workers: int = 1,
         progress: bool = False,
     ) -> dict[str, list[Issue]]:
         """Every issue of every recording, by sample (see event_file_problems), skipping ``exclude``d
@@ -200,8 +205,13 @@ class EventFileDataset(SampledClips):
         events = require_events(read_events(path, width, height), path)
 
         clip = event_frames(
-            events, self.sampling, self.sampling.rng(self.epoch, index), self.window, self.window_us,
-            self.event_resize, self.representation,
+            events,
+            self.sampling,
+            self.sampling.rng(self.epoch, index),
+            self.window,
+            self.window_us,
+            self.event_resize,
+            self.representation,
         )
         return {"events": clip, "label": torch.tensor(self.entries[index].label, dtype=torch.int64), "index": index}
 
@@ -228,8 +238,16 @@ def event_frames(
     for start, stop in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
         window_events = slice(start, stop)
         image = draw_events(
-            representation, events.t[window_events], events.x[window_events], events.y[window_events],
-            events.p[window_events], events.height, events.width, size, pixel_box, event_resize,
+            representation,
+            events.t[window_events],
+            events.x[window_events],
+            events.y[window_events],
+            events.p[window_events],
+            events.height,
+            events.width,
+            size,
+            pixel_box,
+            event_resize,
         )  # (S, S, 3)
         frames.append(image[:, ::-1] if flip else image)
     return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous()  # (T, 3, S, S)

@@ -25,8 +25,13 @@ def clip_sampling(cfg: Config, *, train: bool = False) -> ClipSampling:
     """How the config's datasets draw clips: frames, size, crop, flip, seed (train: augmented)."""
     d = cfg.data
     return ClipSampling(
-        num_frames=d.num_frames, image_size=cfg.model.image_size, train=train, seed=cfg.train.seed,
-        crop_scale=tuple(d.crop_scale), horizontal_flip=d.hflip, frame_sampling=d.frame_sampling,
+        num_frames=d.num_frames,
+        image_size=cfg.model.image_size,
+        train=train,
+        seed=cfg.train.seed,
+        crop_scale=tuple(d.crop_scale),
+        horizontal_flip=d.hflip,
+        frame_sampling=d.frame_sampling,
         augmentation=d.augmentation,
     )
 
@@ -64,8 +69,13 @@ def make_dataset(
     num_classes = cfg.model.num_classes if check_labels else None
     if d.format == "packed":
         return PackedClipDataset(
-            d.packed_root, split, sampling, modalities=tuple(d.modalities), device_crop=d.device_crop,
-            num_classes=num_classes, event_resize=d.event_resize,
+            d.packed_root,
+            split,
+            sampling,
+            modalities=tuple(d.modalities),
+            device_crop=d.device_crop,
+            num_classes=num_classes,
+            event_resize=d.event_resize,
         )
     if not d.root:
         raise DataError("data.root is empty; set it in the config or with data.root=/path/to/dataset")

@@ -56,7 +56,9 @@ class GestureEntry:
 def read_trial_list(path: Path) -> list[str]:
     """The trial file names of a trials_to_*.txt (blank lines and '#' comments skipped)."""
     if not path.is_file():
-        raise DataError(f"trial list {path} does not exist; DVS128 Gesture ships trials_to_train.txt and trials_to_test.txt")
+        raise DataError(
+            f"trial list {path} does not exist; DVS128 Gesture ships trials_to_train.txt and trials_to_test.txt"
+        )
     names = [line.strip() for line in read_text(path).splitlines()]
     return [name for name in names if name and not name.startswith("#")]
 
@@ -68,7 +70,9 @@ def read_intervals(path: Path, problems: list[Issue] | None = None) -> list[tupl
     recorded there ("malformed_lines") and skipped.
     """
     if not path.is_file():
-        raise DataError(f"label file {path} of a DVS128 Gesture trial does not exist; restore it or drop the trial from the list")
+        raise DataError(
+            f"label file {path} of a DVS128 Gesture trial does not exist; restore it or drop the trial from the list"
+        )
     rows = []
     for number, row in enumerate(csv.reader(io.StringIO(read_text(path))), start=1):
         if not row or not "".join(row).strip() or row[0].strip().lower() == "class":
@@ -82,7 +86,9 @@ def read_intervals(path: Path, problems: list[Issue] | None = None) -> list[tupl
                 raise ValueError("expected a class and 0 <= startTime_usec < endTime_usec")
         except ValueError as reason:
             if problems is None:
-                raise DataError(f"{path}, line {number}: cannot parse {row!r} ({reason}); expected class,startTime_usec,endTime_usec") from None
+                raise DataError(
+                    f"{path}, line {number}: cannot parse {row!r} ({reason}); expected class,startTime_usec,endTime_usec"
+                ) from None
             problems.append(("malformed_lines", f"{path}:{number}", f"cannot parse {row!r} ({reason})"))
             continue
         rows.append((class_name, start_us, end_us, number))
@@ -134,7 +140,9 @@ class GestureDataset(SampledClips):
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
-            raise DataError(f"dataset root {self.root} does not exist; give the folder holding the DVS128 Gesture trials")
+            raise DataError(
+                f"dataset root {self.root} does not exist; give the folder holding the DVS128 Gesture trials"
+            )
         if isinstance(trials, (str, Path)):
             listed = Path(trials) if Path(trials).is_absolute() else self.root / trials
             self.label_file: Path | None = listed
@@ -164,10 +172,15 @@ class GestureDataset(SampledClips):
             for class_name, start, end, number in rows:
                 label = lookup.get(class_name)
                 if label is None or (num_classes is not None and label >= num_classes):
-                    message = f"class {class_name!r} is not one of the {len(self._class_names)} classes" if label is None else (
-                        f"label {label} is outside [0, {num_classes})")
+                    message = (
+                        f"class {class_name!r} is not one of the {len(self._class_names)} classes"
+                        if label is None
+                        else (f"label {label} is outside [0, {num_classes})")
+                    )
                     if not lenient:
-                        raise DataError(f"{labels}, line {number}: {message}; fix the line, {MAPPING_FILE} or num_classes")
+                        raise DataError(
+                            f"{labels}, line {number}: {message}; fix the line, {MAPPING_FILE} or num_classes"
+                        )
                     self.label_problems.append(("bad_labels", f"{labels}:{number}", message))
                     continue
                 sample = f"{Path(name).stem}#{number}"
@@ -202,7 +215,12 @@ class GestureDataset(SampledClips):
         return {"events": clip, "label": torch.tensor(entry.label, dtype=torch.int64), "index": index}
 
     def problems(
-        self, *, decode: bool = True, min_frames: int = 1, exclude: Collection[str] = (), workers: int = 1,
+        self,
+        *,
+        decode: bool = True,
+        min_frames: int = 1,
+        exclude: Collection[str] = (),
+        workers: int = 1,
         progress: bool = False,
     ) -> dict[str, list[Issue]]:
         """Every issue of every gesture, by sample: a missing or unreadable trial file, or (decode)
@@ -236,6 +254,7 @@ def trial_problems(root: Path, gestures: list[GestureEntry], *, decode: bool) ->
         return [[("unreadable_files", str(path), str(error))] for _ in gestures]
     return [
         [("unreadable_files", entry.where, f"no events of {path.name} in this interval")]
-        if len(events.window(entry.start_us, entry.end_us)) == 0 else []
+        if len(events.window(entry.start_us, entry.end_us)) == 0
+        else []
         for entry in gestures
     ]

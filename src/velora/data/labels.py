@@ -115,8 +115,7 @@ def read_lines(
                 problems.append(("malformed_lines", f"{path}:{line_number}", message))
                 continue
             raise DataError(
-                f"{path}, line {line_number}: cannot parse {line!r} ({reason}); expected '{expected}', "
-                f"e.g. {example!r}"
+                f"{path}, line {line_number}: cannot parse {line!r} ({reason}); expected '{expected}', e.g. {example!r}"
             ) from None
     return parsed
 
@@ -129,8 +128,7 @@ def read_text(path: Path) -> str:
     except UnicodeDecodeError as error:
         line_number = raw.count(b"\n", 0, error.start) + 1
         raise DataError(
-            f"{path}, line {line_number}: not UTF-8 text ({error.reason} at byte {error.start}); "
-            "save the file as UTF-8"
+            f"{path}, line {line_number}: not UTF-8 text ({error.reason} at byte {error.start}); save the file as UTF-8"
         ) from None
 
 

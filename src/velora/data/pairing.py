@@ -163,7 +163,8 @@ def pairing_problem(rgb: Sequence[int], event: Sequence[int], pairs: FramePairs,
     (data.frame_pairing), 12 event frames have no partner (1, 2, 3, 4, 6, ...)'."""
     found = [
         f"{len(numbers)} {what} frame{'s have' if len(numbers) != 1 else ' has'} no partner ({_listed(numbers)})"
-        for what, numbers in (("RGB", pairs.lone_rgb), ("event", pairs.lone_event)) if numbers
+        for what, numbers in (("RGB", pairs.lone_rgb), ("event", pairs.lone_event))
+        if numbers
     ]
     differ = next((k for k in pairs.rgb if rgb[k] != event[k]), None) if pairing == "position" else None
     if differ is not None:

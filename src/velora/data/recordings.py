@@ -140,7 +140,12 @@ class RecordingDataset(SampledClips):
         return self._cache.get(index, lambda: _decode(self.paths[index]))
 
     def problems(
-        self, *, decode: bool = True, min_frames: int = 1, exclude: Collection[str] = (), workers: int = 1,
+        self,
+        *,
+        decode: bool = True,
+        min_frames: int = 1,
+        exclude: Collection[str] = (),
+        workers: int = 1,
         progress: bool = False,
     ) -> dict[str, list[Issue]]:
         """Every issue of every recording, by sample (see recording_problems), skipping ``exclude``d ones.
@@ -191,8 +196,16 @@ def recording_frames(
             return np.asarray(aps.resize((image_size, image_size), Image.Resampling.BILINEAR, box=pixel_box))
         window = windows[j]
         return draw_events(
-            representation, events.t[window], events.x[window], events.y[window], events.p[window], events.height,
-            events.width, image_size, pixel_box, event_resize,
+            representation,
+            events.t[window],
+            events.x[window],
+            events.y[window],
+            events.p[window],
+            events.height,
+            events.width,
+            image_size,
+            pixel_box,
+            event_resize,
         )
 
     item: dict[str, torch.Tensor] = {}
@@ -227,7 +240,9 @@ def recording_problems(path: Path, *, decode: bool, min_frames: int) -> list[Iss
     if not head:
         return [("unreadable_files", str(path), "empty file (0 bytes)")]
     if head != AEDAT4_MAGIC:
-        return [("unreadable_files", str(path), "not an AEDAT 4.0 recording (its first bytes are not the format's magic)")]
+        return [
+            ("unreadable_files", str(path), "not an AEDAT 4.0 recording (its first bytes are not the format's magic)")
+        ]
     if not decode:
         return []
     try:
@@ -235,8 +250,14 @@ def recording_problems(path: Path, *, decode: bool, min_frames: int) -> list[Iss
     except DataError as error:
         return [("unreadable_files", str(path), str(error))]
     if samples < max(1, min_frames):
-        return [("short_clips", str(path), f"{samples + 1} APS frame(s) give {max(samples, 0)} sample(s); "
-                 f"at least {max(1, min_frames)} needed (a sample pairs a frame with the events since the previous)")]
+        return [
+            (
+                "short_clips",
+                str(path),
+                f"{samples + 1} APS frame(s) give {max(samples, 0)} sample(s); "
+                f"at least {max(1, min_frames)} needed (a sample pairs a frame with the events since the previous)",
+            )
+        ]
     return []
 
 

@@ -133,6 +133,8 @@ def pad_crop_flip(frame: np.ndarray, dx: int, dy: int, flip: bool, pad: int = RE
     padded[pad : pad + height, pad : pad + width] = frame
     out = padded[dy : dy + height, dx : dx + width]
     return out[:, ::-1] if flip else out
+
+
 CROP_COUNTS = (1, 3, 5)
 
 
@@ -154,8 +156,14 @@ class EvalView:
     crop_fraction: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.crops not in CROP_COUNTS or not 0 <= self.crop < self.crops or not 0 <= self.temporal < self.temporal_views:
-            raise ValueError(f"invalid EvalView {self}: crops one of {CROP_COUNTS}, 0 <= crop < crops, 0 <= temporal < temporal_views")
+        if (
+            self.crops not in CROP_COUNTS
+            or not 0 <= self.crop < self.crops
+            or not 0 <= self.temporal < self.temporal_views
+        ):
+            raise ValueError(
+                f"invalid EvalView {self}: crops one of {CROP_COUNTS}, 0 <= crop < crops, 0 <= temporal < temporal_views"
+            )
         if not 0 < self.crop_fraction <= 1:
             raise ValueError(f"EvalView crop_fraction must be in (0, 1], got {self.crop_fraction}")
 
@@ -165,17 +173,17 @@ class EvalView:
             return FULL_FRAME
         side, middle = self.crop_fraction, (1 - self.crop_fraction) / 2
         far = 1 - side
-        corners = {3: [(0.0, middle), (middle, middle), (far, middle)],
-                   5: [(0.0, 0.0), (far, 0.0), (0.0, far), (far, far), (middle, middle)]}[self.crops]
+        corners = {
+            3: [(0.0, middle), (middle, middle), (far, middle)],
+            5: [(0.0, 0.0), (far, 0.0), (0.0, far), (far, far), (middle, middle)],
+        }[self.crops]
         left, top = corners[self.crop]
         return (left, top, left + side, top + side)
 
 
 def eval_views(temporal_views: int, crops: int, crop_fraction: float) -> list[EvalView]:
     """Every view of a clip, temporal views outer, crops inner."""
-    return [
-        EvalView(t, temporal_views, c, crops, crop_fraction) for t in range(temporal_views) for c in range(crops)
-    ]
+    return [EvalView(t, temporal_views, c, crops, crop_fraction) for t in range(temporal_views) for c in range(crops)]
 
 
 @dataclass(frozen=True)
@@ -250,7 +258,11 @@ class ClipSampling:
         return box, self.horizontal_flip and bool(rng.random() < 0.5)
 
     def draw(
-        self, epoch: int, index: int, num_clip_frames: int | Mapping[str, int], modalities: Sequence[str] = ("rgb", "event")
+        self,
+        epoch: int,
+        index: int,
+        num_clip_frames: int | Mapping[str, int],
+        modalities: Sequence[str] = ("rgb", "event"),
     ) -> ClipDraw:
         """What item ``index`` of a clip with ``num_clip_frames`` frames (one count, or a count per
         modality: equal ones with frame_sampling "segments") reads in ``epoch`` (a ClipDraw).
@@ -279,10 +291,12 @@ class ClipSampling:
         per_frame = None
         if rng is not None and self.augmentation == "release":
             per_frame = {
-                m: np.column_stack([
-                    rng.integers(0, 2 * RELEASE_PAD + 1, size=(self.num_frames, 2)),
-                    rng.random(self.num_frames) < 0.5,
-                ]).astype(np.int64)
+                m: np.column_stack(
+                    [
+                        rng.integers(0, 2 * RELEASE_PAD + 1, size=(self.num_frames, 2)),
+                        rng.random(self.num_frames) < 0.5,
+                    ]
+                ).astype(np.int64)
                 for m in modalities
             }
         return ClipDraw(frames, box, flip, per_frame)
@@ -319,7 +333,12 @@ class SampledClips(Dataset):
         self.epoch = epoch
 
     def problems(
-        self, *, decode: bool = True, min_frames: int = 1, exclude: Collection[str] = (), workers: int = 1,
+        self,
+        *,
+        decode: bool = True,
+        min_frames: int = 1,
+        exclude: Collection[str] = (),
+        workers: int = 1,
         progress: bool = False,
     ) -> dict[str, list[tuple[str, str, str]]]:
         """Every issue of every sample on disk, by sample (velora.data.check_report.Issue tuples)."""

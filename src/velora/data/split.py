@@ -52,7 +52,9 @@ class SplitResult:
         train, val = (sum(c[i] for c in self.counts.values()) for i in (0, 1))
         lines.append(f"{'all ' + str(len(self.counts)) + ' classes':32s} {train:7d} {val:5d}")
         if self.left_out:
-            lines.append(f"left out of both: {len(self.left_out)} sample(s) also in the test list, e.g. {self.left_out[:3]}")
+            lines.append(
+                f"left out of both: {len(self.left_out)} sample(s) also in the test list, e.g. {self.left_out[:3]}"
+            )
         lines.append(f"wrote {', '.join(str(p) for p in self.written or [self.val_file, self.train_file])}")
         return "\n".join(lines)
 
@@ -107,7 +109,11 @@ def split_train_val(
         if line not in val_lines and sample not in test_samples:
             train_lines.append(line)
     ordered_val = [line for _, _, line in lines if line in val_lines]  # file order, not draw order
-    _write(root / val_out, ordered_val, f"# validation split: {val_fraction:g} of each class of {train_labels}, seed {seed}")
+    _write(
+        root / val_out,
+        ordered_val,
+        f"# validation split: {val_fraction:g} of each class of {train_labels}, seed {seed}",
+    )
     _write(root / train_out, train_lines, f"# {train_labels} without the samples of {val_out}")
     return SplitResult(train_file=root / train_out, val_file=root / val_out, counts=counts, left_out=left_out)
 
@@ -122,7 +128,9 @@ def split_folders(
 
     root = Path(root)
     if not 0 < val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
-        raise DataError(f"--val-fraction ({val_fraction}) and --test-fraction ({test_fraction}) must be in [0, 1) with a sum below 1")
+        raise DataError(
+            f"--val-fraction ({val_fraction}) and --test-fraction ({test_fraction}) must be in [0, 1) with a sum below 1"
+        )
     if not root.is_dir():
         raise DataError(f"dataset root {root} does not exist; give the folder holding one folder per class")
     outputs = [root / name for name in ("train_label.txt", "val_label.txt", "test_label.txt", "classes.txt")]
@@ -150,7 +158,9 @@ def split_folders(
     for split, lines in lists.items():
         _write(root / f"{split}_label.txt", lines, f"# {split} split of the class folders of {root}, seed {seed}")
     (root / "classes.txt").write_text("\n".join(classes) + "\n", encoding="utf-8")  # no comment lines here
-    return SplitResult(train_file=root / "train_label.txt", val_file=root / "val_label.txt", counts=counts, written=outputs)
+    return SplitResult(
+        train_file=root / "train_label.txt", val_file=root / "val_label.txt", counts=counts, written=outputs
+    )
 
 
 def _labelled_lines(path: Path) -> list[tuple[str, str, str]]:

@@ -147,7 +147,19 @@ def generate_demo_dataset(
                     entropy = (seed, SPLIT_CODES[split], k)
                 else:
                     entropy = (seed, SPLIT_CODES[split], class_index, k)
-                tasks.append(_ClipTask(root, class_dir, sample, shape, direction, entropy, image_size, (frames_range[0], frames_range[1]), scene))
+                tasks.append(
+                    _ClipTask(
+                        root,
+                        class_dir,
+                        sample,
+                        shape,
+                        direction,
+                        entropy,
+                        image_size,
+                        (frames_range[0], frames_range[1]),
+                        scene,
+                    )
+                )
                 label_of[(class_dir, sample)], split_of[(class_dir, sample)] = class_index, split
                 clip_index += 1
 
@@ -165,7 +177,9 @@ def generate_demo_dataset(
     return DemoDatasetInfo(root, tuple(class_names), counts, reused=False)
 
 
-def _run(tasks: list[_ClipTask], workers: int | None, progress: bool, on_clip: Callable[[int], None] | None) -> list[int]:
+def _run(
+    tasks: list[_ClipTask], workers: int | None, progress: bool, on_clip: Callable[[int], None] | None
+) -> list[int]:
     """Render and write every clip; returns the frame counts in task order."""
     workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
     results = []
@@ -206,7 +220,10 @@ def _write_clip(task: _ClipTask) -> int:
 
 
 def _check_arguments(
-    clips_per_class: dict[str, int] | None, image_size: int, frames_range: tuple[int, int], matched_splits: tuple[str, ...]
+    clips_per_class: dict[str, int] | None,
+    image_size: int,
+    frames_range: tuple[int, int],
+    matched_splits: tuple[str, ...],
 ) -> dict[str, int]:
     problems = []
     unknown = sorted(set(matched_splits) - set(SPLITS))

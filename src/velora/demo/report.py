@@ -25,7 +25,15 @@ from velora.evaluation.panel import panel_row, plot_prediction_panel
 from velora.evaluation.plots import plot_confusion_matrix
 from velora.model.adapter_file import load_model
 
-SPREAD_FIELDS = ("seeds", "test_top1", "test_top1_per_seed", "test_top1_std", "test_top1_min", "test_top1_max", "test_clips")
+SPREAD_FIELDS = (
+    "seeds",
+    "test_top1",
+    "test_top1_per_seed",
+    "test_top1_std",
+    "test_top1_min",
+    "test_top1_max",
+    "test_clips",
+)
 
 
 def aggregate(runs: list[dict]) -> dict:
@@ -79,7 +87,9 @@ def write_report(output: Path, metrics: dict, start: float) -> Path:
         run = Path(results["velora"]["checkpoint"]).parent
         evaluation = json.loads((run / "eval_test.json").read_text())
         plot_confusion_matrix(
-            np.asarray(evaluation["confusion_matrix"]), metrics["class_names"], report_dir / "confusion.png",
+            np.asarray(evaluation["confusion_matrix"]),
+            metrics["class_names"],
+            report_dir / "confusion.png",
             title=f"VELoRA, test split: top-1 {evaluation['top1']:.1%}",
         )
         shutil.copyfile(run / "curves.png", report_dir / "curves.png")
@@ -106,7 +116,11 @@ def findings(metrics: dict) -> list[str]:
     if "velora" in results:
         v = results["velora"]
         seeds = ", ".join(f"{x:.1%}" for x in v["test_top1_per_seed"])
-        spread = f" +/- {v['test_top1_std']:.1%} over {len(v['seeds'])} training seeds ({seeds})" if v["test_top1_std"] is not None else ""
+        spread = (
+            f" +/- {v['test_top1_std']:.1%} over {len(v['seeds'])} training seeds ({seeds})"
+            if v["test_top1_std"] is not None
+            else ""
+        )
         out.append(
             f"VELoRA: {v['test_top1']:.1%} test top-1{spread}; the test split has {v['test_clips']} clips, "
             f"a sampling error of about {standard_error(v['test_top1'], v['test_clips']):.1%} at this accuracy."

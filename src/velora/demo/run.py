@@ -54,7 +54,10 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "no_recon": ("no reconstruction loss", {"model": {"recon_weight": 0.0}}),
     "modality_dropout": ("modality dropout 0.2", {"model": {"modality_dropout": 0.2}}),
     # The released code's model, one structural field at a time, then all of them (configs/*_release.yaml).
-    "release_stream_path": ("release: all blocks + projection + embeddings", {"model": {"stream_path": "all_blocks_projected"}}),
+    "release_stream_path": (
+        "release: all blocks + projection + embeddings",
+        {"model": {"stream_path": "all_blocks_projected"}},
+    ),
     "release_shared_lora": (
         "release: the above + M-shared bottleneck",
         {"model": {"stream_path": "all_blocks_projected", "shared_lora": "mlp_bottleneck"}},
@@ -118,8 +121,13 @@ def run_demo(
         bar.stage("rendering clips")
         t0 = time.perf_counter()
         info = generate_demo_dataset(
-            output / "data", clips_per_class=splits, image_size=base.model.image_size, frames_range=frames_range,
-            scene=scene, seed=base.train.seed, progress=False,
+            output / "data",
+            clips_per_class=splits,
+            image_size=base.model.image_size,
+            frames_range=frames_range,
+            scene=scene,
+            seed=base.train.seed,
+            progress=False,
             on_clip=lambda frames: bar.add("data", frames * UNITS_PER_FRAME),
         )
         bar.stage("packing clips")
@@ -200,8 +208,12 @@ def pack(info, packed_root: Path, image_size: int, event_resize: str) -> Path:
     if not info.reused or (existing and packed_event_resize(existing["header"]) != event_resize):
         shutil.rmtree(packed_root, ignore_errors=True)  # made from the clips just replaced, or resized otherwise
     pack_dataset(
-        info.root, packed_root, splits={split: f"{split}_label.txt" for split in ("train", "val", "test")},
-        image_size=image_size, event_resize=event_resize, progress=False,
+        info.root,
+        packed_root,
+        splits={split: f"{split}_label.txt" for split in ("train", "val", "test")},
+        image_size=image_size,
+        event_resize=event_resize,
+        progress=False,
     )
     return packed_root
 
@@ -213,7 +225,10 @@ def collect(jobs: list[Job], done: dict[str, dict], base: Config, bar: DemoBar) 
         runs = [(job, done[job.name]) for job in jobs if job.variant == variant]
         sweep = None
         if variant == "full_finetune":
-            sweep = [{"lr": job.config["train"]["lr"], "best_val_top1": run["best_val_top1"], "run": job.name} for job, run in runs]
+            sweep = [
+                {"lr": job.config["train"]["lr"], "best_val_top1": run["best_val_top1"], "run": job.name}
+                for job, run in runs
+            ]
             # ties go to the smaller learning rate (listed first)
             job, run = max(runs, key=lambda pair: pair[1]["best_val_top1"])
             bar.stage(f"evaluating full fine-tuning at lr {format_lr(job.config['train']['lr'])}")
@@ -249,7 +264,9 @@ def backbone_note(base: Config) -> str:
     )
 
 
-def demo_command(quick: bool, compare: bool, variants: list[str] | None, seeds: int, overrides: list[str] | None) -> str:
+def demo_command(
+    quick: bool, compare: bool, variants: list[str] | None, seeds: int, overrides: list[str] | None
+) -> str:
     """The command line that repeats this run (output folder aside)."""
     words = ["velora demo"] + (["--quick"] if quick else []) + (["--compare"] if compare else [])
     if variants:

@@ -150,14 +150,21 @@ class SceneConfig:
             if not colours or any(c not in ISOLUMINANT_COLOURS for c in colours):
                 problems.append(f"{name} {list(colours)} must name one or more of {sorted(ISOLUMINANT_COLOURS)}")
         if set(self.shape_colours) & set(self.surround_colours):
-            problems.append(f"shape_colours and surround_colours share {sorted(set(self.shape_colours) & set(self.surround_colours))}; the shape would be invisible")
+            problems.append(
+                f"shape_colours and surround_colours share {sorted(set(self.shape_colours) & set(self.surround_colours))}; the shape would be invisible"
+            )
         unknown = [d for d in self.directions if d not in DIRECTIONS]
         if unknown or not self.directions:
             problems.append(f"directions {list(unknown) or '()'} not available; choose from {list(DIRECTIONS)}")
-        if any(len(set(names)) != len(names) for names in (self.shapes, self.shape_colours, self.surround_colours, self.directions)):
+        if any(
+            len(set(names)) != len(names)
+            for names in (self.shapes, self.shape_colours, self.surround_colours, self.directions)
+        ):
             problems.append("shapes, colours and directions must not repeat")
         if not (0 < self.background_luma[0] <= self.background_luma[1] < STRIPE_LUMA):
-            problems.append(f"background_luma {self.background_luma} must lie in (0, {STRIPE_LUMA}) so stripes are brighter")
+            problems.append(
+                f"background_luma {self.background_luma} must lie in (0, {STRIPE_LUMA}) so stripes are brighter"
+            )
         if not (0 < self.exposure_fraction[0] <= self.exposure_fraction[1] <= 1):
             problems.append(f"exposure_fraction {self.exposure_fraction} must lie in (0, 1]")
         if not (0 <= self.low_light_fraction <= 1):
@@ -239,7 +246,10 @@ def sample_clip_params(config: SceneConfig, image_size: int, rng: np.random.Gene
         exposure_fraction=exposure,
         low_light=low_light,
         brightness=brightness,
-        shape_centre_xy=(float(centre[0] + offset * math.cos(offset_angle)), float(centre[1] + offset * math.sin(offset_angle))),
+        shape_centre_xy=(
+            float(centre[0] + offset * math.cos(offset_angle)),
+            float(centre[1] + offset * math.sin(offset_angle)),
+        ),
         shape_radius_px=shape_radius,
         shape_angle=rng.uniform(0, 2 * math.pi),
         shape_colour=config.shape_colours[shape_colour],
@@ -307,7 +317,9 @@ def shape_mask(
     return inside.reshape(image_size, s, image_size, s).mean(axis=(1, 3))
 
 
-def grating_coverage(times_us: np.ndarray, params: ClipParams, direction: str, image_size: int, frame_interval_us: int, t_ref_us: float) -> np.ndarray:
+def grating_coverage(
+    times_us: np.ndarray, params: ClipParams, direction: str, image_size: int, frame_interval_us: int, t_ref_us: float
+) -> np.ndarray:
     """(S, H, W) stripe coverage at the given times: the grating moves half a period per frame interval."""
     axis, sign = DIRECTIONS[direction]
     speed = params.period_px / (2 * frame_interval_us)  # px per microsecond
@@ -334,7 +346,12 @@ def expose(rgb_linear: np.ndarray, config: SceneConfig, rng: np.random.Generator
 
 
 def render_clip(
-    shape: str, direction: str, num_frames: int, image_size: int, config: SceneConfig, seed: int | np.random.SeedSequence
+    shape: str,
+    direction: str,
+    num_frames: int,
+    image_size: int,
+    config: SceneConfig,
+    seed: int | np.random.SeedSequence,
 ) -> DemoClip:
     """Render one clip: RGB frames, event stream and event images.
 
@@ -346,7 +363,9 @@ def render_clip(
     the RGB sensor, so the events depend only on luma, never on the shape or its colours.
     """
     if shape not in SHAPES or direction not in DIRECTIONS:
-        raise ValueError(f"Unknown class ({shape!r}, {direction!r}); shapes: {list(SHAPES)}, directions: {list(DIRECTIONS)}.")
+        raise ValueError(
+            f"Unknown class ({shape!r}, {direction!r}); shapes: {list(SHAPES)}, directions: {list(DIRECTIONS)}."
+        )
     seed_sequence = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     params_seed, dvs_seed, sensor_seed = seed_sequence.spawn(3)
     params = sample_clip_params(config, image_size, np.random.default_rng(params_seed))
@@ -363,9 +382,13 @@ def render_clip(
     exposure_times = (frame_times[:, None] + exposure_offsets[None, :]).ravel()  # (T*E,)
     coverage = grating_coverage(exposure_times, params, direction, image_size, interval, t_ref)
     coverage = coverage.reshape(num_frames, n_exposure, image_size, image_size).mean(axis=1)  # (T, H, W)
-    inside = shape_mask(shape, image_size, params.shape_centre_xy, params.shape_radius_px, params.shape_angle)[..., None]
+    inside = shape_mask(shape, image_size, params.shape_centre_xy, params.shape_radius_px, params.shape_angle)[
+        ..., None
+    ]
     surround_rgb = np.asarray(ISOLUMINANT_COLOURS[params.surround_colour])
-    filter_rgb = surround_rgb + inside * (np.asarray(ISOLUMINANT_COLOURS[params.shape_colour]) - surround_rgb)  # (H, W, 3)
+    filter_rgb = surround_rgb + inside * (
+        np.asarray(ISOLUMINANT_COLOURS[params.shape_colour]) - surround_rgb
+    )  # (H, W, 3)
     # the gray scene behind the filter, relative to the stripes: background / STRIPE_LUMA in the gaps, 1 on a stripe
     gray = params.background_luma / STRIPE_LUMA + coverage * (1 - params.background_luma / STRIPE_LUMA)  # (T, H, W)
     rgb_linear = gray[..., None] * filter_rgb  # (T, H, W, 3); luma = gray * STRIPE_LUMA, as the events see it

@@ -58,7 +58,9 @@ class DvsConfig:
     def __post_init__(self) -> None:
         problems = []
         if self.threshold_on < MIN_THRESHOLD or self.threshold_off < MIN_THRESHOLD:
-            problems.append(f"threshold_on/threshold_off must be >= {MIN_THRESHOLD} (got {self.threshold_on}, {self.threshold_off})")
+            problems.append(
+                f"threshold_on/threshold_off must be >= {MIN_THRESHOLD} (got {self.threshold_on}, {self.threshold_off})"
+            )
         if self.threshold_sigma < 0:
             problems.append(f"threshold_sigma must be >= 0 (got {self.threshold_sigma})")
         if self.refractory_us < 0:
@@ -79,12 +81,18 @@ class DvsSimulator:
     emits nothing; later calls to `simulate` continue from the last frame seen.
     """
 
-    def __init__(self, height: int, width: int, config: DvsConfig = DvsConfig(), rng: np.random.Generator | int | None = None):
+    def __init__(
+        self, height: int, width: int, config: DvsConfig = DvsConfig(), rng: np.random.Generator | int | None = None
+    ):
         self.height, self.width, self.config = height, width, config
         self.rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
         n_pixels = height * width  # state is kept flat, pixel index = y * width + x
-        self.threshold_on = np.maximum(config.threshold_on + config.threshold_sigma * self.rng.standard_normal(n_pixels), MIN_THRESHOLD)
-        self.threshold_off = np.maximum(config.threshold_off + config.threshold_sigma * self.rng.standard_normal(n_pixels), MIN_THRESHOLD)
+        self.threshold_on = np.maximum(
+            config.threshold_on + config.threshold_sigma * self.rng.standard_normal(n_pixels), MIN_THRESHOLD
+        )
+        self.threshold_off = np.maximum(
+            config.threshold_off + config.threshold_sigma * self.rng.standard_normal(n_pixels), MIN_THRESHOLD
+        )
         # change of log intensity from the reference at which a pixel fires
         self._on_trigger = self.threshold_on - CROSSING_TOLERANCE
         self._off_trigger = -self.threshold_off + CROSSING_TOLERANCE
@@ -137,7 +145,9 @@ class DvsSimulator:
         State arrays are flat (H*W,); only pixels that crossed a threshold are touched.
         """
         log_now = log_now.ravel()
-        assert self.reference is not None and self.last_log is not None and self.last_t_us is not None  # simulate set them
+        assert (
+            self.reference is not None and self.last_log is not None and self.last_t_us is not None
+        )  # simulate set them
         log_before, t_before = self.last_log, self.last_t_us
         change = log_now - self.reference  # (H*W,)
         # a pixel moves one way within a step, so it crosses ON or OFF thresholds, not both
@@ -188,15 +198,22 @@ class DvsSimulator:
         if frames.ndim != 3 or frames.shape[1:] != (self.height, self.width):
             raise ValueError(f"frames must have shape (N, {self.height}, {self.width}); got {frames.shape}.")
         if timestamps_us.shape != (frames.shape[0],):
-            raise ValueError(f"timestamps_us must have shape ({frames.shape[0]},), one per frame; got {timestamps_us.shape}.")
+            raise ValueError(
+                f"timestamps_us must have shape ({frames.shape[0]},), one per frame; got {timestamps_us.shape}."
+            )
         if np.any(np.diff(timestamps_us) <= 0) or (self.last_t_us is not None and timestamps_us[0] <= self.last_t_us):
-            raise ValueError("timestamps_us must be strictly increasing, also across calls to simulate; pass frames in time order.")
+            raise ValueError(
+                "timestamps_us must be strictly increasing, also across calls to simulate; pass frames in time order."
+            )
         if np.any(frames < 0) or not np.all(np.isfinite(frames)):
             raise ValueError("frames must be finite, non-negative linear intensities; clip or rescale them first.")
 
 
 def simulate_events(
-    frames: np.ndarray, timestamps_us: np.ndarray, config: DvsConfig = DvsConfig(), seed: int | np.random.Generator | None = 0
+    frames: np.ndarray,
+    timestamps_us: np.ndarray,
+    config: DvsConfig = DvsConfig(),
+    seed: int | np.random.Generator | None = 0,
 ) -> EventStream:
     """One-shot simulation: a fresh `DvsSimulator` run over (N, H, W) frames at (N,) microsecond timestamps."""
     frames = np.asarray(frames)

@@ -30,7 +30,12 @@ from velora.model.adapter_file import AdapterCheckpoint, load_model
 
 @torch.no_grad()
 def predict_logits(
-    model, dataset: Dataset, *, batch_size: int = 16, num_workers: int = 0, progress: bool = True,
+    model,
+    dataset: Dataset,
+    *,
+    batch_size: int = 16,
+    num_workers: int = 0,
+    progress: bool = True,
     desc: str = "evaluate",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Logits (N, C) float32 and labels (N,) for every clip of `dataset`, in order."""
@@ -119,7 +124,11 @@ def evaluate_model(
     cfg = data_config(ckpt.config, data_root=data_root, modalities=modalities, overrides=overrides)
     # Layouts that number classes by name (recordings, events) number them as the model does.
     dataset = make_dataset(cfg, split, classes=ckpt.class_names)
-    loading = {"batch_size": batch_size or cfg.train.batch_size, "num_workers": cfg.data.num_workers, "progress": progress}
+    loading = {
+        "batch_size": batch_size or cfg.train.batch_size,
+        "num_workers": cfg.data.num_workers,
+        "progress": progress,
+    }
     scores, labels = predict_scores(model, dataset, **loading)
     report = evaluation_report(scores, labels, ckpt.class_names)
     report.update(split=split, checkpoint=str(checkpoint), modalities=list(cfg.data.modalities), views=None)
@@ -129,8 +138,12 @@ def evaluate_model(
         multi = evaluation_report(view_scores, labels, ckpt.class_names)
         e = cfg.eval
         report["views"] = {
-            "views": len(views), "temporal_views": e.views, "crops": e.crops, "crop_fraction": e.crop_fraction,
-            "average": e.average, **{k: multi[k] for k in ("top1", "top5", "top5_k", "mean_class_accuracy")},
+            "views": len(views),
+            "temporal_views": e.views,
+            "crops": e.crops,
+            "crop_fraction": e.crop_fraction,
+            "average": e.average,
+            **{k: multi[k] for k in ("top1", "top5", "top5_k", "mean_class_accuracy")},
         }
     out = Path(output_dir) if output_dir else Path(checkpoint).parent
     out.mkdir(parents=True, exist_ok=True)
@@ -140,14 +153,20 @@ def evaluate_model(
     (out / f"eval_{tag}.json").write_text(json.dumps(report, indent=1, allow_nan=False))
     if plot:
         plot_confusion_matrix(
-            np.asarray(report["confusion_matrix"]), ckpt.class_names, out / f"confusion_{tag}.png",
+            np.asarray(report["confusion_matrix"]),
+            ckpt.class_names,
+            out / f"confusion_{tag}.png",
             title=f"{split}: top-1 {report['top1']:.1%}",
         )
     return report
 
 
 def data_config(
-    config: Config, *, data_root: str | None = None, modalities: list[str] | None = None, overrides: list[str] | None = None
+    config: Config,
+    *,
+    data_root: str | None = None,
+    modalities: list[str] | None = None,
+    overrides: list[str] | None = None,
 ) -> Config:
     """The checkpoint's config with another dataset root, a subset of the model's modalities, or
     other `data.field=value` and `eval.field=value` settings (e.g. data.layout=recordings for raw

@@ -95,9 +95,7 @@ def per_class_accuracy(cm: np.ndarray) -> np.ndarray:
     """
     cm = np.asarray(cm)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
-        raise ValueError(
-            f"The confusion matrix must be square with shape (C, C), got shape {cm.shape}."
-        )
+        raise ValueError(f"The confusion matrix must be square with shape (C, C), got shape {cm.shape}.")
     support = cm.sum(axis=1).astype(np.float64)
     correct = np.diag(cm).astype(np.float64)
     accuracy = np.full(cm.shape[0], np.nan)
@@ -105,9 +103,7 @@ def per_class_accuracy(cm: np.ndarray) -> np.ndarray:
     return accuracy
 
 
-def evaluation_report(
-    scores: np.ndarray, labels: np.ndarray, class_names: Sequence[str]
-) -> dict[str, Any]:
+def evaluation_report(scores: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
     """Everything an evaluation run reports, as a JSON-serialisable dict.
 
     Args:
@@ -180,29 +176,22 @@ def _check_scores(scores: np.ndarray) -> np.ndarray:
     """Validate (N, C) scores with N, C >= 1 and return them as a float64 array."""
     scores = np.asarray(scores)
     if scores.ndim != 2:
-        raise ValueError(
-            f"scores must have shape (N, C) = (clips, classes), got shape {scores.shape}."
-        )
+        raise ValueError(f"scores must have shape (N, C) = (clips, classes), got shape {scores.shape}.")
     if scores.shape[0] == 0 or scores.shape[1] == 0:
-        raise ValueError(
-            f"scores has shape {scores.shape}; metrics need at least one clip and one class."
-        )
+        raise ValueError(f"scores has shape {scores.shape}; metrics need at least one clip and one class.")
     if not (np.issubdtype(scores.dtype, np.floating) or np.issubdtype(scores.dtype, np.integer)):
         raise ValueError(f"scores must be real numbers, got dtype {scores.dtype}.")
     return scores.astype(np.float64, copy=False)
 
 
-def _check_labels(
-    labels: np.ndarray, num_clips: int | None, num_classes: int, name: str
-) -> np.ndarray:
+def _check_labels(labels: np.ndarray, num_clips: int | None, num_classes: int, name: str) -> np.ndarray:
     """Validate 1-D integer class indices in [0, num_classes), optionally of length num_clips."""
     labels = np.asarray(labels)
     if labels.ndim != 1:
         raise ValueError(f"{name} must be a 1-D array of class indices, got shape {labels.shape}.")
     if num_clips is not None and labels.shape[0] != num_clips:
         raise ValueError(
-            f"{name} has {labels.shape[0]} entries but there are {num_clips} clips; "
-            "pass one entry per clip."
+            f"{name} has {labels.shape[0]} entries but there are {num_clips} clips; pass one entry per clip."
         )
     if labels.size and not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"{name} must hold integer class indices, got dtype {labels.dtype}.")

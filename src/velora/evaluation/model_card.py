@@ -77,7 +77,8 @@ def model_card(
     epoch = info.get("epoch")
     selected = (
         f"epoch {epoch + 1} of {t.epochs} (step {info.get('global_step', '?')}), the best validation top-1"
-        if isinstance(epoch, int) else "the best validation top-1 (epoch not recorded)"
+        if isinstance(epoch, int)
+        else "the best validation top-1 (epoch not recorded)"
     )
     front = ["---", "library_name: velora", "tags: [velora, lora, event-camera, rgb-event, video-classification]"]
     if source.get("kind") == "hub":
@@ -147,7 +148,7 @@ def model_card(
         "The backbone is not in this folder: velora rebuilds it from `model.backbone` and `model.weights` of the "
         "stored config (`config.yaml`), the file recorded in `weights_source.json`, and warns when the weights it "
         "finds have another sha256. Where that file sits at another path: "
-        "`velora.load(<this folder>, weights=\"/path/to/it\")`. The licence of the dataset is not recorded by "
+        '`velora.load(<this folder>, weights="/path/to/it")`. The licence of the dataset is not recorded by '
         "velora: check the dataset's terms before sharing predictions or adapters trained on it.",
         "",
         "Reproduce: `velora train --config config.yaml data.root=/path/to/dataset train.output_dir=runs/new`.",

@@ -73,7 +73,9 @@ class OnnxRecognizer(Recognizer):
         self.model = None
         self.saved = None
         metadata = self.metadata
-        self._attach(metadata.pop("config"), metadata.pop("class_names"), metadata.pop("weights_source", {}), path, device)
+        self._attach(
+            metadata.pop("config"), metadata.pop("class_names"), metadata.pop("weights_source", {}), path, device
+        )
         self.inputs = {i.name: i for i in self.session.get_inputs()}
 
     def _repr_details(self) -> str:

@@ -81,7 +81,7 @@ def package_adapters(folder: Path, source: str) -> Path:
 
 def parse_hub_id(spec: str) -> tuple[str, str | None]:
     """'hf:org/name' or 'hf:org/name@revision' -> (repo id, revision or None)."""
-    repo, _, revision = spec[len(HUB_PREFIX):].partition("@")
+    repo, _, revision = spec[len(HUB_PREFIX) :].partition("@")
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo) or (revision == "" and "@" in spec):
         raise CheckpointError(f"'{spec}' is not a hub model id; give hf:org/name or hf:org/name@revision")
     return repo, revision or None
@@ -99,14 +99,19 @@ def hub_folder(spec: str) -> Path:
     offline = hub_offline()
     try:
         folder = snapshot_download(
-            repo, revision=revision, cache_dir=cache, local_files_only=offline, library_name="velora",
+            repo,
+            revision=revision,
+            cache_dir=cache,
+            local_files_only=offline,
+            library_name="velora",
             library_version=__version__,
         )
     except Exception as error:  # offline miss, no network, unknown repository, HTTP error: one message
         where = cache or "~/.cache/huggingface/hub"
         reason = (
             f"HF_HUB_OFFLINE is set and the Hugging Face cache ({where}) has no copy of it"
-            if offline else f"{type(error).__name__}: {error}"
+            if offline
+            else f"{type(error).__name__}: {error}"
         )
         raise CheckpointError(
             f"{spec}: cannot get {repo}{'@' + revision if revision else ''} from the Hugging Face hub ({reason}). "
@@ -154,7 +159,11 @@ def write_package(
         for modalities, report in missing.items():
             (tmp / f"eval_test_{modalities}.json").write_text(json.dumps(report, indent=1))
         card = model_card(
-            checkpoint, title=name or out.name, dataset=dataset, evaluation=evaluation, missing=missing,
+            checkpoint,
+            title=name or out.name,
+            dataset=dataset,
+            evaluation=evaluation,
+            missing=missing,
             adapter_bytes=(tmp / ADAPTERS).stat().st_size,
         )
         (tmp / "README.md").write_text(card)
@@ -189,5 +198,5 @@ def missing_modality_evaluations(run_dir: Path) -> dict[str, dict]:
     for path in sorted([*run_dir.glob("without_*/eval_test_*.json"), *run_dir.glob("eval_test_*.json")]):
         report = read_json(path)
         if report is not None:
-            found[path.stem[len("eval_test_"):]] = report
+            found[path.stem[len("eval_test_") :]] = report
     return found

@@ -217,9 +217,7 @@ def _check_frames(frames: np.ndarray, name: str) -> np.ndarray:
     """Validate a (K, H, W, 3) uint8 frame stack with K >= 1."""
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
-        raise ValueError(
-            f"PanelRow.{name} must have shape (K, H, W, 3) with K >= 1, got {frames.shape}."
-        )
+        raise ValueError(f"PanelRow.{name} must have shape (K, H, W, 3) with K >= 1, got {frames.shape}.")
     if frames.dtype != np.uint8:
         raise ValueError(
             f"PanelRow.{name} must be uint8 images in [0, 255], got dtype {frames.dtype}; "

@@ -24,6 +24,7 @@ _CM_MAX_CLASSES_WITH_NUMBERS = 15
 _CM_MAX_CLASSES_WITH_NAMES = 40
 _CM_MAX_NAME_CHARS = 28
 
+
 def plot_confusion_matrix(
     cm: np.ndarray,
     class_names: Sequence[str],
@@ -109,9 +110,7 @@ def plot_confusion_matrix(
     return _save(fig, path)
 
 
-def plot_training_curves(
-    history: Mapping[str, Sequence[tuple[float, float]]], path: str | Path
-) -> Path:
+def plot_training_curves(history: Mapping[str, Sequence[tuple[float, float]]], path: str | Path) -> Path:
     """Write one PNG with a small grid of training curves against the optimizer step.
 
     Args:

@@ -90,7 +90,9 @@ class Recognizer:
         weights_source = checkpoint.weights_source or model.weights_source
         self._attach(checkpoint.config, checkpoint.class_names, weights_source, path, device)
 
-    def _attach(self, config: Config, class_names, weights_source: dict, path: Path, device: str | torch.device) -> None:
+    def _attach(
+        self, config: Config, class_names, weights_source: dict, path: Path, device: str | torch.device
+    ) -> None:
         """The fields of every recognizer, whatever runs it."""
         self.config: Config = config
         self.class_names = list(class_names)
@@ -143,7 +145,9 @@ class Recognizer:
         """uint8 (T, H, W, 3) or (T, 3, H, W) -> the model's T frames, (T, 3, S, S) uint8: RGB resized
         bilinearly, event images by data.event_resize, as the datasets do."""
         if frames.dtype != np.uint8 or frames.ndim != 4 or 3 not in (frames.shape[1], frames.shape[3]):
-            raise ValueError(f"'{key}' must be uint8 frames (T, H, W, 3) or (T, 3, H, W), got {frames.dtype} {frames.shape}")
+            raise ValueError(
+                f"'{key}' must be uint8 frames (T, H, W, 3) or (T, 3, H, W), got {frames.dtype} {frames.shape}"
+            )
         clip = torch.from_numpy(np.ascontiguousarray(frames))
         if clip.shape[1] != 3:
             clip = clip.permute(0, 3, 1, 2)
@@ -220,7 +224,9 @@ class Recognizer:
             for i, (s, truth) in enumerate(zip(sources, ground_truths, strict=True))
         ]
         if panel:
-            plot_prediction_panel([panel_row(item, p.topk, p.ground_truth) for item, p in zip(items, predictions)], panel)
+            plot_prediction_panel(
+                [panel_row(item, p.topk, p.ground_truth) for item, p in zip(items, predictions)], panel
+            )
         return predictions[0] if single else predictions
 
     def data_config(self, **options) -> Config:
@@ -238,4 +244,3 @@ def folder_class(clip: str | Path, class_names: list[str]) -> str | None:
     """The class a clip's folder is named after (<class>/<sample>, as datasets are laid out), if any."""
     folder = Path(clip).resolve().parent.name
     return folder if folder in class_names else None
-

@@ -192,7 +192,9 @@ def _open_decoder(path: Path) -> aedat.Decoder:
     except BaseException as error:
         if not decoder_failed(error):
             raise
-        raise DataError(f"{path}: aedat cannot decode the stream list ({error}); the file is corrupt or unsupported.") from None
+        raise DataError(
+            f"{path}: aedat cannot decode the stream list ({error}); the file is corrupt or unsupported."
+        ) from None
 
 
 def decoder_failed(error: BaseException) -> bool:
@@ -222,22 +224,30 @@ def _check_header(path: Path) -> tuple[int, int]:
             (header_size,) = struct.unpack_from("<i", head, len(MAGIC))
             header = file.read(max(header_size, 0))
     except OSError as error:
-        raise DataError(f"{path}: cannot be read ({error.strerror or error}); check the path and permissions.") from None
+        raise DataError(
+            f"{path}: cannot be read ({error.strerror or error}); check the path and permissions."
+        ) from None
     if header_size <= 0:
         raise DataError(f"{path}: the AEDAT 4.0 header is corrupt (size {header_size}); re-copy the file.")
     if len(header) < header_size:
-        raise DataError(f"{path}: truncated inside the AEDAT 4.0 header ({len(header)} of {header_size} bytes); re-copy the file.")
+        raise DataError(
+            f"{path}: truncated inside the AEDAT 4.0 header ({len(header)} of {header_size} bytes); re-copy the file."
+        )
     try:
         compression, data_table_position, description = _io_header_fields(header)
     except (struct.error, IndexError):
-        raise DataError(f"{path}: the AEDAT 4.0 header is corrupt (its flatbuffer does not parse); re-copy the file.") from None
+        raise DataError(
+            f"{path}: the AEDAT 4.0 header is corrupt (its flatbuffer does not parse); re-copy the file."
+        ) from None
     if compression not in (NO_COMPRESSION, LZ4, LZ4_HIGH, ZSTD, ZSTD_HIGH):
         raise DataError(f"{path}: the AEDAT 4.0 header names unknown compression {compression}; the file is corrupt.")
     try:
         description.decode("utf-8")
     except UnicodeDecodeError:
         # aedat reads this string without checking it; invalid UTF-8 there aborts the interpreter
-        raise DataError(f"{path}: the AEDAT 4.0 header's stream description is not UTF-8 text; the file is corrupt.") from None
+        raise DataError(
+            f"{path}: the AEDAT 4.0 header's stream description is not UTF-8 text; the file is corrupt."
+        ) from None
     return compression, data_table_position
 
 

@@ -197,7 +197,9 @@ def read_hdf5(path: str | Path, width: int | None = None, height: int | None = N
     except DataError:
         raise
     except (OSError, KeyError, ValueError, RuntimeError) as error:  # h5py's answers to a corrupt file
-        raise DataError(f"{path}: cannot be read as HDF5 ({error}); the file is truncated, corrupt or not HDF5.") from None
+        raise DataError(
+            f"{path}: cannot be read as HDF5 ({error}); the file is truncated, corrupt or not HDF5."
+        ) from None
     width = width if width is not None else _scalar(path, attributes.get("width"), "width")
     height = height if height is not None else _scalar(path, attributes.get("height"), "height")
     return event_stream(path, np.asarray(t), np.asarray(x), np.asarray(y), np.asarray(p), width, height)
@@ -243,5 +245,7 @@ def _scalar(path: Path, value, name: str) -> int | None:
         return None
     value = np.asarray(value)
     if value.size != 1 or value.dtype.kind not in "iu" or int(value.reshape(())) <= 0:
-        raise DataError(f"{path}: the stored sensor {name} {value!r} is not a positive integer; fix it or pass {name}=.")
+        raise DataError(
+            f"{path}: the stored sensor {name} {value!r} is not a positive integer; fix it or pass {name}=."
+        )
     return int(value.reshape(()))

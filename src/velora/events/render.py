@@ -58,9 +58,13 @@ class EventStream:
         if len(self.t) == 0:
             return
         if np.any(self.t[1:] < self.t[:-1]):  # not np.diff, which can overflow int64
-            raise ValueError("EventStream timestamps t must be sorted; sort all four arrays with np.argsort(t, kind='stable').")
+            raise ValueError(
+                "EventStream timestamps t must be sorted; sort all four arrays with np.argsort(t, kind='stable')."
+            )
         if not np.all((self.p == 1) | (self.p == -1)):
-            raise ValueError("EventStream polarity p must be +1 or -1; convert 0/1 or bool with np.where(p > 0, 1, -1).")
+            raise ValueError(
+                "EventStream polarity p must be +1 or -1; convert 0/1 or bool with np.where(p > 0, 1, -1)."
+            )
         if self.x.min() < 0 or self.x.max() >= self.width or self.y.min() < 0 or self.y.max() >= self.height:
             raise ValueError(
                 f"EventStream coordinates fall outside the {self.width} x {self.height} sensor "
@@ -79,7 +83,9 @@ class EventStream:
     def window(self, t_start_us: int, t_end_us: int) -> EventStream:
         """The events with t_start_us <= t < t_end_us (half-open, microseconds)."""
         start, end = np.searchsorted(self.t, [t_start_us, t_end_us], side="left")
-        return EventStream(self.t[start:end], self.x[start:end], self.y[start:end], self.p[start:end], self.width, self.height)
+        return EventStream(
+            self.t[start:end], self.x[start:end], self.y[start:end], self.p[start:end], self.width, self.height
+        )
 
 
 def event_image(x: np.ndarray, y: np.ndarray, polarity: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -99,7 +105,9 @@ def event_image(x: np.ndarray, y: np.ndarray, polarity: np.ndarray, height: int,
     y = np.asarray(y)
     is_on = np.asarray(polarity) > 0
     if not (x.shape == y.shape == is_on.shape) or x.ndim != 1:
-        raise ValueError(f"event_image needs 1-D x, y, polarity of one length; got shapes {x.shape}, {y.shape}, {is_on.shape}.")
+        raise ValueError(
+            f"event_image needs 1-D x, y, polarity of one length; got shapes {x.shape}, {y.shape}, {is_on.shape}."
+        )
     image = np.full((height, width, 3), 255, dtype=np.uint8)
     if x.size == 0:
         return image

@@ -322,7 +322,9 @@ def rgb_representation(name: str) -> Callable[[Callable[..., np.ndarray]], Calla
     return register
 
 
-def as_rgb(representation: str, t: np.ndarray, x: np.ndarray, y: np.ndarray, p: np.ndarray, height: int, width: int) -> np.ndarray:
+def as_rgb(
+    representation: str, t: np.ndarray, x: np.ndarray, y: np.ndarray, p: np.ndarray, height: int, width: int
+) -> np.ndarray:
     """One window of events as an (H, W, 3) uint8 image of `representation`, for the frozen ViT
     (the functions registered in RGB_REPRESENTATIONS, below)."""
     if representation not in RGB_REPRESENTATIONS:

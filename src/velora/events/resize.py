@@ -104,8 +104,16 @@ def target_pixels(ys: np.ndarray, xs: np.ndarray, size: int, box: Box) -> tuple[
 
 
 def draw_events(
-    representation: str, t: np.ndarray, x: np.ndarray, y: np.ndarray, p: np.ndarray, height: int, width: int,
-    size: int, box: Box | None = None, method: str = "keep_events",
+    representation: str,
+    t: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    p: np.ndarray,
+    height: int,
+    width: int,
+    size: int,
+    box: Box | None = None,
+    method: str = "keep_events",
 ) -> np.ndarray:
     """One window of events as a (size, size, 3) uint8 image of ``representation``: drawn at the
     sensor's size (as_rgb; t, x, y, p in microseconds, pixels of a height x width sensor, +1/-1),

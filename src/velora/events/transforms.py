@@ -80,4 +80,3 @@ class ToTimeSurface:
         if t_ref_us is None:
             t_ref_us = int(events.t[-1]) if len(events) else 0
         return time_surface(events.t, events.x, events.y, events.p, events.height, events.width, t_ref_us, self.tau_us)
-

@@ -66,8 +66,12 @@ def combine_cases(cases: dict[tuple[str, ...], onnx.ModelProto]) -> onnx.ModelPr
             helper.make_node("Greater", [f"{name}_size", "zero"], [f"has_{name}"], name=f"has_{name}"),
         ]
     inner = helper.make_node(
-        "If", ["has_events"], ["rgb_present_logits"], name="if_events",
-        then_branch=branches[BOTH], else_branch=branches[RGB],
+        "If",
+        ["has_events"],
+        ["rgb_present_logits"],
+        name="if_events",
+        then_branch=branches[BOTH],
+        else_branch=branches[RGB],
     )
     rgb_present = helper.make_graph(
         [inner], "rgb_present", [], [helper.make_tensor_value_info("rgb_present_logits", TensorProto.FLOAT, None)]

@@ -153,8 +153,13 @@ def export_onnx(
         warnings.warn(f"{output}: onnxruntime's logits differ from PyTorch's by up to {worst:.2e}", stacklevel=2)
     files = (output, output.with_name(output.name + ".data"))
     return ExportReport(
-        path=output, bytes=sum(p.stat().st_size for p in files if p.exists()), opset=written_opset(proto),
-        cases=["+".join(keys) for keys in cases], merged=merge, seconds=time.perf_counter() - start, max_abs_diff=diffs,
+        path=output,
+        bytes=sum(p.stat().st_size for p in files if p.exists()),
+        opset=written_opset(proto),
+        cases=["+".join(keys) for keys in cases],
+        merged=merge,
+        seconds=time.perf_counter() - start,
+        max_abs_diff=diffs,
     )
 
 
@@ -172,20 +177,23 @@ def label_file_metadata(proto, model: VELoRA, saved: AdapterCheckpoint, source: 
     inputs = {name: clip for name in cases[0]}
     if len(cases) > 1:
         inputs["missing sensor"] = "an empty array (batch 0)"
-    onnx.helper.set_model_props(proto, {
-        "format": FORMAT,
-        "velora_version": velora_version(),
-        "torch_version": torch.__version__,
-        "opset": str(written_opset(proto)),
-        "merged": "true" if merge else "false",
-        "cases": ",".join("+".join(keys) for keys in cases),
-        "inputs": json.dumps(inputs),
-        "adapters": json.dumps({"file": source.name, "sha256": file_sha256(source)}),
-        "config": json.dumps(cfg.to_dict()),
-        "class_names": json.dumps(saved.class_names),
-        "info": json.dumps(saved.info),
-        "weights_source": json.dumps(model.weights_source),  # the weights inside this file
-    })
+    onnx.helper.set_model_props(
+        proto,
+        {
+            "format": FORMAT,
+            "velora_version": velora_version(),
+            "torch_version": torch.__version__,
+            "opset": str(written_opset(proto)),
+            "merged": "true" if merge else "false",
+            "cases": ",".join("+".join(keys) for keys in cases),
+            "inputs": json.dumps(inputs),
+            "adapters": json.dumps({"file": source.name, "sha256": file_sha256(source)}),
+            "config": json.dumps(cfg.to_dict()),
+            "class_names": json.dumps(saved.class_names),
+            "info": json.dumps(saved.info),
+            "weights_source": json.dumps(model.weights_source),  # the weights inside this file
+        },
+    )
     proto.producer_name, proto.producer_version = "velora", velora_version()
     proto.doc_string = (
         f"VELoRA ({'+'.join(model.modalities)}, {len(saved.class_names)} classes) exported by velora "
@@ -203,8 +211,15 @@ def export_case(model: VELoRA, keys: tuple[str, ...], frames: int, size: int, op
         # The exporter says that the inputs share the batch dimension: they do.
         warnings.filterwarnings("ignore", message=".*shares the same shape constraints.*")
         program = torch.onnx.export(
-            ModalityCase(model).eval(), (), kwargs=examples, input_names=list(keys), output_names=["logits"],
-            dynamic_shapes={k: {0: batch} for k in keys}, opset_version=opset, dynamo=True, verbose=False,
+            ModalityCase(model).eval(),
+            (),
+            kwargs=examples,
+            input_names=list(keys),
+            output_names=["logits"],
+            dynamic_shapes={k: {0: batch} for k in keys},
+            opset_version=opset,
+            dynamo=True,
+            verbose=False,
         )
     assert program is not None  # the dynamo exporter returns its program
     return program.model_proto

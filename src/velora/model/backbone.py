@@ -91,7 +91,9 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise BackboneError(str(exc)) from None
 
 
-def load_backbone_weights(model: VisionTransformer, state: dict[str, torch.Tensor], path: Path, keep_head: bool = False) -> None:
+def load_backbone_weights(
+    model: VisionTransformer, state: dict[str, torch.Tensor], path: Path, keep_head: bool = False
+) -> None:
     """Load timm-named tensors into `model`, resampling the position embedding to its image size.
 
     The head (a classifier or CLIP's projection) is dropped unless `keep_head`; then it loads when

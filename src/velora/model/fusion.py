@@ -41,7 +41,9 @@ class StreamTokens:
 
     def fused(self) -> tuple[torch.Tensor, dict[str, slice]]:
         """[diff; rgb; event] along the token axis, and where each present stream sits in it."""
-        present = [(name, t) for name, t in (("diff", self.diff), ("rgb", self.rgb), ("event", self.event)) if t is not None]
+        present = [
+            (name, t) for name, t in (("diff", self.diff), ("rgb", self.rgb), ("event", self.event)) if t is not None
+        ]
         slices, start = {}, 0
         for name, tokens in present:
             slices[name] = slice(start, start + tokens.shape[1])
@@ -80,7 +82,11 @@ class HighLevelFusion(nn.Module):
         self.lora_layers = [m for b in blocks for m in b.modules() if isinstance(m, LoRALinear)]
         self.final_adapters = final_adapters
         self.use_lora = rank > 0
-        self.blocks = nn.ModuleList(make_block() for _ in blocks) if fusion_block == "random_trainable" and self.use_lora else None
+        self.blocks = (
+            nn.ModuleList(make_block() for _ in blocks)
+            if fusion_block == "random_trainable" and self.use_lora
+            else None
+        )
 
         def linear_shared() -> nn.ModuleList:
             return nn.ModuleList(LoRAAdapter(dim, dim, rank, alpha, dropout) for _ in blocks)
@@ -108,7 +114,9 @@ class HighLevelFusion(nn.Module):
             if rgb is not None:
                 rgb = self.final_block(block, "rgb", rgb) + self.shared(i, block, "rgb", fused[:, where["rgb"]])
             if event is not None:
-                event = self.final_block(block, "event", event) + self.shared(i, block, "event", fused[:, where["event"]])
+                event = self.final_block(block, "event", event) + self.shared(
+                    i, block, "event", fused[:, where["event"]]
+                )
         return StreamTokens(diff=None, rgb=rgb, event=event)
 
     def final_block(self, block: nn.Module, stream: str, tokens: torch.Tensor) -> torch.Tensor:
@@ -148,7 +156,9 @@ def bottleneck(block: nn.Module, stream: str, x: torch.Tensor) -> torch.Tensor:
     """The released M-shared path: `block`'s fc1 then fc2 adapters of `stream`, with the block's
     activation between them, unscaled: fc2.B fc2.A act(fc1.B fc1.A x), (B, N, D) -> (B, N, D)."""
     fc1_layer, fc2_layer = block.get_submodule("mlp.fc1"), block.get_submodule("mlp.fc2")
-    assert isinstance(fc1_layer, LoRALinear) and isinstance(fc2_layer, LoRALinear)  # config validation: both are targets
+    assert isinstance(fc1_layer, LoRALinear) and isinstance(
+        fc2_layer, LoRALinear
+    )  # config validation: both are targets
     fc1, fc2 = fc1_layer.adapter(stream), fc2_layer.adapter(stream)
     h = F.linear(F.linear(fc1.dropout(x), fc1.lora_a), fc1.lora_b)  # (B, N, 4D)
     h = block.get_submodule("mlp.act")(h)

@@ -158,10 +158,14 @@ class LoRALinear(nn.Module):
         released M-shared path calls them directly) but no call adds them any more."""
         if self.merged is not None:
             raise LoRAError(f"adapter '{self.merged}' is merged into the weight; unmerge it before folding")
-        self.folded = nn.ParameterDict({
-            name: nn.Parameter(self.weight + self.adapter(name).delta_weight().to(self.weight.dtype), requires_grad=False)
-            for name in self.adapters
-        })
+        self.folded = nn.ParameterDict(
+            {
+                name: nn.Parameter(
+                    self.weight + self.adapter(name).delta_weight().to(self.weight.dtype), requires_grad=False
+                )
+                for name in self.adapters
+            }
+        )
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, adapters={list(self.adapters)}"

@@ -123,11 +123,21 @@ class VELoRA(nn.Module):
             assert isinstance(self.backbone.head, nn.Linear)  # build_backbone(keep_projection=True) keeps one
             self.project = nn.Linear(self.backbone.head.out_features, dim)
         self.stream_embed = (
-            nn.ParameterDict({s: nn.Parameter(torch.zeros(1, 1, dim)) for s in self.low_adapters}) if projected else None
+            nn.ParameterDict({s: nn.Parameter(torch.zeros(1, 1, dim)) for s in self.low_adapters})
+            if projected
+            else None
         )
         self.fusion = HighLevelFusion(
-            high_blocks, dim=dim, fusion_block=m.fusion_block, shared_lora=m.shared_lora, modalities=self.modalities,
-            rank=lo.rank, alpha=lo.alpha, dropout=lo.dropout, final_adapters=projected, make_block=make_block,
+            high_blocks,
+            dim=dim,
+            fusion_block=m.fusion_block,
+            shared_lora=m.shared_lora,
+            modalities=self.modalities,
+            rank=lo.rank,
+            alpha=lo.alpha,
+            dropout=lo.dropout,
+            final_adapters=projected,
+            make_block=make_block,
         )
 
         both = len(self.modalities) == 2
@@ -184,7 +194,9 @@ class VELoRA(nn.Module):
         LoRALinear adds each stream's adapter to that stream's rows only.
         """
         images = self.encode_images({name: f.flatten(0, 1) for name, f in streams.items()})
-        return {name: images[name].view(*f.shape[:2], *images[name].shape[1:]).mean(dim=1) for name, f in streams.items()}
+        return {
+            name: images[name].view(*f.shape[:2], *images[name].shape[1:]).mean(dim=1) for name, f in streams.items()
+        }
 
     def encode_images(self, streams: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """{adapter: (n_s, 3, H, W) normalised images} -> {adapter: (n_s, N, D)}: each image's tokens

@@ -86,7 +86,7 @@ def resolve_weights(value: str) -> Path | None:
     if value in ("none", "hub"):
         return None
     if value.startswith(SHIPPED_PREFIX):
-        name = value[len(SHIPPED_PREFIX):]
+        name = value[len(SHIPPED_PREFIX) :]
         path = SHIPPED_DIR / f"{name}.safetensors"
         if not path.is_file():
             raise WeightsError(
@@ -103,9 +103,7 @@ def shipped_manifest(path: Path) -> dict:
     return json.loads(manifest.read_text()) if manifest.is_file() else {}
 
 
-def load_state_dict_any(
-    path: str | Path, *, allow_torchscript: bool = False
-) -> tuple[dict[str, torch.Tensor], dict]:
+def load_state_dict_any(path: str | Path, *, allow_torchscript: bool = False) -> tuple[dict[str, torch.Tensor], dict]:
     """Read ViT weights from `path` in any supported format -> (timm state dict, metadata).
 
     Metadata keys: `source_format` ('timm', 'openai_clip', 'hf_clip'), `image_size` and
@@ -155,7 +153,7 @@ def openai_to_timm(raw: dict[str, torch.Tensor], prefix: str = "visual.") -> dic
     for key, value in raw.items():
         if not key.startswith(prefix):
             continue
-        key = key[len(prefix):]
+        key = key[len(prefix) :]
         for old, new in OPENAI_SWAPS:
             key = key.replace(old, new)
         if key == "proj":  # (D, E) used as `x @ proj`; timm's head is Linear(D, E)
@@ -181,7 +179,7 @@ def hf_to_timm(raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             continue
         if not key.startswith("vision_model.") or key.endswith("position_ids"):
             continue
-        key = key[len("vision_model."):]
+        key = key[len("vision_model.") :]
         if key == "embeddings.class_embedding":
             out["cls_token"] = value.reshape(1, 1, -1)
             continue
@@ -242,7 +240,9 @@ def _convert(raw: dict[str, torch.Tensor], path: Path) -> tuple[dict[str, torch.
     except WeightsError as exc:
         raise WeightsError(f"'{path}': {exc}") from None
     except (IndexError, KeyError, RuntimeError, ValueError) as exc:  # a tensor of a shape no ViT has
-        raise WeightsError(f"'{path}': the tensors do not have the shapes of a ViT ({type(exc).__name__}: {exc})") from None
+        raise WeightsError(
+            f"'{path}': the tensors do not have the shapes of a ViT ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -264,8 +264,7 @@ def _load_torchscript(path: Path, allow: bool) -> tuple[dict[str, torch.Tensor],
             f"`{CONVERT_HINT.format(path=path)}` and use the .safetensors file."
         )
     print(
-        f"warning: loading TorchScript archive '{path}' runs code from the file; "
-        "do this only for files you trust",
+        f"warning: loading TorchScript archive '{path}' runs code from the file; do this only for files you trust",
         file=sys.stderr,
     )
     module = torch.jit.load(str(path), map_location="cpu")
@@ -316,7 +315,7 @@ def _unwrap(raw: dict) -> dict[str, torch.Tensor]:
 
 
 def _strip(raw: dict, prefix: str) -> dict:
-    return {k[len(prefix):]: v for k, v in raw.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in raw.items() if k.startswith(prefix)}
 
 
 def _infer_metadata(state: dict[str, torch.Tensor], source: str) -> tuple[dict[str, torch.Tensor], dict]:
@@ -352,8 +351,16 @@ def _infer_metadata(state: dict[str, torch.Tensor], source: str) -> tuple[dict[s
 def _load_folder(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """A Hugging Face CLIP, open_clip or timm hub folder: weights plus JSON configs."""
     weights = next(
-        (path / name for name in ("model.safetensors", "open_clip_model.safetensors", "pytorch_model.bin",
-                                  "open_clip_pytorch_model.bin") if (path / name).is_file()),
+        (
+            path / name
+            for name in (
+                "model.safetensors",
+                "open_clip_model.safetensors",
+                "pytorch_model.bin",
+                "open_clip_pytorch_model.bin",
+            )
+            if (path / name).is_file()
+        ),
         None,
     )
     if weights is None:

@@ -150,7 +150,8 @@ def _hub_advice(hub: HubWeights, tried: list[str], unreachable: str) -> str:
     convert = (
         f" Or, from OpenAI's own archive ({archive}): velora convert-weights ViT-B-16.pt vit_b16_openai.safetensors "
         "--allow-torchscript, then model.weights=vit_b16_openai.safetensors."
-        if archive else ""
+        if archive
+        else ""
     )
     first = HUB_FILENAMES[0]
     return (
@@ -263,6 +264,8 @@ def describe_source(source: dict) -> str:
 
         path = Path(source["path"])
         settings = shipped_manifest(path).get("settings", {})
-        what = f"fractal-pretrained on {settings.get('num_categories', '?')} IFS categories" if settings else "pretrained"
+        what = (
+            f"fractal-pretrained on {settings.get('num_categories', '?')} IFS categories" if settings else "pretrained"
+        )
         return f"shipped {what} (velora/pretrained/{path.name}, sha256 {digest})"
     return f"local {source['path']} (sha256 {digest})"

@@ -14,8 +14,13 @@ class PretrainConfig:
     The defaults are the recipe of the shipped `fractal_vit_tiny64` weights.
     """
 
-    output: str = field(default="fractal_vit.safetensors", metadata={"help": "weights file to write (*.safetensors); the manifest goes next to it as <output>.json"})
-    backbone: str = field(default="vit_base_patch16_clip_quickgelu_224", metadata={"help": "timm architecture (block structure)"})
+    output: str = field(
+        default="fractal_vit.safetensors",
+        metadata={"help": "weights file to write (*.safetensors); the manifest goes next to it as <output>.json"},
+    )
+    backbone: str = field(
+        default="vit_base_patch16_clip_quickgelu_224", metadata={"help": "timm architecture (block structure)"}
+    )
     embed_dim: int = field(default=128, metadata={"help": "token width"})
     depth: int = field(default=4, metadata={"help": "Transformer blocks"})
     num_heads: int = field(default=4, metadata={"help": "attention heads"})
@@ -26,12 +31,18 @@ class PretrainConfig:
     lr: float = field(default=5e-4, metadata={"help": "peak AdamW learning rate"})
     weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay on matrices"})
     warmup_steps: int = field(default=100, metadata={"help": "linear warmup, then cosine decay to 1 %% of lr"})
-    rotation: float = field(default=0.0, metadata={"help": "span of the random rotation as a fraction of a full turn (0: upright)"})
-    bright_on_dark: bool = field(default=True, metadata={"help": "fractals brighter than the background in every channel (else any two colours)"})
+    rotation: float = field(
+        default=0.0, metadata={"help": "span of the random rotation as a fraction of a full turn (0: upright)"}
+    )
+    bright_on_dark: bool = field(
+        default=True, metadata={"help": "fractals brighter than the background in every channel (else any two colours)"}
+    )
     label_smoothing: float = field(default=0.1, metadata={"help": "cross-entropy label smoothing"})
     val_images: int = field(default=1024, metadata={"help": "held-out rendered images for the accuracy check"})
     seed: int = field(default=0, metadata={"help": "seed of the categories, the images and the initialisation"})
-    threads: int = field(default=1, metadata={"help": "torch CPU threads (on a shared machine more threads mostly wait)"})
+    threads: int = field(
+        default=1, metadata={"help": "torch CPU threads (on a shared machine more threads mostly wait)"}
+    )
     log_every: int = field(default=100, metadata={"help": "log (and validate) every N steps"})
 
 
@@ -48,11 +59,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """One flag per `PretrainConfig` field, for `python -m velora.pretrain` and `velora pretrain`."""
     for f in dataclasses.fields(PretrainConfig):
         kind = {"action": argparse.BooleanOptionalAction} if isinstance(f.default, bool) else {"type": type(f.default)}
-        parser.add_argument(f"--{f.name.replace('_', '-')}", **kind, default=f.default, help=f"{f.metadata['help']} (default: {f.default})")
+        parser.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            **kind,
+            default=f.default,
+            help=f"{f.metadata['help']} (default: {f.default})",
+        )
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> PretrainConfig:
     return PretrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(PretrainConfig)})
-
-

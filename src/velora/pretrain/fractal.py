@@ -65,9 +65,7 @@ def ifs_probabilities(maps: np.ndarray) -> np.ndarray:
     return det / det.sum()
 
 
-def make_categories(
-    num_categories: int, seed: int, image_size: int = 64, min_fill: float = 0.12
-) -> FractalCategories:
+def make_categories(num_categories: int, seed: int, image_size: int = 64, min_fill: float = 0.12) -> FractalCategories:
     """Draw `num_categories` IFS whose canonical rendering covers at least `min_fill` of the image."""
     rng = np.random.default_rng(seed)
     maps = np.zeros((num_categories, MAX_MAPS, 2, 3), dtype=np.float32)
@@ -80,7 +78,9 @@ def make_categories(
         trial_probs = np.zeros((1, MAX_MAPS), dtype=np.float32)
         trial_maps[0, :k], trial_probs[0, :k] = candidate, ifs_probabilities(candidate)
         trial = FractalCategories(torch.from_numpy(trial_maps), torch.from_numpy(trial_probs), seed)
-        mask = render_masks(trial, torch.zeros(1, dtype=torch.long), image_size, torch.Generator().manual_seed(0), augment=False)
+        mask = render_masks(
+            trial, torch.zeros(1, dtype=torch.long), image_size, torch.Generator().manual_seed(0), augment=False
+        )
         if mask.mean().item() >= min_fill:
             maps[found], probs[found] = trial_maps[0], trial_probs[0]
             found += 1
@@ -88,7 +88,12 @@ def make_categories(
 
 
 def chaos_game(
-    maps: torch.Tensor, probs: torch.Tensor, generator: torch.Generator, chains: int = 256, steps: int = 24, burn_in: int = 8
+    maps: torch.Tensor,
+    probs: torch.Tensor,
+    generator: torch.Generator,
+    chains: int = 256,
+    steps: int = 24,
+    burn_in: int = 8,
 ) -> torch.Tensor:
     """Points on each attractor: (B, K, 2, 3) maps, (B, K) probs -> (B, chains * (steps - burn_in), 2)."""
     B = maps.shape[0]
@@ -105,8 +110,12 @@ def chaos_game(
 
 
 def render_masks(
-    categories: FractalCategories, labels: torch.Tensor, image_size: int, generator: torch.Generator,
-    augment: bool = True, rotation: float = 1.0,
+    categories: FractalCategories,
+    labels: torch.Tensor,
+    image_size: int,
+    generator: torch.Generator,
+    augment: bool = True,
+    rotation: float = 1.0,
 ) -> torch.Tensor:
     """(B,) category labels -> (B, H, W) float coverage in [0, 1] of each attractor's points.
 
@@ -145,8 +154,12 @@ def render_masks(
 
 
 def render_images(
-    categories: FractalCategories, labels: torch.Tensor, image_size: int, generator: torch.Generator,
-    rotation: float = 1.0, bright_on_dark: bool = False,
+    categories: FractalCategories,
+    labels: torch.Tensor,
+    image_size: int,
+    generator: torch.Generator,
+    rotation: float = 1.0,
+    bright_on_dark: bool = False,
 ) -> torch.Tensor:
     """(B,) labels -> (B, 3, H, W) float RGB in [0, 1]: coloured fractals on coloured backgrounds, with noise.
 

@@ -40,10 +40,16 @@ MEAN = STD = (0.5, 0.5, 0.5)  # fractal images are uniform random colours: mid-g
 
 def build_model(cfg: PretrainConfig) -> torch.nn.Module:
     return timm.create_model(
-        cfg.backbone, pretrained=False, num_classes=cfg.num_categories, img_size=cfg.image_size,
-        embed_dim=cfg.embed_dim, depth=cfg.depth, num_heads=cfg.num_heads,
+        cfg.backbone,
+        pretrained=False,
+        num_classes=cfg.num_categories,
+        img_size=cfg.image_size,
+        embed_dim=cfg.embed_dim,
+        depth=cfg.depth,
+        num_heads=cfg.num_heads,
         # mean of the final-norm tokens, as VELoRA's head pools (model.head_pool: mean)
-        global_pool="avg", fc_norm=False,
+        global_pool="avg",
+        fc_norm=False,
     )
 
 
@@ -80,7 +86,9 @@ def pretrain(cfg: PretrainConfig, log=print) -> dict:
     categories = make_categories(cfg.num_categories, cfg.seed, cfg.image_size)
     model = build_model(cfg)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "pos_embed" not in n and "cls_token" not in n]
-    other = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "pos_embed" not in n and "cls_token" not in n)]
+    other = [
+        p for n, p in model.named_parameters() if not (p.ndim >= 2 and "pos_embed" not in n and "cls_token" not in n)
+    ]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": other, "weight_decay": 0.0}], lr=cfg.lr
     )
@@ -106,7 +114,14 @@ def pretrain(cfg: PretrainConfig, log=print) -> dict:
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             val = accuracy(model, val_images, val_labels)
             elapsed = time.perf_counter() - start
-            history.append({"step": step + 1, "loss": round(loss.item(), 4), "val_top1": round(val, 4), "seconds": round(elapsed, 1)})
+            history.append(
+                {
+                    "step": step + 1,
+                    "loss": round(loss.item(), 4),
+                    "val_top1": round(val, 4),
+                    "seconds": round(elapsed, 1),
+                }
+            )
             log(f"step {step + 1}/{cfg.steps}  loss {loss.item():.3f}  held-out top-1 {val:.1%}  {elapsed:.0f} s")
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     return write_weights(model, cfg, output, seconds, cpu_seconds, history)
@@ -199,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m velora.pretrain", description=__doc__.split("\n\n")[0])
     cfg = config_from_args(add_arguments(parser).parse_args(argv))
     manifest = pretrain(cfg, log=lambda line: print(line, flush=True))
-    print(f"wrote {cfg.output} ({manifest['bytes'] / 1e6:.2f} MB, sha256 {manifest['sha256'][:16]}...) in {manifest['train_seconds']:.0f} s")
+    print(
+        f"wrote {cfg.output} ({manifest['bytes'] / 1e6:.2f} MB, sha256 {manifest['sha256'][:16]}...) in {manifest['train_seconds']:.0f} s"
+    )
     return 0
 
 

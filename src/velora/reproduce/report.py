@@ -104,16 +104,23 @@ def report_markdown(report: dict) -> str:
     f = report["figures"]
     velora, views, paper, published = f["velora"], f["views"], f["paper_protocol"], f["published"]
     rows = [
-        ("**velora**: val-selected checkpoint (epoch "
-         f"{velora['epoch']}, val {_pct(velora['val_top1_pct'])}), full test split", _pct(velora["top1_pct"]),
-         f"velora's figure: {VELORA_PROTOCOL}"),
+        (
+            "**velora**: val-selected checkpoint (epoch "
+            f"{velora['epoch']}, val {_pct(velora['val_top1_pct'])}), full test split",
+            _pct(velora["top1_pct"]),
+            f"velora's figure: {VELORA_PROTOCOL}",
+        ),
     ]
     if views:
-        rows.append((f"**velora** with test-time views ({views['temporal_views']} x {views['crops']})",
-                     _pct(views["top1_pct"]), views["protocol"]))
+        rows.append(
+            (
+                f"**velora** with test-time views ({views['temporal_views']} x {views['crops']})",
+                _pct(views["top1_pct"]),
+                views["protocol"],
+            )
+        )
     if paper:
-        rows.append((f"best epoch on the test split (epoch {paper['epoch']})", _pct(paper["top1_pct"]),
-                     PAPER_PROTOCOL))
+        rows.append((f"best epoch on the test split (epoch {paper['epoch']})", _pct(paper["top1_pct"]), PAPER_PROTOCOL))
     for method in ("VELoRA", "SAFE"):
         rows.append((f"{method}, published", _pct(published[method]), "as published (below)"))
     lines = [
@@ -150,7 +157,8 @@ def report_markdown(report: dict) -> str:
         f"({hardware.get('logical_cpus', '?')} logical CPUs); torch {hardware.get('torch', '?')}, "
         f"velora {hardware.get('velora', '?')}. Trained on {report['training_device']}.",
         f"Wall time: {format_duration(report['wall_time_s'])} in all ("
-        + ", ".join(f"{step} {format_duration(s)}" for step, s in report["wall_time_by_step_s"].items()) + ").",
+        + ", ".join(f"{step} {format_duration(s)}" for step, s in report["wall_time_by_step_s"].items())
+        + ").",
     ]
     throughput = report["throughput"]
     if throughput:
@@ -164,8 +172,10 @@ def report_markdown(report: dict) -> str:
         what = entry["command"] or f"({entry['step']})"
         lines.append(f"{entry['started']}  {entry['seconds'] or 0:>9.1f} s  {entry['status']:<11s}  {what}")
     lines += ["```", "", "Invocations:", ""]
-    lines += [f"- {i['started']}: `{i['command']}` ({format_duration(i.get('seconds') or 0)}, {i['status']})"
-              for i in report["invocations"]]
+    lines += [
+        f"- {i['started']}: `{i['command']}` ({format_duration(i.get('seconds') or 0)}, {i['status']})"
+        for i in report["invocations"]
+    ]
     return "\n".join(lines) + "\n"
 
 

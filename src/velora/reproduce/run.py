@@ -57,8 +57,14 @@ SHIPPED_TRAIN_LIST = "train_label.txt"  # the training list both datasets ship
 # Fields a rerun may change without starting over: how the data is read, where training runs, and
 # the final evaluation's views. Any other difference would mix two experiments in one folder.
 MAY_CHANGE = {
-    "data.num_workers", "train.progress", "train.accelerator", "train.precision",
-    "eval.views", "eval.crops", "eval.crop_fraction", "eval.average",
+    "data.num_workers",
+    "train.progress",
+    "train.accelerator",
+    "train.precision",
+    "eval.views",
+    "eval.crops",
+    "eval.crop_fraction",
+    "eval.average",
 }
 
 
@@ -161,7 +167,9 @@ def reproduce(options: ReproduceOptions) -> ReproduceResult:
     out = options.output_dir
     out.mkdir(parents=True, exist_ok=True)
     journal = Journal(out / "reproduce.json")
-    journal.data.update(dataset=options.dataset, config_name=options.config_name, root=str(Path(options.root).resolve()))
+    journal.data.update(
+        dataset=options.dataset, config_name=options.config_name, root=str(Path(options.root).resolve())
+    )
     with journal.record("invocations", command=options.command()) as invocation:
         result = _reproduce(options, out, journal)
         invocation["result"] = result.status
@@ -175,7 +183,9 @@ def reproduce(options: ReproduceOptions) -> ReproduceResult:
 
 def _reproduce(options: ReproduceOptions, out: Path, journal: Journal) -> ReproduceResult:
     base = [
-        f"data.root={Path(options.root).resolve()}", f"train.output_dir={out / 'run'}", "eval.test_every_epoch=true",
+        f"data.root={Path(options.root).resolve()}",
+        f"train.output_dir={out / 'run'}",
+        "eval.test_every_epoch=true",
         "train.devices=1",
     ]
     if options.cpu:
@@ -211,11 +221,15 @@ def _reproduce(options: ReproduceOptions, out: Path, journal: Journal) -> Reprod
         with journal.step("train", command):
             result = train(cfg, resume=str(resume) if resume else None, announce=False)
         if not result.finished:
-            print(f"training stopped before its last epoch (best so far: epoch {result.best_epoch}); "
-                  "rerun the same command to continue")
+            print(
+                f"training stopped before its last epoch (best so far: epoch {result.best_epoch}); "
+                "rerun the same command to continue"
+            )
             return ReproduceResult("stopped", out)
         journal.done["train"] = {
-            "best_epoch": result.best_epoch, "best_val_top1": result.best_val_top1, "epochs": cfg.train.epochs,
+            "best_epoch": result.best_epoch,
+            "best_val_top1": result.best_val_top1,
+            "epochs": cfg.train.epochs,
             "device": device_name(device),
         }
         journal.save()
@@ -227,7 +241,12 @@ def _reproduce(options: ReproduceOptions, out: Path, journal: Journal) -> Reprod
         with journal.step("eval", command):
             model, checkpoint = load_model(best, device)
             report = evaluate_model(
-                model, checkpoint, best, split="test", output_dir=out / "eval", progress=cfg.train.progress,
+                model,
+                checkpoint,
+                best,
+                split="test",
+                output_dir=out / "eval",
+                progress=cfg.train.progress,
                 overrides=views,
             )
         total, trainable = count_parameters(model)
@@ -260,21 +279,42 @@ def _validation_split(cfg: Config, options: ReproduceOptions, out: Path, journal
                 )
     else:
         command = [
-            "velora", "split", str(root), "--val-fraction", f"{options.val_fraction:g}", "--seed",
-            str(options.split_seed), "--train-labels", SHIPPED_TRAIN_LIST, "--test-labels", cfg.data.test_labels,
-            "--output", str(folder), "--force",
+            "velora",
+            "split",
+            str(root),
+            "--val-fraction",
+            f"{options.val_fraction:g}",
+            "--seed",
+            str(options.split_seed),
+            "--train-labels",
+            SHIPPED_TRAIN_LIST,
+            "--test-labels",
+            cfg.data.test_labels,
+            "--output",
+            str(folder),
+            "--force",
         ]
         with journal.step("split", command):
             folder.mkdir(parents=True, exist_ok=True)
             result = split_train_val(
-                root, val_fraction=options.val_fraction, seed=options.split_seed, train_labels=SHIPPED_TRAIN_LIST,
-                test_labels=cfg.data.test_labels, val_out=str(files["val"]), train_out=str(files["train"]), force=True,
+                root,
+                val_fraction=options.val_fraction,
+                seed=options.split_seed,
+                train_labels=SHIPPED_TRAIN_LIST,
+                test_labels=cfg.data.test_labels,
+                val_out=str(files["val"]),
+                train_out=str(files["train"]),
+                force=True,
             )
         journal.data["split"] = {
-            "made": True, "source": str(root / SHIPPED_TRAIN_LIST), "val_fraction": options.val_fraction,
-            "seed": options.split_seed, "files": {name: str(path) for name, path in files.items()},
+            "made": True,
+            "source": str(root / SHIPPED_TRAIN_LIST),
+            "val_fraction": options.val_fraction,
+            "seed": options.split_seed,
+            "files": {name: str(path) for name, path in files.items()},
             "sha256": {name: sha256(path) for name, path in files.items()},
-            "train_clips": sum(t for t, _ in result.counts.values()), "val_clips": sum(v for _, v in result.counts.values()),
+            "train_clips": sum(t for t, _ in result.counts.values()),
+            "val_clips": sum(v for _, v in result.counts.values()),
         }
         journal.save()
     return [f"data.train_labels={files['train']}", f"data.val_labels={files['val']}"]
@@ -288,7 +328,8 @@ def _check_same_experiment(cfg: Config, journal: Journal, out: Path) -> None:
     now_ = cfg.to_dict()
     differ = [
         f"{section}.{key}: {value!r} before, {now_[section].get(key)!r} now"
-        for section, fields in before.items() for key, value in fields.items()
+        for section, fields in before.items()
+        for key, value in fields.items()
         if f"{section}.{key}" not in MAY_CHANGE and now_.get(section, {}).get(key) != value
     ]
     if differ:
@@ -302,7 +343,10 @@ def _check_data(cfg: Config, options: ReproduceOptions, out: Path, journal: Jour
     command = ["velora", "check-data", *config_words, "--workers", str(options.workers)]
     with journal.step("check", command + ["--fast"] * options.fast_check):
         report = check_config(
-            cfg, ("train", "val", "test"), decode=not options.fast_check, workers=options.workers,
+            cfg,
+            ("train", "val", "test"),
+            decode=not options.fast_check,
+            workers=options.workers,
             progress=cfg.train.progress,
         )
         text = report.format(max_per_kind=10**9)
@@ -314,11 +358,17 @@ def _check_data(cfg: Config, options: ReproduceOptions, out: Path, journal: Jour
                 f"{out / 'data_check.txt'}): fix or remove those files, then rerun the same command; nothing was "
                 "trained"
             )
-    journal.done["check"] = {"clips": report.clip_counts, "decoded": not options.fast_check, "warnings": len(report.warnings)}
+    journal.done["check"] = {
+        "clips": report.clip_counts,
+        "decoded": not options.fast_check,
+        "warnings": len(report.warnings),
+    }
     journal.save()
 
 
-def _measure(cfg: Config, options: ReproduceOptions, device: torch.device, resume: Path | None, journal: Journal) -> bool:
+def _measure(
+    cfg: Config, options: ReproduceOptions, device: torch.device, resume: Path | None, journal: Journal
+) -> bool:
     """Say where the weights come from, measure, print the expected wall time; False: no GPU and no --cpu."""
     data = ClipDataModule(cfg)
     model = VELoRA.from_config(cfg)
@@ -343,9 +393,12 @@ def _measure(cfg: Config, options: ReproduceOptions, device: torch.device, resum
     epochs_left = cfg.train.epochs - (read_resume_state(resume)["epoch"] if resume else 0)
     expected = estimate(throughput, cfg, data, max(1, epochs_left), views=views_per_clip(cfg))
     journal.data["throughput"] = {
-        "device": throughput.device, "batch_size": throughput.batch_size, "precision": throughput.precision,
+        "device": throughput.device,
+        "batch_size": throughput.batch_size,
+        "precision": throughput.precision,
         "train_clips_per_s": round(1 / throughput.train_s_per_clip, 3),
-        "eval_clips_per_s": round(1 / throughput.eval_s_per_clip, 3), "estimate": expected.as_dict(),
+        "eval_clips_per_s": round(1 / throughput.eval_s_per_clip, 3),
+        "estimate": expected.as_dict(),
     }
     journal.save()
     for line in estimate_lines(throughput, expected):
@@ -368,7 +421,9 @@ def views_per_clip(cfg: Config) -> int:
 
 def hardware() -> dict:
     info = {
-        "cpu": cpu_description()["model"], "logical_cpus": os.cpu_count(), "torch": torch.__version__,
+        "cpu": cpu_description()["model"],
+        "logical_cpus": os.cpu_count(),
+        "torch": torch.__version__,
         "velora": __version__,
     }
     if torch.cuda.is_available():

@@ -139,8 +139,13 @@ def estimate(throughput: Throughput, cfg: Config, data: ClipDataModule, epochs_l
         test_s = len(make_dataset(cfg, "test", classes=data.class_names)) * eval_s
     final_eval_s = test_s * (1 + (views if views > 1 else 0))
     return Estimate(
-        train_s=train_s, val_s=val_s, test_s=test_s, epochs_left=epochs_left, final_eval_s=final_eval_s,
-        epoch_s=epoch_s, total_s=epochs_left * epoch_s + final_eval_s,
+        train_s=train_s,
+        val_s=val_s,
+        test_s=test_s,
+        epochs_left=epochs_left,
+        final_eval_s=final_eval_s,
+        epoch_s=epoch_s,
+        total_s=epochs_left * epoch_s + final_eval_s,
     )
 
 

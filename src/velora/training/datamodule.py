@@ -132,7 +132,8 @@ class ClipDataModule(L.LightningDataModule):
         if skip_log is not None:
             self.train_set = SkipBadClips(train_set, skip_log, name="train")
             self.eval_sets = {
-                split: SkipBadClips(dataset, skip_log, name=split, replace=False) for split, dataset in eval_sets.items()
+                split: SkipBadClips(dataset, skip_log, name=split, replace=False)
+                for split, dataset in eval_sets.items()
             }
 
     @property
@@ -171,7 +172,8 @@ class ClipDataModule(L.LightningDataModule):
     def val_dataloader(self) -> list[DataLoader]:
         rank_and_world = self._rank_and_world()
         return [
-            make_loader(dataset, self.cfg, ShardSampler(len(dataset), *rank_and_world)) for dataset in self.eval_sets.values()
+            make_loader(dataset, self.cfg, ShardSampler(len(dataset), *rank_and_world))
+            for dataset in self.eval_sets.values()
         ]
 
 

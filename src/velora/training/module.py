@@ -89,7 +89,12 @@ class VELoRAModule(L.LightningModule):
         raise_if_nonfinite(rows)
         for step, (_, loss, ce, recon) in rows:
             if step % self.cfg.train.log_every == 0:
-                metrics = {"train/loss": loss, "train/ce": ce, "train/recon": recon, "lr": self._lr_at.pop(step, float("nan"))}
+                metrics = {
+                    "train/loss": loss,
+                    "train/ce": ce,
+                    "train/recon": recon,
+                    "lr": self._lr_at.pop(step, float("nan")),
+                }
                 for name, value in metrics.items():
                     self.record(name, value, step)
                 if self.logger is not None:  # host values already: no device read (rank zero writes)

@@ -55,7 +55,9 @@ class Layout:
         """What in the data section does not fit this layout (the config lists them with its own)."""
         d, p = cfg.data, []
         if d.format == "packed" and not self.packable:
-            p.append(f"'data.format' packed holds frame clips; layout {self.name} cannot be packed: use data.format=folders")
+            p.append(
+                f"'data.format' packed holds frame clips; layout {self.name} cannot be packed: use data.format=folders"
+            )
         extra = [m for m in d.modalities if m not in self.modalities]
         if extra:
             p.append(
@@ -69,11 +71,19 @@ class Layout:
             )
         for name in ("frame_sampling", "augmentation"):
             if getattr(d, name) == "release" and not self.reads_clip_frames:
-                p.append(f"'data.{name}' release reads frames of a clip; layout {self.name} has none (use frames or recordings)")
+                p.append(
+                    f"'data.{name}' release reads frames of a clip; layout {self.name} has none (use frames or recordings)"
+                )
         return p
 
     def dataset(
-        self, cfg: Config, split: str, sampling: ClipSampling, *, classes: list[str] | None, num_classes: int | None,
+        self,
+        cfg: Config,
+        split: str,
+        sampling: ClipSampling,
+        *,
+        classes: list[str] | None,
+        num_classes: int | None,
         lenient: bool,
     ) -> SampledClips:
         """The dataset of ``split`` ("train", "val" or "test") under data.root."""
@@ -122,8 +132,14 @@ class ReadOptions:
     def of(cls, cfg: Config, *, classes: list[str] | None, num_classes: int | None, lenient: bool) -> ReadOptions:
         d = cfg.data
         return cls(
-            tuple(d.modalities), d.event_resize, d.frame_pairing, d.frame_count_policy, tuple(d.sensor_size) or None,
-            classes, num_classes, lenient,
+            tuple(d.modalities),
+            d.event_resize,
+            d.frame_pairing,
+            d.frame_count_policy,
+            tuple(d.sensor_size) or None,
+            classes,
+            num_classes,
+            lenient,
         )
 
 
@@ -131,8 +147,11 @@ def event_windows(cfg: Config) -> dict:
     """How recordings are cut into T event images (EventFileDataset arguments)."""
     d = cfg.data
     return {
-        "window": d.event_window, "window_us": d.event_window_us or None, "sensor_size": tuple(d.sensor_size) or None,
-        "representation": d.representation, "event_resize": d.event_resize,
+        "window": d.event_window,
+        "window_us": d.event_window_us or None,
+        "sensor_size": tuple(d.sensor_size) or None,
+        "representation": d.representation,
+        "event_resize": d.event_resize,
     }
 
 
@@ -157,8 +176,13 @@ def frame_or_recording_clip(path: Path, cfg: Config, sampling: ClipSampling) -> 
         return event_file_clip(path, cfg, sampling)
     if path.is_file() or path.suffix.lower() == ".aedat4":
         return RecordingDataset(
-            path.parent, sampling, files=[path], modalities=tuple(d.modalities), cache_recordings=0,
-            representation=d.representation, event_resize=d.event_resize,
+            path.parent,
+            sampling,
+            files=[path],
+            modalities=tuple(d.modalities),
+            cache_recordings=0,
+            representation=d.representation,
+            event_resize=d.event_resize,
         )
     if not path.is_dir():
         raise DataError(
@@ -166,6 +190,11 @@ def frame_or_recording_clip(path: Path, cfg: Config, sampling: ClipSampling) -> 
         )
     entry = ClipEntry(sample=f"{path.parent.name}/{path.name}", num_frames=0, label=0)
     return ClipDataset(
-        path.parent.parent, [entry], sampling, modalities=tuple(d.modalities), event_resize=d.event_resize,
-        frame_pairing=d.frame_pairing, frame_count_policy=d.frame_count_policy,
+        path.parent.parent,
+        [entry],
+        sampling,
+        modalities=tuple(d.modalities),
+        event_resize=d.event_resize,
+        frame_pairing=d.frame_pairing,
+        frame_count_policy=d.frame_count_policy,
     )

@@ -21,8 +21,13 @@ class EventsLayout(Layout):
         from velora.data.event_only import EventFileDataset
 
         return EventFileDataset(
-            cfg.data.root, self.label_file(cfg, split), sampling, **event_windows(cfg), classes=classes,
-            num_classes=num_classes, lenient=lenient,
+            cfg.data.root,
+            self.label_file(cfg, split),
+            sampling,
+            **event_windows(cfg),
+            classes=classes,
+            num_classes=num_classes,
+            lenient=lenient,
         )
 
     def from_label_file(self, root, labels, sampling, options):
@@ -30,8 +35,14 @@ class EventsLayout(Layout):
 
         o = options
         return EventFileDataset(
-            root, labels, sampling, sensor_size=o.sensor_size, event_resize=o.event_resize, classes=o.classes,
-            num_classes=o.num_classes, lenient=o.lenient,
+            root,
+            labels,
+            sampling,
+            sensor_size=o.sensor_size,
+            event_resize=o.event_resize,
+            classes=o.classes,
+            num_classes=o.num_classes,
+            lenient=o.lenient,
         )
 
     def clip(self, path, cfg, sampling):

@@ -26,8 +26,15 @@ class FramesLayout(Layout):
 
         o = options
         return ClipDataset(
-            root, labels, sampling, modalities=o.modalities, event_resize=o.event_resize, frame_pairing=o.frame_pairing,
-            frame_count_policy=o.frame_count_policy, num_classes=o.num_classes, lenient=o.lenient,
+            root,
+            labels,
+            sampling,
+            modalities=o.modalities,
+            event_resize=o.event_resize,
+            frame_pairing=o.frame_pairing,
+            frame_count_policy=o.frame_count_policy,
+            num_classes=o.num_classes,
+            lenient=o.lenient,
         )
 
     clip = staticmethod(frame_or_recording_clip)

@@ -19,8 +19,15 @@ class GestureLayout(EventsLayout):
 
         d = cfg.data
         return GestureDataset(
-            d.root, self.label_file(cfg, split), sampling, window=d.event_window, window_us=d.event_window_us or None,
-            representation=d.representation, event_resize=d.event_resize, classes=classes, num_classes=num_classes,
+            d.root,
+            self.label_file(cfg, split),
+            sampling,
+            window=d.event_window,
+            window_us=d.event_window_us or None,
+            representation=d.representation,
+            event_resize=d.event_resize,
+            classes=classes,
+            num_classes=num_classes,
             lenient=lenient,
         )
 

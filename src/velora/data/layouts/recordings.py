@@ -9,7 +9,9 @@ from velora.data.layouts.base import Layout, frame_or_recording_clip
 
 class RecordingsLayout(Layout):
     name = "recordings"
-    description = "raw DAVIS recordings <root>/<split>/<class>/<recording>.aedat4 read directly (APS frames + event images)"
+    description = (
+        "raw DAVIS recordings <root>/<split>/<class>/<recording>.aedat4 read directly (APS frames + event images)"
+    )
     modalities = ("rgb", "event")
     draws_events = True
     reads_clip_frames = True
@@ -21,8 +23,13 @@ class RecordingsLayout(Layout):
 
         d = cfg.data
         return RecordingDataset(
-            self.label_file(cfg, split), sampling, modalities=tuple(d.modalities), classes=classes,
-            num_classes=num_classes, representation=d.representation, event_resize=d.event_resize,
+            self.label_file(cfg, split),
+            sampling,
+            modalities=tuple(d.modalities),
+            classes=classes,
+            num_classes=num_classes,
+            representation=d.representation,
+            event_resize=d.event_resize,
         )
 
     clip = staticmethod(frame_or_recording_clip)

@@ -41,6 +41,13 @@ from velora.data.packed.reader import PackedClipDataset, collate_packed
 from velora.data.packed.writer import PackStats, pack_dataset
 
 __all__ = [
-    "DEFAULT_SHARD_BYTES", "FORMAT", "INDEX_FILE", "SHARD_NAME", "VERSION",
-    "PackStats", "PackedClipDataset", "collate_packed", "pack_dataset",
+    "DEFAULT_SHARD_BYTES",
+    "FORMAT",
+    "INDEX_FILE",
+    "SHARD_NAME",
+    "VERSION",
+    "PackStats",
+    "PackedClipDataset",
+    "collate_packed",
+    "pack_dataset",
 ]

@@ -82,7 +82,12 @@ def index_problems(index: dict) -> list[str]:
     modalities = header.get("modalities")
     if not (natural(header.get("image_size")) and header["image_size"] > 0):
         problems.append(f"header.image_size {header.get('image_size')!r} is not a positive integer")
-    if not (strings(modalities) and modalities and set(modalities) <= set(MODALITIES) and len(set(modalities)) == len(modalities)):
+    if not (
+        strings(modalities)
+        and modalities
+        and set(modalities) <= set(MODALITIES)
+        and len(set(modalities)) == len(modalities)
+    ):
         problems.append(f"header.modalities {modalities!r} is not a list of distinct names from {MODALITIES}")
         modalities = []
     if not strings(header.get("class_names")):
@@ -112,5 +117,3 @@ def index_problems(index: dict) -> list[str]:
             problems.append(f"clip record {number} is malformed: {json.dumps(clip)[:200]}")
             break
     return problems
-
-

@@ -166,7 +166,12 @@ class PackedClipDataset(SampledClips):
         return self._shards[shard][start : start + count * size * size * 3].reshape(count, size, size, 3)
 
     def problems(
-        self, *, decode: bool = True, min_frames: int = 1, exclude: Collection[str] = (), workers: int = 1,
+        self,
+        *,
+        decode: bool = True,
+        min_frames: int = 1,
+        exclude: Collection[str] = (),
+        workers: int = 1,
         progress: bool = False,
     ) -> dict[str, list[Issue]]:
         """Every issue of every clip, by sample: with ``decode``, a CRC-32 that does not match (the
@@ -179,7 +184,13 @@ class PackedClipDataset(SampledClips):
                 continue
             issues: list[Issue] = []
             if entry.num_frames < min_frames:
-                issues.append(("short_clips", f"{self.root}:{entry.sample}", f"fewer than {min_frames} frames: {entry.num_frames}"))
+                issues.append(
+                    (
+                        "short_clips",
+                        f"{self.root}:{entry.sample}",
+                        f"fewer than {min_frames} frames: {entry.num_frames}",
+                    )
+                )
             if decode and self._crc(index) != self._crc32[index]:
                 message = "fails its CRC-32 check: the shard files are damaged; delete the folder and pack again"
                 issues.append(("unreadable_files", f"{self.root}:{entry.sample}", message))

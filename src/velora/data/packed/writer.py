@@ -86,8 +86,13 @@ def pack_dataset(
         raise ValueError("splits is empty; pass e.g. {'train': 'train_label.txt'}")
     sources = {
         split: ClipDataset(
-            root, labels, ClipSampling(image_size=image_size), modalities=modalities,
-            event_resize=event_resize, frame_pairing=frame_pairing, frame_count_policy=frame_count_policy,
+            root,
+            labels,
+            ClipSampling(image_size=image_size),
+            modalities=modalities,
+            event_resize=event_resize,
+            frame_pairing=frame_pairing,
+            frame_count_policy=frame_count_policy,
         )
         for split, labels in splits.items()
     }
@@ -127,7 +132,7 @@ def pack_dataset(
     shard_sizes = _truncate_uncommitted(out_dir, index["clips"], image_size * image_size * 3)
 
     stats = PackStats(skipped=len(index["clips"]))
-    todo = list(plan)[len(index["clips"]):]
+    todo = list(plan)[len(index["clips"]) :]
     tasks = (
         _ClipTask(sources[split].frame_folders(i), image_size, event_resize)
         for split, i in (plan[sample] for sample in todo)
@@ -142,14 +147,16 @@ def pack_dataset(
                 shard, offsets, crc = writer.append(frames)
                 split, i = plan[sample]
                 num_frames = len(next(iter(frames.values())))
-                index["clips"].append({
-                    "sample": sample,
-                    "label": sources[split].entries[i].label,
-                    "frames": num_frames,
-                    "shard": shard,
-                    "offsets": offsets,
-                    "crc32": crc,
-                })
+                index["clips"].append(
+                    {
+                        "sample": sample,
+                        "label": sources[split].entries[i].label,
+                        "frames": num_frames,
+                        "shard": shard,
+                        "offsets": offsets,
+                        "crc32": crc,
+                    }
+                )
                 stats.written += 1
                 stats.frames += num_frames
                 stats.bytes += sum(array.nbytes for array in frames.values())
@@ -318,5 +325,3 @@ def _truncate_uncommitted(out_dir: Path, clips: list[dict], frame_bytes: int) ->
         if size > ends[shard]:
             os.truncate(path, ends[shard])
     return ends
-
-
