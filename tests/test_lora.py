@@ -260,3 +260,39 @@ def test_folded_adapters_compute_what_the_low_rank_branches_did_and_leave_the_fr
 def use_and_run(model, layers, active, x):
     with use_adapter(layers, active):
         return model(x)
+
+
+@pytest.mark.parametrize(
+    "groups",
+    [
+        ((None, 1), ("a", 2), ("b", 2)),
+        (("a", 2), (None, 1), ("b", 2)),
+        (("a", 2), ("b", 2), (None, 1)),
+        ((None, 2), ("b", 1), (None, 1), ("a", 1)),
+        (("unknown", 1), ("b", 2), ("a", 2)),  # a name this layer has no adapter of: no adapter
+    ],
+)
+def test_rows_without_an_adapter_shift_no_later_group_wherever_they_stand(groups):
+    # Expected by the LoRA formula row by row: W x + b, plus (alpha / rank) B A x on rows whose
+    # group names one of this layer's adapters.
+    layer = LoRALinear(nn.Linear(8, 4))
+    g = torch.Generator().manual_seed(3)
+    for name in ("a", "b"):
+        layer.add_adapter(name, rank=2, alpha=4.0)
+        with torch.no_grad():
+            layer.adapters[name].lora_a.copy_(torch.randn(2, 8, generator=g))
+            layer.adapters[name].lora_b.copy_(torch.randn(4, 2, generator=g))
+    rows = sum(n for _, n in groups)
+    x = torch.randn(rows, 3, 8, generator=g)
+    expected, start = [], 0
+    for name, n in groups:
+        part = x[start : start + n]
+        out = part @ layer.weight.T + layer.bias
+        if name in layer.adapters:
+            adapter = layer.adapters[name]
+            out = out + (4.0 / 2) * (part @ adapter.lora_a.T) @ adapter.lora_b.T
+        expected.append(out)
+        start += n
+    with torch.no_grad(), use_adapter([layer], groups):
+        got = layer(x)
+    torch.testing.assert_close(got, torch.cat(expected), atol=1e-5, rtol=1e-5)
