@@ -62,10 +62,32 @@ def test_checkpointing_stores_less_for_the_backward_pass(tiny_config):
     assert ckpt < 0.7 * plain
 
 
-def test_checkpointing_is_off_in_evaluation(tiny_config):
-    model = build(tiny_config(model={"grad_checkpointing": True})).eval()
-    with torch.no_grad():
-        assert model(random_clip(2, 3), random_clip(2, 3)).logits.shape == (2, 8)
+@pytest.mark.parametrize(
+    "checkpointing, mode, grad, calls",
+    [
+        (True, "train", True, 2),  # one call per low-level block (the tiny model has 2)
+        (True, "eval", True, 0),  # evaluation with gradients on (e.g. saliency): nothing to recompute for
+        (True, "train", False, 0),  # no backward pass under no_grad
+        (False, "train", True, 0),
+    ],
+)
+def test_checkpointing_runs_only_in_training_with_gradients(tiny_config, monkeypatch, checkpointing, mode, grad, calls):
+    import velora.model.velora as velora_module
+
+    counted = []
+    real = velora_module.checkpoint
+
+    def counting(*args, **kwargs):
+        counted.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(velora_module, "checkpoint", counting)
+    model = build(tiny_config(model={"grad_checkpointing": checkpointing}))
+    model.train(mode == "train")
+    with torch.set_grad_enabled(grad):
+        out = model(random_clip(2, 3), random_clip(2, 3))
+    assert len(counted) == calls
+    assert out.logits.requires_grad == grad
 
 
 @pytest.mark.slow
