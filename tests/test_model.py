@@ -332,6 +332,37 @@ def test_head_pool_cls_and_mean(tiny_config):
         assert not torch.allclose(cls_model(clips, clips).logits, mean_model(clips, clips).logits)
 
 
+def test_each_modality_reconstructs_the_other(tiny_config):
+    # recon_loss = MSE(decoder(event tokens), rgb tokens) + MSE(decoder(rgb tokens), event tokens),
+    # on distinct RGB and event clips. The decoder is set to LayerNorm then the identity, so the
+    # expected value is the formula written out, with LayerNorm computed by hand.
+    model = build(tiny_config()).eval()
+    fill_adapters(model, seed=2)  # the rgb and event adapters differ: so do the two streams' tokens
+    norm, linear = model.recon_decoder
+    with torch.no_grad():
+        linear.weight.copy_(torch.eye(linear.in_features))
+        linear.bias.zero_()
+    seen = {}
+    handle = model.fusion.register_forward_pre_hook(lambda m, args: seen.update(tokens=args[0]))
+    with torch.no_grad():
+        out = model(random_clip(2, 3, seed=1), random_clip(2, 3, seed=2))
+    handle.remove()
+    rgb, event = seen["tokens"].rgb, seen["tokens"].event  # the low-level tokens the loss compares
+
+    def decoder(x):  # LayerNorm with weight 1, bias 0 (as initialised), then the identity
+        mean = x.mean(dim=-1, keepdim=True)
+        var = ((x - mean) ** 2).mean(dim=-1, keepdim=True)
+        return (x - mean) / torch.sqrt(var + norm.eps)
+
+    def mse(a, b):
+        return ((a - b) ** 2).mean()
+
+    expected = mse(decoder(event), rgb) + mse(decoder(rgb), event)
+    swapped = mse(decoder(rgb), rgb) + mse(decoder(event), event)  # each modality reconstructing itself
+    assert abs(expected - swapped) > 0.01 * expected, "the clips do not tell the two pairings apart"
+    torch.testing.assert_close(out.recon_loss, expected, atol=1e-6, rtol=1e-5)
+
+
 @pytest.mark.parametrize("detach", [True, False])
 def test_recon_detach_target_stops_gradients_through_the_target(tiny_config, detach):
     # With a zero decoder weight, decoder(x) does not depend on x: the only way the reconstruction
