@@ -141,6 +141,50 @@ def test_uncompiled_loops_decode_as_the_compiled_ones():
     assert all(np.array_equal(a[: plain[0]], b[: plain[0]]) for a, b in zip(*outputs))
 
 
+# --- EVT 3.0 words by hand ---------------------------------------------------------------------------
+
+
+def decode_evt3_words(*words: int, t0: int = 0) -> evt.Decoded:
+    return evt.decode_evt3(np.array(words, dtype="<u2"), 640, 480, t0)
+
+
+def test_evt3_new_time_high_resets_the_low_bits_and_a_repeated_one_keeps_them():
+    # TIME_HIGH 0x8hhh gives t[23:12], TIME_LOW 0x6lll t[11:0]; ADDR_Y 0x0yyy; ADDR_X 0x2pxx (p: bit 11).
+    changed = decode_evt3_words(0x8001, 0x6005, 0x0007, 0x2803, 0x8002, 0x2004)
+    assert changed.t.tolist() == [(1 << 12) + 5, 2 << 12]  # 4101, then 8192: no TIME_LOW since the new high
+    assert changed.x.tolist() == [3, 4] and changed.y.tolist() == [7, 7] and changed.p.tolist() == [1, -1]
+    repeated = decode_evt3_words(0x8002, 0x6007, 0x0001, 0x8002, 0x2005)
+    assert repeated.t.tolist() == [(2 << 12) + 7]  # the same TIME_HIGH again: the low bits stay
+    assert decode_evt3_words(0x8002, 0x6007, 0x0001, 0x2005, t0=1000).t.tolist() == [8199 + 1000]
+
+
+def test_evt3_vectors_by_hand():
+    # VECT_BASE_X 0x3 (polarity bit 11, x), VECT_12 0x4 (12-bit mask, then base += 12),
+    # VECT_8 0x5 (8-bit mask, then base += 8): an event at base + i for each set bit i.
+    out = decode_evt3_words(0x8000, 0x6010, 0x0002, 0x3805, 0x4005, 0x5081, 0x2001)
+    assert out.x.tolist() == [5, 7, 17, 24, 1]
+    assert out.y.tolist() == [2] * 5 and out.t.tolist() == [16] * 5 and out.p.tolist() == [1, 1, 1, 1, -1]
+    assert (out.dropped, out.triggers, out.others, out.continued, out.in_order) == (0, 0, 0, 0, True)
+
+
+def test_evt3_events_before_their_state_are_dropped_and_other_words_counted():
+    # An event before any TIME_HIGH, one before any ADDR_Y, a vector before any VECT_BASE_X (2 bits).
+    out = decode_evt3_words(0x2001, 0x8000, 0x2002, 0x0003, 0x4003, 0xA000, 0xE000, 0x7000, 0xF000, 0x2004)
+    assert out.dropped == 1 + 1 + 2
+    assert out.x.tolist() == [4] and out.y.tolist() == [3]
+    assert (out.triggers, out.others, out.continued) == (1, 1, 2)
+
+
+def test_evt3_time_high_wraps_only_on_a_drop_of_half_its_range():
+    # 24-bit time: TIME_HIGH 4095 -> 0 is a wrap (+ 2**24); 2100 -> 100 (a drop of 2000 < 2048) is not.
+    wrapped = decode_evt3_words(0x0000, 0x8FFF, 0x2001, 0x8000, 0x2002)
+    assert wrapped.t.tolist() == [4095 << 12, 1 << 24]
+    back = decode_evt3_words(0x0000, 0x8834, 0x2001, 0x8064, 0x2002)
+    assert back.t.tolist() == [0x834 << 12, 0x064 << 12] and not back.in_order
+    half = decode_evt3_words(0x0000, 0x8800, 0x2001, 0x8000, 0x2002)  # a drop of exactly 2048
+    assert half.t.tolist() == [0x800 << 12, 1 << 24]
+
+
 # --- files faery writes ------------------------------------------------------------------------------
 
 
