@@ -222,3 +222,45 @@ def test_a_sample_alone_is_drawn_as_in_the_whole_window(street):
 def test_invalid_arguments_are_listed():
     with pytest.raises(ValueError, match="num_frames must be >= 1.*hop_frames must be >= 1"):
         SlidingWindow(0, (8, 6), hop_frames=0)
+
+
+def packet(*times: int):
+    t = np.array(times, dtype=np.int64)
+    return t, t.astype(np.int16) % 7, np.zeros(len(t), np.int16), np.ones(len(t), np.int8)
+
+
+@pytest.mark.parametrize(
+    "times, inside",
+    [
+        ((150, 200), [150]),  # ends exactly on the window's end: that event belongs to the next window
+        ((200, 210), []),  # starts exactly on the end
+        ((100, 150), [100, 150]),  # starts exactly on the start: whole
+        ((50, 100), [100]),  # ends exactly on the start: its last event is in
+        ((50, 99), []),
+        ((100, 199), [100, 199]),
+        ((50, 120, 200, 250), [120]),  # spans the whole window
+    ],
+)
+def test_events_are_those_from_the_first_boundary_up_to_before_the_last(times, inside):
+    from velora.stream.window import Window
+
+    window = Window(0, np.array([100, 150, 200]), None, 0.0, 0.0, (8, 8), (packet(*times),))
+    assert window.events.t.tolist() == inside
+    assert window.num_events == len(inside)
+    first_sample = [t for t in inside if t < 150]
+    assert window.sample(0).events.t.tolist() == first_sample
+    assert window.events_between(100, 150).t.tolist() == first_sample
+
+
+def test_a_packet_ending_on_a_boundary_goes_to_the_window_that_starts_there():
+    sliding = SlidingWindow(2, (8, 8))
+    image = np.zeros((8, 8), np.uint8)
+    for k, t in enumerate((0, 100, 200, 300)):
+        sliding.add_frame(image, t, received=float(k))
+    sliding.add_events(*packet(50, 100), received=1.0)
+    sliding.add_events(*packet(150, 200), received=2.0)  # ends exactly on window 0's end
+    sliding.add_events(*packet(250, 300), received=3.0)  # ends exactly on window 1's end
+    first, second = sliding.pop_ready()
+    assert first.boundaries_us.tolist() == [0, 100, 200] and first.events.t.tolist() == [50, 100, 150]
+    assert second.boundaries_us.tolist() == [100, 200, 300] and second.events.t.tolist() == [100, 150, 200, 250]
+    assert first.last_event_received == 2.0 and second.last_event_received == 3.0
