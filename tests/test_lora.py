@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from velora.model.lora import (
+    LoRAAdapter,
     LoRAError,
     LoRALinear,
     base_state_dict,
@@ -296,3 +297,77 @@ def test_rows_without_an_adapter_shift_no_later_group_wherever_they_stand(groups
     with torch.no_grad(), use_adapter([layer], groups):
         got = layer(x)
     torch.testing.assert_close(got, torch.cat(expected), atol=1e-5, rtol=1e-5)
+
+
+def test_adapter_is_alpha_over_rank_times_b_a_x_and_starts_as_nn_linear_does():
+    adapter = LoRAAdapter(256, 6, rank=16, alpha=4.0)
+    # lora_a: Kaiming-uniform with a = sqrt(5), i.e. U(-1/sqrt(in), 1/sqrt(in)) as nn.Linear's weight.
+    bound = 1 / 256**0.5
+    assert adapter.lora_a.abs().max() <= bound and adapter.lora_a.abs().max() > 0.95 * bound
+    assert not adapter.lora_b.any()
+    with torch.no_grad():
+        adapter.lora_b.copy_(torch.randn(6, 16, generator=torch.Generator().manual_seed(0)))
+    x = torch.randn(3, 256, generator=torch.Generator().manual_seed(1))
+    expected = (4.0 / 16) * (x @ adapter.lora_a.T) @ adapter.lora_b.T
+    with torch.no_grad():
+        torch.testing.assert_close(adapter(x), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(adapter.delta_weight(), (4.0 / 16) * adapter.lora_b @ adapter.lora_a)
+
+
+def layer_with_adapters(dtype=torch.float32) -> LoRALinear:
+    """A LoRALinear of nn.Linear(8, 4) (non-zero bias) with adapters "a" and "b", all non-zero."""
+    torch.manual_seed(0)
+    layer = LoRALinear(nn.Linear(8, 4))
+    for name in ("a", "b"):
+        layer.add_adapter(name, rank=2, alpha=4.0)
+        with torch.no_grad():
+            layer.adapters[name].lora_b.normal_()
+    assert layer.bias.abs().min() > 0
+    return layer.to(dtype)
+
+
+@pytest.mark.parametrize("active", ["a", None, "unknown", (("b", 2), (None, 1), ("unknown", 1), ("a", 1))])
+def test_folded_layer_computes_the_formula_with_its_bias(active):
+    layer = layer_with_adapters()
+    x = torch.randn(5, 8)
+    groups = ((active, 5),) if active is None or isinstance(active, str) else active
+    expected, start = [], 0
+    for name, n in groups:
+        weight = layer.weight
+        if name in layer.adapters:
+            weight = weight + layer.adapters[name].delta_weight()
+        expected.append(x[start : start + n] @ weight.T + layer.bias)
+        start += n
+    with torch.no_grad():
+        fold_adapters(layer)
+        with use_adapter([layer], active):
+            torch.testing.assert_close(layer(x), torch.cat(expected), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
+def test_row_groups_keep_the_layers_dtype(dtype):
+    # A model held in bfloat16 (or float64) computes in it: the row selection mixes in no float32.
+    layer = layer_with_adapters(dtype)
+    x = torch.randn(3, 8, dtype=dtype)
+    with torch.no_grad(), use_adapter([layer], (("a", 1), (None, 1), ("b", 1))):
+        out = layer(x)
+    assert out.dtype == dtype
+    with torch.no_grad(), use_adapter([layer], "a"):
+        torch.testing.assert_close(out[:1], layer(x[:1]))
+
+
+def test_targets_deep_inside_a_block_are_wrapped_in_place():
+    block = nn.Module()
+    block.outer = nn.Module()
+    block.outer.inner = nn.Module()
+    block.outer.inner.fc = nn.Linear(4, 4)
+    block.fc = nn.Linear(4, 4)
+    wrapped = inject_lora([block], ["fc"], ["a"], rank=1, alpha=1.0)
+    assert isinstance(block.outer.inner.fc, LoRALinear) and isinstance(block.fc, LoRALinear)
+    assert wrapped == [block.outer.inner.fc, block.fc] or wrapped == [block.fc, block.outer.inner.fc]
+    assert "adapters=['a']" in repr(block.fc)
+
+
+def test_merging_into_a_model_without_adapters_says_it_has_none():
+    with pytest.raises(LoRAError, match="adapter 'rgb' not found; the model's adapters are: none$"):
+        merge_adapter(nn.Sequential(nn.Linear(2, 2)), "rgb")
