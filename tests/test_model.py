@@ -239,6 +239,25 @@ def test_trainable_state_dict_holds_no_backbone_weights(tiny_config):
     assert {"lora_rgb", "lora_event", "lora_diff", "lora_fusion", "head"} <= set(groups)
 
 
+@pytest.mark.parametrize("fusion_block", ["backbone_lora", "random_trainable"])
+def test_parameter_groups_by_hand(tiny_config, fusion_block):
+    # The tiny model: D = 32, MLP 128, rank 2 on fc1 (32 -> 128) and fc2 (128 -> 32), 2 low-level
+    # blocks and 1 high-level block, 8 classes. An adapter on a Linear in -> out holds r (in + out).
+    model = build(tiny_config(model={"fusion_block": fusion_block}))
+    per_block = 2 * (32 + 128) + 2 * (128 + 32)  # fc1 and fc2
+    expected = {
+        "lora_rgb": 2 * per_block, "lora_event": 2 * per_block, "lora_diff": 2 * per_block,
+        "shared_rgb": 2 * (32 + 32), "shared_event": 2 * (32 + 32),  # one D -> D adapter per high-level block
+        "recon_decoder": 2 * 32 + 32 * 32 + 32,  # LayerNorm, Linear
+        "head": 2 * 32 * 8 + 8,
+    }
+    if fusion_block == "backbone_lora":
+        expected["lora_fusion"] = per_block
+    else:  # a trainable ViT block: 2 LayerNorms, qkv, proj, fc1, fc2
+        expected["fusion_blocks"] = 2 * 2 * 32 + 32 * 96 + (32 * 32 + 32) + (32 * 128 + 128) + (128 * 32 + 32)  # qkv without bias (timm)
+    assert model.parameter_groups() == expected
+
+
 # ---------------------------------------------------------------- backbone held once
 def test_backbone_is_held_once_and_original_style_gives_the_same_logits(tiny_config):
     cfg = tiny_config()

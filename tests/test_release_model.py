@@ -43,6 +43,8 @@ def test_velora_info_prints_the_release_count_beside_the_default():
 
 def test_release_structure_all_blocks_then_projection_then_embeddings():
     model = release_model().eval()
+    with torch.no_grad():
+        model.stream_embed["rgb"].normal_()  # learned embeddings start at zero: give it a value that shows
     assert model.num_low == 3 and model.backbone.head.out_features == 24  # all blocks, then D -> 24 -> D
     assert not any(p.requires_grad for p in model.backbone.head.parameters())
     assert set(model.stream_embed) == {"rgb", "event", "diff"}
@@ -80,11 +82,11 @@ def test_the_final_block_runs_again_with_its_stream_adapter_plus_the_bottleneck(
 
 def test_attention_head_as_released():
     head = AttentionHead(dim=8, num_classes=3, tokens=2)
-    rgb, event = torch.randn(2, 4, 8), torch.randn(2, 4, 8)
+    rgb, event = torch.randn(2, 3, 8), torch.randn(2, 3, 8)  # 2N = 6 tokens, D = 8: scaled by sqrt(D)
     x = torch.cat([rgb, event], dim=1)
     weights = torch.softmax(head.query(x) @ head.key(x).transpose(1, 2) / math.sqrt(8), dim=-1)
     attended = weights @ head.value(x)
-    summed = attended[:, :4] + attended[:, 4:]
+    summed = attended[:, :3] + attended[:, 3:]
     assert torch.allclose(head(rgb, event), head.fc(summed[:, -2:].flatten(1)), atol=1e-6)
 
 
