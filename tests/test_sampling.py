@@ -6,7 +6,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from velora.data.sampling import ClipSampling, pad_crop_flip, release_indices, segment_indices
+import pickle
+
+from velora.data.sampling import (
+    FULL_FRAME,
+    ClipDraw,
+    ClipSampling,
+    ProcessCache,
+    SampledClips,
+    modality_problems,
+    pad_crop_flip,
+    random_crop_box,
+    release_indices,
+    segment_indices,
+)
 from velora.errors import DataError
 
 
@@ -90,3 +103,148 @@ def test_pad_crop_flip_by_hand():
     assert pad_crop_flip(frame, 0, 0, False, pad=1)[..., 0].tolist() == [[0, 0, 0], [0, 1, 2]]
     assert pad_crop_flip(frame, 2, 2, False, pad=1)[..., 0].tolist() == [[5, 6, 0], [0, 0, 0]]
     assert pad_crop_flip(frame, 1, 1, True, pad=1)[..., 0].tolist() == [[3, 2, 1], [6, 5, 4]]
+
+
+def test_every_invalid_field_is_listed_in_one_error():
+    with pytest.raises(ValueError) as raised:
+        ClipSampling(num_frames=0, image_size=0, seed=-1, crop_scale=(0.0, 1.0), crop_ratio=(2.0, 1.0),
+                     frame_sampling="tsn", augmentation="mixup")
+    assert str(raised.value) == (
+        "invalid ClipSampling: frame_sampling 'tsn' is not one of ('segments', 'release'); "
+        "augmentation 'mixup' is not one of ('clip', 'release'); num_frames must be >= 1, got 0; "
+        "image_size must be >= 1, got 0; seed must be >= 0, got -1; "
+        "crop_scale (0.0, 1.0) must satisfy 0 < low <= high <= 1; crop_ratio (2.0, 1.0) must satisfy 0 < low <= high"
+    )
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [dict(num_frames=1, image_size=1, seed=0, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0)), dict(image_size=None),
+     dict(crop_scale=(0.5, 0.5), crop_ratio=(0.1, 0.1))],
+)
+def test_the_smallest_valid_values_are_accepted(fields):
+    ClipSampling(**fields)
+
+
+@pytest.mark.parametrize(
+    "fields, problem",
+    [(dict(crop_scale=(0.9, 0.8)), "crop_scale"), (dict(crop_scale=(0.5, 1.01)), "crop_scale"),
+     (dict(crop_ratio=(0.0, 1.0)), "crop_ratio"), (dict(num_frames=-2), "num_frames")],
+)
+def test_each_bound_of_each_range_is_checked(fields, problem):
+    with pytest.raises(ValueError, match=problem):
+        ClipSampling(**fields)
+
+
+def test_random_crop_boxes_keep_area_and_aspect_in_range_and_inside_the_frame():
+    rng = np.random.default_rng(0)
+    areas, aspects = [], []
+    for _ in range(300):
+        left, top, right, bottom = random_crop_box(rng, (0.3, 0.6), (0.5, 2.0))
+        assert 0 <= left < right <= 1 and 0 <= top < bottom <= 1
+        width, height = right - left, bottom - top
+        areas.append(width * height)
+        aspects.append(width / height)
+    assert 0.3 - 1e-9 <= min(areas) and max(areas) <= 0.6 + 1e-9
+    assert min(areas) < 0.33 and max(areas) > 0.57  # the whole range, uniformly
+    assert 0.5 - 1e-9 <= min(aspects) and max(aspects) <= 2.0 + 1e-9
+    assert min(aspects) < 0.55 and max(aspects) > 1.8
+    lefts = [random_crop_box(rng, (0.25, 0.25), (1.0, 1.0))[0] for _ in range(200)]  # a 0.5 x 0.5 box
+    assert min(lefts) < 0.05 and max(lefts) > 0.45  # anywhere in [0, 0.5]
+
+
+def test_a_crop_that_cannot_fit_falls_back_to_the_whole_frame():
+    rng = np.random.default_rng(0)
+    assert random_crop_box(rng, (1.0, 1.0), (2.0, 2.0)) == FULL_FRAME  # width sqrt(2) > 1, ten times
+    assert random_crop_box(rng, (1.0, 1.0), (1.0, 1.0)) == (0.0, 0.0, 1.0, 1.0)
+
+
+def test_training_draws_follow_the_documented_order_from_one_generator():
+    sampling = ClipSampling(num_frames=4, train=True, seed=5, horizontal_flip=True, crop_scale=(0.5, 0.9))
+    for epoch, index in ((0, 0), (2, 7)):
+        draw = sampling.draw(epoch, index, 10)
+        rng = np.random.default_rng([5, epoch, index])
+        frames = rng.integers([0, 2, 5, 7], [2, 5, 7, 10])  # one frame of each segment
+        box = random_crop_box(rng, (0.5, 0.9), (3 / 4, 4 / 3))
+        flip = bool(rng.random() < 0.5)
+        assert draw.frames["rgb"].tolist() == draw.frames["event"].tolist() == frames.tolist()
+        assert draw.box == box and draw.flip == flip and draw.per_frame is None
+    flips = {sampling.draw(0, i, 10).flip for i in range(40)}
+    assert flips == {True, False}
+    assert not any(ClipSampling(num_frames=4, train=True).draw(0, i, 10).flip for i in range(40))  # off by default
+
+
+def test_release_draws_are_per_modality_and_seeded_in_evaluation_too():
+    sampling = ClipSampling(num_frames=3, frame_sampling="release", seed=2)
+    draw = sampling.draw(4, 9, {"rgb": 6, "event": 12}, ("rgb", "event"))
+    rng = np.random.default_rng([2, 4, 9, 1])
+    assert draw.frames["rgb"].tolist() == rng.choice(6, size=3, replace=False).tolist()
+    assert draw.frames["event"].tolist() == rng.choice(12, size=3, replace=False).tolist()
+    assert draw.box == FULL_FRAME and draw.flip is False and draw.per_frame is None
+
+
+def test_release_augmentation_draws_offsets_and_flips_per_frame_after_the_frames():
+    sampling = ClipSampling(num_frames=5, train=True, augmentation="release", seed=1)
+    draw = sampling.draw(0, 3, 8, ("event",))
+    rng = np.random.default_rng([1, 0, 3])
+    rng.integers([0, 1, 3, 4, 6], [1, 3, 4, 6, 8])  # the frames first
+    offsets = rng.integers(0, 21, size=(5, 2))
+    flips = rng.random(5) < 0.5
+    assert draw.per_frame["event"].tolist() == np.column_stack([offsets, flips]).tolist()
+    assert draw.box == FULL_FRAME and draw.flip is False
+    many = np.concatenate([sampling.draw(0, i, 8).per_frame["rgb"] for i in range(60)])
+    assert many[:, :2].min() == 0 and many[:, :2].max() == 20 and set(many[:, 2].tolist()) == {0, 1}
+    assert ClipSampling(num_frames=5, augmentation="release").draw(0, 3, 8).per_frame is None  # not in evaluation
+
+
+def test_a_draw_transforms_frames_with_its_flip_then_its_per_frame_shift():
+    frame = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+    plain = ClipDraw({}, FULL_FRAME, False)
+    assert plain.transform("rgb", 0, frame) is frame
+    assert np.array_equal(ClipDraw({}, FULL_FRAME, True).transform("rgb", 0, frame), frame[:, ::-1])
+    per_frame = {"rgb": np.array([[10, 10, 0], [12, 9, 1]])}
+    shifted = ClipDraw({}, FULL_FRAME, True, per_frame)
+    assert np.array_equal(shifted.transform("rgb", 0, frame), frame[:, ::-1])  # offset (10, 10): the centre
+    assert np.array_equal(shifted.transform("rgb", 1, frame), pad_crop_flip(frame[:, ::-1], 12, 9, True))
+
+
+def test_segment_sampling_of_unequal_frame_counts_is_refused():
+    with pytest.raises(AssertionError, match="unpaired"):
+        ClipSampling(num_frames=2).draw(0, 0, {"rgb": 4, "event": 5})
+
+
+def test_modality_problems_are_named():
+    allowed = ("rgb", "event")
+    assert modality_problems(("rgb",), allowed) == []
+    assert modality_problems((), allowed) == ["modalities () must be a non-empty subset of ('rgb', 'event')"]
+    assert modality_problems(("depth",), allowed, "data.modalities") == [
+        "modalities ('depth',) must be a non-empty subset of data.modalities"
+    ]
+    assert modality_problems(("rgb", "rgb"), allowed) == ["modalities ('rgb', 'rgb') repeats a name"]
+
+
+def test_set_epoch_refuses_a_negative_epoch_and_draws_use_the_epoch():
+    clips = SampledClips()
+    clips.sampling = ClipSampling(num_frames=2, train=True)
+    with pytest.raises(ValueError, match="epoch must be >= 0, got -1"):
+        clips.set_epoch(-1)
+    clips.set_epoch(3)
+    assert clips.draw(5, 10).frames["rgb"].tolist() == clips.sampling.draw(3, 5, 10).frames["rgb"].tolist()
+    clips.set_epoch(0)
+    assert clips.draw(5, 10).frames["rgb"].tolist() == clips.sampling.draw(0, 5, 10).frames["rgb"].tolist()
+
+
+def test_process_cache_keeps_the_last_used_and_nothing_when_pickled():
+    cache, loads = ProcessCache(2), []
+
+    def loader(key):
+        return lambda: loads.append(key) or key.upper()
+
+    assert [cache.get(k, loader(k)) for k in ("a", "b", "a", "c", "a", "b")] == ["A", "B", "A", "C", "A", "B"]
+    assert loads == ["a", "b", "c", "b"]  # "b" fell out when "c" came (least recently used)
+    assert list(cache) == ["a", "b"]
+    copy = pickle.loads(pickle.dumps(cache))
+    assert copy.size == 2 and list(copy) == []
+    none = ProcessCache(0)
+    none.get("a", loader("a")), none.get("a", loader("a"))
+    assert list(none) == [] and loads[-2:] == ["a", "a"]
