@@ -10,7 +10,8 @@ from timm.models.vision_transformer import Block
 
 from conftest import fill_adapters, random_clip
 from velora.bench.reference import OriginalStyleVELoRA
-from velora.model.lora import lora_layers
+from velora.model.fusion import StreamTokens
+from velora.model.lora import lora_layers, use_adapter
 from velora.model.velora import VELoRA, count_parameters
 from velora.training.schedule import decay_groups
 
@@ -256,6 +257,46 @@ def test_parameter_groups_by_hand(tiny_config, fusion_block):
     else:  # a trainable ViT block: 2 LayerNorms, qkv, proj, fc1, fc2
         expected["fusion_blocks"] = 2 * 2 * 32 + 32 * 96 + (32 * 32 + 32) + (32 * 128 + 128) + (128 * 32 + 32)  # qkv without bias (timm)
     assert model.parameter_groups() == expected
+
+
+def test_fused_tokens_are_diff_rgb_event_in_that_order():
+    diff, rgb, event = torch.zeros(1, 2, 4), torch.ones(1, 3, 4), torch.full((1, 1, 4), 2.0)
+    fused, where = StreamTokens(diff=diff, rgb=rgb, event=event).fused()
+    assert where == {"diff": slice(0, 2), "rgb": slice(2, 5), "event": slice(5, 6)}
+    assert fused[0, :, 0].tolist() == [0, 0, 1, 1, 1, 2]
+    fused, where = StreamTokens(diff=None, rgb=None, event=event).fused()
+    assert where == {"event": slice(0, 1)} and torch.equal(fused, event)
+
+
+@pytest.mark.parametrize("streams", ["diff_rgb_event", "rgb_event", "rgb", "event"])
+def test_high_level_fusion_by_hand(tiny_config, streams):
+    # One high-level block (the backbone's last): fused = block with LoRA "fusion" ([diff; rgb;
+    # event]); each stream = the block without adapter (its own tokens) + its M-shared adapter
+    # applied to its own part of the fused tokens.
+    model = build(tiny_config()).eval()
+    fill_adapters(model, seed=6)
+    g = torch.Generator().manual_seed(1)
+    tokens = {name: torch.randn(2, 5, 32, generator=g) if name in streams else None for name in ("diff", "rgb", "event")}
+    block = model.backbone.blocks[-1]
+    layers = lora_layers(block)
+    with torch.no_grad():
+        out = model.fusion(StreamTokens(**tokens))
+        present = [tokens[name] for name in ("diff", "rgb", "event") if tokens[name] is not None]
+        with use_adapter(layers, "fusion"):
+            fused = block(torch.cat(present, dim=1))
+        start = 5 if tokens["diff"] is not None else 0
+        for name, shared in (("rgb", model.fusion.shared_rgb), ("event", model.fusion.shared_event)):
+            if tokens[name] is None:
+                assert getattr(out, name) is None
+                continue
+            with use_adapter(layers, None):
+                own = block(tokens[name])
+            adapter = shared[0]
+            part = fused[:, start : start + 5]
+            expected = own + adapter.scale * part @ adapter.lora_a.T @ adapter.lora_b.T
+            torch.testing.assert_close(getattr(out, name), expected, atol=1e-5, rtol=1e-5)
+            start += 5
+    assert out.diff is None
 
 
 # ---------------------------------------------------------------- backbone held once
