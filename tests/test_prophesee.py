@@ -185,6 +185,65 @@ def test_evt3_time_high_wraps_only_on_a_drop_of_half_its_range():
     assert half.t.tolist() == [0x800 << 12, 1 << 24]
 
 
+# --- EVT 2.0 and 2.1 words by hand -------------------------------------------------------------------
+
+
+def evt2_cd(on: bool, t_low: int, x: int, y: int) -> int:
+    return (int(on) << 28) | (t_low << 22) | (x << 11) | y
+
+
+def evt2_high(high: int) -> int:
+    return (0x8 << 28) | high
+
+
+def test_evt2_words_by_hand():
+    words = [evt2_cd(True, 1, 0, 0), evt2_high(1), evt2_cd(True, 5, 3, 4), evt2_cd(False, 63, 639, 479),
+             0xA << 28, 0xE << 28, 0xF << 28, 0xF << 28, evt2_high(2), evt2_cd(True, 0, 1, 2)]
+    out = evt.decode_evt2(np.array(words, dtype="<u4"), 640, 480, t0=7)
+    assert out.t.tolist() == [64 + 5 + 7, 64 + 63 + 7, 128 + 7]  # t = high << 6 | low, plus t0
+    assert out.x.tolist() == [3, 639, 1] and out.y.tolist() == [4, 479, 2] and out.p.tolist() == [1, -1, 1]
+    assert (out.dropped, out.triggers, out.others, out.continued, out.in_order) == (1, 1, 1, 2, True)
+    assert out.t.dtype == np.int64 and out.x.dtype == np.int16 and out.p.dtype == np.int8
+
+
+@pytest.mark.parametrize(
+    "before, after, wrapped",
+    [((1 << 28) - 1, 0, True), ((1 << 27) + 5, 5, True), ((1 << 27) + 4, 5, False), (100, 99, False)],
+)
+def test_evt2_time_high_wraps_on_a_drop_of_half_its_range_or_more(before, after, wrapped):
+    words = [evt2_high(before), evt2_cd(True, 0, 0, 0), evt2_high(after), evt2_cd(True, 0, 0, 0)]
+    out = evt.decode_evt2(np.array(words, dtype="<u4"), 640, 480)
+    assert out.t.tolist() == [before << 6, (after << 6) + (wrapped << 34)]
+    assert out.in_order == wrapped
+
+
+def test_evt2_errors_name_the_word():
+    with pytest.raises(evt.CorruptWord, match="reserved type 0x2") as raised:
+        evt.decode_evt2(np.array([evt2_high(0), 0x2 << 28], dtype="<u4"), 640, 480)
+    assert raised.value.index == 1
+    with pytest.raises(evt.CorruptWord, match="x=640, y=5, outside the 640 x 480 sensor") as raised:
+        evt.decode_evt2(np.array([evt2_high(0), evt2_cd(True, 0, 1, 1), evt2_cd(True, 0, 640, 5)], dtype="<u4"), 640, 480)
+    assert raised.value.index == 2
+    with pytest.raises(evt.CorruptWord, match="y=480"):
+        evt.decode_evt2(np.array([evt2_high(0), evt2_cd(True, 0, 5, 480)], dtype="<u4"), 640, 480)
+    unknown_size = evt.decode_evt2(np.array([evt2_high(0), evt2_cd(True, 0, 2047, 2047)], dtype="<u4"), None, None)
+    assert unknown_size.x.tolist() == [2047]  # without a size, every 11-bit address fits
+
+
+@pytest.mark.parametrize("legacy", [True, False])
+def test_evt21_masks_by_hand(legacy):
+    # A CD half (as EVT 2.0, x 32-aligned) and a 32-bit mask: an event at x + i for each set bit i.
+    mask = (1 << 31) | (1 << 8) | 0b101
+    halves = [(evt2_high(1), 0), (evt2_cd(True, 2, 64, 9), mask), (evt2_cd(False, 3, 0, 1), 1 << 9), (0xA << 28, 0)]
+    words = np.array([h if legacy else h[::-1] for h in halves], dtype="<u4")
+    out = evt.decode_evt21(words, legacy, 640, 480)
+    assert out.x.tolist() == [64, 66, 72, 95, 9]
+    assert out.y.tolist() == [9, 9, 9, 9, 1] and out.p.tolist() == [1, 1, 1, 1, -1]
+    assert out.t.tolist() == [66, 66, 66, 66, 67] and out.triggers == 1 and out.dropped == 0
+    early = np.array([(evt2_cd(True, 0, 0, 0), 0b111), (evt2_high(0), 0)], dtype="<u4")
+    assert evt.decode_evt21(early if legacy else early[:, ::-1].copy(), legacy, 640, 480).dropped == 3
+
+
 # --- files faery writes ------------------------------------------------------------------------------
 
 
