@@ -368,6 +368,12 @@ def test_targets_deep_inside_a_block_are_wrapped_in_place():
     assert isinstance(block.outer.inner.fc, LoRALinear) and isinstance(block.fc, LoRALinear)
     assert wrapped == [block.outer.inner.fc, block.fc] or wrapped == [block.fc, block.outer.inner.fc]
     assert "adapters=['a']" in repr(block.fc)
+    deep = nn.Module()
+    deep.outer = nn.Module()
+    deep.outer.inner = nn.Module()
+    deep.outer.inner.proj = nn.Linear(4, 4)
+    with pytest.raises(LoRAError, match="the blocks' Linear layers are: proj[.] "):  # the last part of the name
+        inject_lora([deep], ["nope"], ["a"], rank=1, alpha=1.0)
 
 
 def test_merging_into_a_model_without_adapters_says_it_has_none():
