@@ -115,7 +115,24 @@ def test_single_frame_clips_skip_the_difference_stream(tiny_config):
     model = build(tiny_config()).eval()
     clips = random_clip(2, 1)
     assert count_patch_embed_calls(model, clips, clips) == [(4, 3, 32, 32)]
-    assert model(clips, clips).logits.shape == (2, 8)
+    logits = model(clips, clips).logits
+    assert logits.shape == (2, 8) and torch.isfinite(logits).all()  # no stream of zero frames averaged
+
+
+@pytest.mark.parametrize(
+    "normalization, mean, std",
+    [
+        ("weights", (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),  # CLIP's
+        ("half", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    ],
+)
+def test_normalize_by_hand(tiny_config, normalization, mean, std):
+    model = build(tiny_config(model={"normalization": normalization}))
+    clips = random_clip(2, 3)
+    mean, std = torch.tensor(mean).view(1, 1, 3, 1, 1), torch.tensor(std).view(1, 1, 3, 1, 1)
+    expected = (clips.float() / 255 - mean) / std
+    torch.testing.assert_close(model.normalize(clips), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model.normalize(clips.float() / 255), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_frame_difference_by_hand():

@@ -97,6 +97,10 @@ def test_release_blocks_are_built_as_the_release_builds_them():
         assert block.attn.qkv.bias is not None and block.norm1.eps == 1e-6
         assert block.drop_path1.drop_prob == pytest.approx(0.1)
     assert model.recon_decoder[1].eps == 1e-6
+    # Linear weights truncated-normal with std 0.02 (timm's default std would be 1), biases zero.
+    weights = torch.cat([m.weight.flatten() for m in fusion.modules() if isinstance(m, torch.nn.Linear)])
+    assert 0.018 < weights.std().item() < 0.022
+    assert not any(m.bias.any() for m in fusion.modules() if isinstance(m, torch.nn.Linear))
     default = VELoRA.from_config(make_tiny_config(model={"fusion_block": "random_trainable"}))
     block = default.fusion.blocks[0]
     assert block.attn.qkv.bias is None and isinstance(block.drop_path1, torch.nn.Identity)
