@@ -66,7 +66,10 @@ def test_float_frames_in_unit_range_equal_uint8_frames(tiny_config):
 
 @pytest.mark.parametrize(
     "modalities, given, match",
-    [(["rgb"], "events", "no event"), (["event"], "rgb", "no rgb")],
+    [
+        (["rgb"], "events", "^this model was trained on rgb only and has no event adapters; leave event out \\(model.modalities\\)$"),
+        (["event"], "rgb", "^this model was trained on event only and has no rgb adapters; leave rgb out"),
+    ],
 )
 def test_modality_the_model_was_not_built_for_raises(tiny_config, modalities, given, match):
     model = build(tiny_config(data={"modalities": modalities})).eval()
@@ -80,8 +83,29 @@ def test_modality_the_model_was_not_built_for_raises(tiny_config, modalities, gi
 
 def test_no_modality_raises(tiny_config):
     model = build(tiny_config()).eval()
-    with pytest.raises(ValueError, match="at least one modality"):
+    with pytest.raises(ValueError, match="^VELoRA needs at least one modality: pass rgb, events or both$"):
         model(None, None)
+
+
+def test_normalisation_constants_are_not_saved_with_the_model(tiny_config):
+    # They come from the config (model.normalization) and the weights, not from a checkpoint.
+    model = build(tiny_config())
+    assert {"mean", "std"} <= {name for name, _ in model.named_buffers()}
+    assert not {"mean", "std"} & set(model.state_dict())
+
+
+def test_finetune_backbone_trains_every_backbone_weight(tiny_config):
+    model = build(tiny_config(model={"finetune_backbone": True}))
+    assert all(p.requires_grad for p in model.backbone.parameters())
+    assert all(p.requires_grad for n, p in model.named_parameters() if ".adapters." in n)
+
+
+def test_high_level_blocks_may_be_all_blocks_on_the_released_path_only(tiny_config):
+    released = {"stream_path": "all_blocks_projected", "backbone_args": {"embed_dim": 32, "depth": 3, "num_heads": 2, "num_classes": 24}}
+    model = build(tiny_config(model={**released, "high_level_blocks": 3}))
+    assert model.num_low == 3 and len(model.fusion.final_blocks) == 3
+    with pytest.raises(ValueError, match="^model.high_level_blocks = 4, but the backbone has 3 blocks$"):
+        build(tiny_config(model={**released, "high_level_blocks": 4}))
 
 
 @pytest.mark.parametrize("B, T", [(1, 2), (3, 4)])
@@ -459,5 +483,5 @@ def test_recon_detach_target_stops_gradients_through_the_target(tiny_config, det
 
 
 def test_high_level_blocks_must_leave_a_low_level_block(tiny_config):
-    with pytest.raises(ValueError, match=r"high_level_blocks = 3.*at most 2"):
+    with pytest.raises(ValueError, match=r"^model.high_level_blocks = 3 leaves no low-level block in a 3-block backbone; use at most 2$"):
         VELoRA.from_config(tiny_config(model={"high_level_blocks": 3}))
