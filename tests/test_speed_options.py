@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -83,9 +85,11 @@ def test_checkpointing_runs_only_in_training_with_gradients(tiny_config, monkeyp
     monkeypatch.setattr(velora_module, "checkpoint", counting)
     model = build(tiny_config(model={"grad_checkpointing": checkpointing}))
     model.train(mode == "train")
-    with torch.set_grad_enabled(grad):
+    with torch.set_grad_enabled(grad), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         out = model(random_clip(2, 3), random_clip(2, 3))
     assert len(counted) == calls
+    assert not [w for w in caught if "checkpoint" in str(w.message)], "a warning on every training step"
     assert out.logits.requires_grad == grad
 
 
