@@ -410,6 +410,15 @@ def test_rank_zero_is_a_linear_probe(tiny_config, sections, expected):
     assert {n for n, p in model.named_parameters() if p.requires_grad} == expected
 
 
+def test_rank_one_is_lora_and_lora_dropout_reaches_every_adapter(tiny_config):
+    model = build(tiny_config("lora.rank=1", "lora.dropout=0.3"))
+    adapters = [a for layer in lora_layers(model) for a in layer.adapters.values()]
+    assert {name for layer in lora_layers(model) for name in layer.adapters} == {"rgb", "event", "diff", "fusion"}
+    assert {a.lora_a.shape[0] for a in adapters} == {1}
+    assert all(isinstance(a.dropout, torch.nn.Dropout) and a.dropout.p == 0.3 for a in adapters)
+    assert model.fusion.shared_rgb is not None and model.recon_decoder is not None
+
+
 def test_two_high_level_blocks(tiny_config):
     model = build(tiny_config(model={"high_level_blocks": 2}))
     assert model.num_low == 1

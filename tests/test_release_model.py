@@ -48,6 +48,9 @@ def test_release_structure_all_blocks_then_projection_then_embeddings():
     assert model.num_low == 3 and model.backbone.head.out_features == 24  # all blocks, then D -> 24 -> D
     assert not any(p.requires_grad for p in model.backbone.head.parameters())
     assert set(model.stream_embed) == {"rgb", "event", "diff"}
+    assert model.trainable_state_dict()["stream_embed.rgb"].shape == (1, 1, 32)  # as adapter files store it
+    # The head flattens the last min(10, N) tokens: all 5 here (2 x 2 patches + the class token).
+    assert model.head.tokens == 5 and model.head.fc.in_features == 5 * 32
     # Per frame: ln_post, then the projection (as CLIP's encode_image); then the mean over frames,
     # then the Linear back to the width and the stream's embedding.
     frames = torch.randn(2, 3, 5, 32)  # (B, T, N, D) after the blocks
@@ -101,7 +104,8 @@ def test_release_blocks_are_built_as_the_release_builds_them():
     weights = torch.cat([m.weight.flatten() for m in fusion.modules() if isinstance(m, torch.nn.Linear)])
     assert 0.018 < weights.std().item() < 0.022
     assert not any(m.bias.any() for m in fusion.modules() if isinstance(m, torch.nn.Linear))
-    default = VELoRA.from_config(make_tiny_config(model={"fusion_block": "random_trainable"}))
+    default = VELoRA.from_config(make_tiny_config(model={"fusion_block": "random_trainable", "recon_decoder": "block"}))
+    assert default.recon_decoder[1].eps == 1e-5  # timm's blocks: torch's LayerNorm default
     block = default.fusion.blocks[0]
     assert block.attn.qkv.bias is None and isinstance(block.drop_path1, torch.nn.Identity)
 
