@@ -417,6 +417,8 @@ def test_rank_one_is_lora_and_lora_dropout_reaches_every_adapter(tiny_config):
     assert {a.lora_a.shape[0] for a in adapters} == {1}
     assert all(isinstance(a.dropout, torch.nn.Dropout) and a.dropout.p == 0.3 for a in adapters)
     assert model.fusion.shared_rgb is not None and model.recon_decoder is not None
+    shared = [*model.fusion.shared_rgb, *model.fusion.shared_event]  # the M-shared adapters too
+    assert all(isinstance(a.dropout, torch.nn.Dropout) and a.dropout.p == 0.3 for a in shared)
 
 
 def test_two_high_level_blocks(tiny_config):
