@@ -71,7 +71,7 @@ def test_a_clip_without_frames_is_a_data_error(num_frames, num_segments):
 def test_invalid_segment_counts_and_a_missing_rng_raise():
     with pytest.raises(ValueError, match="num_segments must be >= 1, got 0"):
         segment_indices(5, 0, random_offset=False)
-    with pytest.raises(ValueError, match="needs an rng"):
+    with pytest.raises(ValueError, match=r"^random_offset=True needs an rng \(a np.random.Generator\)$"):
         segment_indices(5, 2, random_offset=True)
 
 
@@ -92,7 +92,9 @@ def test_release_indices_are_distinct_unless_the_clip_is_too_short():
     short = [release_indices(3, 8, rng) for _ in range(20)]
     assert all(len(p) == 8 and set(p.tolist()) <= {0, 1, 2} for p in short)
     assert {i for p in short for i in p.tolist()} == {0, 1, 2}
-    with pytest.raises(DataError, match="0 frames"):
+    assert all(sorted(release_indices(8, 8, rng).tolist()) == list(range(8)) for _ in range(20))  # a permutation
+    assert release_indices(1, 3, rng).tolist() == [0, 0, 0]
+    with pytest.raises(DataError, match="^cannot sample a clip with 0 frames; it needs at least one$"):
         release_indices(0, 8, rng)
 
 
@@ -153,10 +155,22 @@ def test_random_crop_boxes_keep_area_and_aspect_in_range_and_inside_the_frame():
     assert min(lefts) < 0.05 and max(lefts) > 0.45  # anywhere in [0, 0.5]
 
 
-def test_a_crop_that_cannot_fit_falls_back_to_the_whole_frame():
+def draws_taken(call, uniforms_expected: int) -> bool:
+    """Whether `call(rng)` advanced a fresh generator by exactly `uniforms_expected` uniform draws."""
+    rng, reference = np.random.default_rng(0), np.random.default_rng(0)
+    call(rng)
+    for _ in range(uniforms_expected):
+        reference.uniform(0, 1)
+    return rng.random() == reference.random()
+
+
+def test_a_crop_that_cannot_fit_falls_back_to_the_whole_frame_after_ten_tries():
     rng = np.random.default_rng(0)
-    assert random_crop_box(rng, (1.0, 1.0), (2.0, 2.0)) == FULL_FRAME  # width sqrt(2) > 1, ten times
+    assert random_crop_box(rng, (1.0, 1.0), (2.0, 2.0)) == FULL_FRAME  # width sqrt(2) > 1, every try
+    assert draws_taken(lambda r: random_crop_box(r, (1.0, 1.0), (2.0, 2.0)), 2 * 10)  # area and aspect, 10 times
+    # A box of exactly the whole frame (width = height = 1) fits: one try, then its position.
     assert random_crop_box(rng, (1.0, 1.0), (1.0, 1.0)) == (0.0, 0.0, 1.0, 1.0)
+    assert draws_taken(lambda r: random_crop_box(r, (1.0, 1.0), (1.0, 1.0)), 4)
 
 
 def test_training_draws_follow_the_documented_order_from_one_generator():
@@ -169,6 +183,11 @@ def test_training_draws_follow_the_documented_order_from_one_generator():
         flip = bool(rng.random() < 0.5)
         assert draw.frames["rgb"].tolist() == draw.frames["event"].tolist() == frames.tolist()
         assert draw.box == box and draw.flip == flip and draw.per_frame is None
+    # A clip of exactly T frames: one frame per segment, still drawn (the generator moves on the same).
+    draw = sampling.draw(1, 1, 4)
+    rng = np.random.default_rng([5, 1, 1])
+    assert rng.integers([0, 1, 2, 3], [1, 2, 3, 4]).tolist() == draw.frames["rgb"].tolist() == [0, 1, 2, 3]
+    assert draw.box == random_crop_box(rng, (0.5, 0.9), (3 / 4, 4 / 3))
     flips = {sampling.draw(0, i, 10).flip for i in range(40)}
     assert flips == {True, False}
     assert not any(ClipSampling(num_frames=4, train=True).draw(0, i, 10).flip for i in range(40))  # off by default
