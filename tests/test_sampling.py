@@ -202,6 +202,15 @@ def test_release_draws_are_per_modality_and_seeded_in_evaluation_too():
     assert draw.box == FULL_FRAME and draw.flip is False and draw.per_frame is None
 
 
+def test_release_frame_sampling_in_training_draws_from_the_training_generator():
+    sampling = ClipSampling(num_frames=3, train=True, frame_sampling="release", seed=2)
+    draw = sampling.draw(4, 9, {"rgb": 6, "event": 12}, ("rgb", "event"))
+    rng = np.random.default_rng([2, 4, 9])
+    assert draw.frames["rgb"].tolist() == rng.choice(6, size=3, replace=False).tolist()
+    assert draw.frames["event"].tolist() == rng.choice(12, size=3, replace=False).tolist()
+    assert draw.box == random_crop_box(rng, (0.8, 1.0), (3 / 4, 4 / 3))
+
+
 def test_release_augmentation_draws_offsets_and_flips_per_frame_after_the_frames():
     sampling = ClipSampling(num_frames=5, train=True, augmentation="release", seed=1)
     draw = sampling.draw(0, 3, 8, ("event",))
