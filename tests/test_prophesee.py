@@ -240,6 +240,19 @@ def test_evt21_masks_by_hand(legacy):
     assert out.x.tolist() == [64, 66, 72, 95, 9]
     assert out.y.tolist() == [9, 9, 9, 9, 1] and out.p.tolist() == [1, 1, 1, 1, -1]
     assert out.t.tolist() == [66, 66, 66, 66, 67] and out.triggers == 1 and out.dropped == 0
+    with pytest.raises(evt.CorruptWord, match="^a word of reserved type 0x2, which no EVT 2.1 stream holds$") as raised:
+        evt.decode_evt21(np.array([h if legacy else h[::-1] for h in [(evt2_high(0), 0), (0x2 << 28, 0)]], dtype="<u4"), legacy, 640, 480)
+    assert raised.value.index == 1
+    outside = [(evt2_high(0), 0), (evt2_cd(True, 0, 608, 3), 1 << 31)]  # x = 608 + 31 fits, y = 3 fits
+    assert evt.decode_evt21(np.array([h if legacy else h[::-1] for h in outside], dtype="<u4"), legacy, 640, 480).x.tolist() == [639]
+    outside[1] = (evt2_cd(True, 0, 608, 480), 1)
+    with pytest.raises(evt.CorruptWord, match="^an event at x=608, y=480, outside the 640 x 480 sensor$"):
+        evt.decode_evt21(np.array([h if legacy else h[::-1] for h in outside], dtype="<u4"), legacy, 640, 480)
+    outside[1] = (evt2_cd(True, 0, 608, 3), 1)  # x = 608 fits
+    outside.append((evt2_cd(True, 0, 640, 3), 1))  # x = 640 does not
+    with pytest.raises(evt.CorruptWord, match="x=640, y=3, outside the 640 x 480 sensor") as raised:
+        evt.decode_evt21(np.array([h if legacy else h[::-1] for h in outside], dtype="<u4"), legacy, 640, 480)
+    assert raised.value.index == 2
     early = np.array([(evt2_cd(True, 0, 0, 0), 0b111), (evt2_high(0), 0)], dtype="<u4")
     assert evt.decode_evt21(early if legacy else early[:, ::-1].copy(), legacy, 640, 480).dropped == 3
 
