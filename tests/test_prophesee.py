@@ -257,6 +257,25 @@ def test_evt21_masks_by_hand(legacy):
     assert evt.decode_evt21(early if legacy else early[:, ::-1].copy(), legacy, 640, 480).dropped == 3
 
 
+def decode_evt21_halves(halves, legacy: bool) -> evt.Decoded:
+    return evt.decode_evt21(np.array([h if legacy else h[::-1] for h in halves], dtype="<u4"), legacy, 640, 480)
+
+
+@pytest.mark.parametrize("legacy", [True, False])
+def test_evt21_time_wrap_order_and_early_events(legacy):
+    cd = lambda t_low, x=0: (evt2_cd(True, t_low, x, 0), 1)  # noqa: E731  one event at x
+    # Events before the first TIME_HIGH are dropped (all bits of their masks), later ones kept;
+    # TIME_HIGH 0 is a time like any other.
+    out = decode_evt21_halves([(evt2_cd(True, 0, 0, 0), 0b11), cd(1), (evt2_high(0), 0), cd(2), cd(2, 32), cd(3)], legacy)
+    assert out.dropped == 3 and out.t.tolist() == [2, 2, 3] and out.x.tolist() == [0, 32, 0] and out.in_order
+    # A drop of TIME_HIGH by half its range or more is a wrap-around (+ 2**34 us).
+    out = decode_evt21_halves([(evt2_high((1 << 28) - 1), 0), cd(0), (evt2_high(0), 0), cd(0)], legacy)
+    assert out.t.tolist() == [((1 << 28) - 1) << 6, 1 << 34] and out.in_order
+    # A smaller step back is kept as written, and the stream is then out of order for good.
+    out = decode_evt21_halves([(evt2_high(5), 0), cd(0), (evt2_high(4), 0), cd(0), (evt2_high(6), 0), cd(0)], legacy)
+    assert out.t.tolist() == [5 << 6, 4 << 6, 6 << 6] and not out.in_order
+
+
 # --- files faery writes ------------------------------------------------------------------------------
 
 
