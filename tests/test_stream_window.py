@@ -264,3 +264,59 @@ def test_a_packet_ending_on_a_boundary_goes_to_the_window_that_starts_there():
     assert first.boundaries_us.tolist() == [0, 100, 200] and first.events.t.tolist() == [50, 100, 150]
     assert second.boundaries_us.tolist() == [100, 200, 300] and second.events.t.tolist() == [100, 150, 200, 250]
     assert first.last_event_received == 2.0 and second.last_event_received == 3.0
+
+
+def test_every_invalid_argument_is_listed_in_one_error():
+    with pytest.raises(ValueError) as raised:
+        SlidingWindow(0, (8, 6), hop_frames=0, hop_us=0, frame_period_us=0)
+    assert str(raised.value) == (
+        "invalid SlidingWindow: num_frames must be >= 1, got 0; hop_frames must be >= 1, got 0; "
+        "hop_us must be > 0, got 0; frame_period_us and frame_timeout_us must be > 0, got 0, 1000000"
+    )
+    with pytest.raises(ValueError, match="frame_timeout_us must be > 0, got 40000, 0$"):
+        SlidingWindow(1, (8, 6), frame_timeout_us=0)
+    SlidingWindow(1, (8, 6), hop_frames=1, hop_us=1, frame_period_us=1, frame_timeout_us=1)  # the smallest valid
+
+
+def test_no_frame_for_the_timeout_switches_to_event_only_and_says_so():
+    said = []
+    window = SlidingWindow(2, (8, 8), frame_timeout_us=100_000, frame_period_us=10_000, notify=said.append)
+    window.add_events(*packet(1_000, 100_999), received=0.0)  # 99.999 ms of events: not yet
+    assert window.frame_mode and said == []
+    window.add_events(*packet(101_000), received=0.0)  # exactly the timeout after the first event
+    assert not window.frame_mode
+    assert said == ["no APS frame for 0.1 s of events: event-only windows of 2 x 10 ms"]
+    window.add_events(*packet(130_000), received=0.0)
+    first = window.pop_ready()[0]
+    assert first.event_only and first.boundaries_us.tolist() == [1_000, 11_000, 21_000]  # from the first event
+    assert first.events.t.tolist() == [1_000] and first.num_events == 1
+    with pytest.raises(ValueError, match="an event-only window has no APS frames; use sample"):
+        first.recording()
+    sample = first.sample(0)
+    assert sample.aps_frames.shape == (0, 8, 8) and sample.events.t.tolist() == [1_000]
+
+
+def test_packets_out_of_order_are_sorted_and_merged():
+    window = SlidingWindow(1, (8, 8))
+    image = np.zeros((8, 8), np.uint8)
+    window.add_frame(image, 0, received=0.0)
+    window.add_frame(image, 100, received=0.0)
+    window.add_events(*packet(60, 10, 30), received=1.0)  # unsorted inside
+    window.add_events(*packet(20, 50), received=2.0)  # starts before the previous packet ends
+    window.add_events(*packet(100), received=3.0)
+    (w,) = window.pop_ready()
+    assert w.events.t.tolist() == [10, 20, 30, 50, 60]
+    assert w.events.x.tolist() == [3, 6, 2, 1, 4]  # each event keeps its own x (t % 7)
+    assert w.last_event_received == 2.0  # when the last of its events arrived (the packet at t = 100 holds none)
+    assert w.completed_received == 3.0
+
+
+def test_a_window_without_events_takes_the_receive_time_of_what_completed_it():
+    window = SlidingWindow(1, (8, 8))
+    image = np.zeros((8, 8), np.uint8)
+    window.add_frame(image, 0, received=0.5)
+    window.add_frame(image, 100, received=0.6)
+    window.add_events(*packet(150), received=0.7)  # after the window: completes it, is not in it
+    (w,) = window.pop_ready()
+    assert w.num_events == 0 and w.events.t.tolist() == []
+    assert w.last_event_received == 0.7 and w.completed_received == 0.7
