@@ -81,6 +81,7 @@ def main() -> None:
     run_p = sub.add_parser("run", help="run mutmut on the modules, one after the other")
     run_p.add_argument("--modules", default=",".join(MODULES), help="comma-separated names of MODULES")
     run_p.add_argument("--work", type=Path, default=Path("/tmp/velora-mutation"), help="scratch folder")
+    run_p.add_argument("--resume", action="store_true", help="go on with a module's interrupted run in --work")
     re_p = sub.add_parser("recheck", help="rerun a module's survivors against the current tests")
     re_p.add_argument("module", choices=list(MODULES))
     re_p.add_argument("--work", type=Path, default=Path("/tmp/velora-mutation"))
@@ -90,7 +91,7 @@ def main() -> None:
 
     if args.command == "run":
         for name in args.modules.split(","):
-            run_module(name, args.work / name)
+            run_module(name, args.work / name, resume=args.resume)
             write_report()
     elif args.command == "recheck":
         recheck(args.module, args.work / args.module, rerun=not args.no_rerun)
@@ -125,20 +126,26 @@ def prepare(name: str, work: Path, tests: list[str]) -> None:
         "process_isolation": "forkserver",  # torch is not fork-safe once it has run
         "use_git_change_detection": False,
         "use_setproctitle": False,
+        # A mutant's tests get 2 x 5 x (their measured time + 1 s) of CPU time (mutmut's default: 15 x):
+        # mutants that loop forever (a mask never emptied) are then caught in seconds, not minutes.
+        "timeout_multiplier": 5.0,
     }
     toml = "\n".join(f"{key} = {json.dumps(value)}" for key, value in settings.items())
     pyproject = (REPO / "pyproject.toml").read_text()
     (work / "pyproject.toml").write_text(f"{pyproject}\n[tool.mutmut]\n{toml}\n")
 
 
-def run_module(name: str, work: Path) -> None:
+def run_module(name: str, work: Path, resume: bool = False) -> None:
     path, tests = MODULES[name]
     committed = subprocess.run(["git", "-C", str(REPO), "ls-files", "tests"], capture_output=True, text=True).stdout
     tests = [t for t in tests if t in committed.split()]  # a test file added later joins at recheck
     print(f"== {name}: src/velora/{path} against {' '.join(tests)}", flush=True)
-    prepare(name, work, tests)
+    if resume and (work / "mutants").is_dir():
+        print("   resuming: mutants with a result keep it", flush=True)
+    else:
+        prepare(name, work, tests)
     start = time.monotonic()
-    with open(work / "mutmut.log", "w") as log:
+    with open(work / "mutmut.log", "a") as log:
         code = subprocess.call([sys.executable, "-m", "mutmut", "run", "--max-children", "1"], cwd=work,
                                env=mutmut_env(), stdout=log, stderr=subprocess.STDOUT)
     minutes = (time.monotonic() - start) / 60
