@@ -196,6 +196,11 @@ def evt2_high(high: int) -> int:
     return (0x8 << 28) | high
 
 
+def decode_evt21_halves(halves, legacy: bool) -> evt.Decoded:
+    """EVT 2.1 from (CD or other half, mask half) pairs, in the word order of `legacy`."""
+    return evt.decode_evt21(np.array([h if legacy else h[::-1] for h in halves], dtype="<u4"), legacy, 640, 480)
+
+
 def test_evt2_words_by_hand():
     words = [evt2_cd(True, 1, 0, 0), evt2_high(1), evt2_cd(True, 5, 3, 4), evt2_cd(False, 63, 639, 479),
              0xA << 28, 0xE << 28, 0xF << 28, 0xF << 28, evt2_high(2), evt2_cd(True, 0, 1, 2)]
@@ -206,19 +211,43 @@ def test_evt2_words_by_hand():
     assert out.t.dtype == np.int64 and out.x.dtype == np.int16 and out.p.dtype == np.int8
 
 
-@pytest.mark.parametrize(
-    "before, after, wrapped",
-    [((1 << 28) - 1, 0, True), ((1 << 27) + 5, 5, True), ((1 << 27) + 4, 5, False), (100, 99, False)],
-)
-def test_evt2_time_high_wraps_on_a_drop_of_half_its_range_or_more(before, after, wrapped):
-    words = [evt2_high(before), evt2_cd(True, 0, 0, 0), evt2_high(after), evt2_cd(True, 0, 0, 0)]
-    out = evt.decode_evt2(np.array(words, dtype="<u4"), 640, 480)
+# (TIME_HIGH before, TIME_HIGH after, whether that is a wrap-around): EVT 2.x time high is 28 bits.
+EVT2_WRAPS = [
+    ((1 << 28) - 1, 0, True),
+    ((1 << 27) + 5, 5, True),  # a drop of exactly half the range
+    ((1 << 27) + 4, 5, False),  # one less
+    (100, 99, False),
+    (1 << 27, (1 << 27) + 1, False),  # a step forward high in the range
+]
+
+
+@pytest.mark.parametrize("before, after, wrapped", EVT2_WRAPS)
+@pytest.mark.parametrize("version", ["2.0", "2.1"])
+def test_evt2x_time_high_wraps_on_a_drop_of_half_its_range_or_more(version, before, after, wrapped):
+    halves = [(evt2_high(before), 0), (evt2_cd(True, 0, 0, 0), 1), (evt2_high(after), 0), (evt2_cd(True, 0, 0, 0), 1)]
+    if version == "2.0":
+        out = evt.decode_evt2(np.array([h[0] for h in halves], dtype="<u4"), 640, 480)
+    else:
+        out = decode_evt21_halves(halves, legacy=True)
     assert out.t.tolist() == [before << 6, (after << 6) + (wrapped << 34)]
-    assert out.in_order == wrapped
+    assert out.in_order == (wrapped or after > before)
+
+
+@pytest.mark.parametrize("version", ["2.0", "2.1"])
+def test_evt2x_every_wrap_around_adds_a_range_and_time_zero_is_in_order(version):
+    highs = [0, (1 << 28) - 1, 0, (1 << 28) - 1, 0]  # two wrap-arounds
+    halves = [h for high in highs for h in ((evt2_high(high), 0), (evt2_cd(True, 0, 0, 0), 1))]
+    if version == "2.0":
+        out = evt.decode_evt2(np.array([h[0] for h in halves], dtype="<u4"), 640, 480)
+    else:
+        out = decode_evt21_halves(halves, legacy=False)
+    top = ((1 << 28) - 1) << 6
+    assert out.t.tolist() == [0, top, 1 << 34, (1 << 34) + top, 2 << 34]
+    assert out.in_order  # the first event at t = 0 is in order
 
 
 def test_evt2_errors_name_the_word():
-    with pytest.raises(evt.CorruptWord, match="reserved type 0x2") as raised:
+    with pytest.raises(evt.CorruptWord, match="^a word of reserved type 0x2, which no EVT 2.0 stream holds$") as raised:
         evt.decode_evt2(np.array([evt2_high(0), 0x2 << 28], dtype="<u4"), 640, 480)
     assert raised.value.index == 1
     with pytest.raises(evt.CorruptWord, match="x=640, y=5, outside the 640 x 480 sensor") as raised:
@@ -234,12 +263,14 @@ def test_evt2_errors_name_the_word():
 def test_evt21_masks_by_hand(legacy):
     # A CD half (as EVT 2.0, x 32-aligned) and a 32-bit mask: an event at x + i for each set bit i.
     mask = (1 << 31) | (1 << 8) | 0b101
-    halves = [(evt2_high(1), 0), (evt2_cd(True, 2, 64, 9), mask), (evt2_cd(False, 3, 0, 1), 1 << 9), (0xA << 28, 0)]
+    halves = [(evt2_high(1), 0), (evt2_cd(True, 2, 64, 9), mask), (evt2_cd(False, 3, 0, 1), 1 << 9), (0xA << 28, 0),
+              (0xE << 28, 0), (0xF << 28, 0), (0xF << 28, 0)]
     words = np.array([h if legacy else h[::-1] for h in halves], dtype="<u4")
-    out = evt.decode_evt21(words, legacy, 640, 480)
+    out = evt.decode_evt21(words, legacy, 640, 480, t0=1000)
     assert out.x.tolist() == [64, 66, 72, 95, 9]
     assert out.y.tolist() == [9, 9, 9, 9, 1] and out.p.tolist() == [1, 1, 1, 1, -1]
-    assert out.t.tolist() == [66, 66, 66, 66, 67] and out.triggers == 1 and out.dropped == 0
+    assert out.t.tolist() == [1066, 1066, 1066, 1066, 1067] and out.dropped == 0
+    assert (out.triggers, out.others, out.continued) == (1, 1, 2)
     with pytest.raises(evt.CorruptWord, match="^a word of reserved type 0x2, which no EVT 2.1 stream holds$") as raised:
         evt.decode_evt21(np.array([h if legacy else h[::-1] for h in [(evt2_high(0), 0), (0x2 << 28, 0)]], dtype="<u4"), legacy, 640, 480)
     assert raised.value.index == 1
@@ -255,10 +286,6 @@ def test_evt21_masks_by_hand(legacy):
     assert raised.value.index == 2
     early = np.array([(evt2_cd(True, 0, 0, 0), 0b111), (evt2_high(0), 0)], dtype="<u4")
     assert evt.decode_evt21(early if legacy else early[:, ::-1].copy(), legacy, 640, 480).dropped == 3
-
-
-def decode_evt21_halves(halves, legacy: bool) -> evt.Decoded:
-    return evt.decode_evt21(np.array([h if legacy else h[::-1] for h in halves], dtype="<u4"), legacy, 640, 480)
 
 
 @pytest.mark.parametrize("legacy", [True, False])
