@@ -144,8 +144,9 @@ def test_uncompiled_loops_decode_as_the_compiled_ones():
 # --- EVT 3.0 words by hand ---------------------------------------------------------------------------
 
 
-def decode_evt3_words(*words: int, t0: int = 0) -> evt.Decoded:
-    return evt.decode_evt3(np.array(words, dtype="<u2"), 640, 480, t0)
+def decode_evt3_words(*words: int, t0: int | None = None) -> evt.Decoded:
+    array = np.array(words, dtype="<u2")
+    return evt.decode_evt3(array, 640, 480) if t0 is None else evt.decode_evt3(array, 640, 480, t0)  # t0 0 by default
 
 
 def test_evt3_new_time_high_resets_the_low_bits_and_a_repeated_one_keeps_them():
@@ -173,6 +174,42 @@ def test_evt3_events_before_their_state_are_dropped_and_other_words_counted():
     assert out.dropped == 1 + 1 + 2
     assert out.x.tolist() == [4] and out.y.tolist() == [3]
     assert (out.triggers, out.others, out.continued) == (1, 1, 2)
+    # A row but no time yet; then the same again after TIME_HIGH 0.
+    out = decode_evt3_words(0x0003, 0x2001, 0x8000, 0x2001, 0xA000, 0xE000)
+    assert out.dropped == 1 and out.t.tolist() == [0] and out.in_order and (out.triggers, out.others) == (1, 1)
+
+
+def test_evt3_errors_name_the_word_and_the_format():
+    with pytest.raises(evt.CorruptWord, match="^a word of reserved type 0x1, which no EVT 3.0 stream holds$") as raised:
+        decode_evt3_words(0x8000, 0x0000, 0x1000)
+    assert raised.value.index == 2
+    assert decode_evt3_words(0x8000, 0x01DF, 0x227F).x.tolist() == [639]  # x 639, y 479 fit 640 x 480
+    with pytest.raises(evt.CorruptWord, match="^an event at x=640, y=0, outside the 640 x 480 sensor$"):
+        decode_evt3_words(0x8000, 0x0000, 0x2280)
+    with pytest.raises(evt.CorruptWord, match="^an event at x=1, y=480, outside the 640 x 480 sensor$"):
+        decode_evt3_words(0x8000, 0x01E0, 0x2001)
+
+
+@pytest.mark.parametrize(
+    "kinds, covered",
+    [
+        ([], 0),
+        ([0x3], 0),  # a base without vectors yet: nothing to cut
+        ([0x3, 0x4], 12),
+        ([0x3, 0x5], 8),
+        ([0x3, 0x4, 0x5], 20),
+        ([0x2, 0x3, 0x4, 0x4], 24),
+        ([0x3, 0x4, 0x4, 0x5], 0),  # 32 columns: the group is complete
+        ([0x3, 0x4, 0x4, 0x5, 0x3, 0x4], 12),  # the last group counts
+        ([0x3, 0x4, 0x6], 0),  # ends with another word
+        ([0x3, 0x4, 0x2, 0x4], 0),  # a non-vector word after the base
+        ([0x4, 0x4], 0),  # no base among the last words
+        ([0x5], 0),
+    ],
+)
+def test_evt3_cut_vector_group_by_hand(kinds, covered):
+    words = np.array([kind << 12 for kind in kinds], dtype="<u2")
+    assert evt.evt3_cut_vector_group(words) == covered
 
 
 def test_evt3_time_high_wraps_only_on_a_drop_of_half_its_range():
@@ -203,11 +240,13 @@ def decode_evt21_halves(halves, legacy: bool) -> evt.Decoded:
 
 def test_evt2_words_by_hand():
     words = [evt2_cd(True, 1, 0, 0), evt2_high(1), evt2_cd(True, 5, 3, 4), evt2_cd(False, 63, 639, 479),
-             0xA << 28, 0xE << 28, 0xF << 28, 0xF << 28, evt2_high(2), evt2_cd(True, 0, 1, 2)]
+             0xA << 28, 0xE << 28, 0xF << 28, 0xF << 28, 0xA << 28, 0xE << 28, evt2_high(2), evt2_cd(True, 0, 1, 2),
+             evt2_cd(True, 0, 2, 2)]
     out = evt.decode_evt2(np.array(words, dtype="<u4"), 640, 480, t0=7)
-    assert out.t.tolist() == [64 + 5 + 7, 64 + 63 + 7, 128 + 7]  # t = high << 6 | low, plus t0
-    assert out.x.tolist() == [3, 639, 1] and out.y.tolist() == [4, 479, 2] and out.p.tolist() == [1, -1, 1]
-    assert (out.dropped, out.triggers, out.others, out.continued, out.in_order) == (1, 1, 1, 2, True)
+    assert out.t.tolist() == [64 + 5 + 7, 64 + 63 + 7, 128 + 7, 128 + 7]  # t = high << 6 | low, plus t0
+    assert out.x.tolist() == [3, 639, 1, 2] and out.y.tolist() == [4, 479, 2, 2] and out.p.tolist() == [1, -1, 1, 1]
+    assert (out.dropped, out.triggers, out.others, out.continued, out.in_order) == (1, 2, 2, 2, True)  # equal times: in order
+    assert evt.decode_evt2(np.array(words, dtype="<u4"), 640, 480).t.tolist() == [69, 127, 128, 128]  # t0 0 by default
     assert out.t.dtype == np.int64 and out.x.dtype == np.int16 and out.p.dtype == np.int8
 
 
