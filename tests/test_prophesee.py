@@ -162,10 +162,13 @@ def test_evt3_new_time_high_resets_the_low_bits_and_a_repeated_one_keeps_them():
 def test_evt3_vectors_by_hand():
     # VECT_BASE_X 0x3 (polarity bit 11, x), VECT_12 0x4 (12-bit mask, then base += 12),
     # VECT_8 0x5 (8-bit mask, then base += 8): an event at base + i for each set bit i.
-    out = decode_evt3_words(0x8000, 0x6010, 0x0002, 0x3805, 0x4005, 0x5081, 0x2001)
-    assert out.x.tolist() == [5, 7, 17, 24, 1]
-    assert out.y.tolist() == [2] * 5 and out.t.tolist() == [16] * 5 and out.p.tolist() == [1, 1, 1, 1, -1]
+    out = decode_evt3_words(0x8000, 0x6010, 0x0002, 0x3805, 0x4005, 0x5081, 0x4003, 0x2001)
+    assert out.x.tolist() == [5, 7, 17, 24, 25, 26, 1]  # base 5, then 17, then 25
+    assert out.y.tolist() == [2] * 7 and out.t.tolist() == [16] * 7 and out.p.tolist() == [1] * 6 + [-1]
     assert (out.dropped, out.triggers, out.others, out.continued, out.in_order) == (0, 0, 0, 0, True)
+    # A base at column 0 advances too; VECT_8 reads only its 8 mask bits (11..8 are not events).
+    out = decode_evt3_words(0x8000, 0x0001, 0x3000, 0x4001, 0x5F01, 0x4001, 0xA000, 0xA000)
+    assert out.x.tolist() == [0, 12, 20] and out.p.tolist() == [-1, -1, -1] and out.triggers == 2
 
 
 def test_evt3_events_before_their_state_are_dropped_and_other_words_counted():
@@ -216,8 +219,8 @@ def test_evt3_time_high_wraps_only_on_a_drop_of_half_its_range():
     # 24-bit time: TIME_HIGH 4095 -> 0 is a wrap (+ 2**24); 2100 -> 100 (a drop of 2000 < 2048) is not.
     wrapped = decode_evt3_words(0x0000, 0x8FFF, 0x2001, 0x8000, 0x2002)
     assert wrapped.t.tolist() == [4095 << 12, 1 << 24]
-    back = decode_evt3_words(0x0000, 0x8834, 0x2001, 0x8064, 0x2002)
-    assert back.t.tolist() == [0x834 << 12, 0x064 << 12] and not back.in_order
+    back = decode_evt3_words(0x0000, 0x8834, 0x2001, 0x8064, 0x2002, 0x8900, 0x2003)
+    assert back.t.tolist() == [0x834 << 12, 0x064 << 12, 0x900 << 12] and not back.in_order  # out of order for good
     half = decode_evt3_words(0x0000, 0x8800, 0x2001, 0x8000, 0x2002)  # a drop of exactly 2048
     assert half.t.tolist() == [0x800 << 12, 1 << 24]
 
