@@ -6,6 +6,7 @@ a small plausible bug planted in it?
     python benchmarks/mutation.py recheck lora              # after adding tests: rerun the survivors
     python benchmarks/mutation.py recheck lora --no-rerun   # only find the tests that kill them
     python benchmarks/mutation.py report                    # write benchmarks/results/mutation.md
+    python benchmarks/mutation.py plants                    # plant issue 24's bugs again; what fails
 
 Run it with a Python that has mutmut and the project's test dependencies (not the project's own
 venv; mutmut is not one of its dependencies):
@@ -87,6 +88,7 @@ def main() -> None:
     re_p.add_argument("--work", type=Path, default=Path("/tmp/velora-mutation"))
     re_p.add_argument("--no-rerun", action="store_true", help="keep mutmut's last statuses; only find the killing tests")
     sub.add_parser("report", help="write benchmarks/results/mutation.md")
+    sub.add_parser("plants", help="plant the bugs of mutation_notes.yaml again, one at a time; list what fails")
     args = parser.parse_args()
 
     if args.command == "run":
@@ -96,8 +98,38 @@ def main() -> None:
     elif args.command == "recheck":
         recheck(args.module, args.work / args.module, rerun=not args.no_rerun)
         write_report()
+    elif args.command == "plants":
+        raise SystemExit(check_plants())
     else:
         write_report()
+
+
+def check_plants() -> int:
+    """Each plant of mutation_notes.yaml applied to a scratch copy of src/ and its tests run there
+    (the checkout is never edited); 1 when a plant no test catches, or whose code is gone."""
+    import tempfile
+
+    notes = yaml.safe_load(NOTES.read_text()) or {}
+    missed = 0
+    for plant in notes.get("plants") or []:
+        with tempfile.TemporaryDirectory() as scratch:
+            shutil.copytree(REPO / "src", Path(scratch) / "src", ignore=shutil.ignore_patterns("__pycache__"))
+            target = Path(scratch) / "src" / "velora" / plant["file"]
+            source = target.read_text()
+            if source.count(plant["old"]) != 1:
+                print(f"GONE    {plant['plant']}: the planted code is not in {plant['file']} once; update the plant")
+                missed += 1
+                continue
+            target.write_text(source.replace(plant["old"], plant["new"]))
+            env = dict(os.environ, PYTHONPATH=str(Path(scratch) / "src"), NUMBA_CACHE_DIR=str(Path(scratch) / "numba"))
+            out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--tb=no", "-rf",
+                                  "-m", "not slow", *plant["run"]], cwd=REPO, env=env, capture_output=True, text=True)
+            failed = re.findall(r"^FAILED (\S+)", out.stdout, flags=re.MULTILINE)
+            print(f"{'caught' if failed else 'MISSED'}  {plant['plant']}: {len(failed)} failing", flush=True)
+            for test in failed:
+                print(f"        {test}")
+            missed += not failed
+    return 1 if missed else 0
 
 
 # ------------------------------------------------------------------------------------------------ run
@@ -333,7 +365,8 @@ def write_report() -> None:
     if plants:
         text += ["## Planted bugs", "", notes.get("plants_intro", "").strip(), "",
                  "| plant | where | failing tests |", "| --- | --- | --- |"]
-        text += [f"| {p['plant']} | `{p['where']}` | {'<br>'.join(f'`{t}`' for t in p['tests'])} |" for p in plants]
+        text += [f"| {p['plant']} | `{p['where']}` | {'<br>'.join(f'`{t}`' for t in p['tests'])} |".replace("`<br>", "`<br>")
+                 for p in plants]
         text.append("")
     text += ["## Survivors by module", "", *sections]
     REPORT.write_text("\n".join(text).rstrip() + "\n")
