@@ -427,3 +427,69 @@ def test_hop_in_microseconds_starts_again_after_a_switch_to_event_only():
     window.add_events(*packet(100_000), received=0.0)  # no frame for 70 ms: event-only from the last frame
     ends = [w.t_end_us for w in window.pop_ready()]
     assert ends[0] == 40_000 and all(b - a >= 20_000 for a, b in zip(ends, ends[1:]))
+
+
+@pytest.mark.parametrize(
+    "hop_frames, hop_us, ends",
+    [
+        (1, 20_000, [10_000, 30_000, 50_000, 70_000, 90_000]),  # the first frame 20 ms or more after the last end
+        (3, 20_000, [10_000, 30_000, 50_000, 70_000, 90_000]),  # hop_us wins over hop_frames
+        (1, 10_000, [10_000 * k for k in range(1, 11)]),  # every frame
+        (3, None, [10_000, 40_000, 70_000, 100_000]),
+    ],
+)
+@pytest.mark.parametrize("at_once", [False, True], ids=["as-they-come", "all-at-once"])
+def test_hops_give_exactly_these_windows(hop_frames, hop_us, ends, at_once):
+    window = SlidingWindow(1, (8, 8), hop_frames=hop_frames, hop_us=hop_us)
+    image = np.zeros((8, 8), np.uint8)
+    ready = []
+    for k in range(11):
+        window.add_frame(image, 10_000 * k, received=0.0)
+        window.add_events(*packet(10_000 * k + 5_000), received=0.0)
+        if not at_once:
+            ready += window.pop_ready()
+    ready += window.pop_ready()
+    assert [w.t_end_us for w in ready] == ends
+    assert all(w.boundaries_us.tolist() == [w.t_end_us - 10_000, w.t_end_us] for w in ready)
+    assert all(w.events.t.tolist() == [w.t_end_us - 5_000] for w in ready)
+    assert [w.index for w in ready] == list(range(len(ends)))
+
+
+def test_packets_overlapping_anywhere_are_merged_in_time_order():
+    window = SlidingWindow(1, (8, 8))
+    image = np.zeros((8, 8), np.uint8)
+    window.add_frame(image, 0, received=0.0)
+    window.add_frame(image, 100, received=0.0)
+    window.add_events(*packet(10, 20, 40), received=0.0)
+    window.add_events(*packet(30, 50), received=0.0)  # starts between the previous packet's last two
+    window.add_events(*packet(100), received=0.0)
+    (w,) = window.pop_ready()
+    assert w.events.t.tolist() == [10, 20, 30, 40, 50]
+
+
+def test_merging_packets_keeps_events_of_equal_time_in_arrival_order():
+    window = SlidingWindow(1, (8, 8))
+    image = np.zeros((8, 8), np.uint8)
+    window.add_frame(image, 0, received=0.0)
+    window.add_frame(image, 10, received=0.0)
+    t = np.repeat(np.arange(1, 4, dtype=np.int64), 300)  # each packet sorted, the two overlapping
+    for k in range(2):
+        x = (np.arange(900) + k) % 8
+        window.add_events(t, x.astype(np.int16), np.full(900, k, np.int16), np.ones(900, np.int8), received=0.0)
+    window.add_events(*packet(10), received=0.0)
+    (w,) = window.pop_ready()
+    both = np.concatenate([t, t])
+    order = np.argsort(both, kind="stable")
+    assert w.events.t.tolist() == both[order].tolist()
+    assert w.events.y.tolist() == np.repeat([0, 1], 900)[order].tolist()  # which packet each event came from
+
+
+def test_a_late_packet_of_earlier_events_does_not_undo_a_later_one():
+    window = SlidingWindow(2, (8, 8))
+    image = np.zeros((8, 8), np.uint8)
+    for t in (0, 100, 200):
+        window.add_frame(image, t, received=0.0)
+    window.add_events(*packet(50, 250), received=0.0)
+    window.add_events(*packet(120), received=0.0)  # arrives later, holds an earlier time
+    (w,) = window.pop_ready()  # an event at 250 >= 200 is in: the window is complete
+    assert w.events.t.tolist() == [50, 120]
