@@ -195,6 +195,31 @@ def test_windows_refuse_unsorted_timestamps():
         fixed_duration_windows(np.array([3, 1, 2]), 10)
 
 
+def test_window_errors_name_what_is_wrong():
+    sort = "must be sorted by time; sort the events with np.argsort[(]t, kind='stable'[)].$"
+    with pytest.raises(ValueError, match="^event timestamps t " + sort):
+        frame_windows(np.array([3, 1]), np.array([10]))
+    with pytest.raises(ValueError, match="^frame_timestamps_us " + sort):
+        frame_windows(np.array([1, 3]), np.array([10, 5]))
+    with pytest.raises(ValueError, match="^event timestamps t " + sort):
+        fixed_duration_windows(np.array([3, 1]), 10)
+    with pytest.raises(ValueError, match=r"^event timestamps t must be a 1-D array; got shape \(1, 2\).$"):
+        frame_windows(np.array([[1, 3]]), np.array([10]))
+    with pytest.raises(ValueError, match=r"^fixed_duration_windows needs duration_us > 0 \(microseconds\); got 0.$"):
+        fixed_duration_windows(np.array([1]), 0)
+    with pytest.raises(ValueError, match="^fixed_count_windows needs count > 0 events; got 0.$"):
+        fixed_count_windows(5, 0)
+    with pytest.raises(ValueError, match="^fixed_count_windows needs n_events >= 0; got -1.$"):
+        fixed_count_windows(-1, 3)
+
+
+def test_the_smallest_windows_are_valid():
+    t = np.array([1, 2, 2, 4])
+    assert [t[w].tolist() for w in fixed_duration_windows(t, 1)] == [[1], [2, 2], [], [4]]
+    assert fixed_count_windows(3, 1) == [slice(0, 1), slice(1, 2), slice(2, 3)]
+    assert [t[w].tolist() for w in frame_windows(t, np.array([3]))] == [[1, 2, 2]]  # one frame, one window
+
+
 # --- transforms and factory --------------------------------------------------------------------------
 
 
