@@ -306,13 +306,13 @@ def test_evt21_masks_by_hand(legacy):
     # A CD half (as EVT 2.0, x 32-aligned) and a 32-bit mask: an event at x + i for each set bit i.
     mask = (1 << 31) | (1 << 8) | 0b101
     halves = [(evt2_high(1), 0), (evt2_cd(True, 2, 64, 9), mask), (evt2_cd(False, 3, 0, 1), 1 << 9), (0xA << 28, 0),
-              (0xE << 28, 0), (0xF << 28, 0), (0xF << 28, 0)]
+              (0xE << 28, 0), (0xF << 28, 0), (0xF << 28, 0), (0xE << 28, 0), (0xA << 28, 0), (0xF << 28, 0)]
     words = np.array([h if legacy else h[::-1] for h in halves], dtype="<u4")
     out = evt.decode_evt21(words, legacy, 640, 480, t0=1000)
     assert out.x.tolist() == [64, 66, 72, 95, 9]
     assert out.y.tolist() == [9, 9, 9, 9, 1] and out.p.tolist() == [1, 1, 1, 1, -1]
     assert out.t.tolist() == [1066, 1066, 1066, 1066, 1067] and out.dropped == 0
-    assert (out.triggers, out.others, out.continued) == (1, 1, 2)
+    assert (out.triggers, out.others, out.continued) == (2, 2, 3)
     with pytest.raises(evt.CorruptWord, match="^a word of reserved type 0x2, which no EVT 2.1 stream holds$") as raised:
         evt.decode_evt21(np.array([h if legacy else h[::-1] for h in [(evt2_high(0), 0), (0x2 << 28, 0)]], dtype="<u4"), legacy, 640, 480)
     assert raised.value.index == 1
