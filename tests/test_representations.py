@@ -272,3 +272,26 @@ def test_representations_of_a_real_nmnist_sample_conserve_counts():
     windows = fixed_duration_windows(t, 50_000)
     per_window = [count_frame(x[w], y[w], p[w], size, size).sum() for w in windows]
     assert sum(per_window) == len(t)
+
+
+@pytest.mark.parametrize("represent", ["voxel_grid", "time_surface"])
+def test_timestamps_and_polarities_must_match_the_coordinates(represent):
+    x, y = np.array([0, 1]), np.array([0, 0])
+    call = {
+        "voxel_grid": lambda t, p: voxel_grid(t, x, y, p, 2, 2, 2),
+        "time_surface": lambda t, p: time_surface(t, x, y, p, 2, 2, 10, 5.0),
+    }[represent]
+    call(np.array([1, 2]), np.array([1, 0]))  # matching lengths: fine
+    with pytest.raises(ValueError, match=r"^events need 1-D arrays of one length; got shapes \[\(2,\), \(2,\), \(3,\), \(2,\)\].$"):
+        call(np.array([1, 2, 3]), np.array([1, 0]))
+    with pytest.raises(ValueError, match=r"^events need 1-D arrays of one length; got shapes \[\(2,\), \(2,\), \(2,\), \(1,\)\].$"):
+        call(np.array([1, 2]), np.array([1]))
+
+
+def test_invalid_bins_and_decay_are_refused():
+    t, x, y, p = np.array([1]), np.array([0]), np.array([0]), np.array([1])
+    with pytest.raises(ValueError, match="^voxel_grid needs num_bins >= 1; got 0.$"):
+        voxel_grid(t, x, y, p, 0, 2, 2)
+    for tau in (0.0, -1.0):
+        with pytest.raises(ValueError, match=rf"^time_surface needs tau_us > 0 \(microseconds\); got {tau}.$"):
+            time_surface(t, x, y, p, 2, 2, 10, tau)
