@@ -295,3 +295,29 @@ def test_invalid_bins_and_decay_are_refused():
     for tau in (0.0, -1.0):
         with pytest.raises(ValueError, match=rf"^time_surface needs tau_us > 0 \(microseconds\); got {tau}.$"):
             time_surface(t, x, y, p, 2, 2, 10, tau)
+
+
+def test_voxel_grid_depends_on_time_since_the_first_event_only():
+    # The hand-checked split above, starting at t = 1000 instead of 0.
+    t = np.array([0, 150, 400])
+    x, y, p = np.array([0, 2, 4]), np.array([0, 1, 3]), np.array([1, -1, 1])
+    np.testing.assert_array_equal(voxel_grid(t + 1_000, x, y, p, 5, H, W), voxel_grid(t, x, y, p, 5, H, W))
+
+
+@pytest.mark.parametrize("height, width", [(0, 4), (4, 0), (-1, 4)])
+def test_a_sensor_without_pixels_is_refused(height, width):
+    with pytest.raises(ValueError, match=f"^image size must be positive; got height={height}, width={width}.$"):
+        count_frame(np.array([0]), np.array([0]), np.array([1]), height, width)
+
+
+def test_coordinate_checks_by_hand():
+    one = np.array([0])
+    assert count_frame(one, one, np.array([1]), 1, 1).tolist() == [[[1.0]], [[0.0]]]  # a 1 x 1 sensor is valid
+    outside = "^event coordinates fall outside the 4 x 3 sensor"
+    for x, y in ((4, 0), (0, 3), (-1, 0), (0, -1)):
+        with pytest.raises(ValueError, match=outside):
+            count_frame(np.array([x]), np.array([y]), np.array([1]), 3, 4)
+    with pytest.raises(ValueError, match=r"^events need 1-D arrays of one length; got shapes \[\(1, 1\), \(1, 1\), \(1, 1\)\].$"):
+        count_frame(np.zeros((1, 1), int), np.zeros((1, 1), int), np.ones((1, 1), int), 3, 4)
+    with pytest.raises(ValueError, match="one length"):
+        count_frame(np.array([0, 1]), np.array([0, 1]), np.array([1]), 3, 4)  # a polarity missing
