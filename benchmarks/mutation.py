@@ -362,6 +362,8 @@ def write_report() -> None:
     ]
     if not_run:
         text += [f"Not run: {', '.join(not_run)}.", ""]
+    if notes.get("runs"):
+        text += ["## How these runs went", "", notes["runs"].strip(), ""]
     plants = notes.get("plants") or []
     if plants:
         text += ["## Planted bugs", "", notes.get("plants_intro", "").strip(), "",

@@ -42,9 +42,17 @@ def test_normalize_polarity_accepts_three_conventions():
     assert normalize_polarity(np.array([], np.uint8)).shape == (0,)
 
 
-@pytest.mark.parametrize("bad", [[1, 2], [0, -1, 1], [0.5, 1.0]])
-def test_normalize_polarity_refuses_other_values(bad):
-    with pytest.raises(ValueError, match="polarity"):
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ([1, 2], r"polarity must be bool, 0/1 or -1/\+1; found the values \[2\]."),
+        ([3, 1, 2, 9, 0, 7, 5, 8, 4], r"polarity must be bool, 0/1 or -1/\+1; found the values \[2, 3, 4, 5, 7\]."),  # the first 5
+        ([0, -1, 1], r"polarity mixes 0 and -1 as OFF; use one convention: bool, 0/1 or -1/\+1."),
+        ([0.5, 1.0], r"polarity must be bool, 0/1 or -1/\+1; found the values \[0.5\]."),
+    ],
+)
+def test_normalize_polarity_refuses_other_values(bad, message):
+    with pytest.raises(ValueError, match=f"^{message}$"):
         normalize_polarity(np.array(bad))
 
 
@@ -177,6 +185,8 @@ def test_fixed_duration_windows():
     from_zero = fixed_duration_windows(t, 250, start_us=0)  # [0, 250) [250, 500)
     assert [t[w].tolist() for w in from_zero] == [[100, 120, 199, 200], [450]]
     assert fixed_duration_windows(t, 100, start_us=1_000) == []
+    assert [t[w].tolist() for w in fixed_duration_windows(t, 100, start_us=300)] == [[], [450]]
+    assert [t[w].tolist() for w in fixed_duration_windows(t, 100, start_us=450)] == [[450]]  # the last event alone
     assert fixed_duration_windows(np.array([], np.int64), 100) == []
     with pytest.raises(ValueError, match="duration_us"):
         fixed_duration_windows(t, 0)
@@ -190,9 +200,10 @@ def test_fixed_count_windows_cover_every_event_once():
         fixed_count_windows(5, 0)
 
 
-def test_windows_refuse_unsorted_timestamps():
+@pytest.mark.parametrize("t", [[3, 1, 2], [3, 1], [1, 3, 2], [1, 2, 2, 1]])
+def test_windows_refuse_unsorted_timestamps(t):
     with pytest.raises(ValueError, match="sorted"):
-        fixed_duration_windows(np.array([3, 1, 2]), 10)
+        fixed_duration_windows(np.array(t), 10)
 
 
 def test_window_errors_name_what_is_wrong():
