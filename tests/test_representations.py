@@ -14,6 +14,7 @@ from velora.events.representations import (
     normalize_polarity,
     time_surface,
     voxel_grid,
+    window_bounds,
 )
 from velora.events.transforms import REPRESENTATIONS, make_representation
 
@@ -332,3 +333,36 @@ def test_coordinate_checks_by_hand():
         count_frame(np.zeros((1, 1), int), np.zeros((1, 1), int), np.ones((1, 1), int), 3, 4)
     with pytest.raises(ValueError, match="one length"):
         count_frame(np.array([0, 1]), np.array([0, 1]), np.array([1]), 3, 4)  # a polarity missing
+
+
+def test_window_bounds_by_hand():
+    # fixed_count: window k = events [k N / T, (k + 1) N / T)
+    assert window_bounds(np.arange(7), 3, "fixed_count").tolist() == [0, 2, 4, 7]
+    # uniform: T equal durations over [first, last + 1): 11 us in 2 -> edges 0, 5, 11 (floored)
+    t = np.array([0, 5, 6, 10])
+    assert window_bounds(t, 2, "uniform").tolist() == [0, 1, 4]
+    assert window_bounds(np.array([5]), 2, "uniform").tolist() == [0, 0, 1]  # one event: the last window
+    # fixed_duration with an event every microsecond, so the bounds show the edges themselves:
+    # 101 us, 2 x 20 us -> 61 us of slack, centred: the span starts at 61 // 2 = 30
+    assert window_bounds(np.arange(101), 2, "fixed_duration", window_us=20).tolist() == [30, 50, 70]
+    assert window_bounds(np.arange(30), 2, "fixed_duration", window_us=20).tolist() == [0, 20, 30]  # shorter: no slack
+    for window in ("fixed_count", "uniform", "fixed_duration"):
+        empty = window_bounds(np.array([], np.int64), 3, window, window_us=5)
+        assert empty.dtype == np.int64 and empty.tolist() == [0, 0, 0, 0]
+        assert window_bounds(np.arange(5), 2, window, window_us=1).dtype == np.int64
+
+
+def test_fixed_duration_windows_start_anywhere_in_the_slack_in_training():
+    # 45 us, 2 x 20 us: 5 us of slack, so the span starts at 0 .. 5, each possible start drawn.
+    starts = {int(window_bounds(np.arange(45), 2, "fixed_duration", window_us=20, rng=np.random.default_rng(s))[0])
+              for s in range(300)}
+    assert starts == {0, 1, 2, 3, 4, 5}
+    no_slack = {int(window_bounds(np.arange(30), 2, "fixed_duration", window_us=20, rng=np.random.default_rng(s))[0])
+                for s in range(50)}
+    assert no_slack == {0}
+
+
+@pytest.mark.parametrize("window_us", [None, 0, -5])
+def test_fixed_duration_needs_a_positive_window(window_us):
+    with pytest.raises(ValueError, match=rf"^window 'fixed_duration' needs window_us > 0 \(microseconds\), got {window_us}$"):
+        window_bounds(np.arange(5), 2, "fixed_duration", window_us=window_us)
