@@ -313,7 +313,7 @@ def write_report() -> None:
         verdicts = [verdict(key, entry, equivalent) for key, entry in record["survivors"].items()]
         now_killed, equiv, cuda = (verdicts.count(v) for v in ("killed", "equivalent", "cuda"))
         open_ = survived - now_killed - equiv - cuda
-        non_equivalent = total - equiv
+        non_equivalent = total - other - equiv  # of the mutants checked
         score = (killed + now_killed) / non_equivalent if non_equivalent else 1.0
         rows.append(
             f"| `{path}` | {total} | {killed} | {survived} | {now_killed} | {equiv} | {cuda} | {open_} | {other} | "
@@ -353,7 +353,7 @@ def write_report() -> None:
         "run (including mutants no selected test reaches); of those, killed by the tests added since (recheck);",
         "equivalent; CUDA-only (no difference on a CPU, a failure on a GPU: not killable here, counted as not",
         "killed); still open; other (suspicious, or not checked when a run was cut short); score = killed (first",
-        "run + now) / non-equivalent mutants.",
+        "run + now) / non-equivalent mutants checked.",
         "",
         "| module | mutants | killed | survived | now killed | equivalent | CUDA-only | open | other | score |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -368,8 +368,7 @@ def write_report() -> None:
     if plants:
         text += ["## Planted bugs", "", notes.get("plants_intro", "").strip(), "",
                  "| plant | where | failing tests |", "| --- | --- | --- |"]
-        text += [f"| {p['plant']} | `{p['where']}` | {'<br>'.join(f'`{t}`' for t in p['tests'])} |".replace("`<br>", "`<br>")
-                 for p in plants]
+        text += [f"| {p['plant']} | `{p['where']}` | {'<br>'.join(f'`{t}`' for t in p['tests'])} |" for p in plants]
         text.append("")
     text += ["## Survivors by module", "", *sections]
     REPORT.write_text("\n".join(text).rstrip() + "\n")
