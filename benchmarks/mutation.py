@@ -86,6 +86,9 @@ def main() -> None:
     run_p.add_argument("--resume", action="store_true", help="go on with a module's interrupted run in --work")
     re_p = sub.add_parser("recheck", help="rerun a module's survivors against the current tests")
     re_p.add_argument("module", choices=list(MODULES))
+    co_p = sub.add_parser("collect", help="record a module's run that was stopped before its end, as far as it went")
+    co_p.add_argument("module", choices=list(MODULES))
+    co_p.add_argument("--work", type=Path, default=Path("/tmp/velora-mutation"))
     re_p.add_argument("--work", type=Path, default=Path("/tmp/velora-mutation"))
     re_p.add_argument("--no-rerun", action="store_true", help="keep mutmut's last statuses; only find the killing tests")
     sub.add_parser("report", help="write benchmarks/results/mutation.md")
@@ -98,6 +101,9 @@ def main() -> None:
             write_report()
     elif args.command == "recheck":
         recheck(args.module, args.work / args.module, rerun=not args.no_rerun)
+        write_report()
+    elif args.command == "collect":
+        collect(args.module, args.work / args.module, minutes=None)
         write_report()
     elif args.command == "plants":
         raise SystemExit(check_plants())
@@ -183,13 +189,21 @@ def run_module(name: str, work: Path, resume: bool = False) -> None:
                                env=mutmut_env(), stdout=log, stderr=subprocess.STDOUT)
     minutes = (time.monotonic() - start) / 60
     print(f"   mutmut exited {code} after {minutes:.1f} min (log: {work / 'mutmut.log'})", flush=True)
+    collect(name, work, minutes, code)
+
+
+def collect(name: str, work: Path, minutes: float | None, code: int | None = None) -> None:
+    """Save what mutmut found for module `name` in `work` (mutants not reached stay 'not checked')."""
+    path = MODULES[name][0]
+    config = (work / "pyproject.toml").read_text()
+    tests = json.loads(re.search(r"^pytest_add_cli_args_test_selection = (.*)$", config, flags=re.MULTILINE).group(1))
     statuses = read_statuses(name, work)
     survivors = {k: {"diff": mutant_diff(work, k), "status": s} for k, s in statuses.items() if s in UNDETECTED}
     record = {
         "module": f"src/velora/{path}",
         "tests": tests,
         "mutmut_exit": code,
-        "minutes": round(minutes, 1),
+        "minutes": round(minutes, 1) if minutes is not None else "stopped before its end",
         "statuses": statuses,
         "survivors": survivors,
         "not_mutated": decorated_functions(REPO / "src" / "velora" / path),
