@@ -366,3 +366,8 @@ def test_fixed_duration_windows_start_anywhere_in_the_slack_in_training():
 def test_fixed_duration_needs_a_positive_window(window_us):
     with pytest.raises(ValueError, match=rf"^window 'fixed_duration' needs window_us > 0 \(microseconds\), got {window_us}$"):
         window_bounds(np.arange(5), 2, "fixed_duration", window_us=window_us)
+
+
+def test_an_unknown_window_kind_lists_the_known_ones():
+    with pytest.raises(ValueError, match=r"^window 'sliding' is not one of \('fixed_count', 'fixed_duration', 'uniform'\)$"):
+        window_bounds(np.arange(5), 2, "sliding")
