@@ -335,7 +335,8 @@ def write_report() -> None:
         )
         lines = [f"### `{path}`", "",
                  f"Tests: {', '.join(f'`{t}`' for t in record.get('rechecked_with', record['tests']))} "
-                 f"(`-m 'not slow'`); run took {record['minutes']} min.", ""]
+                 f"(`-m 'not slow'`); " + (f"run took {record['minutes']} min." if isinstance(record["minutes"], (int, float))
+                                  else "the run was stopped before its end."), ""]
         if record["not_mutated"]:
             lines += [f"Not mutated (decorated): {', '.join(f'`{n}`' for n in record['not_mutated'])}.", ""]
         if record["survivors"]:
