@@ -248,6 +248,19 @@ def test_an_eval_view_picks_its_frames_and_crop_and_training_ignores_it(root):
 # Items
 
 
+# The frames an evaluation item holds, T = 8, by hand: segment k of an n-frame clip is
+# [k n // 8, (k + 1) n // 8) and gives its centre (start + end - 1) // 2; a clip shorter than 8
+# gives frame k n // 8.
+EVAL_FRAMES = {
+    3: [0, 0, 0, 1, 1, 1, 2, 2],
+    5: [0, 0, 1, 1, 2, 3, 3, 4],
+    7: [0, 0, 1, 2, 3, 4, 5, 6],
+    8: [0, 1, 2, 3, 4, 5, 6, 7],
+    10: [0, 1, 2, 3, 5, 6, 7, 8],  # segments 0 1 2 3-4 5 6 7 8-9
+    12: [0, 1, 3, 4, 6, 7, 9, 10],  # segments 0 1-2 3 4-5 6 7-8 9 10-11
+}
+
+
 def test_eval_item_contract(root):
     dataset = make(root)
     for index, (_, n, label) in enumerate(CLIPS):
@@ -258,7 +271,7 @@ def test_eval_item_contract(root):
         assert item["label"].dtype == torch.int64 and item["label"].shape == ()
         assert item["label"] == label
         assert item["index"] == index
-        expected = segment_indices(n, 8, random_offset=False).tolist()
+        expected = EVAL_FRAMES[n]
         assert frame_indices(item["rgb"], "rgb") == expected
         assert frame_indices(item["events"], "event") == expected
 

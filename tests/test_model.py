@@ -10,7 +10,8 @@ from timm.models.vision_transformer import Block
 
 from conftest import fill_adapters, random_clip
 from velora.bench.reference import OriginalStyleVELoRA
-from velora.model.lora import lora_layers
+from velora.model.fusion import StreamTokens
+from velora.model.lora import lora_layers, use_adapter
 from velora.model.velora import VELoRA, count_parameters
 from velora.training.schedule import decay_groups
 
@@ -65,7 +66,10 @@ def test_float_frames_in_unit_range_equal_uint8_frames(tiny_config):
 
 @pytest.mark.parametrize(
     "modalities, given, match",
-    [(["rgb"], "events", "no event"), (["event"], "rgb", "no rgb")],
+    [
+        (["rgb"], "events", "^this model was trained on rgb only and has no event adapters; leave event out \\(model.modalities\\)$"),
+        (["event"], "rgb", "^this model was trained on event only and has no rgb adapters; leave rgb out"),
+    ],
 )
 def test_modality_the_model_was_not_built_for_raises(tiny_config, modalities, given, match):
     model = build(tiny_config(data={"modalities": modalities})).eval()
@@ -79,8 +83,29 @@ def test_modality_the_model_was_not_built_for_raises(tiny_config, modalities, gi
 
 def test_no_modality_raises(tiny_config):
     model = build(tiny_config()).eval()
-    with pytest.raises(ValueError, match="at least one modality"):
+    with pytest.raises(ValueError, match="^VELoRA needs at least one modality: pass rgb, events or both$"):
         model(None, None)
+
+
+def test_normalisation_constants_are_not_saved_with_the_model(tiny_config):
+    # They come from the config (model.normalization) and the weights, not from a checkpoint.
+    model = build(tiny_config())
+    assert {"mean", "std"} <= {name for name, _ in model.named_buffers()}
+    assert not {"mean", "std"} & set(model.state_dict())
+
+
+def test_finetune_backbone_trains_every_backbone_weight(tiny_config):
+    model = build(tiny_config(model={"finetune_backbone": True}))
+    assert all(p.requires_grad for p in model.backbone.parameters())
+    assert all(p.requires_grad for n, p in model.named_parameters() if ".adapters." in n)
+
+
+def test_high_level_blocks_may_be_all_blocks_on_the_released_path_only(tiny_config):
+    released = {"stream_path": "all_blocks_projected", "backbone_args": {"embed_dim": 32, "depth": 3, "num_heads": 2, "num_classes": 24}}
+    model = build(tiny_config(model={**released, "high_level_blocks": 3}))
+    assert model.num_low == 3 and len(model.fusion.final_blocks) == 3
+    with pytest.raises(ValueError, match="^model.high_level_blocks = 4, but the backbone has 3 blocks$"):
+        build(tiny_config(model={**released, "high_level_blocks": 4}))
 
 
 @pytest.mark.parametrize("B, T", [(1, 2), (3, 4)])
@@ -114,7 +139,24 @@ def test_single_frame_clips_skip_the_difference_stream(tiny_config):
     model = build(tiny_config()).eval()
     clips = random_clip(2, 1)
     assert count_patch_embed_calls(model, clips, clips) == [(4, 3, 32, 32)]
-    assert model(clips, clips).logits.shape == (2, 8)
+    logits = model(clips, clips).logits
+    assert logits.shape == (2, 8) and torch.isfinite(logits).all()  # no stream of zero frames averaged
+
+
+@pytest.mark.parametrize(
+    "normalization, mean, std",
+    [
+        ("weights", (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),  # CLIP's
+        ("half", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    ],
+)
+def test_normalize_by_hand(tiny_config, normalization, mean, std):
+    model = build(tiny_config(model={"normalization": normalization}))
+    clips = random_clip(2, 3)
+    mean, std = torch.tensor(mean).view(1, 1, 3, 1, 1), torch.tensor(std).view(1, 1, 3, 1, 1)
+    expected = (clips.float() / 255 - mean) / std
+    torch.testing.assert_close(model.normalize(clips), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model.normalize(clips.float() / 255), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_frame_difference_by_hand():
@@ -239,6 +281,65 @@ def test_trainable_state_dict_holds_no_backbone_weights(tiny_config):
     assert {"lora_rgb", "lora_event", "lora_diff", "lora_fusion", "head"} <= set(groups)
 
 
+@pytest.mark.parametrize("fusion_block", ["backbone_lora", "random_trainable"])
+def test_parameter_groups_by_hand(tiny_config, fusion_block):
+    # The tiny model: D = 32, MLP 128, rank 2 on fc1 (32 -> 128) and fc2 (128 -> 32), 2 low-level
+    # blocks and 1 high-level block, 8 classes. An adapter on a Linear in -> out holds r (in + out).
+    model = build(tiny_config(model={"fusion_block": fusion_block}))
+    per_block = 2 * (32 + 128) + 2 * (128 + 32)  # fc1 and fc2
+    expected = {
+        "lora_rgb": 2 * per_block, "lora_event": 2 * per_block, "lora_diff": 2 * per_block,
+        "shared_rgb": 2 * (32 + 32), "shared_event": 2 * (32 + 32),  # one D -> D adapter per high-level block
+        "recon_decoder": 2 * 32 + 32 * 32 + 32,  # LayerNorm, Linear
+        "head": 2 * 32 * 8 + 8,
+    }
+    if fusion_block == "backbone_lora":
+        expected["lora_fusion"] = per_block
+    else:  # a trainable ViT block: 2 LayerNorms, qkv, proj, fc1, fc2
+        expected["fusion_blocks"] = 2 * 2 * 32 + 32 * 96 + (32 * 32 + 32) + (32 * 128 + 128) + (128 * 32 + 32)  # qkv without bias (timm)
+    assert model.parameter_groups() == expected
+
+
+def test_fused_tokens_are_diff_rgb_event_in_that_order():
+    diff, rgb, event = torch.zeros(1, 2, 4), torch.ones(1, 3, 4), torch.full((1, 1, 4), 2.0)
+    fused, where = StreamTokens(diff=diff, rgb=rgb, event=event).fused()
+    assert where == {"diff": slice(0, 2), "rgb": slice(2, 5), "event": slice(5, 6)}
+    assert fused[0, :, 0].tolist() == [0, 0, 1, 1, 1, 2]
+    fused, where = StreamTokens(diff=None, rgb=None, event=event).fused()
+    assert where == {"event": slice(0, 1)} and torch.equal(fused, event)
+
+
+@pytest.mark.parametrize("streams", ["diff_rgb_event", "rgb_event", "rgb", "event"])
+def test_high_level_fusion_by_hand(tiny_config, streams):
+    # One high-level block (the backbone's last): fused = block with LoRA "fusion" ([diff; rgb;
+    # event]); each stream = the block without adapter (its own tokens) + its M-shared adapter
+    # applied to its own part of the fused tokens.
+    model = build(tiny_config()).eval()
+    fill_adapters(model, seed=6)
+    g = torch.Generator().manual_seed(1)
+    tokens = {name: torch.randn(2, 5, 32, generator=g) if name in streams else None for name in ("diff", "rgb", "event")}
+    block = model.backbone.blocks[-1]
+    layers = lora_layers(block)
+    with torch.no_grad():
+        out = model.fusion(StreamTokens(**tokens))
+        present = [tokens[name] for name in ("diff", "rgb", "event") if tokens[name] is not None]
+        with use_adapter(layers, "fusion"):
+            fused = block(torch.cat(present, dim=1))
+        start = 5 if tokens["diff"] is not None else 0
+        for name, shared in (("rgb", model.fusion.shared_rgb), ("event", model.fusion.shared_event)):
+            if tokens[name] is None:
+                assert getattr(out, name) is None
+                continue
+            with use_adapter(layers, None):
+                own = block(tokens[name])
+            adapter = shared[0]
+            part = fused[:, start : start + 5]
+            expected = own + adapter.scale * part @ adapter.lora_a.T @ adapter.lora_b.T
+            torch.testing.assert_close(getattr(out, name), expected, atol=1e-5, rtol=1e-5)
+            start += 5
+    assert out.diff is None
+
+
 # ---------------------------------------------------------------- backbone held once
 def test_backbone_is_held_once_and_original_style_gives_the_same_logits(tiny_config):
     cfg = tiny_config()
@@ -309,6 +410,17 @@ def test_rank_zero_is_a_linear_probe(tiny_config, sections, expected):
     assert {n for n, p in model.named_parameters() if p.requires_grad} == expected
 
 
+def test_rank_one_is_lora_and_lora_dropout_reaches_every_adapter(tiny_config):
+    model = build(tiny_config("lora.rank=1", "lora.dropout=0.3"))
+    adapters = [a for layer in lora_layers(model) for a in layer.adapters.values()]
+    assert {name for layer in lora_layers(model) for name in layer.adapters} == {"rgb", "event", "diff", "fusion"}
+    assert {a.lora_a.shape[0] for a in adapters} == {1}
+    assert all(isinstance(a.dropout, torch.nn.Dropout) and a.dropout.p == 0.3 for a in adapters)
+    assert model.fusion.shared_rgb is not None and model.recon_decoder is not None
+    shared = [*model.fusion.shared_rgb, *model.fusion.shared_event]  # the M-shared adapters too
+    assert all(isinstance(a.dropout, torch.nn.Dropout) and a.dropout.p == 0.3 for a in shared)
+
+
 def test_two_high_level_blocks(tiny_config):
     model = build(tiny_config(model={"high_level_blocks": 2}))
     assert model.num_low == 1
@@ -332,6 +444,37 @@ def test_head_pool_cls_and_mean(tiny_config):
         assert not torch.allclose(cls_model(clips, clips).logits, mean_model(clips, clips).logits)
 
 
+def test_each_modality_reconstructs_the_other(tiny_config):
+    # recon_loss = MSE(decoder(event tokens), rgb tokens) + MSE(decoder(rgb tokens), event tokens),
+    # on distinct RGB and event clips. The decoder is set to LayerNorm then the identity, so the
+    # expected value is the formula written out, with LayerNorm computed by hand.
+    model = build(tiny_config()).eval()
+    fill_adapters(model, seed=2)  # the rgb and event adapters differ: so do the two streams' tokens
+    norm, linear = model.recon_decoder
+    with torch.no_grad():
+        linear.weight.copy_(torch.eye(linear.in_features))
+        linear.bias.zero_()
+    seen = {}
+    handle = model.fusion.register_forward_pre_hook(lambda m, args: seen.update(tokens=args[0]))
+    with torch.no_grad():
+        out = model(random_clip(2, 3, seed=1), random_clip(2, 3, seed=2))
+    handle.remove()
+    rgb, event = seen["tokens"].rgb, seen["tokens"].event  # the low-level tokens the loss compares
+
+    def decoder(x):  # LayerNorm with weight 1, bias 0 (as initialised), then the identity
+        mean = x.mean(dim=-1, keepdim=True)
+        var = ((x - mean) ** 2).mean(dim=-1, keepdim=True)
+        return (x - mean) / torch.sqrt(var + norm.eps)
+
+    def mse(a, b):
+        return ((a - b) ** 2).mean()
+
+    expected = mse(decoder(event), rgb) + mse(decoder(rgb), event)
+    swapped = mse(decoder(rgb), rgb) + mse(decoder(event), event)  # each modality reconstructing itself
+    assert abs(expected - swapped) > 0.01 * expected, "the clips do not tell the two pairings apart"
+    torch.testing.assert_close(out.recon_loss, expected, atol=1e-6, rtol=1e-5)
+
+
 @pytest.mark.parametrize("detach", [True, False])
 def test_recon_detach_target_stops_gradients_through_the_target(tiny_config, detach):
     # With a zero decoder weight, decoder(x) does not depend on x: the only way the reconstruction
@@ -351,5 +494,5 @@ def test_recon_detach_target_stops_gradients_through_the_target(tiny_config, det
 
 
 def test_high_level_blocks_must_leave_a_low_level_block(tiny_config):
-    with pytest.raises(ValueError, match=r"high_level_blocks = 3.*at most 2"):
+    with pytest.raises(ValueError, match=r"^model.high_level_blocks = 3 leaves no low-level block in a 3-block backbone; use at most 2$"):
         VELoRA.from_config(tiny_config(model={"high_level_blocks": 3}))

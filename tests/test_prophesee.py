@@ -141,6 +141,210 @@ def test_uncompiled_loops_decode_as_the_compiled_ones():
     assert all(np.array_equal(a[: plain[0]], b[: plain[0]]) for a, b in zip(*outputs))
 
 
+# --- EVT 3.0 words by hand ---------------------------------------------------------------------------
+
+
+def decode_evt3_words(*words: int, t0: int | None = None) -> evt.Decoded:
+    array = np.array(words, dtype="<u2")
+    return evt.decode_evt3(array, 640, 480) if t0 is None else evt.decode_evt3(array, 640, 480, t0)  # t0 0 by default
+
+
+def test_evt3_new_time_high_resets_the_low_bits_and_a_repeated_one_keeps_them():
+    # TIME_HIGH 0x8hhh gives t[23:12], TIME_LOW 0x6lll t[11:0]; ADDR_Y 0x0yyy; ADDR_X 0x2pxx (p: bit 11).
+    changed = decode_evt3_words(0x8001, 0x6005, 0x0007, 0x2803, 0x8002, 0x2004)
+    assert changed.t.tolist() == [(1 << 12) + 5, 2 << 12]  # 4101, then 8192: no TIME_LOW since the new high
+    assert changed.x.tolist() == [3, 4] and changed.y.tolist() == [7, 7] and changed.p.tolist() == [1, -1]
+    repeated = decode_evt3_words(0x8002, 0x6007, 0x0001, 0x8002, 0x2005)
+    assert repeated.t.tolist() == [(2 << 12) + 7]  # the same TIME_HIGH again: the low bits stay
+    assert decode_evt3_words(0x8002, 0x6007, 0x0001, 0x2005, t0=1000).t.tolist() == [8199 + 1000]
+
+
+def test_evt3_vectors_by_hand():
+    # VECT_BASE_X 0x3 (polarity bit 11, x), VECT_12 0x4 (12-bit mask, then base += 12),
+    # VECT_8 0x5 (8-bit mask, then base += 8): an event at base + i for each set bit i.
+    out = decode_evt3_words(0x8000, 0x6010, 0x0002, 0x3805, 0x4005, 0x5081, 0x4003, 0x2001)
+    assert out.x.tolist() == [5, 7, 17, 24, 25, 26, 1]  # base 5, then 17, then 25
+    assert out.y.tolist() == [2] * 7 and out.t.tolist() == [16] * 7 and out.p.tolist() == [1] * 6 + [-1]
+    assert (out.dropped, out.triggers, out.others, out.continued, out.in_order) == (0, 0, 0, 0, True)
+    # A base at column 0 advances too; VECT_8 reads only its 8 mask bits (11..8 are not events).
+    out = decode_evt3_words(0x8000, 0x0001, 0x3000, 0x4001, 0x5F01, 0x4001, 0xA000, 0xA000)
+    assert out.x.tolist() == [0, 12, 20] and out.p.tolist() == [-1, -1, -1] and out.triggers == 2
+
+
+def test_evt3_events_before_their_state_are_dropped_and_other_words_counted():
+    # An event before any TIME_HIGH, one before any ADDR_Y, a vector before any VECT_BASE_X (2 bits).
+    out = decode_evt3_words(0x2001, 0x8000, 0x2002, 0x0003, 0x4003, 0xA000, 0xE000, 0x7000, 0xF000, 0x2004)
+    assert out.dropped == 1 + 1 + 2
+    assert out.x.tolist() == [4] and out.y.tolist() == [3]
+    assert (out.triggers, out.others, out.continued) == (1, 1, 2)
+    # A row but no time yet; then the same again after TIME_HIGH 0.
+    out = decode_evt3_words(0x0003, 0x2001, 0x8000, 0x2001, 0xA000, 0xE000)
+    assert out.dropped == 1 and out.t.tolist() == [0] and out.in_order and (out.triggers, out.others) == (1, 1)
+
+
+def test_evt3_errors_name_the_word_and_the_format():
+    with pytest.raises(evt.CorruptWord, match="^a word of reserved type 0x1, which no EVT 3.0 stream holds$") as raised:
+        decode_evt3_words(0x8000, 0x0000, 0x1000)
+    assert raised.value.index == 2
+    assert decode_evt3_words(0x8000, 0x01DF, 0x227F).x.tolist() == [639]  # x 639, y 479 fit 640 x 480
+    with pytest.raises(evt.CorruptWord, match="^an event at x=640, y=0, outside the 640 x 480 sensor$"):
+        decode_evt3_words(0x8000, 0x0000, 0x2280)
+    with pytest.raises(evt.CorruptWord, match="^an event at x=1, y=480, outside the 640 x 480 sensor$"):
+        decode_evt3_words(0x8000, 0x01E0, 0x2001)
+
+
+@pytest.mark.parametrize(
+    "kinds, covered",
+    [
+        ([], 0),
+        ([0x3], 0),  # a base without vectors yet: nothing to cut
+        ([0x3, 0x4], 12),
+        ([0x3, 0x5], 8),
+        ([0x3, 0x4, 0x5], 20),
+        ([0x2, 0x3, 0x4, 0x4], 24),
+        ([0x3, 0x4, 0x4, 0x5], 0),  # 32 columns: the group is complete
+        ([0x3, 0x4, 0x4, 0x5, 0x3, 0x4], 12),  # the last group counts
+        ([0x3, 0x4, 0x6], 0),  # ends with another word
+        ([0x3, 0x4, 0x2, 0x4], 0),  # a non-vector word after the base
+        ([0x4, 0x4], 0),  # no base among the last words
+        ([0x5], 0),
+    ],
+)
+def test_evt3_cut_vector_group_by_hand(kinds, covered):
+    words = np.array([kind << 12 for kind in kinds], dtype="<u2")
+    assert evt.evt3_cut_vector_group(words) == covered
+
+
+def test_evt3_time_high_wraps_only_on_a_drop_of_half_its_range():
+    # 24-bit time: TIME_HIGH 4095 -> 0 is a wrap (+ 2**24); 2100 -> 100 (a drop of 2000 < 2048) is not.
+    wrapped = decode_evt3_words(0x0000, 0x8FFF, 0x2001, 0x8000, 0x2002)
+    assert wrapped.t.tolist() == [4095 << 12, 1 << 24]
+    back = decode_evt3_words(0x0000, 0x8834, 0x2001, 0x8064, 0x2002, 0x8900, 0x2003)
+    assert back.t.tolist() == [0x834 << 12, 0x064 << 12, 0x900 << 12] and not back.in_order  # out of order for good
+    half = decode_evt3_words(0x0000, 0x8800, 0x2001, 0x8000, 0x2002)  # a drop of exactly 2048
+    assert half.t.tolist() == [0x800 << 12, 1 << 24]
+
+
+# --- EVT 2.0 and 2.1 words by hand -------------------------------------------------------------------
+
+
+def evt2_cd(on: bool, t_low: int, x: int, y: int) -> int:
+    return (int(on) << 28) | (t_low << 22) | (x << 11) | y
+
+
+def evt2_high(high: int) -> int:
+    return (0x8 << 28) | high
+
+
+def decode_evt21_halves(halves, legacy: bool) -> evt.Decoded:
+    """EVT 2.1 from (CD or other half, mask half) pairs, in the word order of `legacy`."""
+    return evt.decode_evt21(np.array([h if legacy else h[::-1] for h in halves], dtype="<u4"), legacy, 640, 480)
+
+
+def test_evt2_words_by_hand():
+    words = [evt2_cd(True, 1, 0, 0), evt2_high(1), evt2_cd(True, 5, 3, 4), evt2_cd(False, 63, 639, 479),
+             0xA << 28, 0xE << 28, 0xF << 28, 0xF << 28, 0xA << 28, 0xE << 28, evt2_high(2), evt2_cd(True, 0, 1, 2),
+             evt2_cd(True, 0, 2, 2)]
+    out = evt.decode_evt2(np.array(words, dtype="<u4"), 640, 480, t0=7)
+    assert out.t.tolist() == [64 + 5 + 7, 64 + 63 + 7, 128 + 7, 128 + 7]  # t = high << 6 | low, plus t0
+    assert out.x.tolist() == [3, 639, 1, 2] and out.y.tolist() == [4, 479, 2, 2] and out.p.tolist() == [1, -1, 1, 1]
+    assert (out.dropped, out.triggers, out.others, out.continued, out.in_order) == (1, 2, 2, 2, True)  # equal times: in order
+    assert evt.decode_evt2(np.array(words, dtype="<u4"), 640, 480).t.tolist() == [69, 127, 128, 128]  # t0 0 by default
+    assert out.t.dtype == np.int64 and out.x.dtype == np.int16 and out.p.dtype == np.int8
+
+
+# (TIME_HIGH before, TIME_HIGH after, whether that is a wrap-around): EVT 2.x time high is 28 bits.
+EVT2_WRAPS = [
+    ((1 << 28) - 1, 0, True),
+    ((1 << 27) + 5, 5, True),  # a drop of exactly half the range
+    ((1 << 27) + 4, 5, False),  # one less
+    (100, 99, False),
+    (1 << 27, (1 << 27) + 1, False),  # a step forward high in the range
+]
+
+
+@pytest.mark.parametrize("before, after, wrapped", EVT2_WRAPS)
+@pytest.mark.parametrize("version", ["2.0", "2.1"])
+def test_evt2x_time_high_wraps_on_a_drop_of_half_its_range_or_more(version, before, after, wrapped):
+    halves = [(evt2_high(before), 0), (evt2_cd(True, 0, 0, 0), 1), (evt2_high(after), 0), (evt2_cd(True, 0, 0, 0), 1)]
+    if version == "2.0":
+        out = evt.decode_evt2(np.array([h[0] for h in halves], dtype="<u4"), 640, 480)
+    else:
+        out = decode_evt21_halves(halves, legacy=True)
+    assert out.t.tolist() == [before << 6, (after << 6) + (wrapped << 34)]
+    assert out.in_order == (wrapped or after > before)
+
+
+@pytest.mark.parametrize("version", ["2.0", "2.1"])
+def test_evt2x_every_wrap_around_adds_a_range_and_time_zero_is_in_order(version):
+    highs = [0, (1 << 28) - 1, 0, (1 << 28) - 1, 0]  # two wrap-arounds
+    halves = [h for high in highs for h in ((evt2_high(high), 0), (evt2_cd(True, 0, 0, 0), 1))]
+    if version == "2.0":
+        out = evt.decode_evt2(np.array([h[0] for h in halves], dtype="<u4"), 640, 480)
+    else:
+        out = decode_evt21_halves(halves, legacy=False)
+    top = ((1 << 28) - 1) << 6
+    assert out.t.tolist() == [0, top, 1 << 34, (1 << 34) + top, 2 << 34]
+    assert out.in_order  # the first event at t = 0 is in order
+
+
+def test_evt2_errors_name_the_word():
+    with pytest.raises(evt.CorruptWord, match="^a word of reserved type 0x2, which no EVT 2.0 stream holds$") as raised:
+        evt.decode_evt2(np.array([evt2_high(0), 0x2 << 28], dtype="<u4"), 640, 480)
+    assert raised.value.index == 1
+    with pytest.raises(evt.CorruptWord, match="x=640, y=5, outside the 640 x 480 sensor") as raised:
+        evt.decode_evt2(np.array([evt2_high(0), evt2_cd(True, 0, 1, 1), evt2_cd(True, 0, 640, 5)], dtype="<u4"), 640, 480)
+    assert raised.value.index == 2
+    with pytest.raises(evt.CorruptWord, match="y=480"):
+        evt.decode_evt2(np.array([evt2_high(0), evt2_cd(True, 0, 5, 480)], dtype="<u4"), 640, 480)
+    unknown_size = evt.decode_evt2(np.array([evt2_high(0), evt2_cd(True, 0, 2047, 2047)], dtype="<u4"), None, None)
+    assert unknown_size.x.tolist() == [2047]  # without a size, every 11-bit address fits
+
+
+@pytest.mark.parametrize("legacy", [True, False])
+def test_evt21_masks_by_hand(legacy):
+    # A CD half (as EVT 2.0, x 32-aligned) and a 32-bit mask: an event at x + i for each set bit i.
+    mask = (1 << 31) | (1 << 8) | 0b101
+    halves = [(evt2_high(1), 0), (evt2_cd(True, 2, 64, 9), mask), (evt2_cd(False, 3, 0, 1), 1 << 9), (0xA << 28, 0),
+              (0xE << 28, 0), (0xF << 28, 0), (0xF << 28, 0), (0xE << 28, 0), (0xA << 28, 0), (0xF << 28, 0)]
+    words = np.array([h if legacy else h[::-1] for h in halves], dtype="<u4")
+    out = evt.decode_evt21(words, legacy, 640, 480, t0=1000)
+    assert out.x.tolist() == [64, 66, 72, 95, 9]
+    assert out.y.tolist() == [9, 9, 9, 9, 1] and out.p.tolist() == [1, 1, 1, 1, -1]
+    assert out.t.tolist() == [1066, 1066, 1066, 1066, 1067] and out.dropped == 0
+    assert (out.triggers, out.others, out.continued) == (2, 2, 3)
+    with pytest.raises(evt.CorruptWord, match="^a word of reserved type 0x2, which no EVT 2.1 stream holds$") as raised:
+        evt.decode_evt21(np.array([h if legacy else h[::-1] for h in [(evt2_high(0), 0), (0x2 << 28, 0)]], dtype="<u4"), legacy, 640, 480)
+    assert raised.value.index == 1
+    outside = [(evt2_high(0), 0), (evt2_cd(True, 0, 608, 3), 1 << 31)]  # x = 608 + 31 fits, y = 3 fits
+    assert evt.decode_evt21(np.array([h if legacy else h[::-1] for h in outside], dtype="<u4"), legacy, 640, 480).x.tolist() == [639]
+    outside[1] = (evt2_cd(True, 0, 608, 480), 1)
+    with pytest.raises(evt.CorruptWord, match="^an event at x=608, y=480, outside the 640 x 480 sensor$"):
+        evt.decode_evt21(np.array([h if legacy else h[::-1] for h in outside], dtype="<u4"), legacy, 640, 480)
+    outside[1] = (evt2_cd(True, 0, 608, 3), 1)  # x = 608 fits
+    outside.append((evt2_cd(True, 0, 640, 3), 1))  # x = 640 does not
+    with pytest.raises(evt.CorruptWord, match="x=640, y=3, outside the 640 x 480 sensor") as raised:
+        evt.decode_evt21(np.array([h if legacy else h[::-1] for h in outside], dtype="<u4"), legacy, 640, 480)
+    assert raised.value.index == 2
+    early = np.array([(evt2_cd(True, 0, 0, 0), 0b111), (evt2_high(0), 0)], dtype="<u4")
+    assert evt.decode_evt21(early if legacy else early[:, ::-1].copy(), legacy, 640, 480).dropped == 3
+
+
+@pytest.mark.parametrize("legacy", [True, False])
+def test_evt21_time_wrap_order_and_early_events(legacy):
+    cd = lambda t_low, x=0: (evt2_cd(True, t_low, x, 0), 1)  # noqa: E731  one event at x
+    # Events before the first TIME_HIGH are dropped (all bits of their masks), later ones kept;
+    # TIME_HIGH 0 is a time like any other.
+    out = decode_evt21_halves([(evt2_cd(True, 0, 0, 0), 0b11), cd(1), (evt2_high(0), 0), cd(2), cd(2, 32), cd(3)], legacy)
+    assert out.dropped == 3 and out.t.tolist() == [2, 2, 3] and out.x.tolist() == [0, 32, 0] and out.in_order
+    # A drop of TIME_HIGH by half its range or more is a wrap-around (+ 2**34 us).
+    out = decode_evt21_halves([(evt2_high((1 << 28) - 1), 0), cd(0), (evt2_high(0), 0), cd(0)], legacy)
+    assert out.t.tolist() == [((1 << 28) - 1) << 6, 1 << 34] and out.in_order
+    # A smaller step back is kept as written, and the stream is then out of order for good.
+    out = decode_evt21_halves([(evt2_high(5), 0), cd(0), (evt2_high(4), 0), cd(0), (evt2_high(6), 0), cd(0)], legacy)
+    assert out.t.tolist() == [5 << 6, 4 << 6, 6 << 6] and not out.in_order
+
+
 # --- files faery writes ------------------------------------------------------------------------------
 
 

@@ -43,9 +43,14 @@ def test_velora_info_prints_the_release_count_beside_the_default():
 
 def test_release_structure_all_blocks_then_projection_then_embeddings():
     model = release_model().eval()
+    with torch.no_grad():
+        model.stream_embed["rgb"].normal_()  # learned embeddings start at zero: give it a value that shows
     assert model.num_low == 3 and model.backbone.head.out_features == 24  # all blocks, then D -> 24 -> D
     assert not any(p.requires_grad for p in model.backbone.head.parameters())
     assert set(model.stream_embed) == {"rgb", "event", "diff"}
+    assert model.trainable_state_dict()["stream_embed.rgb"].shape == (1, 1, 32)  # as adapter files store it
+    # The head flattens the last min(10, N) tokens: all 5 here (2 x 2 patches + the class token).
+    assert model.head.tokens == 5 and model.head.fc.in_features == 5 * 32
     # Per frame: ln_post, then the projection (as CLIP's encode_image); then the mean over frames,
     # then the Linear back to the width and the stream's embedding.
     frames = torch.randn(2, 3, 5, 32)  # (B, T, N, D) after the blocks
@@ -80,16 +85,16 @@ def test_the_final_block_runs_again_with_its_stream_adapter_plus_the_bottleneck(
 
 def test_attention_head_as_released():
     head = AttentionHead(dim=8, num_classes=3, tokens=2)
-    rgb, event = torch.randn(2, 4, 8), torch.randn(2, 4, 8)
+    rgb, event = torch.randn(2, 3, 8), torch.randn(2, 3, 8)  # 2N = 6 tokens, D = 8: scaled by sqrt(D)
     x = torch.cat([rgb, event], dim=1)
     weights = torch.softmax(head.query(x) @ head.key(x).transpose(1, 2) / math.sqrt(8), dim=-1)
     attended = weights @ head.value(x)
-    summed = attended[:, :4] + attended[:, 4:]
+    summed = attended[:, :3] + attended[:, 3:]
     absent = torch.zeros(8), torch.zeros(8)
     assert torch.allclose(head(rgb, event, *absent), head.fc(summed[:, -2:].flatten(1)), atol=1e-6)
     # A missing modality's tokens are its absent embedding, repeated.
     absent_rgb = torch.randn(8)
-    expected = head(absent_rgb.expand(2, 4, 8), event, *absent)
+    expected = head(absent_rgb.expand(2, 3, 8), event, *absent)
     assert torch.allclose(head(None, event, absent_rgb, absent[1]), expected, atol=1e-6)
 
 
@@ -100,7 +105,12 @@ def test_release_blocks_are_built_as_the_release_builds_them():
         assert block.attn.qkv.bias is not None and block.norm1.eps == 1e-6
         assert block.drop_path1.drop_prob == pytest.approx(0.1)
     assert model.recon_decoder[1].eps == 1e-6
-    default = VELoRA.from_config(make_tiny_config(model={"fusion_block": "random_trainable"}))
+    # Linear weights truncated-normal with std 0.02 (timm's default std would be 1), biases zero.
+    weights = torch.cat([m.weight.flatten() for m in fusion.modules() if isinstance(m, torch.nn.Linear)])
+    assert 0.018 < weights.std().item() < 0.022
+    assert not any(m.bias.any() for m in fusion.modules() if isinstance(m, torch.nn.Linear))
+    default = VELoRA.from_config(make_tiny_config(model={"fusion_block": "random_trainable", "recon_decoder": "block"}))
+    assert default.recon_decoder[1].eps == 1e-5  # timm's blocks: torch's LayerNorm default
     block = default.fusion.blocks[0]
     assert block.attn.qkv.bias is None and isinstance(block.drop_path1, torch.nn.Identity)
 

@@ -14,6 +14,7 @@ from velora.events.representations import (
     normalize_polarity,
     time_surface,
     voxel_grid,
+    window_bounds,
 )
 from velora.events.transforms import ToCountFrame, ToEventImage, ToTimeSurface, ToVoxelGrid
 
@@ -42,9 +43,17 @@ def test_normalize_polarity_accepts_three_conventions():
     assert normalize_polarity(np.array([], np.uint8)).shape == (0,)
 
 
-@pytest.mark.parametrize("bad", [[1, 2], [0, -1, 1], [0.5, 1.0]])
-def test_normalize_polarity_refuses_other_values(bad):
-    with pytest.raises(ValueError, match="polarity"):
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ([1, 2], r"polarity must be bool, 0/1 or -1/\+1; found the values \[2\]."),
+        ([3, 1, 2, 9, 0, 7, 5, 8, 4], r"polarity must be bool, 0/1 or -1/\+1; found the values \[2, 3, 4, 5, 7\]."),  # the first 5
+        ([0, -1, 1], r"polarity mixes 0 and -1 as OFF; use one convention: bool, 0/1 or -1/\+1."),
+        ([0.5, 1.0], r"polarity must be bool, 0/1 or -1/\+1; found the values \[0.5\]."),
+    ],
+)
+def test_normalize_polarity_refuses_other_values(bad, message):
+    with pytest.raises(ValueError, match=f"^{message}$"):
         normalize_polarity(np.array(bad))
 
 
@@ -177,6 +186,8 @@ def test_fixed_duration_windows():
     from_zero = fixed_duration_windows(t, 250, start_us=0)  # [0, 250) [250, 500)
     assert [t[w].tolist() for w in from_zero] == [[100, 120, 199, 200], [450]]
     assert fixed_duration_windows(t, 100, start_us=1_000) == []
+    assert [t[w].tolist() for w in fixed_duration_windows(t, 100, start_us=300)] == [[], [450]]
+    assert [t[w].tolist() for w in fixed_duration_windows(t, 100, start_us=450)] == [[450]]  # the last event alone
     assert fixed_duration_windows(np.array([], np.int64), 100) == []
     with pytest.raises(ValueError, match="duration_us"):
         fixed_duration_windows(t, 0)
@@ -190,9 +201,35 @@ def test_fixed_count_windows_cover_every_event_once():
         fixed_count_windows(5, 0)
 
 
-def test_windows_refuse_unsorted_timestamps():
+@pytest.mark.parametrize("t", [[3, 1, 2], [3, 1], [1, 3, 2], [1, 2, 2, 1]])
+def test_windows_refuse_unsorted_timestamps(t):
     with pytest.raises(ValueError, match="sorted"):
-        fixed_duration_windows(np.array([3, 1, 2]), 10)
+        fixed_duration_windows(np.array(t), 10)
+
+
+def test_window_errors_name_what_is_wrong():
+    sort = "must be sorted by time; sort the events with np.argsort[(]t, kind='stable'[)].$"
+    with pytest.raises(ValueError, match="^event timestamps t " + sort):
+        frame_windows(np.array([3, 1]), np.array([10]))
+    with pytest.raises(ValueError, match="^frame_timestamps_us " + sort):
+        frame_windows(np.array([1, 3]), np.array([10, 5]))
+    with pytest.raises(ValueError, match="^event timestamps t " + sort):
+        fixed_duration_windows(np.array([3, 1]), 10)
+    with pytest.raises(ValueError, match=r"^event timestamps t must be a 1-D array; got shape \(1, 2\).$"):
+        frame_windows(np.array([[1, 3]]), np.array([10]))
+    with pytest.raises(ValueError, match=r"^fixed_duration_windows needs duration_us > 0 \(microseconds\); got 0.$"):
+        fixed_duration_windows(np.array([1]), 0)
+    with pytest.raises(ValueError, match="^fixed_count_windows needs count > 0 events; got 0.$"):
+        fixed_count_windows(5, 0)
+    with pytest.raises(ValueError, match="^fixed_count_windows needs n_events >= 0; got -1.$"):
+        fixed_count_windows(-1, 3)
+
+
+def test_the_smallest_windows_are_valid():
+    t = np.array([1, 2, 2, 4])
+    assert [t[w].tolist() for w in fixed_duration_windows(t, 1)] == [[1], [2, 2], [], [4]]
+    assert fixed_count_windows(3, 1) == [slice(0, 1), slice(1, 2), slice(2, 3)]
+    assert [t[w].tolist() for w in frame_windows(t, np.array([3]))] == [[1, 2, 2]]  # one frame, one window
 
 
 # --- transforms and the registry ------------------------------------------------------------------
@@ -266,3 +303,90 @@ def test_representations_of_a_real_nmnist_sample_conserve_counts():
     windows = fixed_duration_windows(t, 50_000)
     per_window = [count_frame(x[w], y[w], p[w], size, size).sum() for w in windows]
     assert sum(per_window) == len(t)
+
+
+@pytest.mark.parametrize("represent", ["voxel_grid", "time_surface"])
+def test_timestamps_and_polarities_must_match_the_coordinates(represent):
+    x, y = np.array([0, 1]), np.array([0, 0])
+    call = {
+        "voxel_grid": lambda t, p: voxel_grid(t, x, y, p, 2, 2, 2),
+        "time_surface": lambda t, p: time_surface(t, x, y, p, 2, 2, 10, 5.0),
+    }[represent]
+    call(np.array([1, 2]), np.array([1, 0]))  # matching lengths: fine
+    with pytest.raises(ValueError, match=r"^events need 1-D arrays of one length; got shapes \[\(2,\), \(2,\), \(3,\), \(2,\)\].$"):
+        call(np.array([1, 2, 3]), np.array([1, 0]))
+    with pytest.raises(ValueError, match=r"^events need 1-D arrays of one length; got shapes \[\(2,\), \(2,\), \(2,\), \(1,\)\].$"):
+        call(np.array([1, 2]), np.array([1]))
+
+
+def test_invalid_bins_and_decay_are_refused():
+    t, x, y, p = np.array([1]), np.array([0]), np.array([0]), np.array([1])
+    with pytest.raises(ValueError, match="^voxel_grid needs num_bins >= 1; got 0.$"):
+        voxel_grid(t, x, y, p, 0, 2, 2)
+    for tau in (0.0, -1.0):
+        with pytest.raises(ValueError, match=rf"^time_surface needs tau_us > 0 \(microseconds\); got {tau}.$"):
+            time_surface(t, x, y, p, 2, 2, 10, tau)
+
+
+def test_voxel_grid_depends_on_time_since_the_first_event_only():
+    # The hand-checked split above, starting at t = 1000 instead of 0.
+    t = np.array([0, 150, 400])
+    x, y, p = np.array([0, 2, 4]), np.array([0, 1, 3]), np.array([1, -1, 1])
+    np.testing.assert_array_equal(voxel_grid(t + 1_000, x, y, p, 5, H, W), voxel_grid(t, x, y, p, 5, H, W))
+
+
+@pytest.mark.parametrize("height, width", [(0, 4), (4, 0), (-1, 4)])
+def test_a_sensor_without_pixels_is_refused(height, width):
+    with pytest.raises(ValueError, match=f"^image size must be positive; got height={height}, width={width}.$"):
+        count_frame(np.array([0]), np.array([0]), np.array([1]), height, width)
+
+
+def test_coordinate_checks_by_hand():
+    one = np.array([0])
+    assert count_frame(one, one, np.array([1]), 1, 1).tolist() == [[[1.0]], [[0.0]]]  # a 1 x 1 sensor is valid
+    outside = "^event coordinates fall outside the 4 x 3 sensor"
+    for x, y in ((4, 0), (0, 3), (-1, 0), (0, -1)):
+        with pytest.raises(ValueError, match=outside):
+            count_frame(np.array([x]), np.array([y]), np.array([1]), 3, 4)
+    with pytest.raises(ValueError, match=r"^events need 1-D arrays of one length; got shapes \[\(1, 1\), \(1, 1\), \(1, 1\)\].$"):
+        count_frame(np.zeros((1, 1), int), np.zeros((1, 1), int), np.ones((1, 1), int), 3, 4)
+    with pytest.raises(ValueError, match="one length"):
+        count_frame(np.array([0, 1]), np.array([0, 1]), np.array([1]), 3, 4)  # a polarity missing
+
+
+def test_window_bounds_by_hand():
+    # fixed_count: window k = events [k N / T, (k + 1) N / T)
+    assert window_bounds(np.arange(7), 3, "fixed_count").tolist() == [0, 2, 4, 7]
+    # uniform: T equal durations over [first, last + 1): 11 us in 2 -> edges 0, 5, 11 (floored)
+    t = np.array([0, 5, 6, 10])
+    assert window_bounds(t, 2, "uniform").tolist() == [0, 1, 4]
+    assert window_bounds(np.array([5]), 2, "uniform").tolist() == [0, 0, 1]  # one event: the last window
+    # fixed_duration with an event every microsecond, so the bounds show the edges themselves:
+    # 101 us, 2 x 20 us -> 61 us of slack, centred: the span starts at 61 // 2 = 30
+    assert window_bounds(np.arange(101), 2, "fixed_duration", window_us=20).tolist() == [30, 50, 70]
+    assert window_bounds(np.arange(30), 2, "fixed_duration", window_us=20).tolist() == [0, 20, 30]  # shorter: no slack
+    for window in ("fixed_count", "uniform", "fixed_duration"):
+        empty = window_bounds(np.array([], np.int64), 3, window, window_us=5)
+        assert empty.dtype == np.int64 and empty.tolist() == [0, 0, 0, 0]
+        assert window_bounds(np.arange(5), 2, window, window_us=1).dtype == np.int64
+
+
+def test_fixed_duration_windows_start_anywhere_in_the_slack_in_training():
+    # 45 us, 2 x 20 us: 5 us of slack, so the span starts at 0 .. 5, each possible start drawn.
+    starts = {int(window_bounds(np.arange(45), 2, "fixed_duration", window_us=20, rng=np.random.default_rng(s))[0])
+              for s in range(300)}
+    assert starts == {0, 1, 2, 3, 4, 5}
+    no_slack = {int(window_bounds(np.arange(30), 2, "fixed_duration", window_us=20, rng=np.random.default_rng(s))[0])
+                for s in range(50)}
+    assert no_slack == {0}
+
+
+@pytest.mark.parametrize("window_us", [None, 0, -5])
+def test_fixed_duration_needs_a_positive_window(window_us):
+    with pytest.raises(ValueError, match=rf"^window 'fixed_duration' needs window_us > 0 \(microseconds\), got {window_us}$"):
+        window_bounds(np.arange(5), 2, "fixed_duration", window_us=window_us)
+
+
+def test_an_unknown_window_kind_lists_the_known_ones():
+    with pytest.raises(ValueError, match=r"^window 'sliding' is not one of \('fixed_count', 'fixed_duration', 'uniform'\)$"):
+        window_bounds(np.arange(5), 2, "sliding")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -42,8 +44,7 @@ def build(cfg) -> VELoRA:
     return model
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("dropout", [0.0, 0.3], ids=["no-dropout", "lora-dropout"])
+@pytest.mark.parametrize("dropout", [0.0, pytest.param(0.3, marks=pytest.mark.slow)], ids=["no-dropout", "lora-dropout"])
 def test_checkpointing_gives_the_same_loss_and_gradients(tiny_config, dropout):
     plain = build(tiny_config(lora={"dropout": dropout}))
     ckpt = build(tiny_config(lora={"dropout": dropout}, model={"grad_checkpointing": True}))
@@ -62,10 +63,34 @@ def test_checkpointing_stores_less_for_the_backward_pass(tiny_config):
     assert ckpt < 0.7 * plain
 
 
-def test_checkpointing_is_off_in_evaluation(tiny_config):
-    model = build(tiny_config(model={"grad_checkpointing": True})).eval()
-    with torch.no_grad():
-        assert model(random_clip(2, 3), random_clip(2, 3)).logits.shape == (2, 8)
+@pytest.mark.parametrize(
+    "checkpointing, mode, grad, calls",
+    [
+        (True, "train", True, 2),  # one call per low-level block (the tiny model has 2)
+        (True, "eval", True, 0),  # evaluation with gradients on (e.g. saliency): nothing to recompute for
+        (True, "train", False, 0),  # no backward pass under no_grad
+        (False, "train", True, 0),
+    ],
+)
+def test_checkpointing_runs_only_in_training_with_gradients(tiny_config, monkeypatch, checkpointing, mode, grad, calls):
+    import velora.model.velora as velora_module
+
+    counted = []
+    real = velora_module.checkpoint
+
+    def counting(*args, **kwargs):
+        counted.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(velora_module, "checkpoint", counting)
+    model = build(tiny_config(model={"grad_checkpointing": checkpointing}))
+    model.train(mode == "train")
+    with torch.set_grad_enabled(grad), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = model(random_clip(2, 3), random_clip(2, 3))
+    assert len(counted) == calls
+    assert not [w for w in caught if "checkpoint" in str(w.message)], "a warning on every training step"
+    assert out.logits.requires_grad == grad
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import torch
 from velora.data.recordings import recording_frames
 from velora.data.sampling import FULL_FRAME, ClipDraw
 from velora.events.readers import read_aedat4
-from velora.stream.window import SlidingWindow
+from velora.stream.window import STREAM_PATH, SlidingWindow
 
 STREET = "davis346/street_davis346.aedat4"
 
@@ -222,3 +222,274 @@ def test_a_sample_alone_is_drawn_as_in_the_whole_window(street):
 def test_invalid_arguments_are_listed():
     with pytest.raises(ValueError, match="num_frames must be >= 1.*hop_frames must be >= 1"):
         SlidingWindow(0, (8, 6), hop_frames=0)
+
+
+def packet(*times: int):
+    t = np.array(times, dtype=np.int64)
+    return t, t.astype(np.int16) % 7, np.zeros(len(t), np.int16), np.ones(len(t), np.int8)
+
+
+@pytest.mark.parametrize(
+    "times, inside",
+    [
+        ((150, 200), [150]),  # ends exactly on the window's end: that event belongs to the next window
+        ((200, 210), []),  # starts exactly on the end
+        ((100, 150), [100, 150]),  # starts exactly on the start: whole
+        ((50, 100), [100]),  # ends exactly on the start: its last event is in
+        ((50, 99), []),
+        ((100, 199), [100, 199]),
+        ((50, 120, 200, 250), [120]),  # spans the whole window
+    ],
+)
+def test_events_are_those_from_the_first_boundary_up_to_before_the_last(times, inside):
+    from velora.stream.window import Window
+
+    window = Window(0, np.array([100, 150, 200]), None, 0.0, 0.0, (8, 8), (packet(*times),))
+    assert window.events.t.tolist() == inside
+    assert window.num_events == len(inside)
+    first_sample = [t for t in inside if t < 150]
+    assert window.sample(0).events.t.tolist() == first_sample
+    assert window.events_between(100, 150).t.tolist() == first_sample
+
+
+def test_a_packet_ending_on_a_boundary_goes_to_the_window_that_starts_there():
+    sliding = SlidingWindow(2, (8, 8))
+    image = np.zeros((8, 8), np.uint8)
+    for k, t in enumerate((0, 100, 200, 300)):
+        sliding.add_frame(image, t, received=float(k))
+    sliding.add_events(*packet(50, 100), received=1.0)
+    sliding.add_events(*packet(150, 200), received=2.0)  # ends exactly on window 0's end
+    sliding.add_events(*packet(250, 300), received=3.0)  # ends exactly on window 1's end
+    first, second = sliding.pop_ready()
+    assert first.boundaries_us.tolist() == [0, 100, 200] and first.events.t.tolist() == [50, 100, 150]
+    assert second.boundaries_us.tolist() == [100, 200, 300] and second.events.t.tolist() == [100, 150, 200, 250]
+    assert first.last_event_received == 2.0 and second.last_event_received == 3.0
+
+
+def test_every_invalid_argument_is_listed_in_one_error():
+    with pytest.raises(ValueError) as raised:
+        SlidingWindow(0, (8, 6), hop_frames=0, hop_us=0, frame_period_us=0)
+    assert str(raised.value) == (
+        "invalid SlidingWindow: num_frames must be >= 1, got 0; hop_frames must be >= 1, got 0; "
+        "hop_us must be > 0, got 0; frame_period_us and frame_timeout_us must be > 0, got 0, 1000000"
+    )
+    with pytest.raises(ValueError, match="frame_timeout_us must be > 0, got 40000, 0$"):
+        SlidingWindow(1, (8, 6), frame_timeout_us=0)
+    SlidingWindow(1, (8, 6), hop_frames=1, hop_us=1, frame_period_us=1, frame_timeout_us=1)  # the smallest valid
+
+
+def test_no_frame_for_the_timeout_switches_to_event_only_and_says_so():
+    said = []
+    window = SlidingWindow(2, (8, 8), frame_timeout_us=100_000, frame_period_us=10_000, notify=said.append)
+    window.add_events(*packet(1_000, 100_999), received=0.0)  # 99.999 ms of events: not yet
+    assert window.frame_mode and said == []
+    window.add_events(*packet(101_000), received=0.0)  # exactly the timeout after the first event
+    assert not window.frame_mode
+    assert said == ["no APS frame for 0.1 s of events: event-only windows of 2 x 10 ms"]
+    window.add_events(*packet(130_000), received=0.0)
+    first = window.pop_ready()[0]
+    assert first.event_only and first.boundaries_us.tolist() == [1_000, 11_000, 21_000]  # from the first event
+    assert first.events.t.tolist() == [1_000] and first.num_events == 1
+    with pytest.raises(ValueError, match="^an event-only window has no APS frames; use sample[(][)] for its event samples$"):
+        first.recording()
+    sample = first.sample(0)
+    assert sample.aps_frames.shape == (0, 8, 8) and sample.aps_frames.dtype == np.uint8
+    assert sample.events.t.tolist() == [1_000]
+
+
+def test_a_frame_windows_recording_and_samples_are_whole_recordings():
+    window = SlidingWindow(3, (8, 8))
+    images = [np.full((8, 8), 10 * k, np.uint8) for k in range(4)]
+    for k, image in enumerate(images):
+        window.add_frame(image, 100 * k, received=0.0)
+    window.add_events(*packet(50, 150, 250, 300), received=0.0)
+    (w,) = window.pop_ready()
+    recording = w.recording()
+    assert np.array_equal(recording.aps_frames, np.stack(images)) and recording.events.t.tolist() == [50, 150, 250]
+    assert recording.frame_timestamps_us.tolist() == [0, 100, 200, 300]
+    assert recording.frame_exposure_us.dtype == np.int64 and recording.frame_exposure_us.tolist() == [0, 0, 0, 0]
+    assert recording.path == STREAM_PATH
+    for j in range(3):
+        sample = w.sample(j)
+        assert np.array_equal(sample.aps_frames, np.stack(images[j : j + 2]))
+        assert sample.frame_timestamps_us.tolist() == [100 * j, 100 * (j + 1)]
+        assert sample.frame_exposure_us.dtype == np.int64 and sample.frame_exposure_us.tolist() == [0, 0]
+        assert sample.path == STREAM_PATH and sample.events.t.tolist() == [50 + 100 * j]
+
+
+def test_packets_out_of_order_are_sorted_and_merged():
+    window = SlidingWindow(1, (8, 8))
+    image = np.zeros((8, 8), np.uint8)
+    window.add_frame(image, 0, received=0.0)
+    window.add_frame(image, 100, received=0.0)
+    window.add_events(*packet(60, 10, 30), received=1.0)  # unsorted inside
+    window.add_events(*packet(20, 50), received=2.0)  # starts before the previous packet ends
+    window.add_events(*packet(100), received=3.0)
+    (w,) = window.pop_ready()
+    assert w.events.t.tolist() == [10, 20, 30, 50, 60]
+    assert w.events.x.tolist() == [3, 6, 2, 1, 4]  # each event keeps its own x (t % 7)
+    assert w.last_event_received == 2.0  # when the last of its events arrived (the packet at t = 100 holds none)
+    assert w.completed_received == 3.0
+
+
+def test_a_window_without_events_takes_the_receive_time_of_what_completed_it():
+    window = SlidingWindow(1, (8, 8))
+    image = np.zeros((8, 8), np.uint8)
+    window.add_frame(image, 0, received=0.5)
+    window.add_frame(image, 100, received=0.6)
+    window.add_events(*packet(150), received=0.7)  # after the window: completes it, is not in it
+    (w,) = window.pop_ready()
+    assert w.num_events == 0 and w.events.t.tolist() == []
+    assert w.last_event_received == 0.7 and w.completed_received == 0.7
+
+
+@pytest.mark.parametrize("times", [(30, 10, 20), (10, 30, 20)])
+def test_a_packet_out_of_order_on_its_own_is_sorted(times):
+    window = SlidingWindow(1, (8, 8))
+    image = np.zeros((8, 8), np.uint8)
+    window.add_frame(image, 0, received=0.0)
+    window.add_frame(image, 100, received=0.0)
+    window.add_events(*packet(*times), received=0.0)
+    window.add_events(*packet(100), received=0.0)
+    (w,) = window.pop_ready()
+    assert w.events.t.tolist() == [10, 20, 30] and w.events.x.tolist() == [3, 6, 2]
+
+
+def test_sorting_a_packet_keeps_events_of_equal_time_in_arrival_order():
+    rng = np.random.default_rng(0)
+    t = rng.permutation(np.repeat(np.arange(1, 4, dtype=np.int64), 300))  # 900 events, 300 per time
+    x = np.arange(900, dtype=np.int16) % 8
+    y = (np.arange(900) // 8 % 8).astype(np.int16)
+    window = SlidingWindow(1, (8, 8))
+    image = np.zeros((8, 8), np.uint8)
+    window.add_frame(image, 0, received=0.0)
+    window.add_frame(image, 10, received=0.0)
+    window.add_events(t, x, y, np.ones(900, np.int8), received=0.0)
+    window.add_events(*packet(10), received=0.0)
+    (w,) = window.pop_ready()
+    order = np.argsort(t, kind="stable")
+    assert w.events.t.tolist() == t[order].tolist()
+    assert w.events.x.tolist() == x[order].tolist() and w.events.y.tolist() == y[order].tolist()
+
+
+def test_a_frame_that_completes_a_window_gives_it_its_receive_time():
+    window = SlidingWindow(1, (8, 8))
+    image = np.zeros((8, 8), np.uint8)
+    window.add_frame(image, 0, received=1.0)
+    window.add_events(*packet(50, 120), received=2.0)  # events past the next frame's time first
+    window.add_frame(image, 100, received=5.0)  # the frame that completes the window
+    (w,) = window.pop_ready()
+    assert w.completed_received == 5.0 and w.last_event_received == 2.0
+
+
+def test_frames_still_arriving_keep_frame_mode_however_far_ahead_events_are():
+    window = SlidingWindow(2, (8, 8), frame_timeout_us=50_000, frame_timeout_s=1.0)
+    image = np.zeros((8, 8), np.uint8)
+    window.add_events(*packet(0), received=0.0)  # the stream starts
+    for k in range(10):
+        window.add_frame(image, 10_000 * k, received=0.125 * k)  # the last at 1.125 s
+    window.add_events(*packet(500_000), received=1.5)  # 0.375 s after the last frame
+    assert window.frame_mode
+    window.add_events(*packet(500_001), received=2.125)  # exactly frame_timeout_s after it
+    assert not window.frame_mode
+
+
+def test_back_in_event_only_mode_a_frame_not_after_the_last_virtual_frame_is_ignored():
+    said = []
+    window = SlidingWindow(2, (8, 8), frame_timeout_us=20_000, frame_period_us=10_000, notify=said.append)
+    window.add_events(*packet(0, 30_000), received=0.0)  # -> event-only, virtual frames 0, 10k, 20k, 30k
+    assert not window.frame_mode
+    image = np.zeros((8, 8), np.uint8)
+    for t in (25_000, 30_000):  # before or on the last virtual frame
+        window.add_frame(image, t, received=0.0)
+        assert not window.frame_mode
+    window.add_frame(image, 30_001, received=0.0)
+    assert window.frame_mode and said[-1].startswith("APS frames again")
+    window.add_events(*packet(60_000), received=0.0)  # frames stop again: event-only, said only the first time
+    assert not window.frame_mode
+    assert [m.split(" ")[0] for m in said] == ["no", "APS"]
+
+
+def test_event_only_windows_take_a_virtual_frame_on_the_last_events_time():
+    window = SlidingWindow(2, (8, 8), expect_frames=False, frame_period_us=10_000)
+    window.add_events(*packet(0, 20_000), received=0.0)  # virtual frames at 0, 10 ms and exactly 20 ms
+    (w,) = window.pop_ready()
+    assert w.boundaries_us.tolist() == [0, 10_000, 20_000] and w.events.t.tolist() == [0]
+
+
+def test_hop_in_microseconds_starts_again_after_a_switch_to_event_only():
+    window = SlidingWindow(1, (8, 8), hop_us=20_000, frame_timeout_us=50_000, frame_period_us=10_000)
+    image = np.zeros((8, 8), np.uint8)
+    for k in range(4):
+        window.add_frame(image, 10_000 * k, received=0.0)
+    window.add_events(*packet(5_000, 35_000), received=0.0)
+    assert [w.t_end_us for w in window.pop_ready()] == [10_000, 30_000]
+    window.add_events(*packet(100_000), received=0.0)  # no frame for 70 ms: event-only from the last frame
+    ends = [w.t_end_us for w in window.pop_ready()]
+    assert ends[0] == 40_000 and all(b - a >= 20_000 for a, b in zip(ends, ends[1:]))
+
+
+@pytest.mark.parametrize(
+    "hop_frames, hop_us, ends",
+    [
+        (1, 20_000, [10_000, 30_000, 50_000, 70_000, 90_000]),  # the first frame 20 ms or more after the last end
+        (3, 20_000, [10_000, 30_000, 50_000, 70_000, 90_000]),  # hop_us wins over hop_frames
+        (1, 10_000, [10_000 * k for k in range(1, 11)]),  # every frame
+        (3, None, [10_000, 40_000, 70_000, 100_000]),
+    ],
+)
+@pytest.mark.parametrize("at_once", [False, True], ids=["as-they-come", "all-at-once"])
+def test_hops_give_exactly_these_windows(hop_frames, hop_us, ends, at_once):
+    window = SlidingWindow(1, (8, 8), hop_frames=hop_frames, hop_us=hop_us)
+    image = np.zeros((8, 8), np.uint8)
+    ready = []
+    for k in range(11):
+        window.add_frame(image, 10_000 * k, received=0.0)
+        window.add_events(*packet(10_000 * k + 5_000), received=0.0)
+        if not at_once:
+            ready += window.pop_ready()
+    ready += window.pop_ready()
+    assert [w.t_end_us for w in ready] == ends
+    assert all(w.boundaries_us.tolist() == [w.t_end_us - 10_000, w.t_end_us] for w in ready)
+    assert all(w.events.t.tolist() == [w.t_end_us - 5_000] for w in ready)
+    assert [w.index for w in ready] == list(range(len(ends)))
+
+
+def test_packets_overlapping_anywhere_are_merged_in_time_order():
+    window = SlidingWindow(1, (8, 8))
+    image = np.zeros((8, 8), np.uint8)
+    window.add_frame(image, 0, received=0.0)
+    window.add_frame(image, 100, received=0.0)
+    window.add_events(*packet(10, 20, 40), received=0.0)
+    window.add_events(*packet(30, 50), received=0.0)  # starts between the previous packet's last two
+    window.add_events(*packet(100), received=0.0)
+    (w,) = window.pop_ready()
+    assert w.events.t.tolist() == [10, 20, 30, 40, 50]
+
+
+def test_merging_packets_keeps_events_of_equal_time_in_arrival_order():
+    window = SlidingWindow(1, (8, 8))
+    image = np.zeros((8, 8), np.uint8)
+    window.add_frame(image, 0, received=0.0)
+    window.add_frame(image, 10, received=0.0)
+    t = np.repeat(np.arange(1, 4, dtype=np.int64), 300)  # each packet sorted, the two overlapping
+    for k in range(2):
+        x = (np.arange(900) + k) % 8
+        window.add_events(t, x.astype(np.int16), np.full(900, k, np.int16), np.ones(900, np.int8), received=0.0)
+    window.add_events(*packet(10), received=0.0)
+    (w,) = window.pop_ready()
+    both = np.concatenate([t, t])
+    order = np.argsort(both, kind="stable")
+    assert w.events.t.tolist() == both[order].tolist()
+    assert w.events.y.tolist() == np.repeat([0, 1], 900)[order].tolist()  # which packet each event came from
+
+
+def test_a_late_packet_of_earlier_events_does_not_undo_a_later_one():
+    window = SlidingWindow(2, (8, 8))
+    image = np.zeros((8, 8), np.uint8)
+    for t in (0, 100, 200):
+        window.add_frame(image, t, received=0.0)
+    window.add_events(*packet(50, 250), received=0.0)
+    window.add_events(*packet(120), received=0.0)  # arrives later, holds an earlier time
+    (w,) = window.pop_ready()  # an event at 250 >= 200 is in: the window is complete
+    assert w.events.t.tolist() == [50, 120]
