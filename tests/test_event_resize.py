@@ -189,3 +189,85 @@ def test_clip_dataset_reads_stored_346x260_event_images_by_the_configured_method
             expected = np.array(resize_event_image(image, 224, FULL, method))
             assert torch.equal(item["events"][i], torch.from_numpy(expected).permute(2, 0, 1))
     assert kept_share(street_images[0], items["keep_events"]["events"][0].permute(1, 2, 0).numpy()) == 1.0
+
+
+def reference_keep_events(image: np.ndarray, size: int, box: tuple[float, float, float, float]) -> np.ndarray:
+    """keep_events written out pixel by pixel: each output pixel's footprint is the source pixels whose
+    centres fall in it; the one farthest from the background (the most common colour) wins, ties to the
+    last in row-major order; an output pixel with no such pixel keeps PIL's nearest sample."""
+    from collections import Counter
+
+    from PIL import Image
+
+    left, top, right, bottom = box
+    out = np.array(Image.fromarray(image).resize((size, size), Image.Resampling.NEAREST, box=box))
+    background = np.array(Counter(map(tuple, image.reshape(-1, 3))).most_common(1)[0][0], dtype=np.int64)
+    best: dict[tuple[int, int], tuple[int, np.ndarray]] = {}
+    height, width = image.shape[:2]
+    for y in range(height):
+        i = int(np.floor((y + 0.5 - top) * size / (bottom - top)))
+        for x in range(width):
+            j = int(np.floor((x + 0.5 - left) * size / (right - left)))
+            colour = image[y, x].astype(np.int64)
+            if not (0 <= i < size and 0 <= j < size) or (colour == background).all():
+                continue
+            strength = int(np.abs(colour - background).sum())
+            if (i, j) not in best or strength >= best[(i, j)][0]:
+                best[(i, j)] = (strength, image[y, x])
+    for (i, j), (_, colour) in best.items():
+        out[i, j] = colour
+    return out
+
+
+@pytest.mark.parametrize(
+    "box", [(0.0, 0.0, 37.0, 29.0), (3.5, 2.25, 30.5, 25.0), (0.0, 0.0, 18.0, 14.0)], ids=["whole", "crop", "enlarged"]
+)
+def test_keep_events_equals_its_definition_written_out_pixel_by_pixel(box):
+    # A coloured background, and event pixels that differ from it in one channel only, in two, or in
+    # all three, many of them tied in strength, some right at the box's edges.
+    rng = np.random.default_rng(1)
+    background = np.array([10, 200, 30], np.uint8)
+    image = np.tile(background, (29, 37, 1))
+    ys, xs = rng.integers(0, 29, 90), rng.integers(0, 37, 90)
+    shifts = rng.choice([[0, 0, 5], [0, 9, 0], [7, 0, 0], [20, 20, 20], [0, 0, 5]], size=90)
+    image[ys, xs] = (background.astype(np.int64) + shifts).astype(np.uint8)
+    image[:, 30] = (10, 200, 35)  # the column whose centre is the crop box's right edge
+    image[25, :] = (12, 200, 30)  # the row just below the crop box
+    got = resize_event_image(image, 16, box, "keep_events")
+    np.testing.assert_array_equal(got, reference_keep_events(image, 16, box))
+
+
+def test_a_single_event_pixel_is_kept():
+    image = np.full((26, 35, 3), 255, np.uint8)
+    image[13, 17] = ON_COLOUR  # one pixel, which nearest neighbour does not sample at this size
+    out = resize_event_image(image, 10, None, "keep_events")
+    assert (out == np.array(ON_COLOUR, np.uint8)).all(-1).sum() == 1
+
+
+def test_the_background_is_the_exact_most_common_colour():
+    from velora.events.resize import background_colour
+
+    image = np.tile(np.array([10, 200, 30], np.uint8), (40, 50, 1))
+    image[::3, ::4] = (200, 10, 30)
+    assert background_colour(image).tolist() == [10, 200, 30]
+
+
+@pytest.mark.parametrize("method", ["nearest", "bilinear"])
+def test_drawn_events_go_through_the_box_and_the_method(street_images, method):
+    from PIL import Image
+
+    events = read_aedat4(DAVIS).events
+    w = slice(0, 3000)
+    t, x, y, p = events.t[w], events.x[w], events.y[w], events.p[w]
+    box = (20.0, 10.0, 300.0, 240.0)
+    for representation in ("event_image", "time_surface"):
+        from velora.events.representations import as_rgb
+
+        drawn = draw_events(representation, t, x, y, p, events.height, events.width, 64, box, method)
+        pil = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR}[method]
+        expected = np.asarray(
+            Image.fromarray(as_rgb(representation, t, x, y, p, events.height, events.width)).resize(
+                (64, 64), pil, box=box
+            )
+        )
+        np.testing.assert_array_equal(drawn, expected)

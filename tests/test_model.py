@@ -67,7 +67,11 @@ def test_float_frames_in_unit_range_equal_uint8_frames(tiny_config):
 @pytest.mark.parametrize(
     "modalities, given, match",
     [
-        (["rgb"], "events", "^this model was trained on rgb only and has no event adapters; leave event out \\(model.modalities\\)$"),
+        (
+            ["rgb"],
+            "events",
+            "^this model was trained on rgb only and has no event adapters; leave event out \\(model.modalities\\)$",
+        ),
         (["event"], "rgb", "^this model was trained on event only and has no rgb adapters; leave rgb out"),
     ],
 )
@@ -101,7 +105,10 @@ def test_finetune_backbone_trains_every_backbone_weight(tiny_config):
 
 
 def test_high_level_blocks_may_be_all_blocks_on_the_released_path_only(tiny_config):
-    released = {"stream_path": "all_blocks_projected", "backbone_args": {"embed_dim": 32, "depth": 3, "num_heads": 2, "num_classes": 24}}
+    released = {
+        "stream_path": "all_blocks_projected",
+        "backbone_args": {"embed_dim": 32, "depth": 3, "num_heads": 2, "num_classes": 24},
+    }
     model = build(tiny_config(model={**released, "high_level_blocks": 3}))
     assert model.num_low == 3 and len(model.fusion.final_blocks) == 3
     with pytest.raises(ValueError, match="^model.high_level_blocks = 4, but the backbone has 3 blocks$"):
@@ -275,7 +282,9 @@ def test_trainable_state_dict_holds_no_backbone_weights(tiny_config):
     assert not backbone_keys
     assert any(".adapters.rgb." in k for k in keys) and any(".adapters.event." in k for k in keys)
     assert any(".adapters.diff." in k for k in keys) and any(".adapters.fusion." in k for k in keys)
-    assert any(k.startswith("fusion.shared_rgb.") for k in keys) and any(k.startswith("fusion.shared_event.") for k in keys)
+    assert any(k.startswith("fusion.shared_rgb.") for k in keys) and any(
+        k.startswith("fusion.shared_event.") for k in keys
+    )
     groups = model.parameter_groups()
     assert sum(groups.values()) == count_parameters(model)[1]
     assert {"lora_rgb", "lora_event", "lora_diff", "lora_fusion", "head"} <= set(groups)
@@ -288,15 +297,20 @@ def test_parameter_groups_by_hand(tiny_config, fusion_block):
     model = build(tiny_config(model={"fusion_block": fusion_block}))
     per_block = 2 * (32 + 128) + 2 * (128 + 32)  # fc1 and fc2
     expected = {
-        "lora_rgb": 2 * per_block, "lora_event": 2 * per_block, "lora_diff": 2 * per_block,
-        "shared_rgb": 2 * (32 + 32), "shared_event": 2 * (32 + 32),  # one D -> D adapter per high-level block
+        "lora_rgb": 2 * per_block,
+        "lora_event": 2 * per_block,
+        "lora_diff": 2 * per_block,
+        "shared_rgb": 2 * (32 + 32),
+        "shared_event": 2 * (32 + 32),  # one D -> D adapter per high-level block
         "recon_decoder": 2 * 32 + 32 * 32 + 32,  # LayerNorm, Linear
         "head": 2 * 32 * 8 + 8,
     }
     if fusion_block == "backbone_lora":
         expected["lora_fusion"] = per_block
     else:  # a trainable ViT block: 2 LayerNorms, qkv, proj, fc1, fc2
-        expected["fusion_blocks"] = 2 * 2 * 32 + 32 * 96 + (32 * 32 + 32) + (32 * 128 + 128) + (128 * 32 + 32)  # qkv without bias (timm)
+        expected["fusion_blocks"] = (
+            2 * 2 * 32 + 32 * 96 + (32 * 32 + 32) + (32 * 128 + 128) + (128 * 32 + 32)
+        )  # qkv without bias (timm)
     assert model.parameter_groups() == expected
 
 
@@ -317,7 +331,9 @@ def test_high_level_fusion_by_hand(tiny_config, streams):
     model = build(tiny_config()).eval()
     fill_adapters(model, seed=6)
     g = torch.Generator().manual_seed(1)
-    tokens = {name: torch.randn(2, 5, 32, generator=g) if name in streams else None for name in ("diff", "rgb", "event")}
+    tokens = {
+        name: torch.randn(2, 5, 32, generator=g) if name in streams else None for name in ("diff", "rgb", "event")
+    }
     block = model.backbone.blocks[-1]
     layers = lora_layers(block)
     with torch.no_grad():
@@ -485,14 +501,30 @@ def test_recon_detach_target_stops_gradients_through_the_target(tiny_config, det
         model.recon_decoder[1].weight.zero_()
     clips = random_clip()
     model(clips, clips).recon_loss.backward()
-    stream_grads = [
-        p.grad for n, p in model.named_parameters() if ".adapters.rgb." in n or ".adapters.event." in n
-    ]
+    stream_grads = [p.grad for n, p in model.named_parameters() if ".adapters.rgb." in n or ".adapters.event." in n]
     reached = any(g is not None and g.any() for g in stream_grads)
     assert reached == (not detach)
     assert model.recon_decoder[1].bias.grad.any()
 
 
 def test_high_level_blocks_must_leave_a_low_level_block(tiny_config):
-    with pytest.raises(ValueError, match=r"^model.high_level_blocks = 3 leaves no low-level block in a 3-block backbone; use at most 2$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^model.high_level_blocks = 3 leaves no low-level block in a 3-block backbone; use at most 2$",
+    ):
         VELoRA.from_config(tiny_config(model={"high_level_blocks": 3}))
+
+
+def test_a_linear_probe_runs_the_high_level_blocks_on_each_stream_alone(tiny_config):
+    # Without adapters nothing carries the fused tokens to the head: the final tokens are the frozen
+    # top block applied to each modality's own tokens, nothing added.
+    from velora.model.fusion import StreamTokens
+
+    model = build(tiny_config("lora.rank=0")).eval()
+    block = model.backbone.blocks[-1]
+    torch.manual_seed(0)
+    streams = StreamTokens(diff=None, rgb=torch.randn(2, 5, 32), event=torch.randn(2, 5, 32))
+    with torch.no_grad():
+        out = model.fusion(streams)
+        torch.testing.assert_close(out.rgb, block(streams.rgb))
+        torch.testing.assert_close(out.event, block(streams.event))

@@ -16,7 +16,9 @@ from velora.info import describe
 from velora.model.fusion import bottleneck
 from velora.model.velora import AttentionHead, VELoRA
 
-RELEASE = dict(RELEASE_MODEL, high_level_blocks=1, backbone_args={"embed_dim": 32, "depth": 3, "num_heads": 2, "num_classes": 24})
+RELEASE = dict(
+    RELEASE_MODEL, high_level_blocks=1, backbone_args={"embed_dim": 32, "depth": 3, "num_heads": 2, "num_classes": 24}
+)
 
 
 def release_model(**model) -> VELoRA:
@@ -57,7 +59,9 @@ def test_release_structure_all_blocks_then_projection_then_embeddings():
     per_frame = model.project_frames(frames.flatten(0, 1)).view(2, 3, 5, 24)
     by_hand = model.backbone.head(model.backbone.norm(frames)).mean(dim=1)
     assert torch.allclose(per_frame.mean(dim=1), by_hand, atol=1e-6)
-    assert torch.equal(model.project_streams({"rgb": by_hand})["rgb"], model.project(by_hand) + model.stream_embed["rgb"])
+    assert torch.equal(
+        model.project_streams({"rgb": by_hand})["rgb"], model.project(by_hand) + model.stream_embed["rgb"]
+    )
 
 
 def test_the_final_block_runs_again_with_its_stream_adapter_plus_the_bottleneck():
@@ -146,3 +150,24 @@ def test_data_modalities_must_be_the_models():
     assert cfg.model.modalities == ["event"], "an empty model.modalities follows the data (older configs)"
     with pytest.raises(ConfigError, match="no adapters for"):
         make_tiny_config(model={"modalities": ["rgb"]}, data={"modalities": ["rgb", "event"]})
+
+
+def test_the_release_fusion_runs_each_final_block_with_its_own_streams_adapter():
+    from velora.model.fusion import StreamTokens
+    from velora.model.lora import lora_layers, use_adapter
+
+    model = release_model().eval()
+    fill_adapters(model, seed=3)
+    block = model.backbone.blocks[-1]
+    torch.manual_seed(0)
+    streams = StreamTokens(diff=torch.randn(2, 5, 32), rgb=torch.randn(2, 5, 32), event=torch.randn(2, 5, 32))
+    with torch.no_grad():
+        out = model.fusion(streams)
+        fused, where = streams.fused()
+        fused = model.fusion.blocks[0](fused)  # the random, trainable fusion block
+        for stream in ("rgb", "event"):
+            with use_adapter(lora_layers(block), stream):  # the final block runs again with the stream's LoRA
+                expected = block(getattr(streams, stream))
+            part = fused[:, where[stream]]
+            expected = expected + part + bottleneck(block, stream, part)
+            torch.testing.assert_close(getattr(out, stream), expected)

@@ -139,10 +139,11 @@ class HighLevelFusion(nn.Module):
         return fused
 
     # ---- what the M-shared path adds to a final block's output (model.shared_lora)
-    def linear_shared(self, i: int, block: nn.Module, stream: str, fused_part: torch.Tensor) -> torch.Tensor | float:
+    def linear_shared(self, i: int, block: nn.Module, stream: str, fused_part: torch.Tensor) -> torch.Tensor:
         """One rank-r adapter D -> D per modality and block, fed by the stream's fused tokens."""
         adapters = self.shared_rgb if stream == "rgb" else self.shared_event
-        return adapters[i](fused_part) if adapters is not None else 0.0
+        assert adapters is not None, f"a {stream} stream reached the fusion of a model without {stream} adapters"
+        return adapters[i](fused_part)
 
     def bottleneck_shared(self, i: int, block: nn.Module, stream: str, fused_part: torch.Tensor) -> torch.Tensor:
         """The released code's: the fused tokens added back, plus the block's fc1/fc2 adapters as a bottleneck."""
