@@ -156,8 +156,10 @@ def prepare(name: str, work: Path, tests: list[str]) -> None:
     work.mkdir(parents=True)
     # The committed sources and tests (HEAD), not the working tree: edits made while a long run
     # goes on do not leak into the modules it has not started yet.
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", "HEAD", "src", "tests"], check=True,
-                             capture_output=True).stdout
+    # configs: the link to src/velora/configs that tests/test_config.py compares the shipped files with.
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "HEAD", "src", "tests", "configs"], check=True, capture_output=True
+    ).stdout
     subprocess.run(["tar", "-x", "-C", str(work)], input=archive, check=True)
     settings = {
         "source_paths": ["src"],
