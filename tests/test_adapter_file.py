@@ -4,6 +4,7 @@ and a file that is not a velora adapter file, or does not fit its model, is refu
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -45,7 +46,14 @@ def test_old_key_names_are_migrated_and_others_kept():
 
 def test_a_prefix_migrates_the_names_under_it_only():
     # Lightning checkpoints hold the model under "model." (velora.training.module).
-    state = tensors(["model.shared_event.0.lora_a", "model.fusion_blocks.1.attn.qkv.weight", "shared_rgb.0.lora_a", "model.head.bias"])
+    state = tensors(
+        [
+            "model.shared_event.0.lora_a",
+            "model.fusion_blocks.1.attn.qkv.weight",
+            "shared_rgb.0.lora_a",
+            "model.head.bias",
+        ]
+    )
     assert list(migrate_keys(state, prefix="model.")) == [
         "model.fusion.shared_event.0.lora_a",
         "model.fusion.blocks.1.attn.qkv.weight",
@@ -73,16 +81,22 @@ def rename_to_old(path, out) -> int:
         header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
     old = {}
     for key, value in state.items():
-        for old_prefix, new_prefix in (("fusion.shared_rgb.", "shared_rgb."), ("fusion.shared_event.", "shared_event."), ("fusion.blocks.", "fusion_blocks.")):
+        for old_prefix, new_prefix in (
+            ("fusion.shared_rgb.", "shared_rgb."),
+            ("fusion.shared_event.", "shared_event."),
+            ("fusion.blocks.", "fusion_blocks."),
+        ):
             if key.startswith(old_prefix):
-                key = new_prefix + key[len(old_prefix):]
+                key = new_prefix + key[len(old_prefix) :]
                 break
         old[key] = value
     save_file(old, str(out), metadata=header["__metadata__"])
     return sum(a != b for a, b in zip(sorted(state), sorted(old)))
 
 
-@pytest.mark.parametrize("sections", [{}, {"model": {"fusion_block": "random_trainable"}}], ids=["shared_lora", "fusion_blocks"])
+@pytest.mark.parametrize(
+    "sections", [{}, {"model": {"fusion_block": "random_trainable"}}], ids=["shared_lora", "fusion_blocks"]
+)
 def test_a_file_with_old_key_names_loads_the_same_model(tiny_config, tmp_path, sections):
     model, cfg = build(tiny_config, **sections)
     new = save_adapters(tmp_path / "new.safetensors", model, cfg, [f"c{i}" for i in range(8)])
@@ -117,7 +131,9 @@ def test_read_adapters_refuses_what_is_not_an_adapter_file(tmp_path):
     with pytest.raises(CheckpointError, match="not a readable safetensors file"):
         read_adapters(tmp_path / "text.safetensors")
     save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"), metadata={"format": "pt"})
-    with pytest.raises(CheckpointError, match=r"not a velora adapter checkpoint \(format 'pt', expected 'velora-adapters/1'\)"):
+    with pytest.raises(
+        CheckpointError, match=r"not a velora adapter checkpoint \(format 'pt', expected 'velora-adapters/1'\)"
+    ):
         read_adapters(tmp_path / "other.safetensors")
 
 
@@ -147,5 +163,87 @@ def test_a_state_that_does_not_fit_the_model_names_what_is_missing_and_unexpecte
     state = dict(model.trainable_state_dict())
     state.pop("head.bias")
     state["head.extra"] = torch.zeros(1)
-    with pytest.raises(CheckpointError, match=r"my.safetensors does not fit.*missing \['head.bias'\], unexpected \['head.extra'\]"):
+    with pytest.raises(
+        CheckpointError, match=r"my.safetensors does not fit.*missing \['head.bias'\], unexpected \['head.extra'\]"
+    ):
         load_trainable(model, state, "my.safetensors")
+
+
+def weights_file(model: VELoRA, path, shift: float = 0.0):
+    """The model's frozen backbone as a timm-named weights file (shifted: other weights, another sha256)."""
+    from velora.model.lora import base_state_dict
+
+    state = {k: (v + shift).contiguous() for k, v in base_state_dict(model.backbone).items()}
+    save_file(state, str(path))
+    return path
+
+
+def test_weights_given_at_load_replace_the_stored_ones_and_a_changed_file_warns_from_the_caller(tiny_config, tmp_path):
+    import warnings
+
+    model, cfg = build(tiny_config)
+    same = weights_file(model, tmp_path / "same.safetensors")
+    trained = build_on(tiny_config, same)
+    path = save_adapters(
+        tmp_path / "a" / "b" / "adapters.safetensors", trained, trained_cfg(tiny_config, same), ["c"] * 8
+    )
+    loaded, ckpt = load_model(path, weights=same)
+    assert ckpt.config.model.weights == str(same) and loaded.weights_source["path"] == str(same)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same file: no warning
+        load_model(path)
+    other = weights_file(model, tmp_path / "other.safetensors", shift=0.5)
+    with pytest.warns(UserWarning) as caught:
+        _, ckpt = load_model(path, weights=other)
+    message = str(caught[0].message)
+    sha_same, sha_other = trained.weights_source["sha256"], ckpt.weights_source["sha256"]
+    assert f"sha256 {sha_same[:16]}..., but {other} has sha256 " in message
+    assert caught[0].filename == __file__  # stacklevel: the line that called load_model
+
+
+def build_on(tiny_config, weights):
+    model = VELoRA.from_config(trained_cfg(tiny_config, weights))
+    fill_adapters(model)
+    return model
+
+
+def trained_cfg(tiny_config, weights):
+    return tiny_config(f"model.weights={weights}")
+
+
+def test_a_state_missing_names_only_is_refused_listing_five_of_them(tiny_config):
+    model, _ = build(tiny_config)
+    state = dict(model.trainable_state_dict())
+    dropped = sorted(state)[:7]
+    for name in dropped:
+        state.pop(name)
+    with pytest.raises(CheckpointError, match=r"missing \[") as raised:
+        load_trainable(model, state, "x.safetensors")
+    listed = re.search(r"missing \[(.*?)\]", str(raised.value)).group(1)
+    assert listed.count("'") == 2 * 5 and "unexpected []" in str(raised.value)
+
+
+def test_a_file_without_class_names_or_info_reads_them_empty_but_one_without_a_config_is_refused(tiny_config, tmp_path):
+    config = json.dumps(tiny_config().to_dict())
+    path = tmp_path / "sparse.safetensors"
+    save_file({"x": torch.zeros(1)}, str(path), metadata={"format": FORMAT, "config": config})
+    ckpt = read_adapters(path)
+    assert ckpt.class_names == [] and ckpt.info == {} and ckpt.weights_source == {}
+    save_file({"x": torch.zeros(1)}, str(path), metadata={"format": FORMAT})
+    with pytest.raises(CheckpointError, match="needs a config mapping, a list of class names and an info mapping"):
+        read_adapters(path)
+
+
+def test_a_model_without_a_weights_record_saves_an_empty_one(tiny_config, tmp_path):
+    model, cfg = build(tiny_config)
+
+    class Plain(torch.nn.Module):  # a model that does not say where its weights came from
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def trainable_state_dict(self):
+            return model.trainable_state_dict()
+
+    path = save_adapters(tmp_path / "plain.safetensors", Plain(), cfg, ["c"] * 8)
+    assert read_adapters(path).weights_source == {}
