@@ -194,9 +194,9 @@ def test_weights_given_at_load_replace_the_stored_ones_and_a_changed_file_warns_
         load_model(path)
     other = weights_file(model, tmp_path / "other.safetensors", shift=0.5)
     with pytest.warns(UserWarning) as caught:
-        _, ckpt = load_model(path, weights=other)
+        reloaded, _ = load_model(path, weights=other)
     message = str(caught[0].message)
-    sha_same, sha_other = trained.weights_source["sha256"], ckpt.weights_source["sha256"]
+    sha_same, sha_other = trained.weights_source["sha256"], reloaded.weights_source["sha256"]
     assert f"sha256 {sha_same[:16]}..., but {other} has sha256 {sha_other[:16]}...:" in message
     assert caught[0].filename == __file__  # stacklevel: the line that called load_model
 
