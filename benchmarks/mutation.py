@@ -168,6 +168,7 @@ def prepare(name: str, work: Path, tests: list[str]) -> None:
         "pytest_add_cli_args": ["-m", "not slow", "-p", "no:cacheprovider", "-x", "-q"],
         "process_isolation": "forkserver",  # torch is not fork-safe once it has run
         "use_git_change_detection": False,
+        "also_copy": ["configs"],  # mutmut copies src/ and tests/ into its mutants/ folder; the config tests read this too
         "use_setproctitle": False,
         # A mutant's tests get 2 x 5 x (their measured time + 1 s) of CPU time (mutmut's default: 15 x):
         # mutants that loop forever (a mask never emptied) are then caught in seconds, not minutes.
