@@ -228,8 +228,9 @@ def test_keep_events_equals_its_definition_written_out_pixel_by_pixel(box):
     rng = np.random.default_rng(1)
     background = np.array([10, 200, 30], np.uint8)
     image = np.tile(background, (29, 37, 1))
-    ys, xs = rng.integers(0, 29, 90), rng.integers(0, 37, 90)
-    shifts = rng.choice([[0, 0, 5], [0, 9, 0], [7, 0, 0], [20, 20, 20], [0, 0, 5]], size=90)
+    # Three colours as far from the background (strength 5): in one footprint, the last in row-major order wins.
+    ys, xs = rng.integers(0, 29, 300), rng.integers(0, 37, 300)
+    shifts = rng.choice([[0, 0, 5], [0, 9, 0], [7, 0, 0], [20, 20, 20], [5, 0, 0], [0, 5, 0]], size=300)
     image[ys, xs] = (background.astype(np.int64) + shifts).astype(np.uint8)
     image[:, 30] = (10, 200, 35)  # the column whose centre is the crop box's right edge
     image[25, :] = (12, 200, 30)  # the row just below the crop box
