@@ -17,7 +17,7 @@ from velora import __version__
 
 def _expected_errors() -> tuple[type[Exception], ...]:
     from velora.config import ConfigError
-    from velora.errors import CheckpointError, DataError
+    from velora.errors import CheckpointError, DataError, OutputError
     from velora.evaluation.package import PackageError
     from velora.export.onnx import ExportError
     from velora.model.backbone import BackboneError
@@ -28,7 +28,7 @@ def _expected_errors() -> tuple[type[Exception], ...]:
     # FloatingPointError: a NaN or infinite training loss (VELoRAModule.training_step).
     return (
         ConfigError, DataError, BackboneError, LoRAError, CheckpointError, WeightsError, FileNotFoundError,
-        FloatingPointError, ExportError, PackageError, SourceError,
+        FloatingPointError, ExportError, PackageError, SourceError, OutputError,
     )
 
 
