@@ -184,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         the events port and, for APS frames, the frames port
               camera: | camera:SERIAL   a camera through dv-processing (pip install dv-processing)
             Without APS frames the windows are event-only (T x --frame-ms) and an RGB + event model takes
-            its missing-modality path."""
+            its missing-modality path. A tcp:// or camera: source that goes away is reconnected
+            (--reconnect); no window spans the gap, and the summary and --jsonl record it."""
         ),
         formatter_class=fmt,
     )
@@ -205,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds of events without an APS frame before event-only windows (default 1)")
     p.add_argument("--timeout", type=float, default=5.0, metavar="S",
                    help="seconds of silence that count as a stall (default 5)")
+    p.add_argument("--reconnect", type=float, default=60.0, metavar="S",
+                   help="tcp:// and camera: sources that go away (a DV restart, a cut cable, an unplugged camera) are "
+                   "reconnected for up to S seconds; the windows restart after the gap (default 60)")
+    p.add_argument("--no-reconnect", action="store_true",
+                   help="do not reconnect: a lost or closed source ends the stream")
     p.add_argument("--all-windows", action="store_true", help="live sources: predict every window, even late ones "
                    "(default: a window is skipped when a newer one is ready before it was predicted)")
     p.add_argument("--max-windows", type=int, metavar="N", help="stop after N windows (predicted or skipped late)")
@@ -444,7 +450,7 @@ def cmd_stream(args) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             problems.append(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    for name in ("frame_ms", "frame_timeout", "timeout"):
+    for name in ("frame_ms", "frame_timeout", "timeout", "reconnect"):
         if not getattr(args, name) > 0:
             problems.append(f"--{name.replace('_', '-')} must be greater than 0, got {getattr(args, name)}")
     if problems:
@@ -468,6 +474,7 @@ def _stream(args, hop_frames: int, hop_ms: float | None) -> int:
         num_frames=args.frames, hop_frames=hop_frames, hop_ms=hop_ms, top_k=args.top_k, frame_period_ms=args.frame_ms,
         frame_timeout_s=args.frame_timeout, resize=args.resize, all_windows=args.all_windows,
         max_windows=args.max_windows, timeout_s=args.timeout, reuse_frames=args.reuse_frames,
+        reconnect_s=None if args.no_reconnect else args.reconnect,
     )
     recognizer = velora.load(args.checkpoint, device=args.device)
 
