@@ -97,6 +97,22 @@ def capture(writer: dv.io.NetworkWriter, port: int, send) -> bytes:
     return data
 
 
+def network_header(type_id: str, width: int, height: int) -> bytes:
+    """The IOHeader a NetworkWriter sends for one stream of this type ("EVTS", "FRME") and size."""
+    make = dv.io.Stream.EventStream if type_id == "EVTS" else dv.io.Stream.FrameStream
+    port = free_port()
+    server = dv.io.NetworkWriter("127.0.0.1", port, make(0, "s", "TEST", (width, height)))
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        data = b""
+        while len(data) < 4 or len(data) < 4 + int.from_bytes(data[:4], "little"):
+            data += sock.recv(1 << 16)
+    finally:
+        sock.close()
+        wait_until(lambda: server.getClientCount() == 0)
+    return data
+
+
 class BytesServer:
     """A TCP server on loopback that sends `data` to its first client, then closes the connection
     (close=True) or keeps it open without sending anything more (a stalled sender). With
@@ -249,7 +265,7 @@ def _serve(path: str, events_port: int, frames_port: int) -> None:
                 writer = writers[kind]
                 writer.writeEvents(data) if kind == "events" else writer.writeFrame(data)
                 # one at a time: a NetworkWriter drops packets when its queue is full
-                wait_until(lambda: writer.getQueuedPacketCount() == 0, what="the packet to be sent")
+                wait_until(lambda writer=writer: writer.getQueuedPacketCount() == 0, what="the packet to be sent")
         print("ok", flush=True)
     os._exit(0)  # a NetworkWriter waits for its clients to leave when dropped: this one does not wait
 

@@ -32,7 +32,13 @@ import torch
 import yaml
 from hypothesis import strategies as st
 
-from velora.config import Config, ConfigError, load_config, shipped_config_path, validate
+from velora.config import (
+    Config,
+    ConfigError,
+    load_config,
+    shipped_config_path,
+    validate,
+)
 from velora.data.event_labels import EventLabelLine, read_event_labels
 from velora.data.labels import ClipEntry, read_class_names, read_label_file
 from velora.data.packed import PackedClipDataset
@@ -41,7 +47,8 @@ from velora.errors import CheckpointError, DataError
 from velora.events.aedat4 import MAGIC, Recording, read_aedat4
 from velora.events.readers import read_events
 from velora.events.render import EventStream
-from velora.model.adapter_file import AdapterCheckpoint, FORMAT as ADAPTER_FORMAT, read_adapters
+from velora.model.adapter_file import FORMAT as ADAPTER_FORMAT
+from velora.model.adapter_file import AdapterCheckpoint, read_adapters
 from velora.model.weights import WeightsError, load_state_dict_any
 from velora.training.checkpoint import read_resume_state
 
@@ -424,8 +431,9 @@ def _zip_size_fields(data: bytes) -> tuple[int, ...]:
 @cache
 def aedat4_seeds() -> tuple[Seed, ...]:
     import dv_processing as dv
-
-    from test_readers import write_recording  # the recordings the reader tests compare with dv-processing
+    from test_readers import (
+        write_recording,  # the recordings the reader tests compare with dv-processing
+    )
 
     seeds = []
     real = (REAL_DATA / "davis346" / "street_davis346.aedat4").read_bytes()
@@ -857,7 +865,6 @@ def dv_network_seeds() -> tuple[Seed, ...]:
     """What dv-processing NetworkWriters send: the real recording's events (no compression, LZ4,
     zstd) and frames, and small BGR, BGRA and 16-bit frames (zstd)."""
     import dv_processing as dv
-
     from dv_servers import DvServers, capture, free_port, wait_until
 
     street = REAL_DATA / "davis346" / "street_davis346.aedat4"

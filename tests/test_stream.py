@@ -6,24 +6,30 @@ from __future__ import annotations
 
 import errno
 import json
-from dataclasses import replace
 import struct
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import dv_processing as dv
 import numpy as np
 import pytest
+from conftest import fill_adapters
 from dv_servers import BytesServer, DvServers, capture, free_port
 
 import velora
-from conftest import fill_adapters
 from velora.cli import main
 from velora.errors import DataError
 from velora.events.aedat4 import Recording
 from velora.events.readers import read_aedat4
-from velora.stream import RecordingReplay, SourceError, StreamOptions, open_source, run_stream
+from velora.stream import (
+    RecordingReplay,
+    SourceError,
+    StreamOptions,
+    open_source,
+    run_stream,
+)
 from velora.stream.report import Durations
 from velora.stream.run import gap_windows, parse_hop
 from velora.stream.sources import CameraSource, parse_tcp
@@ -317,6 +323,8 @@ def test_the_command_prints_windows_and_a_summary(recognizer, real_data_dir, tmp
     assert [len(line["topk"]) for line in lines[:2]] == [3, 3] and lines[2]["summary"]["ended"] == "end of stream"
     assert main(["stream", "tcp://127.0.0.1:1", str(recognizer.checkpoint), "--realtime"]) == 2
     assert main(["stream", str(real_data_dir / STREET), str(recognizer.checkpoint), "--hop", "0"]) == 2
+    assert main(["stream", "tcp://127.0.0.1:1", str(recognizer.checkpoint), "--reconnect", "0"]) == 2
+    assert "--reconnect must be greater than 0" in capsys.readouterr().err
 
 
 def test_an_event_file_replays_its_events_alone(recognizer, real_data_dir):
@@ -365,7 +373,7 @@ def test_reusing_each_frames_tokens_gives_the_full_forward_passs_predictions(tin
 def test_a_jsonl_file_on_a_full_disk_keeps_whole_lines_and_ends_the_run_with_one_error(
     recognizer, real_data_dir, tmp_path, monkeypatch, capsys
 ):
-    import velora.stream.report as report
+    from velora.stream import report
 
     class FullDisk:
         """An unbuffered file whose third write puts half of its bytes on disk, then finds no space."""

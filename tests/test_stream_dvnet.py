@@ -9,11 +9,24 @@ import struct
 import dv_processing as dv
 import numpy as np
 import pytest
-from dv_servers import BytesServer, DvServers, capture, free_port, wait_until
+from dv_servers import (
+    BytesServer,
+    DvServers,
+    capture,
+    free_port,
+    network_header,
+    wait_until,
+)
 
 from velora.events.readers import read_aedat4
 from velora.stream.dvnet import (
-    CompressedPackets, Connection, ProtocolError, StreamHeader, StreamInfo, decompressed_bound, packet_limit,
+    CompressedPackets,
+    Connection,
+    ProtocolError,
+    StreamHeader,
+    StreamInfo,
+    decompressed_bound,
+    packet_limit,
     parse_header,
 )
 
@@ -231,26 +244,10 @@ def test_a_compressed_packet_that_would_decompress_past_its_limit_is_refused_und
             decompressed_bound(broken, compression)
 
 
-def header_bytes(type_id: str, width: int, height: int) -> bytes:
-    """The IOHeader a NetworkWriter sends for one stream of this type and size."""
-    make = dv.io.Stream.EventStream if type_id == "EVTS" else dv.io.Stream.FrameStream
-    port = free_port()
-    server = dv.io.NetworkWriter("127.0.0.1", port, make(0, "s", "TEST", (width, height)))
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-    try:
-        data = b""
-        while len(data) < 4 or len(data) < 4 + struct.unpack_from("<i", data)[0]:
-            data += sock.recv(1 << 16)
-    finally:
-        sock.close()
-        wait_until(lambda: server.getClientCount() == 0)
-    return data
-
-
 def test_events_off_the_declared_sensor_and_frames_of_another_size_are_protocol_errors(network_bytes):
     data = network_bytes
     header = 4 + struct.unpack_from("<i", data)[0]
-    small = header_bytes("EVTS", 100, 100)  # the street's events, declared on a 100 x 100 sensor
+    small = network_header("EVTS", 100, 100)  # the street's events, declared on a 100 x 100 sensor
     server = BytesServer(small + data[header:])
     connection = Connection(socket.create_connection(("127.0.0.1", server.port), timeout=5), "small")
     with pytest.raises(ProtocolError, match=r"outside the 100 x 100 sensor the header declares"):

@@ -14,7 +14,15 @@ import tracemalloc
 import dv_processing as dv
 import numpy as np
 import pytest
-from dv_servers import BytesServer, DvServers, WriterProcess, capture, free_port, wait_until
+from dv_servers import (
+    BytesServer,
+    DvServers,
+    WriterProcess,
+    capture,
+    free_port,
+    network_header,
+    wait_until,
+)
 
 import velora
 from velora.cli import main
@@ -175,6 +183,18 @@ def test_not_back_in_time_is_an_error_naming_the_limit(recognizer, event_bytes):
     assert "lost and not back within 0.5 s (--reconnect)" in summary.error and summary.gaps == 0
 
 
+def test_a_server_that_comes_back_with_another_stream_is_an_error_at_once(recognizer, event_bytes):
+    data, header = event_bytes
+    other = network_header("EVTS", 640, 480) + data[header:]  # another sensor on the same port
+    server = BytesServer([data[: len(data) // 2], other])
+    started = time.monotonic()
+    summary = run_stream(recognizer, open_source(server.address),
+                         StreamOptions(resize=True, num_frames=2, reconnect_s=30))
+    server.close()
+    assert "came back serving [('EVTS', 640, 480)] (type, width, height), not [('EVTS', 346, 260)]" in summary.error
+    assert summary.gaps == 0 and time.monotonic() - started < 10  # not tried again for 30 s
+
+
 def test_a_silence_is_reconnected_once_then_is_a_stall(recognizer, event_bytes):
     """A pulled cable looks like silence: velora reconnects; a server still silent after that has stalled."""
     data, header = event_bytes
@@ -192,20 +212,22 @@ def test_a_silence_is_reconnected_once_then_is_a_stall(recognizer, event_bytes):
 def hostile_cases(event_bytes):
     data, header = event_bytes
     huge = data[:header] + struct.pack("<iI", 0, 0xFFFF_FFF0) + b"\x00" * 1024
+    large = data[:header] + struct.pack("<iI", 0, 1 << 29) + b"\x00" * 1024  # once received into a 512 MiB buffer
     garbage = data[:header] + bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8))
+    undeclared = data[:header] + struct.pack("<iI", 7, 16) + b"\x00" * 16
+    too_many = "more than the 67,112,960 bytes of 4,194,304 events"
     return {
-        "a 4 GB packet length": (dict(data=huge, close=False), "declares 4,294,967,280 bytes, more than the "
-                                 "67,112,960 bytes of 4,194,304 events"),
-        "garbage after the header": (dict(data=garbage, close=False), "the stream is cut or is not DV's"),
+        "a 4 GB packet length": ({"data": huge, "close": False}, f"declares 4,294,967,280 bytes, {too_many}"),
+        "a 512 MiB packet length": ({"data": large, "close": False}, f"declares 536,870,912 bytes, {too_many}"),
+        "garbage after the header": ({"data": garbage, "close": False}, "the stream is cut or is not DV's"),
         "a packet of a stream the header does not declare": (
-            dict(data=data[:header] + struct.pack("<iI", 7, 16) + b"\x00" * 16, close=False),
-            "a packet of stream 7, which the header does not declare"),
-        "bytes at a trickle": (dict(data=data, close=False, trickle_from=header + 4, trickle_s=0.02),
+            {"data": undeclared, "close": False}, "a packet of stream 7, which the header does not declare"),
+        "bytes at a trickle": ({"data": data, "close": False, "trickle_from": header + 4, "trickle_s": 0.02},
                                "no whole packet for 0.5 s (--timeout): the sender trickles"),
     }
 
 
-@pytest.mark.parametrize("case", ["a 4 GB packet length", "garbage after the header",
+@pytest.mark.parametrize("case", ["a 4 GB packet length", "a 512 MiB packet length", "garbage after the header",
                                   "a packet of a stream the header does not declare", "bytes at a trickle"])
 def test_a_hostile_server_ends_in_one_clear_error_with_memory_bounded(recognizer, event_bytes, tmp_path, capsys, case):
     server_args, message = hostile_cases(event_bytes)[case]
@@ -226,7 +248,7 @@ def test_a_hostile_server_ends_in_one_clear_error_with_memory_bounded(recognizer
 
 
 def test_a_header_at_a_trickle_is_cut_off_at_the_connect_timeout(event_bytes):
-    data, header = event_bytes
+    data, _ = event_bytes
     server = BytesServer(data, close=False, trickle_from=2, trickle_s=0.05)  # the whole header would take minutes
     started = time.monotonic()
     with pytest.raises(SourceError, match="no stream header came within"):

@@ -314,9 +314,8 @@ def _loop(recognizer, source, options, on_window, notify, writer, clock) -> Stre
     rgb_only = "event" not in modalities
 
     def window_notice(message: str) -> None:
-        if message.startswith("no APS") or message.startswith("no new APS"):
-            if "rgb" in modalities:
-                message += f"; the model (trained on {'+'.join(modalities)}) takes its missing-modality path"
+        if message.startswith(("no APS", "no new APS")) and "rgb" in modalities:
+            message += f"; the model (trained on {'+'.join(modalities)}) takes its missing-modality path"
         notify(message)
 
     hop_us = None if options.hop_ms is None else round(options.hop_ms * 1000)

@@ -52,7 +52,15 @@ import numpy as np
 from velora.errors import DataError
 from velora.events.aedat4 import Recording, frame_uint8
 from velora.events.readers import SUFFIXES, read_aedat4, read_events, require_events
-from velora.stream.dvnet import EVENTS_ID, FRAME_ID, Connection, ConnectionLost, EventBatch, Frame, ProtocolError
+from velora.stream.dvnet import (
+    EVENTS_ID,
+    FRAME_ID,
+    Connection,
+    ConnectionLost,
+    EventBatch,
+    Frame,
+    ProtocolError,
+)
 
 TCP_PREFIX, CAMERA_PREFIX = "tcp://", "camera:"
 CONNECT_TIMEOUT_S = 5.0
@@ -63,6 +71,10 @@ MAX_QUEUED_BYTES = 256 << 20  # packets waiting for the loop: about 20 s of a 1 
 
 class SourceError(RuntimeError):
     """A stream source cannot be opened, stalled, or broke: the message says which and what to do."""
+
+
+class _NotTheSame(SourceError):
+    """A source that came back with another stream than it had (no further try)."""
 
 
 @dataclass(frozen=True)
@@ -352,10 +364,11 @@ class _QueuedSource(Source):
             self._queued_bytes += packet.nbytes
         self._queue.put(packet)
 
-    def _reconnect(self, what: str, reason: str, open_input: Callable[[float], object]) -> tuple[object, str]:
+    def _reconnect(self, what: str, reason: str, open_input: Callable[[float], object]) -> tuple[object, str, bool]:
         """Report `what` lost and try `open_input(timeout)` with backoff for up to reconnect_s
         seconds (a SourceError from it means: not yet). Returns (what it opened, or None when
-        stopped or not back in time; the last reason it was not)."""
+        stopped, not back in time or back with another stream; the last reason it was not; whether
+        it came back with another stream)."""
         self._queue.put(_Lost(what, reason, time.perf_counter()))
         deadline = time.monotonic() + self.reconnect_s
         backoff = FIRST_BACKOFF_S
@@ -364,17 +377,22 @@ class _QueuedSource(Source):
             if left <= 0:
                 break
             try:
-                return open_input(min(CONNECT_TIMEOUT_S, left)), reason
+                return open_input(min(CONNECT_TIMEOUT_S, left)), reason, False
+            except _NotTheSame as error:
+                return None, str(error), True
             except SourceError as error:
                 reason = str(error)
             backoff = min(2 * backoff, MAX_BACKOFF_S)
-        return None, reason
+        return None, reason, False
 
-    def _gave_up(self, what: str, reason: str, clean: bool, events: bool) -> None:
-        """A reader's input did not come back: a clean close ends it, anything else is an error."""
+    def _gave_up(self, what: str, reason: str, clean: bool, events: bool, other_stream: bool) -> None:
+        """A reader's input did not come back, or came back with another stream: a clean close that
+        stayed closed ends it, anything else is an error."""
         if self._stop.is_set():
             return
-        if clean:
+        if other_stream:
+            self._queue.put(_End(what, reason, events))
+        elif clean:
             self._queue.put(_End(what, None, events, f" (closed, and not back within {self.reconnect_s:g} s)"))
         else:
             self._queue.put(_End(what, f"lost and not back within {self.reconnect_s:g} s (--reconnect): {reason}",
@@ -484,9 +502,10 @@ class TcpSource(_QueuedSource):
                 self._queue.put(_End(connection.what, None if clean else reason, events))
                 return
             connection.close()
-            again, reason = self._reconnect(connection.what, reason, lambda timeout: self._connect_again(connection, timeout))
+            again, reason, other_stream = self._reconnect(
+                connection.what, reason, lambda timeout, old=connection: self._connect_again(old, timeout))
             if again is None:
-                self._gave_up(connection.what, reason, clean, events)
+                self._gave_up(connection.what, reason, clean, events, other_stream)
                 return
             self.connections[index] = connection = again
             connection.sock.settimeout(0.2)
@@ -502,7 +521,7 @@ class TcpSource(_QueuedSource):
         now = [(s.type_id, s.width, s.height) for s in connection.header.streams.values()]
         if now != before:
             connection.close()
-            raise SourceError(f"tcp://{old.address} came back serving {now} (type, width, height), not {before}")
+            raise _NotTheSame(f"tcp://{old.address} came back serving {now} (type, width, height), not {before}")
         connection.what = old.what
         return connection
 
@@ -589,9 +608,10 @@ class CameraSource(_QueuedSource):
             if not self.reconnect_s:
                 self._queue.put(_End(what, reason, True))
                 return
-            camera, last = self._reconnect(what, reason, lambda timeout: self._open_again())
+            self.camera = None  # released before it is opened again (a driver may allow one handle)
+            camera, last, other_stream = self._reconnect(what, reason, lambda timeout: self._open_again())
             if camera is None:
-                self._gave_up(what, last, False, True)
+                self._gave_up(what, last, False, True, other_stream)
                 return
             self.camera = camera
             self._queue.put(_Back(what, time.perf_counter()))
@@ -638,11 +658,11 @@ class CameraSource(_QueuedSource):
             camera = self._open_camera(self.serial)
         except SourceError:
             raise
-        except Exception as error:  # the driver's errors: not back yet
+        except Exception as error:  # noqa: BLE001 (the driver's errors: not back yet)
             raise SourceError(f"{self.name}: cannot open it again ({error})") from None
         frame_size = tuple(camera.getFrameResolution()) if camera.isFrameStreamAvailable() else None
         if (tuple(camera.getEventResolution()), frame_size) != (self.sensor_size, self.frame_size):
-            raise SourceError(f"{self.name} came back with events {tuple(camera.getEventResolution())} and frames "
+            raise _NotTheSame(f"{self.name} came back with events {tuple(camera.getEventResolution())} and frames "
                               f"{frame_size}, not {self.sensor_size} and {self.frame_size}")
         return camera
 

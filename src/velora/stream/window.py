@@ -20,7 +20,8 @@ frame and such an event have arrived, or when the stream has ended (`finish`).
 Hop. A window is emitted every `hop_frames` boundaries, or (with `hop_us`) at the first boundary
 at least `hop_us` after the previous window's end.
 
-Timestamps as cameras send them (each case is counted, and said once by `notify`):
+Timestamps as cameras send them (each case is counted; a clock going back is said each time by
+`notify`, the others the first time):
 - The clock goes back: events more than `clock_jump_us` before the newest event, or a frame that
   far before the last frame (a camera reset, a DV restart): the window restarts from them, as it
   does after a gap (`restart`); the windows that were waiting are dropped.
