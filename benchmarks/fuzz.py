@@ -56,7 +56,17 @@ def message_pattern(error: BaseException, folder: Path) -> str:
     return re.sub(r"-?\d+", "N", text)[:200]
 
 
-def fuzz_target(target: Target, iterations: int, seconds: float, out: Path, base_seed: int = 0, batch: int = 100) -> Stats:
+def fuzz_target(
+    target: Target,
+    iterations: int,
+    seconds: float,
+    out: Path,
+    base_seed: int = 0,
+    batch: int = 100,
+    progress: int = 0,
+) -> Stats:
+    """Fuzz one target; with `progress`, print a line of counts every `progress` inputs (a run
+    stopped early then still says how far it got)."""
     stats = Stats()
     folder = out / "work" / re.sub(r"\W+", "_", target.name)
     shutil.rmtree(folder, ignore_errors=True)
@@ -84,7 +94,11 @@ def fuzz_target(target: Target, iterations: int, seconds: float, out: Path, base
             stats.errors[fuzz_input.kind, type(error).__name__, message_pattern(error, folder)] += 1
 
     options = settings(
-        max_examples=batch, deadline=None, database=None, phases=[Phase.generate], suppress_health_check=list(HealthCheck)
+        max_examples=batch,
+        deadline=None,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
     )
     fuzz = given(strategy)(options(one))
     start, round_ = time.monotonic(), 0
@@ -94,6 +108,12 @@ def fuzz_target(target: Target, iterations: int, seconds: float, out: Path, base
         round_ += 1
         if stats.iterations == before:
             break  # the strategy is exhausted
+        if progress and stats.iterations // progress > before // progress:
+            print(
+                f"   .. {target.name}: {stats.iterations} inputs in {time.monotonic() - start:.0f} s, "
+                f"{stats.valid} valid, {sum(stats.errors.values())} documented errors, {len(stats.bugs)} undocumented",
+                flush=True,
+            )
     stats.seconds = time.monotonic() - start
     return stats
 
@@ -126,6 +146,13 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("fuzz-findings"), help="folder for reproducers")
     parser.add_argument("--seed", type=int, default=0, help="base random seed (another seed, other inputs)")
     parser.add_argument("--top", type=int, default=3, help="error messages shown per kind of input")
+    parser.add_argument(
+        "--progress",
+        type=int,
+        default=0,
+        metavar="N",
+        help="print the counts so far every N inputs (default: only at the end of each target)",
+    )
     args = parser.parse_args()
     names = [name.strip() for name in args.targets.split(",") if name.strip()] or list(TARGETS)
     unknown = sorted(set(names) - set(TARGETS))
@@ -134,7 +161,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     total_bugs = 0
     for name in names:
-        stats = fuzz_target(TARGETS[name], args.iterations, args.seconds, args.out, args.seed)
+        stats = fuzz_target(TARGETS[name], args.iterations, args.seconds, args.out, args.seed, progress=args.progress)
         print(report(name, stats, args.top), flush=True)
         total_bugs += len(stats.bugs)
     print(f"undocumented exceptions in total: {total_bugs}")

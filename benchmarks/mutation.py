@@ -56,14 +56,19 @@ NOTES = REPO / "benchmarks" / "mutation_notes.yaml"
 # important first: a run cut short still covers the model, sampling and the decoders).
 MODULES: dict[str, tuple[str, list[str]]] = {
     "lora": ("model/lora.py", ["tests/test_lora.py", "tests/test_model.py"]),
-    "velora": ("model/velora.py", ["tests/test_model.py", "tests/test_release_model.py", "tests/test_speed_options.py"]),
+    "velora": (
+        "model/velora.py",
+        ["tests/test_model.py", "tests/test_release_model.py", "tests/test_speed_options.py"],
+    ),
     "fusion": ("model/fusion.py", ["tests/test_model.py", "tests/test_release_model.py"]),
     "heads": ("model/heads.py", ["tests/test_model.py", "tests/test_release_model.py"]),
     "sampling": ("data/sampling.py", ["tests/test_sampling.py", "tests/test_data.py", "tests/test_release_inputs.py"]),
     "evt": ("events/evt.py", ["tests/test_prophesee.py"]),
     "window": ("stream/window.py", ["tests/test_stream_window.py"]),
-    "representations": ("events/representations.py", ["tests/test_representations.py", "tests/test_event_only.py",
-                                                       "tests/test_event_benchmarks.py"]),
+    "representations": (
+        "events/representations.py",
+        ["tests/test_representations.py", "tests/test_event_only.py", "tests/test_event_benchmarks.py"],
+    ),
     "resize": ("events/resize.py", ["tests/test_event_resize.py"]),
     "adapter_file": ("model/adapter_file.py", ["tests/test_adapter_file.py", "tests/test_old_checkpoints.py"]),
     "config": ("config.py", ["tests/test_config.py"]),
@@ -92,7 +97,9 @@ def main() -> None:
     co_p.add_argument("module", choices=list(MODULES))
     co_p.add_argument("--work", type=Path, default=Path("/tmp/velora-mutation"))
     re_p.add_argument("--work", type=Path, default=Path("/tmp/velora-mutation"))
-    re_p.add_argument("--no-rerun", action="store_true", help="keep mutmut's last statuses; only find the killing tests")
+    re_p.add_argument(
+        "--no-rerun", action="store_true", help="keep mutmut's last statuses; only find the killing tests"
+    )
     sub.add_parser("report", help="write benchmarks/results/mutation.md")
     sub.add_parser("plants", help="plant the bugs of mutation_notes.yaml again, one at a time; list what fails")
     args = parser.parse_args()
@@ -131,8 +138,25 @@ def check_plants() -> int:
                 continue
             target.write_text(source.replace(plant["old"], plant["new"]))
             env = dict(os.environ, PYTHONPATH=str(Path(scratch) / "src"), NUMBA_CACHE_DIR=str(Path(scratch) / "numba"))
-            out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--tb=no", "-rf",
-                                  "-m", "not slow", *plant["run"]], cwd=REPO, env=env, capture_output=True, text=True)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pytest",
+                    "-q",
+                    "-p",
+                    "no:cacheprovider",
+                    "--tb=no",
+                    "-rf",
+                    "-m",
+                    "not slow",
+                    *plant["run"],
+                ],
+                cwd=REPO,
+                env=env,
+                capture_output=True,
+                text=True,
+            )
             failed = re.findall(r"^FAILED (\S+)", out.stdout, flags=re.MULTILINE)
             print(f"{'caught' if failed else 'MISSED'}  {plant['plant']}: {len(failed)} failing", flush=True)
             for test in failed:
@@ -168,7 +192,9 @@ def prepare(name: str, work: Path, tests: list[str]) -> None:
         "pytest_add_cli_args": ["-m", "not slow", "-p", "no:cacheprovider", "-x", "-q"],
         "process_isolation": "forkserver",  # torch is not fork-safe once it has run
         "use_git_change_detection": False,
-        "also_copy": ["configs"],  # mutmut copies src/ and tests/ into its mutants/ folder; the config tests read this too
+        "also_copy": [
+            "configs"
+        ],  # mutmut copies src/ and tests/ into its mutants/ folder; the config tests read this too
         "use_setproctitle": False,
         # A mutant's tests get 2 x 5 x (their measured time + 1 s) of CPU time (mutmut's default: 15 x):
         # mutants that loop forever (a mask never emptied) are then caught in seconds, not minutes.
@@ -190,8 +216,13 @@ def run_module(name: str, work: Path, resume: bool = False) -> None:
         prepare(name, work, tests)
     start = time.monotonic()
     with open(work / "mutmut.log", "a") as log:
-        code = subprocess.call([sys.executable, "-m", "mutmut", "run", "--max-children", "1"], cwd=work,
-                               env=mutmut_env(), stdout=log, stderr=subprocess.STDOUT)
+        code = subprocess.call(
+            [sys.executable, "-m", "mutmut", "run", "--max-children", "1"],
+            cwd=work,
+            env=mutmut_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     minutes = (time.monotonic() - start) / 60
     print(f"   mutmut exited {code} after {minutes:.1f} min (log: {work / 'mutmut.log'})", flush=True)
     collect(name, work, minutes, code)
@@ -234,9 +265,12 @@ def mutant_order(key: str) -> tuple[str, int]:
 
 
 def mutant_diff(work: Path, key: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "mutmut", "show", key], cwd=work, env=mutmut_env(),
-                         capture_output=True, text=True)
-    lines = [line for line in out.stdout.splitlines() if line.startswith(("-", "+")) and not line.startswith(("---", "+++"))]
+    out = subprocess.run(
+        [sys.executable, "-m", "mutmut", "show", key], cwd=work, env=mutmut_env(), capture_output=True, text=True
+    )
+    lines = [
+        line for line in out.stdout.splitlines() if line.startswith(("-", "+")) and not line.startswith(("---", "+++"))
+    ]
     return "\n".join(lines)
 
 
@@ -245,8 +279,11 @@ def decorated_functions(path: Path) -> list[str]:
     names = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.decorator_list:
-            plain = len(node.decorator_list) == 1 and isinstance(node.decorator_list[0], ast.Name) and \
-                node.decorator_list[0].id in ("staticmethod", "classmethod")
+            plain = (
+                len(node.decorator_list) == 1
+                and isinstance(node.decorator_list[0], ast.Name)
+                and node.decorator_list[0].id in ("staticmethod", "classmethod")
+            )
             if not plain:
                 names.append(node.name)
     return sorted(set(names))
@@ -270,8 +307,13 @@ def recheck(name: str, work: Path, rerun: bool = True) -> None:
         current = record.get("rechecked_with", current)
     if rerun:
         with open(work / "mutmut-recheck.log", "a") as log:
-            subprocess.call([sys.executable, "-m", "mutmut", "run", "--max-children", "1", *names], cwd=work,
-                            env=mutmut_env(), stdout=log, stderr=subprocess.STDOUT)
+            subprocess.call(
+                [sys.executable, "-m", "mutmut", "run", "--max-children", "1", *names],
+                cwd=work,
+                env=mutmut_env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
     statuses = read_statuses(name, work)
     for key in names:
         now = statuses.get(key, "not checked")
@@ -287,9 +329,24 @@ def killing_tests(work: Path, key: str, tests: list[str]) -> list[str]:
     """The first test that fails with mutant `key` active."""
     env = dict(mutmut_env(), MUTANT_UNDER_TEST=key, PYTHONPATH="src")
     out = subprocess.run(
-        [sys.executable, "-m", "pytest", "-m", "not slow", "-p", "no:cacheprovider", "-q", "--tb=no", "-rf", "-x",
-         *tests],
-        cwd=work / "mutants", env=env, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-m",
+            "not slow",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "--tb=no",
+            "-rf",
+            "-x",
+            *tests,
+        ],
+        cwd=work / "mutants",
+        env=env,
+        capture_output=True,
+        text=True,
     )
     return re.findall(r"^FAILED (\S+)", out.stdout, flags=re.MULTILINE)[:1]
 
@@ -338,14 +395,25 @@ def write_report() -> None:
             f"| `{path}` | {total} | {killed} | {survived} | {now_killed} | {equiv} | {cuda} | {open_} | {other} | "
             f"{100 * score:.1f} % |"
         )
-        lines = [f"### `{path}`", "",
-                 f"Tests: {', '.join(f'`{t}`' for t in record.get('rechecked_with', record['tests']))} "
-                 f"(`-m 'not slow'`); " + (f"run took {record['minutes']} min." if isinstance(record["minutes"], (int, float))
-                                  else "the run was stopped before its end."), ""]
+        lines = [
+            f"### `{path}`",
+            "",
+            f"Tests: {', '.join(f'`{t}`' for t in record.get('rechecked_with', record['tests']))} "
+            f"(`-m 'not slow'`); "
+            + (
+                f"run took {record['minutes']} min."
+                if isinstance(record["minutes"], (int, float))
+                else "the run was stopped before its end."
+            ),
+            "",
+        ]
         if record["not_mutated"]:
             lines += [f"Not mutated (decorated): {', '.join(f'`{n}`' for n in record['not_mutated'])}.", ""]
         if record["survivors"]:
-            lines += ["| mutant | change | first run | now | killed by / why equivalent |", "| --- | --- | --- | --- | --- |"]
+            lines += [
+                "| mutant | change | first run | now | killed by / why equivalent |",
+                "| --- | --- | --- | --- | --- |",
+            ]
             for key, entry in record["survivors"].items():
                 short = key.rpartition(".")[2]
                 change = " / ".join(line.strip() for line in entry["diff"].splitlines()).replace("|", "\\|")
@@ -386,8 +454,14 @@ def write_report() -> None:
         text += ["## How these runs went", "", notes["runs"].strip(), ""]
     plants = notes.get("plants") or []
     if plants:
-        text += ["## Planted bugs", "", notes.get("plants_intro", "").strip(), "",
-                 "| plant | where | failing tests |", "| --- | --- | --- |"]
+        text += [
+            "## Planted bugs",
+            "",
+            notes.get("plants_intro", "").strip(),
+            "",
+            "| plant | where | failing tests |",
+            "| --- | --- | --- |",
+        ]
         text += [f"| {p['plant']} | `{p['where']}` | {'<br>'.join(f'`{t}`' for t in p['tests'])} |" for p in plants]
         text.append("")
     text += ["## Survivors by module", "", *sections]

@@ -1,4 +1,5 @@
-"""Fuzz targets: every reader of files that come from outside, with valid seeds and ways to break them.
+"""Fuzz targets: every reader of files that come from outside, and the decoder of DV's network stream
+(velora stream tcp://), with valid seeds and ways to break them.
 
 Shared by tests/test_fuzz.py (a short, deterministic run in the test suite) and benchmarks/fuzz.py
 (the long run). The property of every target: reading an input either returns valid data (the
@@ -31,7 +32,13 @@ import torch
 import yaml
 from hypothesis import strategies as st
 
-from velora.config import Config, ConfigError, load_config, shipped_config_path, validate
+from velora.config import (
+    Config,
+    ConfigError,
+    load_config,
+    shipped_config_path,
+    validate,
+)
 from velora.data.event_labels import EventLabelLine, read_event_labels
 from velora.data.labels import ClipEntry, read_class_names, read_label_file
 from velora.data.packed import PackedClipDataset
@@ -40,7 +47,8 @@ from velora.errors import CheckpointError, DataError
 from velora.events.aedat4 import MAGIC, Recording, read_aedat4
 from velora.events.readers import read_events
 from velora.events.render import EventStream
-from velora.model.adapter_file import AdapterCheckpoint, FORMAT as ADAPTER_FORMAT, read_adapters
+from velora.model.adapter_file import FORMAT as ADAPTER_FORMAT
+from velora.model.adapter_file import AdapterCheckpoint, read_adapters
 from velora.model.weights import WeightsError, load_state_dict_any
 from velora.training.checkpoint import read_resume_state
 
@@ -372,6 +380,32 @@ def check_packed(items: list[dict]) -> None:
         assert isinstance(label, torch.Tensor) and label.dtype == torch.int64 and label.ndim == 0 and label >= 0
 
 
+def check_dv_network(decoded: tuple) -> None:
+    """A DV network stream decoded: its header, then EventBatch / Frame / None (other streams) per packet."""
+    from velora.stream.dvnet import EventBatch, Frame, StreamHeader
+
+    header, packets = decoded
+    assert isinstance(header, StreamHeader) and header.streams
+    sizes = {s.type_id: (s.width, s.height) for s in header.streams.values() if s.width and s.height}
+    for packet in packets:
+        if isinstance(packet, EventBatch):
+            assert (packet.t.dtype, packet.x.dtype, packet.y.dtype, packet.p.dtype) == (np.int64, np.int16, np.int16, np.int8)
+            assert packet.t.ndim == 1 and len(packet.t) == len(packet.x) == len(packet.y) == len(packet.p)
+            assert np.all((packet.p == 1) | (packet.p == -1))
+            if len(packet.t) and "EVTS" in sizes:
+                width, height = sizes["EVTS"]
+                assert 0 <= packet.x.min() and packet.x.max() < width and 0 <= packet.y.min() and packet.y.max() < height
+        elif isinstance(packet, Frame):
+            image = packet.image
+            assert image.dtype == np.uint8 and (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3))
+            assert image.shape[0] > 0 and image.shape[1] > 0
+            if "FRME" in sizes:
+                assert (image.shape[1], image.shape[0]) == sizes["FRME"], "a frame of another size than declared"
+            assert isinstance(packet.timestamp_us, int) and isinstance(packet.exposure_us, int)
+        else:
+            assert packet is None, f"decoded into {type(packet).__name__}"
+
+
 # --- seeds -----------------------------------------------------------------------------------------
 
 
@@ -397,8 +431,9 @@ def _zip_size_fields(data: bytes) -> tuple[int, ...]:
 @cache
 def aedat4_seeds() -> tuple[Seed, ...]:
     import dv_processing as dv
-
-    from test_readers import write_recording  # the recordings the reader tests compare with dv-processing
+    from test_readers import (
+        write_recording,  # the recordings the reader tests compare with dv-processing
+    )
 
     seeds = []
     real = (REAL_DATA / "davis346" / "street_davis346.aedat4").read_bytes()
@@ -805,6 +840,126 @@ def override_lines() -> st.SearchStrategy[Input]:
     return st.lists(line, min_size=1, max_size=4).map(lambda lines: Input("random overrides", "\n".join(lines).encode()))
 
 
+def _dv_size_fields(data: bytes) -> tuple[int, ...]:
+    """The header's size, and every packet's stream id, size and flatbuffer root offset."""
+    position = 4 + struct.unpack_from("<i", data)[0]
+    fields = [0]
+    while position + 8 <= len(data) and len(fields) < 200:
+        fields.extend((position, position + 4, position + 12))
+        position += 8 + struct.unpack_from("<I", data, position + 4)[0]
+    return tuple(fields)
+
+
+def _first_packets(data: bytes, count: int) -> bytes:
+    """The header and the first `count` packets of a captured stream (small seeds fuzz faster)."""
+    position = 4 + struct.unpack_from("<i", data)[0]
+    for _ in range(count):
+        if position + 8 > len(data):
+            break
+        position += 8 + struct.unpack_from("<I", data, position + 4)[0]
+    return data[:position]
+
+
+@cache
+def dv_network_seeds() -> tuple[Seed, ...]:
+    """What dv-processing NetworkWriters send: the real recording's events (no compression, LZ4,
+    zstd) and frames, and small BGR, BGRA and 16-bit frames (zstd)."""
+    import dv_processing as dv
+    from dv_servers import DvServers, capture, free_port, wait_until
+
+    street = REAL_DATA / "davis346" / "street_davis346.aedat4"
+    seeds = []
+    for compression in ("NONE", "LZ4", "ZSTD"):
+        with DvServers(street, compression=compression) as servers:
+            for kind, packets in (("events", 3), ("frames", 1)):
+                data = _first_packets(capture(servers.writers[kind], servers.ports[kind], servers.send_recording), packets)
+                seeds.append(Seed(f"street {kind} {compression}", data, _dv_size_fields(data)))
+    stream = dv.io.Stream.FrameStream(0, "frames", "TEST", (4, 3))
+    stream.setCompression(dv.CompressionType.ZSTD)
+    port = free_port()
+    writer = dv.io.NetworkWriter("127.0.0.1", port, stream)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (3, 4, 3), dtype=np.uint8), rng.integers(0, 256, (3, 4, 4), dtype=np.uint8),
+              rng.integers(0, 65536, (3, 4), dtype=np.uint16)]
+
+    def send() -> None:
+        for k, image in enumerate(images):
+            writer.writeFrame(dv.Frame(1000 * (k + 1), image))
+            wait_until(lambda: writer.getQueuedPacketCount() == 0)
+
+    data = capture(writer, port, send)
+    seeds.append(Seed("small colour and 16-bit frames ZSTD", data, _dv_size_fields(data)))
+    return tuple(seeds)
+
+
+@st.composite
+def dv_packets(draw) -> Input:
+    """A valid header, then real packets whose flatbuffer tables (their first 64 bytes: offsets,
+    vtables, scalar fields, vector lengths) have 1-8 bytes overwritten, or whose content is random
+    bytes behind a real identifier, under declared or undeclared stream ids."""
+    seed = draw(st.sampled_from(dv_network_seeds()))
+    position = 4 + struct.unpack_from("<i", seed.data)[0]
+    header, contents = seed.data[:position], []
+    while position + 8 <= len(seed.data):
+        size = struct.unpack_from("<I", seed.data, position + 4)[0]
+        contents.append(seed.data[position + 8 : position + 8 + size])
+        position += 8 + size
+    packets = []
+    for _ in range(draw(st.integers(1, 3))):
+        content = bytearray(draw(st.sampled_from(contents)) if contents else b"")
+        if content and draw(st.integers(0, 4)):
+            for _ in range(draw(st.integers(1, 8))):
+                content[draw(st.integers(0, min(len(content), 64) - 1))] = draw(st.integers(0, 255))
+        else:
+            content = bytearray(content[:12]) + draw(st.binary(min_size=0, max_size=512))
+        stream_id = draw(st.sampled_from((0,) * 8 + (1, -1, 2**31 - 1)))
+        packets.append(struct.pack("<iI", stream_id, len(content)) + bytes(content))
+    return Input("random packets", header + b"".join(packets))
+
+
+class _BytesSocket:
+    """What a DV network server sent, as a socket that gives it in network-sized pieces, then EOF."""
+
+    def __init__(self, data: bytes):
+        self.data, self.position = data, 0
+
+    def recv(self, size: int) -> bytes:
+        chunk = self.data[self.position : self.position + min(size, 1 << 16)]
+        self.position += len(chunk)
+        return chunk
+
+    def settimeout(self, timeout) -> None:
+        pass
+
+    def shutdown(self, how) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _read_dv_network(folder: Path, data: bytes) -> tuple[Path, Any]:
+    """A connection's bytes decoded as velora stream decodes them, to the end (EOFError) or an error."""
+    from velora.stream.dvnet import Connection
+
+    connection = Connection(_BytesSocket(data), "fuzz")
+    packets = []
+    try:
+        while True:
+            packets.append(connection.read_packet()[0])
+    except EOFError:
+        pass
+    finally:
+        connection.close()
+    return folder, (connection.header, packets)
+
+
+def _protocol_error() -> tuple[type[Exception], ...]:
+    from velora.stream.dvnet import ProtocolError
+
+    return (ProtocolError,)
+
+
 TARGETS = {
     target.name: target
     for target in (
@@ -848,5 +1003,7 @@ TARGETS = {
         Target("resume checkpoint", _writer("last.ckpt", read_resume_state), check_resume_state, (CheckpointError,),
                lambda: corrupted(resume_seeds())),
         Target("packed index", _read_packed, check_packed, (DataError,), lambda: corrupted(packed_seeds()) | packed_trees()),
+        Target("DV network stream", _read_dv_network, check_dv_network, _protocol_error(),
+               lambda: corrupted(dv_network_seeds()) | dv_packets(), names_file=False),
     )
 }

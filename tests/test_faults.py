@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import random
@@ -223,3 +224,79 @@ def test_torch_save_of_a_plain_dict_is_not_a_resume_checkpoint(tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
     with pytest.raises(CheckpointError, match="not a velora resume checkpoint"):
         read_resume_state(tmp_path / "other.ckpt")
+
+
+# --- a full disk or a folder without write permission -----------------------------------------------
+
+NO_SPACE = OSError(errno.ENOSPC, "No space left on device")
+
+
+def half_then(error: BaseException):
+    """A writer that writes half of what it was given, then fails as the disk does."""
+
+    def write(path_or_file, data: bytes) -> None:
+        if isinstance(path_or_file, (str, Path)):
+            Path(path_or_file).write_bytes(data[: len(data) // 2])
+        else:
+            path_or_file.write(data[: len(data) // 2])
+        raise error
+
+    return write
+
+
+@pytest.mark.parametrize("failure", ["no space", "no space (safetensors)", "no permission"])
+def test_a_failed_write_leaves_the_previous_adapter_file_and_checkpoint_whole(tiny_config, tmp_path, monkeypatch,
+                                                                           failure):
+    from safetensors import SafetensorError
+
+    from velora.errors import OutputError
+    from velora.model.adapter_file import save_adapters
+    from velora.model.velora import VELoRA
+    from velora.training.checkpoint import AtomicCheckpointIO
+
+    config = tiny_config()
+    model = VELoRA.from_config(config)
+    adapters, resume = tmp_path / "last.safetensors", tmp_path / "checkpoints" / "last.ckpt"
+    save_adapters(adapters, model, config, [str(i) for i in range(8)], {"epoch": 0})
+    AtomicCheckpointIO().save_checkpoint({"velora_config": config.to_dict(), "global_step": 1}, resume)
+    before = {path: path.read_bytes() for path in (adapters, resume)}
+
+    error = {"no space": NO_SPACE, "no permission": PermissionError(errno.EACCES, "Permission denied"),
+             "no space (safetensors)": SafetensorError("Error while serializing: I/O error: No space left on device "
+                                                       "(os error 28)")}[failure]
+    serialized = half_then(error)
+    monkeypatch.setattr(adapter_file_module, "save_file",
+                        lambda state, filename, metadata=None: serialized(filename, b"x" * 1000))
+    monkeypatch.setattr(checkpoint_module.torch, "save", lambda obj, f: serialized(f, b"y" * 1000))
+    reason = "Permission denied" if failure == "no permission" else "No space left on device"
+    with pytest.raises(OutputError, match=rf"cannot write the adapter file {adapters} \(.*{reason}.*\); the previous "
+                                          r"last.safetensors is kept"):
+        save_adapters(adapters, model, config, [str(i) for i in range(8)], {"epoch": 1})
+    if failure != "no space (safetensors)":  # torch.save raises the OSError
+        with pytest.raises(OutputError, match=rf"cannot write the resume checkpoint {resume} \({reason}\)"):
+            AtomicCheckpointIO().save_checkpoint({"velora_config": config.to_dict(), "global_step": 2}, resume)
+    assert {path: path.read_bytes() for path in (adapters, resume)} == before
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["last.ckpt", "last.safetensors"]  # no .tmp
+    read_adapters(adapters)
+    assert read_resume_state(resume)["global_step"] == 1
+
+
+@pytest.mark.slow
+def test_a_training_that_cannot_write_its_checkpoints_ends_with_one_error_naming_the_file(
+    tiny_dataset, tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "run"
+    train(fault_config(tiny_dataset, out, "train.epochs=1"))
+    before = {name: (out / name).read_bytes() for name in ("last.safetensors", "best.safetensors",
+                                                           "checkpoints/last.ckpt")}
+    monkeypatch.setattr(adapter_file_module, "save_file",
+                        lambda state, filename, metadata=None: half_then(NO_SPACE)(filename, b"x" * 1000))
+    monkeypatch.setattr(checkpoint_module.torch, "save", lambda obj, f: half_then(NO_SPACE)(f, b"y" * 1000))
+    config = tmp_path / "more.yaml"
+    config.write_text(yaml.safe_dump(fault_config(tiny_dataset, out, "train.epochs=2").to_dict()))
+    code = main(["train", "--config", str(config), "--resume", str(out / "checkpoints" / "last.ckpt")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("error:") == 1 and "No space left on device" in err, err
+    assert str(out) in err and "is kept" in err
+    for name, content in before.items():
+        assert (out / name).read_bytes() == content, f"{name} changed by a failed write"

@@ -1,8 +1,8 @@
 """The folder layout is the architecture: each package imports only from the layers below it.
 
 Layers, top first: the command line, the demo and the tools (cli, info, demo, reproduce, bench, pretrain);
-training, evaluation and export, side by side; data and model; events; config and errors. Only the code
-that trains (the `train` command, the demo and `reproduce`) imports from training/. Checked on the source's
+training, evaluation and export, side by side; data and model; events; config, errors and files (writing a
+file without losing its previous version). Only the code that trains (the `train` command, the demo and `reproduce`) imports from training/. Checked on the source's
 import statements (lazy imports inside functions included), so it needs no import side effects.
 """
 
@@ -21,12 +21,13 @@ ALLOWED = {
     # the event representations, windows and resizes (events/).
     "config": {"errors", "events", "data"},
     "errors": set(),
-    "events": {"errors"},
-    "model": {"config", "errors", "events"},
-    "data": {"errors", "events"},  # the factory and the check name Config for type checkers only
-    "evaluation": {"config", "errors", "events", "data", "model", "version"},
-    "training": {"config", "errors", "events", "data", "model", "evaluation", "version"},
-    "export": {"config", "errors", "events", "data", "model", "evaluation", "version"},
+    "files": {"errors"},
+    "events": {"errors", "files"},
+    "model": {"config", "errors", "files", "events"},
+    "data": {"errors", "files", "events"},  # the factory and the check name Config for type checkers only
+    "evaluation": {"config", "errors", "files", "events", "data", "model", "version"},
+    "training": {"config", "errors", "files", "events", "data", "model", "evaluation", "version"},
+    "export": {"config", "errors", "files", "events", "data", "model", "evaluation", "version"},
 }
 
 

@@ -4,26 +4,34 @@ port, a stall, a cut connection, a sensor of another size; Ctrl-C and the end gi
 
 from __future__ import annotations
 
+import errno
 import json
-from dataclasses import replace
 import struct
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import dv_processing as dv
 import numpy as np
 import pytest
+from conftest import fill_adapters
 from dv_servers import BytesServer, DvServers, capture, free_port
 
 import velora
-from conftest import fill_adapters
 from velora.cli import main
 from velora.errors import DataError
 from velora.events.aedat4 import Recording
 from velora.events.readers import read_aedat4
-from velora.stream import RecordingReplay, SourceError, StreamOptions, open_source, run_stream
-from velora.stream.run import parse_hop
+from velora.stream import (
+    RecordingReplay,
+    SourceError,
+    StreamOptions,
+    open_source,
+    run_stream,
+)
+from velora.stream.report import Durations
+from velora.stream.run import gap_windows, parse_hop
 from velora.stream.sources import CameraSource, parse_tcp
 
 STREET = "davis346/street_davis346.aedat4"
@@ -55,6 +63,7 @@ def expected_topk(recognizer, recording, num_frames, k, top_k=5, modalities=None
 def stream(recognizer, source, clock=time.perf_counter, **options):
     predictions, notices = [], []
     options.setdefault("resize", True)
+    options.setdefault("reconnect_s", None)  # a lost source ends the stream; the tests of reconnecting set it
     summary = run_stream(recognizer, source, StreamOptions(**options), on_window=predictions.append,
                          notify=notices.append, clock=clock)
     return predictions, summary, notices
@@ -190,7 +199,8 @@ def test_a_stalled_sender_is_reported_with_a_summary_and_whole_lines(recognizer,
     server = BytesServer(data[: header + 2000], close=False)  # the header and a few packets, then silence
     jsonl = tmp_path / "w.jsonl"
     summary = run_stream(recognizer, open_source(server.address),
-                         StreamOptions(resize=True, timeout_s=0.3, frame_period_ms=5, num_frames=1), jsonl=jsonl)
+                         StreamOptions(resize=True, timeout_s=0.3, frame_period_ms=5, num_frames=1, reconnect_s=None),
+                         jsonl=jsonl)
     server.close()
     assert "nothing received for 0.3 s" in summary.error and "stalled" in summary.error
     lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
@@ -313,6 +323,8 @@ def test_the_command_prints_windows_and_a_summary(recognizer, real_data_dir, tmp
     assert [len(line["topk"]) for line in lines[:2]] == [3, 3] and lines[2]["summary"]["ended"] == "end of stream"
     assert main(["stream", "tcp://127.0.0.1:1", str(recognizer.checkpoint), "--realtime"]) == 2
     assert main(["stream", str(real_data_dir / STREET), str(recognizer.checkpoint), "--hop", "0"]) == 2
+    assert main(["stream", "tcp://127.0.0.1:1", str(recognizer.checkpoint), "--reconnect", "0"]) == 2
+    assert "--reconnect must be greater than 0" in capsys.readouterr().err
 
 
 def test_an_event_file_replays_its_events_alone(recognizer, real_data_dir):
@@ -356,3 +368,59 @@ def test_reusing_each_frames_tokens_gives_the_full_forward_passs_predictions(tin
     assert len(full) == len(reused) >= 2 and all(w.modalities == ["event"] for w in reused)
     for a, b in zip(full, reused):
         assert dict(b.topk) == pytest.approx(dict(a.topk), abs=1e-5)
+
+
+def test_a_jsonl_file_on_a_full_disk_keeps_whole_lines_and_ends_the_run_with_one_error(
+    recognizer, real_data_dir, tmp_path, monkeypatch, capsys
+):
+    from velora.stream import report
+
+    class FullDisk:
+        """An unbuffered file whose third write puts half of its bytes on disk, then finds no space."""
+
+        def __init__(self, path):
+            self.file, self.writes = open(path, "wb", buffering=0), 0
+
+        def write(self, data: bytes) -> int:
+            self.writes += 1
+            if self.writes == 3:
+                self.file.write(data[: len(data) // 2])
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.file.write(data)
+
+        def truncate(self, size: int) -> int:
+            return self.file.truncate(size)
+
+        def close(self) -> None:
+            self.file.close()
+
+    monkeypatch.setattr(report, "open", lambda path, mode, buffering: FullDisk(path), raising=False)
+    jsonl = tmp_path / "w.jsonl"
+    code = main(["stream", str(real_data_dir / STREET), str(recognizer.checkpoint), "--resize", "--frames", "1",
+                 "--jsonl", str(jsonl)])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("error:") == 1, err
+    assert f"--jsonl {jsonl}: cannot write (No space left on device); its 2 lines before are whole" in err
+    lines = jsonl.read_text().splitlines()
+    assert len(lines) == 2 and all(json.loads(line)["topk"] for line in lines)
+
+
+def test_latency_percentiles_are_kept_in_constant_memory_within_one_percent():
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.lognormal(3, 1, 20_000), [0.0, 1e-6, 5e8]])
+    durations = Durations()
+    for value in values:
+        durations.add(value)
+    for q in (50, 95, 99):
+        exact = np.percentile(values, q, method="inverted_cdf")
+        assert exact <= durations.percentile(q) <= exact * 1.01
+    assert durations.max == values.max() and durations.mean == pytest.approx(values.mean())
+    assert durations.count == len(values) and durations.bins.nbytes < 32_000
+    assert Durations().percentile(95) is None and Durations().mean is None
+
+
+def test_the_windows_a_gap_costs():
+    """Dropped when it went + its time at the hop + the T frames a restarted window needs."""
+    assert gap_windows(2, 1.0, 40_000, 4, 1, None, 40_000) == 2 + 25 + 4
+    assert gap_windows(0, 1.0, 80_000, 4, 2, None, 40_000) == 0 + 12 + 2  # every 2nd frame (12.5 rounds to 12)
+    assert gap_windows(0, 0.5, 100_000, 4, 1, 100_000, 40_000) == 0 + 5 + 2  # every 100 ms, 4 frames of 40 ms

@@ -9,10 +9,26 @@ import struct
 import dv_processing as dv
 import numpy as np
 import pytest
-from dv_servers import BytesServer, DvServers, capture, free_port, wait_until
+from dv_servers import (
+    BytesServer,
+    DvServers,
+    capture,
+    free_port,
+    network_header,
+    wait_until,
+)
 
 from velora.events.readers import read_aedat4
-from velora.stream.dvnet import Connection, ProtocolError, parse_header
+from velora.stream.dvnet import (
+    CompressedPackets,
+    Connection,
+    ProtocolError,
+    StreamHeader,
+    StreamInfo,
+    decompressed_bound,
+    packet_limit,
+    parse_header,
+)
 
 STREET = "davis346/street_davis346.aedat4"
 
@@ -180,4 +196,92 @@ def test_a_timeout_inside_a_packet_keeps_the_framing(network_bytes):
     connection.sock.settimeout(5)
     batches = [connection.read_packet()[0] for _ in range(2)]
     assert all(len(batch.t) > 0 for batch in batches) and batches[0].t[-1] <= batches[1].t[0]
+    server.close()
+
+
+def packets_of(data: bytes):
+    """(stream id, payload) of every packet after the header of a captured stream."""
+    position = 4 + struct.unpack_from("<i", data)[0]
+    while position < len(data):
+        stream_id, size = struct.unpack_from("<iI", data, position)
+        yield stream_id, data[position + 8 : position + 8 + size]
+        position += 8 + size
+
+
+@pytest.mark.parametrize("compression", ["LZ4", "LZ4_HIGH", "ZSTD", "ZSTD_HIGH"])
+def test_the_decompressed_bound_holds_for_real_packets(real_data_dir, network_bytes, compression):
+    """The bound read off the block headers is never below the packet's uncompressed size (the same
+    packet sent uncompressed), and not far above it: whole 64 KiB LZ4 or 128 KiB zstd blocks."""
+    with DvServers(real_data_dir / STREET, frames=False, compression=compression) as servers:
+        data = capture(servers.writers["events"], servers.ports["events"], servers.send_recording)
+    compressed, plain = list(packets_of(data)), list(packets_of(network_bytes))
+    assert len(compressed) == len(plain) > 1
+    for (_, payload), (_, uncompressed) in zip(compressed, plain):
+        assert len(uncompressed) <= decompressed_bound(payload, compression) <= len(uncompressed) + (1 << 17)
+
+
+def lz4_bomb(blocks: int) -> bytes:
+    """An LZ4 frame of `blocks` blocks of 4 MiB, each declared in 8 bytes: a decompression bomb
+    (the blocks' content does not matter, the bound is read off their headers)."""
+    descriptor = bytes([0x60, 0x70, 0x00])  # version 1, independent blocks; 4 MiB blocks; header checksum
+    return struct.pack("<I", 0x184D2204) + descriptor + (struct.pack("<I", 4) + b"\x1f\x00\x01\x00") * blocks + bytes(4)
+
+
+def test_a_compressed_packet_that_would_decompress_past_its_limit_is_refused_undecompressed():
+    bomb = lz4_bomb(100)  # 400 MiB from 807 bytes
+    assert len(bomb) == 811 and decompressed_bound(bomb, "LZ4") == 100 << 22
+    header = StreamHeader(1, {0: StreamInfo(0, "EVTS", 346, 260, "")}, b"")
+    packets = CompressedPackets(header)
+    with pytest.raises(ProtocolError, match=r"may decompress to 419,430,400 bytes, more than the 67,112,960 bytes"):
+        packets.decode(0, bomb)
+    packets.close()
+    zstd_rle = struct.pack("<I", 0xFD2FB528) + b"\x20\x00" + b"".join(  # single segment; RLE blocks of 2 MiB - 1
+        ((((1 << 21) - 1) << 3) | 2 | (k == 999)).to_bytes(3, "little") + b"\x00" for k in range(1000))
+    assert decompressed_bound(zstd_rle, "ZSTD") == 1000 * ((1 << 21) - 1)
+    for broken, compression in ((b"\x04\x22\x4d\x18", "LZ4"), (bomb[:-3], "LZ4"), (zstd_rle[:-2], "ZSTD"),
+                                (b"not a frame", "ZSTD"), (bomb, "ZSTD")):
+        with pytest.raises(ProtocolError, match=f"a {compression} packet"):
+            decompressed_bound(broken, compression)
+
+
+def test_events_off_the_declared_sensor_and_frames_of_another_size_are_protocol_errors(network_bytes):
+    data = network_bytes
+    header = 4 + struct.unpack_from("<i", data)[0]
+    small = network_header("EVTS", 100, 100)  # the street's events, declared on a 100 x 100 sensor
+    server = BytesServer(small + data[header:])
+    connection = Connection(socket.create_connection(("127.0.0.1", server.port), timeout=5), "small")
+    with pytest.raises(ProtocolError, match=r"outside the 100 x 100 sensor the header declares"):
+        while True:
+            connection.read_packet()
+    server.close()
+    image = np.zeros((3, 4), np.uint8)
+    frame_stream = dv.io.Stream.FrameStream(0, "frames", "TEST", (4, 3))
+    port = free_port()
+    writer = dv.io.NetworkWriter("127.0.0.1", port, frame_stream)
+    frames = Connection(socket.create_connection(("127.0.0.1", port), timeout=5), "frames")
+    try:
+        wait_until(lambda: writer.getClientCount() == 1)
+        writer.writeFrame(dv.Frame(1000, np.zeros((6, 8), np.uint8)))  # not the declared 4 x 3
+        writer.writeFrame(dv.Frame(2000, image))
+        frames.sock.settimeout(5)
+        with pytest.raises(ProtocolError, match="a frame of 8 x 6 pixels in a stream that declares 4 x 3"):
+            frames.read_packet()
+    finally:
+        frames.close()
+        wait_until(lambda: writer.getClientCount() == 0)
+
+
+def test_a_packet_length_past_its_streams_limit_is_refused_before_it_is_received(network_bytes):
+    data = network_bytes
+    header = 4 + struct.unpack_from("<i", data)[0]
+    limits = {"EVTS": 4_194_304 * 16 + 4096, "FRME": 346 * 260 * 8 + 4096, "IMUS": 1 << 24}
+    for type_id, limit in limits.items():
+        info = StreamInfo(0, type_id, 346, 260, "")
+        assert packet_limit(info)[0] == limit
+    server = BytesServer(data[:header] + struct.pack("<iI", 0, limits["EVTS"] + 1), close=False)
+    connection = Connection(socket.create_connection(("127.0.0.1", server.port), timeout=5), "huge")
+    with pytest.raises(ProtocolError, match=r"declares 67,112,961 bytes, more than the 67,112,960 bytes of 4,194,304 "
+                                            "events"):
+        connection.read_packet()
+    connection.close()
     server.close()

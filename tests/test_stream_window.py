@@ -4,6 +4,7 @@ of it is in, the same whatever order packets arrive in; event-only windows witho
 from __future__ import annotations
 
 import re
+from collections import deque
 
 import numpy as np
 import pytest
@@ -271,11 +272,16 @@ def test_every_invalid_argument_is_listed_in_one_error():
         SlidingWindow(0, (8, 6), hop_frames=0, hop_us=0, frame_period_us=0)
     assert str(raised.value) == (
         "invalid SlidingWindow: num_frames must be >= 1, got 0; hop_frames must be >= 1, got 0; "
-        "hop_us must be > 0, got 0; frame_period_us and frame_timeout_us must be > 0, got 0, 1000000"
+        "hop_us must be > 0, got 0; frame_period_us, frame_timeout_us, event_timeout_us and clock_jump_us must be "
+        "> 0, got 0, 1000000, 1000000, 1000000"
     )
-    with pytest.raises(ValueError, match="frame_timeout_us must be > 0, got 40000, 0$"):
+    with pytest.raises(ValueError, match="clock_jump_us must be > 0, got 40000, 0, 1000000, 1000000$"):
         SlidingWindow(1, (8, 6), frame_timeout_us=0)
-    SlidingWindow(1, (8, 6), hop_frames=1, hop_us=1, frame_period_us=1, frame_timeout_us=1)  # the smallest valid
+    with pytest.raises(ValueError, match="clock_jump_us must be > 0, got 40000, 1000000, 1000000, -1$"):
+        SlidingWindow(1, (8, 6), clock_jump_us=-1)
+    SlidingWindow(  # the smallest valid
+        1, (8, 6), hop_frames=1, hop_us=1, frame_period_us=1, frame_timeout_us=1, event_timeout_us=1, clock_jump_us=1
+    )
 
 
 def test_no_frame_for_the_timeout_switches_to_event_only_and_says_so():
@@ -493,3 +499,75 @@ def test_a_late_packet_of_earlier_events_does_not_undo_a_later_one():
     window.add_events(*packet(120), received=0.0)  # arrives later, holds an earlier time
     (w,) = window.pop_ready()  # an event at 250 >= 200 is in: the window is complete
     assert w.events.t.tolist() == [50, 120]
+def test_the_clock_going_back_restarts_the_window_said_and_counted():
+    """A camera reset: the second half of the stream starts again at the first half's timestamps."""
+    frames, frame_t, events = synthetic(num_frames=400)  # 4 s
+    frames = np.stack([np.full((6, 8), k // 2, np.uint8) for k in range(400)])  # images 0..199 once each
+    said = []
+    window = SlidingWindow(2, (8, 6), notify=said.append)
+    first = feed_synthetic(window, frames[:200], frame_t[:200], events)
+    second = feed_synthetic(window, frames[200:], frame_t[:200], events)  # other images, the same times
+    assert len(first) == 198 and len(second) == 198 and window.clock_jumps == 1 and window.restarts == 1
+    assert [w.boundaries_us.tolist() for w in second] == [w.boundaries_us.tolist() for w in first]
+    for w in second:  # windows of the new clock only: its images
+        assert np.unique(w.aps_frames).min() >= 100
+    assert len(said) == 1 and said[0].startswith("frame timestamps went back 1.990 s (a camera reset")
+    assert "the window restarts (0 windows dropped)" in said[0]
+
+
+def test_a_small_step_back_is_not_a_reset_and_a_duplicated_packet_is_dropped():
+    frames, frame_t, (t, x, y, p) = synthetic(num_frames=40)
+    expected = feed_synthetic(SlidingWindow(2, (8, 6)), frames, frame_t, (t, x, y, p))
+    said = []
+    window, ready = SlidingWindow(2, (8, 6), notify=said.append), []
+    for k, (image, stamp) in enumerate(zip(frames, frame_t)):
+        window.add_frame(image, stamp, received=float(k))
+        a, b = np.searchsorted(t, [stamp, stamp + 10_000])
+        window.add_events(t[a:b], x[a:b], y[a:b], p[a:b], received=k + 0.5)
+        window.add_events(t[a:b], x[a:b], y[a:b], p[a:b], received=k + 0.6)  # sent twice
+        ready += window.pop_ready()
+    assert window.duplicates == 40 and window.clock_jumps == 0 and len(said) == 1 and "duplicated" in said[0]
+    assert [w.boundaries_us.tolist() for w in ready] == [w.boundaries_us.tolist() for w in expected]
+    for a, b in zip(ready, expected):
+        np.testing.assert_array_equal(a.events.t, b.events.t)  # each event once
+
+
+def test_frames_without_events_complete_on_frames_alone_and_memory_stays_bounded():
+    frames, frame_t, (t, x, y, p) = synthetic(num_frames=400)  # 4 s of frames, events only in the first 0.5 s
+    said = []
+    window = SlidingWindow(2, (8, 6), event_timeout_us=200_000, notify=said.append)
+    early = t < frame_t[50]
+    window.add_events(t[early], x[early], y[early], p[early], received=0.0)
+    ready = []
+    for k, (image, stamp) in enumerate(zip(frames, frame_t)):
+        window.add_frame(image, stamp, received=0.01 * k)
+        ready += window.pop_ready()
+        assert len(window._boundaries) <= 25  # the event timeout's worth of frames, not all of them
+    assert len(ready) > 350 and all(not w.event_only for w in ready)
+    assert all(w.num_events == 0 for w in ready if w.t_start_us >= frame_t[50])
+    assert sum("no events for 0.2 s of APS frames" in n for n in said) == 1
+
+
+def test_events_with_no_frame_to_hold_them_are_kept_for_the_horizon_only():
+    """An RGB-only model never switches to event-only windows: events before any frame are bounded."""
+    window = SlidingWindow(2, (8, 6), frame_timeout_us=1 << 62)
+    rng = np.random.default_rng(0)
+    for k in range(300):  # 30 s of events, no frame
+        t = np.sort(rng.integers(k * 100_000, (k + 1) * 100_000, 50))
+        window.add_events(t, rng.integers(0, 8, 50), rng.integers(0, 6, 50), rng.choice([-1, 1], 50), received=k)
+        assert window._chunks[-1].t[-1] - window._chunks[0].t[0] <= 10_100_000
+    assert window.frame_mode and window.pop_ready() == []
+
+
+def test_restart_drops_the_windows_that_were_waiting():
+    frames, frame_t, (t, x, y, p) = synthetic(num_frames=20)
+    window = SlidingWindow(2, (8, 6), hop_frames=2)
+    for image, stamp in zip(frames[:10], frame_t[:10]):
+        window.add_frame(image, stamp, received=0.0)
+    a = np.searchsorted(t, frame_t[5])
+    window.add_events(t[:a], x[:a], y[:a], p[:a], received=0.0)
+    assert [w.t_end_us for w in window.pop_ready()] == frame_t[[2, 4]].tolist()  # complete up to frame 5's events
+    assert window.restart() == 2  # the windows ending at frames 6 and 8 had their frames, not all their events
+    assert window._boundaries == deque() and window.pop_ready() == []
+    ready = feed_synthetic(window, frames[10:], frame_t[10:], (t, x, y, p))
+    assert ready[0].t_end_us == frame_t[12] and ready[0].index == 2

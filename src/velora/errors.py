@@ -29,3 +29,8 @@ class DataWarning(UserWarning):
 
     The message names the file and says what was dropped; the complete events were kept.
     """
+
+
+class OutputError(VeloraError, RuntimeError):
+    """A file could not be written (no space left, no permission): the message names it and says that
+    its previous version, or the lines written before, are kept."""

@@ -30,20 +30,27 @@ def add_parser(sub) -> argparse.ArgumentParser:
                                         the events port and, for APS frames, the frames port
               camera: | camera:SERIAL   a camera through dv-processing (pip install dv-processing)
             Without APS frames the windows are event-only (T x --frame-ms) and an RGB + event model takes
-            its missing-modality path."""
+            its missing-modality path. A tcp:// or camera: source that goes away is reconnected
+            (--reconnect); no window spans the gap, and the summary and --jsonl record it."""
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("source", help="a recording file, tcp://HOST:PORT[,PORT], or camera:[SERIAL]")
     p.add_argument("checkpoint", help="adapter checkpoint (.safetensors) or a training run's folder")
-    p.add_argument("--realtime", action="store_true",
-                   help="replay a recording at its own pace (default: as fast as possible)")
+    p.add_argument(
+        "--realtime", action="store_true", help="replay a recording at its own pace (default: as fast as possible)"
+    )
     p.add_argument("--hop", default="1", help="predict every N frames (2) or milliseconds (100ms); default 1 frame")
     p.add_argument("--jsonl", metavar="FILE", help="also write each window (and the summary, last) as a JSON line")
     add_options(p)
     add_device(p)
-    p.add_argument("--threads", type=int, default=1, help="torch threads for the forward pass (default 1: one small "
-                   "window at a time gains little from more, and the reading threads need a core)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for the forward pass (default 1: one small "
+        "window at a time gains little from more, and the reading threads need a core)",
+    )
     return p
 
 
@@ -84,7 +91,12 @@ def _stream(args, hop_frames: int, hop_ms: float | None) -> int:
 
     source = open_source(args.source, realtime=args.realtime)
     summary = run_stream(
-        recognizer, source, options, on_window=lambda p: print(p.line(), flush=True), notify=notify, jsonl=args.jsonl,
+        recognizer,
+        source,
+        options,
+        on_window=lambda p: print(p.line(), flush=True),
+        notify=notify,
+        jsonl=args.jsonl,
     )
     print(summary.text())
     if args.jsonl:
@@ -106,10 +118,18 @@ def add_options(p: argparse.ArgumentParser) -> None:
             continue
         kind = int if f.type.startswith("int") else float
         shown = f" (default {f.default:g})" if f.default is not None and "default" not in help else ""
-        p.add_argument(flag, dest=f.name, type=kind, default=f.default, metavar=f.metadata["metavar"], help=help + shown)
+        p.add_argument(
+            flag, dest=f.name, type=kind, default=f.default, metavar=f.metadata["metavar"], help=help + shown
+        )
+        if f.metadata["off"]:
+            off_flag, off_help = f.metadata["off"]
+            p.add_argument(off_flag, dest=f"no_{f.name}", action="store_true", help=off_help)
 
 
 def options_of(args, hop_frames: int, hop_ms: float | None) -> StreamOptions:
     """The StreamOptions the command line gives (--hop parsed into hop_frames / hop_ms)."""
     given = {f.name: getattr(args, f.name) for f in fields(StreamOptions) if f.metadata["flag"]}
+    for f in fields(StreamOptions):
+        if f.metadata["off"] and getattr(args, f"no_{f.name}"):
+            given[f.name] = None
     return StreamOptions(hop_frames=hop_frames, hop_ms=hop_ms, **given)

@@ -2,7 +2,8 @@
 
 An adapter file is megabytes (the original stored three full CLIP models, 1.88 GB): the frozen
 backbone is rebuilt from `model.backbone` / `model.weights` of the stored config. Files are
-written to a temporary name, flushed and renamed, so a crash never leaves a truncated file.
+written to a temporary name, flushed and renamed (velora.files), so a crash or a full disk never
+leaves a truncated file.
 Training writes them (`best.safetensors`, `last.safetensors`); evaluation, prediction and the
 demo read them with `load_model`.
 """
@@ -10,7 +11,6 @@ demo read them with `load_model`.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from velora.config import Config, ConfigError, merge, stored_config
 from velora.errors import CheckpointError
+from velora.files import write_atomically
 
 FORMAT = "velora-adapters/1"
 
@@ -35,9 +36,9 @@ class AdapterCheckpoint:
 
 
 def save_adapters(path: str | Path, model, config: Config, class_names: list[str], info: dict | None = None) -> Path:
-    """Write the trainable tensors of `model` and the metadata to `path` atomically."""
+    """Write the trainable tensors of `model` and the metadata to `path` atomically (velora.files): a
+    write that fails raises OutputError and leaves the previous file whole."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.trainable_state_dict().items()}
     metadata = {
         "format": FORMAT,
@@ -46,17 +47,12 @@ def save_adapters(path: str | Path, model, config: Config, class_names: list[str
         "info": json.dumps(info or {}),
         "weights_source": json.dumps(getattr(model, "weights_source", {})),
     }
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata=metadata)
-    sync_file(tmp)
-    os.replace(tmp, path)
-    return path
-
-
-def sync_file(path: Path) -> None:
-    """Flush a written file to disk before it is renamed over the previous checkpoint."""
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
+    return write_atomically(
+        path,
+        lambda tmp: save_file(state, str(tmp), metadata=metadata),
+        "adapter file",
+        errors=(OSError, SafetensorError),
+    )
 
 
 def read_adapters(path: str | Path) -> AdapterCheckpoint:
@@ -80,7 +76,9 @@ def read_adapters(path: str | Path) -> AdapterCheckpoint:
         info = json.loads(metadata.get("info", "{}"))
         source = json.loads(metadata.get("weights_source", "{}"))
     except (json.JSONDecodeError, RecursionError) as exc:
-        raise CheckpointError(f"checkpoint '{path}' has corrupt metadata ({exc}); write it again with velora train") from None
+        raise CheckpointError(
+            f"checkpoint '{path}' has corrupt metadata ({exc}); write it again with velora train"
+        ) from None
     names_ok = isinstance(class_names, list) and all(isinstance(name, str) for name in class_names)
     if not isinstance(raw_config, dict) or not names_ok or not isinstance(info, dict) or not isinstance(source, dict):
         raise CheckpointError(
@@ -120,7 +118,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", weights: st
 
 
 # Trainable tensors renamed since adapter files were first written: (old prefix, new prefix).
-RENAMED = (("shared_rgb.", "fusion.shared_rgb."), ("shared_event.", "fusion.shared_event."), ("fusion_blocks.", "fusion.blocks."))
+RENAMED = (
+    ("shared_rgb.", "fusion.shared_rgb."),
+    ("shared_event.", "fusion.shared_event."),
+    ("fusion_blocks.", "fusion.blocks."),
+)
 
 
 def migrate_keys(state: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
@@ -129,7 +131,7 @@ def migrate_keys(state: dict[str, torch.Tensor], prefix: str = "") -> dict[str, 
     for key, value in state.items():
         for old, new in RENAMED:
             if key.startswith(prefix + old):
-                key = prefix + new + key[len(prefix + old):]
+                key = prefix + new + key[len(prefix + old) :]
                 break
         out[key] = value
     return out

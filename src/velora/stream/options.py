@@ -6,10 +6,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields
 
+RECONNECT_S = 60.0  # how long a live source that went away is tried again (velora stream --reconnect)
 
-def _option(default, help: str, flag: str | None = None, metavar: str | None = None):
-    """A StreamOptions field; `flag` is its `velora stream` option, whose help is `help` (written once)."""
-    return field(default=default, metadata={"help": help, "flag": flag, "metavar": metavar})
+
+def _option(
+    default, help: str, flag: str | None = None, metavar: str | None = None, off: tuple[str, str] | None = None
+):
+    """A StreamOptions field; `flag` is its `velora stream` option, whose help is `help` (written once).
+    off: (flag, help) of a switch that sets the field to None (e.g. --no-reconnect)."""
+    return field(default=default, metadata={"help": help, "flag": flag, "metavar": metavar, "off": off})
 
 
 @dataclass(frozen=True)
@@ -29,24 +34,48 @@ class StreamOptions:
         40.0, "event-only windows (no APS frames): milliseconds per sample", "--frame-ms", "MS"
     )
     frame_timeout_s: float = _option(
-        1.0, "seconds of events without an APS frame (in sensor time, and for sources whose frames travel apart, "
-        "also in receive time) before event-only windows", "--frame-timeout", "S",
+        1.0,
+        "seconds of events without an APS frame (in sensor time, and for sources whose frames travel apart, "
+        "also in receive time) before event-only windows",
+        "--frame-timeout",
+        "S",
     )
     resize: bool = _option(
-        False, "accept a sensor of another size than the model's training data: frames and event images are "
-        "resized to the model's size, as predict does", "--resize",
+        False,
+        "accept a sensor of another size than the model's training data: frames and event images are "
+        "resized to the model's size, as predict does",
+        "--resize",
     )
     all_windows: bool = _option(
-        False, "live sources: predict every window, even late ones (default: a window is skipped when a newer one "
-        "is ready before it was predicted)", "--all-windows",
+        False,
+        "live sources: predict every window, even late ones (default: a window is skipped when a newer one "
+        "is ready before it was predicted)",
+        "--all-windows",
     )
     max_windows: int | None = _option(
-        None, "stop after N windows, predicted or skipped late (default: until the stream ends or Ctrl-C)",
-        "--max-windows", "N",
+        None,
+        "stop after N windows, predicted or skipped late (default: until the stream ends or Ctrl-C)",
+        "--max-windows",
+        "N",
     )
-    timeout_s: float = _option(5.0, "seconds of silence that count as a stall (an error)", "--timeout", "S")
+    timeout_s: float = _option(
+        5.0,
+        "seconds of silence that count as a stall (an error; a live source that streamed is first "
+        "reconnected, see --reconnect)",
+        "--timeout",
+        "S",
+    )
+    reconnect_s: float | None = _option(
+        RECONNECT_S,
+        "tcp:// and camera: sources that go away (a DV restart, a cut cable, an unplugged camera) are "
+        "reconnected with backoff for up to S seconds; no window spans the gap",
+        "--reconnect",
+        "S",
+        off=("--no-reconnect", "do not reconnect: a lost or closed source ends the stream"),
+    )
     reuse_frames: bool = _option(
-        False, "keep each sample's low-level tokens for the next windows (velora.stream.tokens): 1.3-1.5x as fast "
+        False,
+        "keep each sample's low-level tokens for the next windows (velora.stream.tokens): 1.3-1.5x as fast "
         "predicting every frame, equal to the full forward pass up to float rounding (PyTorch models)",
         "--reuse-frames",
     )
@@ -58,7 +87,11 @@ class StreamOptions:
             value, flag = getattr(self, f.name), f.metadata["flag"] or f.name
             if f.name in ("num_frames", "hop_frames", "top_k", "max_windows") and value is not None and value < 1:
                 found.append(f"{flag} must be at least 1, got {value}")
-            if f.name in ("hop_ms", "frame_period_ms", "frame_timeout_s", "timeout_s") and value is not None and not value > 0:
+            if (
+                f.name in ("hop_ms", "frame_period_ms", "frame_timeout_s", "timeout_s", "reconnect_s")
+                and value is not None
+                and not value > 0
+            ):
                 found.append(f"{flag} must be greater than 0, got {value}")
         return found
 

@@ -23,14 +23,21 @@ Late windows: with a live source, when a window is ready but more packets are al
 the window is late; it is skipped if a newer one becomes ready before the backlog is read, so
 predictions keep up with the sensor instead of falling further behind (`all_windows` predicts
 every window; a replay as fast as possible never skips).
+
+Gaps (velora.stream.sources): when a live source comes back after going away, the window
+restarts, so no window spans the gap, and the samples computed before it are forgotten (after a
+DV restart the same timestamps may come again). Each gap is said when the source goes and when it
+is back, written to --jsonl ({"gap": ...}) and counted in the summary with the windows it cost
+(an estimate, `gap_windows`). The same restart happens, without a gap, when the sensor's
+timestamps go back (velora.stream.window).
 """
 
 from __future__ import annotations
 
-import json
+import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -40,116 +47,16 @@ from velora.data.factory import layout
 from velora.data.names import BATCH_KEY
 from velora.data.recordings import recording_frames
 from velora.data.sampling import FULL_FRAME, ClipDraw
-from velora.errors import DataError
+from velora.errors import DataError, OutputError
 from velora.evaluation.metrics import topk_indices
 from velora.evaluation.recognizer import Recognizer
 from velora.stream.options import StreamOptions, parse_hop  # noqa: F401 (parse_hop: the API of this module)
-from velora.stream.sources import Source, SourceError
+from velora.stream.report import GapRecord, JsonlWriter, StreamSummary, WindowPrediction
+from velora.stream.sources import Gap, Source, SourceError
 from velora.stream.tokens import FrameTokens
 from velora.stream.window import SlidingWindow, Window
 
 NEVER_US = 1 << 62  # a frame timeout that never fires (an RGB-only model waits for frames)
-
-
-@dataclass
-class WindowPrediction:
-    """One window's prediction: time range (microseconds, and seconds since the stream's first
-    timestamp), what it held, top-k, and timings in milliseconds."""
-
-    window: int
-    t_start_us: int
-    t_end_us: int
-    t_start_s: float
-    t_end_s: float
-    frames: int  # APS frames (T + 1), 0 for an event-only window
-    events: int
-    modalities: list[str]
-    topk: list[tuple[str, float]]
-    latency_ms: float  # last event received -> probabilities ready
-    wait_ms: float  # last event received -> the packet completing the window received
-    compute_ms: float  # model input + forward pass
-
-    def line(self) -> str:
-        classes = ", ".join(f"{name} {score:.3f}" for name, score in self.topk)
-        kind = "" if self.frames else "  [events only]"
-        return (f"window {self.window:>5}  {self.t_start_s:8.3f}-{self.t_end_s:8.3f} s  {classes}  "
-                f"latency {self.latency_ms:6.1f} ms{kind}")
-
-
-@dataclass
-class StreamSummary:
-    """What a stream run did. latency in milliseconds; realtime_factor: sensor seconds / wall seconds."""
-
-    source: str
-    windows: int = 0
-    skipped: int = 0
-    event_only_windows: int = 0
-    mean_latency_ms: float | None = None
-    p95_latency_ms: float | None = None
-    max_latency_ms: float | None = None
-    mean_compute_ms: float | None = None
-    p95_compute_ms: float | None = None
-    sensor_s: float = 0.0
-    wall_s: float = 0.0
-    realtime_factor: float | None = None
-    ended: str = ""  # "end of stream", "interrupted (Ctrl-C)", "max windows", or the error
-    error: str | None = None
-    latencies_ms: list[float] = field(default_factory=list, repr=False)
-    compute_ms: list[float] = field(default_factory=list, repr=False)
-
-    def finish(self) -> None:
-        if self.latencies_ms:
-            latency, compute = np.asarray(self.latencies_ms), np.asarray(self.compute_ms)
-            self.mean_latency_ms, self.max_latency_ms = float(latency.mean()), float(latency.max())
-            self.p95_latency_ms = float(np.percentile(latency, 95))
-            self.mean_compute_ms, self.p95_compute_ms = float(compute.mean()), float(np.percentile(compute, 95))
-        self.realtime_factor = self.sensor_s / self.wall_s if self.wall_s > 0 and self.sensor_s > 0 else None
-
-    def as_dict(self) -> dict:
-        summary = asdict(self)
-        del summary["latencies_ms"], summary["compute_ms"]
-        return summary
-
-    def text(self) -> str:
-        def ms(value):
-            return "-" if value is None else f"{value:.1f} ms"
-
-        rtf = "-" if self.realtime_factor is None else f"{self.realtime_factor:.2f}x"
-        lines = [
-            (f"summary: {self.windows} windows ({self.event_only_windows} event-only, {self.skipped} skipped late), "
-             f"{self.ended}"),
-            (f"  latency mean {ms(self.mean_latency_ms)}, p95 {ms(self.p95_latency_ms)}, "
-             f"max {ms(self.max_latency_ms)}; model input + forward mean {ms(self.mean_compute_ms)}, "
-             f"p95 {ms(self.p95_compute_ms)}"),
-            f"  {self.sensor_s:.3f} s of sensor time in {self.wall_s:.3f} s: real-time factor {rtf}",
-        ]
-        return "\n".join(lines)
-
-
-class JsonlWriter:
-    """One JSON object per line, each written whole and flushed; the file is created with its
-    first line, so a run that fails before predicting leaves no file (and an older one intact)."""
-
-    def __init__(self, path: str | Path | None):
-        self.path = Path(path) if path else None
-        self._file = None
-        if self.path is not None:
-            if self.path.is_dir():
-                raise DataError(f"--jsonl {self.path} is a folder; give a file name")
-            if not self.path.parent.is_dir():
-                raise DataError(f"--jsonl {self.path}: the folder {self.path.parent} does not exist")
-
-    def write(self, record: dict) -> None:
-        if self.path is None:
-            return
-        if self._file is None:
-            self._file = open(self.path, "w", encoding="utf-8")
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
 
 
 class WindowEncoder:
@@ -161,7 +68,11 @@ class WindowEncoder:
     """
 
     def __init__(
-        self, image_size: int, modalities: list[str], representation: str = "event_image", event_resize: str = "keep_events"
+        self,
+        image_size: int,
+        modalities: list[str],
+        representation: str = "event_image",
+        event_resize: str = "keep_events",
     ):
         self.image_size, self.modalities, self.representation = image_size, list(modalities), representation
         self.event_resize = event_resize
@@ -193,6 +104,10 @@ class WindowEncoder:
         for key in [k for k in self._samples if k[1] < window.t_start_us]:
             del self._samples[key]  # before this window: no later window needs it
         return {BATCH_KEY[m]: torch.cat([s[BATCH_KEY[m]] for s in samples]) for m in modalities}
+
+    def forget(self) -> None:
+        """Forget every sample (the window restarted: the same times may come again with other content)."""
+        self._samples.clear()
 
 
 def training_sensor_size(recognizer: Recognizer) -> tuple[tuple[int, int], str] | None:
@@ -231,8 +146,10 @@ def check_source(recognizer: Recognizer, source: Source, options: StreamOptions,
     trained = training_sensor_size(recognizer)
     size = recognizer.config.model.image_size
     if trained is None:
-        notify(f"the model's training sensor size is unknown (its data.root is not here); frames and event images "
-               f"are resized from {show(source.sensor_size)} to {size} x {size}, as predict does")
+        notify(
+            f"the model's training sensor size is unknown (its data.root is not here); frames and event images "
+            f"are resized from {show(source.sensor_size)} to {size} x {size}, as predict does"
+        )
         return
     trained_size, where = trained
     if any(tuple(s) != tuple(trained_size) for s in sizes) and not options.resize:
@@ -258,14 +175,16 @@ def run_stream(
     Ctrl-C (KeyboardInterrupt), and return the summary; the source is closed on return.
 
     Raises DataError before reading any packet when the source does not fit the model (see
-    check_source) and for a --jsonl path that cannot be written; a stall or a broken connection
-    ends the run with `summary.error` set. `on_window` gets each prediction as it is made;
-    `notify` the notices of the run and of the source (event-only windows, a connection that ended);
-    `jsonl` receives them too, one line each, and the summary as a last line. `clock` must be the
-    clock of the source's receive times (time.perf_counter unless a test injects one).
+    check_source) and for a --jsonl path that cannot be written; a stall, a broken connection that
+    did not come back, or a --jsonl file that fails mid-run (OutputError) end the run with
+    `summary.error` set. `on_window` gets each prediction as it is made; `notify` the notices of
+    the run and of the source (event-only windows, a connection that went or ended); `jsonl`
+    receives the predictions and gaps, one line each, and the summary as a last line. `clock`
+    must be the clock of the source's receive times (time.perf_counter unless a test injects one).
     """
     writer = None
     source.notify = notify
+    source.reconnect_s = options.reconnect_s
     try:
         writer = JsonlWriter(jsonl)
         check_source(recognizer, source, options, notify)
@@ -274,6 +193,53 @@ def run_stream(
         source.close()
         if writer is not None:
             writer.close()
+
+
+class _Timeline:
+    """Sensor time across restarts. Within a stretch between restarts, timestamps are one clock;
+    at a restart the next stretch's seconds go on from where the last one ended (plus the gap)."""
+
+    def __init__(self):
+        self.first_us: int | None = None  # this stretch's first and last timestamps
+        self.last_us: int | None = None
+        self.offset_s = 0.0  # the stream's seconds at this stretch's first timestamp
+        self.before_s = 0.0  # sensor seconds covered by the stretches before
+
+    def add(self, first_us: int, last_us: int) -> None:
+        self.first_us = first_us if self.first_us is None else min(self.first_us, first_us)
+        self.last_us = last_us if self.last_us is None else max(self.last_us, last_us)
+
+    def seconds(self, t_us: int) -> float:
+        """A timestamp of this stretch as seconds since the stream's first timestamp."""
+        return self.offset_s + (t_us - self.first_us) / 1e6
+
+    @property
+    def covered_s(self) -> float:
+        return self.before_s + ((self.last_us - self.first_us) / 1e6 if self.first_us is not None else 0.0)
+
+    def restart(self, gap_s: float) -> None:
+        if self.first_us is not None:
+            self.offset_s, self.before_s = self.seconds(self.last_us), self.covered_s
+        self.offset_s += gap_s
+        self.first_us = self.last_us = None
+
+
+def gap_windows(
+    dropped: int,
+    gap_s: float,
+    period_us: float,
+    num_frames: int,
+    hop_frames: int,
+    hop_us: float | None,
+    spacing_us: float,
+) -> int:
+    """The windows a gap cost (an estimate): `dropped`, the windows that were waiting when the source
+    went; the windows its `gap_s` seconds would have held, one every `period_us` (the hop); and the
+    windows whose T + 1 frames would have straddled the gap (a window needs T new frames, each
+    `spacing_us` apart, before the first one after it)."""
+    during = round(gap_s * 1e6 / period_us)
+    refill = math.ceil(num_frames / hop_frames) if hop_us is None else round(num_frames * spacing_us / hop_us)
+    return dropped + during + refill
 
 
 def _loop(recognizer, source, options, on_window, notify, writer, clock) -> StreamSummary:
@@ -288,16 +254,23 @@ def _loop(recognizer, source, options, on_window, notify, writer, clock) -> Stre
     rgb_only = "event" not in modalities
 
     def window_notice(message: str) -> None:
-        if message.startswith("no") and "rgb" in modalities:
+        if message.startswith(("no APS", "no new APS")) and "rgb" in modalities:
             message += f"; the model (trained on {'+'.join(modalities)}) takes its missing-modality path"
         notify(message)
 
+    hop_us = None if options.hop_ms is None else round(options.hop_ms * 1000)
+    frame_period_us = round(options.frame_period_ms * 1000)
     window = SlidingWindow(
-        num_frames, source.sensor_size, hop_frames=options.hop_frames,
-        hop_us=None if options.hop_ms is None else round(options.hop_ms * 1000),
-        expect_frames=source.frame_size is not None, frame_period_us=round(options.frame_period_ms * 1000),
+        num_frames,
+        source.sensor_size,
+        hop_frames=options.hop_frames,
+        hop_us=hop_us,
+        expect_frames=source.frame_size is not None,
+        frame_period_us=frame_period_us,
         frame_timeout_us=NEVER_US if rgb_only else round(options.frame_timeout_s * 1e6),
-        frame_timeout_s=options.frame_timeout_s if source.frames_apart else None, notify=window_notice,
+        frame_timeout_s=options.frame_timeout_s if source.frames_apart else None,
+        event_timeout_us=round(options.frame_timeout_s * 1e6),
+        notify=window_notice,
     )
     if source.frame_size is None:
         window_notice(
@@ -314,11 +287,15 @@ def _loop(recognizer, source, options, on_window, notify, writer, clock) -> Stre
         tokens = FrameTokens(recognizer.model, recognizer.device, keep=6 * (num_frames + 2))
     summary = StreamSummary(source.name)
     skip_late = source.live and not options.all_windows
-    first_wall = first_us = last_us = last_done = last_us_at_done = None
+    timeline = _Timeline()
+    first_wall = last_done = None
+    covered_at_done = 0.0
+    spacing_us = float(frame_period_us)  # boundary spacing of the last window predicted
+    restarts = window.restarts
     ready: list[Window] = []
 
     def predict(w: Window) -> None:
-        nonlocal last_done, last_us_at_done
+        nonlocal last_done, covered_at_done, spacing_us
         started = clock()
         item = encoder.item(w)
         fed = encoder.fed(w)
@@ -327,20 +304,27 @@ def _loop(recognizer, source, options, on_window, notify, writer, clock) -> Stre
         else:
             probs = recognizer.probabilities([item], expected=fed)[0]
         done = last_done = clock()
-        last_us_at_done = last_us
+        covered_at_done = timeline.covered_s
+        spacing_us = float(np.median(np.diff(w.boundaries_us)))
         ranked = topk_indices(probs[None], min(options.top_k, len(probs)))[0]
         prediction = WindowPrediction(
-            window=w.index, t_start_us=w.t_start_us, t_end_us=w.t_end_us,
-            t_start_s=(w.t_start_us - first_us) / 1e6, t_end_s=(w.t_end_us - first_us) / 1e6,
-            frames=0 if w.event_only else len(w.boundaries_us), events=w.num_events, modalities=fed,
+            window=w.index,
+            t_start_us=w.t_start_us,
+            t_end_us=w.t_end_us,
+            t_start_s=timeline.seconds(w.t_start_us),
+            t_end_s=timeline.seconds(w.t_end_us),
+            frames=0 if w.event_only else len(w.boundaries_us),
+            events=w.num_events,
+            modalities=fed,
             topk=[(recognizer.class_names[c], float(probs[c])) for c in ranked],
             latency_ms=(done - w.last_event_received) * 1e3,
-            wait_ms=(w.completed_received - w.last_event_received) * 1e3, compute_ms=(done - started) * 1e3,
+            wait_ms=(w.completed_received - w.last_event_received) * 1e3,
+            compute_ms=(done - started) * 1e3,
         )
         summary.windows += 1
         summary.event_only_windows += w.event_only
-        summary.latencies_ms.append(prediction.latency_ms)
-        summary.compute_ms.append(prediction.compute_ms)
+        summary.latency.add(prediction.latency_ms)
+        summary.compute.add(prediction.compute_ms)
         writer.write(asdict(prediction))
         on_window(prediction)
 
@@ -357,6 +341,28 @@ def _loop(recognizer, source, options, on_window, notify, writer, clock) -> Stre
         ready = []
         return False
 
+    def restarted(gap_s: float) -> None:
+        """The window restarted (a gap, or the clock went back): forget what was computed before."""
+        nonlocal restarts
+        restarts = window.restarts
+        timeline.restart(gap_s)
+        encoder.forget()
+        if tokens is not None:
+            tokens.tokens.clear()
+
+    def came_back(gap: Gap) -> None:
+        period_us = hop_us if hop_us is not None else options.hop_frames * spacing_us
+        lost = gap_windows(
+            window.restart(), gap.duration_s, period_us, num_frames, options.hop_frames, hop_us, spacing_us
+        )
+        restarted(gap.duration_s)
+        summary.gaps += 1
+        summary.gap_s += gap.duration_s
+        summary.gap_windows += lost
+        origin = first_wall if first_wall is not None else gap.lost
+        notify(f"{gap.what}: back after {gap.duration_s:.1f} s; the window restarts (about {lost} windows lost)")
+        writer.write_gap(GapRecord(gap.what, gap.reason, gap.lost - origin, gap.back - origin, gap.duration_s, lost))
+
     try:
         while True:
             packet = source.next(options.timeout_s)
@@ -366,16 +372,25 @@ def _loop(recognizer, source, options, on_window, notify, writer, clock) -> Stre
                 flush()
                 summary.ended = "end of stream"
                 break
+            if isinstance(packet, Gap):
+                if flush():  # the windows completed before the gap
+                    summary.ended = "max windows"
+                    break
+                came_back(packet)
+                continue
             data = packet.data
             if packet.kind == "frame":
                 window.add_frame(data.image, data.timestamp_us, packet.received)
-                first_t = data.timestamp_us
+                span = (data.timestamp_us, data.timestamp_us)
             else:
                 window.add_events(data.t, data.x, data.y, data.p, packet.received)
-                first_t = int(data.t[0]) if len(data.t) else None
-            if first_t is not None:
-                first_us = first_t if first_us is None else min(first_us, first_t)
-                last_us = packet.last_timestamp_us if last_us is None else max(last_us, packet.last_timestamp_us)
+                span = (int(data.t[0]), int(data.t[-1])) if len(data.t) else None
+            if window.restarts != restarts:  # the clock went back: windows still waiting are of the old clock
+                summary.skipped += len(ready)
+                ready = []
+                restarted(0.0)
+            if span is not None:
+                timeline.add(*span)
             if first_wall is None:
                 first_wall = packet.received
             ready.extend(window.pop_ready())
@@ -385,11 +400,16 @@ def _loop(recognizer, source, options, on_window, notify, writer, clock) -> Stre
                     break
     except KeyboardInterrupt:
         summary.ended = "interrupted (Ctrl-C)"
-    except SourceError as error:
+    except (SourceError, OutputError) as error:
         summary.ended = summary.error = str(error)
-    if first_us is not None:  # up to the last prediction: a stall's timeout or a quiet tail is no work
+    if first_wall is not None:  # up to the last prediction: a stall's timeout or a quiet tail is no work
         summary.wall_s = (last_done if last_done is not None else clock()) - first_wall
-        summary.sensor_s = ((last_us_at_done if last_done is not None else last_us) - first_us) / 1e6
+        summary.sensor_s = covered_at_done if last_done is not None else timeline.covered_s
+    summary.clock_jumps, summary.duplicate_packets = window.clock_jumps, window.duplicates
+    summary.frames_ignored = window.frames_ignored
     summary.finish()
-    writer.write({"summary": summary.as_dict()})
+    try:
+        writer.write({"summary": summary.as_dict()})
+    except OutputError as error:
+        summary.ended = summary.error = summary.error or str(error)
     return summary

@@ -19,6 +19,22 @@ released when that much wall time has passed since the start; otherwise at once.
 The DV network protocol (velora.stream.dvnet) carries one stream per server, so a DAVIS's events
 and frames come from two ports: `tcp://host:7777,7778` (or `tcp://host:7777,host2:7778`) connects
 to both and tells them apart by their headers. With only the event port, the stream is event-only.
+
+Gaps. A live source (tcp://, camera:) that goes away once it has streamed (a DV restart, a
+server that closes or resets the connection or closes it inside a packet, an unplugged camera,
+or a silence of the stall timeout, which is what a pulled cable looks like) is reconnected with
+backoff (0.1 s, doubling to 2 s between tries) for up to `reconnect_s` seconds; None turns
+reconnecting off, and then a lost connection ends the stream as a stall or a cut does. While any
+of its inputs is away the source is away: packets of its other inputs are dropped. When all are
+back, `next` returns a `Gap` (what went, why, when it went and came back), so the windows restart
+and none spans the gap. A second silence right after a reconnect, before any packet, is a stall
+(an error). Not reconnected, but errors: bytes that break the protocol or its limits, a server
+that comes back serving another stream, and a sender that trickles (bytes come, but no whole
+packet within the stall timeout). A source that never connected is an error at once.
+
+Memory. Packets wait for the loop in a queue of at most MAX_QUEUED_BYTES; a reader that finds it
+full waits (TCP then slows the sender down; a camera's driver drops), so a loop that falls
+behind cannot make velora's memory grow.
 """
 
 from __future__ import annotations
@@ -36,14 +52,28 @@ import numpy as np
 from velora.errors import DataError, VeloraError
 from velora.events.aedat4 import Recording, frame_uint8
 from velora.events.readers import SUFFIXES, read_aedat4, read_events, require_events
-from velora.stream.dvnet import EVENTS_ID, FRAME_ID, Connection, EventBatch, Frame, ProtocolError
+from velora.stream.dvnet import (
+    EVENTS_ID,
+    FRAME_ID,
+    Connection,
+    ConnectionLost,
+    EventBatch,
+    Frame,
+    ProtocolError,
+)
 
 TCP_PREFIX, CAMERA_PREFIX = "tcp://", "camera:"
 CONNECT_TIMEOUT_S = 5.0
+FIRST_BACKOFF_S, MAX_BACKOFF_S = 0.1, 2.0
+MAX_QUEUED_BYTES = 256 << 20  # packets waiting for the loop: about 20 s of a 1 Mev/s DAVIS346 stream
 
 
 class SourceError(VeloraError, RuntimeError):
     """A stream source cannot be opened, stalled, or broke: the message says which and what to do."""
+
+
+class _NotTheSame(SourceError):
+    """A source that came back with another stream than it had (no further try)."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +90,27 @@ class Packet:
             return self.data.timestamp_us
         return int(self.data.t[-1]) if len(self.data.t) else -1
 
+    @property
+    def nbytes(self) -> int:
+        if self.kind == "frame":
+            return self.data.image.nbytes
+        return sum(column.nbytes for column in (self.data.t, self.data.x, self.data.y, self.data.p))
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A live source was away: `what` went (`reason`) at `lost` and all of it was back at `back`
+    (time.perf_counter() seconds). Packets sent meanwhile are lost."""
+
+    what: str
+    reason: str
+    lost: float
+    back: float
+
+    @property
+    def duration_s(self) -> float:
+        return self.back - self.lost
+
 
 class Source:
     """What every source has. name: for messages; sensor_size: (width, height) of the events;
@@ -73,8 +124,9 @@ class Source:
     live: bool = True
     frames_apart: bool = False
     notify: Callable[[str], None] = staticmethod(lambda message: None)  # notices (run_stream sets its own)
+    reconnect_s: float | None = None  # live sources: how long to try to get a lost source back (run_stream sets it)
 
-    def next(self, timeout: float) -> Packet | None:
+    def next(self, timeout: float) -> Packet | Gap | None:
         raise NotImplementedError
 
     def backlog(self) -> bool:
@@ -104,8 +156,10 @@ def read_recording(path: Path) -> Recording:
     if path.suffix.lower() == ".aedat4":
         return read_aedat4(path)
     if path.suffix.lower() not in SUFFIXES:
-        raise DataError(f"{path}: cannot replay a '{path.suffix}' file; give an .aedat4 recording or an event file "
-                        f"({', '.join(sorted(SUFFIXES))})")
+        raise DataError(
+            f"{path}: cannot replay a '{path.suffix}' file; give an .aedat4 recording or an event file "
+            f"({', '.join(sorted(SUFFIXES))})"
+        )
     events = require_events(read_events(path), path)
     empty = np.zeros(0, dtype=np.int64)
     return Recording(events, np.zeros((0, events.height, events.width), dtype=np.uint8), empty, empty, path)
@@ -177,8 +231,9 @@ def _replay_schedule(recording: Recording, packet_us: int) -> list[tuple[int, st
                 part = slice(start, stop)
                 batch = EventBatch(events.t[part], events.x[part], events.y[part], events.p[part])
                 schedule.append((stop_us, 0, "events", batch))
-    for image, start, exposure in zip(recording.aps_frames, recording.frame_timestamps_us.tolist(),
-                                      recording.frame_exposure_us.tolist()):
+    for image, start, exposure in zip(
+        recording.aps_frames, recording.frame_timestamps_us.tolist(), recording.frame_exposure_us.tolist()
+    ):
         schedule.append((start + exposure, 1, "frame", Frame(image, start, exposure)))
     schedule.sort(key=lambda entry: entry[:2])  # by release time, events before a frame released with them
     return [(release, kind, data) for release, _, kind, data in schedule]
@@ -188,48 +243,169 @@ def _replay_schedule(recording: Recording, packet_us: int) -> list[tuple[int, st
 @dataclass(frozen=True)
 class _End:
     """Put on the queue by a reader thread when its input ends. what: the input, for messages;
-    error: None for a clean end; events: the input carried the events (their end ends the stream)."""
+    error: None for a clean end; events: the input carried the events (their end ends the stream);
+    note: said with a clean end."""
 
     what: str
     error: str | None
     events: bool
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class _Lost:
+    """Put on the queue by a reader whose input went; it is reconnecting."""
+
+    what: str
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True)
+class _Back:
+    """Put on the queue by a reader whose input is back."""
+
+    what: str
+    at: float
 
 
 class _QueuedSource(Source):
-    """Reader threads put packets on one queue; next() takes them off and watches for stalls."""
+    """Reader threads put packets on one queue; next() takes them off, watches for stalls, and
+    turns the readers' reports of inputs lost and back into Gaps."""
 
     live = True
 
     def __init__(self, name: str, readers: int):
         self.name = name
         self._queue: queue.Queue = queue.Queue()
+        self._space = threading.Condition()
+        self._queued_bytes = 0
         self._stop = threading.Event()
+        self._readers: list[threading.Thread] = []  # started by the first next()
         self._open_readers = readers
+        self._away: dict[str, _Lost] = {}  # inputs lost and being reconnected
+        self._gap: _Lost | None = None  # the first input lost of the current gap
+        self._silence_asked = 0  # silences taken for a lost connection: each reader reconnects once per silence
+        self._silence_answered = 0  # the silences a reader answered by reporting its input lost
+        self._silence_reconnected = False  # a silence was taken for a lost connection, and no packet came since
 
-    def next(self, timeout: float) -> Packet | None:
+    def next(self, timeout: float) -> Packet | Gap | None:
+        while self._readers:
+            self._readers.pop().start()
         while True:
+            waiting = self._away or self._silence_asked > self._silence_answered
+            progress = self._progress()
             try:
-                item = self._queue.get(timeout=timeout)
+                # while an input is away, its reader's reconnect limit applies, not the stall timeout
+                item = self._queue.get(timeout=0.5 if waiting else timeout)
             except queue.Empty:
-                raise SourceError(
-                    f"{self.name}: nothing received for {timeout:g} s (--timeout); the sender stalled, paused or "
-                    "lost its network"
-                ) from None
+                if not waiting:
+                    self._silence(timeout, progress)
+                continue
             if isinstance(item, Packet):
+                with self._space:
+                    self._queued_bytes -= item.nbytes
+                    self._space.notify_all()
+                if self._away:
+                    continue  # the source is away until all its inputs are back
+                self._silence_reconnected = False
                 return item
+            if isinstance(item, _Lost):
+                self._silence_answered = self._silence_asked
+                if not self._away:
+                    self._gap = item
+                    self.notify(f"{item.what}: lost ({item.reason}); reconnecting for up to {self.reconnect_s:g} s")
+                self._away[item.what] = item
+                continue
+            if isinstance(item, _Back):
+                self._away.pop(item.what, None)
+                if not self._away:
+                    return Gap(self._gap.what, self._gap.reason, self._gap.at, item.at)
+                continue
             self._open_readers -= 1
+            was_away = self._away.pop(item.what, None)
             if item.error:
                 raise SourceError(f"{item.what}: {item.error}")
             if item.events or self._open_readers == 0:
-                self.notify(f"{item.what}: the stream ended")
+                self.notify(f"{item.what}: the stream ended{item.note}")
                 return None
-            self.notify(f"{item.what}: the stream ended; going on with events alone")
+            self.notify(f"{item.what}: the stream ended{item.note}; going on with events alone")
+            if was_away is not None and not self._away:
+                return Gap(self._gap.what, self._gap.reason, self._gap.at, time.perf_counter())
 
-    def backlog(self) -> bool:
-        return not self._queue.empty()
+    def _silence(self, timeout: float, progress: tuple) -> None:
+        """Nothing for `timeout` seconds: a sender that trickles or stalled (errors), or a lost
+        connection that did not say so (reconnected, once). `progress`: _progress() before the wait."""
+        trickle = self._trickle(progress)
+        if trickle:
+            raise SourceError(
+                f"{trickle}; no whole packet for {timeout:g} s (--timeout): the sender trickles or the stream is broken"
+            )
+        if self.reconnect_s and not self._silence_reconnected:
+            self._silence_reconnected = True
+            self._silence_asked += 1  # every reader reconnects
+            return
+        again = " again after reconnecting" if self._silence_reconnected else ""
+        raise SourceError(
+            f"{self.name}: nothing received for {timeout:g} s (--timeout){again}; the sender stalled, paused or "
+            "lost its network"
+        )
+
+    def _progress(self) -> tuple:
+        """Bytes received so far per input (inputs that count bytes: TCP connections)."""
+        return ()
+
+    def _trickle(self, progress: tuple) -> str | None:
+        """How an input whose packet is partly in and grew since `progress` trickles, if one does."""
+        return None
+
+    def _put(self, packet: Packet) -> None:
+        """Queue a packet for next(); wait while the queue holds MAX_QUEUED_BYTES (until stop)."""
+        with self._space:
+            while self._queued_bytes > MAX_QUEUED_BYTES and not self._stop.is_set():
+                self._space.wait(0.2)
+            self._queued_bytes += packet.nbytes
+        self._queue.put(packet)
+
+    def _reconnect(self, what: str, reason: str, open_input: Callable[[float], object]) -> tuple[object, str, bool]:
+        """Report `what` lost and try `open_input(timeout)` with backoff for up to reconnect_s
+        seconds (a SourceError from it means: not yet). Returns (what it opened, or None when
+        stopped, not back in time or back with another stream; the last reason it was not; whether
+        it came back with another stream)."""
+        self._queue.put(_Lost(what, reason, time.perf_counter()))
+        deadline = time.monotonic() + self.reconnect_s
+        backoff = FIRST_BACKOFF_S
+        while not self._stop.wait(min(backoff, max(0.0, deadline - time.monotonic()))):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                return open_input(min(CONNECT_TIMEOUT_S, left)), reason, False
+            except _NotTheSame as error:
+                return None, str(error), True
+            except SourceError as error:
+                reason = str(error)
+            backoff = min(2 * backoff, MAX_BACKOFF_S)
+        return None, reason, False
+
+    def _gave_up(self, what: str, reason: str, clean: bool, events: bool, other_stream: bool) -> None:
+        """A reader's input did not come back, or came back with another stream: a clean close that
+        stayed closed ends it, anything else is an error."""
+        if self._stop.is_set():
+            return
+        if other_stream:
+            self._queue.put(_End(what, reason, events))
+        elif clean:
+            self._queue.put(_End(what, None, events, f" (closed, and not back within {self.reconnect_s:g} s)"))
+        else:
+            self._queue.put(
+                _End(what, f"lost and not back within {self.reconnect_s:g} s (--reconnect): {reason}", events)
+            )
 
     def _start(self, target: Callable[[], None], name: str) -> None:
-        threading.Thread(target=target, name=name, daemon=True).start()
+        """Read with `target` in a thread from the first next() on, when run_stream has set the
+        source's notify and reconnect_s."""
+        self._readers.append(threading.Thread(target=target, name=name, daemon=True))
 
 
 def parse_tcp(spec: str) -> list[tuple[str, int]]:
@@ -286,34 +462,83 @@ class TcpSource(_QueuedSource):
         if frames:
             frame_info = _stream(frames[0], FRAME_ID)
             self.frame_size = (frame_info.width, frame_info.height)
-        for connection in self.connections:
+        self._addresses = {connection.address: address for connection, address in zip(self.connections, addresses)}
+        for index, connection in enumerate(self.connections):
             kind = "events" if connection is self._events_connection else "frames"
             connection.what = f"tcp://{connection.address} ({kind})"
-            self._start(lambda c=connection, e=kind == "events": self._read(c, e), f"velora-{kind}")
+            self._start(lambda i=index, e=kind == "events": self._read(i, e), f"velora-{kind}")
 
-    def _read(self, connection: Connection, events: bool) -> None:
+    def _read(self, index: int, events: bool) -> None:
+        connection = self.connections[index]
         connection.sock.settimeout(0.2)  # wake up to see a stop request; stalls are next()'s business
+        silences = self._silence_asked
         while not self._stop.is_set():
-            try:
-                decoded, received = connection.read_packet()
-            except TimeoutError:
-                continue
-            except EOFError:
-                self._queue.put(_End(connection.what, None, events))
+            if self._silence_asked > silences:
+                silences = self._silence_asked
+                reason, clean = "nothing received for the stall timeout", False
+            else:
+                try:
+                    decoded, received = connection.read_packet()
+                except TimeoutError:
+                    continue
+                except EOFError:
+                    reason, clean = "the server closed the connection", True
+                except ConnectionLost as error:
+                    reason, clean = str(error), False
+                except ProtocolError as error:
+                    message = f"{error}; the stream is cut or is not DV's network stream"
+                    self._queue.put(_End(connection.what, message, events))
+                    return
+                except OSError as error:
+                    if self._stop.is_set():
+                        return
+                    reason, clean = f"the connection broke ({error.strerror or error})", False
+                except Exception as error:  # a packet that decodes into nonsense: end this input, say why
+                    self._queue.put(_End(connection.what, f"a packet could not be decoded ({error})", events))
+                    return
+                else:
+                    if decoded is not None:
+                        self._put(Packet("frame" if isinstance(decoded, Frame) else "events", decoded, received))
+                    continue
+            if not self.reconnect_s:  # the connection's end is the stream's, as without reconnecting
+                if not clean:
+                    reason = f"{reason}; the stream is cut or is not DV's network stream"
+                self._queue.put(_End(connection.what, None if clean else reason, events))
                 return
-            except ProtocolError as error:
-                message = f"{error}; the stream is cut or is not DV's network stream"
-                self._queue.put(_End(connection.what, message, events))
+            connection.close()
+            again, reason, other_stream = self._reconnect(
+                connection.what, reason, lambda timeout, old=connection: self._connect_again(old, timeout)
+            )
+            if again is None:
+                self._gave_up(connection.what, reason, clean, events, other_stream)
                 return
-            except OSError as error:
-                if not self._stop.is_set():
-                    self._queue.put(_End(connection.what, f"the connection broke ({error.strerror or error})", events))
-                return
-            except Exception as error:  # a packet that decodes into nonsense: end this input, say why
-                self._queue.put(_End(connection.what, f"a packet could not be decoded ({error})", events))
-                return
-            if decoded is not None:
-                self._queue.put(Packet("frame" if isinstance(decoded, Frame) else "events", decoded, received))
+            self.connections[index] = connection = again
+            connection.sock.settimeout(0.2)
+            silences = self._silence_asked
+            self._queue.put(_Back(connection.what, time.perf_counter()))
+        connection.close()  # one opened while close() ran
+
+    def _connect_again(self, old: Connection, timeout: float) -> Connection:
+        """A new connection to the server of `old`, which must serve the streams it served."""
+        host, port = self._addresses[old.address]
+        connection = _connect(host, port, timeout)
+        before = [(s.type_id, s.width, s.height) for s in old.header.streams.values()]
+        now = [(s.type_id, s.width, s.height) for s in connection.header.streams.values()]
+        if now != before:
+            connection.close()
+            raise _NotTheSame(f"tcp://{old.address} came back serving {now} (type, width, height), not {before}")
+        connection.what = old.what
+        return connection
+
+    def _progress(self) -> tuple:
+        return tuple(connection.bytes_received for connection in self.connections)
+
+    def _trickle(self, progress: tuple) -> str | None:
+        for connection, before in zip(self.connections, progress):
+            partial = connection.partial_packet()
+            if partial and connection.bytes_received > before:
+                return f"{connection.what}: {partial[0]:,} of a {partial[1]:,}-byte packet arrived in pieces"
+        return None
 
     def close(self) -> None:
         self._stop.set()
@@ -345,11 +570,12 @@ def _connect(host: str, port: int, timeout: float) -> Connection:
         raise SourceError(f"tcp://{address}: cannot connect ({error.strerror or error})") from None
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
-        return Connection(sock, address)
+        return Connection(sock, address, header_timeout=timeout)
     except TimeoutError:
         sock.close()
-        raise SourceError(f"tcp://{address}: connected, but no stream header came within {timeout:g} s; is it a DV "
-                          "network server?") from None
+        raise SourceError(
+            f"tcp://{address}: connected, but no stream header came within {timeout:g} s; is it a DV network server?"
+        ) from None
     except ProtocolError as error:
         sock.close()
         raise SourceError(f"tcp://{address}: {error}") from None
@@ -365,31 +591,62 @@ class CameraSource(_QueuedSource):
     """A camera through dv-processing (optional): `camera:` opens the first one, `camera:SERIAL` that one.
 
     One thread polls the camera's events and frames (dv-processing's frames are BGR: turned to RGB).
-    `open_camera(serial)` (injectable for tests) returns an object with dv-processing's camera API.
+    `open_camera(serial)` (injectable for tests) returns an object with dv-processing's camera API;
+    a camera that stops or fails is opened again with it (see Gaps, above).
     """
 
     frames_apart = True
 
     def __init__(self, serial: str | None, *, open_camera: Callable | None = None):
         super().__init__(f"camera:{serial or ''}", 1)
-        self.camera = (open_camera or _open_dv_camera)(serial)
+        self.serial, self._open_camera = serial, open_camera or _open_dv_camera
+        self.camera = self._open_camera(serial)
         self.sensor_size = tuple(self.camera.getEventResolution())
         self.frame_size = tuple(self.camera.getFrameResolution()) if self.camera.isFrameStreamAvailable() else None
         self._start(self._poll, "velora-camera")
 
     def _poll(self) -> None:
         what = f"{self.name} (events)"
+        while True:
+            reason = self._read_camera()
+            if reason is None:
+                return
+            if not self.reconnect_s:
+                self._queue.put(_End(what, reason, True))
+                return
+            self.camera = None  # released before it is opened again (a driver may allow one handle)
+            camera, last, other_stream = self._reconnect(what, reason, lambda timeout: self._open_again())
+            if camera is None:
+                self._gave_up(what, last, False, True, other_stream)
+                return
+            self.camera = camera
+            self._queue.put(_Back(what, time.perf_counter()))
+
+    def _read_camera(self) -> str | None:
+        """Poll the camera until it stops or fails (returns why) or the source closes (None)."""
+        silences = self._silence_asked
         try:
             while not self._stop.is_set():
+                if self._silence_asked > silences:
+                    return "nothing received for the stall timeout"
                 got = False
                 batch = self.camera.getNextEventBatch()
                 if batch is not None and len(batch):
                     received = time.perf_counter()
                     columns = batch.numpy()
                     p = np.where(columns["polarity"] > 0, 1, -1).astype(np.int8)
-                    self._queue.put(Packet("events", EventBatch(columns["timestamp"].astype(np.int64),
-                                                                columns["x"].astype(np.int16),
-                                                                columns["y"].astype(np.int16), p), received))
+                    self._put(
+                        Packet(
+                            "events",
+                            EventBatch(
+                                columns["timestamp"].astype(np.int64),
+                                columns["x"].astype(np.int16),
+                                columns["y"].astype(np.int16),
+                                p,
+                            ),
+                            received,
+                        )
+                    )
                     got = True
                 if self.frame_size is not None:
                     frame = self.camera.getNextFrame()
@@ -400,15 +657,31 @@ class CameraSource(_QueuedSource):
                             image = image[..., 0]
                         image = frame_uint8(image, bgr=True)  # OpenCV's BGR(A)
                         exposure = int(frame.exposure.total_seconds() * 1e6)
-                        self._queue.put(Packet("frame", Frame(image, int(frame.timestamp), exposure), received))
+                        self._put(Packet("frame", Frame(image, int(frame.timestamp), exposure), received))
                         got = True
                 if not got:
                     if not self.camera.isRunning():  # checked when idle: what it delivered is read first
-                        self._queue.put(_End(what, "the camera stopped or was disconnected", True))
-                        return
+                        return "the camera stopped or was disconnected"
                     time.sleep(0.0005)
         except Exception as error:  # the driver's errors (a USB failure) end the stream with its message
-            self._queue.put(_End(what, f"the camera failed ({error})", True))
+            return f"the camera failed ({error})"
+        return None
+
+    def _open_again(self):
+        """The camera opened again, which must give what it gave before (a SourceError if not yet)."""
+        try:
+            camera = self._open_camera(self.serial)
+        except SourceError:
+            raise
+        except Exception as error:  # noqa: BLE001 (the driver's errors: not back yet)
+            raise SourceError(f"{self.name}: cannot open it again ({error})") from None
+        frame_size = tuple(camera.getFrameResolution()) if camera.isFrameStreamAvailable() else None
+        if (tuple(camera.getEventResolution()), frame_size) != (self.sensor_size, self.frame_size):
+            raise _NotTheSame(
+                f"{self.name} came back with events {tuple(camera.getEventResolution())} and frames "
+                f"{frame_size}, not {self.sensor_size} and {self.frame_size}"
+            )
+        return camera
 
     def close(self) -> None:
         self._stop.set()
@@ -424,8 +697,10 @@ def _open_dv_camera(serial: str | None):
         ) from None
     found = [device.serialNumber for device in dv.io.camera.discover()]
     if not found:
-        raise SourceError("camera: dv-processing finds no camera; connect one (and check its USB permissions), or "
-                          "stream from tcp:// or a recording")
+        raise SourceError(
+            "camera: dv-processing finds no camera; connect one (and check its USB permissions), or "
+            "stream from tcp:// or a recording"
+        )
     if serial and serial not in found:
         raise SourceError(f"camera:{serial}: no camera with that serial number; connected: {', '.join(found)}")
     try:

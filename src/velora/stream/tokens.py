@@ -49,7 +49,9 @@ class FrameTokens:
             images = {}
             for stream, todo in missing.items():
                 if stream == "diff":  # |f(j+1) - f(j)| summed over the fed modalities, as the model does
-                    images[stream] = torch.stack([sum((frames[m][j + 1] - frames[m][j]).abs() for m in modalities) for j, _ in todo])
+                    images[stream] = torch.stack(
+                        [sum((frames[m][j + 1] - frames[m][j]).abs() for m in modalities) for j, _ in todo]
+                    )
                 else:
                     images[stream] = frames[stream][[j for j, _ in todo]]
             for stream, out in model.encode_images(images).items():
@@ -61,6 +63,9 @@ class FrameTokens:
         while len(self.tokens) > self.keep:
             self.tokens.popitem(last=False)
 
-        means = {stream: torch.stack([self.tokens[name] for name in names])[None].mean(dim=1) for stream, names in wanted.items()}
+        means = {
+            stream: torch.stack([self.tokens[name] for name in names])[None].mean(dim=1)
+            for stream, names in wanted.items()
+        }
         logits = model.forward_head(model.features_from_low(means))
         return logits.float().softmax(-1)[0].cpu().numpy()

@@ -20,6 +20,24 @@ frame and such an event have arrived, or when the stream has ended (`finish`).
 Hop. A window is emitted every `hop_frames` boundaries, or (with `hop_us`) at the first boundary
 at least `hop_us` after the previous window's end.
 
+Timestamps as cameras send them (each case is counted; a clock going back is said each time by
+`notify`, the others the first time):
+- The clock goes back: events more than `clock_jump_us` before the newest event, or a frame that
+  far before the last frame (a camera reset, a DV restart): the window restarts from them, as it
+  does after a gap (`restart`); the windows that were waiting are dropped.
+- A duplicated events packet (the same events as one of the last DUPLICATE_MEMORY packets, as a
+  sender that resends gives): dropped. A frame not after the previous frame: ignored. Events a
+  little out of order (less than `clock_jump_us`) are merged in time order, as read_aedat4 sorts a
+  file.
+- Frames without events: once frames run `event_timeout_us` of sensor time past the newest event
+  (and, with `frame_timeout_s`, that long in receive time without an events packet), the events
+  are taken as silent and windows complete on their frames alone (blank event images, what
+  predict gives on a recording without events there); events that come later go on as usual.
+- Events without frames: event-only windows (above). Events with no boundary to hold them (before
+  any frame, or while only frames are expected) are kept for EVENT_HORIZON_US at most.
+So memory stays bounded whatever a source sends: the boundaries and events kept are those of the
+next window, plus the frame or event timeouts' worth.
+
 Pure: no clock, no I/O. Receive times are given with each packet (any monotonic clock, seconds)
 and only travel into the windows, for latency.
 """
@@ -38,6 +56,8 @@ from velora.events.aedat4 import Recording
 from velora.events.render import EventStream
 
 STREAM_PATH = Path("<stream>")  # the `path` of a window's Recording: it comes from no file
+DUPLICATE_MEMORY = 16  # events packets remembered to recognise a duplicate
+EVENT_HORIZON_US = 10_000_000  # events kept without a boundary to hold them: 10 s of sensor time
 
 
 @dataclass(frozen=True, eq=False)
@@ -111,8 +131,9 @@ class Window:
     def events_between(self, t_start_us: int, t_end_us: int) -> EventStream:
         """The window's events with t_start_us <= t < t_end_us."""
         cuts = self._cuts(t_start_us, t_end_us)
-        columns = [np.concatenate([self.packets[k][i][cut] for k, cut in cuts]) if cuts else np.zeros(0)
-                   for i in range(4)]
+        columns = [
+            np.concatenate([self.packets[k][i][cut] for k, cut in cuts]) if cuts else np.zeros(0) for i in range(4)
+        ]
         return EventStream(*columns, *self.sensor_size)
 
     def recording(self) -> Recording:
@@ -156,8 +177,17 @@ class SlidingWindow:
         the first event before any frame, with no new frame switch to event-only mode.
     frame_timeout_s: also require this much receive time without a frame (None: not required).
         Sources whose frames and events travel apart (two TCP connections, a camera) set it, so
-        frames that merely lag behind the events do not count as missing.
-    notify: called with a sentence when the mode changes (event-only, frames again).
+        frames that merely lag behind the events do not count as missing; it also applies to
+        events that lag behind frames (event_timeout_us).
+    event_timeout_us: frames this far (microseconds of sensor time) past the newest event with no
+        new event: the events are silent, windows complete on frames alone.
+    clock_jump_us: timestamps this far back are a new clock (a reset): the window restarts.
+    notify: called with a sentence when the mode changes (event-only, frames again), when the
+        clock goes back, and the first time a duplicate packet or silent events are seen.
+
+    Counts: windows_emitted, frames_ignored (not after the previous frame), duplicates (events
+    packets dropped), clock_jumps, restarts (clock jumps and `restart` calls: the caller's
+    caches of samples must be forgotten when it changes).
     """
 
     def __init__(
@@ -171,6 +201,8 @@ class SlidingWindow:
         frame_period_us: int = 40_000,
         frame_timeout_us: int = 1_000_000,
         frame_timeout_s: float | None = None,
+        event_timeout_us: int = 1_000_000,
+        clock_jump_us: int = 1_000_000,
         notify: Callable[[str], None] = lambda message: None,
     ):
         problems = []
@@ -180,9 +212,10 @@ class SlidingWindow:
             problems.append(f"hop_frames must be >= 1, got {hop_frames}")
         if hop_us is not None and hop_us <= 0:
             problems.append(f"hop_us must be > 0, got {hop_us}")
-        if frame_period_us <= 0 or frame_timeout_us <= 0:
+        if min(frame_period_us, frame_timeout_us, event_timeout_us, clock_jump_us) <= 0:
             problems.append(
-                f"frame_period_us and frame_timeout_us must be > 0, got {frame_period_us}, {frame_timeout_us}"
+                "frame_period_us, frame_timeout_us, event_timeout_us and clock_jump_us must be > 0, got "
+                f"{frame_period_us}, {frame_timeout_us}, {event_timeout_us}, {clock_jump_us}"
             )
         if problems:
             raise ValueError("invalid SlidingWindow: " + "; ".join(problems))
@@ -191,27 +224,55 @@ class SlidingWindow:
         self.hop_frames, self.hop_us = hop_frames, hop_us
         self.frame_period_us, self.frame_timeout_us = frame_period_us, frame_timeout_us
         self.frame_timeout_s, self.notify = frame_timeout_s, notify
-        self.frame_mode = expect_frames
+        self.event_timeout_us, self.clock_jump_us = event_timeout_us, clock_jump_us
         self.expect_frames = expect_frames
         self.windows_emitted = 0
         self.frames_ignored = 0  # frames not after the previous one (repeated or out of order)
-        self._boundaries: deque[tuple[int, np.ndarray | None]] = deque()  # (t_us, image or None)
+        self.duplicates = 0
+        self.clock_jumps = 0
+        self.restarts = 0
+        self._said: set[str] = set()  # the notices said once
         self._first = 0  # absolute index of _boundaries[0]
-        self._next_end = num_frames  # absolute index of the next window's last boundary
-        self._previous_end_t: int | None = None  # the last window's end (hop_us counts from it)
+        self._boundaries: deque[tuple[int, np.ndarray | None]] = deque()  # (t_us, image or None)
         self._chunks: deque[_Chunk] = deque()
+        self._recent: deque[tuple[np.ndarray, ...]] = deque(maxlen=DUPLICATE_MEMORY)  # the last events packets
+        self._last_received = 0.0
+        self._finished = False
+        self._start_over()
+
+    def _start_over(self) -> None:
+        """The state of a new stream (the counts and notices said are kept)."""
+        self.frame_mode = self.expect_frames
+        self._forget_boundaries()
+        self._chunks.clear()
+        self._recent.clear()
         self._first_event_t: int | None = None
         self._max_event_t: int | None = None
         self._last_frame_t: int | None = None
         self._last_frame_received: float | None = None
-        self._last_received = 0.0
-        self._finished = False
-        self._said_event_only = False
+        self._last_events_received: float | None = None
+        self._first_received: float | None = None  # the first packet's receive time since the (re)start
+
+    def restart(self) -> int:
+        """Start again from the next packet, as at the start of a stream (after a gap, or when the
+        clock went back): no window spans the restart. Returns the windows dropped: those whose
+        last boundary was in but that were not complete yet."""
+        dropped = self._pending_windows()
+        self._start_over()
+        self.restarts += 1
+        return dropped
+
+    def _say_once(self, key: str, message: str) -> None:
+        if key not in self._said:
+            self._said.add(key)
+            self.notify(message)
 
     # ------------------------------------------------------------------ packets in
     def add_events(self, t: np.ndarray, x: np.ndarray, y: np.ndarray, p: np.ndarray, received: float) -> None:
         """One packet of events (t int64 microseconds, sorted; x, y pixels; p +1/-1)."""
         self._last_received = received
+        if self._first_received is None:
+            self._first_received = received
         if self._last_frame_received is None:
             self._last_frame_received = received  # the frame timeout starts with the stream
         if len(t) == 0:
@@ -219,6 +280,22 @@ class SlidingWindow:
         if np.any(t[1:] < t[:-1]):  # a packet out of time order: sort it, as read_aedat4 sorts a file
             order = np.argsort(t, kind="stable")
             t, x, y, p = t[order], x[order], y[order], p[order]
+        if self._max_event_t is not None and t[0] <= self._max_event_t:  # overlaps what came: a repeat, or a reset
+            if self._max_event_t - t[0] > self.clock_jump_us:
+                self._clock_went_back("event", self._max_event_t - int(t[0]))
+            elif any(
+                len(t) == len(old[0]) and all(np.array_equal(a, b) for a, b in zip((t, x, y, p), old))
+                for old in self._recent
+            ):
+                self.duplicates += 1
+                self._say_once(
+                    "duplicate",
+                    "a duplicated events packet (the same events again): dropped; later "
+                    "ones are dropped without a notice and counted",
+                )
+                return
+        self._recent.append((t, x, y, p))
+        self._last_events_received = received
         self._chunks.append(_Chunk(t, x, y, p, received))
         if self._first_event_t is None:
             self._first_event_t = int(t[0])
@@ -227,12 +304,18 @@ class SlidingWindow:
             self._switch_to_ticks()
         if not self.frame_mode:
             self._add_ticks()
+        elif not self._boundaries:  # nothing to hold the events yet: keep EVENT_HORIZON_US of them
+            self._drop_events_before(self._max_event_t - EVENT_HORIZON_US)
 
     def add_frame(self, image: np.ndarray, t_us: int, received: float) -> None:
         """One APS frame (uint8 (H, W) or (H, W, 3)) with its start of exposure, microseconds."""
         self._last_received = received
-        self._last_frame_received = received
         t_us = int(t_us)
+        if self._last_frame_t is not None and self._last_frame_t - t_us > self.clock_jump_us:
+            self._clock_went_back("frame", self._last_frame_t - t_us)
+        if self._first_received is None:
+            self._first_received = received
+        self._last_frame_received = received
         if self._last_frame_t is not None and t_us <= self._last_frame_t:
             self.frames_ignored += 1
             return
@@ -241,9 +324,17 @@ class SlidingWindow:
             if self._boundaries and t_us <= self._boundaries[-1][0]:
                 return  # inside event-only windows already cut
             self.frame_mode = True
-            self._restart()
+            self._forget_boundaries()
             self.notify("APS frames again: windows of APS frames and events")
         self._boundaries.append((t_us, image))
+
+    def _clock_went_back(self, what: str, by_us: int) -> None:
+        dropped = self.restart()
+        self.clock_jumps += 1
+        self.notify(
+            f"{what} timestamps went back {by_us / 1e6:.3f} s (a camera reset or a DV restart): the window "
+            f"restarts ({dropped} window{'s' if dropped != 1 else ''} dropped)"
+        )
 
     def finish(self) -> None:
         """The stream has ended: every event there will be is in."""
@@ -274,7 +365,37 @@ class SlidingWindow:
 
     def _complete(self, end: int) -> bool:
         t_end = self._boundaries[end - self._first][0]
-        return self._finished or (self._max_event_t is not None and self._max_event_t >= t_end)
+        if self._finished or (self._max_event_t is not None and self._max_event_t >= t_end):
+            return True
+        return self.frame_mode and self._events_silent()
+
+    def _events_silent(self) -> bool:
+        """Frames have run event_timeout_us past the newest event (or the first frame), and, with
+        frame_timeout_s, that long in receive time without an events packet."""
+        reference = self._max_event_t if self._max_event_t is not None else self._boundaries[0][0]
+        if self._boundaries[-1][0] - reference < self.event_timeout_us:
+            return False
+        since = self._last_events_received if self._last_events_received is not None else self._first_received
+        if self.frame_timeout_s is not None and self._last_received - since < self.frame_timeout_s:
+            return False
+        self._say_once(
+            "silent",
+            f"no events for {self.event_timeout_us / 1e6:g} s of APS frames: windows of frames "
+            "alone (blank event images)",
+        )
+        return True
+
+    def _pending_windows(self) -> int:
+        """Windows whose last boundary is in but that are not complete yet."""
+        count, end, previous = 0, self._next_end, self._previous_end_t
+        while end < self._first + len(self._boundaries):
+            t = self._boundaries[end - self._first][0]
+            if self.hop_us is None or previous is None or t - previous >= self.hop_us:
+                count, previous = count + 1, t
+                end += 1 if self.hop_us is not None else self.hop_frames
+            else:
+                end += 1
+        return count
 
     def _window(self, end: int) -> Window:
         picked = [self._boundaries[i - self._first] for i in range(end - self.num_frames, end + 1)]
@@ -287,8 +408,9 @@ class SlidingWindow:
             columns = [np.concatenate([getattr(c, name) for c in chunks]) for name in "txyp"]
             order = np.argsort(columns[0], kind="stable")  # as read_aedat4 sorts a file's events
             packets = (tuple(column[order] for column in columns),)
-        window = Window(self.windows_emitted, boundaries, frames, 0.0, self._last_received,
-                        (self.width, self.height), packets)
+        window = Window(
+            self.windows_emitted, boundaries, frames, 0.0, self._last_received, (self.width, self.height), packets
+        )
         last_event = max(c.received for c in chunks) if window.num_events else self._last_received
         return replace(window, last_event_received=last_event)
 
@@ -317,15 +439,14 @@ class SlidingWindow:
     def _switch_to_ticks(self) -> None:
         start = self._last_frame_t if self._last_frame_t is not None else self._first_event_t
         self.frame_mode = False
-        self._restart()
+        self._forget_boundaries()
         self._boundaries.append((start, None))
-        if not self._said_event_only:
-            self._said_event_only = True
-            what = "no APS frame" if self._last_frame_t is None else "no new APS frame"
-            self.notify(
-                f"{what} for {self.frame_timeout_us / 1e6:g} s of events: event-only windows of {self.num_frames} x "
-                f"{self.frame_period_us / 1000:g} ms"
-            )
+        what = "no APS frame" if self._last_frame_t is None else "no new APS frame"
+        self._say_once(
+            "event-only",
+            f"{what} for {self.frame_timeout_us / 1e6:g} s of events: event-only windows of "
+            f"{self.num_frames} x {self.frame_period_us / 1000:g} ms",
+        )
 
     def _add_ticks(self) -> None:
         if not self._boundaries:
@@ -335,7 +456,7 @@ class SlidingWindow:
             self._boundaries.append((t, None))
             t += self.frame_period_us
 
-    def _restart(self) -> None:
+    def _forget_boundaries(self) -> None:
         """Forget the boundaries (a mode switch): the next window starts from the next boundary."""
         self._first += len(self._boundaries)
         self._boundaries.clear()

@@ -6,7 +6,6 @@ state a run resumes from (trainable tensors, optimizer, schedule, counters).
 
 from __future__ import annotations
 
-import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -15,25 +14,23 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from velora.errors import CheckpointError
+from velora.files import write_atomically
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's resume checkpoints (`checkpoints/last.ckpt`), written and read safely.
 
-    Written to a temporary file, flushed and renamed, so a crash or `kill -9` mid-write leaves
-    the previous checkpoint whole. Read with `torch.load(weights_only=True)`: a file holding
+    Written to a temporary file, flushed and renamed (velora.files), so a crash, `kill -9` or a
+    full disk mid-write leaves the previous checkpoint whole (a failed write raises OutputError). Read with `torch.load(weights_only=True)`: a file holding
     anything but tensors and plain containers is refused instead of unpickled (which can run code).
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+
+        write_atomically(path, write, "resume checkpoint")
 
     def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict:
         return read_resume_state(path)

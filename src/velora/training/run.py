@@ -35,6 +35,7 @@ from velora.config import Config
 from velora.data.check import check_config
 from velora.data.skipping import clear_skip_log, read_skip_report
 from velora.evaluation.plots import plot_training_curves
+from velora.files import write_atomically
 from velora.model.adapter_file import save_adapters
 from velora.model.weights_source import describe_source, random_backbone_warning
 from velora.training.checkpoint import AtomicCheckpointIO, read_resume_state
@@ -117,7 +118,7 @@ class AdapterCheckpoints(L.Callback):
 
     def write_history(self, history: dict) -> None:
         text = json.dumps(history)
-        (self.output_dir / "history.json").write_text(text)
+        write_atomically(self.output_dir / "history.json", lambda tmp: tmp.write_text(text), "training history")
         self.unplotted = json.loads(text)  # a copy: the module keeps appending to its lists
         if time.monotonic() - self.last_plot >= CURVES_EVERY_S:
             self.plot_pending()
