@@ -82,7 +82,10 @@ def torch_determinism_restored():
     deterministic=True (CPU training) turns them on for the whole process, and a later test would
     run under them unasked (torch.compile's CPU kernels built for AVX2 then give NaN, as seen with
     ATEN_CPU_CAPABILITY=avx2)."""
-    enabled, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    enabled, warn_only = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     fill = torch.utils.deterministic.fill_uninitialized_memory
     yield
     torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
@@ -117,7 +120,9 @@ def tiny_dataset(tmp_path_factory) -> Path:
 def real_data_dir() -> Path:
     """The real event-camera recordings in tests/data/real (a test failure when absent: they are
     part of the test suite, never silently skipped)."""
-    assert REAL_DATA.is_dir(), f"real recordings not found at {REAL_DATA}: they are part of the repository, restore them with git"
+    assert REAL_DATA.is_dir(), (
+        f"real recordings not found at {REAL_DATA}: they are part of the repository, restore them with git"
+    )
     return REAL_DATA
 
 

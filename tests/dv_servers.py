@@ -36,8 +36,9 @@ class DvServers:
     compression: a dv.CompressionType name (NONE, LZ4, LZ4_HIGH, ZSTD, ZSTD_HIGH).
     """
 
-    def __init__(self, path: str | Path, *, frames: bool = True, compression: str = "NONE",
-                 source: str = "DAVIS346_TEST"):
+    def __init__(
+        self, path: str | Path, *, frames: bool = True, compression: str = "NONE", source: str = "DAVIS346_TEST"
+    ):
         self.path = str(path)
         recording = dv.io.MonoCameraRecording(self.path)
         streams = {"events": dv.io.Stream.EventStream(0, "events", source, recording.getEventResolution())}
@@ -121,8 +122,15 @@ class BytesServer:
     `data` may be a list: one session per client, in the order they connect (a server that comes
     back after a restart); after the last session it accepts no one."""
 
-    def __init__(self, data: bytes | list[bytes], *, close: bool = True, pause_at: int | None = None,
-                 trickle_from: int | None = None, trickle_s: float = 0.05):
+    def __init__(
+        self,
+        data: bytes | list[bytes],
+        *,
+        close: bool = True,
+        pause_at: int | None = None,
+        trickle_from: int | None = None,
+        trickle_s: float = 0.05,
+    ):
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(4)
@@ -211,7 +219,9 @@ class WriterProcess:
         self.ports = ports
         self.process = subprocess.Popen(
             [sys.executable, __file__, str(path), str(ports["events"]), str(ports["frames"])],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         line = self.process.stdout.readline()
         if not line:
@@ -245,8 +255,10 @@ def _serve(path: str, events_port: int, frames_port: int) -> None:
     import sys
 
     recording = dv.io.MonoCameraRecording(path)
-    streams = {"events": dv.io.Stream.EventStream(0, "events", "DAVIS_TEST", recording.getEventResolution()),
-               "frames": dv.io.Stream.FrameStream(0, "frames", "DAVIS_TEST", recording.getFrameResolution())}
+    streams = {
+        "events": dv.io.Stream.EventStream(0, "events", "DAVIS_TEST", recording.getEventResolution()),
+        "frames": dv.io.Stream.FrameStream(0, "frames", "DAVIS_TEST", recording.getFrameResolution()),
+    }
     ports = {"events": events_port, "frames": frames_port}
     writers = {kind: dv.io.NetworkWriter("127.0.0.1", ports[kind], stream) for kind, stream in streams.items()}
     packets = []

@@ -192,8 +192,6 @@ def velora_flops(cfg: Config, shape: ViTShape, stacked: bool = False) -> dict[st
     }
 
 
-
-
 def release_flops(cfg: Config, shape: ViTShape, projection: int, stacked: bool = False) -> dict[str, int]:
     """Forward and training-step FLOP of one clip of the released code's model (configs/*_release.yaml:
     stream_path all_blocks_projected, fusion_block random_trainable, shared_lora mlp_bottleneck,
@@ -250,4 +248,9 @@ def release_flops(cfg: Config, shape: ViTShape, projection: int, stacked: bool =
     t.forward += 2 * (2 * n2 * n2 * D)  # scores and attended
     t.backward += 2 * 2 * (2 * n2 * n2 * D)
     t.trainable(2 * min(RELEASE_HEAD_TOKENS, N) * D * m.num_classes, True)
-    return {"forward": t.forward, "backward": t.backward, "train_step": t.forward + t.backward, "images": sum(streams.values())}
+    return {
+        "forward": t.forward,
+        "backward": t.backward,
+        "train_step": t.forward + t.backward,
+        "images": sum(streams.values()),
+    }

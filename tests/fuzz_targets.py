@@ -240,13 +240,17 @@ NUMBERS = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
 )
 SCALARS = st.one_of(st.none(), st.booleans(), NUMBERS, st.text(max_size=20))
-JSON_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False), st.text(max_size=20))
+JSON_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False), st.text(max_size=20)
+)
 
 
 def _values(scalars: st.SearchStrategy, keys: Sequence[str] = ()) -> st.SearchStrategy:
     key = st.one_of(st.sampled_from(keys), st.text(max_size=10)) if keys else st.text(max_size=10)
     return st.recursive(
-        scalars, lambda children: st.lists(children, max_size=4) | st.dictionaries(key, children, max_size=4), max_leaves=12
+        scalars,
+        lambda children: st.lists(children, max_size=4) | st.dictionaries(key, children, max_size=4),
+        max_leaves=12,
     )
 
 
@@ -389,12 +393,19 @@ def check_dv_network(decoded: tuple) -> None:
     sizes = {s.type_id: (s.width, s.height) for s in header.streams.values() if s.width and s.height}
     for packet in packets:
         if isinstance(packet, EventBatch):
-            assert (packet.t.dtype, packet.x.dtype, packet.y.dtype, packet.p.dtype) == (np.int64, np.int16, np.int16, np.int8)
+            assert (packet.t.dtype, packet.x.dtype, packet.y.dtype, packet.p.dtype) == (
+                np.int64,
+                np.int16,
+                np.int16,
+                np.int8,
+            )
             assert packet.t.ndim == 1 and len(packet.t) == len(packet.x) == len(packet.y) == len(packet.p)
             assert np.all((packet.p == 1) | (packet.p == -1))
             if len(packet.t) and "EVTS" in sizes:
                 width, height = sizes["EVTS"]
-                assert 0 <= packet.x.min() and packet.x.max() < width and 0 <= packet.y.min() and packet.y.max() < height
+                assert (
+                    0 <= packet.x.min() and packet.x.max() < width and 0 <= packet.y.min() and packet.y.max() < height
+                )
         elif isinstance(packet, Frame):
             image = packet.image
             assert image.dtype == np.uint8 and (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3))
@@ -422,7 +433,11 @@ def _aedat4_size_fields(data: bytes) -> tuple[int, ...]:
 def _zip_size_fields(data: bytes) -> tuple[int, ...]:
     """Sizes and offsets in the local headers, central directory and end record of a zip (npz, pth)."""
     fields = []
-    for signature, offsets in ((b"PK\x03\x04", (14, 18, 22, 26, 28)), (b"PK\x01\x02", (16, 20, 24, 28, 30, 42)), (b"PK\x05\x06", (8, 10, 12, 16))):
+    for signature, offsets in (
+        (b"PK\x03\x04", (14, 18, 22, 26, 28)),
+        (b"PK\x01\x02", (16, 20, 24, 28, 30, 42)),
+        (b"PK\x05\x06", (8, 10, 12, 16)),
+    ):
         for match in re.finditer(re.escape(signature), data):
             fields.extend(match.start() + offset for offset in offsets)
     return tuple(fields)
@@ -431,6 +446,7 @@ def _zip_size_fields(data: bytes) -> tuple[int, ...]:
 @cache
 def aedat4_seeds() -> tuple[Seed, ...]:
     import dv_processing as dv
+
     from test_readers import (
         write_recording,  # the recordings the reader tests compare with dv-processing
     )
@@ -502,7 +518,10 @@ def raw_seeds() -> tuple[Seed, ...]:
 
 @cache
 def dat_seeds() -> tuple[Seed, ...]:
-    return (Seed("dat2.dat", _faery_file("v2.dat", version="dat2")), Seed("dat1.dat", _faery_file("v1.dat", version="dat1")))
+    return (
+        Seed("dat2.dat", _faery_file("v2.dat", version="dat2")),
+        Seed("dat1.dat", _faery_file("v1.dat", version="dat1")),
+    )
 
 
 @cache
@@ -551,7 +570,9 @@ def _column_arrays(draw) -> dict[str, np.ndarray]:
     """Columns t, x, y, p (some missing or renamed) of random lengths, dtypes and values, maybe a size."""
     length = draw(st.integers(0, 6))
     columns = {}
-    for name in draw(st.lists(st.sampled_from(("t", "x", "y", "p", "ts", "polarity", "width", "height")), max_size=8, unique=True)):
+    for name in draw(
+        st.lists(st.sampled_from(("t", "x", "y", "p", "ts", "polarity", "width", "height")), max_size=8, unique=True)
+    ):
         dtype = np.dtype(draw(st.sampled_from(COLUMN_DTYPES)))
         values = draw(st.lists(COLUMN_VALUES, min_size=length, max_size=length + draw(st.integers(0, 1))))
         shape = draw(st.sampled_from(((len(values),), (), (len(values), 1))))
@@ -560,7 +581,9 @@ def _column_arrays(draw) -> dict[str, np.ndarray]:
                 array = np.array(values, dtype=np.float64).astype(dtype)
             except (OverflowError, ValueError, TypeError):
                 array = np.zeros(len(values), dtype=dtype)
-        columns[name] = array.reshape(shape) if shape != () else array[:1].reshape(()) if len(array) else np.zeros((), dtype)
+        columns[name] = (
+            array.reshape(shape) if shape != () else array[:1].reshape(()) if len(array) else np.zeros((), dtype)
+        )
     return columns
 
 
@@ -585,14 +608,18 @@ def hdf5_files(draw) -> Input:
             if name in ("width", "height"):
                 group.attrs[name] = array
             elif draw(st.integers(0, 9)) == 0:  # declared, never written: reading it would allocate it all
-                group.create_dataset(name, shape=(draw(st.sampled_from((10**9, 10**12))),), dtype=array.dtype, chunks=(1024,))
+                group.create_dataset(
+                    name, shape=(draw(st.sampled_from((10**9, 10**12))),), dtype=array.dtype, chunks=(1024,)
+                )
             else:
                 group[name] = array
     return Input("random columns", path.read_bytes())
 
 
-LABEL_FILE = b"# sample num_frames label\naction_Poker001/dvSave-2023_03_02_18_58_21 28 0\n\naction_Poker002/dvSave 9 1\n"
-CLASSES_FILE = "action_Poker001\naction_Poker002\naction_Poker003\n".encode()
+LABEL_FILE = (
+    b"# sample num_frames label\naction_Poker001/dvSave-2023_03_02_18_58_21 28 0\n\naction_Poker002/dvSave 9 1\n"
+)
+CLASSES_FILE = b"action_Poker001\naction_Poker002\naction_Poker003\n"
 CLASS_ENTRIES = (ClipEntry("action_Poker001/a", 3, 0), ClipEntry("action_Poker003/b", 3, 2))
 
 
@@ -602,13 +629,18 @@ def config_seeds() -> tuple[Seed, ...]:
 
 
 CONFIG_KEYS = tuple(  # section and field names, so random trees often hit real keys
-    sorted({section.name for section in dataclasses.fields(Config)} | {key for section in Config().to_dict().values() for key in section})
+    sorted(
+        {section.name for section in dataclasses.fields(Config)}
+        | {key for section in Config().to_dict().values() for key in section}
+    )
 )
 
 
 def config_yaml_trees() -> st.SearchStrategy[Input]:
     valid = yaml.safe_load(config_seeds()[0].data)
-    return tree_variants(valid, SCALARS, CONFIG_KEYS).map(lambda tree: Input("random YAML tree", yaml.safe_dump(tree).encode()))
+    return tree_variants(valid, SCALARS, CONFIG_KEYS).map(
+        lambda tree: Input("random YAML tree", yaml.safe_dump(tree).encode())
+    )
 
 
 def _tiny_config_dict() -> dict:
@@ -621,7 +653,9 @@ def _adapter_file(folder: Path, metadata: dict[str, str]) -> Path:
     from safetensors.torch import save_file
 
     path = folder / "adapters.safetensors"
-    save_file({"blocks.0.mlp.fc1.lora_a": torch.zeros(2, 4), "head.weight": torch.ones(3, 4)}, str(path), metadata=metadata)
+    save_file(
+        {"blocks.0.mlp.fc1.lora_a": torch.zeros(2, 4), "head.weight": torch.ones(3, 4)}, str(path), metadata=metadata
+    )
     return path
 
 
@@ -674,7 +708,9 @@ def weights_seeds() -> tuple[Seed, ...]:
     from safetensors.torch import save_file
 
     folder = _seed_folder()
-    state = {key: torch.randn(shape, generator=torch.Generator().manual_seed(0)) for key, shape in WEIGHT_SHAPES.items()}
+    state = {
+        key: torch.randn(shape, generator=torch.Generator().manual_seed(0)) for key, shape in WEIGHT_SHAPES.items()
+    }
     save_file(state, str(folder / "vit.safetensors"))
     torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, folder / "vit.pth")
     safetensors, pth = (folder / "vit.safetensors").read_bytes(), (folder / "vit.pth").read_bytes()
@@ -686,13 +722,30 @@ def weight_dicts(draw) -> Input:
     """A well-formed safetensors file with ViT key names and random shapes and dtypes."""
     from safetensors.torch import save_file
 
-    keys = draw(st.lists(st.sampled_from([*WEIGHT_SHAPES, "visual.class_embedding", "visual.conv1.weight",
-                                          "visual.positional_embedding", "vision_model.embeddings.class_embedding",
-                                          "visual.proj", "visual.trunk.pos_embed"]), min_size=1, max_size=6, unique=True))
+    keys = draw(
+        st.lists(
+            st.sampled_from(
+                [
+                    *WEIGHT_SHAPES,
+                    "visual.class_embedding",
+                    "visual.conv1.weight",
+                    "visual.positional_embedding",
+                    "vision_model.embeddings.class_embedding",
+                    "visual.proj",
+                    "visual.trunk.pos_embed",
+                ]
+            ),
+            min_size=1,
+            max_size=6,
+            unique=True,
+        )
+    )
     state = {}
     for key in keys:
         shape = draw(st.lists(st.integers(0, 5), max_size=5))
-        state[key] = torch.zeros(shape, dtype=draw(st.sampled_from((torch.float32, torch.float16, torch.int64, torch.bool))))
+        state[key] = torch.zeros(
+            shape, dtype=draw(st.sampled_from((torch.float32, torch.float16, torch.int64, torch.bool)))
+        )
     path = _seed_folder() / "random_weights.safetensors"
     save_file(state, str(path))
     return Input("random shapes and dtypes", path.read_bytes())
@@ -708,7 +761,9 @@ def resume_seeds() -> tuple[Seed, ...]:
         "global_step": 7,
         "state_dict": {"model.head.weight": weight},
         "loops": {"fit_loop": {"epoch_progress": {"total": {"ready": 2}}}},
-        "optimizer_states": [{"state": {0: {"step": torch.tensor(7.0), "exp_avg": weight}}, "param_groups": [{"lr": 1e-3}]}],
+        "optimizer_states": [
+            {"state": {0: {"step": torch.tensor(7.0), "exp_avg": weight}}, "param_groups": [{"lr": 1e-3}]}
+        ],
         "lr_schedulers": [{"last_epoch": 7, "lr_lambdas": [None]}],
         "velora_config": _tiny_config_dict(),
         "velora_history": {"train/loss": [[0, 2.0]]},
@@ -732,15 +787,34 @@ def _packed_index() -> dict:
     shard = bytes(range(2 * 2 * frames * frame_bytes))
     half = frames * frame_bytes
     clips = [
-        {"sample": f"c{label}/s", "label": label, "frames": frames, "shard": 0,
-         "offsets": {"rgb": 2 * half * label, "event": 2 * half * label + half},
-         "crc32": zlib.crc32(shard[2 * half * label : 2 * half * (label + 1)])}
+        {
+            "sample": f"c{label}/s",
+            "label": label,
+            "frames": frames,
+            "shard": 0,
+            "offsets": {"rgb": 2 * half * label, "event": 2 * half * label + half},
+            "crc32": zlib.crc32(shard[2 * half * label : 2 * half * (label + 1)]),
+        }
         for label in range(2)
     ]
-    header = {"format": "velora-packed", "version": 1, "image_size": PACKED_SIZE, "modalities": ["rgb", "event"],
-              "class_names": ["c0", "c1"], "event_resample": "nearest", "frame_count_policy": "error",
-              "shard_bytes": 1 << 30, "source": {"root": "/data", "label_files": {}}}
-    return {"header": header, "splits": {"train": ["c0/s", "c1/s"]}, "clips": clips, "complete": True, "_shard": shard.hex()}
+    header = {
+        "format": "velora-packed",
+        "version": 1,
+        "image_size": PACKED_SIZE,
+        "modalities": ["rgb", "event"],
+        "class_names": ["c0", "c1"],
+        "event_resample": "nearest",
+        "frame_count_policy": "error",
+        "shard_bytes": 1 << 30,
+        "source": {"root": "/data", "label_files": {}},
+    }
+    return {
+        "header": header,
+        "splits": {"train": ["c0/s", "c1/s"]},
+        "clips": clips,
+        "complete": True,
+        "_shard": shard.hex(),
+    }
 
 
 @cache
@@ -752,9 +826,28 @@ def packed_seeds() -> tuple[Seed, ...]:
 
 def packed_trees() -> st.SearchStrategy[Input]:
     valid = json.loads(packed_seeds()[0].data)
-    keys = ("header", "splits", "clips", "sample", "label", "frames", "shard", "offsets", "rgb", "event", "crc32",
-            "image_size", "modalities", "class_names", "event_resample", "format", "version")
-    return tree_variants(valid, JSON_SCALARS, keys).map(lambda tree: Input("random JSON tree", json.dumps(tree).encode()))
+    keys = (
+        "header",
+        "splits",
+        "clips",
+        "sample",
+        "label",
+        "frames",
+        "shard",
+        "offsets",
+        "rgb",
+        "event",
+        "crc32",
+        "image_size",
+        "modalities",
+        "class_names",
+        "event_resample",
+        "format",
+        "version",
+    )
+    return tree_variants(valid, JSON_SCALARS, keys).map(
+        lambda tree: Input("random JSON tree", json.dumps(tree).encode())
+    )
 
 
 @cache
@@ -812,14 +905,21 @@ def _quietly(read: Callable[[Path], Any], path: Path) -> Any:
         return read(path)
 
 
-CSV_FIELDS = st.one_of(NUMBER_TEXTS, st.sampled_from(("", " 1", "1 ", "-", "+1", "--1", "1e3", "0x1", "1.0", "\r")), TEXT)
+CSV_FIELDS = st.one_of(
+    NUMBER_TEXTS, st.sampled_from(("", " 1", "1 ", "-", "+1", "--1", "1e3", "0x1", "1.0", "\r")), TEXT
+)
 
 
 @st.composite
 def csv_lines(draw) -> Input:
     """A header of (real or random) column names, then lines of random fields and separators."""
-    names = draw(st.lists(st.one_of(st.sampled_from(("t", "x", "y", "p", "on", "x@64", "y@48", "timestamp", "polarity")), TEXT),
-                          min_size=0, max_size=6))
+    names = draw(
+        st.lists(
+            st.one_of(st.sampled_from(("t", "x", "y", "p", "on", "x@64", "y@48", "timestamp", "polarity")), TEXT),
+            min_size=0,
+            max_size=6,
+        )
+    )
     lines = [",".join(names)] if names else []
     for _ in range(draw(st.integers(0, 6))):
         lines.append(",".join(draw(st.lists(CSV_FIELDS, min_size=1, max_size=6))))
@@ -828,16 +928,22 @@ def csv_lines(draw) -> Input:
 
 CONFIG_FIELDS = tuple(f"{section}.{key}" for section, values in Config().to_dict().items() for key in values)
 DEFAULT_OVERRIDES = tuple(  # JSON is YAML: every field set to its default, a valid override
-    f"{section}.{key}={json.dumps(value)}" for section, values in Config().to_dict().items() for key, value in values.items()
+    f"{section}.{key}={json.dumps(value)}"
+    for section, values in Config().to_dict().items()
+    for key, value in values.items()
 )
 
 
 def override_lines() -> st.SearchStrategy[Input]:
     """`section.field=value` lines: real or random keys, values as YAML text of random trees or any text."""
     key = st.one_of(st.sampled_from(CONFIG_FIELDS), st.tuples(TEXT, TEXT).map(".".join), TEXT)
-    value = st.one_of(_values(SCALARS, CONFIG_KEYS).map(lambda v: yaml.safe_dump(v, default_flow_style=True).strip()), TEXT)
+    value = st.one_of(
+        _values(SCALARS, CONFIG_KEYS).map(lambda v: yaml.safe_dump(v, default_flow_style=True).strip()), TEXT
+    )
     line = st.tuples(key, value).map("=".join) | TEXT | st.sampled_from(DEFAULT_OVERRIDES)
-    return st.lists(line, min_size=1, max_size=4).map(lambda lines: Input("random overrides", "\n".join(lines).encode()))
+    return st.lists(line, min_size=1, max_size=4).map(
+        lambda lines: Input("random overrides", "\n".join(lines).encode())
+    )
 
 
 def _dv_size_fields(data: bytes) -> tuple[int, ...]:
@@ -865,6 +971,7 @@ def dv_network_seeds() -> tuple[Seed, ...]:
     """What dv-processing NetworkWriters send: the real recording's events (no compression, LZ4,
     zstd) and frames, and small BGR, BGRA and 16-bit frames (zstd)."""
     import dv_processing as dv
+
     from dv_servers import DvServers, capture, free_port, wait_until
 
     street = REAL_DATA / "davis346" / "street_davis346.aedat4"
@@ -872,15 +979,20 @@ def dv_network_seeds() -> tuple[Seed, ...]:
     for compression in ("NONE", "LZ4", "ZSTD"):
         with DvServers(street, compression=compression) as servers:
             for kind, packets in (("events", 3), ("frames", 1)):
-                data = _first_packets(capture(servers.writers[kind], servers.ports[kind], servers.send_recording), packets)
+                data = _first_packets(
+                    capture(servers.writers[kind], servers.ports[kind], servers.send_recording), packets
+                )
                 seeds.append(Seed(f"street {kind} {compression}", data, _dv_size_fields(data)))
     stream = dv.io.Stream.FrameStream(0, "frames", "TEST", (4, 3))
     stream.setCompression(dv.CompressionType.ZSTD)
     port = free_port()
     writer = dv.io.NetworkWriter("127.0.0.1", port, stream)
     rng = np.random.default_rng(0)
-    images = [rng.integers(0, 256, (3, 4, 3), dtype=np.uint8), rng.integers(0, 256, (3, 4, 4), dtype=np.uint8),
-              rng.integers(0, 65536, (3, 4), dtype=np.uint16)]
+    images = [
+        rng.integers(0, 256, (3, 4, 3), dtype=np.uint8),
+        rng.integers(0, 256, (3, 4, 4), dtype=np.uint8),
+        rng.integers(0, 65536, (3, 4), dtype=np.uint16),
+    ]
 
     def send() -> None:
         for k, image in enumerate(images):
@@ -963,47 +1075,153 @@ def _protocol_error() -> tuple[type[Exception], ...]:
 TARGETS = {
     target.name: target
     for target in (
-        Target("aedat4", _writer("recording.aedat4", read_aedat4), check_recording, (DataError,),
-               lambda: corrupted(aedat4_seeds())),
-        Target("nmnist", _writer("sample.bs2", read_events), check_event_stream, (DataError,),
-               lambda: corrupted(nmnist_seeds())),
-        Target("ncaltech", _writer("image_0001.bin", lambda path: read_events(path, width=None, height=None)),
-               check_event_stream, (DataError,), lambda: corrupted(nmnist_seeds())),
-        Target("npy", _writer("events.npy", lambda path: read_events(path, width=64, height=48)), check_event_stream,
-               (DataError,), lambda: corrupted(array_seed(".npy"))),
-        Target("npz", _writer("events.npz", read_events), check_event_stream, (DataError,),
-               lambda: corrupted(array_seed(".npz")) | npz_files()),
-        Target("hdf5", _writer("events.h5", read_events), check_event_stream, (DataError,),
-               lambda: corrupted(array_seed(".h5")) | hdf5_files()),
-        Target("raw", _writer("recording.raw", lambda path: _quietly(read_events, path)), check_event_stream, (DataError,),
-               lambda: corrupted(raw_seeds())),
-        Target("dat", _writer("recording.dat", read_events), check_event_stream, (DataError,), lambda: corrupted(dat_seeds())),
-        Target("event stream", _writer("recording.es", read_events), check_event_stream, (DataError,),
-               lambda: corrupted(es_seeds())),
-        Target("aedat 2/3.1", _writer("recording.aedat", read_events), check_event_stream, (DataError,),
-               lambda: corrupted(aedat_seeds())),
-        Target("csv", _writer("events.csv", read_events), check_event_stream, (DataError,),
-               lambda: corrupted(csv_seeds()) | csv_lines()),
-        Target("label file", _writer("train_label.txt", read_label_file), check_clip_entries, (DataError,),
-               lambda: corrupted((Seed("train_label.txt", LABEL_FILE),)) | label_lines(fields=3)),
-        Target("classes.txt", _read_class_names, check_class_names, (DataError,),
-               lambda: corrupted((Seed("classes.txt", CLASSES_FILE),)) | label_lines(fields=0)),
-        Target("event labels", _writer("labels.txt", read_event_labels), check_event_labels, (DataError,),
-               lambda: corrupted((Seed("labels.txt", (REAL_DATA / "nmnist" / "labels.txt").read_bytes()),))
-               | label_lines(fields=1)),
-        Target("YAML config", _writer("config.yaml", lambda path: load_config(str(path))), check_config, (ConfigError,),
-               lambda: corrupted(config_seeds()) | config_yaml_trees()),
+        Target(
+            "aedat4",
+            _writer("recording.aedat4", read_aedat4),
+            check_recording,
+            (DataError,),
+            lambda: corrupted(aedat4_seeds()),
+        ),
+        Target(
+            "nmnist",
+            _writer("sample.bs2", read_events),
+            check_event_stream,
+            (DataError,),
+            lambda: corrupted(nmnist_seeds()),
+        ),
+        Target(
+            "ncaltech",
+            _writer("image_0001.bin", lambda path: read_events(path, width=None, height=None)),
+            check_event_stream,
+            (DataError,),
+            lambda: corrupted(nmnist_seeds()),
+        ),
+        Target(
+            "npy",
+            _writer("events.npy", lambda path: read_events(path, width=64, height=48)),
+            check_event_stream,
+            (DataError,),
+            lambda: corrupted(array_seed(".npy")),
+        ),
+        Target(
+            "npz",
+            _writer("events.npz", read_events),
+            check_event_stream,
+            (DataError,),
+            lambda: corrupted(array_seed(".npz")) | npz_files(),
+        ),
+        Target(
+            "hdf5",
+            _writer("events.h5", read_events),
+            check_event_stream,
+            (DataError,),
+            lambda: corrupted(array_seed(".h5")) | hdf5_files(),
+        ),
+        Target(
+            "raw",
+            _writer("recording.raw", lambda path: _quietly(read_events, path)),
+            check_event_stream,
+            (DataError,),
+            lambda: corrupted(raw_seeds()),
+        ),
+        Target(
+            "dat",
+            _writer("recording.dat", read_events),
+            check_event_stream,
+            (DataError,),
+            lambda: corrupted(dat_seeds()),
+        ),
+        Target(
+            "event stream",
+            _writer("recording.es", read_events),
+            check_event_stream,
+            (DataError,),
+            lambda: corrupted(es_seeds()),
+        ),
+        Target(
+            "aedat 2/3.1",
+            _writer("recording.aedat", read_events),
+            check_event_stream,
+            (DataError,),
+            lambda: corrupted(aedat_seeds()),
+        ),
+        Target(
+            "csv",
+            _writer("events.csv", read_events),
+            check_event_stream,
+            (DataError,),
+            lambda: corrupted(csv_seeds()) | csv_lines(),
+        ),
+        Target(
+            "label file",
+            _writer("train_label.txt", read_label_file),
+            check_clip_entries,
+            (DataError,),
+            lambda: corrupted((Seed("train_label.txt", LABEL_FILE),)) | label_lines(fields=3),
+        ),
+        Target(
+            "classes.txt",
+            _read_class_names,
+            check_class_names,
+            (DataError,),
+            lambda: corrupted((Seed("classes.txt", CLASSES_FILE),)) | label_lines(fields=0),
+        ),
+        Target(
+            "event labels",
+            _writer("labels.txt", read_event_labels),
+            check_event_labels,
+            (DataError,),
+            lambda: (
+                corrupted((Seed("labels.txt", (REAL_DATA / "nmnist" / "labels.txt").read_bytes()),))
+                | label_lines(fields=1)
+            ),
+        ),
+        Target(
+            "YAML config",
+            _writer("config.yaml", lambda path: load_config(str(path))),
+            check_config,
+            (ConfigError,),
+            lambda: corrupted(config_seeds()) | config_yaml_trees(),
+        ),
         Target("config overrides", _read_overrides, check_config, (ConfigError,), override_lines, names_file=False),
-        Target("adapter checkpoint", _writer("adapters.safetensors", read_adapters), check_adapters, (CheckpointError,),
-               lambda: corrupted(adapter_seeds()) | adapter_metadata()),
-        Target("weights .safetensors", _writer("vit.safetensors", load_state_dict_any), check_weights, (WeightsError,),
-               lambda: corrupted(weights_seeds()[:1]) | weight_dicts()),
-        Target("weights .pth", _writer("vit.pth", load_state_dict_any), check_weights, (WeightsError,),
-               lambda: corrupted(weights_seeds()[1:])),
-        Target("resume checkpoint", _writer("last.ckpt", read_resume_state), check_resume_state, (CheckpointError,),
-               lambda: corrupted(resume_seeds())),
-        Target("packed index", _read_packed, check_packed, (DataError,), lambda: corrupted(packed_seeds()) | packed_trees()),
-        Target("DV network stream", _read_dv_network, check_dv_network, _protocol_error(),
-               lambda: corrupted(dv_network_seeds()) | dv_packets(), names_file=False),
+        Target(
+            "adapter checkpoint",
+            _writer("adapters.safetensors", read_adapters),
+            check_adapters,
+            (CheckpointError,),
+            lambda: corrupted(adapter_seeds()) | adapter_metadata(),
+        ),
+        Target(
+            "weights .safetensors",
+            _writer("vit.safetensors", load_state_dict_any),
+            check_weights,
+            (WeightsError,),
+            lambda: corrupted(weights_seeds()[:1]) | weight_dicts(),
+        ),
+        Target(
+            "weights .pth",
+            _writer("vit.pth", load_state_dict_any),
+            check_weights,
+            (WeightsError,),
+            lambda: corrupted(weights_seeds()[1:]),
+        ),
+        Target(
+            "resume checkpoint",
+            _writer("last.ckpt", read_resume_state),
+            check_resume_state,
+            (CheckpointError,),
+            lambda: corrupted(resume_seeds()),
+        ),
+        Target(
+            "packed index", _read_packed, check_packed, (DataError,), lambda: corrupted(packed_seeds()) | packed_trees()
+        ),
+        Target(
+            "DV network stream",
+            _read_dv_network,
+            check_dv_network,
+            _protocol_error(),
+            lambda: corrupted(dv_network_seeds()) | dv_packets(),
+            names_file=False,
+        ),
     )
 }

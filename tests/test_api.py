@@ -23,7 +23,11 @@ def test_load_a_run_folder_or_its_adapter_file(tiny_run):
     recognizer = velora.load(tiny_run)
     assert isinstance(recognizer, Recognizer) and recognizer.checkpoint == tiny_run / "best.safetensors"
     assert len(recognizer.class_names) == 8 and recognizer.config.model.modalities == ["rgb", "event"]
-    assert recognizer.weights_source == {"kind": "none", "backbone": "vit_base_patch16_clip_quickgelu_224", "init": "random, seed 0"}
+    assert recognizer.weights_source == {
+        "kind": "none",
+        "backbone": "vit_base_patch16_clip_quickgelu_224",
+        "init": "random, seed 0",
+    }
     assert velora.load(tiny_run / "best.safetensors").class_names == recognizer.class_names
     with pytest.raises(FileNotFoundError, match="without best.safetensors"):
         velora.load(tiny_run / "checkpoints")
@@ -35,7 +39,10 @@ def test_predictions_equal_the_models_scores_on_the_dataset_items(tiny_run, tiny
     clips = [tiny_dataset / entry.sample for entry in dataset.entries[:5]]
     batched = recognizer.predict(clips, top_k=8)
     with torch.no_grad():
-        batch = torch.stack([dataset[i]["rgb"] for i in range(5)]), torch.stack([dataset[i]["events"] for i in range(5)])
+        batch = (
+            torch.stack([dataset[i]["rgb"] for i in range(5)]),
+            torch.stack([dataset[i]["events"] for i in range(5)]),
+        )
         probs = recognizer.model(*batch).logits.softmax(-1)
     for i, prediction in enumerate(batched):
         assert isinstance(prediction, Prediction) and prediction.ground_truth == clips[i].parent.name

@@ -16,8 +16,13 @@ from velora.model.velora import VELoRA
 def tiny_timm_vit(seed: int):
     torch.manual_seed(seed)
     return timm.create_model(
-        "vit_base_patch16_clip_quickgelu_224", pretrained=False, num_classes=0, img_size=32,
-        embed_dim=32, depth=3, num_heads=2,
+        "vit_base_patch16_clip_quickgelu_224",
+        pretrained=False,
+        num_classes=0,
+        img_size=32,
+        embed_dim=32,
+        depth=3,
+        num_heads=2,
     )
 
 

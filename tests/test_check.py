@@ -223,8 +223,11 @@ def test_training_stops_before_the_first_step_on_a_recording_that_is_not_aedat4(
             (folder / "street.aedat4").write_bytes((real_data_dir / "davis346" / "street_davis346.aedat4").read_bytes())
     broken = tmp_path / "train" / "b" / "broken.aedat4"
     broken.write_bytes(b"this is not a recording")
-    cfg = make_tiny_config(data={"layout": "recordings", "root": str(tmp_path)}, model={"num_classes": 2},
-                           train={"output_dir": str(tmp_path / "run")})
+    cfg = make_tiny_config(
+        data={"layout": "recordings", "root": str(tmp_path)},
+        model={"num_classes": 2},
+        train={"output_dir": str(tmp_path / "run")},
+    )
     with pytest.raises(DataError, match="the dataset check found problems") as error:
         train(cfg)
     assert str(broken) in str(error.value) and "not an AEDAT 4.0 recording" in str(error.value)

@@ -135,7 +135,9 @@ def test_cli_train_then_predict(tiny_dataset, tmp_path, capsys):
     samples = [line.split()[0] for line in (tiny_dataset / "test_label.txt").read_text().splitlines()[:3]]
     predictions = tmp_path / "predictions.json"
     clips = [str(tiny_dataset / sample) for sample in samples]
-    assert main(["predict", str(out / "best.safetensors"), *clips, "--panel", str(panel), "--json", str(predictions)]) == 0
+    assert (
+        main(["predict", str(out / "best.safetensors"), *clips, "--panel", str(panel), "--json", str(predictions)]) == 0
+    )
     records = json.loads(predictions.read_text())
     assert [r["clip"] for r in records] == clips and all(len(r["topk"]) == 5 for r in records)
     assert [r["ground_truth"] for r in records] == [sample.split("/")[0] for sample in samples]

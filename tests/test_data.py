@@ -115,9 +115,7 @@ def test_label_file_skips_comments_and_blank_lines(tmp_path):
     ]
 
 
-@pytest.mark.parametrize(
-    "bad", ["lonely_sample", "a/b x 0", "a/b 3", "a/b 3 -1", "../a 3 0", "/a/b 3 0"]
-)
+@pytest.mark.parametrize("bad", ["lonely_sample", "a/b x 0", "a/b 3", "a/b 3 -1", "../a 3 0", "/a/b 3 0"])
 def test_malformed_label_line_names_file_line_and_format(tmp_path, bad):
     path = tmp_path / "val_label.txt"
     path.write_text(f"# comment\na/ok 3 0\n{bad}\n")
@@ -165,8 +163,7 @@ def test_segment_indices_properties(num_frames, num_segments):
     centre = segment_indices(num_frames, num_segments, random_offset=False)
     assert np.array_equal(centre, segment_indices(num_frames, num_segments, random_offset=False))
     for indices in [centre] + [
-        segment_indices(num_frames, num_segments, random_offset=True, rng=np.random.default_rng(s))
-        for s in range(20)
+        segment_indices(num_frames, num_segments, random_offset=True, rng=np.random.default_rng(s)) for s in range(20)
     ]:
         assert indices.shape == (num_segments,) and indices.dtype == np.int64
         assert indices.min() >= 0 and indices.max() < num_frames
@@ -179,10 +176,7 @@ def test_segment_indices_properties(num_frames, num_segments):
 
 
 def test_segment_indices_random_mode_varies_and_short_clip_example():
-    draws = {
-        tuple(segment_indices(85, 8, random_offset=True, rng=np.random.default_rng(s)))
-        for s in range(10)
-    }
+    draws = {tuple(segment_indices(85, 8, random_offset=True, rng=np.random.default_rng(s))) for s in range(10)}
     assert len(draws) > 1
     assert segment_indices(3, 8, random_offset=False).tolist() == [0, 0, 0, 1, 1, 1, 2, 2]
 
@@ -388,7 +382,10 @@ def test_dataloader_batches_do_not_depend_on_worker_count(root):
         for epoch in range(2):
             dataset.set_epoch(epoch)
             loader = DataLoader(
-                dataset, batch_size=4, shuffle=True, num_workers=num_workers,
+                dataset,
+                batch_size=4,
+                shuffle=True,
+                num_workers=num_workers,
                 generator=torch.Generator().manual_seed(epoch),
             )
             result += list(loader)
@@ -443,23 +440,28 @@ def _truncate(path: Path) -> None:
 @pytest.mark.parametrize(
     "damage, pattern",
     [
-        (lambda d: [_remove_tree(d / "clip_aps"), _remove_tree(d / "clip_dvs"), d.rmdir()],
-         r"clip folder .*a/clip .*train_label.txt.* does not exist"),
+        (
+            lambda d: [_remove_tree(d / "clip_aps"), _remove_tree(d / "clip_dvs"), d.rmdir()],
+            r"clip folder .*a/clip .*train_label.txt.* does not exist",
+        ),
         (lambda d: _remove_tree(d / "clip_aps"), r"RGB frame folder .*clip_aps does not exist"),
         (lambda d: _remove_tree(d / "clip_dvs"), r"event frame folder .*clip_dvs does not exist"),
-        (lambda d: [p.unlink() for p in (d / "clip_dvs").iterdir()],
-         r"event frame folder .*clip_dvs holds no .png frames"),
-        (lambda d: _truncate(d / "clip_aps" / "0002.png"),
-         r"cannot read frame .*clip_aps/0002.png"),
-        (lambda d: (d / "clip_dvs" / "0003.png").write_text("not an image"),
-         r"cannot read frame .*clip_dvs/0003.png"),
-        (lambda d: Image.fromarray(frame_pixels(20, (30, 24))).save(d / "clip_aps" / "0004.png"),
-         r"differ in size: .*0000.png is 32x24, .*0004.png is 30x24"),
-        (lambda d: (d / "clip_aps" / "frame_7.png").write_bytes(b""),
-         r"frame_7.png is not named by its frame number"),
-        (lambda d: (d / "clip_dvs" / "0005.png").unlink(),
-         r"a/clip: RGB every frame \(0 to 5; 6 frames\), events every frame \(0 to 4; 5 frames\).*"
-         r"1 RGB frame has no partner \(5\); set data.frame_count_policy=min"),
+        (
+            lambda d: [p.unlink() for p in (d / "clip_dvs").iterdir()],
+            r"event frame folder .*clip_dvs holds no .png frames",
+        ),
+        (lambda d: _truncate(d / "clip_aps" / "0002.png"), r"cannot read frame .*clip_aps/0002.png"),
+        (lambda d: (d / "clip_dvs" / "0003.png").write_text("not an image"), r"cannot read frame .*clip_dvs/0003.png"),
+        (
+            lambda d: Image.fromarray(frame_pixels(20, (30, 24))).save(d / "clip_aps" / "0004.png"),
+            r"differ in size: .*0000.png is 32x24, .*0004.png is 30x24",
+        ),
+        (lambda d: (d / "clip_aps" / "frame_7.png").write_bytes(b""), r"frame_7.png is not named by its frame number"),
+        (
+            lambda d: (d / "clip_dvs" / "0005.png").unlink(),
+            r"a/clip: RGB every frame \(0 to 5; 6 frames\), events every frame \(0 to 4; 5 frames\).*"
+            r"1 RGB frame has no partner \(5\); set data.frame_count_policy=min",
+        ),
     ],
     ids=["clip", "aps", "dvs", "empty", "truncated", "text", "size", "name", "count"],
 )
@@ -490,7 +492,9 @@ def test_problems_lists_every_bad_clip(tmp_path):
     assert [kind for kind, _, _ in found["a/no_events"]] == ["missing_folders"]
     assert "no_events_dvs" in found["a/no_events"][0][1]
     assert [kind for kind, _, _ in found["c/gone"]] == ["missing_samples"]
-    assert found["c/gone"][0][1].endswith("train_label.txt:6"), "the label line that points nowhere (after a comment and a blank line)"
+    assert found["c/gone"][0][1].endswith("train_label.txt:6"), (
+        "the label line that points nowhere (after a comment and a blank line)"
+    )
     assert [kind for kind, _, _ in found["b/mismatch"]] == ["frame_numbers", "count_mismatches"]
     assert found["b/mismatch"][1][2].startswith(
         "RGB every frame (0 to 4; 5 frames), events every frame (0 to 3; 4 frames)"

@@ -21,8 +21,12 @@ def test_event_only_training_on_real_nmnist_recordings(tmp_path):
     cfg = make_tiny_config(
         model={"num_classes": 10},
         data={
-            "root": str(nmnist), "layout": "events", "modalities": ["event"],
-            "train_labels": "labels.txt", "val_labels": "labels.txt", "test_labels": "labels.txt",
+            "root": str(nmnist),
+            "layout": "events",
+            "modalities": ["event"],
+            "train_labels": "labels.txt",
+            "val_labels": "labels.txt",
+            "test_labels": "labels.txt",
         },
         train={"output_dir": str(tmp_path / "run")},
     )

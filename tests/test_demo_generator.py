@@ -14,7 +14,13 @@ from velora.demo.simulator import DvsConfig, DvsSimulator, simulate_events
 
 IDEAL = DvsConfig(threshold_on=0.2, threshold_off=0.2, threshold_sigma=0.0, refractory_us=0, noise_rate_hz=0.0)
 SMALL_SCENE = SceneConfig(shapes=("disc", "square"))
-SMALL = dict(clips_per_class={"train": 2, "val": 1, "test": 1}, image_size=32, frames_range=(3, 5), scene=SMALL_SCENE, progress=False)
+SMALL = dict(
+    clips_per_class={"train": 2, "val": 1, "test": 1},
+    image_size=32,
+    frames_range=(3, 5),
+    scene=SMALL_SCENE,
+    progress=False,
+)
 
 
 # ---- simulator ---------------------------------------------------------------------------
@@ -65,7 +71,9 @@ def test_refractory_period_drops_events_but_reference_follows():
     # crossings at 1000 * j / 5.5 = 182, 364, 545, 727, 909 us; 500 us dead time keeps 182 and 727
     assert events.t.tolist() == [182, 727]
     # the dropped crossings still moved the reference: the static third frame adds nothing
-    without = DvsSimulator(1, 1, DvsConfig(threshold_sigma=0.0, log_eps=1e-12), 0).simulate(frames, np.array([0, 1000, 2000]))
+    without = DvsSimulator(1, 1, DvsConfig(threshold_sigma=0.0, log_eps=1e-12), 0).simulate(
+        frames, np.array([0, 1000, 2000])
+    )
     assert len(without) == 5
 
 
@@ -117,7 +125,9 @@ def test_shapes_are_distinct_and_inside_their_circle():
     disc_area = np.pi * 16.0**2
     for name, mask in masks.items():
         assert 0.25 * disc_area < mask.sum() <= 1.02 * disc_area, name
-        assert mask.sum() == pytest.approx((mask * shape_mask("disc", 48, (23.5, 23.5), 16.6, 0.0)).sum(), rel=0.01), name
+        assert mask.sum() == pytest.approx((mask * shape_mask("disc", 48, (23.5, 23.5), 16.6, 0.0)).sum(), rel=0.01), (
+            name
+        )
     for a in SHAPES:
         for b in SHAPES:
             if a < b:
@@ -142,7 +152,9 @@ def test_the_shape_shows_in_rgb_as_its_own_colour():
         p = clip.params
         inside = shape_mask(SHAPES[seed % 4], 64, p.shape_centre_xy, p.shape_radius_px, p.shape_angle) > 0.99
         ring = np.hypot(*(np.mgrid[0:64, 0:64][::-1] - np.array(p.centre_xy)[:, None, None]))
-        outside = ~(shape_mask("disc", 64, p.shape_centre_xy, p.shape_radius_px + 2, 0.0) > 0) & (ring < p.radius_px - 2)
+        outside = ~(shape_mask("disc", 64, p.shape_centre_xy, p.shape_radius_px + 2, 0.0) > 0) & (
+            ring < p.radius_px - 2
+        )
         frame = clip.aps_frames[1].astype(float)
         assert p.shape_colour != p.surround_colour
         colours = scene.shape_colours + scene.surround_colours
@@ -163,7 +175,9 @@ def test_the_shape_shows_in_the_dark_gaps_too():
 
 def test_scene_config_lists_every_problem():
     with pytest.raises(ValueError) as error:
-        SceneConfig(shapes=("hexagon",), shape_colours=("purple",), directions=("sideways",), exposure_fraction=(0.5, 1.5))
+        SceneConfig(
+            shapes=("hexagon",), shape_colours=("purple",), directions=("sideways",), exposure_fraction=(0.5, 1.5)
+        )
     message = str(error.value)
     assert "hexagon" in message and "purple" in message and "sideways" in message and "exposure_fraction" in message
     with pytest.raises(ValueError, match="share"):
@@ -267,7 +281,13 @@ def _rgb_direction(aps: np.ndarray) -> int:
 def test_direction_needs_events_not_rgb(tmp_path):
     scene = SceneConfig()
     info = generate_demo_dataset(
-        tmp_path / "demo", clips_per_class={"test": 6}, image_size=64, frames_range=(6, 8), seed=1, scene=scene, progress=False
+        tmp_path / "demo",
+        clips_per_class={"test": 6},
+        image_size=64,
+        frames_range=(6, 8),
+        seed=1,
+        scene=scene,
+        progress=False,
     )
     hits = {"event direction": [], "rgb direction": []}
     for line in (info.root / "test_label.txt").read_text().splitlines():
@@ -297,8 +317,13 @@ def test_matched_splits_cap_each_modality_exactly(tmp_path):
     Training clips are each a scene of their own."""
     scene = SceneConfig(shapes=("disc", "cross", "bar"))
     info = generate_demo_dataset(
-        tmp_path / "demo", clips_per_class={"train": 2, "val": 1, "test": 2}, image_size=32, frames_range=(3, 4),
-        scene=scene, progress=False, workers=1,
+        tmp_path / "demo",
+        clips_per_class={"train": 2, "val": 1, "test": 2},
+        image_size=32,
+        frames_range=(3, 4),
+        scene=scene,
+        progress=False,
+        workers=1,
     )
     for split in ("val", "test"):
         frames = _frames(info.root, split)

@@ -91,8 +91,14 @@ def test_two_processes_follow_one_process_with_the_same_global_batch(tiny_datase
     # One set of files, written once by rank zero, none half-written.
     files = sorted(str(p.relative_to(two_dir)) for p in two_dir.rglob("*") if p.is_file())
     assert files == [
-        "best.safetensors", "checkpoints/last.ckpt", "config.yaml", "curves.png", "history.json", "last.safetensors",
-        "logs/version_0/hparams.yaml", "logs/version_0/metrics.csv",  # one logger: one version, not one per rank
+        "best.safetensors",
+        "checkpoints/last.ckpt",
+        "config.yaml",
+        "curves.png",
+        "history.json",
+        "last.safetensors",
+        "logs/version_0/hparams.yaml",
+        "logs/version_0/metrics.csv",  # one logger: one version, not one per rank
     ]
     # The val accuracy recorded during training is the global one: it equals a 1-process
     # evaluation of the same adapters on the whole val split.

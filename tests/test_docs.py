@@ -39,14 +39,20 @@ def pages() -> list[Path]:
 
 def fenced_blocks(text: str, language: str) -> list[tuple[str, str]]:
     """(the line before the block, the block's text) of every ```language block."""
-    return [(m["before"], m["body"]) for m in re.finditer(
-        rf"(?P<before>[^\n]*)\n```{language}\n(?P<body>.*?)```", text, re.S)]
+    return [
+        (m["before"], m["body"])
+        for m in re.finditer(rf"(?P<before>[^\n]*)\n```{language}\n(?P<body>.*?)```", text, re.S)
+    ]
 
 
 def command_lines(block: str) -> list[str]:
     """A shell block's lines, continuations joined, comments cut."""
     joined = block.replace("\\\n", " ")
-    return [line.split(" #")[0].strip() for line in joined.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [
+        line.split(" #")[0].strip()
+        for line in joined.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
 
 
 # -- the site ------------------------------------------------------------------------------------------------------
@@ -56,8 +62,14 @@ def command_lines(block: str) -> list[str]:
 def test_the_site_builds_in_strict_mode_with_its_generated_references(tmp_path):
     site = tmp_path / "site"
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
-    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(REPO / "mkdocs.yml"), "-d", str(site)],
-                          capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(REPO / "mkdocs.yml"), "-d", str(site)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     commands = (site / "reference" / "commands" / "index.html").read_text()
     assert all(f"velora {name}</h2>" in commands or f">velora {name}<" in commands for name in COMMANDS)
@@ -151,8 +163,11 @@ def sandbox(tmp_path, tiny_run, tiny_dataset, monkeypatch):
 
 
 def python_examples() -> list[tuple[str, str]]:
-    return [(f"{page.relative_to(REPO)} #{i}", body) for page in pages()
-            for i, (_, body) in enumerate(fenced_blocks(page.read_text(), "python"))]
+    return [
+        (f"{page.relative_to(REPO)} #{i}", body)
+        for page in pages()
+        for i, (_, body) in enumerate(fenced_blocks(page.read_text(), "python"))
+    ]
 
 
 @pytest.mark.parametrize("where, code", python_examples(), ids=[where for where, _ in python_examples()])
@@ -184,7 +199,11 @@ def test_the_cheap_commands_run_as_written(where, lines, sandbox):
 def test_the_guides_have_cheap_commands():
     blocks = cheap_blocks()
     assert sum(len(lines) for _, lines in blocks) >= 10 and {where for where, _ in blocks} >= {
-        "docs/guides/predict.md", "docs/guides/streaming.md", "docs/guides/export.md", "docs/getting-started.md"}
+        "docs/guides/predict.md",
+        "docs/guides/streaming.md",
+        "docs/guides/export.md",
+        "docs/getting-started.md",
+    }
 
 
 def velora_lines() -> list[tuple[str, str, bool]]:
@@ -234,7 +253,9 @@ def test_every_velora_command_line_parses_and_its_overrides_are_valid(where, lin
         assert exit.code == 0, f"{where}: velora does not accept `{line}`"
         return  # --help
     overrides = [*getattr(args, "overrides", []), *extra]
-    assert all("=" in o and not o.startswith("-") for o in overrides), f"{where}: unknown arguments in `{line}`: {extra}"
+    assert all("=" in o and not o.startswith("-") for o in overrides), (
+        f"{where}: unknown arguments in `{line}`: {extra}"
+    )
     check_overrides(getattr(args, "config", None), overrides)
 
 

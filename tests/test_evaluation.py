@@ -84,9 +84,7 @@ def test_evaluation_report_values_and_json():
     names = ["wave", "jump", "clap", "unused"]
     report = evaluation_report(scores, LABELS, names)
 
-    assert set(report) >= {
-        "num_clips", "top1", "top5", "per_class", "confusion_matrix", "mean_class_accuracy"
-    }
+    assert set(report) >= {"num_clips", "top1", "top5", "per_class", "confusion_matrix", "mean_class_accuracy"}
     assert report["num_clips"] == 4
     assert report["top1"] == pytest.approx(0.5)
     assert report["top5_k"] == 4
@@ -195,10 +193,15 @@ def test_prediction_panel_two_rows_with_and_without_ground_truth(tmp_path):
     # Gray RGB frames and white event frames keep red out of the images, so red in the text
     # column can only be the hit colour.
     rows = [
-        PanelRow(_frames(3, (90, 90, 90)), _frames(3, (255, 255, 255)), "side lift",
-                 [("side lift", 0.578), ("step in place", 0.2), ("arm circle", 0.1)]),
-        PanelRow(_frames(3, (90, 90, 90)), _frames(3, (255, 255, 255)), None,
-                 [("knee lift", 2.31), ("side lift", 1.0)]),
+        PanelRow(
+            _frames(3, (90, 90, 90)),
+            _frames(3, (255, 255, 255)),
+            "side lift",
+            [("side lift", 0.578), ("step in place", 0.2), ("arm circle", 0.1)],
+        ),
+        PanelRow(
+            _frames(3, (90, 90, 90)), _frames(3, (255, 255, 255)), None, [("knee lift", 2.31), ("side lift", 1.0)]
+        ),
     ]
     path = plot_prediction_panel(rows, tmp_path / "panel" / "predictions.png")
     width, height = _png_size(path)
@@ -209,8 +212,9 @@ def test_prediction_panel_two_rows_with_and_without_ground_truth(tmp_path):
 
 
 def test_prediction_panel_wrong_top1_is_not_red(tmp_path):
-    row = PanelRow(_frames(2, (90, 90, 90)), _frames(2, (255, 255, 255)), "side lift",
-                   [("knee lift", 0.9), ("arm circle", 0.05)])
+    row = PanelRow(
+        _frames(2, (90, 90, 90)), _frames(2, (255, 255, 255)), "side lift", [("knee lift", 0.9), ("arm circle", 0.05)]
+    )
     path = plot_prediction_panel([row], tmp_path / "wrong.png")
     assert not _text_column_has_red(path)
 

@@ -51,7 +51,9 @@ def write_gesture_dataset(root, users=(1, 2, 3, 4, 5, 6)):
         (root / f"{name}_labels.csv").write_text("\n".join(rows) + "\n")
     (root / "trials_to_train.txt").write_text("".join(f"user{u:02d}_fluorescent.aedat\n" for u in users[:4]))
     (root / "trials_to_test.txt").write_text("".join(f"user{u:02d}_fluorescent.aedat\n" for u in users[4:]))
-    (root / "gesture_mapping.csv").write_text("action,label\n" + "".join(f"{g},{i + 1}\n" for i, g in enumerate(GESTURES)))
+    (root / "gesture_mapping.csv").write_text(
+        "action,label\n" + "".join(f"{g},{i + 1}\n" for i, g in enumerate(GESTURES))
+    )
     return root
 
 
@@ -80,11 +82,31 @@ def test_gesture_samples_are_the_labelled_intervals_with_the_mapping_names(tmp_p
 @pytest.mark.slow
 def test_dvs128_gesture_trains_with_the_standard_split_and_a_split_validation(tmp_path, capsys):
     root = write_gesture_dataset(tmp_path / "DvsGesture")
-    assert main(["split", str(root), "--train-labels", "trials_to_train.txt", "--test-labels", "trials_to_test.txt",
-                 "--val-fraction", "0.25"]) == 0
+    assert (
+        main(
+            [
+                "split",
+                str(root),
+                "--train-labels",
+                "trials_to_train.txt",
+                "--test-labels",
+                "trials_to_test.txt",
+                "--val-fraction",
+                "0.25",
+            ]
+        )
+        == 0
+    )
     assert (root / "val_label.txt").read_text().count(".aedat") == 1  # a whole trial of the four
-    config = tiny_yaml(tmp_path / "gesture.yaml", root=str(root), layout="gesture", num_classes=3,
-                       train_labels="train_split_label.txt", test_labels="trials_to_test.txt", event_window="uniform")
+    config = tiny_yaml(
+        tmp_path / "gesture.yaml",
+        root=str(root),
+        layout="gesture",
+        num_classes=3,
+        train_labels="train_split_label.txt",
+        test_labels="trials_to_test.txt",
+        event_window="uniform",
+    )
     assert main(["train", "--config", config, f"train.output_dir={tmp_path / 'run'}"]) == 0
     assert main(["eval", str(tmp_path / "run" / "best.safetensors")]) == 0
     report = json.loads((tmp_path / "run" / "eval_test.json").read_text())
@@ -122,8 +144,11 @@ def test_class_folders_get_a_deterministic_stratified_three_way_split(tmp_path):
     assert (root / "classes.txt").read_text().split() == ["airplanes", "anchor", "brain"]
     again = write_class_folders(tmp_path / "b")
     split_folders(again, val_fraction=0.1, test_fraction=0.2)
-    assert all((again / f"{s}_label.txt").read_text().replace(str(again), "") ==
-               (root / f"{s}_label.txt").read_text().replace(str(root), "") for s in ("train", "val", "test"))
+    assert all(
+        (again / f"{s}_label.txt").read_text().replace(str(again), "")
+        == (root / f"{s}_label.txt").read_text().replace(str(root), "")
+        for s in ("train", "val", "test")
+    )
     with pytest.raises(DataError, match="pass --force"):
         split_folders(root)
 
@@ -133,8 +158,14 @@ def test_class_folders_get_a_deterministic_stratified_three_way_split(tmp_path):
 def test_ncaltech_layout_trains_with_every_representation(tmp_path, representation):
     root = write_class_folders(tmp_path / "N-Caltech101")
     assert main(["split", str(root), "--from-folders"]) == 0
-    config = tiny_yaml(tmp_path / "caltech.yaml", root=str(root), layout="events", num_classes=3,
-                       sensor_size=[100, 80], representation=representation)
+    config = tiny_yaml(
+        tmp_path / "caltech.yaml",
+        root=str(root),
+        layout="events",
+        num_classes=3,
+        sensor_size=[100, 80],
+        representation=representation,
+    )
     assert main(["train", "--config", config, f"train.output_dir={tmp_path / 'run'}"]) == 0
     cfg = load_config(config)
     item = make_dataset(cfg, "val")[0]["events"]
@@ -175,11 +206,18 @@ def test_convert_and_predict_take_a_prophesee_recording(tmp_path, real_data_dir,
     shutil.copy(real_data_dir / "prophesee" / "gen3_evt2.raw", src / "gen3.raw")
     shutil.copy(real_data_dir / "davis346" / "street_davis346.aedat4", src / "davis.aedat4")
     out = tmp_path / "frames"
-    assert main(["convert", "recordings", str(tmp_path / "src"), str(out), "--image-size", "32",
-                 "--event-window-ms", "25"]) == 0
+    assert (
+        main(
+            ["convert", "recordings", str(tmp_path / "src"), str(out), "--image-size", "32", "--event-window-ms", "25"]
+        )
+        == 0
+    )
     assert sorted(p.name for p in (out / "street" / "gen3").iterdir() if not p.name.startswith(".")) == ["gen3_dvs"]
     assert len(list((out / "street" / "gen3" / "gen3_dvs").glob("*.png"))) == 4  # 0.1 s in 25 ms windows
-    assert sorted(p.name for p in (out / "street" / "davis").iterdir() if not p.name.startswith(".")) == ["davis_aps", "davis_dvs"]
+    assert sorted(p.name for p in (out / "street" / "davis").iterdir() if not p.name.startswith(".")) == [
+        "davis_aps",
+        "davis_dvs",
+    ]
     assert "street/gen3 4 0" in (out / "all_label.txt").read_text()
 
     recognizer = velora.load(tiny_run)

@@ -104,7 +104,11 @@ def test_without_a_labels_file_the_files_to_read_are_needed(nmnist):
 
 def test_training_items_depend_only_on_seed_epoch_and_index(nmnist):
     def item(epoch: int, seed: int = 0) -> torch.Tensor:
-        dataset = EventFileDataset(nmnist, "labels.txt", ClipSampling(num_frames=3, image_size=16, train=True, seed=seed, crop_scale=(0.3, 0.6)))
+        dataset = EventFileDataset(
+            nmnist,
+            "labels.txt",
+            ClipSampling(num_frames=3, image_size=16, train=True, seed=seed, crop_scale=(0.3, 0.6)),
+        )
         dataset.set_epoch(epoch)
         return dataset[5]["events"]
 
@@ -137,7 +141,9 @@ def test_class_names_from_classes_txt_or_sorted_names(tmp_path, nmnist):
     dataset = EventFileDataset(tmp_path, "labels.txt", ClipSampling(num_frames=2, image_size=8))
     assert dataset.class_names == ["five", "seven", "three"]
     assert [e.label for e in dataset.entries] == [1, 2, 0]
-    passed = EventFileDataset(tmp_path, "labels.txt", ClipSampling(num_frames=2, image_size=8), classes=["three", "five", "seven"])
+    passed = EventFileDataset(
+        tmp_path, "labels.txt", ClipSampling(num_frames=2, image_size=8), classes=["three", "five", "seven"]
+    )
     assert [e.label for e in passed.entries] == [2, 0, 1]
     (tmp_path / "classes.txt").write_text("three\nfive\n")
     with pytest.raises(DataError, match=r"labels.txt, line 2: class 'seven' of sample '1' is not one of"):
@@ -185,8 +191,12 @@ def test_predict_on_one_event_file_reads_it_as_training_does(nmnist, tmp_path):
     from velora.model.velora import VELoRA
 
     cfg = make_tiny_config(
-        "model.num_classes=10", "data.layout=events", "data.modalities=[event]", "data.train_labels=labels.txt",
-        "data.event_window=uniform", data={"root": str(nmnist)},
+        "model.num_classes=10",
+        "data.layout=events",
+        "data.modalities=[event]",
+        "data.train_labels=labels.txt",
+        "data.event_window=uniform",
+        data={"root": str(nmnist)},
     )
     torch.manual_seed(0)
     model = VELoRA.from_config(cfg).eval()

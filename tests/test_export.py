@@ -251,8 +251,13 @@ def test_velora_stream_runs_the_onnx_file_and_gives_the_windows_pytorch_gives(ex
     windows = {}
     for name, recognizer in (("torch", velora.load(checkpoint)), ("onnx", velora.load(exported[True].path))):
         got = []
-        summary = run_stream(recognizer, open_source(street), StreamOptions(resize=True, top_k=8),
-                             on_window=got.append, notify=lambda text: None)
+        summary = run_stream(
+            recognizer,
+            open_source(street),
+            StreamOptions(resize=True, top_k=8),
+            on_window=got.append,
+            notify=lambda text: None,
+        )
         assert summary.error is None and summary.windows == len(got) > 0, name
         windows[name] = got
     assert len(windows["onnx"]) == len(windows["torch"])
@@ -261,5 +266,10 @@ def test_velora_stream_runs_the_onnx_file_and_gives_the_windows_pytorch_gives(ex
         assert [score for _, score in b.topk] == pytest.approx([score for _, score in a.topk], abs=1e-5)
     # the graph's clip length is fixed at export: another one is refused by name
     with pytest.raises(DataError, match="fixed when it was exported"):
-        run_stream(velora.load(exported[True].path), open_source(street), StreamOptions(resize=True, num_frames=1),
-                   on_window=lambda window: None, notify=lambda text: None)
+        run_stream(
+            velora.load(exported[True].path),
+            open_source(street),
+            StreamOptions(resize=True, num_frames=1),
+            on_window=lambda window: None,
+            notify=lambda text: None,
+        )

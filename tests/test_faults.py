@@ -65,7 +65,8 @@ def test_run_killed_at_a_random_step_resumes_to_identical_adapters(tiny_dataset,
     config.write_text(yaml.safe_dump(fault_config(tiny_dataset, killed).to_dict()))
     process = subprocess.Popen(
         [sys.executable, "-m", "velora.cli", "train", "--config", str(config)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     ckpt = killed / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 240
@@ -91,10 +92,16 @@ NAN_CASES = {
     # no step checkpoints: the bad step is skipped on the device and found at the next log step (9)
     # (the resume checkpoint is then epoch 0's, at step 6)
     "loss, found at the log step": (
-        "loss", ["train.checkpoint_every_steps=0", "train.log_every=3"], "loss is nan at step 8", 6
+        "loss",
+        ["train.checkpoint_every_steps=0", "train.log_every=3"],
+        "loss is nan at step 8",
+        6,
     ),
     "gradients, found at the log step": (
-        "grads", ["train.checkpoint_every_steps=0", "train.log_every=3"], "gradients are not finite (loss ", 6
+        "grads",
+        ["train.checkpoint_every_steps=0", "train.log_every=3"],
+        "gradients are not finite (loss ",
+        6,
     ),
 }
 
@@ -150,7 +157,7 @@ def test_a_non_finite_step_leaves_weights_and_optimizer_state_untouched(tiny_con
     for p, old, old_state in zip(params, before[0], before_state):
         assert torch.equal(p, old)
         assert all(torch.equal(optimizer.state[p][k], v) for k, v in old_state.items())
-    (step, (flag, loss, _, _)), = stats.drain()
+    ((step, (flag, loss, _, _)),) = stats.drain()
     assert flag == 1.0 and loss == 1.0
 
 
@@ -245,8 +252,9 @@ def half_then(error: BaseException):
 
 
 @pytest.mark.parametrize("failure", ["no space", "no space (safetensors)", "no permission"])
-def test_a_failed_write_leaves_the_previous_adapter_file_and_checkpoint_whole(tiny_config, tmp_path, monkeypatch,
-                                                                           failure):
+def test_a_failed_write_leaves_the_previous_adapter_file_and_checkpoint_whole(
+    tiny_config, tmp_path, monkeypatch, failure
+):
     from safetensors import SafetensorError
 
     from velora.errors import OutputError
@@ -261,16 +269,24 @@ def test_a_failed_write_leaves_the_previous_adapter_file_and_checkpoint_whole(ti
     AtomicCheckpointIO().save_checkpoint({"velora_config": config.to_dict(), "global_step": 1}, resume)
     before = {path: path.read_bytes() for path in (adapters, resume)}
 
-    error = {"no space": NO_SPACE, "no permission": PermissionError(errno.EACCES, "Permission denied"),
-             "no space (safetensors)": SafetensorError("Error while serializing: I/O error: No space left on device "
-                                                       "(os error 28)")}[failure]
+    error = {
+        "no space": NO_SPACE,
+        "no permission": PermissionError(errno.EACCES, "Permission denied"),
+        "no space (safetensors)": SafetensorError(
+            "Error while serializing: I/O error: No space left on device (os error 28)"
+        ),
+    }[failure]
     serialized = half_then(error)
-    monkeypatch.setattr(adapter_file_module, "save_file",
-                        lambda state, filename, metadata=None: serialized(filename, b"x" * 1000))
+    monkeypatch.setattr(
+        adapter_file_module, "save_file", lambda state, filename, metadata=None: serialized(filename, b"x" * 1000)
+    )
     monkeypatch.setattr(checkpoint_module.torch, "save", lambda obj, f: serialized(f, b"y" * 1000))
     reason = "Permission denied" if failure == "no permission" else "No space left on device"
-    with pytest.raises(OutputError, match=rf"cannot write the adapter file {adapters} \(.*{reason}.*\); the previous "
-                                          r"last.safetensors is kept"):
+    with pytest.raises(
+        OutputError,
+        match=rf"cannot write the adapter file {adapters} \(.*{reason}.*\); the previous "
+        r"last.safetensors is kept",
+    ):
         save_adapters(adapters, model, config, [str(i) for i in range(8)], {"epoch": 1})
     if failure != "no space (safetensors)":  # torch.save raises the OSError
         with pytest.raises(OutputError, match=rf"cannot write the resume checkpoint {resume} \({reason}\)"):
@@ -287,10 +303,14 @@ def test_a_training_that_cannot_write_its_checkpoints_ends_with_one_error_naming
 ):
     out = tmp_path / "run"
     train(fault_config(tiny_dataset, out, "train.epochs=1"))
-    before = {name: (out / name).read_bytes() for name in ("last.safetensors", "best.safetensors",
-                                                           "checkpoints/last.ckpt")}
-    monkeypatch.setattr(adapter_file_module, "save_file",
-                        lambda state, filename, metadata=None: half_then(NO_SPACE)(filename, b"x" * 1000))
+    before = {
+        name: (out / name).read_bytes() for name in ("last.safetensors", "best.safetensors", "checkpoints/last.ckpt")
+    }
+    monkeypatch.setattr(
+        adapter_file_module,
+        "save_file",
+        lambda state, filename, metadata=None: half_then(NO_SPACE)(filename, b"x" * 1000),
+    )
     monkeypatch.setattr(checkpoint_module.torch, "save", lambda obj, f: half_then(NO_SPACE)(f, b"y" * 1000))
     config = tmp_path / "more.yaml"
     config.write_text(yaml.safe_dump(fault_config(tiny_dataset, out, "train.epochs=2").to_dict()))

@@ -42,7 +42,12 @@ def test_the_readme_timing_follows_ci_timing_json(monkeypatch):
     def remeasured(relative):
         data = real(relative)
         if relative == "ci_timing.json":
-            data = {**data, "source": "", "date": "2027-01-02", "tests": {**data["tests"], "count": 701, "seconds": [200], "runs": 1}}
+            data = {
+                **data,
+                "source": "",
+                "date": "2027-01-02",
+                "tests": {**data["tests"], "count": 701, "seconds": [200], "runs": 1},
+            }
         return data
 
     monkeypatch.setattr(figures, "load", remeasured)

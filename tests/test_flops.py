@@ -94,9 +94,15 @@ def test_peak_table_and_mfu():
 
 
 RELEASE_TINY = {
-    "model": {"stream_path": "all_blocks_projected", "fusion_block": "random_trainable", "shared_lora": "mlp_bottleneck",
-              "recon_decoder": "block", "recon_detach_target": False, "head": "attention_last_tokens",
-              "random_block": "release"},
+    "model": {
+        "stream_path": "all_blocks_projected",
+        "fusion_block": "random_trainable",
+        "shared_lora": "mlp_bottleneck",
+        "recon_decoder": "block",
+        "recon_detach_target": False,
+        "head": "attention_last_tokens",
+        "random_block": "release",
+    },
 }
 
 

@@ -40,7 +40,7 @@ def test_a_non_finite_step_is_skipped_by_fused_adamw_on_cuda(tiny_config):
     stats.add(0, nonfinite_flag(loss_parts[0], params, optimizer), loss_parts)
     optimizer.step()
     assert all(torch.equal(p, old) for p, old in zip(params, before))
-    (_, (flag, _, _, _)), = stats.drain()
+    ((_, (flag, _, _, _)),) = stats.drain()
     assert flag == 1.0
 
 
@@ -49,9 +49,13 @@ def test_training_steps_do_not_sync_on_cuda(tiny_dataset, tmp_path, monkeypatch)
     add_trainer_callback(monkeypatch, counter)
     log_every = 4
     cfg = make_tiny_config(
-        "train.accelerator=gpu", "train.precision=bf16-mixed", f"train.log_every={log_every}",
-        "train.checkpoint_every_steps=0", "train.progress=true",
-        data={"root": str(tiny_dataset)}, train={"epochs": 2, "output_dir": str(tmp_path / "run")},
+        "train.accelerator=gpu",
+        "train.precision=bf16-mixed",
+        f"train.log_every={log_every}",
+        "train.checkpoint_every_steps=0",
+        "train.progress=true",
+        data={"root": str(tiny_dataset)},
+        train={"epochs": 2, "output_dir": str(tmp_path / "run")},
     )
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")

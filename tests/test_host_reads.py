@@ -19,8 +19,14 @@ from conftest import PerStep, add_trainer_callback, make_tiny_config
 from velora.training import run as run_module
 
 READS = {
-    torch.Tensor.item, torch.Tensor.__bool__, torch.Tensor.tolist, torch.Tensor.__float__,
-    torch.Tensor.__int__, torch.Tensor.__index__, torch.Tensor.numpy, torch.Tensor.cpu,
+    torch.Tensor.item,
+    torch.Tensor.__bool__,
+    torch.Tensor.tolist,
+    torch.Tensor.__float__,
+    torch.Tensor.__int__,
+    torch.Tensor.__index__,
+    torch.Tensor.numpy,
+    torch.Tensor.cpu,
 }
 
 
@@ -35,7 +41,9 @@ class HostReads(TorchFunctionMode, PerStep):
         if func in READS:
             stack = traceback.extract_stack(limit=12)[:-1]
             if not any("torch/utils/data" in frame.filename for frame in stack):
-                where = " <- ".join(f"{frame.name} ({frame.filename.rsplit('/', 1)[-1]}:{frame.lineno})" for frame in stack[-4:])
+                where = " <- ".join(
+                    f"{frame.name} ({frame.filename.rsplit('/', 1)[-1]}:{frame.lineno})" for frame in stack[-4:]
+                )
                 self.found.append(f"{func.__name__}: {where}")
         return func(*args, **(kwargs or {}))
 
@@ -47,9 +55,13 @@ def test_training_steps_read_nothing_back_between_log_steps(tiny_dataset, tmp_pa
     add_trainer_callback(monkeypatch, counter)
     log_every = 3
     cfg = make_tiny_config(
-        f"train.log_every={log_every}", "train.checkpoint_every_steps=0", f"train.progress={progress}",
-        "lora.dropout=0.1", "model.modality_dropout=0.2",
-        data={"root": str(tiny_dataset)}, train={"epochs": 2, "output_dir": str(tmp_path / "run")},
+        f"train.log_every={log_every}",
+        "train.checkpoint_every_steps=0",
+        f"train.progress={progress}",
+        "lora.dropout=0.1",
+        "model.modality_dropout=0.2",
+        data={"root": str(tiny_dataset)},
+        train={"epochs": 2, "output_dir": str(tmp_path / "run")},
     )
     with counter:
         result = run_module.train(cfg)

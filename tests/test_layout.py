@@ -73,7 +73,7 @@ def test_no_module_imports_itself_through_others():
     def visit(node: str, stack: list[str], done: set[str]) -> None:
         for imported in sorted(graph.get(node, set())):
             if imported in stack:
-                cycles.append(" -> ".join(stack[stack.index(imported):] + [imported]))
+                cycles.append(" -> ".join(stack[stack.index(imported) :] + [imported]))
             elif imported not in done:
                 visit(imported, stack + [imported], done)
         done.add(node)
@@ -120,7 +120,8 @@ def test_every_package_imports_only_from_the_layers_below():
 
 def test_only_the_code_that_trains_imports_training():
     importers = sorted(
-        str(path.relative_to(SRC)) for path in SRC.rglob("*.py")
+        str(path.relative_to(SRC))
+        for path in SRC.rglob("*.py")
         if package_of(path) != "training" and "training" in velora_imports(path)
     )
     # The code that trains: the train command, the demo, and velora reproduce (its run and its throughput measurement).

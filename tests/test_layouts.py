@@ -53,7 +53,10 @@ def squares(monkeypatch):
 
 def test_a_new_layout_is_one_class_and_one_table_line(squares, tmp_path):
     cfg = make_tiny_config(
-        f"data.root={tmp_path}", "data.layout=squares", "data.modalities=[event]", "model.modalities=[event]",
+        f"data.root={tmp_path}",
+        "data.layout=squares",
+        "data.modalities=[event]",
+        "model.modalities=[event]",
         "model.num_classes=2",
     )
     train = make_dataset(cfg, "train")
@@ -79,7 +82,9 @@ def test_each_layouts_rules_come_from_its_attributes(name):
 
     assert any("cannot be packed" in p for p in problems(format="packed")) == (not layout.packable)
     assert any("draws events" in p for p in problems(representation="count")) == (not layout.draws_events)
-    assert any("release reads frames" in p for p in problems(frame_sampling="release")) == (not layout.reads_clip_frames)
+    assert any("release reads frames" in p for p in problems(frame_sampling="release")) == (
+        not layout.reads_clip_frames
+    )
     assert any("holds event only" in p for p in problems(modalities=["rgb"])) == ("rgb" not in layout.modalities)
 
 
@@ -88,7 +93,8 @@ def test_no_module_outside_the_table_compares_a_layout_name():
     pattern = re.compile(r"layout\s*(==|!=|\bin\b\s*\(|\bnot in\b)\s*")
     found = [
         f"{path.relative_to(src)}:{number}"
-        for path in src.rglob("*.py") if path.parent.name != "layouts"
+        for path in src.rglob("*.py")
+        if path.parent.name != "layouts"
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
         if pattern.search(line) and not line.lstrip().startswith("#")
     ]

@@ -81,7 +81,9 @@ def test_wandb_logger_offline_keeps_the_run_on_disk(tiny_dataset, tmp_path, monk
     # wandb's service process writes the record after run.finish() returns; on a loaded machine that
     # has been seen to take seconds, so wait for it (a record that never fills still fails).
     deadline = time.monotonic() + 60
-    while (data := record.read_bytes()).count(b"train/loss") < len(expected_log_steps(out)) and time.monotonic() < deadline:
+    while (data := record.read_bytes()).count(b"train/loss") < len(
+        expected_log_steps(out)
+    ) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert data.count(b"train/loss") >= len(expected_log_steps(out))
     assert b"val/top1" in data and b"recon_weight" in data  # the metrics and the config

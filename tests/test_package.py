@@ -50,7 +50,12 @@ def assert_same_predictions(a, b, clips) -> None:
 def test_a_package_loads_and_predicts_identically_to_its_run(evaluated_run, tiny_dataset, tmp_path):
     out = write_package(evaluated_run, tmp_path / "tiny-poker", dataset="tiny synthetic poker")
     assert sorted(p.name for p in out.iterdir()) == [
-        "README.md", "adapters.safetensors", "class_names.json", "config.yaml", "eval_test.json", "weights_source.json",
+        "README.md",
+        "adapters.safetensors",
+        "class_names.json",
+        "config.yaml",
+        "eval_test.json",
+        "weights_source.json",
     ]
     saved = read_adapters(evaluated_run / "best.safetensors")
     assert (out / "adapters.safetensors").read_bytes() == (evaluated_run / "best.safetensors").read_bytes()

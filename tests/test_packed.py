@@ -64,14 +64,18 @@ def test_eval_items_are_bit_identical_to_clip_dataset(tiny_dataset, packed_root,
 def test_training_items_match_clip_dataset_draws(tiny_dataset, packed_root):
     options = dict(num_frames=6, train=True, seed=5, horizontal_flip=True)
     # crop_scale (1, 1): the crop is the whole frame, so only offsets and flips are drawn: identical.
-    reference = ClipDataset(tiny_dataset, SPLITS["train"], ClipSampling(image_size=SIZE, crop_scale=(1.0, 1.0), **options))
+    reference = ClipDataset(
+        tiny_dataset, SPLITS["train"], ClipSampling(image_size=SIZE, crop_scale=(1.0, 1.0), **options)
+    )
     reader = PackedClipDataset(packed_root, "train", ClipSampling(image_size=None, crop_scale=(1.0, 1.0), **options))
     for epoch in (0, 3):
         reference.set_epoch(epoch), reader.set_epoch(epoch)
         for index in range(len(reader)):
             assert_items_equal(reader[index], reference[index])
     # A real crop: the same box, resampled from the 24 px frame instead of the 32 px PNG.
-    reference = ClipDataset(tiny_dataset, SPLITS["train"], ClipSampling(image_size=SIZE, crop_scale=(0.5, 0.9), **options))
+    reference = ClipDataset(
+        tiny_dataset, SPLITS["train"], ClipSampling(image_size=SIZE, crop_scale=(0.5, 0.9), **options)
+    )
     reader = PackedClipDataset(packed_root, "train", ClipSampling(image_size=None, crop_scale=(0.5, 0.9), **options))
     differences = [
         (reader[i]["rgb"].float() - reference[i]["rgb"].float()).abs().mean().item() for i in range(len(reader))
@@ -79,11 +83,15 @@ def test_training_items_match_clip_dataset_draws(tiny_dataset, packed_root):
     # Of 255, averaged over clips: the same region, slightly different pixels (about 4; sharp
     # shape edges make single clips differ up to ~10), where a different crop box gives about 20.
     assert sum(differences) / len(differences) < 8, differences
-    assert not torch.equal(reader[0]["rgb"], PackedClipDataset(packed_root, "train", ClipSampling(num_frames=6, image_size=None))[0]["rgb"])
+    assert not torch.equal(
+        reader[0]["rgb"], PackedClipDataset(packed_root, "train", ClipSampling(num_frames=6, image_size=None))[0]["rgb"]
+    )
 
 
 def test_dataloader_with_two_workers_gives_the_same_items(packed_root):
-    reader = PackedClipDataset(packed_root, "train", ClipSampling(num_frames=4, image_size=None, train=True, seed=1), modalities=("event",))
+    reader = PackedClipDataset(
+        packed_root, "train", ClipSampling(num_frames=4, image_size=None, train=True, seed=1), modalities=("event",)
+    )
     reader[0]  # maps a shard in this process: workers must not depend on it
     assert pickle.loads(pickle.dumps(reader))._shards == {}
     loader = DataLoader(reader, batch_size=5, num_workers=2, shuffle=False, collate_fn=packed.collate_packed)
@@ -170,7 +178,9 @@ def test_data_packed_before_event_resize_existed_loads_as_it_was_packed(tiny_dat
     (out_dir / "index.json").write_text(json.dumps(index))
     reader = PackedClipDataset(out_dir, "test", ClipSampling(num_frames=6, image_size=SIZE))
     assert reader.event_resize == "nearest"
-    reference = ClipDataset(tiny_dataset, SPLITS["test"], ClipSampling(num_frames=6, image_size=SIZE), event_resize="nearest")
+    reference = ClipDataset(
+        tiny_dataset, SPLITS["test"], ClipSampling(num_frames=6, image_size=SIZE), event_resize="nearest"
+    )
     assert_items_equal(reader[0], reference[0])
 
 
@@ -180,15 +190,26 @@ def test_a_config_asking_for_another_event_resize_than_packed_names_both_and_the
 
     assert PackedClipDataset(packed_root, "train").event_resize == "keep_events"
     cfg = make_tiny_config(
-        "data.format=packed", f"data.packed_root={packed_root}", f"model.image_size={SIZE}", "data.event_resize=bilinear"
+        "data.format=packed",
+        f"data.packed_root={packed_root}",
+        f"model.image_size={SIZE}",
+        "data.event_resize=bilinear",
     )
-    with pytest.raises(DataError, match=r"resized by 'keep_events'.*data.event_resize is 'bilinear'.*velora convert packed"):
+    with pytest.raises(
+        DataError, match=r"resized by 'keep_events'.*data.event_resize is 'bilinear'.*velora convert packed"
+    ):
         make_dataset(cfg, "train")
     rgb_only = make_tiny_config(
-        "data.format=packed", f"data.packed_root={packed_root}", f"model.image_size={SIZE}", "data.event_resize=bilinear",
-        "data.modalities=[rgb]", "model.modalities=[rgb]",
+        "data.format=packed",
+        f"data.packed_root={packed_root}",
+        f"model.image_size={SIZE}",
+        "data.event_resize=bilinear",
+        "data.modalities=[rgb]",
+        "model.modalities=[rgb]",
     )
     assert len(make_dataset(rgb_only, "train")) > 0  # no event images read: nothing to refuse
+
+
 def test_an_index_written_before_the_pairing_was_recorded_loads_as_it_was_written(tiny_dataset, packed_root, tmp_path):
     """Packs made before frame_pairing was recorded paired RGB and event frames by position."""
     out_dir = tmp_path / "packed"

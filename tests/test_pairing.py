@@ -79,8 +79,11 @@ def hardvs_dataset(root: Path, equal_clips: int = 0) -> Path:
 
 def dataset(root: Path, pairing: str, policy: str = "error", num_frames: int = 3, **sampling) -> ClipDataset:
     return ClipDataset(
-        root, "train_label.txt", ClipSampling(num_frames=num_frames, image_size=S, **sampling),
-        frame_pairing=pairing, frame_count_policy=policy,
+        root,
+        "train_label.txt",
+        ClipSampling(num_frames=num_frames, image_size=S, **sampling),
+        frame_pairing=pairing,
+        frame_count_policy=policy,
     )
 
 
@@ -154,8 +157,14 @@ def test_number_relations_and_descriptions():
     assert describe_numbers(HARDVS_EVENTS) == "every frame (0 to 14; 15 frames)"
     assert describe_numbers((7,)) == "one frame (7; 1 frame)"
     assert [every(k) for k in (2, 3, 4, 11, 12, 21, 22, 33)] == [
-        "every 2nd frame", "every 3rd frame", "every 4th frame", "every 11th frame", "every 12th frame",
-        "every 21st frame", "every 22nd frame", "every 33rd frame",
+        "every 2nd frame",
+        "every 3rd frame",
+        "every 4th frame",
+        "every 11th frame",
+        "every 12th frame",
+        "every 21st frame",
+        "every 22nd frame",
+        "every 33rd frame",
     ]
 
 

@@ -51,8 +51,18 @@ def test_fractal_categories_are_distinct_and_fill_the_image():
 def test_a_tiny_pretraining_run_writes_loadable_weights_and_a_manifest(tmp_path):
     out = tmp_path / "tiny.safetensors"
     cfg = PretrainConfig(
-        output=str(out), embed_dim=32, depth=2, num_heads=2, image_size=32, num_categories=4, steps=3,
-        batch_size=8, warmup_steps=1, val_images=8, log_every=1, threads=1,
+        output=str(out),
+        embed_dim=32,
+        depth=2,
+        num_heads=2,
+        image_size=32,
+        num_categories=4,
+        steps=3,
+        batch_size=8,
+        warmup_steps=1,
+        val_images=8,
+        log_every=1,
+        threads=1,
     )
     manifest = pretrain(cfg, log=lambda line: None)
     stored = json.loads((tmp_path / "tiny.safetensors.json").read_text())
@@ -63,7 +73,9 @@ def test_a_tiny_pretraining_run_writes_loadable_weights_and_a_manifest(tmp_path)
     assert stored["cpu"]["machine"] and isinstance(stored["cpu"]["isa_flags"], list)
     tensors = load_file(str(out))
     assert not any(k.startswith("head.") for k in tensors)
-    model = VELoRA.from_config(make_tiny_config(model={"weights": str(out), "backbone_args": {}, "high_level_blocks": 1}))
+    model = VELoRA.from_config(
+        make_tiny_config(model={"weights": str(out), "backbone_args": {}, "high_level_blocks": 1})
+    )
     assert len(model.backbone.blocks) == 2 and model.backbone.embed_dim == 32
     assert torch.equal(model.backbone.blocks[1].mlp.fc2.weight, tensors["blocks.1.mlp.fc2.weight"])
 
@@ -74,8 +86,17 @@ def test_a_rerun_writes_the_same_file(tmp_path):
     digests = []
     for name in ("a", "b"):
         cfg = PretrainConfig(
-            output=str(tmp_path / name / "tiny.safetensors"), embed_dim=32, depth=2, num_heads=2, image_size=32,
-            num_categories=4, steps=2, batch_size=8, warmup_steps=1, val_images=8, log_every=1,
+            output=str(tmp_path / name / "tiny.safetensors"),
+            embed_dim=32,
+            depth=2,
+            num_heads=2,
+            image_size=32,
+            num_categories=4,
+            steps=2,
+            batch_size=8,
+            warmup_steps=1,
+            val_images=8,
+            log_every=1,
         )
         digests.append(pretrain(cfg, log=lambda line: None)["sha256"])
     assert digests[0] == digests[1]
@@ -116,6 +137,7 @@ def test_an_unknown_shipped_name_lists_the_shipped_ones():
 def test_full_finetuning_trains_the_backbone_and_the_default_freezes_it():
     frozen = VELoRA.from_config(make_tiny_config())
     tuned = VELoRA.from_config(make_tiny_config(model={"finetune_backbone": True}))
+
     def backbone_weights(model):  # the ViT's own weights, not the LoRA adapters injected into it
         return {f"backbone.{n}": p for n, p in model.backbone.named_parameters() if ".adapters." not in n}
 

@@ -242,13 +242,31 @@ def decode_evt21_halves(halves, legacy: bool) -> evt.Decoded:
 
 
 def test_evt2_words_by_hand():
-    words = [evt2_cd(True, 1, 0, 0), evt2_high(1), evt2_cd(True, 5, 3, 4), evt2_cd(False, 63, 639, 479),
-             0xA << 28, 0xE << 28, 0xF << 28, 0xF << 28, 0xA << 28, 0xE << 28, evt2_high(2), evt2_cd(True, 0, 1, 2),
-             evt2_cd(True, 0, 2, 2)]
+    words = [
+        evt2_cd(True, 1, 0, 0),
+        evt2_high(1),
+        evt2_cd(True, 5, 3, 4),
+        evt2_cd(False, 63, 639, 479),
+        0xA << 28,
+        0xE << 28,
+        0xF << 28,
+        0xF << 28,
+        0xA << 28,
+        0xE << 28,
+        evt2_high(2),
+        evt2_cd(True, 0, 1, 2),
+        evt2_cd(True, 0, 2, 2),
+    ]
     out = evt.decode_evt2(np.array(words, dtype="<u4"), 640, 480, t0=7)
     assert out.t.tolist() == [64 + 5 + 7, 64 + 63 + 7, 128 + 7, 128 + 7]  # t = high << 6 | low, plus t0
     assert out.x.tolist() == [3, 639, 1, 2] and out.y.tolist() == [4, 479, 2, 2] and out.p.tolist() == [1, -1, 1, 1]
-    assert (out.dropped, out.triggers, out.others, out.continued, out.in_order) == (1, 2, 2, 2, True)  # equal times: in order
+    assert (out.dropped, out.triggers, out.others, out.continued, out.in_order) == (
+        1,
+        2,
+        2,
+        2,
+        True,
+    )  # equal times: in order
     assert evt.decode_evt2(np.array(words, dtype="<u4"), 640, 480).t.tolist() == [69, 127, 128, 128]  # t0 0 by default
     assert out.t.dtype == np.int64 and out.x.dtype == np.int16 and out.p.dtype == np.int8
 
@@ -293,7 +311,9 @@ def test_evt2_errors_name_the_word():
         evt.decode_evt2(np.array([evt2_high(0), 0x2 << 28], dtype="<u4"), 640, 480)
     assert raised.value.index == 1
     with pytest.raises(evt.CorruptWord, match="x=640, y=5, outside the 640 x 480 sensor") as raised:
-        evt.decode_evt2(np.array([evt2_high(0), evt2_cd(True, 0, 1, 1), evt2_cd(True, 0, 640, 5)], dtype="<u4"), 640, 480)
+        evt.decode_evt2(
+            np.array([evt2_high(0), evt2_cd(True, 0, 1, 1), evt2_cd(True, 0, 640, 5)], dtype="<u4"), 640, 480
+        )
     assert raised.value.index == 2
     with pytest.raises(evt.CorruptWord, match="y=480"):
         evt.decode_evt2(np.array([evt2_high(0), evt2_cd(True, 0, 5, 480)], dtype="<u4"), 640, 480)
@@ -305,8 +325,18 @@ def test_evt2_errors_name_the_word():
 def test_evt21_masks_by_hand(legacy):
     # A CD half (as EVT 2.0, x 32-aligned) and a 32-bit mask: an event at x + i for each set bit i.
     mask = (1 << 31) | (1 << 8) | 0b101
-    halves = [(evt2_high(1), 0), (evt2_cd(True, 2, 64, 9), mask), (evt2_cd(False, 3, 0, 1), 1 << 9), (0xA << 28, 0),
-              (0xE << 28, 0), (0xF << 28, 0), (0xF << 28, 0), (0xE << 28, 0), (0xA << 28, 0), (0xF << 28, 0)]
+    halves = [
+        (evt2_high(1), 0),
+        (evt2_cd(True, 2, 64, 9), mask),
+        (evt2_cd(False, 3, 0, 1), 1 << 9),
+        (0xA << 28, 0),
+        (0xE << 28, 0),
+        (0xF << 28, 0),
+        (0xF << 28, 0),
+        (0xE << 28, 0),
+        (0xA << 28, 0),
+        (0xF << 28, 0),
+    ]
     words = np.array([h if legacy else h[::-1] for h in halves], dtype="<u4")
     out = evt.decode_evt21(words, legacy, 640, 480, t0=1000)
     assert out.x.tolist() == [64, 66, 72, 95, 9]
@@ -314,10 +344,17 @@ def test_evt21_masks_by_hand(legacy):
     assert out.t.tolist() == [1066, 1066, 1066, 1066, 1067] and out.dropped == 0
     assert (out.triggers, out.others, out.continued) == (2, 2, 3)
     with pytest.raises(evt.CorruptWord, match="^a word of reserved type 0x2, which no EVT 2.1 stream holds$") as raised:
-        evt.decode_evt21(np.array([h if legacy else h[::-1] for h in [(evt2_high(0), 0), (0x2 << 28, 0)]], dtype="<u4"), legacy, 640, 480)
+        evt.decode_evt21(
+            np.array([h if legacy else h[::-1] for h in [(evt2_high(0), 0), (0x2 << 28, 0)]], dtype="<u4"),
+            legacy,
+            640,
+            480,
+        )
     assert raised.value.index == 1
     outside = [(evt2_high(0), 0), (evt2_cd(True, 0, 608, 3), 1 << 31)]  # x = 608 + 31 fits, y = 3 fits
-    assert evt.decode_evt21(np.array([h if legacy else h[::-1] for h in outside], dtype="<u4"), legacy, 640, 480).x.tolist() == [639]
+    assert evt.decode_evt21(
+        np.array([h if legacy else h[::-1] for h in outside], dtype="<u4"), legacy, 640, 480
+    ).x.tolist() == [639]
     outside[1] = (evt2_cd(True, 0, 608, 480), 1)
     with pytest.raises(evt.CorruptWord, match="^an event at x=608, y=480, outside the 640 x 480 sensor$"):
         evt.decode_evt21(np.array([h if legacy else h[::-1] for h in outside], dtype="<u4"), legacy, 640, 480)
@@ -335,7 +372,9 @@ def test_evt21_time_wrap_order_and_early_events(legacy):
     cd = lambda t_low, x=0: (evt2_cd(True, t_low, x, 0), 1)  # noqa: E731  one event at x
     # Events before the first TIME_HIGH are dropped (all bits of their masks), later ones kept;
     # TIME_HIGH 0 is a time like any other.
-    out = decode_evt21_halves([(evt2_cd(True, 0, 0, 0), 0b11), cd(1), (evt2_high(0), 0), cd(2), cd(2, 32), cd(3)], legacy)
+    out = decode_evt21_halves(
+        [(evt2_cd(True, 0, 0, 0), 0b11), cd(1), (evt2_high(0), 0), cd(2), cd(2, 32), cd(3)], legacy
+    )
     assert out.dropped == 3 and out.t.tolist() == [2, 2, 3] and out.x.tolist() == [0, 32, 0] and out.in_order
     # A drop of TIME_HIGH by half its range or more is a wrap-around (+ 2**34 us).
     out = decode_evt21_halves([(evt2_high((1 << 28) - 1), 0), cd(0), (evt2_high(0), 0), cd(0)], legacy)

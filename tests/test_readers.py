@@ -119,7 +119,9 @@ def write_recording(path: Path, compression, colour: bool = False, events: bool 
     if events:
         store = dv.EventStore()
         timestamps = np.sort(rng.integers(1_000, 90_000, 300))
-        for t, x, y, on in zip(timestamps, rng.integers(0, width, 300), rng.integers(0, height, 300), rng.random(300) < 0.5):
+        for t, x, y, on in zip(
+            timestamps, rng.integers(0, width, 300), rng.integers(0, height, 300), rng.random(300) < 0.5
+        ):
             store.push_back(int(t), int(x), int(y), bool(on))
         writer.writeEvents(store)
     for index in range(3):
@@ -253,7 +255,10 @@ def test_ncaltech_size_is_a_parameter_or_inferred(tmp_path):
     path.write_bytes(nmnist_bytes((200, 150, 1, 5), (10, 20, 0, 9)))
     with raises_data_error_naming(path, "outside the 34 x 34 sensor"):
         read_nmnist(path)
-    assert (read_nmnist(path, width=240, height=180).width, read_nmnist(path, width=None, height=None).height) == (240, 151)
+    assert (read_nmnist(path, width=240, height=180).width, read_nmnist(path, width=None, height=None).height) == (
+        240,
+        151,
+    )
 
 
 def test_bs2_with_partial_event_raises_naming_the_file(tmp_path):
@@ -383,7 +388,11 @@ def test_aedat4_packets_become_columns_in_order_and_out_of_order_across_packets(
     path = tmp_path / "r.aedat4"
     events = _event_stream(path, [packet((5, 1, 2, True), (7, 3, 4, False)), packet((9, 5, 6, True))], 8, 8)
     assert (events.t.tolist(), events.x.tolist(), events.y.tolist(), events.p.tolist()) == (
-        [5, 7, 9], [1, 3, 5], [2, 4, 6], [1, -1, 1])
+        [5, 7, 9],
+        [1, 3, 5],
+        [2, 4, 6],
+        [1, -1, 1],
+    )
     events = _event_stream(path, [packet((9, 1, 1, True)), packet((4, 2, 2, False), (9, 3, 3, True))], 8, 8)
     assert events.t.tolist() == [4, 9, 9] and events.x.tolist() == [2, 1, 3]  # stable: equal t keep file order
     aligned = np.dtype([("t", "<u8"), ("x", "<u2"), ("y", "<u2"), ("on", "?")], align=True)

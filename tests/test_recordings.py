@@ -44,7 +44,11 @@ def raw_root(tmp_path) -> Path:
 def test_items_have_the_clip_contract(raw_root):
     dataset = RecordingDataset(raw_root, ClipSampling(num_frames=3, image_size=SIZE))
     assert dataset.class_names == ["street", "tunnel"]
-    assert [(e.sample, e.label) for e in dataset.entries] == [("street/take1", 0), ("street/take2", 0), ("tunnel/take3", 1)]
+    assert [(e.sample, e.label) for e in dataset.entries] == [
+        ("street/take1", 0),
+        ("street/take2", 0),
+        ("tunnel/take3", 1),
+    ]
     item = dataset[2]
     assert item["rgb"].shape == item["events"].shape == (3, 3, SIZE, SIZE)
     assert item["rgb"].dtype == item["events"].dtype == torch.uint8
@@ -60,7 +64,9 @@ def test_items_have_the_clip_contract(raw_root):
 def test_items_equal_clip_dataset_over_converted_folders(raw_root, tmp_path, train):
     out_root = tmp_path / "frames"
     convert_recordings(raw_root, out_root, progress=False)  # PNGs at sensor size, lossless
-    sampling = ClipSampling(num_frames=4, image_size=SIZE, train=train, seed=3, crop_scale=(0.5, 0.9), horizontal_flip=True)
+    sampling = ClipSampling(
+        num_frames=4, image_size=SIZE, train=train, seed=3, crop_scale=(0.5, 0.9), horizontal_flip=True
+    )
     reader = RecordingDataset(raw_root, sampling)
     reference = ClipDataset(out_root, LABEL_FILE, sampling)
     assert reader.class_names == reference.class_names

@@ -27,7 +27,9 @@ def numbered_clip(tmp_path_factory):
     for suffix in ("_aps", "_dvs"):
         (clip / f"s0{suffix}").mkdir(parents=True)
         for k in range(FRAMES):
-            Image.fromarray(np.full((SIZE, SIZE, 3), 10 * (k + 1), np.uint8)).save(clip / f"s0{suffix}" / f"{k:04d}.png")
+            Image.fromarray(np.full((SIZE, SIZE, 3), 10 * (k + 1), np.uint8)).save(
+                clip / f"s0{suffix}" / f"{k:04d}.png"
+            )
     return root, [ClipEntry("c0/s0", FRAMES, 0)]
 
 
@@ -105,8 +107,13 @@ def test_packed_data_gives_clip_datasets_release_items(tiny_dataset, tmp_path):
     pack_dataset(tiny_dataset, tmp_path, splits={"train": "train_label.txt"}, image_size=32, progress=False)
     for train in (True, False):
         sampling = ClipSampling(
-            num_frames=6, image_size=32, train=train, frame_sampling="release", augmentation="release",
-            crop_scale=(1.0, 1.0), seed=2,
+            num_frames=6,
+            image_size=32,
+            train=train,
+            frame_sampling="release",
+            augmentation="release",
+            crop_scale=(1.0, 1.0),
+            seed=2,
         )
         reference = ClipDataset(tiny_dataset, "train_label.txt", sampling)
         packed = PackedClipDataset(tmp_path, "train", sampling, device_crop=True)
@@ -141,17 +148,27 @@ def test_release_configs_set_the_releases_inputs_and_info_prints_them(capsys):
 
     cfg = load_config("pokerevent_vitb16_release")
     assert (cfg.model.normalization, cfg.data.frame_sampling, cfg.data.augmentation, cfg.data.event_resize) == (
-        "half", "release", "release", "bilinear"
+        "half",
+        "release",
+        "release",
+        "bilinear",
     )
     assert cfg.train.weight_decay_all
     default = load_config("pokerevent_vitb16")
     assert (default.model.normalization, default.data.frame_sampling, default.data.augmentation) == (
-        "weights", "segments", "clip"
+        "weights",
+        "segments",
+        "clip",
     )
     assert main(["info", "--config", "hardvs_vitb16_release"]) == 0
     out = capsys.readouterr().out
-    for line in ("normalisation   mean = std = 0.5", "frame sampling  release", "augmentation    release",
-                 "event resize    bilinear", "on every trainable parameter"):
+    for line in (
+        "normalisation   mean = std = 0.5",
+        "frame sampling  release",
+        "augmentation    release",
+        "event resize    bilinear",
+        "on every trainable parameter",
+    ):
         assert line in out
 
 
@@ -167,7 +184,9 @@ def test_release_sampling_draws_from_each_folder_unpaired_as_the_release_does(tm
     for suffix, numbers in (("_aps", range(0, 15, 5)), ("_dvs", range(15))):
         (clip / f"s0{suffix}").mkdir(parents=True)
         for k in numbers:
-            Image.fromarray(np.full((SIZE, SIZE, 3), 10 * (k + 1), np.uint8)).save(clip / f"s0{suffix}" / f"{k:08d}.png")
+            Image.fromarray(np.full((SIZE, SIZE, 3), 10 * (k + 1), np.uint8)).save(
+                clip / f"s0{suffix}" / f"{k:08d}.png"
+            )
     entries = [ClipEntry("c0/s0", 15, 0)]
     from velora.errors import DataError
 

@@ -1,6 +1,5 @@
 """Contracts of the event representations, the event windows and the representation factory."""
 
-
 import numpy as np
 import pytest
 
@@ -47,7 +46,10 @@ def test_normalize_polarity_accepts_three_conventions():
     "bad, message",
     [
         ([1, 2], r"polarity must be bool, 0/1 or -1/\+1; found the values \[2\]."),
-        ([3, 1, 2, 9, 0, 7, 5, 8, 4], r"polarity must be bool, 0/1 or -1/\+1; found the values \[2, 3, 4, 5, 7\]."),  # the first 5
+        (
+            [3, 1, 2, 9, 0, 7, 5, 8, 4],
+            r"polarity must be bool, 0/1 or -1/\+1; found the values \[2, 3, 4, 5, 7\].",
+        ),  # the first 5
         ([0, -1, 1], r"polarity mixes 0 and -1 as OFF; use one convention: bool, 0/1 or -1/\+1."),
         ([0.5, 1.0], r"polarity must be bool, 0/1 or -1/\+1; found the values \[0.5\]."),
     ],
@@ -239,8 +241,10 @@ def test_transforms_on_an_event_stream():
     t, x, y, is_on = random_events()
     stream = EventStream(t, x, y, np.where(is_on, 1, -1), width=W, height=H)
     transforms = {
-        "event_image": (ToEventImage(), (H, W, 3)), "count": (ToCountFrame(), (2, H, W)),
-        "voxel_grid": (ToVoxelGrid(num_bins=3), (3, H, W)), "time_surface": (ToTimeSurface(tau_us=500.0), (2, H, W)),
+        "event_image": (ToEventImage(), (H, W, 3)),
+        "count": (ToCountFrame(), (2, H, W)),
+        "voxel_grid": (ToVoxelGrid(num_bins=3), (3, H, W)),
+        "time_surface": (ToTimeSurface(tau_us=500.0), (2, H, W)),
     }
     for name, (transform, shape) in transforms.items():
         out = transform(stream)
@@ -313,9 +317,13 @@ def test_timestamps_and_polarities_must_match_the_coordinates(represent):
         "time_surface": lambda t, p: time_surface(t, x, y, p, 2, 2, 10, 5.0),
     }[represent]
     call(np.array([1, 2]), np.array([1, 0]))  # matching lengths: fine
-    with pytest.raises(ValueError, match=r"^events need 1-D arrays of one length; got shapes \[\(2,\), \(2,\), \(3,\), \(2,\)\].$"):
+    with pytest.raises(
+        ValueError, match=r"^events need 1-D arrays of one length; got shapes \[\(2,\), \(2,\), \(3,\), \(2,\)\].$"
+    ):
         call(np.array([1, 2, 3]), np.array([1, 0]))
-    with pytest.raises(ValueError, match=r"^events need 1-D arrays of one length; got shapes \[\(2,\), \(2,\), \(2,\), \(1,\)\].$"):
+    with pytest.raises(
+        ValueError, match=r"^events need 1-D arrays of one length; got shapes \[\(2,\), \(2,\), \(2,\), \(1,\)\].$"
+    ):
         call(np.array([1, 2]), np.array([1]))
 
 
@@ -348,7 +356,9 @@ def test_coordinate_checks_by_hand():
     for x, y in ((4, 0), (0, 3), (-1, 0), (0, -1)):
         with pytest.raises(ValueError, match=outside):
             count_frame(np.array([x]), np.array([y]), np.array([1]), 3, 4)
-    with pytest.raises(ValueError, match=r"^events need 1-D arrays of one length; got shapes \[\(1, 1\), \(1, 1\), \(1, 1\)\].$"):
+    with pytest.raises(
+        ValueError, match=r"^events need 1-D arrays of one length; got shapes \[\(1, 1\), \(1, 1\), \(1, 1\)\].$"
+    ):
         count_frame(np.zeros((1, 1), int), np.zeros((1, 1), int), np.ones((1, 1), int), 3, 4)
     with pytest.raises(ValueError, match="one length"):
         count_frame(np.array([0, 1]), np.array([0, 1]), np.array([1]), 3, 4)  # a polarity missing
@@ -373,20 +383,28 @@ def test_window_bounds_by_hand():
 
 def test_fixed_duration_windows_start_anywhere_in_the_slack_in_training():
     # 45 us, 2 x 20 us: 5 us of slack, so the span starts at 0 .. 5, each possible start drawn.
-    starts = {int(window_bounds(np.arange(45), 2, "fixed_duration", window_us=20, rng=np.random.default_rng(s))[0])
-              for s in range(300)}
+    starts = {
+        int(window_bounds(np.arange(45), 2, "fixed_duration", window_us=20, rng=np.random.default_rng(s))[0])
+        for s in range(300)
+    }
     assert starts == {0, 1, 2, 3, 4, 5}
-    no_slack = {int(window_bounds(np.arange(30), 2, "fixed_duration", window_us=20, rng=np.random.default_rng(s))[0])
-                for s in range(50)}
+    no_slack = {
+        int(window_bounds(np.arange(30), 2, "fixed_duration", window_us=20, rng=np.random.default_rng(s))[0])
+        for s in range(50)
+    }
     assert no_slack == {0}
 
 
 @pytest.mark.parametrize("window_us", [None, 0, -5])
 def test_fixed_duration_needs_a_positive_window(window_us):
-    with pytest.raises(ValueError, match=rf"^window 'fixed_duration' needs window_us > 0 \(microseconds\), got {window_us}$"):
+    with pytest.raises(
+        ValueError, match=rf"^window 'fixed_duration' needs window_us > 0 \(microseconds\), got {window_us}$"
+    ):
         window_bounds(np.arange(5), 2, "fixed_duration", window_us=window_us)
 
 
 def test_an_unknown_window_kind_lists_the_known_ones():
-    with pytest.raises(ValueError, match=r"^window 'sliding' is not one of \('fixed_count', 'fixed_duration', 'uniform'\)$"):
+    with pytest.raises(
+        ValueError, match=r"^window 'sliding' is not one of \('fixed_count', 'fixed_duration', 'uniform'\)$"
+    ):
         window_bounds(np.arange(5), 2, "sliding")

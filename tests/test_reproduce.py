@@ -156,7 +156,8 @@ def test_hardvs_release_uses_the_shipped_validation_list(tiny_dataset, tmp_path)
     report = json.loads((out / "report.json").read_text())
     assert report["config"] == "hardvs_vitb16_release"
     assert report["validation_split"] == {
-        "made": False, "val_labels": str(tiny_dataset / "val_label.txt"),
+        "made": False,
+        "val_labels": str(tiny_dataset / "val_label.txt"),
         "sha256": report["validation_split"]["sha256"],
     }
     assert not (out / "split").exists()

@@ -3,10 +3,10 @@ hands a dataset, each against values worked out from the documented rule, not fr
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
-
-import pickle
 
 from velora.data.sampling import (
     FULL_FRAME,
@@ -109,8 +109,15 @@ def test_pad_crop_flip_by_hand():
 
 def test_every_invalid_field_is_listed_in_one_error():
     with pytest.raises(ValueError) as raised:
-        ClipSampling(num_frames=0, image_size=0, seed=-1, crop_scale=(0.0, 1.0), crop_ratio=(2.0, 1.0),
-                     frame_sampling="tsn", augmentation="mixup")
+        ClipSampling(
+            num_frames=0,
+            image_size=0,
+            seed=-1,
+            crop_scale=(0.0, 1.0),
+            crop_ratio=(2.0, 1.0),
+            frame_sampling="tsn",
+            augmentation="mixup",
+        )
     assert str(raised.value) == (
         "invalid ClipSampling: frame_sampling 'tsn' is not one of ('segments', 'release'); "
         "augmentation 'mixup' is not one of ('clip', 'release'); num_frames must be >= 1, got 0; "
@@ -121,8 +128,11 @@ def test_every_invalid_field_is_listed_in_one_error():
 
 @pytest.mark.parametrize(
     "fields",
-    [dict(num_frames=1, image_size=1, seed=0, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0)), dict(image_size=None),
-     dict(crop_scale=(0.5, 0.5), crop_ratio=(0.1, 0.1))],
+    [
+        dict(num_frames=1, image_size=1, seed=0, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0)),
+        dict(image_size=None),
+        dict(crop_scale=(0.5, 0.5), crop_ratio=(0.1, 0.1)),
+    ],
 )
 def test_the_smallest_valid_values_are_accepted(fields):
     ClipSampling(**fields)
@@ -130,8 +140,12 @@ def test_the_smallest_valid_values_are_accepted(fields):
 
 @pytest.mark.parametrize(
     "fields, problem",
-    [(dict(crop_scale=(0.9, 0.8)), "crop_scale"), (dict(crop_scale=(0.5, 1.01)), "crop_scale"),
-     (dict(crop_ratio=(0.0, 1.0)), "crop_ratio"), (dict(num_frames=-2), "num_frames")],
+    [
+        (dict(crop_scale=(0.9, 0.8)), "crop_scale"),
+        (dict(crop_scale=(0.5, 1.01)), "crop_scale"),
+        (dict(crop_ratio=(0.0, 1.0)), "crop_ratio"),
+        (dict(num_frames=-2), "num_frames"),
+    ],
 )
 def test_each_bound_of_each_range_is_checked(fields, problem):
     with pytest.raises(ValueError, match=problem):

@@ -44,7 +44,9 @@ def build(cfg) -> VELoRA:
     return model
 
 
-@pytest.mark.parametrize("dropout", [0.0, pytest.param(0.3, marks=pytest.mark.slow)], ids=["no-dropout", "lora-dropout"])
+@pytest.mark.parametrize(
+    "dropout", [0.0, pytest.param(0.3, marks=pytest.mark.slow)], ids=["no-dropout", "lora-dropout"]
+)
 def test_checkpointing_gives_the_same_loss_and_gradients(tiny_config, dropout):
     plain = build(tiny_config(lora={"dropout": dropout}))
     ckpt = build(tiny_config(lora={"dropout": dropout}, model={"grad_checkpointing": True}))

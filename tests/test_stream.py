@@ -15,10 +15,10 @@ from pathlib import Path
 import dv_processing as dv
 import numpy as np
 import pytest
-from conftest import fill_adapters
-from dv_servers import BytesServer, DvServers, capture, free_port
 
 import velora
+from conftest import fill_adapters
+from dv_servers import BytesServer, DvServers, capture, free_port
 from velora.cli import main
 from velora.errors import DataError
 from velora.events.aedat4 import Recording
@@ -64,8 +64,9 @@ def stream(recognizer, source, clock=time.perf_counter, **options):
     predictions, notices = [], []
     options.setdefault("resize", True)
     options.setdefault("reconnect_s", None)  # a lost source ends the stream; the tests of reconnecting set it
-    summary = run_stream(recognizer, source, StreamOptions(**options), on_window=predictions.append,
-                         notify=notices.append, clock=clock)
+    summary = run_stream(
+        recognizer, source, StreamOptions(**options), on_window=predictions.append, notify=notices.append, clock=clock
+    )
     return predictions, summary, notices
 
 
@@ -110,8 +111,9 @@ def test_the_tcp_stream_of_a_network_writer_predicts_what_predict_gives_on_the_f
         try:
             servers.wait_for_clients()
             servers.send_recording()
-            predictions, summary, _ = stream(recognizer, source, num_frames=num_frames, all_windows=True,
-                                             max_windows=windows)
+            predictions, summary, _ = stream(
+                recognizer, source, num_frames=num_frames, all_windows=True, max_windows=windows
+            )
         finally:
             source.close()
     assert source.sensor_size == source.frame_size == (346, 260)
@@ -124,8 +126,13 @@ def test_the_tcp_stream_of_a_network_writer_predicts_what_predict_gives_on_the_f
 def event_only_expected(recognizer, events, boundaries, top_k=5):
     """predict on an event-only window: its events between virtual frames, the event modality alone."""
     frames = np.zeros((len(boundaries), events.height, events.width), np.uint8)  # not read: events only
-    window = Recording(events.window(int(boundaries[0]), int(boundaries[-1])), frames, boundaries,
-                       np.zeros(len(boundaries), np.int64), Path("<window>"))
+    window = Recording(
+        events.window(int(boundaries[0]), int(boundaries[-1])),
+        frames,
+        boundaries,
+        np.zeros(len(boundaries), np.int64),
+        Path("<window>"),
+    )
     config = recognizer.data_config(modalities=["event"], overrides=[f"data.num_frames={len(boundaries) - 1}"])
     probs = recognizer.probabilities([recognizer.item(window, config)], expected=["event"])[0]
     ranked = np.argsort(-probs, kind="stable")[:top_k]
@@ -135,8 +142,9 @@ def event_only_expected(recognizer, events, boundaries, top_k=5):
 def test_without_aps_frames_windows_are_event_only_and_the_model_takes_its_missing_modality_path(recognizer, street):
     empty = np.zeros(0, np.int64)
     events_only = Recording(street.events, np.zeros((0, 260, 346), np.uint8), empty, empty, street.path)
-    predictions, summary, notices = stream(recognizer, RecordingReplay(events_only, "events only"), num_frames=2,
-                                           frame_period_ms=30)
+    predictions, summary, notices = stream(
+        recognizer, RecordingReplay(events_only, "events only"), num_frames=2, frame_period_ms=30
+    )
     assert len(predictions) == 4 and summary.event_only_windows == 4  # 170 ms of events: ticks every 30 ms
     for prediction in predictions:
         boundaries = np.arange(prediction.t_start_us, prediction.t_end_us + 1, 30_000)
@@ -152,8 +160,9 @@ def test_an_event_only_tcp_stream_too(recognizer, street, real_data_dir):
         try:
             servers.wait_for_clients()
             servers.send_recording()
-            predictions, summary, notices = stream(recognizer, source, num_frames=2, frame_period_ms=30,
-                                                   all_windows=True, max_windows=4)
+            predictions, summary, notices = stream(
+                recognizer, source, num_frames=2, frame_period_ms=30, all_windows=True, max_windows=4
+            )
         finally:
             source.close()
     assert source.frame_size is None
@@ -198,9 +207,12 @@ def test_a_stalled_sender_is_reported_with_a_summary_and_whole_lines(recognizer,
     data, header = event_bytes
     server = BytesServer(data[: header + 2000], close=False)  # the header and a few packets, then silence
     jsonl = tmp_path / "w.jsonl"
-    summary = run_stream(recognizer, open_source(server.address),
-                         StreamOptions(resize=True, timeout_s=0.3, frame_period_ms=5, num_frames=1, reconnect_s=None),
-                         jsonl=jsonl)
+    summary = run_stream(
+        recognizer,
+        open_source(server.address),
+        StreamOptions(resize=True, timeout_s=0.3, frame_period_ms=5, num_frames=1, reconnect_s=None),
+        jsonl=jsonl,
+    )
     server.close()
     assert "nothing received for 0.3 s" in summary.error and "stalled" in summary.error
     lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
@@ -226,8 +238,13 @@ def test_ctrl_c_writes_the_summary(recognizer, real_data_dir, tmp_path):
         raise KeyboardInterrupt
 
     jsonl = tmp_path / "w.jsonl"
-    summary = run_stream(recognizer, open_source(str(real_data_dir / STREET)), StreamOptions(resize=True, num_frames=1),
-                         on_window=interrupt, jsonl=jsonl)
+    summary = run_stream(
+        recognizer,
+        open_source(str(real_data_dir / STREET)),
+        StreamOptions(resize=True, num_frames=1),
+        on_window=interrupt,
+        jsonl=jsonl,
+    )
     assert summary.ended == "interrupted (Ctrl-C)" and summary.windows == 1
     lines = jsonl.read_text().splitlines()
     assert len(lines) == 2 and json.loads(lines[1])["summary"]["windows"] == 1
@@ -314,8 +331,20 @@ def test_source_and_hop_arguments():
 
 def test_the_command_prints_windows_and_a_summary(recognizer, real_data_dir, tmp_path, capsys):
     jsonl = tmp_path / "w.jsonl"
-    code = main(["stream", str(real_data_dir / STREET), str(recognizer.checkpoint), "--resize", "--frames", "2",
-                 "--top-k", "3", "--jsonl", str(jsonl)])
+    code = main(
+        [
+            "stream",
+            str(real_data_dir / STREET),
+            str(recognizer.checkpoint),
+            "--resize",
+            "--frames",
+            "2",
+            "--top-k",
+            "3",
+            "--jsonl",
+            str(jsonl),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert out.count("window ") == 2 and "summary: 2 windows" in out and "real-time factor" in out
@@ -354,16 +383,33 @@ def test_reusing_each_frames_tokens_gives_the_full_forward_passs_predictions(tin
     fill_adapters(recognizer.model, seed=3, scale=0.3)
     for num_frames in (1, 2):
         full, _, _ = stream(recognizer, open_source(str(real_data_dir / STREET)), num_frames=num_frames, top_k=8)
-        reused, summary, _ = stream(recognizer, open_source(str(real_data_dir / STREET)), num_frames=num_frames,
-                                    top_k=8, reuse_frames=True)
+        reused, summary, _ = stream(
+            recognizer, open_source(str(real_data_dir / STREET)), num_frames=num_frames, top_k=8, reuse_frames=True
+        )
         assert summary.windows == len(full) == len(reused) >= 2
         for a, b in zip(full, reused):
             assert dict(b.topk) == pytest.approx(dict(a.topk), abs=1e-5)
-    events_only = RecordingReplay(Recording(street.events, street.aps_frames[:0], street.frame_timestamps_us[:0],
-                                            street.frame_exposure_us[:0], street.path), "events only")
+    events_only = RecordingReplay(
+        Recording(
+            street.events,
+            street.aps_frames[:0],
+            street.frame_timestamps_us[:0],
+            street.frame_exposure_us[:0],
+            street.path,
+        ),
+        "events only",
+    )
     full, _, _ = stream(recognizer, events_only, num_frames=2, top_k=8, frame_period_ms=30)
-    events_only = RecordingReplay(Recording(street.events, street.aps_frames[:0], street.frame_timestamps_us[:0],
-                                            street.frame_exposure_us[:0], street.path), "events only")
+    events_only = RecordingReplay(
+        Recording(
+            street.events,
+            street.aps_frames[:0],
+            street.frame_timestamps_us[:0],
+            street.frame_exposure_us[:0],
+            street.path,
+        ),
+        "events only",
+    )
     reused, _, _ = stream(recognizer, events_only, num_frames=2, top_k=8, frame_period_ms=30, reuse_frames=True)
     assert len(full) == len(reused) >= 2 and all(w.modalities == ["event"] for w in reused)
     for a, b in zip(full, reused):
@@ -396,8 +442,18 @@ def test_a_jsonl_file_on_a_full_disk_keeps_whole_lines_and_ends_the_run_with_one
 
     monkeypatch.setattr(report, "open", lambda path, mode, buffering: FullDisk(path), raising=False)
     jsonl = tmp_path / "w.jsonl"
-    code = main(["stream", str(real_data_dir / STREET), str(recognizer.checkpoint), "--resize", "--frames", "1",
-                 "--jsonl", str(jsonl)])
+    code = main(
+        [
+            "stream",
+            str(real_data_dir / STREET),
+            str(recognizer.checkpoint),
+            "--resize",
+            "--frames",
+            "1",
+            "--jsonl",
+            str(jsonl),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and err.count("error:") == 1, err
     assert f"--jsonl {jsonl}: cannot write (No space left on device); its 2 lines before are whole" in err

@@ -9,6 +9,7 @@ import struct
 import dv_processing as dv
 import numpy as np
 import pytest
+
 from dv_servers import (
     BytesServer,
     DvServers,
@@ -17,7 +18,6 @@ from dv_servers import (
     network_header,
     wait_until,
 )
-
 from velora.events.readers import read_aedat4
 from velora.stream.dvnet import (
     CompressedPackets,
@@ -235,11 +235,21 @@ def test_a_compressed_packet_that_would_decompress_past_its_limit_is_refused_und
     with pytest.raises(ProtocolError, match=r"may decompress to 419,430,400 bytes, more than the 67,112,960 bytes"):
         packets.decode(0, bomb)
     packets.close()
-    zstd_rle = struct.pack("<I", 0xFD2FB528) + b"\x20\x00" + b"".join(  # single segment; RLE blocks of 2 MiB - 1
-        ((((1 << 21) - 1) << 3) | 2 | (k == 999)).to_bytes(3, "little") + b"\x00" for k in range(1000))
+    zstd_rle = (
+        struct.pack("<I", 0xFD2FB528)
+        + b"\x20\x00"
+        + b"".join(  # single segment; RLE blocks of 2 MiB - 1
+            ((((1 << 21) - 1) << 3) | 2 | (k == 999)).to_bytes(3, "little") + b"\x00" for k in range(1000)
+        )
+    )
     assert decompressed_bound(zstd_rle, "ZSTD") == 1000 * ((1 << 21) - 1)
-    for broken, compression in ((b"\x04\x22\x4d\x18", "LZ4"), (bomb[:-3], "LZ4"), (zstd_rle[:-2], "ZSTD"),
-                                (b"not a frame", "ZSTD"), (bomb, "ZSTD")):
+    for broken, compression in (
+        (b"\x04\x22\x4d\x18", "LZ4"),
+        (bomb[:-3], "LZ4"),
+        (zstd_rle[:-2], "ZSTD"),
+        (b"not a frame", "ZSTD"),
+        (bomb, "ZSTD"),
+    ):
         with pytest.raises(ProtocolError, match=f"a {compression} packet"):
             decompressed_bound(broken, compression)
 
@@ -280,8 +290,11 @@ def test_a_packet_length_past_its_streams_limit_is_refused_before_it_is_received
         assert packet_limit(info)[0] == limit
     server = BytesServer(data[:header] + struct.pack("<iI", 0, limits["EVTS"] + 1), close=False)
     connection = Connection(socket.create_connection(("127.0.0.1", server.port), timeout=5), "huge")
-    with pytest.raises(ProtocolError, match=r"declares 67,112,961 bytes, more than the 67,112,960 bytes of 4,194,304 "
-                                            "events"):
+    with pytest.raises(
+        ProtocolError,
+        match=r"declares 67,112,961 bytes, more than the 67,112,960 bytes of 4,194,304 "
+        "events",
+    ):
         connection.read_packet()
     connection.close()
     server.close()

@@ -14,6 +14,8 @@ import tracemalloc
 import dv_processing as dv
 import numpy as np
 import pytest
+
+import velora
 from dv_servers import (
     BytesServer,
     DvServers,
@@ -23,8 +25,6 @@ from dv_servers import (
     network_header,
     wait_until,
 )
-
-import velora
 from velora.cli import main
 from velora.events.aedat4 import Recording
 from velora.events.readers import read_aedat4
@@ -65,8 +65,9 @@ def expected_topk(recognizer, recording: Recording, first: int, num_frames: int)
     t = recording.frame_timestamps_us
     frames = slice(first, first + num_frames + 1)
     events = recording.events.window(int(t[first]), int(t[first + num_frames]))
-    window = Recording(events, recording.aps_frames[frames], t[frames], recording.frame_exposure_us[frames],
-                       recording.path)
+    window = Recording(
+        events, recording.aps_frames[frames], t[frames], recording.frame_exposure_us[frames], recording.path
+    )
     config = recognizer.data_config(overrides=[f"data.num_frames={num_frames}"])
     probs = recognizer.probabilities([recognizer.item(window, config)], expected=config.data.modalities)[0]
     ranked = np.argsort(-probs, kind="stable")[:5]
@@ -116,10 +117,16 @@ def test_a_network_writer_stopped_and_started_again_is_one_gap(recognizer, synth
 
         thread = threading.Thread(target=restart)
         thread.start()
-        options = StreamOptions(num_frames=num_frames, all_windows=True, max_windows=before + after if reconnect else None,
-                                reconnect_s=30 if reconnect else None, timeout_s=10)
-        summary = run_stream(recognizer, source, options, on_window=predicted.append, notify=notices.append,
-                             jsonl=jsonl)
+        options = StreamOptions(
+            num_frames=num_frames,
+            all_windows=True,
+            max_windows=before + after if reconnect else None,
+            reconnect_s=30 if reconnect else None,
+            timeout_s=10,
+        )
+        summary = run_stream(
+            recognizer, source, options, on_window=predicted.append, notify=notices.append, jsonl=jsonl
+        )
         thread.join(30)
     finally:
         server.kill()
@@ -157,28 +164,36 @@ def test_a_server_that_closes_inside_a_packet_and_comes_back_is_one_gap(recogniz
     data, _ = event_bytes
     whole = BytesServer(data)
     alone = []
-    run_stream(recognizer, open_source(whole.address),
-               StreamOptions(resize=True, num_frames=2, reconnect_s=None, all_windows=True),
-               on_window=lambda p: alone.append(p.topk))
+    run_stream(
+        recognizer,
+        open_source(whole.address),
+        StreamOptions(resize=True, num_frames=2, reconnect_s=None, all_windows=True),
+        on_window=lambda p: alone.append(p.topk),
+    )
     whole.close()
     server = BytesServer([data[: len(data) // 2], data])  # cut inside a packet, then the whole stream
     happened = []
-    summary = run_stream(recognizer, open_source(server.address),
-                         StreamOptions(resize=True, num_frames=2, reconnect_s=1, all_windows=True),
-                         on_window=lambda p: happened.append(p.topk), notify=happened.append)
+    summary = run_stream(
+        recognizer,
+        open_source(server.address),
+        StreamOptions(resize=True, num_frames=2, reconnect_s=1, all_windows=True),
+        on_window=lambda p: happened.append(p.topk),
+        notify=happened.append,
+    )
     server.close()
     assert server.clients == 2 and summary.gaps == 1 and summary.error is None and summary.ended == "end of stream"
     lost = [k for k, item in enumerate(happened) if isinstance(item, str) and "inside a packet" in item]
     back = [k for k, item in enumerate(happened) if isinstance(item, str) and "back after" in item]
     assert len(lost) == len(back) == 1 and "reconnecting for up to 1 s" in happened[lost[0]]
-    assert [item for item in happened[back[0]:] if isinstance(item, list)] == alone and len(alone) == 3
+    assert [item for item in happened[back[0] :] if isinstance(item, list)] == alone and len(alone) == 3
 
 
 def test_not_back_in_time_is_an_error_naming_the_limit(recognizer, event_bytes):
     data, _ = event_bytes
     server = BytesServer([data[: len(data) // 2]])  # one session, then nobody listens
-    summary = run_stream(recognizer, open_source(server.address),
-                         StreamOptions(resize=True, num_frames=2, reconnect_s=0.5))
+    summary = run_stream(
+        recognizer, open_source(server.address), StreamOptions(resize=True, num_frames=2, reconnect_s=0.5)
+    )
     server.close()
     assert "lost and not back within 0.5 s (--reconnect)" in summary.error and summary.gaps == 0
 
@@ -188,8 +203,9 @@ def test_a_server_that_comes_back_with_another_stream_is_an_error_at_once(recogn
     other = network_header("EVTS", 640, 480) + data[header:]  # another sensor on the same port
     server = BytesServer([data[: len(data) // 2], other])
     started = time.monotonic()
-    summary = run_stream(recognizer, open_source(server.address),
-                         StreamOptions(resize=True, num_frames=2, reconnect_s=30))
+    summary = run_stream(
+        recognizer, open_source(server.address), StreamOptions(resize=True, num_frames=2, reconnect_s=30)
+    )
     server.close()
     assert "came back serving [('EVTS', 640, 480)] (type, width, height), not [('EVTS', 346, 260)]" in summary.error
     assert summary.gaps == 0 and time.monotonic() - started < 10  # not tried again for 30 s
@@ -201,8 +217,11 @@ def test_a_silence_is_reconnected_once_then_is_a_stall(recognizer, event_bytes):
     start = data[: header + 2000]  # the header and a few packets, then silence
     server = BytesServer([start, start], close=False)
     started = time.monotonic()
-    summary = run_stream(recognizer, open_source(server.address),
-                         StreamOptions(resize=True, num_frames=1, frame_period_ms=5, timeout_s=0.4, reconnect_s=5))
+    summary = run_stream(
+        recognizer,
+        open_source(server.address),
+        StreamOptions(resize=True, num_frames=1, frame_period_ms=5, timeout_s=0.4, reconnect_s=5),
+    )
     server.close()
     assert server.clients == 2 and summary.gaps == 1
     assert "nothing received for 0.4 s (--timeout) again after reconnecting" in summary.error
@@ -221,22 +240,35 @@ def hostile_cases(event_bytes):
         "a 512 MiB packet length": ({"data": large, "close": False}, f"declares 536,870,912 bytes, {too_many}"),
         "garbage after the header": ({"data": garbage, "close": False}, "the stream is cut or is not DV's"),
         "a packet of a stream the header does not declare": (
-            {"data": undeclared, "close": False}, "a packet of stream 7, which the header does not declare"),
-        "bytes at a trickle": ({"data": data, "close": False, "trickle_from": header + 4, "trickle_s": 0.02},
-                               "no whole packet for 0.5 s (--timeout): the sender trickles"),
+            {"data": undeclared, "close": False},
+            "a packet of stream 7, which the header does not declare",
+        ),
+        "bytes at a trickle": (
+            {"data": data, "close": False, "trickle_from": header + 4, "trickle_s": 0.02},
+            "no whole packet for 0.5 s (--timeout): the sender trickles",
+        ),
     }
 
 
-@pytest.mark.parametrize("case", ["a 4 GB packet length", "a 512 MiB packet length", "garbage after the header",
-                                  "a packet of a stream the header does not declare", "bytes at a trickle"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "a 4 GB packet length",
+        "a 512 MiB packet length",
+        "garbage after the header",
+        "a packet of a stream the header does not declare",
+        "bytes at a trickle",
+    ],
+)
 def test_a_hostile_server_ends_in_one_clear_error_with_memory_bounded(recognizer, event_bytes, tmp_path, capsys, case):
     server_args, message = hostile_cases(event_bytes)[case]
     server = BytesServer(**server_args)
     tracemalloc.start()
     started = time.monotonic()
     try:
-        code = main(["stream", server.address, str(recognizer.checkpoint), "--resize", "--timeout", "0.5",
-                     "--reconnect", "5"])
+        code = main(
+            ["stream", server.address, str(recognizer.checkpoint), "--resize", "--timeout", "0.5", "--reconnect", "5"]
+        )
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -269,9 +301,13 @@ def test_a_camera_that_stops_is_opened_again(recognizer, real_data_dir):
 
     predicted, notices = [], []
     source = CameraSource(None, open_camera=open_camera)
-    summary = run_stream(recognizer, source, StreamOptions(resize=True, num_frames=2, all_windows=True,
-                                                           reconnect_s=0.5),
-                         on_window=predicted.append, notify=notices.append)
+    summary = run_stream(
+        recognizer,
+        source,
+        StreamOptions(resize=True, num_frames=2, all_windows=True, reconnect_s=0.5),
+        on_window=predicted.append,
+        notify=notices.append,
+    )
     assert len(opened) == 2 and summary.gaps == 1
     assert len(predicted) == 4  # the recording's 4 frames make 2 windows, on each side of the gap
     assert [p.topk for p in predicted[:2]] == [p.topk for p in predicted[2:]]  # the same frames again

@@ -22,8 +22,11 @@ def event_packets(events, packet_us=1000, received=0.0):
     """(t, x, y, p, received) packets of packet_us microseconds of events each."""
     edges = np.arange(events.t[0], events.t[-1] + packet_us + 1, packet_us)
     bounds = np.searchsorted(events.t, edges)
-    return [(events.t[a:b], events.x[a:b], events.y[a:b], events.p[a:b], received + k)
-            for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])) if b > a]
+    return [
+        (events.t[a:b], events.x[a:b], events.y[a:b], events.p[a:b], received + k)
+        for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))
+        if b > a
+    ]
 
 
 def feed_in_time_order(window, recording, packet_us=1000):
@@ -95,7 +98,7 @@ def test_frames_that_lag_behind_the_events_make_the_same_windows(street):
         packets = event_packets(street.events)
         steps = [("frame", f) for f in frames] + [("events", p) for p in packets]
         if not frames_first:
-            steps = steps[len(frames):] + steps[: len(frames)]
+            steps = steps[len(frames) :] + steps[: len(frames)]
         for kind, data in steps:
             if kind == "frame":
                 window.add_frame(data[0], data[1], received=0.0)
@@ -196,7 +199,7 @@ def test_repeated_frames_are_ignored_and_memory_stays_bounded():
     frames, frame_t, (t, x, y, p) = synthetic(num_frames=400)
     window = SlidingWindow(4, (8, 6))
     ready = []
-    for k, (image, stamp) in enumerate(zip(frames, frame_t)):
+    for image, stamp in zip(frames, frame_t):
         window.add_frame(image, stamp, received=0.0)
         window.add_frame(image, stamp, received=0.0)  # a repeat
         a, b = np.searchsorted(t, [stamp, stamp + 10_000])
@@ -296,7 +299,9 @@ def test_no_frame_for_the_timeout_switches_to_event_only_and_says_so():
     first = window.pop_ready()[0]
     assert first.event_only and first.boundaries_us.tolist() == [1_000, 11_000, 21_000]  # from the first event
     assert first.events.t.tolist() == [1_000] and first.num_events == 1
-    with pytest.raises(ValueError, match="^an event-only window has no APS frames; use sample[(][)] for its event samples$"):
+    with pytest.raises(
+        ValueError, match="^an event-only window has no APS frames; use sample[(][)] for its event samples$"
+    ):
         first.recording()
     sample = first.sample(0)
     assert sample.aps_frames.shape == (0, 8, 8) and sample.aps_frames.dtype == np.uint8
@@ -499,6 +504,8 @@ def test_a_late_packet_of_earlier_events_does_not_undo_a_later_one():
     window.add_events(*packet(120), received=0.0)  # arrives later, holds an earlier time
     (w,) = window.pop_ready()  # an event at 250 >= 200 is in: the window is complete
     assert w.events.t.tolist() == [50, 120]
+
+
 def test_the_clock_going_back_restarts_the_window_said_and_counted():
     """A camera reset: the second half of the stream starts again at the first half's timestamps."""
     frames, frame_t, events = synthetic(num_frames=400)  # 4 s

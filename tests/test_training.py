@@ -86,9 +86,9 @@ def test_warmup_cosine_schedule():
     warmup, total, floor = 10, 100, 0.01
     lrs = [warmup_cosine(s, warmup_steps=warmup, total_steps=total, min_ratio=floor) for s in range(total + 5)]
     assert lrs[0] == pytest.approx(1 / warmup)
-    assert all(a < b for a, b in zip(lrs[:warmup - 1], lrs[1:warmup])), "warmup must rise"
+    assert all(a < b for a, b in zip(lrs[: warmup - 1], lrs[1:warmup])), "warmup must rise"
     assert lrs[warmup] == pytest.approx(1.0) and max(lrs) == pytest.approx(1.0)
-    after = lrs[warmup:total + 1]
+    after = lrs[warmup : total + 1]
     assert all(a > b for a, b in zip(after, after[1:])), "cosine must decrease after warmup"
     assert lrs[total] == pytest.approx(floor)
     assert lrs[-1] == pytest.approx(floor), "flat after total_steps"
@@ -139,7 +139,8 @@ def test_train_says_its_weight_source_before_the_first_step(tiny_dataset, tmp_pa
 def test_a_random_clip_sized_backbone_warns_in_one_line_naming_the_field(tiny_dataset, tmp_path, capsys):
     # CLIP ViT-B's width (768) with two blocks: the rule is the width, and two blocks keep it fast.
     cfg = make_tiny_config(
-        data={"root": str(tiny_dataset)}, model={"backbone_args": {"depth": 2}},
+        data={"root": str(tiny_dataset)},
+        model={"backbone_args": {"depth": 2}},
         train={"output_dir": str(tmp_path), "logger": "none"},
     )
     out = printed_before_first_step(cfg, capsys)
@@ -161,7 +162,14 @@ def test_the_random_backbone_rule():
 @pytest.mark.slow
 def test_cpu_smoke_run_writes_the_expected_files(trained):
     out = trained.output
-    for name in ("config.yaml", "best.safetensors", "last.safetensors", "checkpoints/last.ckpt", "history.json", "curves.png"):
+    for name in (
+        "config.yaml",
+        "best.safetensors",
+        "last.safetensors",
+        "checkpoints/last.ckpt",
+        "history.json",
+        "curves.png",
+    ):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     assert Config.from_dict(yaml.safe_load((out / "config.yaml").read_text())) == trained.cfg
     history = json.loads((out / "history.json").read_text())
@@ -179,7 +187,10 @@ def test_the_papers_protocol_is_recorded_beside_and_changes_nothing(trained, tin
     # eval.test_every_epoch scores the test split at every validation, for comparison with the
     # paper's protocol: training, the history velora selects on and best.safetensors stay the same.
     out = tmp_path / "paper"
-    assert main(["train", "--config", write_config(run_config(tiny_dataset, out, "eval.test_every_epoch=true"), tmp_path)]) == 0
+    assert (
+        main(["train", "--config", write_config(run_config(tiny_dataset, out, "eval.test_every_epoch=true"), tmp_path)])
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "paper's protocol, for comparison only" in printed
     for name in ("best.safetensors", "last.safetensors"):
@@ -265,7 +276,9 @@ def test_save_and_load_adapters_round_trip(tiny_config, tmp_path):
 
 def test_checkpoint_that_does_not_fit_the_model_is_refused(tiny_config, tmp_path):
     cfg = tiny_config()
-    path = save_adapters(tmp_path / "a.safetensors", VELoRA.from_config(tiny_config("lora.rank=0")), cfg, ["a"] * CLASSES)
+    path = save_adapters(
+        tmp_path / "a.safetensors", VELoRA.from_config(tiny_config("lora.rank=0")), cfg, ["a"] * CLASSES
+    )
     with pytest.raises(CheckpointError, match="does not fit the model"):
         load_model(path)
     (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint")
@@ -290,7 +303,10 @@ def test_resume_continues_from_the_last_checkpoint(tiny_dataset, tmp_path):
     result = train(run_config(tiny_dataset, out, epochs=2), resume=str(out / "checkpoints" / "last.ckpt"))
     after = read_adapters(out / "last.safetensors")
     assert after.info["global_step"] == 2 * steps and after.info["epoch"] == 1
-    assert torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == 2 * steps
+    assert (
+        torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"]
+        == 2 * steps
+    )
     assert not all(torch.equal(before.state[k], after.state[k]) for k in before.state), "the resumed epoch trained"
     history = result.history
     assert [s for s, _ in history["train/loss"]] == list(range(2 * steps)), "history continues across the resume"
@@ -491,7 +507,9 @@ def test_predict_on_a_raw_recording(trained, real_data_dir, tmp_path, capsys):
         predict(checkpoint, corrupt)
     not_a_recording = tmp_path / "notes.txt"
     not_a_recording.write_text("hello")
-    with pytest.raises(DataError, match=r"notes.txt: unsupported event file suffix '.txt'; supported suffixes: .*\.raw"):
+    with pytest.raises(
+        DataError, match=r"notes.txt: unsupported event file suffix '.txt'; supported suffixes: .*\.raw"
+    ):
         predict(checkpoint, not_a_recording)
     with pytest.raises(DataError, match="does not exist"):
         predict(checkpoint, tmp_path / "missing.aedat4")

@@ -62,10 +62,17 @@ class OpenAIStyle(nn.Module):
     def __init__(self):
         super().__init__()
         from open_clip import transformer as open_clip_transformer  # a test dependency: missing fails
+
         self.visual = randomize(
             open_clip_transformer.VisionTransformer(
-                image_size=IMAGE, patch_size=PATCH, width=WIDTH, layers=LAYERS, heads=HEADS,
-                mlp_ratio=4.0, output_dim=PROJ, act_layer=open_clip_transformer.QuickGELU,
+                image_size=IMAGE,
+                patch_size=PATCH,
+                width=WIDTH,
+                layers=LAYERS,
+                heads=HEADS,
+                mlp_ratio=4.0,
+                output_dim=PROJ,
+                act_layer=open_clip_transformer.QuickGELU,
             )
         )
         self.register_buffer("input_resolution", torch.tensor(IMAGE))
@@ -156,9 +163,15 @@ def test_torchscript_refused_by_default_and_equal_when_allowed(tmp_path, openai_
 @pytest.mark.parametrize("kind", ["CLIPVisionModelWithProjection", "CLIPModel"])
 def test_hugging_face_folder_matches_transformers(tmp_path, kind):
     import transformers  # a test dependency: missing fails
+
     vision = dict(
-        hidden_size=WIDTH, intermediate_size=4 * WIDTH, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-        image_size=IMAGE, patch_size=PATCH, projection_dim=PROJ,
+        hidden_size=WIDTH,
+        intermediate_size=4 * WIDTH,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        image_size=IMAGE,
+        patch_size=PATCH,
+        projection_dim=PROJ,
     )
     torch.manual_seed(0)
     if kind == "CLIPModel":  # the full image-text model: text tower ignored, vision_config nested
@@ -202,10 +215,18 @@ def test_open_clip_hub_folder_reads_its_config(tmp_path, openai_model):
 
 def test_timm_checkpoints_round_trip(tmp_path):
     torch.manual_seed(0)
-    model = randomize(timm.create_model(
-        BACKBONE, pretrained=False, num_classes=0, img_size=IMAGE, patch_size=PATCH, embed_dim=WIDTH,
-        depth=LAYERS, num_heads=HEADS,
-    ))
+    model = randomize(
+        timm.create_model(
+            BACKBONE,
+            pretrained=False,
+            num_classes=0,
+            img_size=IMAGE,
+            patch_size=PATCH,
+            embed_dim=WIDTH,
+            depth=LAYERS,
+            num_heads=HEADS,
+        )
+    )
     state = model.state_dict()
     save_file(state, str(tmp_path / "vit.safetensors"))
     torch.save({"state_dict": {f"model.{k}": v for k, v in state.items()}}, tmp_path / "vit.pth")

@@ -54,7 +54,10 @@ def test_every_shipped_config_names_its_weights_explicitly(name):
 
 def test_an_untagged_name_says_which_weights_hub_would_mean():
     with pytest.warns(UserWarning, match=r"timm's default, 'metaclip_2pt5b'.*\.openai for OpenAI's CLIP"):
-        assert hub_weights("vit_base_patch16_clip_quickgelu_224").repo_id == "timm/vit_base_patch16_clip_224.metaclip_2pt5b"
+        assert (
+            hub_weights("vit_base_patch16_clip_quickgelu_224").repo_id
+            == "timm/vit_base_patch16_clip_224.metaclip_2pt5b"
+        )
 
 
 def test_unknown_architectures_and_tags_list_what_exists():
@@ -139,9 +142,13 @@ def open_clip_tensors(timm_state: dict[str, torch.Tensor]) -> dict[str, torch.Te
                 raise KeyError(f"no OpenAI name for {key}")
     text = torch.Generator().manual_seed(5)
     for key, shape in {
-        "token_embedding.weight": (64, 24), "positional_embedding": (7, 24), "ln_final.weight": (24,),
-        "transformer.resblocks.0.attn.in_proj_weight": (72, 24), "transformer.resblocks.0.mlp.c_fc.weight": (96, 24),
-        "text_projection": (24, 16), "logit_scale": (),
+        "token_embedding.weight": (64, 24),
+        "positional_embedding": (7, 24),
+        "ln_final.weight": (24,),
+        "transformer.resblocks.0.attn.in_proj_weight": (72, 24),
+        "transformer.resblocks.0.mlp.c_fc.weight": (96, 24),
+        "text_projection": (24, 16),
+        "logit_scale": (),
     }.items():
         out[key] = torch.randn(shape, generator=text)
     return out
@@ -177,8 +184,11 @@ def test_offline_without_any_hub_file_one_error_lists_them_where_to_put_one_and_
     message = str(error.value)
     assert OPENAI in message and "HF_HUB_OFFLINE is set" in message
     listed = re.findall(r"(\S+) \(not in the cache\)", message)
-    assert listed == list(HUB_FILENAMES) == [
-        "model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+    assert (
+        listed
+        == list(HUB_FILENAMES)
+        == ["model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+    )
     assert f"hf download {OPENAI} model.safetensors" in message
     assert "model.weights=/path/to/model.safetensors" in message and str(tmp_path / "empty_cache") in message
     assert "velora convert-weights ViT-B-16.pt" in message and "--allow-torchscript" in message
@@ -197,7 +207,12 @@ def test_a_cached_hub_file_builds_offline_and_every_checkpoint_records_it(tmp_pa
     assert torch.equal(model.backbone.pos_embed, load_file(str(hub_file))["pos_embed"]), "the hub file's weights"
     source = model.weights_source
     assert (source["kind"], source["hub_id"], source["tag"], source["file"], source["sha256"]) == (
-        "hub", OPENAI, "openai", "model.safetensors", digest)
+        "hub",
+        OPENAI,
+        "openai",
+        "model.safetensors",
+        digest,
+    )
     path = save_adapters(tmp_path / "a.safetensors", model, cfg, [str(i) for i in range(8)])
     assert read_adapters(path).weights_source == source
     # velora info names the tag and the sha256 without building the model from the file.
@@ -220,7 +235,13 @@ def test_each_hub_layout_alone_builds_the_same_backbone_and_is_named_with_its_sh
         backbone = build_backbone(hub_config().model, keep_projection=True)
 
         assert backbone.weights_source == {
-            "kind": "hub", "hub_id": OPENAI, "tag": "openai", "file": filename, "path": str(hub_file), "sha256": digest}
+            "kind": "hub",
+            "hub_id": OPENAI,
+            "tag": "openai",
+            "file": filename,
+            "path": str(hub_file),
+            "sha256": digest,
+        }
         assert main(["info", "--config", info_config]) == 0
         weights_line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("weights"))
         assert f"(tag openai, file {filename}, sha256 {digest}), {hub_file}" in weights_line
@@ -244,8 +265,13 @@ def test_the_named_architecture_and_its_tag_decide_whatever_an_open_clip_file_su
     offline_cache(monkeypatch, tmp_path / "cache")
     write_hub_cache(tmp_path / "cache", repo, {"open_clip_model.safetensors": tensors})
 
-    cfg = make_tiny_config(model={"backbone": "vit_large_patch14_clip_224.laion2b", "weights": "hub",
-                                  "backbone_args": {**TINY_ARGS, **tiny_l14}})
+    cfg = make_tiny_config(
+        model={
+            "backbone": "vit_large_patch14_clip_224.laion2b",
+            "weights": "hub",
+            "backbone_args": {**TINY_ARGS, **tiny_l14},
+        }
+    )
     backbone = build_backbone(cfg.model)
 
     assert backbone.weights_source["file"] == "open_clip_model.safetensors"
@@ -262,7 +288,8 @@ def test_velora_info_names_the_file_a_run_would_read(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # online, model.safetensors is asked for first
     assert describe_source(resolve_source("hub", backbone)) == (
         f"hub {OPENAI} (tag openai), not in the local cache: the first the repository has of model.safetensors, "
-        "pytorch_model.bin, open_clip_model.safetensors, open_clip_pytorch_model.bin is fetched on first use")
+        "pytorch_model.bin, open_clip_model.safetensors, open_clip_pytorch_model.bin is fetched on first use"
+    )
     no_exist = cache / f"models--{OPENAI.replace('/', '--')}" / ".no_exist" / COMMIT
     no_exist.mkdir(parents=True)
     (no_exist / "model.safetensors").touch()  # as the hub's answer that the repository lacks it leaves the cache
@@ -318,7 +345,9 @@ def test_online_a_file_the_repository_lacks_means_the_next_name(tmp_path, monkey
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     hub = FakeHub(tmp_path, repository=("open_clip_pytorch_model.bin",))
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", hub)
-    assert fetch_hub_file(hub_weights("vit_base_patch16_clip_quickgelu_224.openai")).name == "open_clip_pytorch_model.bin"
+    assert (
+        fetch_hub_file(hub_weights("vit_base_patch16_clip_quickgelu_224.openai")).name == "open_clip_pytorch_model.bin"
+    )
     assert hub.requests == [(name, False) for name in HUB_FILENAMES]
 
     hub = FakeHub(tmp_path, repository=())
@@ -335,8 +364,14 @@ def test_once_the_hub_is_unreachable_only_cached_files_count(tmp_path, monkeypat
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     hub = FakeHub(tmp_path, repository=None, cached=("open_clip_model.safetensors",))
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", hub)
-    assert fetch_hub_file(hub_weights("vit_base_patch16_clip_quickgelu_224.openai")).name == "open_clip_model.safetensors"
-    assert hub.requests == [("model.safetensors", False), ("pytorch_model.bin", True), ("open_clip_model.safetensors", True)]
+    assert (
+        fetch_hub_file(hub_weights("vit_base_patch16_clip_quickgelu_224.openai")).name == "open_clip_model.safetensors"
+    )
+    assert hub.requests == [
+        ("model.safetensors", False),
+        ("pytorch_model.bin", True),
+        ("open_clip_model.safetensors", True),
+    ]
 
     hub = FakeHub(tmp_path, repository=None)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", hub)
@@ -344,7 +379,10 @@ def test_once_the_hub_is_unreachable_only_cached_files_count(tmp_path, monkeypat
         fetch_hub_file(hub_weights("vit_base_patch16_clip_quickgelu_224.openai"))
     message = str(error.value)
     assert re.findall(r"(\S+) \(not in the cache\)", message) == list(HUB_FILENAMES)
-    assert "the hub did not give model.safetensors: LocalEntryNotFoundError" in message and f"hf download {OPENAI}" in message
+    assert (
+        "the hub did not give model.safetensors: LocalEntryNotFoundError" in message
+        and f"hf download {OPENAI}" in message
+    )
 
 
 @pytest.mark.slow
@@ -355,7 +393,8 @@ def test_velora_train_reads_a_cached_pytorch_model_bin_and_records_it(tiny_datas
 
     cache = offline_cache(monkeypatch, tmp_path / "cache")
     hub_file = write_hub_cache(cache, OPENAI, {"pytorch_model.bin": tiny_clip_vit()}, lacks=("model.safetensors",))[
-        "pytorch_model.bin"]
+        "pytorch_model.bin"
+    ]
     config = tmp_path / "tiny.yaml"
     config.write_text(json.dumps(hub_config().to_dict()))  # JSON is YAML
     out = tmp_path / "run"
@@ -376,7 +415,9 @@ def test_a_local_file_is_recorded_with_its_path_and_sha256_and_a_changed_file_wa
     cfg = make_tiny_config(model={"weights": str(weights)})
     model = VELoRA.from_config(cfg)
     assert model.weights_source == {
-        "kind": "local", "path": str(weights), "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()
+        "kind": "local",
+        "path": str(weights),
+        "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
     }
     path = save_adapters(tmp_path / "a.safetensors", model, cfg, [str(i) for i in range(8)])
     torch.manual_seed(4)  # other weights at the same path: the adapters no longer fit them

@@ -1,6 +1,7 @@
 """Write tests/data/checkpoints/*: adapter files saved by velora before the model refactor of
 issue #11 (commit ac63fd9), with inputs and the logits that code computed, so the refactored
 model must load them and reproduce the logits bit for bit."""
+
 import sys
 from pathlib import Path
 
@@ -16,7 +17,14 @@ out = Path("tests/data/checkpoints")
 variants = {
     "velora_default": {},
     "event_only": {"data": {"modalities": ["event"]}},
-    "release_like": {"model": {"fusion_block": "random_trainable", "recon_decoder": "block", "head_pool": "cls", "high_level_blocks": 2}},
+    "release_like": {
+        "model": {
+            "fusion_block": "random_trainable",
+            "recon_decoder": "block",
+            "head_pool": "cls",
+            "high_level_blocks": 2,
+        }
+    },
 }
 torch.manual_seed(0)
 tensors = {"rgb": random_clip(2, 3, 32, seed=1), "events": random_clip(2, 3, 32, seed=2)}
