@@ -238,6 +238,25 @@ def test_keep_events_equals_its_definition_written_out_pixel_by_pixel(box):
     np.testing.assert_array_equal(got, reference_keep_events(image, 16, box))
 
 
+@pytest.mark.parametrize(
+    "background, colour",
+    [
+        ((10, 10, 30), (50, 10, 30)),  # differs in red alone, on a background whose red and green are equal
+        ((10, 20, 30), (20, 20, 30)),  # red alone, taking the background's green value
+        ((10, 20, 20), (10, 60, 20)),  # green alone, on a background whose green and blue are equal
+        ((10, 20, 30), (10, 30, 30)),  # green alone, taking the background's blue value
+        ((10, 20, 30), (10, 20, 31)),  # blue alone, by one
+    ],
+)
+def test_a_pixel_that_differs_from_the_background_in_one_channel_is_an_event(background, colour):
+    image = np.tile(np.array(background, np.uint8), (8, 8, 1))
+    image[2, 2] = colour  # nearest neighbour samples pixel (3, 3) of this footprint, not (2, 2)
+    out = resize_event_image(image, 4, None, "keep_events")
+    assert tuple(out[1, 1]) == colour
+    out[1, 1] = background
+    assert (out == np.array(background)).all()
+
+
 def test_a_single_event_pixel_is_kept():
     image = np.full((26, 35, 3), 255, np.uint8)
     image[13, 17] = ON_COLOUR  # one pixel, which nearest neighbour does not sample at this size
