@@ -2,7 +2,8 @@
 
 Layers, top first: the command line, the demo and the tools (cli, info, demo, reproduce, bench, pretrain);
 training, evaluation and export, side by side; data and model; events; config, errors and files (writing a
-file without losing its previous version). Only the code that trains (the `train` command, the demo and `reproduce`) imports from training/. Checked on the source's
+file without losing its previous version). Only the code that trains (the `train` command, the demo and
+`reproduce`) imports from training/. Checked on the source's
 import statements (lazy imports inside functions included), so it needs no import side effects.
 """
 
