@@ -283,6 +283,7 @@ class SlidingWindow:
         if self._max_event_t is not None and t[0] <= self._max_event_t:  # overlaps what came: a repeat, or a reset
             if self._max_event_t - t[0] > self.clock_jump_us:
                 self._clock_went_back("event", self._max_event_t - int(t[0]))
+                self._first_received = self._last_frame_received = received  # as at the start of a stream
             elif any(
                 len(t) == len(old[0]) and all(np.array_equal(a, b) for a, b in zip((t, x, y, p), old))
                 for old in self._recent
