@@ -522,6 +522,18 @@ def test_the_clock_going_back_restarts_the_window_said_and_counted():
     assert "the window restarts (0 windows dropped)" in said[0]
 
 
+def test_events_going_back_start_the_frame_timeout_again():
+    """After an events packet restarts the window, the frame timeout counts from that packet, as at
+    the start of a stream (it was left unset, and a long packet then failed on it)."""
+    window = SlidingWindow(2, (8, 6), frame_timeout_s=0.5)
+    xy, p = np.zeros(2, np.int16), np.ones(2, np.int8)
+    window.add_events(np.array([5_000_000, 5_000_001]), xy, xy, p, received=1.0)
+    window.add_events(np.array([0, 2_000_000]), xy, xy, p, received=2.0)  # back 5 s, 2 s of events at once
+    assert window.clock_jumps == 1 and window.frame_mode  # no receive time without frames yet
+    window.add_events(np.array([2_000_001, 2_000_002]), xy, xy, p, received=2.6)
+    assert not window.frame_mode
+
+
 def test_a_small_step_back_is_not_a_reset_and_a_duplicated_packet_is_dropped():
     frames, frame_t, (t, x, y, p) = synthetic(num_frames=40)
     expected = feed_synthetic(SlidingWindow(2, (8, 6)), frames, frame_t, (t, x, y, p))

@@ -18,7 +18,7 @@ from velora.errors import OutputError
 
 
 def write_atomically(
-    path: str | Path, write: Callable[[Path], None], what: str, errors: tuple[type[BaseException], ...] = (OSError,)
+    path: str | Path, write: Callable[[Path], object], what: str, errors: tuple[type[BaseException], ...] = (OSError,)
 ) -> Path:
     """Write `path` with `write(tmp)` (which writes the whole file at `tmp`) and rename it into place.
 

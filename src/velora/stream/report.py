@@ -6,6 +6,7 @@ not one number per window, and the --jsonl file is written line by line.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields
@@ -175,7 +176,7 @@ class JsonlWriter:
 
     def __init__(self, path: str | Path | None):
         self.path = Path(path) if path else None
-        self._file = None
+        self._file: io.FileIO | None = None
         self._size = 0  # bytes of whole lines written
         self.lines = 0
         self.failed = False

@@ -211,14 +211,16 @@ class _Timeline:
 
     def seconds(self, t_us: int) -> float:
         """A timestamp of this stretch as seconds since the stream's first timestamp."""
+        assert self.first_us is not None, "a window's stretch has had its packets added"
         return self.offset_s + (t_us - self.first_us) / 1e6
 
     @property
     def covered_s(self) -> float:
-        return self.before_s + ((self.last_us - self.first_us) / 1e6 if self.first_us is not None else 0.0)
+        first, last = self.first_us, self.last_us  # None together, before a packet
+        return self.before_s + ((last - first) / 1e6 if first is not None and last is not None else 0.0)
 
     def restart(self, gap_s: float) -> None:
-        if self.first_us is not None:
+        if self.first_us is not None and self.last_us is not None:  # set together
             self.offset_s, self.before_s = self.seconds(self.last_us), self.covered_s
         self.offset_s += gap_s
         self.first_us = self.last_us = None
@@ -381,7 +383,7 @@ def _loop(recognizer, source, options, on_window, notify, writer, clock) -> Stre
             data = packet.data
             if packet.kind == "frame":
                 window.add_frame(data.image, data.timestamp_us, packet.received)
-                span = (data.timestamp_us, data.timestamp_us)
+                span: tuple[int, int] | None = (data.timestamp_us, data.timestamp_us)
             else:
                 window.add_events(data.t, data.x, data.y, data.p, packet.received)
                 span = (int(data.t[0]), int(data.t[-1])) if len(data.t) else None

@@ -45,7 +45,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -67,6 +69,8 @@ CONNECT_TIMEOUT_S = 5.0
 FIRST_BACKOFF_S, MAX_BACKOFF_S = 0.1, 2.0
 MAX_QUEUED_BYTES = 256 << 20  # packets waiting for the loop: about 20 s of a 1 Mev/s DAVIS346 stream
 
+_Input = TypeVar("_Input")  # what a reader reopens: a Connection, a camera
+
 
 class SourceError(VeloraError, RuntimeError):
     """A stream source cannot be opened, stalled, or broke: the message says which and what to do."""
@@ -86,15 +90,17 @@ class Packet:
 
     @property
     def last_timestamp_us(self) -> int:
-        if self.kind == "frame":
-            return self.data.timestamp_us
-        return int(self.data.t[-1]) if len(self.data.t) else -1
+        data = self.data
+        if isinstance(data, Frame):  # kind "frame"
+            return data.timestamp_us
+        return int(data.t[-1]) if len(data.t) else -1
 
     @property
     def nbytes(self) -> int:
-        if self.kind == "frame":
-            return self.data.image.nbytes
-        return sum(column.nbytes for column in (self.data.t, self.data.x, self.data.y, self.data.p))
+        data = self.data
+        if isinstance(data, Frame):  # kind "frame"
+            return data.image.nbytes
+        return sum(column.nbytes for column in (data.t, data.x, data.y, data.p))
 
 
 @dataclass(frozen=True)
@@ -196,6 +202,7 @@ class RecordingReplay(Source):
         self._origin_us = self._schedule[0][0] if self._schedule else 0
 
     def _due(self, release_us: int) -> float:
+        assert self._origin_wall is not None, "set by the first next(); backlog() is asked after one"
         return self._origin_wall + (release_us - self._origin_us) / 1e6
 
     def next(self, timeout: float) -> Packet | None:
@@ -222,7 +229,7 @@ class RecordingReplay(Source):
 def _replay_schedule(recording: Recording, packet_us: int) -> list[tuple[int, str, EventBatch | Frame]]:
     """(release time in microseconds, kind, data) of every packet, in release order."""
     events = recording.events
-    schedule = []
+    schedule: list[tuple[int, int, str, EventBatch | Frame]] = []
     if len(events):
         edges = np.arange(events.t[0], events.t[-1] + packet_us + 1, packet_us, dtype=np.int64)
         bounds = np.searchsorted(events.t, edges, side="left")
@@ -320,7 +327,7 @@ class _QueuedSource(Source):
             if isinstance(item, _Back):
                 self._away.pop(item.what, None)
                 if not self._away:
-                    return Gap(self._gap.what, self._gap.reason, self._gap.at, item.at)
+                    return self._gap_until(item.at)
                 continue
             self._open_readers -= 1
             was_away = self._away.pop(item.what, None)
@@ -331,7 +338,12 @@ class _QueuedSource(Source):
                 return None
             self.notify(f"{item.what}: the stream ended{item.note}; going on with events alone")
             if was_away is not None and not self._away:
-                return Gap(self._gap.what, self._gap.reason, self._gap.at, time.perf_counter())
+                return self._gap_until(time.perf_counter())
+
+    def _gap_until(self, back: float) -> Gap:
+        """The Gap that ends at `back`, now that every input is back."""
+        assert self._gap is not None, "an input was away, so the gap's first _Lost came"
+        return Gap(self._gap.what, self._gap.reason, self._gap.at, back)
 
     def _silence(self, timeout: float, progress: tuple) -> None:
         """Nothing for `timeout` seconds: a sender that trickles or stalled (errors), or a lost
@@ -367,11 +379,14 @@ class _QueuedSource(Source):
             self._queued_bytes += packet.nbytes
         self._queue.put(packet)
 
-    def _reconnect(self, what: str, reason: str, open_input: Callable[[float], object]) -> tuple[object, str, bool]:
+    def _reconnect(
+        self, what: str, reason: str, open_input: Callable[[float], _Input]
+    ) -> tuple[_Input | None, str, bool]:
         """Report `what` lost and try `open_input(timeout)` with backoff for up to reconnect_s
         seconds (a SourceError from it means: not yet). Returns (what it opened, or None when
         stopped, not back in time or back with another stream; the last reason it was not; whether
         it came back with another stream)."""
+        assert self.reconnect_s is not None, "readers reconnect only with reconnect_s set"
         self._queue.put(_Lost(what, reason, time.perf_counter()))
         deadline = time.monotonic() + self.reconnect_s
         backoff = FIRST_BACKOFF_S
@@ -410,7 +425,9 @@ class _QueuedSource(Source):
 
 def parse_tcp(spec: str) -> list[tuple[str, int]]:
     """tcp://HOST:PORT[,PORT | ,HOST:PORT ...] -> [(host, port), ...]; a bare port reuses the previous host."""
-    addresses, host = [], None
+    addresses: list[tuple[str, int]] = []
+    host: str | None = None
+    name: str | None
     for part in spec[len(TCP_PREFIX) :].split(","):
         part = part.strip()
         name, colon, port = part.rpartition(":")
@@ -466,7 +483,7 @@ class TcpSource(_QueuedSource):
         for index, connection in enumerate(self.connections):
             kind = "events" if connection is self._events_connection else "frames"
             connection.what = f"tcp://{connection.address} ({kind})"
-            self._start(lambda i=index, e=kind == "events": self._read(i, e), f"velora-{kind}")
+            self._start(partial(self._read, index, kind == "events"), f"velora-{kind}")
 
     def _read(self, index: int, events: bool) -> None:
         connection = self.connections[index]
@@ -507,7 +524,7 @@ class TcpSource(_QueuedSource):
                 return
             connection.close()
             again, reason, other_stream = self._reconnect(
-                connection.what, reason, lambda timeout, old=connection: self._connect_again(old, timeout)
+                connection.what, reason, partial(self._connect_again, connection)
             )
             if again is None:
                 self._gave_up(connection.what, reason, clean, events, other_stream)

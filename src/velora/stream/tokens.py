@@ -36,7 +36,7 @@ class FrameTokens:
         fed modality), `keys` the T samples' keys, `modalities` the fed ones ("rgb", "event")."""
         model = self.model
         frames = {m: model.normalize(item[BATCH_KEY[m]][None].to(self.device))[0] for m in modalities}  # (T, 3, S, S)
-        wanted = {m: [(m, key) for key in keys] for m in modalities}
+        wanted: dict[str, list[tuple]] = {m: [(m, key) for key in keys] for m in modalities}
         if model.uses_frame_difference(len(keys)):
             wanted["diff"] = [("diff", tuple(modalities), keys[j], keys[j + 1]) for j in range(len(keys) - 1)]
 
@@ -49,9 +49,8 @@ class FrameTokens:
             images = {}
             for stream, todo in missing.items():
                 if stream == "diff":  # |f(j+1) - f(j)| summed over the fed modalities, as the model does
-                    images[stream] = torch.stack(
-                        [sum((frames[m][j + 1] - frames[m][j]).abs() for m in modalities) for j, _ in todo]
-                    )
+                    diffs = [[(frames[m][j + 1] - frames[m][j]).abs() for m in modalities] for j, _ in todo]
+                    images[stream] = torch.stack([sum(d[1:], start=d[0]) for d in diffs])
                 else:
                     images[stream] = frames[stream][[j for j, _ in todo]]
             for stream, out in model.encode_images(images).items():

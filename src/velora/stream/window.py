@@ -131,10 +131,10 @@ class Window:
     def events_between(self, t_start_us: int, t_end_us: int) -> EventStream:
         """The window's events with t_start_us <= t < t_end_us."""
         cuts = self._cuts(t_start_us, t_end_us)
-        columns = [
+        t, x, y, p = (
             np.concatenate([self.packets[k][i][cut] for k, cut in cuts]) if cuts else np.zeros(0) for i in range(4)
-        ]
-        return EventStream(*columns, *self.sensor_size)
+        )
+        return EventStream(t, x, y, p, *self.sensor_size)
 
     def recording(self) -> Recording:
         """The window as a decoded recording, what `Recognizer.predict` takes (frame windows only)."""
@@ -234,6 +234,8 @@ class SlidingWindow:
         self._said: set[str] = set()  # the notices said once
         self._first = 0  # absolute index of _boundaries[0]
         self._boundaries: deque[tuple[int, np.ndarray | None]] = deque()  # (t_us, image or None)
+        self._next_end: int  # absolute index of the next window's last boundary (set by _forget_boundaries)
+        self._previous_end_t: int | None  # the last window's last boundary, None before one since a switch
         self._chunks: deque[_Chunk] = deque()
         self._recent: deque[tuple[np.ndarray, ...]] = deque(maxlen=DUPLICATE_MEMORY)  # the last events packets
         self._last_received = 0.0
@@ -283,6 +285,7 @@ class SlidingWindow:
         if self._max_event_t is not None and t[0] <= self._max_event_t:  # overlaps what came: a repeat, or a reset
             if self._max_event_t - t[0] > self.clock_jump_us:
                 self._clock_went_back("event", self._max_event_t - int(t[0]))
+                self._first_received = self._last_frame_received = received  # as at the start of a stream
             elif any(
                 len(t) == len(old[0]) and all(np.array_equal(a, b) for a, b in zip((t, x, y, p), old))
                 for old in self._recent
@@ -376,6 +379,7 @@ class SlidingWindow:
         if self._boundaries[-1][0] - reference < self.event_timeout_us:
             return False
         since = self._last_events_received if self._last_events_received is not None else self._first_received
+        assert since is not None, "a boundary is in, so a packet came since the (re)start"
         if self.frame_timeout_s is not None and self._last_received - since < self.frame_timeout_s:
             return False
         self._say_once(
@@ -400,14 +404,18 @@ class SlidingWindow:
     def _window(self, end: int) -> Window:
         picked = [self._boundaries[i - self._first] for i in range(end - self.num_frames, end + 1)]
         boundaries = np.array([t for t, _ in picked], dtype=np.int64)
-        frames = None if picked[0][1] is None else np.stack([image for _, image in picked])
+        frames: np.ndarray | None = None
+        if picked[0][1] is not None:
+            images = [image for _, image in picked if image is not None]
+            assert len(images) == len(picked), "windows never mix APS frames and virtual frame times"
+            frames = np.stack(images)
         t_start, t_end = int(boundaries[0]), int(boundaries[-1])
         chunks = [c for c in self._chunks if c.t[-1] >= t_start and c.t[0] < t_end]
         packets = tuple((c.t, c.x, c.y, c.p) for c in chunks)
         if any(b.t[0] < a.t[-1] for a, b in zip(chunks, chunks[1:])):  # packets out of order: merge them
-            columns = [np.concatenate([getattr(c, name) for c in chunks]) for name in "txyp"]
-            order = np.argsort(columns[0], kind="stable")  # as read_aedat4 sorts a file's events
-            packets = (tuple(column[order] for column in columns),)
+            t, x, y, p = (np.concatenate([getattr(c, name) for c in chunks]) for name in "txyp")
+            order = np.argsort(t, kind="stable")  # as read_aedat4 sorts a file's events
+            packets = ((t[order], x[order], y[order], p[order]),)
         window = Window(
             self.windows_emitted, boundaries, frames, 0.0, self._last_received, (self.width, self.height), packets
         )
@@ -431,13 +439,22 @@ class SlidingWindow:
 
     # ------------------------------------------------------------------ event-only mode
     def _frames_missing(self, now: float) -> bool:
-        reference = self._last_frame_t if self._last_frame_t is not None else self._first_event_t
-        if self._max_event_t - reference < self.frame_timeout_us:
+        assert self._max_event_t is not None, "add_events asks after its first event"
+        if self._max_event_t - self._tick_origin() < self.frame_timeout_us:
             return False
-        return self.frame_timeout_s is None or now - self._last_frame_received >= self.frame_timeout_s
+        if self.frame_timeout_s is None:
+            return True
+        assert self._last_frame_received is not None, "add_events sets it, at the start and after a restart"
+        return now - self._last_frame_received >= self.frame_timeout_s
+
+    def _tick_origin(self) -> int:
+        """Where event-only boundaries start: the last frame, or the first event without one."""
+        start = self._last_frame_t if self._last_frame_t is not None else self._first_event_t
+        assert start is not None, "asked by add_events after its first event"
+        return start
 
     def _switch_to_ticks(self) -> None:
-        start = self._last_frame_t if self._last_frame_t is not None else self._first_event_t
+        start = self._tick_origin()
         self.frame_mode = False
         self._forget_boundaries()
         self._boundaries.append((start, None))
@@ -449,6 +466,7 @@ class SlidingWindow:
         )
 
     def _add_ticks(self) -> None:
+        assert self._first_event_t is not None and self._max_event_t is not None, "called by add_events after an event"
         if not self._boundaries:
             self._boundaries.append((self._first_event_t, None))
         t = self._boundaries[-1][0] + self.frame_period_us

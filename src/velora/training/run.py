@@ -26,6 +26,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, cast
 
 import lightning as L
 import yaml
@@ -94,9 +95,10 @@ class AdapterCheckpoints(L.Callback):
         self.last_plot = -float("inf")  # time.monotonic() of the last curves.png
         self.unplotted: dict | None = None  # the history last written to history.json, if curves.png lags it
 
-    def on_validation_end(self, trainer: L.Trainer, module: VELoRAModule) -> None:
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
+        assert isinstance(module, VELoRAModule), "train() adds this callback for a VELoRAModule"
         top1 = float(trainer.callback_metrics["val/top1"])
         info = {"epoch": trainer.current_epoch, "global_step": trainer.global_step, "val_top1": top1}
         if trainer.is_global_zero:
@@ -128,7 +130,7 @@ class AdapterCheckpoints(L.Callback):
             plot_training_curves(self.unplotted, self.output_dir / "curves.png")
             self.unplotted, self.last_plot = None, time.monotonic()
 
-    def on_train_end(self, trainer: L.Trainer, module: VELoRAModule) -> None:
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.is_global_zero:
             self.plot_pending()
 
@@ -171,11 +173,11 @@ class ResumeCheckpoint(L.Callback):
         if due and batch_idx + 1 < trainer.num_training_batches:
             self.save(trainer)
 
-    def on_validation_end(self, trainer: L.Trainer, module: VELoRAModule) -> None:
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
             self.save(trainer)
 
-    def on_train_epoch_end(self, trainer: L.Trainer, module: VELoRAModule) -> None:
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.save(trainer)  # an epoch without validation (train.val_every > 1); else already saved
 
 
@@ -185,7 +187,8 @@ class ProgressBar(L.pytorch.callbacks.TQDMProgressBar):
     Lightning's own bar metrics would read the logged tensors back from the GPU at every step.
     """
 
-    def get_metrics(self, trainer: L.Trainer, module: VELoRAModule) -> dict:
+    def get_metrics(self, trainer: L.Trainer, module: L.LightningModule) -> dict:
+        assert isinstance(module, VELoRAModule), "train() adds this bar for a VELoRAModule"
         return {k: f"{v:.3f}" for k, v in module.progress.items()}
 
 
@@ -249,7 +252,9 @@ def train(
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     out = Path(cfg.train.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if rank_zero_only.rank == 0:  # under torchrun or SLURM, each rank knows its rank from the environment
+    # Under torchrun or SLURM, each rank knows its rank from the environment. Lightning sets .rank on the
+    # decorator function at import, which its type (an overloaded function) does not declare.
+    if rank_zero_only.rank == 0:  # type: ignore[attr-defined]  # an attribute Lightning sets at import
         (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     logger = make_logger(cfg, out)  # a missing extra is named before any work
@@ -257,7 +262,7 @@ def train(
     data = ClipDataModule(cfg, skip_log)  # raises the targeted errors: root, label files, class count
     preflight(cfg, skip_log, resume)
     module = VELoRAModule(cfg, data.class_names)
-    if announce and rank_zero_only.rank == 0:
+    if announce and rank_zero_only.rank == 0:  # type: ignore[attr-defined]  # set by Lightning at import
         announce_weights(module.model)
     if logger is not None:
         logger.log_hyperparams(cfg.to_dict())  # the resolved config, once (rank zero only)
@@ -275,7 +280,7 @@ def train(
         devices=t.devices,
         num_nodes=t.num_nodes,
         strategy=strategy,
-        precision=t.precision,
+        precision=cast(Literal["32-true", "bf16-mixed", "16-mixed"], t.precision),  # Config's choices
         gradient_clip_val=t.grad_clip or None,
         check_val_every_n_epoch=t.val_every,
         log_every_n_steps=t.log_every,
