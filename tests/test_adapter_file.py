@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from conftest import fill_adapters, random_clip
 from velora.errors import CheckpointError
+from velora.model import adapter_file
 from velora.model.adapter_file import FORMAT, load_model, load_trainable, migrate_keys, read_adapters, save_adapters
 from velora.model.velora import VELoRA
 
@@ -170,6 +171,19 @@ def test_a_state_that_does_not_fit_the_model_names_what_is_missing_and_unexpecte
         load_trainable(model, state, "my.safetensors")
 
 
+def test_a_file_whose_tensors_do_not_fit_its_own_config_is_refused_naming_it(tiny_config, tmp_path):
+    from safetensors import safe_open
+
+    model, cfg = build(tiny_config)
+    path = save_adapters(tmp_path / "a.safetensors", model, cfg, [f"c{i}" for i in range(8)])
+    with safe_open(str(path), "pt") as f:
+        metadata, state = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    del state["head.bias"]  # a file cut by hand, or written by another version of the model
+    save_file(state, str(tmp_path / "cut.safetensors"), metadata=metadata)
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(tmp_path / 'cut.safetensors'))} does not fit"):
+        load_model(tmp_path / "cut.safetensors")
+
+
 def weights_file(model: VELoRA, path, shift: float = 0.0):
     """The model's frozen backbone as a timm-named weights file (shifted: other weights, another sha256)."""
     from velora.model.lora import base_state_dict
@@ -199,7 +213,9 @@ def test_weights_given_at_load_replace_the_stored_ones_and_a_changed_file_warns_
     message = str(caught[0].message)
     sha_same, sha_other = trained.weights_source["sha256"], reloaded.weights_source["sha256"]
     assert f"sha256 {sha_same[:16]}..., but {other} has sha256 {sha_other[:16]}...:" in message
-    # stacklevel: the line that called load_model (under mutation testing mutmut's trampoline adds a frame)
+    # stacklevel: the line that called load_model, not load_model's own (under mutation testing mutmut's
+    # trampoline adds a frame between them, so there the caller's file is checked only to be another one)
+    assert caught[0].filename != adapter_file.__file__
     assert caught[0].filename == __file__ or "MUTANT_UNDER_TEST" in os.environ
 
 
