@@ -70,7 +70,10 @@ MODULES: dict[str, tuple[str, list[str]]] = {
         ["tests/test_representations.py", "tests/test_event_only.py", "tests/test_event_benchmarks.py"],
     ),
     "resize": ("events/resize.py", ["tests/test_event_resize.py"]),
-    "adapter_file": ("model/adapter_file.py", ["tests/test_adapter_file.py", "tests/test_old_checkpoints.py"]),
+    "adapter_file": (
+        "model/adapter_file.py",
+        ["tests/test_adapter_file.py", "tests/test_old_checkpoints.py", "tests/test_faults.py"],
+    ),
     "config": ("config.py", ["tests/test_config.py"]),
     "prophesee": ("events/prophesee.py", ["tests/test_prophesee.py"]),
     "aedat4": ("events/aedat4.py", ["tests/test_readers.py"]),
@@ -362,8 +365,11 @@ def load(name: str) -> dict:
 
 
 def verdict(key: str, entry: dict, equivalent: dict[str, str]) -> str:
-    """What became of a first-run survivor: equivalent, cuda (CUDA-only), killed (a test fails with it) or open."""
+    """What became of a first-run survivor: equivalent, cuda (CUDA-only), killed (a test fails with it, or the
+    notes say which test fails with it where mutmut's trampoline does not stand in the way) or open."""
     if key in equivalent:
+        if equivalent[key].startswith("Killed outside mutmut"):
+            return "killed"
         return "cuda" if equivalent[key].startswith("CUDA-only") else "equivalent"
     if entry.get("now") in DETECTED and entry.get("killed_by"):
         return "killed"
@@ -422,6 +428,8 @@ def write_report() -> None:
                     why = equivalent[key]
                 elif kind == "equivalent":
                     why = f"equivalent: {equivalent[key]}"
+                elif kind == "killed" and key in equivalent:  # killed outside mutmut, said in the notes
+                    why = equivalent[key]
                 elif kind == "killed":
                     why = "<br>".join(f"`{t}`" for t in entry["killed_by"])
                 else:

@@ -241,6 +241,24 @@ def test_a_state_missing_names_only_is_refused_listing_five_of_them(tiny_config)
     assert listed.count("'") == 2 * 5 and "unexpected []" in str(raised.value)
 
 
+def test_a_state_with_unexpected_names_only_is_refused_listing_five_of_them(tiny_config):
+    model, _ = build(tiny_config)
+    state = dict(model.trainable_state_dict())
+    extra = [f"head.extra{i}" for i in range(7)]
+    state.update({name: torch.zeros(1) for name in extra})
+    with pytest.raises(CheckpointError, match=r"missing \[\], unexpected \[") as raised:
+        load_trainable(model, state, "x.safetensors")
+    listed = re.search(r"unexpected \[(.*?)\]", str(raised.value)).group(1)
+    assert listed == ", ".join(repr(name) for name in extra[:5])
+
+
+def test_a_model_is_loaded_onto_the_device_asked_for(tiny_config, tmp_path):
+    model, cfg = build(tiny_config)
+    path = save_adapters(tmp_path / "a.safetensors", model, cfg, [f"c{i}" for i in range(8)])
+    loaded, _ = load_model(path, device="meta")  # a device every machine has, other than the default cpu
+    assert {p.device.type for p in loaded.parameters()} == {"meta"} and not loaded.training
+
+
 def test_a_file_without_class_names_or_info_reads_them_empty_but_one_without_a_config_is_refused(tiny_config, tmp_path):
     config = json.dumps(tiny_config().to_dict())
     path = tmp_path / "sparse.safetensors"
