@@ -171,3 +171,28 @@ def test_the_release_fusion_runs_each_final_block_with_its_own_streams_adapter()
             part = fused[:, where[stream]]
             expected = expected + part + bottleneck(block, stream, part)
             torch.testing.assert_close(getattr(out, stream), expected)
+
+
+@pytest.mark.parametrize("head", ["attention", "linear"])
+def test_model_head_dropout_reaches_the_head(head):
+    model = (
+        release_model(head_dropout=0.3)
+        if head == "attention"
+        else VELoRA.from_config(make_tiny_config(model={"head_dropout": 0.3}))
+    )
+    assert model.head.drop.p == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("recon_weight", [0.0, 0.5, 2.0])
+def test_the_loss_is_cross_entropy_plus_recon_weight_times_the_reconstruction_loss(recon_weight):
+    from velora.model.velora import VELoRAOutput
+
+    model = VELoRA.from_config(make_tiny_config(model={"recon_weight": recon_weight}))
+    logits = torch.tensor([[2.0, 0.5, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0], [0.1, 0.2, 3.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
+    labels = torch.tensor([0, 2])
+    recon = torch.tensor(0.75)
+    loss = model.loss(VELoRAOutput(logits=logits, recon_loss=recon), labels)
+    ce = -(torch.log_softmax(logits, dim=-1)[[0, 1], [0, 2]]).mean()
+    torch.testing.assert_close(loss.ce, ce)
+    torch.testing.assert_close(loss.total, ce + recon_weight * 0.75)
+    assert loss.recon is recon
