@@ -253,3 +253,25 @@ def test_train_on_a_root_that_does_not_exist_names_it(tmp_path, capsys):
     code = main(["train", "--config", "pokerevent_vitb16", "model.weights=none", f"data.root={tmp_path / 'missing'}"])
     assert code == 2
     assert f"data.root {tmp_path / 'missing'} does not exist" in capsys.readouterr().err
+
+
+def test_no_parser_function_is_long_and_no_option_help_is_written_twice():
+    """cli.py is a table of commands; each command's parser sits beside its code, and an option several
+    commands share is declared once (velora.commands.common)."""
+    import ast
+    from collections import defaultdict
+
+    import velora
+
+    root = Path(velora.__file__).parent
+    helps, long = defaultdict(list), []
+    for path in [root / "cli.py", *sorted((root / "commands").glob("*.py"))]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef) and node.end_lineno - node.lineno + 1 > 80:
+                long.append(f"{path.name}:{node.name}")
+            if isinstance(node, ast.Call):
+                for keyword in node.keywords:
+                    if keyword.arg == "help" and isinstance(keyword.value, ast.Constant):
+                        helps[keyword.value.value].append(path.name)
+    assert not long, f"functions over 80 lines: {long}"
+    assert {text: files for text, files in helps.items() if len(files) > 1} == {}

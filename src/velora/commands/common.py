@@ -30,6 +30,11 @@ def split_list(text: str | None) -> list[str] | None:
     return [s.strip() for s in text.split(",") if s.strip()] if text else None
 
 
+def add_val_fraction(p: argparse.ArgumentParser) -> None:
+    """--val-fraction: the share of each class a validation split takes (velora split, velora reproduce)."""
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share of each class for validation (default 0.1)")
+
+
 def add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:1, ... (default cpu)")
 

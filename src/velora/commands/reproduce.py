@@ -6,6 +6,8 @@ import argparse
 import os
 import textwrap
 
+from velora.commands.common import add_val_fraction
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
@@ -35,7 +37,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--fast-check", action="store_true", help="check image headers only instead of decoding every image")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes decoding images in the check")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the validation split it makes (default 0)")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="share of each class for validation (default 0.1)")
+    add_val_fraction(p)
     p.add_argument(
         "overrides",
         nargs="*",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from velora.commands.common import add_val_fraction
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
@@ -16,7 +18,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "(the shipped PokerEvent configs do). Refuses to overwrite without --force.",
     )
     p.add_argument("root", help="dataset root holding the training list")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="share of each class for validation (default 0.1)")
+    add_val_fraction(p)
     p.add_argument("--seed", type=int, default=0, help="which samples are drawn (default 0)")
     p.add_argument("--train-labels", default="train_label.txt", help="the training list (default train_label.txt)")
     p.add_argument("--test-labels", default="test_label.txt", help="the test list, read for overlaps only")
