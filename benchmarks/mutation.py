@@ -71,7 +71,16 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     ),
     "resize": ("events/resize.py", ["tests/test_event_resize.py"]),
     "adapter_file": ("model/adapter_file.py", ["tests/test_adapter_file.py", "tests/test_old_checkpoints.py"]),
-    "config": ("config.py", ["tests/test_config.py"]),
+    # stored_config (old checkpoints' fields) is also exercised through test_event_resize and test_old_checkpoints
+    "config": (
+        "config.py",
+        [
+            "tests/test_config.py",
+            "tests/test_config_rules.py",
+            "tests/test_event_resize.py",
+            "tests/test_old_checkpoints.py",
+        ],
+    ),
     "prophesee": ("events/prophesee.py", ["tests/test_prophesee.py"]),
     "aedat4": ("events/aedat4.py", ["tests/test_readers.py"]),
     "aedat_legacy": ("events/aedat_legacy.py", ["tests/test_aedat_legacy.py"]),
