@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 
 import pytest
 import yaml
@@ -253,9 +254,16 @@ def test_error_in_a_config_file_names_the_file(tmp_path):
     assert str(err.value) == f"1 problem(s) in {path}:\n  - 'lora.rank' must be >= 0, got -1"
 
 
-def test_config_file_is_read_as_utf8(tmp_path):
+def test_config_file_is_read_as_utf8_whatever_the_locale(tmp_path, monkeypatch):
     path = tmp_path / "run.yaml"
     path.write_bytes("train:\n  output_dir: runs/café\n".encode())
+    assert load_config(str(path)).train.output_dir == "runs/café"
+    # a locale whose encoding is not UTF-8 (Windows' cp1252, a POSIX locale without coercion): io.text_encoding
+    # is what a file opened without an encoding falls back on
+    text_encoding = io.text_encoding
+    monkeypatch.setattr(
+        io, "text_encoding", lambda encoding, *a: "ascii" if encoding is None else text_encoding(encoding)
+    )
     assert load_config(str(path)).train.output_dir == "runs/café"
 
 
