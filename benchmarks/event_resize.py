@@ -21,6 +21,7 @@ Cost: median time of one resize of one image, over --repeats resizes of each win
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import platform
@@ -103,6 +104,7 @@ def main() -> None:
 
     results: dict = {
         "command": " ".join(sys.argv),
+        "date": datetime.date.today().isoformat(),
         "size": args.size,
         "window_ms": args.window_ms,
         "step_ms": args.step_ms,

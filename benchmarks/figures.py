@@ -57,9 +57,9 @@ def ci_timing() -> str:
         f"Times on {t['machine']}, {t['date']} ({cite('ci_timing.json')}"
         + (f"; {t['source']}" if t.get("source") else "")
         + f"): the install takes {span(t['install_seconds'])}; the demo then runs in {about}{span(demo['seconds'])}, "
-        f"with no network and no GPU; the tests, {tests['count']} of them, take {span(tests['seconds'])}{runs}. "
-        f"While editing, `{fast['command']}` runs the fast subset ({fast['count']} tests, {span(fast['seconds'])}; "
-        "everything but the training runs, exports, subprocesses and fuzzing, which CI runs too)."
+        f"with no network and no GPU; the tests, {tests['count']:,} of them, take {span(tests['seconds'])}{runs}. "
+        f"While editing, `{fast['command']}` runs the fast subset ({fast['count']:,} tests, {span(fast['seconds'])}; "
+        "everything but the training runs, exports, subprocesses, fuzzing and the type check, which CI runs too)."
     )
     return _wrap(text)
 
