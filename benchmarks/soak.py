@@ -238,6 +238,7 @@ def main() -> None:
     if args.json:
         result = {
             "command": "benchmarks/soak.py " + " ".join(sys.argv[1:]),
+            "date": time.strftime("%Y-%m-%d"),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
             f"torch {torch.__version__}",
             "model": f"{recognizer.config.model.backbone} {recognizer.config.model.backbone_args}, "
