@@ -12,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from conftest import fill_adapters, random_clip
 from flop_hand_count import ViTShape, image_forward, release_flops, velora_flops, vit_shape
 from velora.bench.flops import mfu, model_flops, peak_bf16_tflops
-from velora.config import load_config
+from velora.config import RELEASE_MODEL, load_config
 from velora.model.velora import VELoRA
 
 # The hand count leaves out nothing that FlopCounterMode counts (matrix products and
@@ -93,17 +93,7 @@ def test_peak_table_and_mfu():
     assert mfu(1e12, 100.0, 1000.0) == pytest.approx(0.1)
 
 
-RELEASE_TINY = {
-    "model": {
-        "stream_path": "all_blocks_projected",
-        "fusion_block": "random_trainable",
-        "shared_lora": "mlp_bottleneck",
-        "recon_decoder": "block",
-        "recon_detach_target": False,
-        "head": "attention_last_tokens",
-        "random_block": "release",
-    },
-}
+RELEASE_TINY = {"model": dict(RELEASE_MODEL)}  # the released model, at the tests' tiny size
 
 
 def test_the_released_models_count_matches_its_hand_count(tiny_config):

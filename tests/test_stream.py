@@ -389,28 +389,20 @@ def test_reusing_each_frames_tokens_gives_the_full_forward_passs_predictions(tin
         assert summary.windows == len(full) == len(reused) >= 2
         for a, b in zip(full, reused):
             assert dict(b.topk) == pytest.approx(dict(a.topk), abs=1e-5)
-    events_only = RecordingReplay(
-        Recording(
+
+    def events_only() -> RecordingReplay:  # the street recording without its APS frames, replayed afresh
+        frames = slice(0, 0)
+        without = Recording(
             street.events,
-            street.aps_frames[:0],
-            street.frame_timestamps_us[:0],
-            street.frame_exposure_us[:0],
+            street.aps_frames[frames],
+            street.frame_timestamps_us[frames],
+            street.frame_exposure_us[frames],
             street.path,
-        ),
-        "events only",
-    )
-    full, _, _ = stream(recognizer, events_only, num_frames=2, top_k=8, frame_period_ms=30)
-    events_only = RecordingReplay(
-        Recording(
-            street.events,
-            street.aps_frames[:0],
-            street.frame_timestamps_us[:0],
-            street.frame_exposure_us[:0],
-            street.path,
-        ),
-        "events only",
-    )
-    reused, _, _ = stream(recognizer, events_only, num_frames=2, top_k=8, frame_period_ms=30, reuse_frames=True)
+        )
+        return RecordingReplay(without, "events only")
+
+    full, _, _ = stream(recognizer, events_only(), num_frames=2, top_k=8, frame_period_ms=30)
+    reused, _, _ = stream(recognizer, events_only(), num_frames=2, top_k=8, frame_period_ms=30, reuse_frames=True)
     assert len(full) == len(reused) >= 2 and all(w.modalities == ["event"] for w in reused)
     for a, b in zip(full, reused):
         assert dict(b.topk) == pytest.approx(dict(a.topk), abs=1e-5)
