@@ -292,12 +292,12 @@ def _loop(recognizer, source, options, on_window, notify, writer, clock) -> Stre
     timeline = _Timeline()
     first_wall = last_done = None
     covered_at_done = 0.0
-    spacing_us = float(frame_period_us)  # boundary spacing of the last window predicted
+    last_boundaries: np.ndarray | None = None  # the last window predicted's boundaries
     restarts = window.restarts
     ready: list[Window] = []
 
     def predict(w: Window) -> None:
-        nonlocal last_done, covered_at_done, spacing_us
+        nonlocal last_done, covered_at_done, last_boundaries
         started = clock()
         item = encoder.item(w)
         fed = encoder.fed(w)
@@ -307,7 +307,7 @@ def _loop(recognizer, source, options, on_window, notify, writer, clock) -> Stre
             probs = recognizer.probabilities([item], expected=fed)[0]
         done = last_done = clock()
         covered_at_done = timeline.covered_s
-        spacing_us = float(np.median(np.diff(w.boundaries_us)))
+        last_boundaries = w.boundaries_us
         ranked = topk_indices(probs[None], min(options.top_k, len(probs)))[0]
         prediction = WindowPrediction(
             window=w.index,
@@ -353,6 +353,8 @@ def _loop(recognizer, source, options, on_window, notify, writer, clock) -> Stre
             tokens.tokens.clear()
 
     def came_back(gap: Gap) -> None:
+        # boundary spacing of the last window predicted (the virtual frames' before one)
+        spacing_us = float(frame_period_us if last_boundaries is None else np.median(np.diff(last_boundaries)))
         period_us = hop_us if hop_us is not None else options.hop_frames * spacing_us
         lost = gap_windows(
             window.restart(), gap.duration_s, period_us, num_frames, options.hop_frames, hop_us, spacing_us

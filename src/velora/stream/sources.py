@@ -89,13 +89,6 @@ class Packet:
     received: float  # time.perf_counter() seconds
 
     @property
-    def last_timestamp_us(self) -> int:
-        data = self.data
-        if isinstance(data, Frame):  # kind "frame"
-            return data.timestamp_us
-        return int(data.t[-1]) if len(data.t) else -1
-
-    @property
     def nbytes(self) -> int:
         data = self.data
         if isinstance(data, Frame):  # kind "frame"

@@ -358,13 +358,22 @@ class SlidingWindow:
 
     def _due_end(self) -> int | None:
         """Absolute index of the next window's last boundary, if that boundary exists yet."""
+        return self._end_after(self._next_end, self._previous_end_t)
+
+    def _end_after(self, next_end: int, previous_end_t: int | None) -> int | None:
+        """The last boundary of the window due after one that left `next_end` and ended at
+        `previous_end_t` (the hop's rule), if that boundary exists yet."""
         last = self._first + len(self._boundaries) - 1
-        if self.hop_us is None or self._previous_end_t is None:
-            return self._next_end if self._next_end <= last else None
-        for index in range(self._next_end, last + 1):
-            if self._boundaries[index - self._first][0] - self._previous_end_t >= self.hop_us:
+        if self.hop_us is None or previous_end_t is None:
+            return next_end if next_end <= last else None
+        for index in range(next_end, last + 1):
+            if self._boundaries[index - self._first][0] - previous_end_t >= self.hop_us:
                 return index
         return None
+
+    def _step(self, end: int) -> tuple[int, int]:
+        """(next_end, previous_end_t) once the window ending at boundary `end` is emitted."""
+        return end + (1 if self.hop_us is not None else self.hop_frames), self._boundaries[end - self._first][0]
 
     def _complete(self, end: int) -> bool:
         t_end = self._boundaries[end - self._first][0]
@@ -391,14 +400,10 @@ class SlidingWindow:
 
     def _pending_windows(self) -> int:
         """Windows whose last boundary is in but that are not complete yet."""
-        count, end, previous = 0, self._next_end, self._previous_end_t
-        while end < self._first + len(self._boundaries):
-            t = self._boundaries[end - self._first][0]
-            if self.hop_us is None or previous is None or t - previous >= self.hop_us:
-                count, previous = count + 1, t
-                end += 1 if self.hop_us is not None else self.hop_frames
-            else:
-                end += 1
+        count, next_end, previous = 0, self._next_end, self._previous_end_t
+        while (end := self._end_after(next_end, previous)) is not None:
+            count += 1
+            next_end, previous = self._step(end)
         return count
 
     def _window(self, end: int) -> Window:
@@ -424,8 +429,7 @@ class SlidingWindow:
 
     def _advance(self, end: int) -> None:
         """Move on past the window ending at `end`: drop boundaries and events no later window needs."""
-        self._previous_end_t = self._boundaries[end - self._first][0]
-        self._next_end = end + (1 if self.hop_us is not None else self.hop_frames)
+        self._next_end, self._previous_end_t = self._step(end)
         keep_from = self._next_end - self.num_frames  # the next window's first boundary
         while self._first < keep_from and self._boundaries:
             self._boundaries.popleft()

@@ -21,8 +21,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's resume checkpoints (`checkpoints/last.ckpt`), written and read safely.
 
     Written to a temporary file, flushed and renamed (velora.files), so a crash, `kill -9` or a
-    full disk mid-write leaves the previous checkpoint whole (a failed write raises OutputError). Read with `torch.load(weights_only=True)`: a file holding
-    anything but tensors and plain containers is refused instead of unpickled (which can run code).
+    full disk mid-write leaves the previous checkpoint whole (a failed write raises OutputError).
+    Read with `torch.load(weights_only=True)`: a file holding anything but tensors and plain
+    containers is refused instead of unpickled (which can run code).
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:

@@ -254,7 +254,7 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     # Under torchrun or SLURM, each rank knows its rank from the environment. Lightning sets .rank on the
     # decorator function at import, which its type (an overloaded function) does not declare.
-    if rank_zero_only.rank == 0:  # type: ignore[attr-defined]  # an attribute Lightning sets at import
+    if rank_zero_only.rank == 0:  # type: ignore[attr-defined]
         (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     logger = make_logger(cfg, out)  # a missing extra is named before any work
