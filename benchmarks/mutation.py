@@ -89,6 +89,9 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "aedat_legacy": ("events/aedat_legacy.py", ["tests/test_aedat_legacy.py"]),
     "csv_events": ("events/csv_events.py", ["tests/test_csv_events.py"]),
     "eventstream": ("events/eventstream.py", ["tests/test_eventstream.py"]),
+    "backbone": ("model/backbone.py", ["tests/test_backbone_weights.py", "tests/test_weights.py"]),
+    "weights": ("model/weights.py", ["tests/test_weights.py", "tests/test_backbone_weights.py"]),
+    "weights_source": ("model/weights_source.py", ["tests/test_weights_source.py"]),
 }
 
 # mutmut's exit codes (mutmut.stats.status_by_exit_code), grouped for the report.
