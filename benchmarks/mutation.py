@@ -84,7 +84,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
             "tests/test_old_checkpoints.py",
         ],
     ),
-    "prophesee": ("events/prophesee.py", ["tests/test_prophesee.py"]),
+    "prophesee": ("events/prophesee.py", ["tests/test_prophesee.py", "tests/test_prophesee_rules.py"]),
     "aedat4": ("events/aedat4.py", ["tests/test_readers.py"]),
     "aedat_legacy": ("events/aedat_legacy.py", ["tests/test_aedat_legacy.py"]),
     "csv_events": ("events/csv_events.py", ["tests/test_csv_events.py"]),
