@@ -64,7 +64,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "heads": ("model/heads.py", ["tests/test_model.py", "tests/test_release_model.py"]),
     "sampling": ("data/sampling.py", ["tests/test_sampling.py", "tests/test_data.py", "tests/test_release_inputs.py"]),
     "evt": ("events/evt.py", ["tests/test_prophesee.py"]),
-    "window": ("stream/window.py", ["tests/test_stream_window.py"]),
+    "window": ("stream/window.py", ["tests/test_stream_window.py", "tests/test_stream_window_timestamps.py"]),
     "representations": (
         "events/representations.py",
         ["tests/test_representations.py", "tests/test_event_only.py", "tests/test_event_benchmarks.py"],
