@@ -86,7 +86,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     ),
     "prophesee": ("events/prophesee.py", ["tests/test_prophesee.py", "tests/test_prophesee_rules.py"]),
     "aedat4": ("events/aedat4.py", ["tests/test_readers.py"]),
-    "aedat_legacy": ("events/aedat_legacy.py", ["tests/test_aedat_legacy.py"]),
+    "aedat_legacy": ("events/aedat_legacy.py", ["tests/test_aedat_legacy.py", "tests/test_aedat_legacy_rules.py"]),
     "csv_events": ("events/csv_events.py", ["tests/test_csv_events.py", "tests/test_csv_rules.py"]),
     "eventstream": ("events/eventstream.py", ["tests/test_eventstream.py"]),
     "backbone": ("model/backbone.py", ["tests/test_backbone_weights.py", "tests/test_weights.py"]),
