@@ -391,12 +391,12 @@ def load(name: str) -> dict:
 def verdict(key: str, entry: dict, equivalent: dict[str, str]) -> str:
     """What became of a first-run survivor: equivalent, cuda (CUDA-only), killed (a test fails with it, or the
     notes say which test fails with it where mutmut's trampoline does not stand in the way) or open."""
+    if entry.get("now") in DETECTED and entry.get("killed_by"):
+        return "killed"  # a test names it: killed, whatever a note says
     if key in equivalent:
         if equivalent[key].startswith("Killed outside mutmut"):
             return "killed"
         return "cuda" if equivalent[key].startswith("CUDA-only") else "equivalent"
-    if entry.get("now") in DETECTED and entry.get("killed_by"):
-        return "killed"
     return "open"
 
 
