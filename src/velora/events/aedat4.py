@@ -336,7 +336,8 @@ def _lz4_frame_length(frame: bytes) -> int | None:
         (block_size,) = struct.unpack_from("<I", frame, position)
         position += 4
         if block_size == 0:  # end mark
-            return position + (4 if flags & 0x04 else 0)
+            end = position + (4 if flags & 0x04 else 0)  # the content checksum
+            return end if end <= len(frame) else None
         position += (block_size & 0x7FFFFFFF) + block_checksum
 
 
@@ -357,4 +358,5 @@ def _zstd_frame_length(frame: bytes) -> int | None:
             return None
         position += 3 + (1 if block_type == 1 else block_size)  # an RLE block stores one byte
         if block_header & 1:  # last block
-            return position + (4 if descriptor & 0x04 else 0)
+            end = position + (4 if descriptor & 0x04 else 0)  # the content checksum
+            return end if end <= len(frame) else None
