@@ -42,6 +42,11 @@ def test_a_header_in_capitals_and_with_bytes_that_are_not_utf8_is_read(tmp_path)
     assert columns(events) == [(5, 1, 2, 1)] and (events.width, events.height) == (8, 6)
 
 
+def test_a_header_of_capitals_alone_is_a_header(tmp_path):
+    events = read_csv(csv_file(tmp_path / "caps.csv", "T,X,Y,P\n5,1,2,0\n"))
+    assert columns(events) == [(5, 1, 2, -1)]
+
+
 def test_a_second_column_of_the_same_meaning_is_ignored(tmp_path):
     path = csv_file(tmp_path / "twice.csv", "t,x,y,p,timestamp,x\n5,1,2,1,999,7\n")
     assert columns(read_csv(path, width=8, height=6)) == [(5, 1, 2, 1)]
@@ -86,6 +91,8 @@ def test_one_size_from_the_header_or_the_arguments_and_the_other_from_the_events
     path = csv_file(tmp_path / "half.csv", "t,x@8,y,p\n1,2,5,1\n")
     events = read_csv(path)
     assert (events.width, events.height) == (8, 6)
+    events = read_csv(csv_file(tmp_path / "tall.csv", "t,x,y@9,p\n1,2,5,1\n"))
+    assert (events.width, events.height) == (3, 9)
     path = csv_file(tmp_path / "none.csv", "t,x,y,p\n1,2,5,1\n")
     events = read_csv(path, width=10)
     assert (events.width, events.height) == (10, 6)
