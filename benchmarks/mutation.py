@@ -85,11 +85,14 @@ MODULES: dict[str, tuple[str, list[str]]] = {
         ],
     ),
     "prophesee": ("events/prophesee.py", ["tests/test_prophesee.py", "tests/test_prophesee_rules.py"]),
-    "aedat4": ("events/aedat4.py", ["tests/test_readers.py"]),
+    "aedat4": ("events/aedat4.py", ["tests/test_readers.py", "tests/test_aedat4_rules.py"]),
     "aedat_legacy": ("events/aedat_legacy.py", ["tests/test_aedat_legacy.py", "tests/test_aedat_legacy_rules.py"]),
     "csv_events": ("events/csv_events.py", ["tests/test_csv_events.py", "tests/test_csv_rules.py"]),
     "eventstream": ("events/eventstream.py", ["tests/test_eventstream.py"]),
-    "backbone": ("model/backbone.py", ["tests/test_backbone_weights.py", "tests/test_weights.py"]),
+    "backbone": (
+        "model/backbone.py",
+        ["tests/test_backbone_weights.py", "tests/test_weights.py", "tests/test_model.py", "tests/test_pretrain.py"],
+    ),
     "weights": ("model/weights.py", ["tests/test_weights.py", "tests/test_backbone_weights.py"]),
     "weights_source": ("model/weights_source.py", ["tests/test_weights_source.py"]),
 }
