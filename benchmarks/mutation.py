@@ -91,7 +91,13 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "eventstream": ("events/eventstream.py", ["tests/test_eventstream.py"]),
     "backbone": (
         "model/backbone.py",
-        ["tests/test_backbone_weights.py", "tests/test_weights.py", "tests/test_model.py", "tests/test_pretrain.py"],
+        [
+            "tests/test_backbone_weights.py",
+            "tests/test_weights.py",
+            "tests/test_weights_source.py",
+            "tests/test_model.py",
+            "tests/test_pretrain.py",
+        ],
     ),
     "weights": ("model/weights.py", ["tests/test_weights.py", "tests/test_backbone_weights.py"]),
     "weights_source": ("model/weights_source.py", ["tests/test_weights_source.py"]),
