@@ -103,6 +103,8 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "weights_source": ("model/weights_source.py", ["tests/test_weights_source.py"]),
 }
 
+KILL_TIMEOUT_S = 300  # rerunning a module's tests with one mutant: longer means a loop that never ends
+
 # mutmut's exit codes (mutmut.stats.status_by_exit_code), grouped for the report.
 DETECTED = {"killed", "timeout", "caught by type check", "segfault"}
 UNDETECTED = {"survived", "no tests"}
@@ -355,26 +357,30 @@ def recheck(name: str, work: Path, rerun: bool = True) -> None:
 def killing_tests(work: Path, key: str, tests: list[str]) -> list[str]:
     """The first test that fails with mutant `key` active."""
     env = dict(mutmut_env(), MUTANT_UNDER_TEST=key, PYTHONPATH="src")
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-m",
-            "not slow",
-            "-p",
-            "no:cacheprovider",
-            "-q",
-            "--tb=no",
-            "-rf",
-            "-x",
-            *tests,
-        ],
-        cwd=work / "mutants",
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    try:
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-m",
+                "not slow",
+                "-p",
+                "no:cacheprovider",
+                "-q",
+                "--tb=no",
+                "-rf",
+                "-x",
+                *tests,
+            ],
+            cwd=work / "mutants",
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=KILL_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:  # a loop the mutant made endless: mutmut saw it time out too
+        return [f"timeout: the tests of {', '.join(tests)} do not finish within {KILL_TIMEOUT_S} s"]
     failed = re.findall(r"^FAILED (\S+)", out.stdout, flags=re.MULTILINE)[:1]
     text = out.stdout + out.stderr
     if not failed and "ImportError while loading conftest" in text:
