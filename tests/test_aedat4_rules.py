@@ -109,7 +109,8 @@ def test_io_header_with_a_vtable_listing_fewer_fields_gives_the_rest_their_defau
     header = bytearray(io_header(LZ4, 1234, b"<dv/>"))
     (table,) = struct.unpack_from("<I", header, 0)
     vtable = table - struct.unpack_from("<i", header, table)[0]
-    for size, expected in ((4 + 2 * 3, (LZ4, 1234, b"<dv/>")), (4 + 2 * 2, (LZ4, 1234, b"")), (4 + 2, (LZ4, -1, b""))):
+    full = (LZ4, 1234, b"<dv/>")
+    for size, expected in ((4 + 2 * 3, full), (4 + 2 * 2, (LZ4, 1234, b"")), (4 + 2, (LZ4, -1, b"")), (0x8000, full)):
         struct.pack_into("<H", header, vtable, size)
         assert _io_header_fields(bytes(header)) == expected, size
 
@@ -125,7 +126,18 @@ def test_io_header_whose_vtable_follows_its_table_is_read():
     assert _io_header_fields(bytes(moved))[:2] == (LZ4, 77)
 
 
-@pytest.mark.parametrize("excess", [1, 4, 1000])
+@pytest.mark.parametrize("slot", [0, 2])
+def test_io_header_with_a_field_offset_past_its_end_does_not_parse(slot):
+    """A field offset of 32768 or more (unsigned, as flatbuffers stores it) points past the header."""
+    header = bytearray(io_header(LZ4, 1234, b"<dv/>"))
+    (table,) = struct.unpack_from("<I", header, 0)
+    vtable = table - struct.unpack_from("<i", header, table)[0]
+    struct.pack_into("<H", header, vtable + 4 + 2 * slot, 0xFFF0)
+    with pytest.raises((IndexError, struct.error)):
+        _io_header_fields(bytes(header))
+
+
+@pytest.mark.parametrize("excess", [1, 4, 1000, 0xFFFFFFF0])
 def test_io_header_whose_description_runs_past_its_end_is_refused(excess):
     header = bytearray(io_header(LZ4, 5, b"y" * 100))
     length = header.index(struct.pack("<I", 100) + b"y")
@@ -133,7 +145,7 @@ def test_io_header_whose_description_runs_past_its_end_is_refused(excess):
     assert _io_header_fields(bytes(header))[2] == b"y" * 100
     struct.pack_into("<I", header, length, room)  # the string now ends exactly at the buffer's end
     assert _io_header_fields(bytes(header))[2] == bytes(header[length + 4 :])
-    struct.pack_into("<I", header, length, room + excess)
+    struct.pack_into("<I", header, length, min(room + excess, 0xFFFFFFFF))
     with pytest.raises(IndexError):
         _io_header_fields(bytes(header))
 
@@ -169,12 +181,13 @@ def test_a_header_size_shorter_than_its_flatbuffer_does_not_parse(tmp_path):
     "header, problem",
     [
         (io_header(7, -1, b"<dv/>"), "the AEDAT 4.0 header names unknown compression 7; the file is corrupt."),
+        (io_header(-1, -1, b"<dv/>"), "the AEDAT 4.0 header names unknown compression -1; the file is corrupt."),
         (
             io_header(0, -1, b"\xff\xfe"),
             "the AEDAT 4.0 header's stream description is not UTF-8 text; the file is corrupt.",
         ),
     ],
-    ids=["compression 7", "description not UTF-8"],
+    ids=["compression 7", "compression -1", "description not UTF-8"],
 )
 def test_header_fields_no_writer_gives(tmp_path, header, problem):
     path = aedat4_file(tmp_path / "fields.aedat4", header)
@@ -362,7 +375,8 @@ def test_zstd_frames_of_one_block_and_a_reserved_block():
 
 def test_compressed_length_needs_the_formats_magic_and_a_whole_size():
     assert _compressed_length(bytes(20), LZ4) is None  # zeros would parse as an LZ4 frame without its magic
-    assert _compressed_length(bytes(5) + b"\x01\x00\x00", ZSTD) is None  # and as a zstd frame
+    assert _zstd_frame_length(bytes(6) + b"\x01\x00\x00") == 9  # zeros and one last empty block parse
+    assert _compressed_length(bytes(6) + b"\x01\x00\x00", ZSTD) is None  # but lack zstd's magic
     assert _compressed_length(b"\x00\x00\x00\x00", NO_COMPRESSION) == 4
     assert _compressed_length(b"\xff\xff\xff\xff", NO_COMPRESSION) == 4 + 0xFFFFFFFF
     assert _compressed_length(b"\x01\x00", NO_COMPRESSION) is None
@@ -414,3 +428,47 @@ def test_reading_events_alone_ignores_frames_it_could_not_stack(tmp_path):
 def test_a_copy_keeps_its_own_path(tmp_path):
     copy = Path(shutil.copy(STREET, tmp_path / "copy.aedat4"))
     assert read_aedat4(copy).path == copy
+
+
+def test_an_empty_last_packet_ends_the_walk_exactly(tmp_path):
+    from velora.events.aedat4 import _check_packets
+
+    path = aedat4_file(tmp_path / "empty-packet.aedat4", io_header(0, -1, b"<dv/>"), struct.pack("<iI", 0, 0))
+    _check_packets(path, {0}, NO_COMPRESSION, -1)  # 8 bytes: a packet header announcing no bytes
+    path.write_bytes(path.read_bytes()[:-1])
+    with pytest.raises(DataError, match="truncated inside the packet header"):
+        _check_packets(path, {0}, NO_COMPRESSION, -1)
+
+
+def test_packets_of_two_layouts_are_cast_to_one(tmp_path):
+    aligned = np.dtype([("t", "<u8"), ("x", "<u2"), ("y", "<u2"), ("on", "?")], align=True)
+    first = np.array([(1, 1, 1, True)], dtype=PACKET_DTYPE)
+    second = np.array([(2, 2, 2, False)], dtype=aligned)
+    events = _event_stream(tmp_path / "r.aedat4", [first, second], 8, 8)
+    assert events.t.tolist() == [1, 2] and events.x.tolist() == [1, 2] and events.p.tolist() == [1, -1]
+
+
+def test_a_declared_frame_stream_without_frames_gives_its_own_size(tmp_path):
+    path = tmp_path / "no-frames.aedat4"
+    config = dv.io.MonoCameraWriter.Config("TestCamera")
+    config.addEventStream((40, 30))
+    config.addFrameStream((20, 10))
+    writer = dv.io.MonoCameraWriter(str(path), config)
+    store = dv.EventStore()
+    store.push_back(1000, 1, 1, True)
+    writer.writeEvents(store)
+    del writer
+    assert read_aedat4(path).aps_frames.shape == (0, 10, 20)
+
+
+def test_a_recording_of_two_streams_neither_of_events_names_both(tmp_path):
+    path = tmp_path / "frames-imu.aedat4"
+    config = dv.io.MonoCameraWriter.Config("TestCamera")
+    config.addFrameStream((40, 30))
+    config.addImuStream()
+    writer = dv.io.MonoCameraWriter(str(path), config)
+    writer.writeFrame(dv.Frame(1000, 100, 0, 0, np.zeros((30, 40), np.uint8), dv.FrameSource.SENSOR))
+    del writer
+    assert error_of(read_aedat4, path) == (
+        f"{path}: the recording has no event stream (streams: imus, frame); VELoRA needs polarity events."
+    )

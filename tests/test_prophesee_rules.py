@@ -146,6 +146,8 @@ def test_a_missing_size_comes_from_the_arguments_and_reaches_read_events(tmp_pat
         assert (events.width, events.height) == (100, 50)
     events = read_raw(path, width=100)  # one dimension given: the other is max + 1
     assert (events.events.width, events.events.height) == (100, 5)
+    events = read_raw(path, height=50)
+    assert (events.events.width, events.events.height) == (10, 50)
 
 
 def test_numbers_in_a_plugin_name_are_not_sensor_generations(tmp_path):
