@@ -470,5 +470,5 @@ def test_a_recording_of_two_streams_neither_of_events_names_both(tmp_path):
     writer.writeFrame(dv.Frame(1000, 100, 0, 0, np.zeros((30, 40), np.uint8), dv.FrameSource.SENSOR))
     del writer
     assert error_of(read_aedat4, path) == (
-        f"{path}: the recording has no event stream (streams: imus, frame); VELoRA needs polarity events."
+        f"{path}: the recording has no event stream (streams: frame, imus); VELoRA needs polarity events."
     )

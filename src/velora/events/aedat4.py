@@ -97,7 +97,7 @@ def _read(path: Path, with_frames: bool) -> Recording:
     event_ids = sorted(i for i, stream in streams.items() if stream["type"] == "events")
     frame_ids = sorted(i for i, stream in streams.items() if stream["type"] == "frame")
     if not event_ids:
-        found = ", ".join(stream["type"] for stream in streams.values()) or "none"
+        found = ", ".join(streams[i]["type"] for i in sorted(streams)) or "none"  # aedat's dict has no fixed order
         raise DataError(f"{path}: the recording has no event stream (streams: {found}); VELoRA needs polarity events.")
     width, height = streams[event_ids[0]]["width"], streams[event_ids[0]]["height"]
 
