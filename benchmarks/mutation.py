@@ -93,6 +93,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
         "model/backbone.py",
         [
             "tests/test_backbone_weights.py",
+            "tests/test_backbone_rules.py",
             "tests/test_weights.py",
             "tests/test_weights_source.py",
             "tests/test_model.py",
