@@ -267,21 +267,33 @@ def test_a_packet_running_into_the_index_and_packet_headers_no_writer_gives(tmp_
 # --- files without frames or without events ------------------------------------------------------------
 
 
-def write_dv(path: Path, events: bool, frames: bool, event_rows=((1000, 1, 2, True), (2000, 3, 4, False))) -> Path:
+def write_dv(
+    path: Path,
+    events: bool,
+    frames: bool,
+    event_rows=((1000, 1, 2, True), (2000, 3, 4, False)),
+    frame_shapes=((30, 40),),
+    frame_stream=(40, 30),
+    imu: bool = False,
+) -> Path:
+    """A recording dv-processing writes: a 40 x 30 event stream (with `event_rows`), a frame
+    stream of `frame_stream` size (with one frame of each of `frame_shapes`), an IMU stream."""
     config = dv.io.MonoCameraWriter.Config("TestCamera")
     if events:
         config.addEventStream((40, 30))
     if frames:
-        config.addFrameStream((40, 30))
+        config.addFrameStream(frame_stream)
+    if imu:
+        config.addImuStream()
     writer = dv.io.MonoCameraWriter(str(path), config)
     if events:
         store = dv.EventStore()
         for row in event_rows:
             store.push_back(*row)
         writer.writeEvents(store)
-    if frames:
-        writer.writeFrame(dv.Frame(1000, 100, 0, 0, np.zeros((30, 40), np.uint8), dv.FrameSource.SENSOR))
-    del writer
+    for k, shape in enumerate(frame_shapes if frames else ()):
+        writer.writeFrame(dv.Frame(1000 + k, 100, 0, 0, np.zeros(shape, np.uint8), dv.FrameSource.SENSOR))
+    del writer  # closing finalises the file
     return path
 
 
@@ -407,17 +419,7 @@ def test_decoder_failures_are_aedats_errors_and_its_panics_only():
 def test_reading_events_alone_ignores_frames_it_could_not_stack(tmp_path):
     """read_aedat4_events does not decode the frames: a frame stream read_aedat4 refuses (shapes
     that change) does not stop the events."""
-    path = tmp_path / "mixed.aedat4"
-    config = dv.io.MonoCameraWriter.Config("TestCamera")
-    config.addEventStream((40, 30))
-    config.addFrameStream((40, 30))
-    writer = dv.io.MonoCameraWriter(str(path), config)
-    store = dv.EventStore()
-    store.push_back(1000, 1, 1, True)
-    writer.writeEvents(store)
-    for k, shape in enumerate([(30, 40), (20, 40)]):
-        writer.writeFrame(dv.Frame(1000 + k, 100, 0, 0, np.zeros(shape, np.uint8), dv.FrameSource.SENSOR))
-    del writer
+    path = write_dv(tmp_path / "mixed.aedat4", True, True, ((1000, 1, 1, True),), frame_shapes=((30, 40), (20, 40)))
     assert read_aedat4_events(path).t.tolist() == [1000]
     assert error_of(read_aedat4, path) == (
         f"{path}: the frame stream mixes frame shapes [(20, 40), (30, 40)] (regions of interest or colour changes); "
@@ -449,26 +451,12 @@ def test_packets_of_two_layouts_are_cast_to_one(tmp_path):
 
 
 def test_a_declared_frame_stream_without_frames_gives_its_own_size(tmp_path):
-    path = tmp_path / "no-frames.aedat4"
-    config = dv.io.MonoCameraWriter.Config("TestCamera")
-    config.addEventStream((40, 30))
-    config.addFrameStream((20, 10))
-    writer = dv.io.MonoCameraWriter(str(path), config)
-    store = dv.EventStore()
-    store.push_back(1000, 1, 1, True)
-    writer.writeEvents(store)
-    del writer
+    path = write_dv(tmp_path / "no-frames.aedat4", True, True, frame_shapes=(), frame_stream=(20, 10))
     assert read_aedat4(path).aps_frames.shape == (0, 10, 20)
 
 
 def test_a_recording_of_two_streams_neither_of_events_names_both(tmp_path):
-    path = tmp_path / "frames-imu.aedat4"
-    config = dv.io.MonoCameraWriter.Config("TestCamera")
-    config.addFrameStream((40, 30))
-    config.addImuStream()
-    writer = dv.io.MonoCameraWriter(str(path), config)
-    writer.writeFrame(dv.Frame(1000, 100, 0, 0, np.zeros((30, 40), np.uint8), dv.FrameSource.SENSOR))
-    del writer
+    path = write_dv(tmp_path / "frames-imu.aedat4", events=False, frames=True, imu=True)
     assert error_of(read_aedat4, path) == (
         f"{path}: the recording has no event stream (streams: frame, imus); VELoRA needs polarity events."
     )
