@@ -217,3 +217,8 @@ def pytest_runtest_makereport(item, call):
                 f"skipped: {reason}\nOnly CUDA-only tests may skip; install the test dependencies "
                 '(pip install -e ".[test]") or fix the test.'
             )
+
+
+def columns(events) -> list[tuple[int, int, int, int]]:
+    """The events of an EventStream as (t, x, y, p) rows, for comparing with rows written by hand."""
+    return list(zip(events.t.tolist(), events.x.tolist(), events.y.tolist(), events.p.tolist(), strict=True))

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import columns
 from spec_writers import AEDAT2_CHIPS, AEDAT2_HEADER, AEDAT31_HEADER, aedat31_packet
 from velora.errors import DataError
 from velora.events.aedat_legacy import read_aedat
@@ -60,10 +61,6 @@ def error_of(path: Path, *args) -> str:
     with pytest.raises(DataError) as caught:
         read_aedat(path, *args)
     return str(caught.value)
-
-
-def columns(events) -> list[tuple[int, int, int, int]]:
-    return list(zip(events.t.tolist(), events.x.tolist(), events.y.tolist(), events.p.tolist(), strict=True))
 
 
 # --- the first line ------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import columns
 from velora.errors import DataError
 from velora.events.csv_events import read_csv
 
@@ -21,10 +22,6 @@ from velora.events.csv_events import read_csv
 def csv_file(path: Path, text: str | bytes) -> Path:
     path.write_bytes(text.encode() if isinstance(text, str) else text)
     return path
-
-
-def columns(events) -> list[tuple[int, int, int, int]]:
-    return list(zip(events.t.tolist(), events.x.tolist(), events.y.tolist(), events.p.tolist(), strict=True))
 
 
 def error_of(path: Path, **kwargs) -> str:

@@ -18,6 +18,7 @@ import faery
 import numpy as np
 import pytest
 
+from conftest import columns
 from faery_reference import (
     assert_same_events,
     faery_decode,
@@ -137,10 +138,6 @@ def dvs_event(dt: int, x: int, y_file: int, increase: bool) -> bytes:
 def atis_event(dt: int, x: int, y_file: int, polarity: bool, exposure: bool = False) -> bytes:
     """One ATIS event: byte 0 = dt << 2 | polarity << 1 | is_tc, then x and y (from the bottom)."""
     return bytes([dt << 2 | polarity << 1 | exposure]) + x.to_bytes(2, "little") + y_file.to_bytes(2, "little")
-
-
-def columns(events) -> list[tuple[int, int, int, int]]:
-    return list(zip(events.t.tolist(), events.x.tolist(), events.y.tolist(), events.p.tolist(), strict=True))
 
 
 def test_dvs_reset_bytes_are_skipped_one_byte_each_and_overflow_adds_127_us(tmp_path):

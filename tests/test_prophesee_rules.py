@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import columns
 from velora.errors import DataError, DataWarning
 from velora.events.prophesee import read_dat, read_prophesee_header, read_raw, read_raw_events
 from velora.events.readers import read_events
@@ -50,10 +51,6 @@ def error_of(read, *args, **kwargs) -> str:
     with pytest.raises(DataError) as caught:
         read(*args, **kwargs)
     return str(caught.value)
-
-
-def columns(events) -> list[tuple[int, int, int, int]]:
-    return list(zip(events.t.tolist(), events.x.tolist(), events.y.tolist(), events.p.tolist(), strict=True))
 
 
 # --- the '%' header --------------------------------------------------------------------------------
