@@ -98,6 +98,19 @@ def test_hdf5_declaring_a_huge_dataset_is_refused_before_allocating_it(tmp_path)
         read_hdf5(path)
 
 
+def test_hdf5_dataset_name_that_is_not_utf8_is_listed_escaped(tmp_path):
+    path = tmp_path / "events.h5"
+    with h5py.File(path, "w") as file:  # found by the fuzzer: sorting the names raised TypeError
+        for name in (b"p\xe0", b"t", b"x", b"y"):
+            file.create_dataset(name, data=np.zeros(2))
+    with pytest.raises(DataError) as exc:
+        read_hdf5(path)
+    assert str(exc.value) == (
+        f"{path}: no dataset (in /) named 'p' / 'polarity' / 'polarities' / 'pol' / 'on'; "
+        "the file has ['p\\\\xe0', 't', 'x', 'y']. Store the events as columns t, x, y, p."
+    )
+
+
 def test_npy_with_a_broken_header_and_non_finite_floats_raise(tmp_path):
     path = tmp_path / "events.npy"
     np.save(path, np.zeros(2, dtype=[("t", "<f8"), ("x", "<i2"), ("y", "<i2"), ("p", "?")]))

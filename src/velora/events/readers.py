@@ -184,7 +184,12 @@ def read_hdf5(path: str | Path, width: int | None = None, height: int | None = N
     try:
         with h5py.File(path, "r") as file:
             group = file["events"] if isinstance(file.get("events"), h5py.Group) else file
-            columns = {name: item for name, item in group.items() if isinstance(item, h5py.Dataset)}
+            # h5py gives a link name that is not UTF-8 as bytes; shown escaped, it sorts with the others
+            columns = {
+                name if isinstance(name, str) else name.decode("utf-8", "backslashreplace"): item
+                for name, item in group.items()
+                if isinstance(item, h5py.Dataset)
+            }
             datasets = [_column(path, columns, name, f"dataset (in {group.name})") for name in "txyp"]
             declared = sum(dataset.size * dataset.dtype.itemsize for dataset in datasets)
             if declared > HDF5_MAX_EXPANSION * path.stat().st_size:
