@@ -35,6 +35,7 @@ from velora.events.aedat4 import (
     _event_stream,
     _io_header_fields,
     _lz4_frame_length,
+    _split_packets,
     _zstd_frame_length,
     decoder_failed,
     frame_uint8,
@@ -135,6 +136,18 @@ def test_io_header_with_a_field_offset_past_its_end_does_not_parse(slot):
     struct.pack_into("<H", header, vtable + 4 + 2 * slot, 0xFFF0)
     with pytest.raises((IndexError, struct.error)):
         _io_header_fields(bytes(header))
+
+
+def test_io_header_whose_description_offset_is_2_to_the_31_or_more_is_refused():
+    """Flatbuffers offsets are unsigned: 2**32 - d points d bytes past 4 GB, never d bytes back."""
+    header = bytearray(io_header(LZ4, 5, b"<dv/>"))
+    (table,) = struct.unpack_from("<I", header, 0)
+    vtable = table - struct.unpack_from("<i", header, table)[0]
+    field = table + struct.unpack_from("<H", header, vtable + 8)[0]  # where the description's offset is
+    for back in range(1, field + 1):
+        struct.pack_into("<I", header, field, 2**32 - back)
+        with pytest.raises((IndexError, struct.error)):
+            _io_header_fields(bytes(header))
 
 
 @pytest.mark.parametrize("excess", [1, 4, 1000, 0xFFFFFFF0])
@@ -317,6 +330,33 @@ def test_events_outside_the_declared_sensor_are_refused_naming_the_file(tmp_path
     path = write_dv(tmp_path / "outside.aedat4", events=True, frames=False, event_rows=((5, 45, 2, True),))
     message = error_of(read_aedat4_events, path)
     assert message.startswith(f"{path}: the decoded events are invalid (")
+
+
+@pytest.mark.parametrize("fill", [0, 2**40])
+def test_the_order_flag_compares_each_timestamp_with_the_one_before_it(fill):
+    """Whatever the output columns held before (they are allocated, not zeroed), the flag says
+    whether a timestamp is smaller than its predecessor."""
+    for stamps, in_order in (([1, 5, 3], False), ([1, 5, 7], True), ([4, 2], False), ([3, 3, 9], True)):
+        n = len(stamps)
+        t = np.full(n, fill, np.int64)
+        x, y, p = np.zeros(n, np.int16), np.zeros(n, np.int16), np.zeros(n, np.int8)
+        fields = np.array(stamps, np.uint64), np.zeros(n, np.uint16), np.zeros(n, np.uint16), np.ones(n, bool)
+        assert _split_packets(*fields, t, x, y, p) is in_order, stamps
+        assert t.tolist() == stamps and p.tolist() == [1] * n
+
+
+def test_of_two_event_streams_only_the_first_is_read(tmp_path):
+    config = dv.io.MonoCameraWriter.Config("TestCamera")
+    config.addEventStream((40, 30))  # stream 0
+    config.addEventStream((40, 30), "events2")  # a second event stream, e.g. a stereo rig's other sensor
+    writer = dv.io.MonoCameraWriter(str(tmp_path / "two.aedat4"), config)
+    for row, stream in (((1000, 1, 2, True), "events"), ((1500, 7, 8, False), "events2")):
+        store = dv.EventStore()
+        store.push_back(*row)
+        writer.writeEvents(store, streamName=stream)
+    del writer
+    events = read_aedat4_events(tmp_path / "two.aedat4")
+    assert (events.t.tolist(), events.x.tolist(), events.p.tolist()) == ([1000], [1], [1])
 
 
 def test_a_decrease_two_events_back_is_still_sorted(tmp_path):
