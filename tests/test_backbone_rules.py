@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 from timm.data import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from conftest import make_tiny_config
+from velora.model import backbone as backbone_module
 from velora.model.backbone import BackboneError, build_backbone, load_backbone_weights, normalization, read_weights
 
 TINY_ARGS = {"embed_dim": 48, "depth": 1, "num_heads": 2}
@@ -119,3 +120,40 @@ def test_a_mismatching_weights_file_is_named_when_the_backbone_is_built(tmp_path
     cfg = backbone_config(weights=str(path), backbone_args={"embed_dim": 48, "depth": 2, "num_heads": 2})
     with pytest.raises(BackboneError, match=f"^'{path}' does not match VisionTransformer: missing"):
         build_backbone(cfg)
+
+
+def test_with_no_width_anywhere_the_projection_is_two_thirds_of_vit_b16s_768():
+    # random weights and backbone_args without embed_dim: the architecture's own width, 768
+    cfg = make_tiny_config(model={"weights": "none", "backbone_args": {"depth": 1}}).model
+    assert build_backbone(cfg, keep_projection=True).head.weight.shape == (512, 768)
+
+
+def test_a_hub_file_without_a_projection_gets_a_stand_in_two_thirds_of_its_own_width(tmp_path, monkeypatch):
+    # a hub file is read with the named architecture's kwargs (not the file's), so only its
+    # metadata knows the width: vit_tiny is 192 wide, so the stand-in is 128 wide, not 512
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_tiny_patch16_224", num_classes=0, img_size=32, depth=1)
+    path = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(path))
+    monkeypatch.setattr(backbone_module, "fetch_hub_file", lambda hub: path)
+    cfg = make_tiny_config(
+        model={"backbone": "vit_tiny_patch16_224.augreg_in21k", "weights": "hub", "backbone_args": {"depth": 1}}
+    ).model
+    model = build_backbone(cfg, keep_projection=True)
+    assert model.head.weight.shape == (128, 192)
+    torch.testing.assert_close(model.blocks[0].attn.qkv.weight, vit.blocks[0].attn.qkv.weight)
+
+
+def test_the_tag_picks_timms_configuration_and_so_the_normalisation():
+    # vit_small_patch16_224's default tag is normalised with 0.5; its .dino tag with ImageNet's statistics
+    cfg = make_tiny_config(
+        model={"backbone": "vit_small_patch16_224.dino", "weights": "none", "backbone_args": TINY_ARGS}
+    ).model
+    assert normalization(build_backbone(cfg)) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def test_an_architecture_that_is_not_a_plain_vit_is_refused_by_name():
+    cfg = make_tiny_config(model={"backbone": "eva02_tiny_patch14_224.mim_in22k", "weights": "none"}).model
+    with pytest.raises(BackboneError) as exc:
+        build_backbone(cfg)
+    assert str(exc.value) == "model.backbone 'eva02_tiny_patch14_224.mim_in22k' is not a plain VisionTransformer"

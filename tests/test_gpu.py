@@ -8,6 +8,7 @@ from __future__ import annotations
 import warnings
 
 import pytest
+import timm
 import torch
 
 from conftest import PerStep, add_trainer_callback, make_tiny_config
@@ -72,3 +73,18 @@ def test_training_steps_do_not_sync_on_cuda(tiny_dataset, tmp_path, monkeypatch)
     assert len(syncs) >= 6, "too few steps counted to show anything"
     between = {s: where for s, where in syncs.items() if s % log_every != 0 and where}
     assert not between, f"steps between log steps synced with the GPU: {between}"
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:FutureWarning")
+def test_weights_saved_from_a_gpu_load_on_the_cpu(tmp_path):
+    from velora.model.weights import load_state_dict_any
+
+    # a TorchScript archive traced on the GPU, as OpenAI's ViT-B-16.pt was, and a state dict saved there
+    vit = timm.create_model("vit_base_patch16_clip_quickgelu_224", img_size=32, embed_dim=32, depth=1, num_heads=2)
+    scripted = tmp_path / "vit.pt"
+    torch.jit.save(torch.jit.trace(vit.cuda().eval(), torch.zeros(1, 3, 32, 32, device="cuda")), str(scripted))
+    pickled = tmp_path / "vit.pth"
+    torch.save(vit.cuda().state_dict(), pickled)
+    for path, allow in ((scripted, True), (pickled, False)):
+        state, _ = load_state_dict_any(path, allow_torchscript=allow)
+        assert {t.device.type for t in state.values()} == {"cpu"}, path
