@@ -100,8 +100,15 @@ MODULES: dict[str, tuple[str, list[str]]] = {
             "tests/test_pretrain.py",
         ],
     ),
-    "weights": ("model/weights.py", ["tests/test_weights.py", "tests/test_backbone_weights.py"]),
-    "weights_source": ("model/weights_source.py", ["tests/test_weights_source.py"]),
+    "weights": (
+        "model/weights.py",
+        # the rules first: killing_tests stops at the first failure, and test_weights.py is the slow one
+        ["tests/test_weights_rules.py", "tests/test_weights.py", "tests/test_backbone_weights.py"],
+    ),
+    "weights_source": (
+        "model/weights_source.py",
+        ["tests/test_weights_source.py", "tests/test_weights_source_rules.py"],
+    ),
 }
 
 KILL_TIMEOUT_S = 300  # rerunning a module's tests with one mutant: longer means a loop that never ends
@@ -127,6 +134,7 @@ def main() -> None:
     re_p.add_argument(
         "--no-rerun", action="store_true", help="keep mutmut's last statuses; only find the killing tests"
     )
+    re_p.add_argument("--keys", default="", help="comma-separated survivors to recheck (default: every open one)")
     sub.add_parser("report", help="write benchmarks/results/mutation.md")
     sub.add_parser("plants", help="plant the bugs of mutation_notes.yaml again, one at a time; list what fails")
     args = parser.parse_args()
@@ -136,7 +144,8 @@ def main() -> None:
             run_module(name, args.work / name, resume=args.resume)
             write_report()
     elif args.command == "recheck":
-        recheck(args.module, args.work / args.module, rerun=not args.no_rerun)
+        keys = [k for k in args.keys.split(",") if k]
+        recheck(args.module, args.work / args.module, rerun=not args.no_rerun, keys=keys)
         write_report()
     elif args.command == "collect":
         collect(args.module, args.work / args.module, minutes=None)
@@ -317,7 +326,7 @@ def decorated_functions(path: Path) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------ recheck
-def recheck(name: str, work: Path, rerun: bool = True) -> None:
+def recheck(name: str, work: Path, rerun: bool = True, keys: list[str] | None = None) -> None:
     """Rerun the first run's survivors against the checkout's current tests; record who kills them."""
     record = load(name)
     # A survivor an earlier recheck saw killed stays killed: tests are only ever added. One killed
@@ -325,6 +334,8 @@ def recheck(name: str, work: Path, rerun: bool = True) -> None:
     names = [
         k for k, entry in record["survivors"].items() if entry.get("now") not in DETECTED or not entry.get("killed_by")
     ]
+    if keys:  # only these (full names, or the part after the module's path)
+        names = [k for k in names if k in keys or k.rsplit(".", 1)[-1] in keys]
     if not names:
         print(f"{name}: no survivors")
         return
@@ -345,53 +356,38 @@ def recheck(name: str, work: Path, rerun: bool = True) -> None:
                 stderr=subprocess.STDOUT,
             )
     statuses = read_statuses(name, work)
+    detected = [key for key in names if statuses.get(key) in DETECTED]
+    found = killing_tests(work, detected, current) if detected else {}
     for key in names:
         now = statuses.get(key, "not checked")
         entry = record["survivors"][key]
         entry["now"] = now
-        entry["killed_by"] = killing_tests(work, key, current) if now in DETECTED else []
-        print(f"{key}: {now} {' '.join(entry['killed_by'])}", flush=True)
+        entry["killed_by"] = found.get(key, [])
+        if now not in DETECTED:
+            print(f"{key}: {now}", flush=True)
     record["rechecked_with"] = current
     save(name, record)
 
 
-def killing_tests(work: Path, key: str, tests: list[str]) -> list[str]:
-    """The first test that fails with mutant `key` active."""
-    env = dict(mutmut_env(), MUTANT_UNDER_TEST=key, PYTHONPATH="src")
-    try:
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pytest",
-                "-m",
-                "not slow",
-                "-p",
-                "no:cacheprovider",
-                "-q",
-                "--tb=no",
-                "-rf",
-                "-x",
-                *tests,
-            ],
-            cwd=work / "mutants",
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=KILL_TIMEOUT_S,
-        )
-    except subprocess.TimeoutExpired:  # a loop the mutant made endless: mutmut saw it time out too
-        return [f"timeout: the tests of {', '.join(tests)} do not finish within {KILL_TIMEOUT_S} s"]
-    failed = re.findall(r"^FAILED (\S+)", out.stdout, flags=re.MULTILINE)[:1]
-    text = out.stdout + out.stderr
-    if not failed and "ImportError while loading conftest" in text:
-        # A mutant of code that runs on import (the field helper behind every config field, a help
-        # text) active from the start: velora itself does not import, so no test runs and all fail.
-        # (In mutmut's run the module was imported before the mutant was switched on, and a test
-        # that calls the function then failed.)
-        errors = re.findall(r"^E\s+(.+)$", text, flags=re.MULTILINE)
-        failed = [f"every test: velora does not import ({errors[-1].strip() if errors else 'ImportError'})"]
-    return failed
+def killing_tests(work: Path, keys: list[str], tests: list[str]) -> dict[str, list[str]]:
+    """For each mutant of `keys`, the first test that fails with it active ([] if none does).
+
+    benchmarks/mutation_killer.py imports the test dependencies once and forks a child per mutant:
+    a fresh pytest per mutant spent most of its 10-20 s importing torch and Lightning.
+    """
+    env = dict(mutmut_env(), PYTHONPATH="src", TORCHINDUCTOR_CACHE_DIR=str(work / "inductor-cache"))
+    command = [sys.executable, str(REPO / "benchmarks" / "mutation_killer.py"), "--timeout", str(KILL_TIMEOUT_S)]
+    found: dict[str, list[str]] = {}
+    with subprocess.Popen(
+        [*command, "--tests", *tests, "--", *keys], cwd=work / "mutants", env=env, stdout=subprocess.PIPE, text=True
+    ) as killer:
+        assert killer.stdout is not None
+        for line in killer.stdout:
+            if line.startswith("{"):
+                result = json.loads(line)
+                found[result["key"]] = result["killed_by"]
+                print(f"{result['key']}: killed {' '.join(result['killed_by'])}", flush=True)
+    return found
 
 
 # ------------------------------------------------------------------------------------------------ report
