@@ -111,6 +111,17 @@ def test_hdf5_dataset_name_that_is_not_utf8_is_listed_escaped(tmp_path):
     )
 
 
+def test_weights_whose_patch_embedding_has_no_width_raise_weights_error(tmp_path):
+    path = tmp_path / "vit.safetensors"  # found by the fuzzer: the MLP ratio divided by the width 0
+    tensors = {"patch_embed.proj.weight": torch.zeros(0, 3, 4, 4), "pos_embed": torch.zeros(1, 5, 0)}
+    save_file({**tensors, "blocks.0.mlp.fc1.weight": torch.zeros(6, 0)}, str(path))
+    with pytest.raises(WeightsError) as exc:
+        load_state_dict_any(path)
+    assert str(exc.value) == (
+        f"'{path}': the tensors do not have the shapes of a ViT (ZeroDivisionError: division by zero)"
+    )
+
+
 def test_npy_with_a_broken_header_and_non_finite_floats_raise(tmp_path):
     path = tmp_path / "events.npy"
     np.save(path, np.zeros(2, dtype=[("t", "<f8"), ("x", "<i2"), ("y", "<i2"), ("p", "?")]))

@@ -239,7 +239,7 @@ def _convert(raw: dict[str, torch.Tensor], path: Path) -> tuple[dict[str, torch.
         return convert_state_dict(raw)
     except WeightsError as exc:
         raise WeightsError(f"'{path}': {exc}") from None
-    except (IndexError, KeyError, RuntimeError, ValueError) as exc:  # a tensor of a shape no ViT has
+    except (IndexError, KeyError, RuntimeError, ValueError, ZeroDivisionError) as exc:  # a shape no ViT has
         raise WeightsError(
             f"'{path}': the tensors do not have the shapes of a ViT ({type(exc).__name__}: {exc})"
         ) from None
