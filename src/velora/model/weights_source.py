@@ -89,11 +89,16 @@ def hub_weights(name: str) -> HubWeights:
 
 
 def hub_cache_dir() -> str | None:
-    """The hub cache as the environment says now (huggingface_hub reads it once, at import)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.environ["HF_HUB_CACHE"]
+    """The hub cache as the environment says now, by huggingface_hub's rule (which it reads once, at
+    import): HF_HUB_CACHE (or its old name HUGGINGFACE_HUB_CACHE), else HF_HOME/hub, else
+    $XDG_CACHE_HOME/huggingface/hub; None (~/.cache/huggingface/hub) where none is set."""
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(name):
+            return os.environ[name]
     if os.environ.get("HF_HOME"):
         return str(Path(os.environ["HF_HOME"]) / "hub")
+    if os.environ.get("XDG_CACHE_HOME"):
+        return str(Path(os.environ["XDG_CACHE_HOME"]) / "huggingface" / "hub")
     return None
 
 
