@@ -89,8 +89,11 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "aedat_legacy": ("events/aedat_legacy.py", ["tests/test_aedat_legacy.py", "tests/test_aedat_legacy_rules.py"]),
     "csv_events": ("events/csv_events.py", ["tests/test_csv_events.py", "tests/test_csv_rules.py"]),
     "eventstream": ("events/eventstream.py", ["tests/test_eventstream.py"]),
-    "readers": ("events/readers.py", ["tests/test_readers.py"]),
-    "columns": ("events/columns.py", ["tests/test_readers.py", "tests/test_csv_rules.py"]),
+    "readers": ("events/readers.py", ["tests/test_readers_rules.py", "tests/test_readers.py"]),
+    "columns": (
+        "events/columns.py",
+        ["tests/test_readers_rules.py", "tests/test_readers.py", "tests/test_csv_rules.py"],
+    ),
     "backbone": (
         "model/backbone.py",
         [
