@@ -66,11 +66,11 @@ def test_a_dropped_part_warns_naming_the_file_at_the_readers_caller(tmp_path):
     (warning,) = caught
     assert warning.category is DataWarning
     assert str(warning.message) == f"{tmp_path / 'r.raw'}: the last 3 bytes, half an event, were dropped"
-    assert warning.filename == __file__
-    # stacklevel 3: past warn_dropped and the reader, to the reader's caller (mutmut's trampoline
-    # around warn_dropped adds the frame it skips, so under mutation testing it lands one short)
+    # stacklevel 3: past warn_dropped and the reader, to the reader's caller. (Under mutation testing
+    # mutmut's trampoline around warn_dropped adds the frames stacklevel counts, so it is not checked there.)
     here = test_a_dropped_part_warns_naming_the_file_at_the_readers_caller.__code__.co_firstlineno + 3
-    assert warning.lineno == here or "MUTANT_UNDER_TEST" in os.environ
+    if "MUTANT_UNDER_TEST" not in os.environ:
+        assert (warning.filename, warning.lineno) == (__file__, here)
 
 
 # --- the sensor size -------------------------------------------------------------------------------------
