@@ -310,3 +310,39 @@ def test_hdf5_columns_are_read_from_the_events_group_else_the_root(tmp_path):
     assert error_of(read_hdf5, path) == (
         f"{path}: the stored sensor width array(-3) is not a positive integer; fix it or pass width=."
     )
+
+
+def test_sorting_is_stable_beyond_numpys_small_array_insertion_sort():
+    # 40 events alternating t = 2, 1: equal timestamps keep their file order (x ascending within a t)
+    t, x = np.tile([2, 1], 20), np.arange(40)
+    expected = [1] * 20 + [2] * 20, list(range(1, 40, 2)) + list(range(0, 40, 2))
+    cols = np.array(t, np.int64), np.array(x, np.int16), np.zeros(40, np.int16), np.ones(40, np.int8)
+    assert columns_of(decoded_stream("rec.bin", *cols, 64, 4))[:2] == expected  # in_order defaults to False
+    assert columns_of(event_stream("e.npz", t, x, np.zeros(40), np.ones(40), 64, 4))[:2] == expected
+
+
+def test_a_decrease_after_a_rise_is_sorted_too():
+    cols = np.array([1, 5, 3], np.int64), np.array([0, 1, 2], np.int16), np.zeros(3, np.int16), np.ones(3, np.int8)
+    assert columns_of(decoded_stream("rec.bin", *cols, 4, 4))[:2] == ([1, 3, 5], [0, 2, 1])
+    assert columns_of(event_stream("e.npz", [1, 5, 3], [0, 1, 2], [0, 0, 0], [1, 1, 1], 4, 4))[:2] == (
+        [1, 3, 5],
+        [0, 2, 1],
+    )
+
+
+def test_large_integral_float_timestamps_are_accepted():
+    stream = event_stream("e.npz", np.array([1e3, 2.5e9]), [0, 0], [0, 0], [1, 1], 1, 1)
+    assert stream.t.tolist() == [1000, 2_500_000_000]
+
+
+def test_a_file_that_stat_sees_but_cannot_read_says_to_check_permissions(tmp_path, monkeypatch):
+    path = tmp_path / "locked.bin"
+    path.write_bytes(b"\x01")
+
+    def refuse(self):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(type(path), "read_bytes", refuse)  # tests run as root, which no chmod stops
+    assert (
+        error_of(read_file_bytes, path) == f"{path}: cannot be read (Permission denied); check the file's permissions."
+    )
