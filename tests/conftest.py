@@ -8,6 +8,7 @@ pass of a few clips takes milliseconds on a CPU.
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 from pathlib import Path
 
@@ -222,3 +223,47 @@ def pytest_runtest_makereport(item, call):
 def columns(events) -> list[tuple[int, int, int, int]]:
     """The events of an EventStream as (t, x, y, p) rows, for comparing with rows written by hand."""
     return list(zip(events.t.tolist(), events.x.tolist(), events.y.tolist(), events.p.tolist(), strict=True))
+
+
+def error_of(call, *args, **kwargs) -> str:
+    """The whole message of the DataError that `call(*args, **kwargs)` must raise."""
+    from velora.errors import DataError
+
+    with pytest.raises(DataError) as caught:
+        call(*args, **kwargs)
+    return str(caught.value)
+
+
+HUB_COMMIT = "3f1c2a" + "0" * 34  # a commit hash of a hub repository
+
+
+def write_hub_cache(cache: Path, repo_id: str, files: dict, lacks: tuple[str, ...] = ()) -> dict[str, Path]:
+    """A Hugging Face cache as huggingface_hub writes it: refs/main holds the commit, each file is a
+    blob named by its sha256 that snapshots/<commit>/<file> links to, and .no_exist/<commit>/<file>
+    marks a file the hub answered the repository lacks. files: file name -> its bytes, or tensors
+    (saved as safetensors for a .safetensors name, else with torch.save). Returns the snapshot path
+    of each file."""
+    from safetensors.torch import save_file
+
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(HUB_COMMIT)
+    (repo / "blobs").mkdir()
+    snapshot = repo / "snapshots" / HUB_COMMIT
+    snapshot.mkdir(parents=True)
+    paths = {}
+    for name, content in files.items():
+        staged = repo / "blobs" / f"incoming-{name}"
+        if isinstance(content, bytes):
+            staged.write_bytes(content)
+        elif name.endswith(".safetensors"):
+            save_file({k: v.contiguous() for k, v in content.items()}, str(staged))
+        else:
+            torch.save(content, staged)
+        blob = staged.rename(repo / "blobs" / hashlib.sha256(staged.read_bytes()).hexdigest())
+        (snapshot / name).symlink_to(Path("..", "..", "blobs", blob.name))
+        paths[name] = snapshot / name
+    for name in lacks:
+        (repo / ".no_exist" / HUB_COMMIT).mkdir(parents=True, exist_ok=True)
+        (repo / ".no_exist" / HUB_COMMIT / name).touch()
+    return paths

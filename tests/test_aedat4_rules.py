@@ -21,7 +21,7 @@ import flatbuffers
 import numpy as np
 import pytest
 
-from conftest import REAL_DATA
+from conftest import REAL_DATA, error_of
 from velora.errors import DataError
 from velora.events.aedat4 import (
     LZ4,
@@ -80,12 +80,6 @@ def unfinalised_street(path: Path) -> tuple[Path, int]:
     compression, _, description, packets, _ = street_parts()
     header = io_header(compression, -1, description)
     return aedat4_file(path, header, packets), len(MAGIC) + 4 + len(header)
-
-
-def error_of(read, path: Path) -> str:
-    with pytest.raises(DataError) as caught:
-        read(path)
-    return str(caught.value)
 
 
 # --- the IOHeader flatbuffer ---------------------------------------------------------------------------

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import columns
-from velora.errors import DataError, DataWarning
+from conftest import columns, error_of
+from velora.errors import DataWarning
 from velora.events.prophesee import read_dat, read_prophesee_header, read_raw, read_raw_events
 from velora.events.readers import read_events
 
@@ -45,12 +45,6 @@ def dat_file(path: Path, header: bytes, *records: tuple[int, int], event_type: i
     body = np.array(records, dtype="<u4").reshape(-1, 2).tobytes()
     path.write_bytes(header + bytes([event_type, 8]) + body)
     return path
-
-
-def error_of(read, *args, **kwargs) -> str:
-    with pytest.raises(DataError) as caught:
-        read(*args, **kwargs)
-    return str(caught.value)
 
 
 # --- the '%' header --------------------------------------------------------------------------------

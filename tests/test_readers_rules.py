@@ -16,7 +16,8 @@ import h5py
 import numpy as np
 import pytest
 
-from velora.errors import DataError, DataWarning
+from conftest import error_of
+from velora.errors import DataWarning
 from velora.events.columns import (
     check_file,
     decoded_stream,
@@ -28,12 +29,6 @@ from velora.events.columns import (
 )
 from velora.events.readers import read_events, read_hdf5, read_nmnist, read_npy, require_events
 from velora.events.render import EventStream
-
-
-def error_of(call, *args, **kwargs) -> str:
-    with pytest.raises(DataError) as exc:
-        call(*args, **kwargs)
-    return str(exc.value)
 
 
 def columns_of(stream: EventStream) -> tuple[list, list, list, list, int, int]:

@@ -20,7 +20,7 @@ import timm
 import torch
 from safetensors.torch import load_file, save_file
 
-from conftest import make_tiny_config
+from conftest import HUB_COMMIT, make_tiny_config, write_hub_cache
 from velora.cli import main
 from velora.config import load_config
 from velora.model.adapter_file import load_model, read_adapters, save_adapters
@@ -67,34 +67,7 @@ def test_unknown_architectures_and_tags_list_what_exists():
         split_backbone("vit_base_patch16_clip_quickgelu_224.openai2")
 
 
-COMMIT = "3f1c2a" + "0" * 34  # a commit hash of the hub repository
-
-
-def write_hub_cache(cache: Path, repo_id: str, files: dict[str, dict], lacks: tuple[str, ...] = ()) -> dict[str, Path]:
-    """A Hugging Face cache as huggingface_hub writes it: refs/main holds the commit, each file is a
-    blob named by its sha256 that snapshots/<commit>/<file> links to, and .no_exist/<commit>/<file>
-    marks a file the hub answered the repository lacks. files: file name -> tensors. Returns the
-    snapshot path of each file."""
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(COMMIT)
-    (repo / "blobs").mkdir()
-    snapshot = repo / "snapshots" / COMMIT
-    snapshot.mkdir(parents=True)
-    paths = {}
-    for name, tensors in files.items():
-        staged = repo / "blobs" / f"incoming-{name}"
-        if name.endswith(".safetensors"):
-            save_file({k: v.contiguous() for k, v in tensors.items()}, str(staged))
-        else:
-            torch.save(tensors, staged)
-        blob = staged.rename(repo / "blobs" / hashlib.sha256(staged.read_bytes()).hexdigest())
-        (snapshot / name).symlink_to(Path("..", "..", "blobs", blob.name))
-        paths[name] = snapshot / name
-    for name in lacks:
-        (repo / ".no_exist" / COMMIT).mkdir(parents=True, exist_ok=True)
-        (repo / ".no_exist" / COMMIT / name).touch()
-    return paths
+COMMIT = HUB_COMMIT
 
 
 def tiny_clip_vit(seed: int = 11, arch: str = "vit_base_patch16_clip_quickgelu_224", **args) -> dict[str, torch.Tensor]:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import write_hub_cache
 from velora.model import weights_source as weights_source_module
 from velora.model.weights_source import (
     BackboneError,
@@ -36,7 +37,6 @@ from velora.model.weights_source import (
 
 QUICKGELU = "vit_base_patch16_clip_quickgelu_224"
 OPENAI = "timm/vit_base_patch16_clip_224.openai"
-COMMIT = "3f1c2a" + "0" * 34
 HUB_ENV = ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME", "HF_HUB_OFFLINE")
 # sha256 of b"abc" and of b"hello world" (FIPS 180-2's example, and the well-known one)
 ABC = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
@@ -55,18 +55,6 @@ def no_network_and_no_hub_settings(monkeypatch):
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
     for name in HUB_ENV:
         monkeypatch.delenv(name, raising=False)
-
-
-def cached_file(cache: Path, repo_id: str, filename: str, data: bytes) -> Path:
-    """A file of `repo_id` in a Hugging Face cache as huggingface_hub lays it out (refs/main names
-    the commit; snapshots/<commit>/<file> holds it)."""
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(COMMIT)
-    (repo / "snapshots" / COMMIT).mkdir(parents=True)
-    path = repo / "snapshots" / COMMIT / filename
-    path.write_bytes(data)
-    return path
 
 
 def offline_hub(monkeypatch) -> list[tuple[str, bool]]:
@@ -136,7 +124,7 @@ def test_a_file_in_the_cache_under_hf_home_or_xdg_cache_home_is_found_offline(tm
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv(home, str(tmp_path / "home"))
     cache = tmp_path / "home" / ("hub" if home == "HF_HOME" else "huggingface/hub")
-    path = cached_file(cache, OPENAI, "model.safetensors", b"abc")
+    path = write_hub_cache(cache, OPENAI, {"model.safetensors": b"abc"})["model.safetensors"]
     assert resolve_source("hub", f"{QUICKGELU}.openai") == {
         "kind": "hub",
         "hub_id": OPENAI,
