@@ -392,6 +392,8 @@ def killing_tests(work: Path, keys: list[str], tests: list[str]) -> dict[str, li
                 result = json.loads(line)
                 found[result["key"]] = result["killed_by"]
                 print(f"{result['key']}: killed {' '.join(result['killed_by'])}", flush=True)
+    if killer.returncode:  # a mutant it did not report would otherwise read as killed by no test
+        raise SystemExit(f"benchmarks/mutation_killer.py ended with status {killer.returncode}; see its output above")
     return found
 
 
