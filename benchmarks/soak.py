@@ -26,19 +26,31 @@ runs), the seconds velora's threads waited for a CPU while runnable (/proc/self/
 what other processes took from it), the summary (windows, skipped, gaps), and from them the
 figures of the soak: RSS at the start and the end, p95 latency of the first and the last ten
 minutes, windows skipped, kills survived.
+
+A window that costs more CPU late in the run is either velora ageing or the machine slowing down
+(other virtual machines on the same host share its cores' caches and memory bandwidth, which no
+counter inside this one shows). To tell them apart, a canary runs every --canary-every-s seconds:
+a fresh Python process does a fixed NumPy workload and reports the CPU time it took. A fresh
+process cannot have aged, so a canary that slows with the windows says it is the machine.
+--py-spy PATH samples velora's threads with py-spy for --profile-s seconds at each
+--profile-at sensor minute, to compare where a window's time goes early and late. The garbage
+collector's pauses are counted every 10 s too.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from statistics import median
 
 import numpy as np
 import torch
@@ -100,6 +112,33 @@ def tiny_recognizer(folder: Path, checkpoint: str | None):
     return velora.load(folder)
 
 
+# The canary's fixed work, in a fresh process each time: small float32 matrix products (as the
+# tiny model's layers), a sort and a Python loop (as the window code), ~20 ms on this machine.
+CANARY = """
+import time
+import numpy as np
+rng = np.random.default_rng(0)
+a, b, keys = rng.random((64, 64), np.float32), rng.random((64, 64), np.float32), rng.integers(0, 1 << 40, 100_000)
+start = time.thread_time()
+for _ in range(300):
+    a = np.tanh(a @ b)
+np.sort(keys, kind="stable")
+total = 0
+for i in range(200_000):
+    total += i & 7
+print((time.thread_time() - start) * 1e3)
+"""
+
+
+def canary_ms() -> float | None:
+    """CPU milliseconds the canary's workload took in a fresh process (None if it failed)."""
+    done = subprocess.run([sys.executable, "-c", CANARY], capture_output=True, text=True, timeout=60)
+    try:
+        return float(done.stdout.strip())
+    except ValueError:
+        return None
+
+
 def p95(values) -> float | None:
     return float(np.percentile(values, 95)) if len(values) else None
 
@@ -114,6 +153,10 @@ def main() -> None:
     parser.add_argument("--checkpoint", help="a trained run (default: the tests' tiny model, fresh adapters)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, help="write the figures and the series here")
+    parser.add_argument("--canary-every-s", type=float, default=60.0, help="0: no canary")
+    parser.add_argument("--py-spy", help="the py-spy executable, to profile velora at --profile-at")
+    parser.add_argument("--profile-at", default="5,55", help="sensor minutes at which to start a profile")
+    parser.add_argument("--profile-s", type=float, default=60.0, help="seconds each profile samples")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     kills = [float(k) for k in args.kills.split(",") if k.strip()]
@@ -128,7 +171,7 @@ def main() -> None:
     series = {name: np.full(capacity, np.nan) for name in ("wall_s", "sensor_s", "latency_ms", "compute_ms", "cpu_ms")}
     count = 0
     cpu_before = time.thread_time()
-    rss, notices, schedule = [], [], []
+    rss, notices, schedule, canaries, profiles, collector = [], [], [], [], [], []
     started = time.monotonic()
     done = threading.Event()
     end_s = args.minutes * 60
@@ -158,6 +201,7 @@ def main() -> None:
         while not done.wait(10.0):
             rss.append((round(time.monotonic() - started, 1), rss_bytes(), os.getloadavg()[0]))
             schedule.append((round(time.monotonic() - started, 1), *scheduler_s()))
+            collector.append((round(time.monotonic() - started, 1), gc_pause["collections"], gc_pause["total"]))
             if len(rss) % 6 == 0:
                 window = series["latency_ms"][max(0, count - 1500) : count]
                 print(
@@ -182,8 +226,40 @@ def main() -> None:
             sender.start()
             notify("soak: the sender is listening again")
 
+    gc_pause = {"since": 0.0, "total": 0.0, "collections": 0}  # the garbage collector's pauses, seconds
+
+    def on_gc(phase: str, info: dict) -> None:
+        if phase == "start":
+            gc_pause["since"] = time.perf_counter()
+        else:
+            gc_pause["total"] += time.perf_counter() - gc_pause["since"]
+            gc_pause["collections"] += 1
+
+    gc.callbacks.append(on_gc)
+
+    def canary() -> None:
+        while not done.wait(args.canary_every_s):
+            canaries.append((round(time.monotonic() - started, 1), round(sensor_now(), 1), canary_ms()))
+
+    def profiler() -> None:
+        for minute in [float(m) for m in args.profile_at.split(",") if m.strip()]:
+            while sensor_now() < minute * 60 and not done.is_set():
+                time.sleep(0.5)
+            if done.is_set():
+                return
+            out = (args.json or Path("soak.json")).with_suffix(f".pyspy-{minute:g}min.txt")
+            command = [args.py_spy, "record", "--nonblocking", "--threads", "-r", "100", "-f", "raw"]
+            command += ["-d", str(int(args.profile_s)), "-o", str(out), "-p", str(os.getpid())]
+            done_profile = subprocess.run(command, capture_output=True, text=True)
+            profiles.append({"sensor_minute": minute, "file": out.name, "rc": done_profile.returncode})
+            notify(f"soak: profiled {args.profile_s:g} s from sensor minute {minute:g} into {out}")
+
     threading.Thread(target=monitor, daemon=True).start()
     threading.Thread(target=killer, daemon=True).start()
+    if args.canary_every_s > 0:
+        threading.Thread(target=canary, daemon=True).start()
+    if args.py_spy:
+        threading.Thread(target=profiler, daemon=True).start()
     rss.append((0.0, rss_bytes(), os.getloadavg()[0]))
     schedule.append((0.0, *scheduler_s()))
     summary = run_stream(recognizer, source, StreamOptions(resize=True), on_window=on_window, notify=notify)
@@ -230,6 +306,15 @@ def main() -> None:
         "error": summary.error,
         "load_1min_mean": float(np.mean([load for _, _, load in rss])),
     }
+    # the canary: median CPU ms of its fixed work in the first and the last ten sensor minutes
+    early = [ms for _, s, ms in canaries if ms is not None and s <= 600]
+    late = [ms for _, s, ms in canaries if ms is not None and s >= sensor[-1] - 600]
+    if early and late:
+        figures["canary_ms_first_10min"], figures["canary_ms_last_10min"] = median(early), median(late)
+        figures["canary_change_pct"] = 100 * (median(late) / median(early) - 1)
+        figures["cpu_per_window_change_pct"] = 100 * (
+            figures["mean_cpu_per_window_last_10min_ms"] / figures["mean_cpu_per_window_first_10min_ms"] - 1
+        )
     figures["p95_latency_change_pct"] = 100 * (
         figures["p95_latency_last_10min_ms"] / figures["p95_latency_first_10min_ms"] - 1
     )
@@ -254,6 +339,9 @@ def main() -> None:
                 float(np.mean(cpu[(sensor >= 60 * k) & (sensor < 60 * (k + 1))])) for k in range(int(sensor[-1] // 60))
             ],
             "scheduler_every_10s": [(t, round(run, 3), round(wait, 3)) for t, run, wait in schedule],
+            "canary_wall_s_sensor_s_cpu_ms": canaries,
+            "profiles": profiles,
+            "gc_collections_and_pause_s_every_10s": [(t, n, round(pause, 4)) for t, n, pause in collector],
         }
         args.json.write_text(json.dumps(result, indent=1))
 
