@@ -353,7 +353,8 @@ def test_hdf5_missing_x_raises_naming_the_file(tmp_path):
     [
         ({"t": [1.5, 2.0], "x": [0, 1], "y": [0, 0], "p": [1, 0]}, "non-integer"),
         ({"t": [1, 2], "x": [0, 1], "y": [0, 0], "p": [2, 0]}, "polarity"),
-        ({"t": [1, 2], "x": [0, -1], "y": [0, 0], "p": [1, 0], "width": 4, "height": 4}, "outside"),
+        ({"t": [1, 2], "x": [0, 4], "y": [0, 0], "p": [1, 0], "width": 4, "height": 4}, "outside"),
+        ({"t": [1, 2], "x": [0, -1], "y": [0, 0], "p": [1, 0], "width": 4, "height": 4}, "negative"),
         ({"t": [1, 2, 3], "x": [0, 1], "y": [0, 0], "p": [1, 0]}, "different lengths"),
     ],
 )

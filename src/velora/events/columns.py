@@ -127,8 +127,13 @@ def event_stream(path: Path, t, x, y, p, width: int | None, height: int | None) 
     if p.dtype != bool and not np.isin(p, (-1, 0, 1)).all():
         raise DataError(f"{path}: polarity holds values {np.unique(p)[:8].tolist()}; expected bool, 0/1 or -1/+1.")
     polarity = np.where(p > 0, 1, -1)
+    if len(t) and min(x.min(), y.min()) < 0:  # before the size: max + 1 of such columns says nothing
+        raise DataError(
+            f"{path}: event coordinates are negative (x in [{x.min()}, {x.max()}], y in [{y.min()}, {y.max()}]); "
+            "they count from 0 at the sensor's top-left corner, so the file is corrupt or uses another origin."
+        )
     width, height = sensor_size(path, x, y, width, height)
-    if len(t) and (x.min() < 0 or y.min() < 0 or x.max() >= width or y.max() >= height):
+    if len(t) and (x.max() >= width or y.max() >= height):
         raise DataError(
             f"{path}: event coordinates (x in [{x.min()}, {x.max()}], y in [{y.min()}, {y.max()}]) fall outside "
             f"the {width} x {height} sensor; pass the right width/height (or None to infer max + 1)."
