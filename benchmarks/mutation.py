@@ -89,10 +89,10 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "aedat_legacy": ("events/aedat_legacy.py", ["tests/test_aedat_legacy.py", "tests/test_aedat_legacy_rules.py"]),
     "csv_events": ("events/csv_events.py", ["tests/test_csv_events.py", "tests/test_csv_rules.py"]),
     "eventstream": ("events/eventstream.py", ["tests/test_eventstream.py"]),
-    "readers": ("events/readers.py", ["tests/test_readers_rules.py", "tests/test_readers.py"]),
+    "readers": ("events/readers.py", ["tests/test_readers_rules.py", "tests/test_readers.py", "tests/test_fuzz.py"]),
     "columns": (
         "events/columns.py",
-        ["tests/test_readers_rules.py", "tests/test_readers.py", "tests/test_csv_rules.py"],
+        ["tests/test_readers_rules.py", "tests/test_readers.py", "tests/test_csv_rules.py", "tests/test_fuzz.py"],
     ),
     "backbone": (
         "model/backbone.py",

@@ -158,11 +158,18 @@ def test_other_polarity_values_are_listed_up_to_eight():
 
 
 def test_coordinates_outside_the_sensor_are_named_with_their_ranges():
-    for x, y in (([0, 4], [0, 1]), ([0, 1], [0, 3]), ([-1, 1], [0, 1]), ([0, 1], [-2, 1])):
+    for x, y in (([0, 4], [0, 1]), ([0, 1], [0, 3])):
         message = error_of(event_stream, "e.npz", [1, 2], x, y, [1, 1], 4, 3)
         assert message == (
             f"e.npz: event coordinates (x in [{min(x)}, {max(x)}], y in [{min(y)}, {max(y)}]) fall outside "
             "the 4 x 3 sensor; pass the right width/height (or None to infer max + 1)."
+        )
+    # a negative coordinate is no matter of size, given or inferred (max + 1 of x = [-3, -1] would be 0)
+    for x, y, size in (([-1, 1], [0, 1], 4), ([0, 1], [-2, 1], 4), ([-3, -1], [0, 1], None)):
+        message = error_of(event_stream, "e.npz", [1, 2], x, y, [1, 1], size, size)
+        assert message == (
+            f"e.npz: event coordinates are negative (x in [{min(x)}, {max(x)}], y in [{min(y)}, {max(y)}]); "
+            "they count from 0 at the sensor's top-left corner, so the file is corrupt or uses another origin."
         )
     # at the edge: x = width - 1 and y = height - 1 are inside
     assert columns_of(event_stream("e.npz", [1, 2], [0, 3], [2, 0], [1, 1], 4, 3))[1:3] == ([0, 3], [2, 0])
@@ -340,4 +347,99 @@ def test_a_file_that_stat_sees_but_cannot_read_says_to_check_permissions(tmp_pat
     monkeypatch.setattr(type(path), "read_bytes", refuse)  # tests run as root, which no chmod stops
     assert (
         error_of(read_file_bytes, path) == f"{path}: cannot be read (Permission denied); check the file's permissions."
+    )
+
+
+# --- what the NumPy and HDF5 readers say (written for the mutation run of events/readers.py) ----------
+
+
+def test_a_stored_height_is_checked_as_the_width_is_and_a_size_of_1_is_a_size(tmp_path):
+    for stored in (np.array(0), np.array(2.5), np.array([3, 4])):
+        path = npz(tmp_path / "bad.npz", t=[1], x=[0], y=[0], p=[1], height=stored)
+        assert error_of(read_npy, path) == (
+            f"{path}: the stored sensor height {stored!r} is not a positive integer; fix it or pass height=."
+        )
+    path = npz(tmp_path / "one.npz", t=[1], x=[0], y=[0], p=[1], width=np.array(1), height=np.array(1))
+    assert columns_of(read_npy(path))[4:] == (1, 1)
+
+
+def test_a_npy_names_its_missing_field_and_a_broken_file_its_error(tmp_path):
+    rows = np.array([(1, 0, 0)], dtype=[("t", "<i8"), ("x", "<i2"), ("y", "<i2")])
+    np.save(tmp_path / "nop.npy", rows)
+    assert error_of(read_npy, tmp_path / "nop.npy") == (
+        f"{tmp_path / 'nop.npy'}: no field named 'p' / 'polarity' / 'polarities' / 'pol' / 'on'; "
+        "the file has ['t', 'x', 'y']. Store the events as columns t, x, y, p."
+    )
+    path = tmp_path / "cut.npy"
+    np.save(path, rows)
+    path.write_bytes(path.read_bytes()[:20])
+    message = error_of(read_npy, path)
+    assert message.startswith(f"{path}: cannot be read as a NumPy file (ValueError: ")
+    assert message.endswith("); the file is truncated or corrupt.")
+
+
+def test_a_npy_of_python_objects_is_refused_unpickled(tmp_path):
+    path = tmp_path / "objects.npy"  # unpickling would run whatever code the file names
+    np.save(path, np.array([{"t": 1}], dtype=object), allow_pickle=True)
+    message = error_of(read_npy, path)
+    assert message.startswith(f"{path}: cannot be read as a NumPy file (ValueError: ")
+    assert "allow_pickle=False" in message
+
+
+def hdf5_file(path, **datasets):
+    with h5py.File(path, "w") as file:
+        for name, values in datasets.items():
+            file.create_dataset(name, data=np.array(values))
+    return path
+
+
+def test_hdf5_sizes_given_win_over_stored_ones_and_a_bad_stored_height_is_named(tmp_path):
+    path = hdf5_file(tmp_path / "sized.h5", t=[1, 2], x=[0, 1], y=[2, 3], p=[1, 0])
+    with h5py.File(path, "a") as file:
+        file.attrs["width"], file.attrs["height"] = 50, 40
+    assert columns_of(read_hdf5(path))[4:] == (50, 40)
+    assert columns_of(read_hdf5(path, width=7, height=9))[4:] == (7, 9)
+    assert columns_of(read_hdf5(path, height=9))[4:] == (50, 9)
+    with h5py.File(path, "a") as file:
+        file.attrs["height"] = 0
+    assert error_of(read_hdf5, path) == (
+        f"{path}: the stored sensor height array(0) is not a positive integer; fix it or pass height=."
+    )
+
+
+def test_hdf5_errors_name_the_file_the_group_and_what_it_holds(tmp_path):
+    path = tmp_path / "empty.h5"
+    with h5py.File(path, "w") as file:
+        file.create_group("events")
+    assert error_of(read_hdf5, path) == (
+        f"{path}: no dataset (in /events) named 't' / 'ts' / 'timestamp' / 'timestamps' / 'time'; "
+        "the file has none. Store the events as columns t, x, y, p."
+    )
+    path = hdf5_file(tmp_path / "negative.h5", t=[1], x=[-1], y=[0], p=[1])
+    assert error_of(read_hdf5, path).startswith(f"{path}: event coordinates are negative")
+
+
+def hdf5_declaring(path, events: int, padding: int) -> int:
+    """A file whose 4 int64 datasets declare `events` rows each, none written; its size in bytes."""
+    with h5py.File(path, "w") as file:
+        file.attrs["padding"] = "." * padding  # moves the file's size
+        for name in "txyp":
+            file.create_dataset(name, shape=(events,), dtype="i8", chunks=(1024,))
+    return path.stat().st_size
+
+
+def test_hdf5_datasets_may_declare_up_to_1032_times_the_files_size(tmp_path):
+    path = tmp_path / "limit.h5"
+    for padding in range(64):  # a file size S for which 4 x 8 bytes x rows == 1032 S holds exactly
+        size = hdf5_declaring(path, 1024, padding)
+        if size % 4 == 0 and hdf5_declaring(path, size * 1032 // 32, padding) == size:
+            break
+    else:
+        pytest.fail("no file size in 64 paddings is a multiple of 4; the test's file needs another padding")
+    rows = size * 1032 // 32
+    assert len(read_hdf5(path)) == rows  # exactly the limit: read (never-written rows read as 0)
+    assert hdf5_declaring(path, rows + 1, padding) == size
+    assert error_of(read_hdf5, path) == (
+        f"{path}: the datasets t, x, y, p declare {32 * (rows + 1)} bytes, more than a file of {size} bytes can "
+        "hold even compressed; the file is corrupt."
     )
