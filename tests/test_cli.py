@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -275,3 +277,10 @@ def test_no_parser_function_is_long_and_no_option_help_is_written_twice():
                         helps[keyword.value.value].append(path.name)
     assert not long, f"functions over 80 lines: {long}"
     assert {text: files for text, files in helps.items() if len(files) > 1} == {}
+
+
+@pytest.mark.slow  # a subprocess importing velora
+def test_python_dash_m_velora_is_the_velora_command():
+    # for a venv not activated or a --user install, whose `velora` script is not on PATH
+    done = subprocess.run([sys.executable, "-m", "velora", "--version"], capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout.strip()) == (0, f"velora {__version__}")
