@@ -199,9 +199,10 @@ def main() -> None:
 
     def monitor() -> None:
         while not done.wait(10.0):
-            rss.append((round(time.monotonic() - started, 1), rss_bytes(), os.getloadavg()[0]))
-            schedule.append((round(time.monotonic() - started, 1), *scheduler_s()))
-            collector.append((round(time.monotonic() - started, 1), gc_pause["collections"], gc_pause["total"]))
+            now = round(time.monotonic() - started, 1)
+            rss.append((now, rss_bytes(), os.getloadavg()[0]))
+            schedule.append((now, *scheduler_s()))
+            collector.append((now, gc_pause["collections"], gc_pause["total"]))
             if len(rss) % 6 == 0:
                 window = series["latency_ms"][max(0, count - 1500) : count]
                 print(
@@ -312,9 +313,9 @@ def main() -> None:
     if early and late:
         figures["canary_ms_first_10min"], figures["canary_ms_last_10min"] = median(early), median(late)
         figures["canary_change_pct"] = 100 * (median(late) / median(early) - 1)
-        figures["cpu_per_window_change_pct"] = 100 * (
-            figures["mean_cpu_per_window_last_10min_ms"] / figures["mean_cpu_per_window_first_10min_ms"] - 1
-        )
+    figures["cpu_per_window_change_pct"] = 100 * (
+        figures["mean_cpu_per_window_last_10min_ms"] / figures["mean_cpu_per_window_first_10min_ms"] - 1
+    )
     figures["p95_latency_change_pct"] = 100 * (
         figures["p95_latency_last_10min_ms"] / figures["p95_latency_first_10min_ms"] - 1
     )

@@ -293,6 +293,13 @@ def test_numpy_files_without_named_columns_or_a_good_size_are_explained(tmp_path
         )
 
 
+def hdf5_file(path, **datasets):
+    with h5py.File(path, "w") as file:
+        for name, values in datasets.items():
+            file.create_dataset(name, data=np.array(values))
+    return path
+
+
 def test_hdf5_columns_are_read_from_the_events_group_else_the_root(tmp_path):
     path = tmp_path / "grouped.h5"
     with h5py.File(path, "w") as file:
@@ -302,10 +309,8 @@ def test_hdf5_columns_are_read_from_the_events_group_else_the_root(tmp_path):
         for name, values in (("t", [1, 2]), ("x", [0, 1]), ("y", [2, 3]), ("polarity", [1, 0])):
             group.create_dataset(name, data=np.array(values))
     assert columns_of(read_hdf5(path)) == ([1, 2], [0, 1], [2, 3], [1, -1], 50, 30)
-    path = tmp_path / "root.h5"
-    with h5py.File(path, "w") as file:
-        for name, values in (("ts", [3]), ("x", [4]), ("y", [5]), ("p", [1]), ("events", [0])):
-            file.create_dataset(name, data=np.array(values))  # a dataset called events is not the group
+    # a dataset called events is not the group
+    path = hdf5_file(tmp_path / "root.h5", ts=[3], x=[4], y=[5], p=[1], events=[0])
     assert columns_of(read_hdf5(path)) == ([3], [4], [5], [1], 5, 6)
     with h5py.File(path, "a") as file:
         file.attrs["width"] = -3
@@ -384,13 +389,6 @@ def test_a_npy_of_python_objects_is_refused_unpickled(tmp_path):
     message = error_of(read_npy, path)
     assert message.startswith(f"{path}: cannot be read as a NumPy file (ValueError: ")
     assert "allow_pickle=False" in message
-
-
-def hdf5_file(path, **datasets):
-    with h5py.File(path, "w") as file:
-        for name, values in datasets.items():
-            file.create_dataset(name, data=np.array(values))
-    return path
 
 
 def test_hdf5_sizes_given_win_over_stored_ones_and_a_bad_stored_height_is_named(tmp_path):

@@ -67,9 +67,6 @@ def test_unknown_architectures_and_tags_list_what_exists():
         split_backbone("vit_base_patch16_clip_quickgelu_224.openai2")
 
 
-COMMIT = HUB_COMMIT
-
-
 def tiny_clip_vit(seed: int = 11, arch: str = "vit_base_patch16_clip_quickgelu_224", **args) -> dict[str, torch.Tensor]:
     """A tiny CLIP ViT's tensors in timm names, with a CLIP projection head (16 wide, zero bias, as
     timm's conversion of CLIP's bias-free projection leaves it)."""
@@ -263,7 +260,7 @@ def test_velora_info_names_the_file_a_run_would_read(tmp_path, monkeypatch):
         f"hub {OPENAI} (tag openai), not in the local cache: the first the repository has of model.safetensors, "
         "pytorch_model.bin, open_clip_model.safetensors, open_clip_pytorch_model.bin is fetched on first use"
     )
-    no_exist = cache / f"models--{OPENAI.replace('/', '--')}" / ".no_exist" / COMMIT
+    no_exist = cache / f"models--{OPENAI.replace('/', '--')}" / ".no_exist" / HUB_COMMIT
     no_exist.mkdir(parents=True)
     (no_exist / "model.safetensors").touch()  # as the hub's answer that the repository lacks it leaves the cache
     assert resolve_source("hub", backbone)["file"] == "pytorch_model.bin"
